@@ -105,7 +105,7 @@ def up(engine: LocalEngine, progress: bool = True) -> dict:
         return {**status(engine), "started": False}
     if _http_ok(engine.url):
         raise EngineError("engine up", f"something else already answers on {engine.url}; "
-                          "stop it, pick another ESRANK_ENGINE_PORT, or point ESRANK_URL at it",
+                          "stop it, pick another ESRANK_ENGINE__PORT, or point ESRANK_URL at it",
                           target=engine.url)
     java_home = find_java(engine.java_home)
     cache = engine.home / "downloads"
@@ -159,7 +159,7 @@ def _ltr_zip(engine: LocalEngine, cache: Path, progress: bool) -> Path | None:
     if source and not source.startswith(("http://", "https://")):
         path = Path(source).expanduser()
         if not path.is_file():
-            raise ConfigError(f"ESRANK_ENGINE_LTR_PLUGIN={source}: no such file")
+            raise ConfigError(f"ESRANK_ENGINE__LTR_PLUGIN={source}: no such file")
         return path
     artifact = engine.ltr_artifact
     try:
@@ -170,7 +170,7 @@ def _ltr_zip(engine: LocalEngine, cache: Path, progress: bool) -> Path | None:
         if exc.status != 404:
             raise
         log.warning("the LTR plugin %s:%s:%s is not on %s; the engine starts without it. Set "
-                    "ESRANK_ENGINE_LTR_PLUGIN to a plugin zip (path or URL) for OpenSearch %s",
+                    "ESRANK_ENGINE__LTR_PLUGIN to a plugin zip (path or URL) for OpenSearch %s",
                     artifact.group, artifact.name, artifact.version, engine.maven_repo,
                     engine.version)
         return None
@@ -184,7 +184,7 @@ def find_java(explicit: Path | None = None) -> Path:
         if home and (_java_major(home) or 0) >= 21:
             return home
     raise ConfigError("OpenSearch 3.x needs a JDK 21 or newer: install one (e.g. Temurin) under "
-                      "/usr/lib/jvm or set ESRANK_ENGINE_JAVA_HOME")
+                      "/usr/lib/jvm or set ESRANK_ENGINE__JAVA_HOME")
 
 
 def _java_major(home: Path) -> int | None:

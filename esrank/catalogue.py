@@ -1,0 +1,221 @@
+"""Catalogue indexing: product files -> documents with title embeddings -> a fresh index.
+
+Products are read from JSON arrays, JSONL, or zips of those. Each run builds a new concrete
+index and then moves the alias onto it in one step, so searches never see a half-built index
+and a failed run leaves what is live untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from esrank.encoder import Encoder, batched
+from esrank.engine import Engine
+from esrank.errors import EngineError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawProduct:
+    """One product as read, with where it came from (file and record number)."""
+
+    source: str
+    position: int
+    data: dict
+
+
+@dataclass(frozen=True)
+class Rejected:
+    doc_id: str
+    where: str
+    reason: str
+
+
+@dataclass
+class IndexReport:
+    alias: str
+    index: str
+    indexed: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.indexed / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"alias": self.alias, "index": self.index, "indexed": self.indexed,
+                "rejected": [r.__dict__ for r in self.rejected], "seconds": round(self.seconds, 2),
+                "docs_per_second": round(self.docs_per_second, 1)}
+
+
+def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
+    """Yield products from .json (array), .jsonl/.ndjson, or .zip files holding those."""
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("no such file", source=str(path))
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.namelist():
+                    if member.endswith((".json", ".jsonl", ".ndjson")):
+                        yield from _parse(f"{path}!{member}", member, zf.read(member).decode())
+        else:
+            yield from _parse(str(path), path.name, path.read_text())
+
+
+def _parse(source: str, name: str, text: str) -> Iterator[RawProduct]:
+    if name.endswith((".jsonl", ".ndjson")):
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    yield RawProduct(source, line_no, json.loads(line))
+                except json.JSONDecodeError as exc:
+                    yield RawProduct(source, line_no, {"__error__": f"invalid JSON: {exc.msg}"})
+        return
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc.msg}", source=source, line=exc.lineno) from exc
+    if not isinstance(data, list):
+        raise InputError("expected a JSON array of products", source=source)
+    for i, item in enumerate(data, 1):
+        yield RawProduct(source, i, item)
+
+
+def to_document(product: RawProduct) -> tuple[str, dict]:
+    """Validate and shape one product; raises InputError naming the record and field."""
+    p = product.data
+    where = dict(source=product.source, line=product.position)
+    if "__error__" in p:
+        raise InputError(p["__error__"], **where)
+    if not isinstance(p, dict):
+        raise InputError("a product must be a JSON object", **where)
+    doc_id = p.get("id")
+    if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id) == "":
+        raise InputError("field 'id': missing or not a string/number", **where)
+    title = p.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise InputError(f"product {doc_id}: field 'title': missing or empty", **where)
+    price = p.get("price")
+    if price is not None and (isinstance(price, bool) or not isinstance(price, int | float)):
+        raise InputError(f"product {doc_id}: field 'price': expected a number (cents), "
+                         f"found {price!r}", **where)
+    released = p.get("date_released")
+    if released is not None:
+        try:
+            datetime.fromisoformat(str(released).replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise InputError(f"product {doc_id}: field 'date_released': not an ISO date "
+                             f"({released!r})", **where) from exc
+    attributes = [str(v) for k, v in sorted(p.items()) if k.startswith("attr_t_") and v]
+    doc = {
+        "id": str(doc_id),
+        "title": title,
+        "name": p.get("name"),
+        "short_description": p.get("short_description"),
+        "supplier": p.get("supplier"),
+        "ean": p.get("ean"),
+        "price": None if price is None else price / 100.0,
+        "date_released": released,
+        "image": p.get("img_thumb"),
+        "attributes": " | ".join(attributes) or None,
+        "attrs": {k: v for k, v in p.items() if k.startswith("attr_")},
+    }
+    return str(doc_id), doc
+
+
+def index_body(dims: int) -> dict:
+    """Explicit mappings: analysed text, keywords, numbers, and the title vector (doc values)."""
+    text_kw = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0,
+                     # exact vectors from doc values: no native k-NN library needed
+                     "index.knn": False},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "id": {"type": "keyword"},
+                "title": text_kw,
+                "name": {"type": "keyword"},
+                "short_description": {"type": "text"},
+                "supplier": text_kw,
+                "ean": {"type": "keyword"},
+                "price": {"type": "float"},
+                "date_released": {"type": "date"},
+                "image": {"type": "keyword", "index": False},
+                "attributes": {"type": "text"},
+                # thousands of typed attributes: kept in _source, not mapped field by field
+                "attrs": {"type": "object", "enabled": False},
+                "title_vector": {"type": "knn_vector", "dimension": dims},
+            },
+        },
+    }
+
+
+def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, *,
+                    batch_size: int = 256, limit: int | None = None,
+                    progress: bool = True) -> IndexReport:
+    """Index products into `<alias>-<timestamp>` and point `alias` at it when done.
+
+    Bad products are reported (id, record, reason); good ones are indexed.
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    index = f"{alias}-{time.strftime('%Y%m%d%H%M%S')}-{time.monotonic_ns() % 1000:03d}"
+    if engine.index_exists(alias) and not engine.alias_targets(alias):
+        raise EngineError("index catalogue", f"{alias!r} is a concrete index, not an alias; "
+                          "esrank manages it as an alias over versioned indices — rename or "
+                          "delete it first", target=alias)
+    old = engine.alias_targets(alias)
+    engine.create_index(index, index_body(encoder.dims))
+    report = IndexReport(alias=alias, index=index)
+    products = read_products(paths)
+    try:
+        with tqdm(desc=f"indexing {alias}", unit="doc", disable=not progress) as bar:
+            for chunk in batched(products, batch_size):
+                if limit is not None:
+                    chunk = chunk[:max(0, limit - report.indexed - len(report.rejected))]
+                    if not chunk:
+                        break
+                docs = []
+                for product in chunk:
+                    try:
+                        docs.append(to_document(product))
+                    except InputError as exc:
+                        report.rejected.append(Rejected(str(product.data.get("id", "?"))
+                                                        if isinstance(product.data, dict)
+                                                        else "?",
+                                                        f"{product.source}:{product.position}",
+                                                        str(exc)))
+                vectors = encoder.encode([d["title"] for _, d in docs]) if docs else []
+                for (_, doc), vector in zip(docs, vectors, strict=True):
+                    doc["title_vector"] = [round(float(x), 7) for x in vector]
+                refused = dict(engine.bulk(index, docs))
+                for doc_id, reason in refused.items():
+                    report.rejected.append(Rejected(doc_id, index, reason))
+                report.indexed += len(docs) - len(refused)
+                bar.update(len(chunk))
+        engine.refresh(index)
+        engine.swap_alias(alias, index, old)
+    except BaseException:
+        try:  # leave nothing half-written behind; the alias still points at the old index
+            engine.delete_index(index)
+        except EngineError as cleanup:
+            log.error("could not remove the partial index %s: %s", index, cleanup)
+        raise
+    for stale in old:
+        engine.delete_index(stale)
+    report.seconds = time.monotonic() - started
+    for r in report.rejected:
+        log.warning("rejected product %s (%s): %s", r.doc_id, r.where, r.reason)
+    return report

@@ -1,0 +1,203 @@
+"""The engine seam: every `/_ltr` request and `_ltrlog` parse, written once over a Transport.
+
+Adapters (opensearch.py, elasticsearch.py) only move JSON over HTTP and turn their client's
+exceptions into EngineError; everything the LTR plugin understands is built here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from esrank.errors import EngineError
+from esrank.types import FeatureSet
+
+LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
+
+
+class Transport(Protocol):
+    """Moves one request; raises EngineError(operation, reason, target=, status=)."""
+
+    flavor: str
+
+    def request(self, operation: str, method: str, path: str, *, body: Any = None,
+                params: dict | None = None, target: str | None = None) -> Any:
+        ...
+
+
+class Engine:
+    """Plugin operations on one cluster (and one feature store).
+
+    >>> engine = Engine(OpenSearchTransport("http://127.0.0.1:9200"))  # doctest: +SKIP
+    >>> engine.put_feature_set(load_feature_set("feature_sets/chorus.yaml"))  # doctest: +SKIP
+    """
+
+    def __init__(self, transport: Transport, store: str | None = None):
+        self.transport = transport
+        self.store = store
+
+    def _ltr(self, suffix: str = "") -> str:
+        return (f"/_ltr/{self.store}" if self.store else "/_ltr") + suffix
+
+    def _call(self, operation: str, method: str, path: str, **kw: Any) -> Any:
+        return self.transport.request(operation, method, path, **kw)
+
+    # -- cluster -------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        return self._call("cluster info", "GET", "/")
+
+    def plugins(self) -> set[str]:
+        rows = self._call("list plugins", "GET", "/_cat/plugins", params={"format": "json"})
+        return {row["component"] for row in rows}
+
+    # -- feature store ---------------------------------------------------------------------------
+
+    def store_exists(self) -> bool:
+        try:
+            self._call("check LTR store", "GET", self._ltr(), target=self._ltr())
+        except EngineError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def ensure_store(self) -> bool:
+        """Create the feature store if missing; True when it was created."""
+        if self.store_exists():
+            return False
+        self._call("create LTR store", "PUT", self._ltr(), target=self._ltr())
+        return True
+
+    def get_feature_set(self, name: str) -> dict | None:
+        """The stored feature set's plugin document (`{"name", "features": [...]}`) or None."""
+        try:
+            doc = self._call("get feature set", "GET", self._ltr(f"/_featureset/{name}"),
+                             target=name)
+        except EngineError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return doc.get("_source", {}).get("featureset") if doc.get("found", True) else None
+
+    def list_feature_sets(self, prefix: str = "") -> dict[str, dict]:
+        """Stored feature sets whose name starts with `prefix`: name -> plugin document."""
+        params = {"prefix": prefix, "size": 1000} if prefix else {"size": 1000}
+        result = self._call("list feature sets", "GET", self._ltr("/_featureset"),
+                            params=params, target=self._ltr())
+        return {hit["_source"]["name"]: hit["_source"]["featureset"]
+                for hit in result.get("hits", {}).get("hits", [])}
+
+    def put_feature_set(self, feature_set: FeatureSet) -> bool:
+        """Store the set under its versioned name; never overwrites. True when created."""
+        name = feature_set.engine_name
+        if self.get_feature_set(name) is not None:
+            return False
+        self._call("create feature set", "POST", self._ltr(f"/_featureset/{name}"),
+                   body=feature_set.plugin_payload(), target=name)
+        return True
+
+    # -- indices ---------------------------------------------------------------------------------
+
+    def create_index(self, index: str, body: dict) -> None:
+        self._call("create index", "PUT", f"/{index}", body=body, target=index)
+
+    def delete_index(self, index: str) -> None:
+        self._call("delete index", "DELETE", f"/{index}", target=index)
+
+    def alias_targets(self, alias: str) -> list[str]:
+        try:
+            result = self._call("get alias", "GET", f"/_alias/{alias}", target=alias)
+        except EngineError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        return sorted(result)
+
+    def index_exists(self, index: str) -> bool:
+        try:
+            found = self._call("check index", "GET", f"/{index}/_settings", target=index)
+        except EngineError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return bool(found)
+
+    def swap_alias(self, alias: str, new_index: str, old_indices: Sequence[str]) -> None:
+        """Point `alias` at `new_index` in one atomic step."""
+        actions = [{"remove": {"index": old, "alias": alias}} for old in old_indices]
+        actions.append({"add": {"index": new_index, "alias": alias}})
+        self._call("swap alias", "POST", "/_aliases", body={"actions": actions}, target=alias)
+
+    def bulk(self, index: str, docs: Iterable[tuple[str, dict]]) -> list[tuple[str, str]]:
+        """Index (id, source) pairs; returns (id, reason) for each document the engine refused."""
+        lines = []
+        for doc_id, source in docs:
+            lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
+            lines.append(json.dumps(source))
+        if not lines:
+            return []
+        result = self._call("bulk index", "POST", "/_bulk", body="\n".join(lines) + "\n",
+                            target=index)
+        refused = []
+        for item in result.get("items", []):
+            op = item.get("index", {})
+            if "error" in op:
+                err = op["error"]
+                refused.append((op.get("_id", "?"), f"{err.get('type')}: {err.get('reason')}"))
+        return refused
+
+    def refresh(self, index: str) -> None:
+        self._call("refresh", "POST", f"/{index}/_refresh", target=index)
+
+    def count(self, index: str) -> int:
+        return int(self._call("count", "GET", f"/{index}/_count", target=index)["count"])
+
+    def search(self, index: str, body: dict) -> dict:
+        return self._call("search", "POST", f"/{index}/_search", body=body, target=index)
+
+    # -- sltr + ltr_log --------------------------------------------------------------------------
+
+    @staticmethod
+    def sltr(feature_set: str, params: dict, *, model: str | None = None,
+             name: str = LOG_NAME) -> dict:
+        """An `sltr` query clause for a stored feature set (logging) or a stored model."""
+        clause: dict = {"_name": name, "params": params}
+        clause["model" if model else "featureset"] = model or feature_set
+        return {"sltr": clause}
+
+    def log_features(self, index: str, feature_set: FeatureSet, params: dict,
+                     doc_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Every feature's value for each doc, in feature-set order; NaN where it did not match.
+
+        Missing values stay NaN (`missing_as_zero: false`): what to serve for them is the
+        model's decision, not the logger's.
+        """
+        body = {
+            "size": len(doc_ids),
+            "query": {"bool": {"filter": [{"ids": {"values": list(doc_ids)}}],
+                               "should": [self.sltr(feature_set.engine_name, params)]}},
+            "_source": False,
+            "ext": {"ltr_log": {"log_specs": {"name": LOG_NAME, "named_query": LOG_NAME,
+                                              "missing_as_zero": False}}},
+        }
+        result = self.search(index, body)
+        return {hit["_id"]: parse_ltr_log(hit, feature_set.feature_names)
+                for hit in result["hits"]["hits"]}
+
+
+def parse_ltr_log(hit: dict, feature_names: Sequence[str]) -> list[float]:
+    """One hit's `_ltrlog` entries as floats in feature order (NaN for missing)."""
+    try:
+        entries = hit["fields"]["_ltrlog"][0][LOG_NAME]
+    except (KeyError, IndexError) as exc:
+        raise EngineError("parse ltr_log", "the hit has no _ltrlog entry (is the LTR plugin "
+                          "installed and the sltr query named?)", target=hit.get("_id")) from exc
+    values = {e["name"]: float(e["value"]) if "value" in e else math.nan for e in entries}
+    unknown = set(values) - set(feature_names)
+    if unknown or len(values) != len(feature_names):
+        raise EngineError("parse ltr_log", f"engine logged {sorted(values)}, the feature set "
+                          f"has {list(feature_names)}", target=hit.get("_id"))
+    return [values[name] for name in feature_names]

@@ -1,0 +1,50 @@
+"""Elasticsearch transport (elasticsearch-py, an optional extra: pip install esrank[elasticsearch]).
+
+elasticsearch-py refuses to talk to OpenSearch (its product check), so OpenSearch always goes
+through the OpenSearch transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esrank.engine.auth import Auth
+from esrank.engine.opensearch import reason_of
+from esrank.errors import ConfigError, EngineError
+
+
+class ElasticsearchTransport:
+    flavor = "elasticsearch"
+
+    def __init__(self, url: str, auth: Auth | None = None, timeout: float = 30.0):
+        try:
+            from elasticsearch import Elasticsearch
+        except ImportError as err:
+            raise ConfigError("Elasticsearch needs the extra: pip install 'esrank[elasticsearch]'"
+                              ) from err
+        auth = auth or Auth()
+        self.url = url
+        self._client = Elasticsearch(
+            url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
+            ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0)
+
+    def request(self, operation: str, method: str, path: str, *, body: Any = None,
+                params: dict | None = None, target: str | None = None) -> Any:
+        from elasticsearch import ApiError
+        from elasticsearch import ConnectionError as EsConnectionError
+
+        ndjson = isinstance(body, str)
+        kind = "application/x-ndjson" if ndjson else "application/json"
+        headers = {"accept": "application/json"}
+        if body is not None:
+            headers["content-type"] = kind
+        try:
+            response = self._client.perform_request(method, path, params=params,
+                                                    headers=headers, body=body)
+        except EsConnectionError as err:
+            raise EngineError(operation, f"cannot reach {self.url} ({err}); is the engine up?",
+                              target=target) from err
+        except ApiError as err:
+            raise EngineError(operation, reason_of(err.body, err.message), target=target,
+                              status=err.meta.status) from err
+        return response.body

@@ -1,0 +1,53 @@
+"""OpenSearch transport (opensearch-py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from esrank.engine.auth import Auth
+from esrank.errors import EngineError
+
+
+class OpenSearchTransport:
+    flavor = "opensearch"
+
+    def __init__(self, url: str, auth: Auth | None = None, timeout: float = 30.0):
+        from opensearchpy import OpenSearch
+
+        auth = auth or Auth()
+        headers = {"Authorization": f"ApiKey {auth.api_key}"} if auth.api_key else None
+        self.url = url
+        self._client = OpenSearch(
+            hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
+            ca_certs=auth.ca_certs, timeout=timeout, max_retries=0)
+
+    def request(self, operation: str, method: str, path: str, *, body: Any = None,
+                params: dict | None = None, target: str | None = None) -> Any:
+        from opensearchpy import exceptions as exc
+
+        try:
+            return self._client.transport.perform_request(method, path, params=params,
+                                                          body=body)
+        except exc.ConnectionError as err:
+            raise EngineError(operation, f"cannot reach {self.url} ({err.error}); is the "
+                              "engine up? (esrank engine up)", target=target) from err
+        except exc.TransportError as err:
+            status = err.status_code if isinstance(err.status_code, int) else None
+            raise EngineError(operation, reason_of(err.info, err.error), target=target,
+                              status=status) from err
+
+
+def reason_of(info: Any, fallback: Any) -> str:
+    """The engine's own words: error.root_cause[0].reason when present."""
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        err = info["error"]
+        causes = err.get("root_cause") or [err]
+        cause = causes[0]
+        reason = f"{cause.get('type')}: {cause.get('reason')}"
+        deeper = err.get("caused_by") or (err.get("failed_shards") or [{}])[0].get("reason", {})
+        if isinstance(deeper, dict) and deeper.get("caused_by"):
+            reason += f" (caused by {deeper['caused_by'].get('reason')})"
+        return reason
+    if isinstance(info, dict) and "error" in info:
+        return str(info["error"])
+    return str(info or fallback)

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The shipped MiniLM, loaded once per test session."""
+    from esrank.encoder import load_encoder
+
+    return load_encoder()

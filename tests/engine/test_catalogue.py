@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import pytest
+
+from esrank.catalogue import index_catalogue
+from esrank.engine import connect
+from esrank.errors import EngineError
+from esrank.search import search
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
+    report = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder,
+                             batch_size=64, progress=False)
+    assert report.rejected == []
+    assert report.indexed == 301
+    assert engine.count(alias) == 301
+    doc = engine.search(alias, {"size": 1, "query": {"ids": {"values": ["1993197"]}},
+                                "_source": ["title", "title_vector", "price"]})
+    source = doc["hits"]["hits"][0]["_source"]
+    assert len(source["title_vector"]) == 384
+    expected = encoder.encode([source["title"]])[0]
+    assert sum(a * b for a, b in zip(source["title_vector"], expected, strict=True)) > 0.9999
+    hits = search(engine, alias, "bluetooth speaker", size=10)
+    assert len(hits) == 10
+    assert any("speaker" in h.title.lower() for h in hits[:3])
+
+
+def test_bad_products_reported_good_ones_indexed(engine, alias, encoder):
+    report = index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder,
+                             progress=False)
+    assert report.indexed == 2
+    reasons = {r.where.rsplit(":", 1)[1]: r.reason for r in report.rejected}
+    assert set(reasons) == {"2", "3", "4", "5", "7"}
+    assert "bad-1" in reasons["2"] and "title" in reasons["2"]
+    assert "'id'" in reasons["3"]
+    assert "price" in reasons["4"] and "12 euro" in reasons["4"]
+    assert "date_released" in reasons["5"]
+    assert "invalid JSON" in reasons["7"]
+    assert engine.count(alias) == 2
+
+
+def test_reindex_swaps_alias_and_failed_run_keeps_live_index(engine, alias, encoder):
+    index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder, progress=False)
+    first = engine.alias_targets(alias)
+    index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=50,
+                    progress=False)
+    second = engine.alias_targets(alias)
+    assert second != first and len(second) == 1
+    assert not engine.index_exists(first[0])
+    assert engine.count(alias) == 50
+
+    class Broken:
+        name, dims, max_tokens = "broken", 384, 8
+
+        def encode(self, texts, batch_size=64):
+            raise RuntimeError("encoder crashed")
+
+    with pytest.raises(RuntimeError):
+        index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], Broken(), progress=False)
+    assert engine.alias_targets(alias) == second
+    assert engine.count(alias) == 50
+
+
+def test_engine_down_is_a_clear_engine_error():
+    down = connect("http://127.0.0.1:9", flavor="opensearch", timeout=2)
+    with pytest.raises(EngineError, match="cannot reach http://127.0.0.1:9"):
+        down.info()
