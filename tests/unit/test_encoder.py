@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esrank.encoder import load_encoder, model_dir
+from esrank.errors import ConfigError
+
+GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "minilm_golden.json").read_text())
+
+
+def test_numpy_minilm_matches_sentence_transformers(encoder):
+    got = encoder.encode(GOLDEN["texts"], batch_size=4)
+    want = np.array(GOLDEN["vectors"], dtype=np.float32)
+    assert got.shape == want.shape == (6, 384)
+    assert np.abs(got - want).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_batching_and_order_do_not_change_vectors(encoder):
+    texts = GOLDEN["texts"]
+    one_by_one = np.vstack([encoder.encode([t]) for t in texts])
+    assert np.abs(encoder.encode(texts[::-1], batch_size=2)[::-1] - one_by_one).max() < 1e-5
+
+
+def test_long_text_is_truncated_to_the_model_limit(encoder):
+    assert encoder.max_tokens == 256
+    long = "speaker " * 2000
+    assert encoder.encode([long]).shape == (1, 384)
+
+
+def test_unknown_model_folder_and_backend_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        model_dir(str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown encoder backend"):
+        load_encoder(backend="tensorrt")
