@@ -1,3 +1,3 @@
-"""esrank: Learning-to-Rank for Elasticsearch and OpenSearch, from feature files to served models."""
+"""esrank: Learning-to-Rank for Elasticsearch and OpenSearch, feature files to served models."""
 
 __version__ = "0.1.0"

@@ -41,7 +41,8 @@ class Artifact:
         return f"{self.name}-{self.version}.zip"
 
     def url(self, repo: str) -> str:
-        return f"{repo.rstrip('/')}/{self.group.replace('.', '/')}/{self.name}/{self.version}/{self.filename}"
+        group = self.group.replace(".", "/")
+        return f"{repo.rstrip('/')}/{group}/{self.name}/{self.version}/{self.filename}"
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _ltr_zip(engine: LocalEngine, cache: Path, progress: bool) -> Path | None:
 
 
 def find_java(explicit: Path | None = None) -> Path:
-    """A JDK >= 21 (OpenSearch 3.x needs it): the configured one, else the newest in /usr/lib/jvm."""
+    """A JDK >= 21 (OpenSearch 3.x needs it): the configured one, else the newest installed."""
     candidates = [explicit] if explicit else sorted(
         Path("/usr/lib/jvm").glob("*"), key=lambda p: _java_major(p) or 0, reverse=True)
     for home in candidates:

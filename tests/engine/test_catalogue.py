@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from esrank.catalogue import index_catalogue
 from esrank.engine import connect
 from esrank.errors import EngineError
 from esrank.search import search
-from pathlib import Path
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 

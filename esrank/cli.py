@@ -1,0 +1,264 @@
+"""The esrank command line: parse, call one library function, print a table or --json.
+
+Exit codes: 0 ok, 1 esrank error (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from esrank.config import Settings, load_settings
+from esrank.errors import EsrankError
+
+log = logging.getLogger("esrank")
+
+CHORUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chorus"
+
+
+def _emit(data, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _engine(ctx: click.Context):
+    from esrank.engine import Auth, connect
+
+    s = _settings(ctx)
+    auth = Auth(username=s.username,
+                password=s.password.get_secret_value() if s.password else None,
+                api_key=s.api_key.get_secret_value() if s.api_key else None,
+                ca_certs=str(s.ca_certs) if s.ca_certs else None, verify_certs=s.verify_certs)
+    return connect(s.engine_url, flavor=s.flavor, auth=auth, timeout=s.timeout, store=s.store)
+
+
+def _local(ctx: click.Context):
+    from esrank.engine.local import LocalEngine
+
+    s = _settings(ctx)
+    e = s.engine
+    return LocalEngine(home=s.home, version=e.version, port=e.port, heap=e.heap,
+                       java_home=e.java_home, maven_repo=e.maven_repo, ltr_plugin=e.ltr_plugin,
+                       startup_timeout=e.startup_timeout)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="esrank")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """esrank: Learning-to-Rank for OpenSearch and Elasticsearch.
+
+    Settings come from esrank.toml (or $ESRANK_CONFIG) and ESRANK_* environment variables,
+    e.g. ESRANK_URL=https://search:9200 to use an existing cluster instead of the local node.
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG),
+                        format="%(levelname)s %(name)s: %(message)s")
+    # the clients log every expected 404 (probing for an index or feature set) as a warning
+    for noisy in ("opensearch", "elastic_transport"):
+        logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
+    ctx.obj = {"settings": load_settings()}
+
+
+# -- engine ------------------------------------------------------------------------------------
+
+
+@cli.group()
+def engine() -> None:
+    """Manage the local OpenSearch + LTR + k-NN node (127.0.0.1:9200 by default)."""
+
+
+@engine.command("up")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.pass_context
+def engine_up(ctx: click.Context, as_json: bool) -> None:
+    """Download (cached), install and start the node; waits for green. Idempotent."""
+    from esrank.engine.local import up
+
+    info = up(_local(ctx), progress=not as_json)
+    verb = "started" if info["started"] else "already running"
+    _emit(info, as_json, f"engine {verb} at {info['url']} (pid {info['pid']}, health "
+          f"{info.get('health')}, plugins: {', '.join(info.get('plugins', []))})")
+
+
+@engine.command("down")
+@click.pass_context
+def engine_down(ctx: click.Context) -> None:
+    """Stop the node that `esrank engine up` started (by its pid file)."""
+    from esrank.engine.local import down
+
+    click.echo("engine stopped" if down(_local(ctx)) else "engine was not running")
+
+
+@engine.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def engine_status(ctx: click.Context, as_json: bool) -> None:
+    """Show whether the local node runs, its health, version and plugins."""
+    from esrank.engine.local import status
+
+    info = status(_local(ctx))
+    text = "\n".join(f"{k:12} {v}" for k, v in info.items())
+    _emit(info, as_json, text)
+
+
+# -- features ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def features() -> None:
+    """Feature sets as files (feature_sets/*.yaml): validate, push, diff."""
+
+
+def _sets(ctx: click.Context, path: Path | None):
+    from esrank.features import load_feature_sets
+
+    return load_feature_sets(path or _settings(ctx).feature_sets)
+
+
+@features.command("validate")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def features_validate(ctx: click.Context, path: Path | None, as_json: bool) -> None:
+    """Check feature-set files: schema, params, mustache and JSON of every template."""
+    sets = _sets(ctx, path)
+    data = [{"name": fs.name, "engine_name": fs.engine_name, "source": fs.source,
+             "features": list(fs.feature_names)} for fs in sets]
+    _emit(data, as_json, "\n".join(f"ok  {d['source']}: {d['engine_name']} "
+                                   f"({len(d['features'])} features)" for d in data))
+
+
+@features.command("push")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def features_push(ctx: click.Context, path: Path | None, as_json: bool) -> None:
+    """Upload feature sets (creating the store if needed) under versioned names.
+
+    A set is stored as NAME@HASH of its content: editing a file makes a new version and
+    never touches the one a live model uses.
+    """
+    from esrank.features import push_feature_sets
+
+    results = push_feature_sets(_engine(ctx), _sets(ctx, path))
+    _emit(results, as_json, "\n".join(
+        f"{'created' if r['created'] else 'unchanged'}  {r['engine_name']}" for r in results))
+
+
+@features.command("diff")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
+    """Show how local files differ from what the engine holds (exit 0 either way)."""
+    from esrank.features import diff_against_engine
+
+    results = [diff_against_engine(_engine(ctx), fs) for fs in _sets(ctx, path)]
+    lines = []
+    for r in results:
+        lines.append(f"{r['engine_name']}: {r['status']}"
+                     + (f" (compared with {r['compared_with']})" if r.get("compared_with") else ""))
+        for kind in ("added", "removed", "changed"):
+            lines += [f"  {kind:8} {name}" for name in r.get(kind, [])]
+    _emit(results, as_json, "\n".join(lines))
+
+
+# -- index / search ----------------------------------------------------------------------------
+
+
+@cli.command("index")
+@click.argument("files", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--alias", help="Index alias (default: ESRANK_INDEX, 'products').")
+@click.option("--limit", type=int, help="Index at most this many products.")
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, limit: int | None,
+              batch_size: int, as_json: bool) -> None:
+    """Index products (JSON, JSONL or zips of them) with title embeddings.
+
+    Builds a fresh index and moves the alias onto it when done. Bad products are listed with
+    their id and reason; the good ones are indexed; exit code 1 if any were rejected.
+    """
+    from esrank.catalogue import index_catalogue
+    from esrank.encoder import load_encoder
+
+    s = _settings(ctx)
+    paths = list(files) or sorted(CHORUS.glob("*.json.zip"))
+    report = index_catalogue(_engine(ctx), alias or s.index, paths,
+                             load_encoder(s.encoder_model), batch_size=batch_size, limit=limit,
+                             progress=not as_json)
+    d = report.to_dict()
+    text = (f"indexed {d['indexed']} products into {d['index']} (alias {d['alias']}) in "
+            f"{d['seconds']}s, {d['docs_per_second']} docs/s; rejected {len(d['rejected'])}")
+    text += "".join(f"\n  rejected {r['doc_id']} ({r['where']}): {r['reason']}"
+                    for r in d["rejected"])
+    _emit(d, as_json, text)
+    if report.rejected:
+        sys.exit(1)
+
+
+@cli.command("search")
+@click.argument("query")
+@click.option("--size", default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def search_cmd(ctx: click.Context, query: str, size: int, as_json: bool) -> None:
+    """Search the catalogue (BM25 over title, description, supplier, attributes)."""
+    from esrank.search import search
+
+    hits = search(_engine(ctx), _settings(ctx).index, query, size=size)
+    _emit([h.__dict__ for h in hits], as_json, _table(hits))
+
+
+def _table(hits) -> str:
+    rows = [f"{'#':>3}  {'score':>7}  {'id':>10}  title"]
+    rows += [f"{h.rank:>3}  {h.score:7.3f}  {h.doc_id:>10}  {h.title[:70]}" for h in hits]
+    return "\n".join(rows)
+
+
+@cli.command("demo")
+@click.option("--limit", type=int, help="Index only this many products (default: all).")
+@click.option("--query", default="bluetooth speaker", show_default=True)
+@click.pass_context
+def demo_cmd(ctx: click.Context, limit: int | None, query: str) -> None:
+    """The main job end to end on the Chorus catalogue: engine, index, feature set, search."""
+    if _settings(ctx).uses_local_engine:
+        click.echo("== 1. local engine")
+        ctx.invoke(engine_up)
+    click.echo("== 2. index the Chorus catalogue")
+    try:
+        ctx.invoke(index_cmd, limit=limit)
+    except SystemExit as exc:  # rejected products are reported above; go on with the rest
+        if exc.code not in (0, None, 1):
+            raise
+    click.echo("== 3. push the feature sets")
+    ctx.invoke(features_push)
+    click.echo(f"== 4. search: {query!r}")
+    ctx.invoke(search_cmd, query=query)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except EsrankError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

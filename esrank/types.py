@@ -1,0 +1,101 @@
+"""Plain, immutable records that the pipeline stages exchange."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ParamType = Literal["string", "number", "vector"]
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A query-time parameter a feature set expects, e.g. ``keywords`` or ``query_vector``.
+
+    ``dims`` is the vector length for ``type="vector"`` and ``None`` otherwise.
+    """
+
+    name: str
+    type: ParamType
+    dims: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature in plugin terms: a templated query scored per document.
+
+    ``template`` is a JSON object (dict) or a string; treat it as read-only.
+    ``line`` is where the feature starts in its source file (for error messages).
+    """
+
+    name: str
+    params: tuple[str, ...]
+    template_language: str
+    template: dict[str, Any] | str
+    description: str = ""
+    line: int | None = None
+
+    def plugin_dict(self) -> dict[str, Any]:
+        """The feature in the LTR plugin's schema (a deep copy, safe to mutate)."""
+        return {
+            "name": self.name,
+            "params": list(self.params),
+            "template_language": self.template_language,
+            "template": copy.deepcopy(self.template),
+        }
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """An ordered set of features: the single owner of feature order.
+
+    >>> fs.feature_names                     # doctest: +SKIP
+    ('title_bm25', 'title_phrase', ...)
+    >>> fs.engine_name                       # doctest: +SKIP
+    'chorus@3f2a9c01be'
+    """
+
+    name: str
+    description: str
+    params: tuple[QueryParam, ...]
+    features: tuple[Feature, ...]
+    source: str | None = None
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Feature names in file order; models, training data and logs must match it."""
+        return tuple(f.name for f in self.features)
+
+    @property
+    def content_hash(self) -> str:
+        """First 10 hex digits of the SHA-256 of the canonical JSON of the plugin features."""
+        features = [f.plugin_dict() for f in self.features]
+        canonical = json.dumps(features, sort_keys=True, separators=(",", ":"),
+                               ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
+
+    @property
+    def engine_name(self) -> str:
+        """Versioned name in the engine (``name@hash``): a push never alters a set in use."""
+        return f"{self.name}@{self.content_hash}"
+
+    def plugin_payload(self) -> dict[str, Any]:
+        """Body for the plugin's create-feature-set request, features in file order."""
+        return {
+            "featureset": {
+                "name": self.engine_name,
+                "features": [f.plugin_dict() for f in self.features],
+            }
+        }
+
+    def param(self, name: str) -> QueryParam:
+        """The declared query param called ``name``; KeyError if there is none."""
+        for p in self.params:
+            if p.name == name:
+                return p
+        declared = ", ".join(p.name for p in self.params) or "none"
+        raise KeyError(f"feature set {self.name!r} has no param {name!r} (declared: {declared})")

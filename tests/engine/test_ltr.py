@@ -1,0 +1,91 @@
+"""The LTR plugin for real: store, feature-set push/diff, sltr + ltr_log on the Chorus set."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from pathlib import Path
+
+import pytest
+
+from esrank.catalogue import index_catalogue
+from esrank.features import diff_against_engine, load_feature_set, push_feature_sets
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"
+
+
+@pytest.fixture(scope="module")
+def chorus_index(ltr_engine, encoder):
+    alias = f"test-ltr-{uuid.uuid4().hex[:8]}"
+    index_catalogue(ltr_engine, alias, [ROOT / "tests" / "data" / "chorus_slice.jsonl"],
+                    encoder, progress=False)
+    yield alias
+    for index in ltr_engine.alias_targets(alias):
+        ltr_engine.delete_index(index)
+
+
+def _renamed(fs, name):
+    return dataclasses.replace(fs, name=name)
+
+
+def test_store_creation_is_idempotent(ltr_engine):
+    ltr_engine.ensure_store()
+    assert ltr_engine.store_exists()
+    assert ltr_engine.ensure_store() is False
+
+
+def test_push_then_diff_round_trip(ltr_engine):
+    fs = _renamed(load_feature_set(CHORUS_SET), f"rt{uuid.uuid4().hex[:6]}")
+    before = diff_against_engine(ltr_engine, fs)
+    assert before["status"] == "not in engine"
+    first = push_feature_sets(ltr_engine, [fs])
+    assert first == [{"name": fs.name, "engine_name": fs.engine_name, "created": True}]
+    assert push_feature_sets(ltr_engine, [fs])[0]["created"] is False
+    stored = ltr_engine.get_feature_set(fs.engine_name)
+    assert [f["name"] for f in stored["features"]] == list(fs.feature_names)
+    assert diff_against_engine(ltr_engine, fs)["status"] == "up to date"
+
+    # an edited set is a new version beside the old one, which stays untouched
+    changed = dataclasses.replace(fs, features=fs.features[:-1])
+    report = diff_against_engine(ltr_engine, changed)
+    assert report["status"] == "differs"
+    assert report["compared_with"] == fs.engine_name
+    assert report["removed"] == [fs.feature_names[-1]]
+    push_feature_sets(ltr_engine, [changed])
+    assert ltr_engine.get_feature_set(fs.engine_name) == stored
+    assert changed.engine_name != fs.engine_name
+
+
+def test_sltr_logs_every_chorus_feature_for_a_real_query(ltr_engine, chorus_index, encoder):
+    fs = load_feature_set(CHORUS_SET)
+    push_feature_sets(ltr_engine, [fs])
+    query = "bluetooth speaker"
+    params = {"keywords": query, "query_vector": encoder.encode([query])[0].tolist()}
+    hits = ltr_engine.search(chorus_index, {"size": 20, "query": {"match": {"title": query}}})
+    ids = [h["_id"] for h in hits["hits"]["hits"]]
+    assert len(ids) >= 10
+    logged = ltr_engine.log_features(chorus_index, fs, params, ids)
+    assert set(logged) == set(ids)
+    names = list(fs.feature_names)
+    for doc_id, values in logged.items():
+        assert len(values) == len(names)
+        cosine = values[names.index("title_cosine")]
+        assert -1.0 <= cosine <= 1.0, doc_id
+        assert not math.isnan(values[names.index("title_bm25")])
+    # the engine's cosine is the encoder's cosine
+    doc = ltr_engine.search(chorus_index, {"query": {"ids": {"values": [ids[0]]}},
+                                           "_source": ["title"]})["hits"]["hits"][0]
+    local = float(encoder.encode([doc["_source"]["title"]])[0] @ encoder.encode([query])[0])
+    assert abs(logged[ids[0]][names.index("title_cosine")] - local) < 1e-4
+    # every feature fires for some doc of some query: no dead templates
+    fired = set()
+    for q in (query, "xerox"):
+        params = {"keywords": q, "query_vector": encoder.encode([q])[0].tolist()}
+        top = ltr_engine.search(chorus_index, {"size": 20, "query": {"match": {"title": q}}})
+        logged = ltr_engine.log_features(chorus_index, fs, params,
+                                         [h["_id"] for h in top["hits"]["hits"]])
+        fired |= {name for i, name in enumerate(names)
+                  if any(not math.isnan(v[i]) and v[i] != 0 for v in logged.values())}
+    assert fired == set(names)
