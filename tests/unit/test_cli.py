@@ -1,0 +1,54 @@
+"""The CLI as a user runs it: exit codes 0 / 1 (esrank error) / 2 (usage), clear messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BAD = ROOT / "tests" / "data" / "feature_sets" / "bad"
+
+
+def esrank(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esrank.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+
+
+def test_validate_ok_and_json():
+    ok = esrank("features", "validate", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert '"engine_name": "chorus@' in ok.stdout
+
+
+def test_malformed_feature_file_exits_1_naming_file_line_and_feature():
+    bad = esrank("features", "validate", str(BAD / "unknown_param.yaml"))
+    assert bad.returncode == 1
+    assert "unknown_param.yaml:" in bad.stderr and "feature '" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_usage_error_exits_2():
+    assert esrank("features", "validate", "--bogus").returncode == 2
+
+
+def test_engine_down_exits_1_and_changes_nothing(tmp_path):
+    down = esrank("features", "push", ESRANK_URL="http://127.0.0.1:9", ESRANK_TIMEOUT="2")
+    assert down.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in down.stderr
+    idx = esrank("index", str(ROOT / "tests" / "data" / "chorus_slice.jsonl"),
+                 ESRANK_URL="http://127.0.0.1:9", ESRANK_TIMEOUT="2")
+    assert idx.returncode == 1 and "cannot reach" in idx.stderr
+
+
+def test_bad_setting_is_a_config_error():
+    bad = esrank("features", "validate", ESRANK_ENGINE__PORT="ninety")
+    assert bad.returncode == 1 and "engine.port" in bad.stderr
+
+
+def test_cli_reference_doc_is_current():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gen_cli_docs import DOC, render
+
+    assert DOC.read_text() == render(), "docs/cli.md is stale: run scripts/gen_cli_docs.py"
