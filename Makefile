@@ -3,6 +3,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# An LTR plugin zip placed in ../shared/plugins/ is used when Maven Central has none.
+LTR_ZIP := $(firstword $(wildcard ../shared/plugins/opensearch-ltr-*.zip))
+ifneq ($(LTR_ZIP),)
+export ESRANK_ENGINE__LTR_PLUGIN ?= $(abspath $(LTR_ZIP))
+endif
 
 .PHONY: demo test setup engine lint clean
 

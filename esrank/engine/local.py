@@ -258,7 +258,8 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     marker = engine.install_dir / ".esrank-installed"
     wanted = "\n".join(sorted(z.name for z in zips))
     if marker.exists() and marker.read_text() == wanted:
-        _write_config(engine)
+        _write_config(engine, wanted)
+        _chown_for_engine(engine)
         return
     if engine.install_dir.exists():
         shutil.rmtree(engine.install_dir)
@@ -277,7 +278,7 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     shutil.rmtree(engine.install_dir.parent / ".unpack")
     for script in (engine.install_dir / "bin").iterdir():
         script.chmod(0o755)
-    _write_config(engine)
+    _write_config(engine, wanted)
     env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(java_home)}
     for plugin in plugin_zips:
         _run([str(engine.install_dir / "bin" / "opensearch-plugin"), "install", "--batch",
@@ -286,8 +287,11 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     _chown_for_engine(engine)
 
 
-def _write_config(engine: LocalEngine) -> None:
-    data = engine.home / "engine" / "data"
+def _write_config(engine: LocalEngine, installed: str) -> None:
+    # One data folder per plugin set: indices a plugin created (e.g. the LTR store) cannot be
+    # opened by a node without that plugin, and switching back must find them intact.
+    tag = hashlib.sha256(installed.encode()).hexdigest()[:8]
+    data = engine.home / "engine" / f"data-{engine.version}-{tag}"
     data.mkdir(parents=True, exist_ok=True)
     (engine.install_dir / "config" / "opensearch.yml").write_text(
         "# written by esrank engine up\n"
