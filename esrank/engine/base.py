@@ -56,13 +56,18 @@ class Engine:
     # -- feature store ---------------------------------------------------------------------------
 
     def store_exists(self) -> bool:
-        try:
-            self._call("check LTR store", "GET", self._ltr(), target=self._ltr())
-        except EngineError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        # GET /_ltr lists stores (the default one as "_default_"); GET /_ltr/NAME says
+        # {"exists": bool}.
+        if self.store:
+            try:
+                answer = self._call("check LTR store", "GET", self._ltr(), target=self._ltr())
+            except EngineError as exc:
+                if exc.status == 404:  # a missing named store answers 404 {"exists": false}
+                    return False
+                raise
+            return bool(answer.get("exists"))
+        answer = self._call("check LTR store", "GET", "/_ltr", target="/_ltr")
+        return "_default_" in answer.get("stores", {})
 
     def ensure_store(self) -> bool:
         """Create the feature store if missing; True when it was created."""

@@ -31,9 +31,17 @@ def _renamed(fs, name):
 
 
 def test_store_creation_is_idempotent(ltr_engine):
+    from esrank.engine import Engine
+
+    named = Engine(ltr_engine.transport, store=f"s{uuid.uuid4().hex[:6]}")
+    assert named.store_exists() is False
+    assert named.ensure_store() is True
+    assert named.store_exists() is True
+    assert named.ensure_store() is False
+    ltr_engine.transport.request("delete store", "DELETE", f"/_ltr/{named.store}")
+    assert named.store_exists() is False
     ltr_engine.ensure_store()
     assert ltr_engine.store_exists()
-    assert ltr_engine.ensure_store() is False
 
 
 def test_push_then_diff_round_trip(ltr_engine):

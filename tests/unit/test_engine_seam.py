@@ -28,13 +28,15 @@ class FakeTransport:
 
 
 def test_store_created_only_when_missing():
-    t = FakeTransport({("GET", "/_ltr"): EngineError("check", "missing", status=404),
+    t = FakeTransport({("GET", "/_ltr"): {"stores": {}},
                        ("PUT", "/_ltr"): {"acknowledged": True}})
     assert Engine(t).ensure_store() is True
     assert [c[:2] for c in t.calls] == [("GET", "/_ltr"), ("PUT", "/_ltr")]
-    t2 = FakeTransport({("GET", "/_ltr/mystore"): {"status": "green"}})
+    t2 = FakeTransport({("GET", "/_ltr/mystore"): {"exists": True}})
     assert Engine(t2, store="mystore").ensure_store() is False
     assert len(t2.calls) == 1
+    t3 = FakeTransport({("GET", "/_ltr"): {"stores": {"_default_": {"index": ".ltrstore"}}}})
+    assert Engine(t3).store_exists() is True
 
 
 def test_sltr_clause_for_feature_set_and_model():
