@@ -42,7 +42,16 @@ class Engine:
         return (f"/_ltr/{self.store}" if self.store else "/_ltr") + suffix
 
     def _call(self, operation: str, method: str, path: str, **kw: Any) -> Any:
-        return self.transport.request(operation, method, path, **kw)
+        try:
+            return self.transport.request(operation, method, path, **kw)
+        except EngineError as exc:
+            # without the plugin, /_ltr is read as an (invalid) index name or has no handler
+            if path.startswith("/_ltr") and ("no handler found" in exc.reason
+                                             or "Invalid index name [_ltr" in exc.reason):
+                raise EngineError(operation, "the engine has no Learning-to-Rank plugin "
+                                  f"({exc.reason}); install it (see docs/engine.md)",
+                                  target=exc.target, status=exc.status) from exc
+            raise
 
     # -- cluster -------------------------------------------------------------------------------
 

@@ -69,3 +69,19 @@ def test_engine_down_is_a_clear_engine_error():
     down = connect("http://127.0.0.1:9", flavor="opensearch", timeout=2)
     with pytest.raises(EngineError, match="cannot reach http://127.0.0.1:9"):
         down.info()
+
+
+def test_engine_up_is_idempotent_and_reports_plugins():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("ESRANK_URL"):
+        pytest.skip("ESRANK_URL points at an external cluster: no local node to manage")
+    run = subprocess.run([sys.executable, "-m", "esrank.cli", "engine", "up", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["started"] is False and info["health"] == "green"
+    assert "opensearch-knn" in info["plugins"]

@@ -68,3 +68,12 @@ def test_engine_reason_names_root_cause_and_nested_cause():
                                     "feature [f] (caused by bad json)")
     err = EngineError("create feature set", "exists", target="chorus@1", status=409)
     assert str(err) == "create feature set on chorus@1 failed (HTTP 409): exists"
+
+
+@pytest.mark.parametrize("reason", [
+    "invalid_index_name_exception: Invalid index name [_ltr], must not start with '_'.",
+    "invalid_request: no handler found for uri [/_ltr] and method [GET]"])
+def test_missing_ltr_plugin_is_named(reason):
+    t = FakeTransport({("GET", "/_ltr"): EngineError("check LTR store", reason, status=400)})
+    with pytest.raises(EngineError, match="no Learning-to-Rank plugin"):
+        Engine(t).ensure_store()
