@@ -142,7 +142,7 @@ def test_sidecar_reserves_a_gpu(config: dict[str, Any]) -> None:
     assert sidecar["build"]["dockerfile"] == "docker/sidecar/Dockerfile"
     assert sidecar["environment"] == {
         "ESRANK_URL": "http://elasticsearch:9200",
-        "ESRANK_ENGINE_FLAVOR": "elasticsearch",
+        "ESRANK_FLAVOR": "elasticsearch",
     }
     assert sidecar["command"][:2] == ["esrank", "serve"]
 
