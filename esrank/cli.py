@@ -172,6 +172,62 @@ def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     _emit(results, as_json, "\n".join(lines))
 
 
+# -- judgments ---------------------------------------------------------------------------------
+
+FORMATS = click.Choice(["csv", "ranklib", "trec", "srw"])
+
+
+@cli.group()
+def judgments() -> None:
+    """Judgment lists: agreement between sources, judgments from click logs."""
+
+
+@judgments.command("agree")
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("--format-a", type=FORMATS, help="Format of A (default: from the extension).")
+@click.option("--format-b", type=FORMATS, help="Format of B (default: from the extension).")
+@click.option("--json", "as_json", is_flag=True)
+def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None,
+                    as_json: bool) -> None:
+    """Agreement of two judgment lists on the (query, doc) pairs both judge.
+
+    Cohen's kappa, quadratic-weighted kappa, Spearman and Kendall, overall and per query.
+    """
+    from esrank.judgments import agreement, read_judgments
+
+    report = agreement(read_judgments(a, format_a), read_judgments(b, format_b))
+    keys = ("n", "exact", "kappa", "weighted_kappa", "spearman", "kendall")
+    rows = [f"{'query':40} " + " ".join(f"{k:>14}" for k in keys),
+            f"{'(all)':40} " + " ".join(f"{report[k]:>14.3f}" for k in keys)]
+    rows += [f"{q[:40]:40} " + " ".join(f"{v[k]:>14.3f}" for k in keys)
+             for q, v in sorted(report["per_query"].items())]
+    _emit(report, as_json, "\n".join(rows))
+
+
+@judgments.command("from-clicks")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Choice(["coec", "sdbn"]), default="sdbn", show_default=True,
+              help="Click model correcting for position bias.")
+@click.option("--min-impressions", default=10, show_default=True,
+              help="Drop (query, doc) pairs seen fewer times.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Where to write the judgments (format from the extension).")
+def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: Path) -> None:
+    """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson)."""
+    from esrank import judgments as jm
+
+    derived = getattr(jm, model)(jm.read_ubi(log), min_impressions=min_impressions)
+    writers = {".csv": jm.write_csv, ".json": jm.write_srw_json, ".qrels": jm.write_trec,
+               ".trec": jm.write_trec, ".txt": jm.write_ranklib}
+    writer = writers.get(output.suffix.lower())
+    if writer is None:
+        raise click.UsageError(f"unknown output extension {output.suffix!r} "
+                               f"(use one of {', '.join(writers)})")
+    writer(derived, output)
+    click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")
+
+
 # -- index / search ----------------------------------------------------------------------------
 
 

@@ -407,7 +407,8 @@ def read_ubi(path: str | Path, *, click_actions: Sequence[str] = ("click",)) -> 
     ``action_name == "impression"`` give shown docs at ``event_attributes.position.ordinal``
     (object id at ``event_attributes.object.object_id``); events in ``click_actions`` mark
     clicks. A clicked doc without an impression is added at its click position. Events without
-    a query_id or object id are skipped; sessions keep the order of first appearance.
+    a query_id or object id, and query ids without query text, are skipped; sessions keep
+    the order of first appearance.
     """
     source = str(path)
     texts: dict[str, str] = {}
@@ -460,8 +461,11 @@ def read_ubi(path: str | Path, *, click_actions: Sequence[str] = ("click",)) -> 
         clicked = set(clicks.get(qid, {}))
         results = tuple(Shown(d, p, d in clicked)
                         for d, p in sorted(positions.items(), key=lambda kv: (kv[1], kv[0])))
-        if results:
-            sessions.append(Session(qid, texts.get(qid, ""), results))
+        if results and texts.get(qid, "").strip():
+            sessions.append(Session(qid, texts[qid], results))
+    dropped = len(shown) - len(sessions)
+    if dropped:
+        log.warning("%s: %d query_ids have events but no query text; skipped", source, dropped)
     return sessions
 
 

@@ -52,3 +52,34 @@ def test_cli_reference_doc_is_current():
     from gen_cli_docs import DOC, render
 
     assert DOC.read_text() == render(), "docs/cli.md is stale: run scripts/gen_cli_docs.py"
+
+
+def test_judgments_agree_json(tmp_path):
+    a = tmp_path / "a.csv"
+    b = tmp_path / "b.csv"
+    # a: 1,1,0,0  b: 1,0,0,0 -> po = 3/4, pe = (2/4*1/4 + 2/4*3/4) = 1/2, kappa = 0.5
+    a.write_text("query,docid,rating\nq,d1,1\nq,d2,1\nq,d3,0\nq,d4,0\n")
+    b.write_text("query,docid,rating\nq,d1,1\nq,d2,0\nq,d3,0\nq,d4,0\nq,d9,2\n")
+    run = esrank("judgments", "agree", str(a), str(b), "--json")
+    assert run.returncode == 0, run.stderr
+    import json
+
+    report = json.loads(run.stdout)
+    assert report["n"] == 4 and abs(report["kappa"] - 0.5) < 1e-9
+    assert abs(report["per_query"]["q"]["exact"] - 0.75) < 1e-9
+
+
+def test_judgments_conflict_exits_1_naming_lines():
+    run = esrank("judgments", "agree", str(ROOT / "tests/data/judgments/conflict.csv"),
+                 str(ROOT / "tests/data/judgments/small.csv"))
+    assert run.returncode == 1 and "conflict.csv:" in run.stderr
+
+
+def test_judgments_from_clicks_writes_graded_csv(tmp_path):
+    out = tmp_path / "clicks.csv"
+    log = ROOT.parent / "shared" / "data" / "ubi_esci_sample" / "ubi_queries_events.ndjson"
+    run = esrank("judgments", "from-clicks", str(log), "--min-impressions", "1", "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    rows = out.read_text().splitlines()
+    assert rows[0] == "query,docid,rating" and len(rows) > 100
+    assert {r.rsplit(",", 1)[1] for r in rows[1:]} <= {"0", "1", "2", "3"}
