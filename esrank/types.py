@@ -99,3 +99,22 @@ class FeatureSet:
                 return p
         declared = ", ".join(p.name for p in self.params) or "none"
         raise KeyError(f"feature set {self.name!r} has no param {name!r} (declared: {declared})")
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Logged features: one row per judged (query, doc), columns in feature-set order.
+
+    Missing values are NaN (the plugin logged no value); nothing is filled in here.
+    """
+
+    feature_set: str  # the engine name, NAME@HASH
+    feature_names: tuple[str, ...]
+    qids: tuple[str, ...]
+    queries: tuple[str, ...]
+    doc_ids: tuple[str, ...]
+    grades: tuple[int, ...]
+    values: Any  # numpy.ndarray, shape (rows, len(feature_names)), float32
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)

@@ -172,6 +172,22 @@ class Engine:
     def search(self, index: str, body: dict) -> dict:
         return self._call("search", "POST", f"/{index}/_search", body=body, target=index)
 
+    def msearch(self, index: str, bodies: Sequence[dict]) -> list[dict]:
+        """Run several searches in one request; a failed one raises EngineError."""
+        lines = []
+        for body in bodies:
+            lines += [json.dumps({"index": index}), json.dumps(body)]
+        result = self._call("multi-search", "POST", "/_msearch", body="\n".join(lines) + "\n",
+                            target=index)
+        responses = result.get("responses", [])
+        for response in responses:
+            if "error" in response:
+                from esrank.engine.opensearch import reason_of
+
+                raise EngineError("multi-search", reason_of(response, "failed"), target=index,
+                                  status=response.get("status"))
+        return responses
+
     # -- sltr + ltr_log --------------------------------------------------------------------------
 
     @staticmethod
@@ -182,22 +198,26 @@ class Engine:
         clause["model" if model else "featureset"] = model or feature_set
         return {"sltr": clause}
 
-    def log_features(self, index: str, feature_set: FeatureSet, params: dict,
-                     doc_ids: Sequence[str]) -> dict[str, list[float]]:
-        """Every feature's value for each doc, in feature-set order; NaN where it did not match.
+    @staticmethod
+    def logging_query(feature_set: FeatureSet, params: dict, doc_ids: Sequence[str]) -> dict:
+        """A search that returns exactly `doc_ids`, each with every feature's logged value.
 
         Missing values stay NaN (`missing_as_zero: false`): what to serve for them is the
         model's decision, not the logger's.
         """
-        body = {
+        return {
             "size": len(doc_ids),
             "query": {"bool": {"filter": [{"ids": {"values": list(doc_ids)}}],
-                               "should": [self.sltr(feature_set.engine_name, params)]}},
+                               "should": [Engine.sltr(feature_set.engine_name, params)]}},
             "_source": False,
             "ext": {"ltr_log": {"log_specs": {"name": LOG_NAME, "named_query": LOG_NAME,
                                               "missing_as_zero": False}}},
         }
-        result = self.search(index, body)
+
+    def log_features(self, index: str, feature_set: FeatureSet, params: dict,
+                     doc_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Every feature's value for each doc, in feature-set order; NaN where it did not match."""
+        result = self.search(index, self.logging_query(feature_set, params, doc_ids))
         return {hit["_id"]: parse_ltr_log(hit, feature_set.feature_names)
                 for hit in result["hits"]["hits"]}
 

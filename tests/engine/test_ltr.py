@@ -7,6 +7,7 @@ import math
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from esrank.catalogue import index_catalogue
@@ -97,3 +98,30 @@ def test_sltr_logs_every_chorus_feature_for_a_real_query(ltr_engine, chorus_inde
         fired |= {name for i, name in enumerate(names)
                   if any(not math.isnan(v[i]) and v[i] != 0 for v in logged.values())}
     assert fired == set(names)
+
+
+def test_log_judgments_through_the_plugin(ltr_engine, chorus_index, encoder, tmp_path):
+    from esrank.feature_log import log_judgments, write_ranklib
+    from esrank.judgments import JudgmentList, read_csv
+
+    fs = load_feature_set(CHORUS_SET)
+    push_feature_sets(ltr_engine, [fs])
+    chorus = read_csv(ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv")
+    judged = JudgmentList(tuple(j for j in chorus if j.query == "bluetooth speaker"))
+    extra = JudgmentList(judged.judgments + (dataclasses.replace(judged.judgments[0],
+                                                                 doc_id="no-such-doc"),))
+    report = log_judgments(ltr_engine, chorus_index, fs, extra, encoder, progress=False)
+    assert len(report.matrix) == len(judged) == 52
+    assert report.missing_docs == [("bluetooth speaker", "no-such-doc")]
+    names = list(fs.feature_names)
+    cos = report.matrix.values[:, names.index("title_cosine")]
+    assert np.all((cos >= -1) & (cos <= 1))
+    # same values as the single-query logger
+    direct = ltr_engine.log_features(chorus_index, fs, {
+        "keywords": "bluetooth speaker",
+        "query_vector": encoder.encode(["bluetooth speaker"])[0].tolist()},
+        list(report.matrix.doc_ids))
+    for row, doc in zip(report.matrix.values, report.matrix.doc_ids, strict=True):
+        np.testing.assert_allclose(row, np.array(direct[doc], dtype=np.float32), rtol=1e-6)
+    write_ranklib(report.matrix, tmp_path / "t.txt")
+    assert len((tmp_path / "t.txt").read_text().splitlines()) == 52 + 1 + len(names)

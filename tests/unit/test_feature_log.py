@@ -1,0 +1,95 @@
+"""Feature logging logic over a faked msearch answer (the real plugin: tests/engine)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esrank.engine.base import Engine
+from esrank.errors import InputError
+from esrank.feature_log import log_judgments, query_params, write_ranklib
+from esrank.features import load_feature_set
+from esrank.judgments import Judgment, JudgmentList
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FS = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
+
+
+class FakeEncoder:
+    name, dims, max_tokens = "fake", 384, 8
+
+    def encode(self, texts, batch_size=64):
+        return np.full((len(texts), 384), 0.5, dtype=np.float32)
+
+
+class MsearchTransport:
+    """Answers each logging search with the requested ids that exist, feature i = i + grade."""
+
+    flavor = "fake"
+
+    def __init__(self, present):
+        self.present = present
+        self.requests = []
+
+    def request(self, operation, method, path, *, body=None, params=None, target=None):
+        assert path == "/_msearch"
+        lines = [json.loads(x) for x in body.strip().split("\n")]
+        self.requests.append(lines)
+        responses = []
+        for search in lines[1::2]:
+            ids = search["query"]["bool"]["filter"][0]["ids"]["values"]
+            sltr = search["query"]["bool"]["should"][0]["sltr"]
+            assert sltr["featureset"] == FS.engine_name
+            assert sltr["params"]["keywords"] and len(sltr["params"]["query_vector"]) == 384
+            hits = [{"_id": d, "fields": {"_ltrlog": [{"esrank": [
+                ({"name": n, "value": float(i)} if n != "price" else {"name": n})
+                for i, n in enumerate(FS.feature_names)]}]}} for d in ids if d in self.present]
+            responses.append({"hits": {"hits": hits}})
+        return {"responses": responses}
+
+
+def test_batched_logging_keeps_order_nan_and_reports_missing_docs():
+    jl = JudgmentList(tuple(Judgment(str(q), f"query {q}", f"d{q}{k}", k % 4)
+                            for q in range(5) for k in range(3)))
+    present = {j.doc_id for j in jl} - {"d21"}
+    transport = MsearchTransport(present)
+    report = log_judgments(Engine(transport), "products", FS, jl, FakeEncoder(),
+                           queries_per_request=2, progress=False)
+    assert len(transport.requests) == 3  # 5 queries in batches of 2
+    m = report.matrix
+    assert m.feature_names == FS.feature_names and m.feature_set == FS.engine_name
+    assert len(m) == 14 and m.values.shape == (14, len(FS.feature_names))
+    assert report.missing_docs == [("query 2", "d21")]
+    price = FS.feature_names.index("price")
+    assert np.isnan(m.values[:, price]).all()
+    assert m.values[0, 1] == 1.0 and m.grades[:3] == (0, 1, 2)
+
+
+def test_ranklib_leaves_missing_features_out(tmp_path):
+    jl = JudgmentList((Judgment("1", "tv", "a", 2),))
+    report = log_judgments(Engine(MsearchTransport({"a"})), "p", FS, jl, FakeEncoder(),
+                           progress=False)
+    out = tmp_path / "train.txt"
+    write_ranklib(report.matrix, out)
+    lines = out.read_text().splitlines()
+    assert lines[0] == f"# feature_set: {FS.engine_name}"
+    row = lines[-1]
+    price_col = FS.feature_names.index("price") + 1
+    assert row.startswith("2 qid:1 1:0 2:1 ") and f" {price_col}:" not in row
+    assert row.endswith("# a tv")
+    assert not math.isnan(report.matrix.values[0, 0])
+
+
+def test_vector_params_need_a_matching_encoder():
+    with pytest.raises(InputError, match="needs a query encoder"):
+        query_params(FS, None)
+
+    class Small(FakeEncoder):
+        dims = 8
+
+    with pytest.raises(InputError, match="384 dims, the encoder makes 8"):
+        query_params(FS, Small())
