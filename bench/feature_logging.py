@@ -1,0 +1,73 @@
+"""Feature-logging throughput on the live engine: msearch batches vs. one search per query.
+
+Needs the catalogue indexed (esrank index) and the LTR plugin. Logs every Chorus judgment
+with the chorus feature set both ways in one run and prints judgments/s and the ratio.
+Writes bench/results/logging.json.
+
+    python bench/feature_logging.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from esrank.encoder import load_encoder
+from esrank.engine import connect
+from esrank.feature_log import log_judgments, query_params
+from esrank.features import load_feature_set, push_feature_sets
+from esrank.judgments import read_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--index", default="products")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "feature_logging.json")
+    args = ap.parse_args()
+
+    engine = connect(args.url)
+    encoder = load_encoder()
+    fs = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
+    push_feature_sets(engine, [fs])
+    judgments = read_csv(CHORUS / "judgments.csv")
+
+    batched_s = []
+    for _ in range(args.repeats):
+        report = log_judgments(engine, args.index, fs, judgments, encoder, progress=False)
+        batched_s.append(report.seconds)
+
+    params_for = query_params(fs, encoder)
+    single_s = []
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        for _qid, js in judgments.by_query().items():
+            params = params_for([js[0].query])[0]
+            engine.log_features(args.index, fs, params, [j.doc_id for j in js])
+        single_s.append(time.perf_counter() - t)
+
+    n = len(judgments)
+    best_batched, best_single = min(batched_s), min(single_s)
+    result = {
+        "judgments": n, "queries": len(judgments.queries()), "rows_logged": len(report.matrix),
+        "missing_docs": len(report.missing_docs), "features": len(fs.feature_names),
+        "msearch_judgments_per_s": round(n / best_batched, 1),
+        "one_search_per_query_judgments_per_s": round(n / best_single, 1),
+        "msearch_vs_single_ratio": round(best_single / best_batched, 2),
+        "repeats": args.repeats, "best_of_seconds": {"msearch": round(best_batched, 3),
+                                                     "single": round(best_single, 3)},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for key, value in result.items():
+        print(f"{key:38} {value}")
+
+
+if __name__ == "__main__":
+    main()
