@@ -10,9 +10,10 @@ Writes bench/results/logging.json.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
+
+from _report import write_result
 
 from esrank.encoder import load_encoder
 from esrank.engine import connect
@@ -63,10 +64,7 @@ def main() -> None:
         "repeats": args.repeats, "best_of_seconds": {"msearch": round(best_batched, 3),
                                                      "single": round(best_single, 3)},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:38} {value}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ docs/s for each plus the ratios. Writes bench/results/indexing.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
+
+from _report import write_result
 
 from esrank.catalogue import index_body, index_catalogue, read_products, to_document
 from esrank.encoder import load_encoder
@@ -69,10 +70,7 @@ def main() -> None:
         "bulk_only_vs_end_to_end": round((n / bulk_s) / report.docs_per_second, 2),
         "share_of_time_embedding": round(encode_s / (encode_s + bulk_s), 3),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    for key, value in result.items():
-        print(f"{key:28} {value}")
+    write_result(result, args.out)
 
 
 if __name__ == "__main__":
