@@ -228,6 +228,51 @@ def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: P
     click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")
 
 
+@cli.command("log")
+@click.argument("judgments_file", metavar="JUDGMENTS", type=click.Path(path_type=Path))
+@click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
+              default=Path("feature_sets/chorus.yaml"), show_default=True)
+@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Training table (.parquet); a RankLib .txt is written beside it.")
+@click.option("--queries-per-request", default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fmt: str | None,
+            output: Path, queries_per_request: int, as_json: bool) -> None:
+    """Log every feature for every judged (query, doc) through the LTR plugin.
+
+    Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
+    judged docs absent from the index are listed and the command exits 1.
+    """
+    from esrank.encoder import load_encoder
+    from esrank.feature_log import log_judgments, write_ranklib, write_table
+    from esrank.features import load_feature_set, push_feature_sets
+    from esrank.judgments import read_judgments
+
+    s = _settings(ctx)
+    engine = _engine(ctx)
+    fs = load_feature_set(feature_set_path)
+    judged = read_judgments(judgments_file, fmt)
+    push_feature_sets(engine, [fs])
+    report = log_judgments(engine, s.index, fs, judged, load_encoder(s.encoder_model),
+                           queries_per_request=queries_per_request, progress=not as_json)
+    write_table(report.matrix, output, judgments_source=str(judgments_file))
+    write_ranklib(report.matrix, output.with_suffix(".txt"))
+    rate = len(judged) / report.seconds if report.seconds else 0.0
+    data = {"feature_set": fs.engine_name, "rows": len(report.matrix), "table": str(output),
+            "ranklib": str(output.with_suffix(".txt")), "seconds": round(report.seconds, 2),
+            "judgments_per_second": round(rate, 1),
+            "missing_docs": [{"query": q, "doc_id": d} for q, d in report.missing_docs]}
+    text = (f"logged {data['rows']} rows x {len(fs.feature_names)} features of "
+            f"{fs.engine_name} in {data['seconds']}s ({data['judgments_per_second']}/s) -> "
+            f"{output}")
+    text += "".join(f"\n  not in the index: {q!r} / {d}" for q, d in report.missing_docs)
+    _emit(data, as_json, text)
+    if report.missing_docs:
+        sys.exit(1)
+
+
 # -- index / search ----------------------------------------------------------------------------
 
 

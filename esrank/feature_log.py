@@ -112,3 +112,50 @@ def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
                                                matrix.grades, matrix.values, strict=True):
             feats = " ".join(f"{i}:{v:.9g}" for i, v in enumerate(row, 1) if not np.isnan(v))
             out.write(f"{grade} qid:{qid} {feats} # {doc} {query}\n")
+
+
+def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None
+                ) -> None:
+    """Parquet: qid, query, doc_id, grade, then one float32 column per feature (NaN kept).
+
+    The file's metadata names the feature set and the feature order, so a reader can refuse a
+    table that does not match the feature set it trains for.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"qid": list(matrix.qids), "query": list(matrix.queries),
+               "doc_id": list(matrix.doc_ids), "grade": pa.array(matrix.grades, pa.int8())}
+    for i, name in enumerate(matrix.feature_names):
+        columns[name] = pa.array(matrix.values[:, i], pa.float32())
+    meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
+            "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
+            "unjudged_negatives": False}
+    table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
+    pq.write_table(table, path)
+
+
+def read_table(path: Path) -> FeatureMatrix:
+    """Read a table written by `write_table`."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(b"esrank")
+    if raw is None:
+        raise InputError("not an esrank training table (no esrank metadata)", source=str(path))
+    meta = json.loads(raw)
+    names = tuple(meta["feature_names"])
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise InputError(f"columns {missing} named in the metadata are absent", source=str(path))
+    values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]
+                             ).astype(np.float32) if names else np.zeros((table.num_rows, 0))
+    return FeatureMatrix(meta["feature_set"], names,
+                         tuple(table.column("qid").to_pylist()),
+                         tuple(table.column("query").to_pylist()),
+                         tuple(table.column("doc_id").to_pylist()),
+                         tuple(int(g) for g in table.column("grade").to_pylist()), values)

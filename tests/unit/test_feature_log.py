@@ -93,3 +93,29 @@ def test_vector_params_need_a_matching_encoder():
 
     with pytest.raises(InputError, match="384 dims, the encoder makes 8"):
         query_params(FS, Small())
+
+
+def test_parquet_table_round_trip_keeps_nan_order_and_feature_set(tmp_path):
+    from esrank.feature_log import read_table, write_table
+
+    jl = JudgmentList(tuple(Judgment("1", "tv", d, g) for d, g in (("a", 3), ("b", 0))))
+    m = log_judgments(Engine(MsearchTransport({"a", "b"})), "p", FS, jl, FakeEncoder(),
+                      progress=False).matrix
+    path = tmp_path / "train.parquet"
+    write_table(m, path, judgments_source="j.csv")
+    back = read_table(path)
+    assert back.feature_set == m.feature_set and back.feature_names == m.feature_names
+    assert (back.qids, back.doc_ids, back.grades) == (m.qids, m.doc_ids, m.grades)
+    np.testing.assert_array_equal(back.values, m.values)  # NaN == NaN here
+    assert np.isnan(back.values[:, FS.feature_names.index("price")]).all()
+
+
+def test_a_foreign_parquet_file_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from esrank.feature_log import read_table
+
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
+    with pytest.raises(InputError, match="not an esrank training table"):
+        read_table(tmp_path / "other.parquet")
