@@ -3,7 +3,13 @@
 Every split is by query, never by row, so no query's documents are on both sides. Early
 stopping watches a grouped validation split carved out of each training part. The optional
 search tries a small grid (max_depth x eta, 4 configurations) and keeps the best mean CV
-NDCG@10. NaN features stay missing: XGBoost learns a default branch for them.
+NDCG@10.
+
+Missing features (NaN in the table) are trained as MISSING_AS, the largest float32. The LTR
+plugin ignores XGBoost's learned default branch: a feature it could not compute reaches the
+trees as NaN and, since a split goes "yes" only when `threshold > value`, always takes the
+"no" side, which is where the largest value goes too. Trained this way the booster routes
+missing values exactly as the plugin will serve them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ log = logging.getLogger(__name__)
 OBJECTIVES = ("rank:ndcg", "rank:pairwise")
 GRID = {"max_depth": (3, 5), "eta": (0.05, 0.1)}
 METRIC = "ndcg@10"
+MISSING_AS = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,9 @@ def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray):
     sizes = [sum(1 for _ in g) for _, g in groupby(qids)]
     if len(sizes) != len(set(qids)):
         raise InputError("the table's rows are not grouped by query")
-    dm = xgb.DMatrix(matrix.values[rows], label=np.array(matrix.grades)[rows],
-                     missing=np.nan, feature_names=list(matrix.feature_names))
+    values = np.nan_to_num(matrix.values[rows], nan=MISSING_AS)
+    dm = xgb.DMatrix(values, label=np.array(matrix.grades)[rows],
+                     feature_names=list(matrix.feature_names))
     dm.set_group(sizes)
     return dm
 
@@ -163,6 +171,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "feature_set_hash": matrix.feature_set.rsplit("@", 1)[-1],
         "feature_names": list(matrix.feature_names),
         "params": asdict(chosen), "device": device,
+        "missing_as": MISSING_AS,  # how NaN was trained; see the module docstring
         "best_iteration": int(booster.best_iteration),
         "cv": {"metric": METRIC, "folds": best["folds"], "mean": best["cv_mean"],
                "std": round(float(np.std(best["folds"])), 5), "k": folds},

@@ -75,3 +75,32 @@ def test_unknown_objective_and_empty_table_are_refused(tmp_path):
                           np.zeros((0, 3), dtype=np.float32))
     with pytest.raises(InputError, match="empty"):
         train(empty, tmp_path / "x", device="cpu")
+
+
+def test_missing_values_train_as_the_largest_float_like_the_plugin_serves_them(tmp_path):
+    import xgboost as xgb
+
+    from esrank.train import MISSING_AS
+
+    # relevance is "the feature is missing": only learnable if missing is a consistent value
+    rng = np.random.default_rng(1)
+    qids, values, grades = [], [], []
+    for q in range(20):
+        for _ in range(10):
+            missing = rng.random() < 0.5
+            values.append([np.nan if missing else rng.random() * 10])
+            grades.append(3 if missing else 0)
+            qids.append(str(q))
+    n = len(values)
+    m = FeatureMatrix("syn@0123456789", ("f",), tuple(qids), tuple(qids),
+                      tuple(f"d{i}" for i in range(n)), tuple(grades),
+                      np.array(values, dtype=np.float32))
+    train(m, tmp_path / "m", folds=3, search=False, device="cpu",
+          params=TrainParams(num_rounds=20))
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    assert meta["missing_as"] == MISSING_AS
+    booster = xgb.Booster(model_file=str(tmp_path / "m" / "model.json"))
+    served = np.nan_to_num(m.values, nan=MISSING_AS)  # what the plugin's routing amounts to
+    scores = booster.predict(xgb.DMatrix(served, feature_names=["f"]))
+    is_missing = np.isnan(m.values[:, 0])
+    assert scores[is_missing].min() > scores[~is_missing].max()
