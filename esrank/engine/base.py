@@ -182,8 +182,6 @@ class Engine:
         responses = result.get("responses", [])
         for response in responses:
             if "error" in response:
-                from esrank.engine.opensearch import reason_of
-
                 raise EngineError("multi-search", reason_of(response, "failed"), target=index,
                                   status=response.get("status"))
         return responses
@@ -235,3 +233,19 @@ def parse_ltr_log(hit: dict, feature_names: Sequence[str]) -> list[float]:
         raise EngineError("parse ltr_log", f"engine logged {sorted(values)}, the feature set "
                           f"has {list(feature_names)}", target=hit.get("_id"))
     return [values[name] for name in feature_names]
+
+
+def reason_of(info: Any, fallback: Any) -> str:
+    """The engine's own words: error.root_cause[0].reason when present."""
+    if isinstance(info, dict) and isinstance(info.get("error"), dict):
+        err = info["error"]
+        causes = err.get("root_cause") or [err]
+        cause = causes[0]
+        reason = f"{cause.get('type')}: {cause.get('reason')}"
+        deeper = err.get("caused_by") or (err.get("failed_shards") or [{}])[0].get("reason", {})
+        if isinstance(deeper, dict) and deeper.get("caused_by"):
+            reason += f" (caused by {deeper['caused_by'].get('reason')})"
+        return reason
+    if isinstance(info, dict) and "error" in info:
+        return str(info["error"])
+    return str(info or fallback)

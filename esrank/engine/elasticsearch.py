@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from esrank.engine.auth import Auth
-from esrank.engine.opensearch import reason_of
+from esrank.engine.base import reason_of
 from esrank.errors import ConfigError, EngineError
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from esrank.engine.auth import Auth
+from esrank.engine.base import reason_of
 from esrank.errors import EngineError
 
 
@@ -35,19 +36,3 @@ class OpenSearchTransport:
             status = err.status_code if isinstance(err.status_code, int) else None
             raise EngineError(operation, reason_of(err.info, err.error), target=target,
                               status=status) from err
-
-
-def reason_of(info: Any, fallback: Any) -> str:
-    """The engine's own words: error.root_cause[0].reason when present."""
-    if isinstance(info, dict) and isinstance(info.get("error"), dict):
-        err = info["error"]
-        causes = err.get("root_cause") or [err]
-        cause = causes[0]
-        reason = f"{cause.get('type')}: {cause.get('reason')}"
-        deeper = err.get("caused_by") or (err.get("failed_shards") or [{}])[0].get("reason", {})
-        if isinstance(deeper, dict) and deeper.get("caused_by"):
-            reason += f" (caused by {deeper['caused_by'].get('reason')})"
-        return reason
-    if isinstance(info, dict) and "error" in info:
-        return str(info["error"])
-    return str(info or fallback)

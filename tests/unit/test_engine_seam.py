@@ -7,8 +7,7 @@ import math
 
 import pytest
 
-from esrank.engine.base import Engine, parse_ltr_log
-from esrank.engine.opensearch import reason_of
+from esrank.engine.base import Engine, parse_ltr_log, reason_of
 from esrank.errors import EngineError
 
 
