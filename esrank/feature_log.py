@@ -7,6 +7,7 @@ silently dropped.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ def query_params(feature_set: FeatureSet, encoder: Encoder | None
                              "query text", source=feature_set.source)
         if p.type == "vector" and encoder is None:
             raise InputError(f"param {p.name!r} needs a query encoder", source=feature_set.source)
-        if p.type == "vector" and encoder is not None and p.dims != encoder.dims:
+        if p.type == "vector" and p.dims != encoder.dims:
             raise InputError(f"param {p.name!r} has {p.dims} dims, the encoder makes "
                              f"{encoder.dims}", source=feature_set.source)
 
@@ -121,8 +122,6 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
     The file's metadata names the feature set and the feature order, so a reader can refuse a
     table that does not match the feature set it trains for.
     """
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -139,8 +138,6 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
 
 def read_table(path: Path) -> FeatureMatrix:
     """Read a table written by `write_table`."""
-    import json
-
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)

@@ -8,6 +8,7 @@ root the node runs as the system user `esrank`, started with `runuser`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pwd
@@ -259,7 +260,6 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     wanted = "\n".join(sorted(z.name for z in zips))
     if marker.exists() and marker.read_text() == wanted:
         _write_config(engine, wanted)
-        _chown_for_engine(engine)
         return
     if engine.install_dir.exists():
         shutil.rmtree(engine.install_dir)
@@ -284,7 +284,6 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
         _run([str(engine.install_dir / "bin" / "opensearch-plugin"), "install", "--batch",
               plugin.resolve().as_uri()], env, f"install plugin {plugin.name}")
     marker.write_text(wanted)
-    _chown_for_engine(engine)
 
 
 def _write_config(engine: LocalEngine, installed: str) -> None:
@@ -418,8 +417,6 @@ def _read_url(url: str, timeout: float = 30) -> bytes:
 
 
 def _get_json(url: str) -> dict | list:
-    import json
-
     return json.loads(_read_url(url, timeout=10))
 
 
