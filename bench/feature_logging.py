@@ -44,7 +44,7 @@ def main() -> None:
         report = log_judgments(engine, args.index, fs, judgments, encoder, progress=False)
         batched_s.append(report.seconds)
 
-    params_for = query_params(fs, encoder)
+    params_for = query_params(fs.params, encoder)
     single_s = []
     for _ in range(args.repeats):
         t = time.perf_counter()

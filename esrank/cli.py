@@ -303,7 +303,149 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
     _emit(data, as_json, text)
 
 
-# -- index / search ----------------------------------------------------------------------------
+# -- deploy ------------------------------------------------------------------------------------
+
+
+def _parity_inputs(ctx: click.Context, table: Path, limit: int | None, params):
+    """Queries (text -> doc ids) from a logged table, and a params builder for them."""
+    from esrank.encoder import load_encoder
+    from esrank.feature_log import query_params, read_table
+
+    matrix = read_table(table)
+    queries: dict[str, list[str]] = {}
+    for query, doc in zip(matrix.queries, matrix.doc_ids, strict=True):
+        if query in queries or limit is None or len(queries) < limit:
+            queries.setdefault(query, []).append(doc)
+    encoder = (load_encoder(_settings(ctx).encoder_model)
+               if any(p.type == "vector" for p in params) else None)
+    return queries, query_params(params, encoder)
+
+
+@cli.command("upload")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
+              default=Path("feature_sets/chorus.yaml"), show_default=True)
+@click.option("--table", type=click.Path(path_type=Path),
+              help="Logged table whose queries the parity gate replays (default: the one the "
+                   "model was trained on, from meta.json).")
+@click.option("--parity-queries", type=int, help="Replay at most this many queries.")
+@click.option("--tolerance", default=1e-4, show_default=True,
+              help="Largest |plugin score - local score| allowed for any doc.")
+@click.option("--activate/--no-activate", default=True, show_default=True,
+              help="Make the model live when the parity gate passes.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def upload_cmd(ctx: click.Context, artifact: Path, feature_set_path: Path, table: Path | None,
+               parity_queries: int | None, tolerance: float, activate: bool,
+               as_json: bool) -> None:
+    """Export a trained model to the LTR plugin, prove parity, then activate it.
+
+    The model is stored as NAME-vN. Before it goes live, the parity gate replays logged
+    queries through the plugin (the same rescore search uses) and through the local booster
+    on the values the plugin logged: every doc must agree within --tolerance. On failure the
+    new model is deleted, the live one stays, the worst docs are listed, and the exit code is 1.
+    """
+    from esrank.export import load_artifact
+    from esrank.features import load_feature_set
+    from esrank.registry import deploy
+
+    art = load_artifact(artifact)
+    fs = load_feature_set(feature_set_path)
+    table = table or Path((art.meta.get("data") or {}).get("table") or "")
+    if not table.is_file():
+        raise click.UsageError("no logged table for the parity gate: pass --table")
+    queries, params_for = _parity_inputs(ctx, table, parity_queries, fs.params)
+    report = deploy(_engine(ctx), _settings(ctx).index, art, fs, queries, params_for,
+                    activate=activate, tolerance=tolerance)
+    d = report.to_dict()
+    p = report.parity
+    lines = [f"parity {'PASSED' if p.passed else 'FAILED'}: max |delta| {p.max_delta:.3g} over "
+             f"{p.docs} docs of {p.queries} queries (tolerance {p.tolerance:g})"]
+    if not p.passed:
+        for row in p.worst:
+            top = sorted(row.features.items(), key=lambda kv: -abs(kv[1])
+                         if kv[1] == kv[1] else 0)[:4]
+            lines.append(f"  {row.query!r} doc {row.doc_id}: plugin {row.plugin:.6g} vs local "
+                         f"{row.local:.6g}; features {dict(top)}")
+        lines.append(f"{report.model} was removed; the live model is still "
+                     f"{report.previous or 'none (BM25)'}")
+    elif report.activated:
+        lines.append(f"{report.model} is now active for {fs.name} (was "
+                     f"{report.previous or 'none'})")
+    else:
+        lines.append(f"{report.model} uploaded, not activated (esrank models activate "
+                     f"{report.model})")
+    _emit(d, as_json, "\n".join(lines))
+    if not p.passed:
+        sys.exit(1)
+
+
+@cli.group()
+def models() -> None:
+    """The model registry: list, activate, roll back, delete (per feature set)."""
+
+
+_SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK_ACTIVE_SET, "
+                    "'chorus').")
+
+
+@models.command("list")
+@_SET
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
+    """Deployed models with their CV score and parity result; * marks the active one."""
+    from esrank.registry import entry
+
+    doc = entry(_engine(ctx), set_name or _settings(ctx).active_set)
+    lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
+    for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
+        cv = ((rec.get("meta") or {}).get("cv") or {}).get("mean")
+        lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
+                     f"cv ndcg@10 {cv}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
+                     f"{rec['uploaded_at']}")
+    _emit(doc, as_json, "\n".join(lines))
+
+
+@models.command("activate")
+@click.argument("name")
+@_SET
+@click.pass_context
+def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None:
+    """Make a deployed model the one search uses."""
+    from esrank.registry import activate
+
+    previous = activate(_engine(ctx), set_name or _settings(ctx).active_set, name)
+    click.echo(f"{name} is active (was {previous or 'none'})")
+
+
+@models.command("rollback")
+@_SET
+@click.pass_context
+def models_rollback(ctx: click.Context, set_name: str | None) -> None:
+    """Re-activate the model that was active before the current one."""
+    from esrank.registry import rollback
+
+    current, target = rollback(_engine(ctx), set_name or _settings(ctx).active_set)
+    click.echo(f"rolled back: {target} is active (was {current})")
+
+
+@models.command("delete")
+@click.argument("name")
+@_SET
+@click.option("--yes", is_flag=True, help="Required: deleting cannot be undone.")
+@click.pass_context
+def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool) -> None:
+    """Delete an inactive model from the engine and the registry (the active one is refused)."""
+    from esrank.registry import delete
+
+    if not yes:
+        raise click.UsageError(f"deleting {name} cannot be undone: add --yes")
+    delete(_engine(ctx), set_name or _settings(ctx).active_set, name)
+    click.echo(f"deleted {name}")
+
+
+# -- index / search / evaluate -----------------------------------------------------------------
 
 
 @cli.command("index")
@@ -338,23 +480,159 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
         sys.exit(1)
 
 
+def _ranker(ctx: click.Context, engine, which: str, window: int | None):
+    """'bm25', 'active' (the active model, or BM25 when none is active) or a model name."""
+    from esrank.errors import ModelError
+    from esrank.registry import active_model, entry
+    from esrank.search import Ranker
+
+    s = _settings(ctx)
+    window = window or s.rescore_window
+    if which == "bm25":
+        return Ranker("bm25", window=window)
+    if which == "active":
+        model = active_model(engine, s.active_set)
+        return Ranker(model.name, model, window) if model else Ranker("bm25", window=window)
+    doc = entry(engine, s.active_set)
+    if which not in doc["models"]:
+        raise ModelError(f"no deployed model {which!r} for {s.active_set!r} (deployed: "
+                         f"{sorted(doc['models']) or 'none'}); see esrank models list")
+    from esrank.registry import ActiveModel
+    from esrank.types import QueryParam
+
+    rec = doc["models"][which]
+    model = ActiveModel(which, rec["feature_set"], tuple(QueryParam(**p) for p in rec["params"]))
+    return Ranker(which, model, window)
+
+
+def _encoder_for(ctx: click.Context, rankers):
+    from esrank.encoder import load_encoder
+
+    needs = any(r.model and any(p.type == "vector" for p in r.model.params) for r in rankers)
+    return load_encoder(_settings(ctx).encoder_model) if needs else None
+
+
 @cli.command("search")
 @click.argument("query")
 @click.option("--size", default=10, show_default=True)
+@click.option("--model", "which", default="active", show_default=True,
+              help="'active' (the live model; BM25 when none), 'bm25', or a model name.")
+@click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW, 100).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def search_cmd(ctx: click.Context, query: str, size: int, as_json: bool) -> None:
-    """Search the catalogue (BM25 over title, description, supplier, attributes)."""
+def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: int | None,
+               as_json: bool) -> None:
+    """Search the catalogue: BM25 (title, description, supplier, attributes), then the
+    model rescoring the top --window hits."""
     from esrank.search import search
 
-    hits = search(_engine(ctx), _settings(ctx).index, query, size=size)
-    _emit([h.__dict__ for h in hits], as_json, _table(hits))
+    engine = _engine(ctx)
+    ranker = _ranker(ctx, engine, which, window)
+    hits = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
+                  size=size)
+    _emit({"ranker": ranker.name, "hits": [h.__dict__ for h in hits]}, as_json,
+          f"ranked by {ranker.name}\n" + _table(hits))
 
 
 def _table(hits) -> str:
     rows = [f"{'#':>3}  {'score':>7}  {'id':>10}  title"]
     rows += [f"{h.rank:>3}  {h.score:7.3f}  {h.doc_id:>10}  {h.title[:70]}" for h in hits]
     return "\n".join(rows)
+
+
+def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: tuple[str, ...],
+              window: int | None, depth: int):
+    """Run each configuration over every judged query; name -> Evaluation."""
+    from esrank.evaluate import Evaluator
+    from esrank.judgments import read_judgments
+    from esrank.search import search_many
+
+    engine = _engine(ctx)
+    evaluator = Evaluator(read_judgments(judgments_file, fmt))
+    rankers = [_ranker(ctx, engine, w, window) for w in which]
+    encoder = _encoder_for(ctx, rankers)
+    results = {}
+    for ranker in rankers:
+        if ranker.name in results:
+            continue
+        run = search_many(engine, _settings(ctx).index, evaluator.queries, ranker, encoder,
+                          size=depth, source=False)
+        results[ranker.name] = evaluator.evaluate(
+            {q: [h.doc_id for h in hits] for q, hits in run.items()})
+    return results
+
+
+_EVAL_OPTIONS = [
+    click.option("--judgments", "judgments_file", required=True,
+                 type=click.Path(path_type=Path), help="Judgment file (csv, ranklib, trec, srw)."),
+    click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension)."),
+    click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW)."),
+    click.option("--depth", default=100, show_default=True,
+                 help="Hits fetched per query (condensed metrics cut after dropping unjudged)."),
+]
+
+
+def _eval_options(f):
+    for option in reversed(_EVAL_OPTIONS):
+        f = option(f)
+    return f
+
+
+@cli.command("evaluate")
+@_eval_options
+@click.option("--config", "configs", multiple=True,
+              help="'bm25', 'active' or a model name; repeatable (default: bm25 and active).")
+@click.option("--per-query", is_flag=True, help="Also print each query's metrics.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
+                 depth: int, configs: tuple[str, ...], per_query: bool, as_json: bool) -> None:
+    """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
+
+    Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
+    removed before cutting at k. judged@10: share of the top 10 that is judged.
+    """
+    from esrank.evaluate import METRICS
+
+    results = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"), window, depth)
+    data = {"judgments": str(judgments_file),
+            "configs": {name: ev.to_dict() for name, ev in results.items()}}
+    header = f"{'metric':20}" + "".join(f"{name:>14}" for name in results)
+    lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:14.4f}" for ev in results.values())
+                        for m in METRICS]
+    if per_query:
+        for name, ev in results.items():
+            lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
+            lines += [f"  {q[:40]:40} {v['ndcg@10']:.3f} {v['ndcg@10_condensed']:.3f} "
+                      f"{v['judged@10']:.1f}" for q, v in sorted(ev.per_query.items())]
+    _emit(data, as_json, "\n".join(lines))
+
+
+@cli.command("compare")
+@_eval_options
+@click.option("-a", "config_a", default="bm25", show_default=True, help="Baseline configuration.")
+@click.option("-b", "config_b", default="active", show_default=True, help="Candidate.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
+                depth: int, config_a: str, config_b: str, as_json: bool) -> None:
+    """B vs A on every judged query: means, delta, paired t-test and randomization test
+    p-values, and wins/ties/losses per metric."""
+    from esrank.evaluate import compare
+
+    results = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
+    if len(results) < 2:
+        raise click.UsageError(f"{config_a} and {config_b} are the same configuration")
+    (na, ea), (nb, eb) = results.items()
+    report = compare((na, ea), (nb, eb))
+    lines = [f"{nb} vs {na} over {report.queries} queries",
+             f"{'metric':20}{na:>10}{nb:>10}{'delta':>9}{'rel':>8}{'p(t)':>8}{'p(rand)':>9}"
+             f"{'W/T/L':>12}"]
+    for m in report.metrics:
+        lines.append(f"{m.metric:20}{m.mean_a:10.4f}{m.mean_b:10.4f}{m.delta:+9.4f}"
+                     f"{m.relative:+8.1%}{m.p_ttest:8.3f}{m.p_randomization:9.4f}"
+                     f"{f'{m.wins}/{m.ties}/{m.losses}':>12}")
+    _emit(report.to_dict(), as_json, "\n".join(lines))
 
 
 @cli.command("demo")

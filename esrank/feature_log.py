@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from esrank.engine import Engine
 from esrank.engine.base import parse_ltr_log
 from esrank.errors import InputError
 from esrank.judgments import JudgmentList
-from esrank.types import FeatureMatrix, FeatureSet
+from esrank.types import FeatureMatrix, FeatureSet, QueryParam
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +32,29 @@ class LogReport:
     seconds: float = 0.0
 
 
-def query_params(feature_set: FeatureSet, encoder: Encoder | None
-                 ) -> Callable[[list[str]], list[dict]]:
-    """Build each query's sltr params from its text: strings get the text, vectors its embedding."""
-    for p in feature_set.params:
+def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
+                 source: str | None = None) -> Callable[[list[str]], list[dict]]:
+    """Build each query's sltr params from its text: strings get the text, vectors its embedding.
+
+    `params` are a feature set's declared params; `source` names it in errors.
+    """
+    for p in params:
         if p.type == "number":
             raise InputError(f"param {p.name!r} is a number: esrank cannot derive it from the "
-                             "query text", source=feature_set.source)
+                             "query text", source=source)
         if p.type == "vector" and encoder is None:
-            raise InputError(f"param {p.name!r} needs a query encoder", source=feature_set.source)
+            raise InputError(f"param {p.name!r} needs a query encoder", source=source)
         if p.type == "vector" and p.dims != encoder.dims:
             raise InputError(f"param {p.name!r} has {p.dims} dims, the encoder makes "
-                             f"{encoder.dims}", source=feature_set.source)
+                             f"{encoder.dims}", source=source)
 
     def build(queries: list[str]) -> list[dict]:
         vectors = (encoder.encode(queries) if encoder is not None and
-                   any(p.type == "vector" for p in feature_set.params) else None)
+                   any(p.type == "vector" for p in params) else None)
         out = []
         for i, text in enumerate(queries):
             out.append({p.name: text if p.type == "string" else vectors[i].tolist()
-                        for p in feature_set.params})
+                        for p in params})
         return out
 
     return build
@@ -71,7 +74,7 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
     from tqdm import tqdm
 
     started = time.monotonic()
-    params_for = query_params(feature_set, encoder)
+    params_for = query_params(feature_set.params, encoder, source=feature_set.source)
     groups = list(judgments.by_query().items())
     rows: list[tuple[str, str, str, int, list[float]]] = []
     missing: list[tuple[str, str]] = []

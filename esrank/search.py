@@ -1,12 +1,22 @@
-"""The query-time pipeline. For now: a BM25 first pass over the catalogue fields."""
+"""The query-time pipeline: BM25 first pass, then the active model as an `sltr` rescore.
+
+A `Ranker` says how to rank: `Ranker("bm25")` is the first pass alone; with a model, the top
+`window` BM25 hits are rescored by the model alone (query_weight 0), which is exactly how the
+parity gate scored it before it went live.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
+from esrank.feature_log import query_params
+from esrank.registry import ActiveModel
 
 DEFAULT_FIELDS = ("title^2", "short_description", "supplier", "attributes")
+SOURCE_FIELDS = ["title", "supplier", "price"]
 
 
 @dataclass(frozen=True)
@@ -19,19 +29,59 @@ class Hit:
     price: float | None
 
 
-def bm25_query(query: str, fields: tuple[str, ...] = DEFAULT_FIELDS) -> dict:
+@dataclass(frozen=True)
+class Ranker:
+    """A ranking configuration: its name, and the model that rescores BM25 (None: BM25)."""
+
+    name: str = "bm25"
+    model: ActiveModel | None = None
+    window: int = 100
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+
+
+def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
     return {"multi_match": {"query": query, "fields": list(fields), "type": "best_fields"}}
 
 
-def search(engine: Engine, index: str, query: str, *, size: int = 10,
-           fields: tuple[str, ...] = DEFAULT_FIELDS) -> list[Hit]:
+def search_body(query: str, ranker: Ranker, params: dict | None, size: int,
+                source: bool = True) -> dict:
+    """The search request for one query under `ranker` (params: the model's sltr params)."""
+    body: dict = {"size": size, "query": bm25_query(query, ranker.fields),
+                  "_source": SOURCE_FIELDS if source else False}
+    if ranker.model is not None:
+        body["rescore"] = {"window_size": max(ranker.window, size), "query": {
+            "rescore_query": Engine.sltr(ranker.model.feature_set, params or {},
+                                         model=ranker.model.name),
+            "query_weight": 0.0, "rescore_query_weight": 1.0}}
+    return body
+
+
+def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
+                encoder: Encoder | None, *, size: int = 10, source: bool = True,
+                batch: int = 32) -> dict[str, list[Hit]]:
+    """Rank each query (msearch batches); query text -> hits in rank order."""
+    params_for = (query_params(ranker.model.params, encoder, source=ranker.model.name)
+                  if ranker.model is not None else None)
+    out: dict[str, list[Hit]] = {}
+    for chunk in batched(list(dict.fromkeys(queries)), batch):
+        params = params_for(chunk) if params_for else [None] * len(chunk)
+        bodies = [search_body(q, ranker, p, size, source)
+                  for q, p in zip(chunk, params, strict=True)]
+        for query, response in zip(chunk, engine.msearch(index, bodies), strict=True):
+            out[query] = [_hit(rank, h) for rank, h in enumerate(response["hits"]["hits"], 1)]
+    return out
+
+
+def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
+           encoder: Encoder | None = None, *, size: int = 10) -> list[Hit]:
     """Rank products for a shopper's query.
 
     >>> search(engine, "products", "bluetooth speaker")[0].title  # doctest: +SKIP
     """
-    body = {"size": size, "query": bm25_query(query, fields),
-            "_source": ["title", "supplier", "price"]}
-    hits = engine.search(index, body)["hits"]["hits"]
-    return [Hit(rank, h["_id"], float(h["_score"]), h["_source"].get("title", ""),
-                h["_source"].get("supplier"), h["_source"].get("price"))
-            for rank, h in enumerate(hits, 1)]
+    return search_many(engine, index, [query], ranker or Ranker(), encoder, size=size)[query]
+
+
+def _hit(rank: int, h: dict) -> Hit:
+    src = h.get("_source") or {}
+    return Hit(rank, h["_id"], float(h["_score"]), src.get("title", ""), src.get("supplier"),
+               src.get("price"))

@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from itertools import groupby
 from pathlib import Path
@@ -73,6 +74,43 @@ class TrainResult:
         return float(np.mean(self.cv_folds))
 
 
+def normalize(values: np.ndarray, names: Sequence[str], normalizers: dict[str, dict]
+              ) -> np.ndarray:
+    """Apply the plugin's `standard` / `min_max` normalizers (float32, as the plugin does)."""
+    out = np.array(values, dtype=np.float32, copy=True)
+    for i, name in enumerate(names):
+        spec = normalizers.get(name)
+        if not spec:
+            continue
+        if "standard" in spec:
+            s = spec["standard"]
+            out[:, i] = (out[:, i] - np.float32(s["mean"])) / np.float32(s["standard_deviation"])
+        else:
+            m = spec["min_max"]
+            lo, hi = np.float32(m["minimum"]), np.float32(m["maximum"])
+            out[:, i] = (out[:, i] - lo) / (hi - lo)
+    return out
+
+
+def fit_normalizers(matrix: FeatureMatrix, kind: str) -> dict[str, dict]:
+    """Per-feature `standard` or `min_max` parameters from a table (NaN ignored)."""
+    specs = {}
+    for i, name in enumerate(matrix.feature_names):
+        column = matrix.values[:, i]
+        column = column[~np.isnan(column)]
+        if column.size == 0:
+            continue
+        if kind == "standard":
+            std = float(column.std()) or 1.0
+            specs[name] = {"standard": {"mean": float(column.mean()), "standard_deviation": std}}
+        elif kind == "min_max":
+            lo, hi = float(column.min()), float(column.max())
+            specs[name] = {"min_max": {"minimum": lo, "maximum": hi if hi > lo else lo + 1.0}}
+        else:
+            raise InputError(f"normalizer {kind!r}: expected 'standard' or 'min_max'")
+    return specs
+
+
 def pick_device() -> str:
     """CUDA when this XGBoost build has it and a GPU is visible, else CPU."""
     import xgboost as xgb
@@ -93,7 +131,7 @@ def grouped_folds(qids: tuple[str, ...], k: int, seed: int = 42
     return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(k)]
 
 
-def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray):
+def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]):
     import xgboost as xgb
 
     rows = np.sort(rows)  # the table is grouped by query; keep each group contiguous
@@ -101,59 +139,68 @@ def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray):
     sizes = [sum(1 for _ in g) for _, g in groupby(qids)]
     if len(sizes) != len(set(qids)):
         raise InputError("the table's rows are not grouped by query")
-    values = np.nan_to_num(matrix.values[rows], nan=MISSING_AS)
+    values = np.nan_to_num(normalize(matrix.values[rows], matrix.feature_names, normalizers),
+                           nan=MISSING_AS)
     dm = xgb.DMatrix(values, label=np.array(matrix.grades)[rows],
                      feature_names=list(matrix.feature_names))
     dm.set_group(sizes)
     return dm
 
 
-def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str):
+def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
+         normalizers: dict[str, dict]):
     """Train on `rows`, early-stopping on a grouped 20% of their queries."""
     import xgboost as xgb
 
     sub_qids = tuple(matrix.qids[i] for i in rows)
     inner_train, inner_valid = grouped_folds(sub_qids, 5, params.seed)[0]
-    dtrain, dvalid = _dmatrix(matrix, rows[inner_train]), _dmatrix(matrix, rows[inner_valid])
+    dtrain = _dmatrix(matrix, rows[inner_train], normalizers)
+    dvalid = _dmatrix(matrix, rows[inner_valid], normalizers)
     booster = xgb.train(params.xgb(device), dtrain, num_boost_round=params.num_rounds,
                         evals=[(dvalid, "valid")], early_stopping_rounds=params.early_stopping,
                         verbose_eval=False)
     return booster
 
 
-def _score(booster, matrix: FeatureMatrix, rows: np.ndarray) -> float:
-    result = booster.eval(_dmatrix(matrix, rows), "test",
+def _score(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]
+           ) -> float:
+    result = booster.eval(_dmatrix(matrix, rows, normalizers), "test",
                           iteration=booster.best_iteration)
     return float(result.split(f"test-{METRIC}:")[1].split()[0])
 
 
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
-                   device: str = "cpu") -> list[float]:
+                   device: str = "cpu", normalizers: dict[str, dict] | None = None
+                   ) -> list[float]:
     """Held-out NDCG@10 per query-grouped fold."""
     scores = []
     for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
-        booster = _fit(matrix, train_rows, params, device)
-        scores.append(_score(booster, matrix, test_rows))
+        booster = _fit(matrix, train_rows, params, device, normalizers or {})
+        scores.append(_score(booster, matrix, test_rows, normalizers or {}))
     return scores
 
 
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
-          folds: int = 5, search: bool = True, device: str | None = None) -> TrainResult:
+          folds: int = 5, search: bool = True, device: str | None = None,
+          normalizer: str | None = None, table: str | None = None) -> TrainResult:
     """Cross-validate (and optionally grid-search), then train on all queries and save.
 
     The artifact directory holds model.json (XGBoost) and meta.json: feature set, feature
     names in order, params, CV metrics per fold, search results, data hash, esrank version.
+    `normalizer` ("standard" or "min_max") trains on normalized features and records the
+    parameters, which the export hands to the plugin; `table` is recorded as the data's source.
     """
     started = time.monotonic()
     if len(matrix) == 0:
         raise InputError("the training table is empty")
     device = device or pick_device()
+    normalizers = fit_normalizers(matrix, normalizer) if normalizer else {}
     base = params or TrainParams()
     candidates = ([replace(base, max_depth=d, eta=e) for d in GRID["max_depth"]
                    for e in GRID["eta"]] if search else [base])
     tried = []
     for candidate in candidates:
-        scores = cross_validate(matrix, candidate, folds, device)
+        scores = cross_validate(matrix, candidate, folds, device, normalizers)
         tried.append({"max_depth": candidate.max_depth, "eta": candidate.eta,
                       "cv_mean": round(float(np.mean(scores)), 5), "folds": scores,
                       "params": candidate})
@@ -161,7 +208,9 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  METRIC, np.mean(scores))
     best = max(tried, key=lambda t: t["cv_mean"])
     chosen: TrainParams = best["params"]
-    booster = _fit(matrix, np.arange(len(matrix)), chosen, device)
+    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers)
+    best_iteration = int(booster.best_iteration)
+    booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
     out_dir.mkdir(parents=True, exist_ok=True)
     booster.save_model(out_dir / "model.json")
     importance = booster.get_score(importance_type="gain")
@@ -172,20 +221,21 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "feature_names": list(matrix.feature_names),
         "params": asdict(chosen), "device": device,
         "missing_as": MISSING_AS,  # how NaN was trained; see the module docstring
-        "best_iteration": int(booster.best_iteration),
+        "normalizers": normalizers,
+        "best_iteration": best_iteration,
         "cv": {"metric": METRIC, "folds": best["folds"], "mean": best["cv_mean"],
                "std": round(float(np.std(best["folds"])), 5), "k": folds},
         "search": [{k: v for k, v in t.items() if k != "params"} for t in tried],
         "importance_gain": {k: round(v, 5) for k, v in sorted(
             importance.items(), key=lambda kv: -kv[1])},
-        "data": {"rows": len(matrix), "queries": len(set(matrix.qids)),
+        "data": {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
                  "sha256": data_hash(matrix)},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TrainResult(out_dir, chosen, tuple(best["folds"]),
                        tuple({k: v for k, v in t.items() if k != "params"} for t in tried),
-                       int(booster.best_iteration), time.monotonic() - started)
+                       best_iteration, time.monotonic() - started)
 
 
 def data_hash(matrix: FeatureMatrix) -> str:

@@ -113,6 +113,60 @@ class Engine:
                    body=feature_set.plugin_payload(), target=name)
         return True
 
+    # -- models ----------------------------------------------------------------------------------
+
+    def create_model(self, feature_set: str, name: str, model: dict) -> None:
+        """Store `model` (the plugin's {"type", "definition", ...}) under `name`; the plugin
+        refuses a name that exists."""
+        self._call("create model", "POST", self._ltr(f"/_featureset/{feature_set}/_createmodel"),
+                   body={"model": {"name": name, "model": model}}, target=name)
+
+    def get_model(self, name: str) -> dict | None:
+        """The stored model document (`{"name", "feature_set", "model"}`) or None."""
+        try:
+            doc = self._call("get model", "GET", self._ltr(f"/_model/{name}"), target=name)
+        except EngineError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return doc.get("_source", {}).get("model") if doc.get("found", True) else None
+
+    def list_models(self, prefix: str = "") -> list[str]:
+        params = {"prefix": prefix, "size": 1000} if prefix else {"size": 1000}
+        result = self._call("list models", "GET", self._ltr("/_model"), params=params,
+                            target=self._ltr())
+        return sorted(hit["_source"]["name"] for hit in result.get("hits", {}).get("hits", []))
+
+    def delete_model(self, name: str) -> None:
+        self._call("delete model", "DELETE", self._ltr(f"/_model/{name}"), target=name)
+        # the plugin caches compiled models per node; a deleted name must not keep scoring
+        self._call("clear LTR cache", "POST", self._ltr("/_clearcache"), target=self._ltr())
+
+    # -- documents (esrank's own records) --------------------------------------------------------
+
+    def get_document(self, index: str, doc_id: str) -> tuple[dict, dict] | None:
+        """(source, version) of a document, or None; version is what `put_document` checks."""
+        try:
+            doc = self._call("get document", "GET", f"/{index}/_doc/{doc_id}", target=index)
+        except EngineError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not doc.get("found"):
+            return None
+        return doc["_source"], {"if_seq_no": doc["_seq_no"],
+                                "if_primary_term": doc["_primary_term"]}
+
+    def put_document(self, index: str, doc_id: str, source: dict,
+                     version: dict | None = None) -> None:
+        """Write a document, visible on return; with `version`, only if nobody changed it
+        since it was read (else EngineError with status 409)."""
+        params = {"refresh": "wait_for", **(version or {})}
+        if version is None:
+            params["op_type"] = "create"
+        self._call("write document", "PUT", f"/{index}/_doc/{doc_id}", body=source,
+                   params=params, target=index)
+
     # -- indices ---------------------------------------------------------------------------------
 
     def create_index(self, index: str, body: dict) -> None:

@@ -86,13 +86,13 @@ def test_ranklib_leaves_missing_features_out(tmp_path):
 
 def test_vector_params_need_a_matching_encoder():
     with pytest.raises(InputError, match="needs a query encoder"):
-        query_params(FS, None)
+        query_params(FS.params, None)
 
     class Small(FakeEncoder):
         dims = 8
 
     with pytest.raises(InputError, match="384 dims, the encoder makes 8"):
-        query_params(FS, Small())
+        query_params(FS.params, Small())
 
 
 def test_parquet_table_round_trip_keeps_nan_order_and_feature_set(tmp_path):

@@ -1,0 +1,167 @@
+"""Relevance metrics for rankings against judgments, and paired comparison of configurations.
+
+Metrics come from ir-measures (trec_eval for nDCG/RR/P/Judged, gdeval for ERR). Judgments
+are incomplete, so every metric is reported in two views:
+
+- standard: the ranking as served; an unjudged doc counts as grade 0;
+- condensed (`<metric>_condensed`): unjudged docs are removed before cutting at k
+  (Sakai's condensed lists), which does not punish a ranker for surfacing unjudged docs;
+
+plus `judged@10`, the share of the top 10 that is judged. trec_eval's nDCG uses the grade
+as gain (not 2^grade - 1); P@10, RR treat grade >= 1 as relevant; gdeval's ERR assumes grades
+0..4.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from esrank.judgments import JudgmentList
+
+MEASURES = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "mrr": "RR", "err@10": "ERR@10",
+            "p@10": "P@10"}
+COVERAGE = "judged@10"
+METRICS = (*MEASURES, *(f"{m}_condensed" for m in MEASURES), COVERAGE)
+
+Run = Mapping[str, Sequence[str]]  # query text -> doc ids in rank order
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics of one configuration: mean over the judged queries, and per query."""
+
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "per_query": self.per_query}
+
+
+class Evaluator:
+    """Bound once to judgments, reused for every run.
+
+    >>> ev = Evaluator(read_judgments(Path("judgments.csv")))  # doctest: +SKIP
+    >>> ev.evaluate({"bluetooth speaker": ["123", "456"]}).mean["ndcg@10"]  # doctest: +SKIP
+    """
+
+    def __init__(self, judgments: JudgmentList):
+        import ir_measures
+
+        self._queries = list(judgments.by_query())  # qids
+        self._text = {qid: js[0].query for qid, js in judgments.by_query().items()}
+        # gdeval (ERR) wants numeric topic ids
+        self._num = {qid: str(i) for i, qid in enumerate(self._queries, 1)}
+        self._judged = {qid: {j.doc_id for j in js} for qid, js in judgments.by_query().items()}
+        self._qrels = [ir_measures.Qrel(self._num[j.qid], j.doc_id, j.grade) for j in judgments]
+        self._measures = {name: ir_measures.parse_measure(m) for name, m in MEASURES.items()}
+        self._coverage = ir_measures.parse_measure("Judged@10")
+        self._by_text = {text: qid for qid, text in self._text.items()}
+
+    @property
+    def queries(self) -> list[str]:
+        """The judged queries' texts, in file order."""
+        return [self._text[q] for q in self._queries]
+
+    def evaluate(self, run: Run) -> Evaluation:
+        """Metrics for `run` (query text -> ranked doc ids); a judged query missing from the
+        run scores 0 everywhere."""
+        import ir_measures
+
+        standard, condensed = [], []
+        for qid in self._queries:
+            docs = list(dict.fromkeys(run.get(self._text[qid], ())))
+            n = len(docs)
+            standard += [ir_measures.ScoredDoc(self._num[qid], d, float(n - i))
+                         for i, d in enumerate(docs)]
+            kept = [d for d in docs if d in self._judged[qid]]
+            condensed += [ir_measures.ScoredDoc(self._num[qid], d, float(len(kept) - i))
+                          for i, d in enumerate(kept)]
+        per_query = {self._text[q]: dict.fromkeys(METRICS, 0.0) for q in self._queries}
+        qid_of = {num: qid for qid, num in self._num.items()}
+        names = {m: n for n, m in self._measures.items()}
+        measures = list(self._measures.values())
+        views = (("", standard, [*measures, self._coverage]), ("_condensed", condensed, measures))
+        for suffix, docs, wanted in views:
+            if not docs:
+                continue
+            for value in ir_measures.iter_calc(wanted, self._qrels, docs):
+                name = (COVERAGE if value.measure == self._coverage
+                        else names[value.measure] + suffix)
+                per_query[self._text[qid_of[value.query_id]]][name] = float(value.value)
+        mean = {m: float(np.mean([pq[m] for pq in per_query.values()])) if per_query else 0.0
+                for m in METRICS}
+        return Evaluation(mean, per_query)
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    metric: str
+    mean_a: float
+    mean_b: float
+    p_ttest: float
+    p_randomization: float
+    wins: int
+    ties: int
+    losses: int
+
+    @property
+    def delta(self) -> float:
+        return self.mean_b - self.mean_a
+
+    @property
+    def relative(self) -> float:
+        return self.delta / self.mean_a if self.mean_a else math.inf
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """B against A over the same queries: a paired test and wins/ties/losses per metric."""
+
+    a: str
+    b: str
+    queries: int
+    metrics: tuple[MetricComparison, ...]
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "queries": self.queries, "metrics": {
+            m.metric: {"a": m.mean_a, "b": m.mean_b, "delta": m.delta, "relative": m.relative,
+                       "p_ttest": m.p_ttest, "p_randomization": m.p_randomization,
+                       "wins": m.wins, "ties": m.ties, "losses": m.losses}
+            for m in self.metrics}}
+
+
+def compare(a: tuple[str, Evaluation], b: tuple[str, Evaluation],
+            metrics: Sequence[str] = METRICS, *, permutations: int = 10_000,
+            seed: int = 42) -> Comparison:
+    """Paired two-sided t-test and randomization test (sign flips) of B - A per metric.
+
+    Wins/ties/losses count queries where B beats, equals (within 1e-9) or trails A.
+    """
+    from scipy.stats import ttest_rel
+
+    (name_a, ev_a), (name_b, ev_b) = a, b
+    queries = sorted(set(ev_a.per_query) & set(ev_b.per_query))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice((-1.0, 1.0), size=(permutations, len(queries)))
+    rows = []
+    for metric in metrics:
+        xa = np.array([ev_a.per_query[q][metric] for q in queries])
+        xb = np.array([ev_b.per_query[q][metric] for q in queries])
+        diff = xb - xa
+        if len(queries) < 2 or np.allclose(diff, diff[0]):
+            p_t = 1.0 if np.allclose(diff, 0) else 0.0
+        else:
+            p_t = float(ttest_rel(xb, xa).pvalue)
+        observed = abs(diff.mean()) if len(queries) else 0.0
+        flipped = np.abs((signs * diff).mean(axis=1)) if len(queries) else np.zeros(1)
+        p_r = float((np.sum(flipped >= observed - 1e-12) + 1) / (permutations + 1))
+        rows.append(MetricComparison(
+            metric, float(xa.mean()) if len(queries) else 0.0,
+            float(xb.mean()) if len(queries) else 0.0, p_t, p_r,
+            int(np.sum(diff > 1e-9)), int(np.sum(np.abs(diff) <= 1e-9)),
+            int(np.sum(diff < -1e-9))))
+    return Comparison(name_a, name_b, len(queries), tuple(rows))

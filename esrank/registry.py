@@ -1,0 +1,201 @@
+"""The model registry: versioned models in the plugin, one "active" pointer per feature set.
+
+Models are stored in the plugin as NAME-vN (NAME is the feature set's name, N counts up and
+is never reused). esrank keeps one document per feature set in the `esrank-models` index:
+
+    {"feature_set": "chorus", "active": "chorus-v3", "history": ["chorus-v1", "chorus-v2"],
+     "models": {"chorus-v3": {"feature_set": "chorus@c579ebbba7", "params": [...],
+                              "parity": {...}, "meta": {...}, "uploaded_at": "..."}}}
+
+`history` holds the previously active models, most recent last, so `rollback` can restore
+them. Every pointer change is a compare-and-set on the document's version: two deploys racing
+cannot both win. `deploy` uploads, runs the parity gate, and moves the pointer only when the
+gate passes; a failed upload or gate deletes the new model and leaves the live one as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from esrank.engine import Engine
+from esrank.errors import EngineError, ModelError
+from esrank.export import Artifact, ParityReport, check_parity, plugin_model
+from esrank.types import FeatureSet, QueryParam
+
+log = logging.getLogger(__name__)
+
+REGISTRY_INDEX = "esrank-models"
+MAPPING = {
+    "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+    "mappings": {"dynamic": "strict", "properties": {
+        "feature_set": {"type": "keyword"},
+        "active": {"type": "keyword"},
+        "history": {"type": "keyword"},
+        "models": {"type": "object", "enabled": False},
+        "updated_at": {"type": "date"},
+    }},
+}
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """What the search path needs to rescore with a model."""
+
+    name: str
+    feature_set: str  # the engine name, NAME@HASH
+    params: tuple[QueryParam, ...]
+
+
+@dataclass
+class DeployReport:
+    model: str
+    parity: ParityReport
+    activated: bool
+    previous: str | None
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "activated": self.activated, "previous": self.previous,
+                "parity": self.parity.to_dict()}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _read(engine: Engine, set_name: str) -> tuple[dict, dict | None]:
+    if not engine.index_exists(REGISTRY_INDEX):
+        engine.create_index(REGISTRY_INDEX, MAPPING)
+    found = engine.get_document(REGISTRY_INDEX, set_name)
+    if found is None:
+        return {"feature_set": set_name, "active": None, "history": [], "models": {}}, None
+    return found
+
+
+def _write(engine: Engine, set_name: str, doc: dict, version: dict | None) -> None:
+    doc["updated_at"] = _now()
+    try:
+        engine.put_document(REGISTRY_INDEX, set_name, doc, version)
+    except EngineError as exc:
+        if exc.status == 409:
+            raise ModelError(f"the registry entry for {set_name!r} changed while this command "
+                             "ran (another deploy?); nothing was changed, run it again") from exc
+        raise
+
+
+def entry(engine: Engine, set_name: str) -> dict:
+    """The registry document of a feature set (empty when nothing was deployed)."""
+    return _read(engine, set_name)[0]
+
+
+def next_name(engine: Engine, set_name: str) -> str:
+    """NAME-vN with N above every version the plugin or the registry has seen."""
+    doc = entry(engine, set_name)
+    pattern = re.compile(rf"^{re.escape(set_name)}-v(\d+)$")
+    seen = [*engine.list_models(f"{set_name}-v"), *doc["models"], *doc["history"]]
+    versions = [int(m.group(1)) for name in seen if (m := pattern.match(name))]
+    return f"{set_name}-v{max(versions, default=0) + 1}"
+
+
+def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
+    """The model search should rescore with, or None when none is active."""
+    doc = entry(engine, set_name)
+    if not doc["active"]:
+        return None
+    record = doc["models"][doc["active"]]
+    return ActiveModel(doc["active"], record["feature_set"],
+                       tuple(QueryParam(**p) for p in record["params"]))
+
+
+def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
+           queries: dict[str, list[str]], params_for: Callable[[list[str]], list[dict]], *,
+           activate: bool = True, tolerance: float = 1e-4) -> DeployReport:
+    """Upload `artifact` as the next version, gate it on parity, then (optionally) activate.
+
+    >>> report = deploy(engine, "products", art, fs, queries, params_for)  # doctest: +SKIP
+    >>> report.parity.max_delta < 1e-4, report.activated  # doctest: +SKIP
+    (True, True)
+    """
+    model = plugin_model(artifact, feature_set)  # refuses a mismatched model before any write
+    engine.ensure_store()
+    engine.put_feature_set(feature_set)
+    name = next_name(engine, feature_set.name)
+    engine.create_model(feature_set.engine_name, name, model)
+    try:
+        parity = check_parity(engine, index, name, artifact, feature_set, queries, params_for,
+                              tolerance=tolerance)
+    except Exception:
+        engine.delete_model(name)
+        raise
+    if not parity.passed:
+        engine.delete_model(name)
+        return DeployReport(name, parity, False, entry(engine, feature_set.name)["active"])
+    doc, version = _read(engine, feature_set.name)
+    previous = doc["active"]
+    doc["models"][name] = {
+        "feature_set": feature_set.engine_name,
+        "params": [{"name": p.name, "type": p.type, "dims": p.dims} for p in feature_set.params],
+        "artifact": str(artifact.path), "uploaded_at": _now(),
+        "parity": {k: v for k, v in parity.to_dict().items() if k != "worst"},
+        "meta": {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
+                                                   "esrank_version", "normalizers")},
+    }
+    if activate:
+        _point(doc, name)
+    try:
+        _write(engine, feature_set.name, doc, version)
+    except Exception:
+        engine.delete_model(name)
+        raise
+    return DeployReport(name, parity, activate, previous)
+
+
+def _point(doc: dict, name: str) -> None:
+    if doc["active"] and doc["active"] != name:
+        doc["history"] = [m for m in doc["history"] if m != doc["active"]] + [doc["active"]]
+    doc["active"] = name
+
+
+def activate(engine: Engine, set_name: str, name: str) -> str | None:
+    """Point the feature set at `name`; returns the previously active model."""
+    doc, version = _read(engine, set_name)
+    if name not in doc["models"]:
+        raise ModelError(f"{name!r} is not a deployed model of {set_name!r} "
+                         f"(deployed: {sorted(doc['models']) or 'none'})")
+    if engine.get_model(name) is None:
+        raise ModelError(f"{name!r} is in the registry but not in the engine's LTR store")
+    previous = doc["active"]
+    _point(doc, name)
+    _write(engine, set_name, doc, version)
+    return previous
+
+
+def rollback(engine: Engine, set_name: str) -> tuple[str, str]:
+    """Re-activate the model that was active before this one; returns (from, to)."""
+    doc, version = _read(engine, set_name)
+    history = [m for m in doc["history"] if m in doc["models"]]
+    if not doc["active"] or not history:
+        raise ModelError(f"{set_name!r} has no earlier model to roll back to "
+                         f"(active: {doc['active']}, history: {doc['history']})")
+    current, target = doc["active"], history[-1]
+    doc["history"], doc["active"] = history[:-1], target
+    _write(engine, set_name, doc, version)
+    return current, target
+
+
+def delete(engine: Engine, set_name: str, name: str) -> None:
+    """Remove an inactive model from the plugin and the registry; the active one is refused."""
+    doc, version = _read(engine, set_name)
+    if doc["active"] == name:
+        raise ModelError(f"{name!r} is the active model of {set_name!r}: activate or roll "
+                         "back to another one first")
+    if name not in doc["models"] and engine.get_model(name) is None:
+        raise ModelError(f"no model {name!r} in the registry or the engine")
+    doc["models"].pop(name, None)
+    doc["history"] = [m for m in doc["history"] if m != name]
+    _write(engine, set_name, doc, version)
+    if engine.get_model(name) is not None:
+        engine.delete_model(name)
