@@ -1,0 +1,174 @@
+"""The learning loop on the real plugin: log -> train -> upload -> parity gate -> registry ->
+sltr rescore -> evaluate, on a slice of Chorus."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from esrank import registry
+from esrank.catalogue import index_catalogue
+from esrank.errors import ModelError
+from esrank.evaluate import Evaluator
+from esrank.export import load_artifact
+from esrank.feature_log import log_judgments, query_params, write_table
+from esrank.features import load_feature_set
+from esrank.judgments import read_judgments
+from esrank.search import Ranker, search, search_many
+from esrank.train import train
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
+CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+
+
+@pytest.fixture(scope="module")
+def loop(ltr_engine, encoder, tmp_path_factory):
+    """Index the slice, log the judgments of its docs, train once; clean everything after."""
+    tmp = tmp_path_factory.mktemp("loop")
+    alias = f"test-loop-{uuid.uuid4().hex[:8]}"
+    index_catalogue(ltr_engine, alias, [SLICE], encoder, progress=False)
+    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
+    with (CHORUS / "judgments.csv").open() as src, (tmp / "j.csv").open("w") as out:
+        rows = [r for r in csv.DictReader(src) if r["docid"] in ids]
+        writer = csv.DictWriter(out, ["query", "docid", "rating"])
+        writer.writeheader()
+        writer.writerows(rows)
+    judged = read_judgments(tmp / "j.csv")
+    fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus.yaml"),
+                             name=f"loop{uuid.uuid4().hex[:6]}")
+    ltr_engine.ensure_store()
+    ltr_engine.put_feature_set(fs)
+    report = log_judgments(ltr_engine, alias, fs, judged, encoder, progress=False)
+    write_table(report.matrix, tmp / "table.parquet")
+    train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"))
+    queries: dict[str, list[str]] = {}
+    for q, d in zip(report.matrix.queries, report.matrix.doc_ids, strict=True):
+        queries.setdefault(q, []).append(d)
+    yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
+           "queries": queries, "params_for": query_params(fs.params, encoder)}
+    for name in ltr_engine.list_models(f"{fs.name}-v"):
+        if ltr_engine.get_model(name) is not None:  # the listing can lag a delete
+            ltr_engine.delete_model(name)
+    if registry.entry(ltr_engine, fs.name)["models"]:
+        ltr_engine.transport.request("cleanup", "DELETE",
+                                     f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
+    for index in ltr_engine.alias_targets(alias):
+        ltr_engine.delete_index(index)
+
+
+def _deploy(engine, loop, artifact, **kw):
+    return registry.deploy(engine, loop["alias"], artifact, loop["fs"], loop["queries"],
+                           loop["params_for"], **kw)
+
+
+def _broken_export(kind: str):
+    """plugin_model with a classic export bug: feature names shifted by one, or a logistic
+    objective the model was not trained with."""
+    from esrank.export import plugin_model
+
+    def export(artifact, feature_set):
+        model = plugin_model(artifact, feature_set)
+        definition = json.loads(model["definition"])
+        if kind == "objective":
+            definition["objective"] = "binary:logistic"
+        else:
+            names = feature_set.feature_names
+            shifted = dict(zip(names, names[1:] + names[:1], strict=True))
+            for tree in definition["splits"]:
+                stack = [tree]
+                while stack:
+                    node = stack.pop()
+                    if "split" in node:
+                        node["split"] = shifted[node["split"]]
+                        stack += node["children"]
+        return {**model, "definition": json.dumps(definition)}
+
+    return export
+
+
+def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
+    m = loop["matrix"]
+    assert len(set(m.qids)) >= 10 and np.isnan(m.values).any()  # NaN rows take part
+    art = load_artifact(loop["tmp"] / "model")
+    report = _deploy(ltr_engine, loop, art)
+    assert report.parity.passed, report.to_dict()
+    assert report.parity.docs == len(m) and report.parity.max_delta <= 1e-4
+    assert report.activated and report.previous is None
+    active = registry.active_model(ltr_engine, loop["fs"].name)
+    assert active.name == report.model == f"{loop['fs'].name}-v1"
+
+    # search rescoring with the active model ranks by the booster's score of the logged values
+    query = "bluetooth speaker"
+    hits = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20), encoder,
+                  size=20)
+    rows = {d: i for i, (q, d) in enumerate(zip(m.queries, m.doc_ids, strict=True))
+            if q == query}
+    judged_hits = [h for h in hits if h.doc_id in rows]
+    assert len(judged_hits) >= 5
+    local = art.predict(m.values[[rows[h.doc_id] for h in judged_hits]])
+    np.testing.assert_allclose([h.score for h in judged_hits], local, atol=1e-4)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20)
+    assert {h.doc_id for h in bm25} == {h.doc_id for h in hits}  # rescore reorders the window
+    assert [h.doc_id for h in bm25] != [h.doc_id for h in hits]
+
+    evaluator = Evaluator(loop["judged"])
+    means = {}
+    for ranker in (Ranker("bm25"), Ranker(active.name, active)):
+        run = search_many(ltr_engine, loop["alias"], evaluator.queries, ranker, encoder,
+                          size=50, source=False)
+        means[ranker.name] = evaluator.evaluate(
+            {q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
+    assert all(0 <= v <= 1 for mean in means.values() for v in mean.values())
+    assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
+
+
+@pytest.mark.parametrize("bug", ["feature order", "objective"])
+def test_a_broken_export_fails_the_gate_and_stays_inactive(ltr_engine, loop, monkeypatch, bug):
+    before = registry.entry(ltr_engine, loop["fs"].name)
+    monkeypatch.setattr(registry, "plugin_model", _broken_export(bug))
+    report = _deploy(ltr_engine, loop, load_artifact(loop["tmp"] / "model"))
+    assert not report.parity.passed and not report.activated
+    assert report.parity.max_delta > 1e-4
+    worst = report.parity.worst[0]
+    assert worst.delta == report.parity.max_delta and set(worst.features) == set(
+        loop["fs"].feature_names)
+    assert ltr_engine.get_model(report.model) is None  # removed from the plugin
+    after = registry.entry(ltr_engine, loop["fs"].name)
+    assert after["active"] == before["active"] and after["models"] == before["models"]
+
+
+def test_rollback_restores_the_previous_model_and_delete_guards_the_active(ltr_engine, loop):
+    art = load_artifact(loop["tmp"] / "model")
+    first = _deploy(ltr_engine, loop, art)
+    second = _deploy(ltr_engine, loop, art)
+    assert second.activated and second.previous == first.model
+    assert registry.active_model(ltr_engine, loop["fs"].name).name == second.model
+    with pytest.raises(ModelError, match="is the active model"):
+        registry.delete(ltr_engine, loop["fs"].name, second.model)
+    assert registry.rollback(ltr_engine, loop["fs"].name) == (second.model, first.model)
+    assert registry.active_model(ltr_engine, loop["fs"].name).name == first.model
+    registry.delete(ltr_engine, loop["fs"].name, second.model)
+    assert ltr_engine.get_model(second.model) is None
+    assert second.model not in registry.entry(ltr_engine, loop["fs"].name)["models"]
+    # version numbers are never reused, even after a delete
+    assert registry.next_name(ltr_engine, loop["fs"].name) != second.model
+
+
+def test_a_model_for_another_feature_set_is_refused_before_any_upload(ltr_engine, loop):
+    art = load_artifact(loop["tmp"] / "model")
+    other = dataclasses.replace(loop["fs"], features=loop["fs"].features[::-1])
+    before = ltr_engine.list_models(f"{loop['fs'].name}-v")
+    with pytest.raises(ModelError, match="different order"):
+        registry.deploy(ltr_engine, loop["alias"], art, other, loop["queries"],
+                        loop["params_for"])
+    assert ltr_engine.list_models(f"{loop['fs'].name}-v") == before
+    assert not math.isnan(art.meta["missing_as"])
