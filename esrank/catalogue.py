@@ -1,4 +1,7 @@
-"""Catalogue indexing: product files -> documents with title embeddings -> a fresh index.
+"""Catalogue indexing: product files -> documents with embeddings -> a fresh index.
+
+Two vectors per product: `title_vector` (the title) and `text_vector` (title and short
+description, "TITLE. DESCRIPTION"), both from the same encoder as the queries.
 
 Products are read from JSON arrays, JSONL, or zips of those. Each run builds a new concrete
 index and then moves the alias onto it in one step, so searches never see a half-built index
@@ -133,8 +136,14 @@ def to_document(product: RawProduct) -> tuple[str, dict]:
     return str(doc_id), doc
 
 
+def text_of(doc: dict) -> str:
+    """What `text_vector` embeds: the title, then the short description when there is one."""
+    description = doc.get("short_description")
+    return f"{doc['title']}. {description}" if description else doc["title"]
+
+
 def index_body(dims: int) -> dict:
-    """Explicit mappings: analysed text, keywords, numbers, and the title vector (doc values)."""
+    """Explicit mappings: analysed text, keywords, numbers, and the vectors (doc values)."""
     text_kw = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     return {
         "settings": {"number_of_shards": 1, "number_of_replicas": 0,
@@ -156,9 +165,20 @@ def index_body(dims: int) -> dict:
                 # thousands of typed attributes: kept in _source, not mapped field by field
                 "attrs": {"type": "object", "enabled": False},
                 "title_vector": {"type": "knn_vector", "dimension": dims},
+                "text_vector": {"type": "knn_vector", "dimension": dims},
             },
         },
     }
+
+
+def index_is_current(engine: Engine, alias: str) -> bool:
+    """True when `alias` holds documents under the mapping this version of esrank writes."""
+    if not engine.alias_targets(alias) or engine.count(alias) == 0:
+        return False
+    live = engine.mapping(alias)
+    wanted = index_body(0)["mappings"]["properties"]
+    return all(set(m.get("mappings", {}).get("properties", {})) == set(wanted)
+               for m in live.values())
 
 
 def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, *,
@@ -197,9 +217,11 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                                                         else "?",
                                                         f"{product.source}:{product.position}",
                                                         str(exc)))
-                vectors = encoder.encode([d["title"] for _, d in docs]) if docs else []
-                for (_, doc), vector in zip(docs, vectors, strict=True):
-                    doc["title_vector"] = [round(float(x), 7) for x in vector]
+                for field_name, texts in (("title_vector", [d["title"] for _, d in docs]),
+                                          ("text_vector", [text_of(d) for _, d in docs])):
+                    vectors = encoder.encode(texts) if docs else []
+                    for (_, doc), vector in zip(docs, vectors, strict=True):
+                        doc[field_name] = [round(float(x), 7) for x in vector]
                 refused = dict(engine.bulk(index, docs))
                 for doc_id, reason in refused.items():
                     report.rejected.append(Rejected(doc_id, index, reason))

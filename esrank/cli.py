@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -236,10 +237,13 @@ def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: P
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Training table (.parquet); a RankLib .txt is written beside it.")
 @click.option("--queries-per-request", default=16, show_default=True)
+@click.option("--unjudged-negatives", default=0, show_default=True, metavar="K",
+              help="Also log the unjudged docs of each query's BM25 top K as grade 0.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fmt: str | None,
-            output: Path, queries_per_request: int, as_json: bool) -> None:
+            output: Path, queries_per_request: int, unjudged_negatives: int,
+            as_json: bool) -> None:
     """Log every feature for every judged (query, doc) through the LTR plugin.
 
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
@@ -249,6 +253,7 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
     from esrank.feature_log import log_judgments, write_ranklib, write_table
     from esrank.features import load_feature_set, push_feature_sets
     from esrank.judgments import read_judgments
+    from esrank.search import bm25_query
 
     s = _settings(ctx)
     engine = _engine(ctx)
@@ -256,8 +261,11 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
     judged = read_judgments(judgments_file, fmt)
     push_feature_sets(engine, [fs])
     report = log_judgments(engine, s.index, fs, judged, load_encoder(s.encoder_model),
-                           queries_per_request=queries_per_request, progress=not as_json)
-    write_table(report.matrix, output, judgments_source=str(judgments_file))
+                           queries_per_request=queries_per_request,
+                           unjudged_negatives=unjudged_negatives, negatives_query=bm25_query,
+                           progress=not as_json)
+    write_table(report.matrix, output, judgments_source=str(judgments_file),
+                unjudged_negatives=unjudged_negatives)
     write_ranklib(report.matrix, output.with_suffix(".txt"))
     rate = len(judged) / report.seconds if report.seconds else 0.0
     data = {"feature_set": fs.engine_name, "rows": len(report.matrix), "table": str(output),
@@ -281,21 +289,33 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
               default="rank:ndcg", show_default=True)
 @click.option("--folds", default=5, show_default=True, help="Query-grouped CV folds.")
 @click.option("--search/--no-search", default=True, show_default=True,
-              help="Grid-search max_depth {3,5} x eta {0.05,0.1} (4 configurations) by CV.")
+              help="Grid-search max_depth {3,4} x rounds {50,100} (4 configurations) by CV.")
+@click.option("--max-depth", default=3, show_default=True, help="Tree depth (without --search).")
+@click.option("--rounds", default=100, show_default=True,
+              help="Boosting rounds (without --search).")
+@click.option("--early-stopping", default=0, show_default=True, metavar="N",
+              help="Stop after N rounds without gain on a grouped validation split (0: off).")
+@click.option("--normalize", type=click.Choice(["standard", "min_max"]),
+              help="Train on normalized features; the plugin applies the same normalizers.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def train_cmd(table: Path, output: Path, objective: str, folds: int, search: bool, device: str,
-              as_json: bool) -> None:
+def train_cmd(table: Path, output: Path, objective: str, folds: int, search: bool,
+              max_depth: int, rounds: int, early_stopping: int, normalize: str | None,
+              device: str, as_json: bool) -> None:
     """Train an XGBoost ranker on a table from `esrank log`, with query-grouped CV."""
     from esrank.feature_log import read_table
     from esrank.train import TrainParams, train
 
-    result = train(read_table(table), output, params=TrainParams(objective=objective),
-                   folds=folds, search=search, device=None if device == "auto" else device)
+    params = TrainParams(objective=objective, max_depth=max_depth, num_rounds=rounds,
+                         early_stopping=early_stopping)
+    result = train(read_table(table), output, params=params, folds=folds, search=search,
+                   device=None if device == "auto" else device, normalizer=normalize,
+                   table=str(table.resolve()))
     data = {"artifact": str(result.artifact), "cv_ndcg@10_mean": round(result.cv_mean, 4),
             "cv_ndcg@10_folds": [round(x, 4) for x in result.cv_folds],
-            "params": {"max_depth": result.params.max_depth, "eta": result.params.eta,
+            "params": {"max_depth": result.params.max_depth,
+                       "rounds": result.best_iteration + 1,
                        "objective": result.params.objective},
             "search": list(result.search), "seconds": round(result.seconds, 1)}
     text = (f"CV ndcg@10 {data['cv_ndcg@10_mean']} (folds {data['cv_ndcg@10_folds']}) with "
@@ -637,22 +657,53 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
 
 @cli.command("demo")
 @click.option("--limit", type=int, help="Index only this many products (default: all).")
+@click.option("--reindex", is_flag=True,
+              help="Index the catalogue even when the index is already current.")
 @click.option("--query", default="bluetooth speaker", show_default=True)
 @click.pass_context
-def demo_cmd(ctx: click.Context, limit: int | None, query: str) -> None:
-    """The main job end to end on the Chorus catalogue: engine, index, feature set, search."""
-    if _settings(ctx).uses_local_engine:
+def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -> None:
+    """The whole loop on the Chorus catalogue and its shopper judgments.
+
+    engine -> index -> push features -> log (with unjudged BM25 top-100 negatives) -> train
+    (CV + grid) -> upload -> parity gate -> activate -> evaluate BM25 vs the model -> search.
+    Files go to $ESRANK_HOME/demo.
+    """
+    from esrank.catalogue import index_is_current
+
+    s = _settings(ctx)
+    work = s.home / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    judgments_file = CHORUS / "judgments.csv"
+    if s.uses_local_engine:
         click.echo("== 1. local engine")
         ctx.invoke(engine_up)
     click.echo("== 2. index the Chorus catalogue")
-    try:
-        ctx.invoke(index_cmd, limit=limit)
-    except SystemExit as exc:  # rejected products are reported above; go on with the rest
-        if exc.code not in (0, None, 1):
-            raise
+    if not reindex and limit is None and index_is_current(_engine(ctx), s.index):
+        click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
+    else:
+        try:
+            ctx.invoke(index_cmd, limit=limit)
+        except SystemExit as exc:  # rejected products are reported above; go on with the rest
+            if exc.code not in (0, None, 1):
+                raise
     click.echo("== 3. push the feature sets")
     ctx.invoke(features_push)
-    click.echo(f"== 4. search: {query!r}")
+    click.echo("== 4. log features for every judgment (+ unjudged top-100 as grade 0)")
+    try:
+        ctx.invoke(log_cmd, judgments_file=judgments_file, output=work / "chorus.parquet",
+                   unjudged_negatives=100)
+    except SystemExit as exc:  # judged docs outside a --limit index are listed above
+        if exc.code not in (0, None, 1):
+            raise
+    click.echo("== 5. train (query-grouped 5-fold CV, grid search)")
+    artifact = work / "models" / time.strftime("%Y%m%d-%H%M%S")
+    ctx.invoke(train_cmd, table=work / "chorus.parquet", output=artifact)
+    click.echo("== 6. upload, parity gate, activate")
+    ctx.invoke(upload_cmd, artifact=artifact)
+    click.echo("== 7. evaluate BM25 vs the model on every judged query "
+               "(in-sample: bench/relevance.py has the cross-validated figures)")
+    ctx.invoke(compare_cmd, judgments_file=judgments_file)
+    click.echo(f"== 8. search: {query!r}")
     ctx.invoke(search_cmd, query=query)
 
 

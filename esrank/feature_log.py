@@ -62,8 +62,14 @@ def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
 
 def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments: JudgmentList,
                   encoder: Encoder | None, *, queries_per_request: int = 16,
+                  unjudged_negatives: int = 0, negatives_query: Callable[[str], dict] | None = None,
                   progress: bool = True) -> LogReport:
     """Log every feature for every judged pair.
+
+    With `unjudged_negatives=k`, the unjudged docs among each query's top k for
+    `negatives_query` (a query clause built from the text, e.g. the BM25 first pass) are
+    logged too, as grade 0: the kind of doc a model must learn to push down when it reranks
+    that first pass.
 
     >>> report = log_judgments(engine, "products", fs, judgments, enc)  # doctest: +SKIP
     >>> report.matrix.values.shape  # doctest: +SKIP
@@ -82,10 +88,13 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
               disable=not progress) as bar:
         for chunk in batched(groups, queries_per_request):
             texts = [js[0].query for _, js in chunk]
-            bodies = [Engine.logging_query(feature_set, params, [j.doc_id for j in js])
-                      for (_, js), params in zip(chunk, params_for(texts), strict=True)]
+            extra = (_unjudged(engine, index, chunk, unjudged_negatives, negatives_query)
+                     if unjudged_negatives else [[] for _ in chunk])
+            bodies = [Engine.logging_query(feature_set, params, [j.doc_id for j in js] + more)
+                      for (_, js), more, params in zip(chunk, extra, params_for(texts),
+                                                       strict=True)]
             responses = engine.msearch(index, bodies)
-            for (qid, js), response in zip(chunk, responses, strict=True):
+            for (qid, js), more, response in zip(chunk, extra, responses, strict=True):
                 logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
                           for h in response["hits"]["hits"]}
                 for j in js:
@@ -93,6 +102,7 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                         rows.append((qid, j.query, j.doc_id, j.grade, logged[j.doc_id]))
                     else:
                         missing.append((j.query, j.doc_id))
+                rows += [(qid, js[0].query, d, 0, logged[d]) for d in more if d in logged]
                 bar.update(len(js))
     if missing:
         log.warning("%d judged docs are not in %s (first: %s)", len(missing), index,
@@ -103,6 +113,19 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                            tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                            tuple(r[2] for r in rows), tuple(r[3] for r in rows), values)
     return LogReport(matrix, missing, time.monotonic() - started)
+
+
+def _unjudged(engine: Engine, index: str, chunk: list, k: int,
+              query_for: Callable[[str], dict] | None) -> list[list[str]]:
+    """Per query of `chunk`, the unjudged doc ids among its top k."""
+    if query_for is None:
+        raise InputError("unjudged negatives need the first-pass query to take them from")
+    bodies = [{"size": k, "query": query_for(js[0].query), "_source": False} for _, js in chunk]
+    out = []
+    for (_, js), response in zip(chunk, engine.msearch(index, bodies), strict=True):
+        judged = {j.doc_id for j in js}
+        out.append([h["_id"] for h in response["hits"]["hits"] if h["_id"] not in judged])
+    return out
 
 
 def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
@@ -118,8 +141,8 @@ def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
             out.write(f"{grade} qid:{qid} {feats} # {doc} {query}\n")
 
 
-def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None
-                ) -> None:
+def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None,
+                unjudged_negatives: int = 0) -> None:
     """Parquet: qid, query, doc_id, grade, then one float32 column per feature (NaN kept).
 
     The file's metadata names the feature set and the feature order, so a reader can refuse a
@@ -134,7 +157,8 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
         columns[name] = pa.array(matrix.values[:, i], pa.float32())
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
-            "unjudged_negatives": False}
+            "unjudged_negatives": (f"unjudged docs of each query's top {unjudged_negatives} "
+                                   "added as grade 0") if unjudged_negatives else False}
     table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
     pq.write_table(table, path)
 

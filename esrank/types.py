@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,3 +119,12 @@ class FeatureMatrix:
 
     def __len__(self) -> int:
         return len(self.doc_ids)
+
+    def take(self, rows: Sequence[int]) -> FeatureMatrix:
+        """The matrix restricted to `rows` (in the order given)."""
+        rows = list(rows)
+        return FeatureMatrix(self.feature_set, self.feature_names,
+                             tuple(self.qids[i] for i in rows),
+                             tuple(self.queries[i] for i in rows),
+                             tuple(self.doc_ids[i] for i in rows),
+                             tuple(self.grades[i] for i in rows), self.values[rows])

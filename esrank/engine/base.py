@@ -193,6 +193,10 @@ class Engine:
             raise
         return bool(found)
 
+    def mapping(self, index: str) -> dict:
+        """Concrete index name -> {"mappings": {...}} for an index or alias."""
+        return self._call("get mapping", "GET", f"/{index}/_mapping", target=index)
+
     def swap_alias(self, alias: str, new_index: str, old_indices: Sequence[str]) -> None:
         """Point `alias` at `new_index` in one atomic step."""
         actions = [{"remove": {"index": old, "alias": alias}} for old in old_indices]

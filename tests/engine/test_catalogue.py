@@ -19,11 +19,14 @@ def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
     assert report.indexed == 301
     assert engine.count(alias) == 301
     doc = engine.search(alias, {"size": 1, "query": {"ids": {"values": ["1993197"]}},
-                                "_source": ["title", "title_vector", "price"]})
+                                "_source": ["title", "short_description", "title_vector",
+                                            "text_vector"]})
     source = doc["hits"]["hits"][0]["_source"]
-    assert len(source["title_vector"]) == 384
-    expected = encoder.encode([source["title"]])[0]
-    assert sum(a * b for a, b in zip(source["title_vector"], expected, strict=True)) > 0.9999
+    assert len(source["title_vector"]) == len(source["text_vector"]) == 384
+    title, text = encoder.encode([source["title"],
+                                  f"{source['title']}. {source['short_description']}"])
+    assert sum(a * b for a, b in zip(source["title_vector"], title, strict=True)) > 0.9999
+    assert sum(a * b for a, b in zip(source["text_vector"], text, strict=True)) > 0.9999
     hits = search(engine, alias, "bluetooth speaker", size=10)
     assert len(hits) == 10
     assert any("speaker" in h.title.lower() for h in hits[:3])

@@ -1,0 +1,153 @@
+"""Relevance on Chorus: BM25 vs each single feature vs the LTR model, query-grouped k-fold CV.
+
+All on the live engine (the full catalogue indexed, the LTR plugin installed):
+- BM25: the first pass as `esrank search` runs it.
+- each single feature: the BM25 top --window reordered by that feature alone, with the
+  feature values logged from the engine (an unmatched feature sorts last);
+- LTR: per fold, a model trained (with the grid search) on the other folds' queries,
+  uploaded through the parity gate, and served as an `sltr` rescore of the BM25 top
+  --window for the held-out queries. Every query is scored by a model that never saw it.
+
+Reports NDCG@10, standard and condensed, with judged@10, and the ratio to BM25. Writes
+bench/results/relevance.json.
+
+    python bench/relevance.py [--negatives 20] [--window 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _report import write_result
+
+from esrank import registry
+from esrank.encoder import batched, load_encoder
+from esrank.engine import Engine, connect
+from esrank.engine.base import parse_ltr_log
+from esrank.evaluate import Evaluator
+from esrank.export import load_artifact
+from esrank.feature_log import log_judgments, query_params
+from esrank.features import load_feature_set
+from esrank.judgments import read_csv
+from esrank.search import Ranker, bm25_query, search_many
+from esrank.train import TrainParams, grouped_folds, train
+
+ROOT = Path(__file__).resolve().parent.parent
+CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
+
+
+def window_features(engine: Engine, index: str, fs, queries: dict[str, list[str]],
+                    params_for) -> dict[str, dict[str, list[float]]]:
+    """query -> doc -> logged feature values, for the docs of each query's window."""
+    out = {}
+    for chunk in batched(list(queries.items()), 16):
+        bodies = [Engine.logging_query(fs, p, docs)
+                  for (_, docs), p in zip(chunk, params_for([q for q, _ in chunk]), strict=True)]
+        for (q, _), resp in zip(chunk, engine.msearch(index, bodies), strict=True):
+            out[q] = {h["_id"]: parse_ltr_log(h, fs.feature_names) for h in resp["hits"]["hits"]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--index", default="products")
+    ap.add_argument("--feature-set", type=Path, default=ROOT / "feature_sets" / "chorus.yaml")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--negatives", type=int, default=0,
+                    help="Train with the unjudged docs of each query's BM25 top K as grade 0.")
+    ap.add_argument("--no-search", action="store_true", help="Skip the grid search.")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "relevance.json")
+    args = ap.parse_args()
+    started = time.monotonic()
+
+    engine = connect(args.url)
+    encoder = load_encoder()
+    # a private name: the bench's fold models and registry entry never touch a live set
+    fs = dataclasses.replace(load_feature_set(args.feature_set), name="relbench")
+    engine.ensure_store()
+    engine.put_feature_set(fs)
+    judgments = read_csv(CHORUS / "judgments.csv")
+    evaluator = Evaluator(judgments)
+    params_for = query_params(fs.params, encoder)
+    table = log_judgments(engine, args.index, fs, judgments, encoder,
+                          unjudged_negatives=args.negatives, negatives_query=bm25_query,
+                          progress=False).matrix
+
+    bm25_run = {q: [h.doc_id for h in hits] for q, hits in search_many(
+        engine, args.index, evaluator.queries, Ranker("bm25"), None, size=args.window,
+        source=False).items()}
+    results = {"bm25": evaluator.evaluate(bm25_run)}
+
+    logged = window_features(engine, args.index, fs, bm25_run, params_for)
+    for i, name in enumerate(fs.feature_names):
+        run = {}
+        for q, docs in bm25_run.items():
+            values = {d: logged[q][d][i] for d in docs}
+            # stable sort: ties keep BM25 order; an unmatched (NaN) feature sorts last
+            run[q] = sorted(docs, key=lambda d: -values[d] if values[d] == values[d] else np.inf)
+        results[f"feature:{name}"] = evaluator.evaluate(run)
+
+    per_query, folds_cv, parity = {}, [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
+            part = table.take(train_rows)
+            result = train(part, Path(tmp) / f"fold{k}", params=TrainParams(),
+                           search=not args.no_search, device="cpu")
+            folds_cv.append(result.cv_mean)
+            test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
+            art = load_artifact(result.artifact)
+            held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
+                        for q in test_queries}
+            report = registry.deploy(engine, args.index, art, fs, held_out, params_for,
+                                     activate=False)
+            parity.append(report.parity.max_delta)
+            if not report.parity.passed:
+                raise SystemExit(f"fold {k}: parity failed: {report.to_dict()}")
+            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
+            run = search_many(engine, args.index, test_queries,
+                              Ranker("ltr", model, args.window), encoder, size=args.window,
+                              source=False)
+            fold_eval = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()})
+            per_query.update({q: fold_eval.per_query[q] for q in test_queries})
+    ltr_mean = {m: float(np.mean([v[m] for v in per_query.values()]))
+                for m in results["bm25"].mean}
+    for name in engine.list_models("relbench-v"):
+        if engine.get_model(name) is not None:
+            engine.delete_model(name)
+    engine.transport.request("bench cleanup", "DELETE",
+                             f"/{registry.REGISTRY_INDEX}/_doc/relbench")
+
+    rows = {name: {m: round(ev.mean[m], 4) for m in SHOWN} for name, ev in results.items()}
+    rows["ltr"] = {m: round(ltr_mean[m], 4) for m in SHOWN}
+    bm25 = rows["bm25"]
+    singles = {n: r for n, r in rows.items() if n.startswith("feature:")}
+    best = {m: max(singles.items(), key=lambda kv: kv[1][m]) for m in SHOWN[:2]}
+    print(f"{'configuration':30}" + "".join(f"{m:>19}" for m in SHOWN) + f"{'x BM25':>14}")
+    for name, r in rows.items():
+        ratio = (f"{r['ndcg@10'] / bm25['ndcg@10']:.3f}/"
+                 f"{r['ndcg@10_condensed'] / bm25['ndcg@10_condensed']:.3f}")
+        print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
+    summary = {
+        "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
+        "unjudged_negatives": args.negatives, "grid_search": not args.no_search,
+        "rows_trained": len(table),
+        "ltr_vs_bm25": {m: round(rows["ltr"][m] / bm25[m], 4) for m in SHOWN[:2]},
+        "best_single_feature": {m: {"feature": best[m][0], "value": best[m][1][m]}
+                                for m in SHOWN[:2]},
+        "ltr_beats_best_single": {m: rows["ltr"][m] > best[m][1][m] for m in SHOWN[:2]},
+        "parity_max_abs_delta": max(parity), "inner_cv_ndcg@10": [round(x, 4) for x in folds_cv],
+        "table": rows, "seconds": round(time.monotonic() - started, 1),
+    }
+    write_result(summary, args.out)
+
+
+if __name__ == "__main__":
+    main()
