@@ -21,6 +21,7 @@ CHORUS_FEATURES = (
     "description_bm25", "description_phrase", "description_and",
     "supplier_bm25", "supplier_and", "attributes_bm25",
     "all_fields_best", "all_fields_cross", "price", "recency", "title_cosine",
+    "text_cosine",
 )
 
 
