@@ -83,3 +83,17 @@ def test_judgments_from_clicks_writes_graded_csv(tmp_path):
     rows = out.read_text().splitlines()
     assert rows[0] == "query,docid,rating" and len(rows) > 100
     assert {r.rsplit(",", 1)[1] for r in rows[1:]} <= {"0", "1", "2", "3"}
+
+
+def test_deleting_a_model_needs_yes():
+    refused = esrank("models", "delete", "chorus-v1", ESRANK_URL="http://127.0.0.1:9")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+
+
+def test_upload_of_a_broken_artifact_names_it_and_touches_no_engine(tmp_path):
+    (tmp_path / "meta.json").write_text("{}")
+    (tmp_path / "model.json").write_text("{}")
+    bad = esrank("upload", str(tmp_path), ESRANK_URL="http://127.0.0.1:9")
+    assert bad.returncode == 1
+    assert f"{tmp_path / 'meta.json'}: field 'feature_set' is missing" in bad.stderr
+    assert "cannot reach" not in bad.stderr  # refused before any request
