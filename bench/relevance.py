@@ -29,7 +29,7 @@ from esrank import registry
 from esrank.encoder import batched, load_encoder
 from esrank.engine import Engine, connect
 from esrank.engine.base import parse_ltr_log
-from esrank.evaluate import Evaluator
+from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
@@ -135,6 +135,14 @@ def main() -> None:
         ratio = (f"{r['ndcg@10'] / bm25['ndcg@10']:.3f}/"
                  f"{r['ndcg@10_condensed'] / bm25['ndcg@10_condensed']:.3f}")
         print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
+    ltr_eval = Evaluation(ltr_mean, per_query)
+    significance = {}
+    for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0]):
+        report = compare((other, results[other]), ("ltr", ltr_eval), SHOWN[:2])
+        significance[f"ltr vs {other}"] = {
+            m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
+                       "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
+            for m in report.metrics}
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
         "unjudged_negatives": args.negatives, "grid_search": not args.no_search,
@@ -143,6 +151,7 @@ def main() -> None:
         "best_single_feature": {m: {"feature": best[m][0], "value": best[m][1][m]}
                                 for m in SHOWN[:2]},
         "ltr_beats_best_single": {m: rows["ltr"][m] > best[m][1][m] for m in SHOWN[:2]},
+        "significance": significance,
         "parity_max_abs_delta": max(parity), "inner_cv_ndcg@10": [round(x, 4) for x in folds_cv],
         "table": rows, "seconds": round(time.monotonic() - started, 1),
     }

@@ -289,7 +289,7 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
               default="rank:ndcg", show_default=True)
 @click.option("--folds", default=5, show_default=True, help="Query-grouped CV folds.")
 @click.option("--search/--no-search", default=True, show_default=True,
-              help="Grid-search max_depth {3,4} x rounds {50,100} (4 configurations) by CV.")
+              help="Grid-search eta {0.05,0.1} x rounds {50,100} (4 configurations) by CV.")
 @click.option("--max-depth", default=3, show_default=True, help="Tree depth (without --search).")
 @click.option("--rounds", default=100, show_default=True,
               help="Boosting rounds (without --search).")
