@@ -1,0 +1,63 @@
+"""Evaluation of a real BM25 run (no LTR plugin needed): both views and the JSON shape."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from esrank.catalogue import index_catalogue
+from esrank.evaluate import Evaluator
+from esrank.judgments import read_judgments
+from esrank.search import Ranker, search_many
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
+
+
+@pytest.fixture()
+def slice_judgments(tmp_path) -> Path:
+    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
+    src = ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv"
+    with src.open() as f, (tmp_path / "j.csv").open("w") as out:
+        writer = csv.DictWriter(out, ["query", "docid", "rating"])
+        writer.writeheader()
+        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
+    return tmp_path / "j.csv"
+
+
+def test_bm25_run_in_both_views(engine, alias, encoder, slice_judgments):
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    evaluator = Evaluator(read_judgments(slice_judgments))
+    run = search_many(engine, alias, evaluator.queries, Ranker("bm25"), None, size=50,
+                      source=False)
+    result = evaluator.evaluate({q: [h.doc_id for h in hits] for q, hits in run.items()})
+    assert len(result.per_query) == len(evaluator.queries) >= 10
+    for q, m in result.per_query.items():
+        # dropping unjudged (gain 0) docs only moves judged ones up
+        assert m["ndcg@10_condensed"] >= m["ndcg@10"] - 1e-12, q
+        top = [h.doc_id for h in run[q][:10]]
+        judged = {j.doc_id for j in read_judgments(slice_judgments) if j.query == q}
+        expected = sum(d in judged for d in top) / len(top) if top else 0.0
+        assert m["judged@10"] == pytest.approx(expected)
+    assert 0 < result.mean["ndcg@10"] < result.mean["ndcg@10_condensed"] <= 1
+
+
+def test_evaluate_json_shape(engine, alias, encoder, slice_judgments):
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    out = subprocess.run([sys.executable, "-m", "esrank.cli", "evaluate", "--judgments",
+                          str(slice_judgments), "--config", "bm25", "--json"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "ESRANK_INDEX": alias})
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    bm25 = data["configs"]["bm25"]
+    assert {"ndcg@10", "ndcg@10_condensed", "judged@10", "mrr", "err@10", "p@10",
+            "ndcg@5"} <= set(bm25["mean"])
+    query, metrics = next(iter(bm25["per_query"].items()))
+    assert set(metrics) == set(bm25["mean"]) and isinstance(query, str)
