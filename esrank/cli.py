@@ -502,8 +502,7 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
 
 def _ranker(ctx: click.Context, engine, which: str, window: int | None):
     """'bm25', 'active' (the active model, or BM25 when none is active) or a model name."""
-    from esrank.errors import ModelError
-    from esrank.registry import active_model, entry
+    from esrank.registry import active_model, deployed_model
     from esrank.search import Ranker
 
     s = _settings(ctx)
@@ -513,15 +512,7 @@ def _ranker(ctx: click.Context, engine, which: str, window: int | None):
     if which == "active":
         model = active_model(engine, s.active_set)
         return Ranker(model.name, model, window) if model else Ranker("bm25", window=window)
-    doc = entry(engine, s.active_set)
-    if which not in doc["models"]:
-        raise ModelError(f"no deployed model {which!r} for {s.active_set!r} (deployed: "
-                         f"{sorted(doc['models']) or 'none'}); see esrank models list")
-    from esrank.registry import ActiveModel
-    from esrank.types import QueryParam
-
-    rec = doc["models"][which]
-    model = ActiveModel(which, rec["feature_set"], tuple(QueryParam(**p) for p in rec["params"]))
+    model = deployed_model(engine, s.active_set, which)
     return Ranker(which, model, window)
 
 
@@ -538,20 +529,22 @@ def _encoder_for(ctx: click.Context, rankers):
 @click.option("--model", "which", default="active", show_default=True,
               help="'active' (the live model; BM25 when none), 'bm25', or a model name.")
 @click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW, 100).")
+@click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: int | None,
-               as_json: bool) -> None:
+               features: bool, as_json: bool) -> None:
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits."""
     from esrank.search import search
 
     engine = _engine(ctx)
     ranker = _ranker(ctx, engine, which, window)
-    hits = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
-                  size=size)
-    _emit({"ranker": ranker.name, "hits": [h.__dict__ for h in hits]}, as_json,
-          f"ranked by {ranker.name}\n" + _table(hits))
+    result = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
+                    size=size, features=features)
+    text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
+                                           if result.degraded else "")
+    _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))
 
 
 def _table(hits) -> str:

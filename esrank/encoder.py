@@ -59,31 +59,31 @@ def model_dir(model: str = DEFAULT_MODEL) -> Path:
     return path
 
 
-class NumpyBertEncoder:
-    """A BERT sentence encoder (mean pooling + L2 norm) evaluated with NumPy in float32."""
+class _TokenizingEncoder:
+    """Shared by the backends: config, tokenizer, and length-sorted batching."""
+
+    backend = "?"
 
     def __init__(self, path: Path, max_tokens: int | None = None):
-        from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
         cfg = json.loads((path / "config.json").read_text())
         if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
-            raise ConfigError(f"{path}: the numpy backend runs BERT models with GELU only")
+            raise ConfigError(f"{path}: esrank's encoders run BERT models with GELU only")
         st_cfg = path / "sentence_bert_config.json"
         seq = json.loads(st_cfg.read_text()).get("max_seq_length", 512) if st_cfg.exists() else 512
-        self.name = f"numpy:{path.name if path.name != 'model' else path.parent.name}"
+        self.path = path
+        self.name = f"{self.backend}:{path.name if path.name != 'model' else path.parent.name}"
         self.dims = int(cfg["hidden_size"])
         self.max_tokens = int(max_tokens or seq)
-        self._heads = int(cfg["num_attention_heads"])
-        self._layers = int(cfg["num_hidden_layers"])
-        self._eps = float(cfg.get("layer_norm_eps", 1e-12))
-        weights = load_file(str(path / "model.safetensors"))
-        self._w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
+        self._cfg = cfg
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tok.enable_truncation(self.max_tokens)
         self._tok.no_padding()
-        log.info("encoder %s loaded from %s (%d dims, %d tokens max)",
-                 self.name, path, self.dims, self.max_tokens)
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text after truncation (what the model will see)."""
+        return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
@@ -92,16 +92,44 @@ class NumpyBertEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            out[idx] = self._forward([encodings[i].ids for i in idx])
+            ids, mask = _pad([encodings[i].ids for i in idx])
+            out[idx] = self._forward(ids, mask)
         return out
 
-    def _forward(self, batch: list[list[int]]) -> np.ndarray:
-        w, n, t = self._w, len(batch), max(len(ids) for ids in batch)
-        ids = np.zeros((n, t), dtype=np.int64)
-        mask = np.zeros((n, t), dtype=np.float32)
-        for row, tokens in enumerate(batch):
-            ids[row, :len(tokens)] = tokens
-            mask[row, :len(tokens)] = 1.0
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _pad(batch: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    n, t = len(batch), max(len(ids) for ids in batch)
+    ids = np.zeros((n, t), dtype=np.int64)
+    mask = np.zeros((n, t), dtype=np.float32)
+    for row, tokens in enumerate(batch):
+        ids[row, :len(tokens)] = tokens
+        mask[row, :len(tokens)] = 1.0
+    return ids, mask
+
+
+class NumpyBertEncoder(_TokenizingEncoder):
+    """A BERT sentence encoder (mean pooling + L2 norm) evaluated with NumPy in float32."""
+
+    backend = "numpy"
+
+    def __init__(self, path: Path, max_tokens: int | None = None):
+        from safetensors.numpy import load_file
+
+        super().__init__(path, max_tokens)
+        cfg = self._cfg
+        self._heads = int(cfg["num_attention_heads"])
+        self._layers = int(cfg["num_hidden_layers"])
+        self._eps = float(cfg.get("layer_norm_eps", 1e-12))
+        weights = load_file(str(path / "model.safetensors"))
+        self._w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
+        log.info("encoder %s loaded from %s (%d dims, %d tokens max)",
+                 self.name, path, self.dims, self.max_tokens)
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        w, t = self._w, ids.shape[1]
         x = (w["embeddings.word_embeddings.weight"][ids]
              + w["embeddings.position_embeddings.weight"][:t][None]
              + w["embeddings.token_type_embeddings.weight"][0])
@@ -153,11 +181,120 @@ def _gelu(x: np.ndarray) -> np.ndarray:
     return (0.5 * x * (1.0 + erf(x / np.float32(np.sqrt(2.0))))).astype(np.float32)
 
 
-def load_encoder(model: str = DEFAULT_MODEL, backend: str = "numpy") -> Encoder:
-    """Load an encoder once; callers keep and reuse it."""
-    if backend != "numpy":
-        raise ConfigError(f"unknown encoder backend {backend!r} (available: numpy)")
-    return NumpyBertEncoder(model_dir(model))
+class OnnxEncoder(_TokenizingEncoder):
+    """The same encoder as an ONNX graph (esrank.onnx_export) on ONNX Runtime: the CUDA
+    provider when onnxruntime-gpu finds a GPU, the CPU provider otherwise."""
+
+    backend = "onnx"
+
+    def __init__(self, path: Path, onnx_file: Path, max_tokens: int | None = None):
+        import onnxruntime as ort
+
+        super().__init__(path, max_tokens)
+        if not onnx_file.is_file():
+            from esrank.onnx_export import export_onnx
+
+            log.info("exporting %s to %s", path, onnx_file)
+            export_onnx(path, onnx_file)
+        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                  if p in ort.get_available_providers()]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # a missing CUDA library is reported below, once
+        self._session = ort.InferenceSession(str(onnx_file), options, providers=wanted)
+        self.device = "cuda" if "CUDA" in self._session.get_providers()[0] else "cpu"
+        self.name = f"onnx-{self.device}:{self.name.split(':', 1)[1]}"
+        log.info("encoder %s loaded from %s (providers %s)", self.name, onnx_file,
+                 self._session.get_providers())
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return self._session.run(["sentence_embedding"],
+                                 {"input_ids": ids, "attention_mask": mask})[0]
+
+
+class TorchEncoder(_TokenizingEncoder):
+    """transformers + torch (CUDA when available); needs the `torch` extra."""
+
+    backend = "torch"
+
+    def __init__(self, path: Path, max_tokens: int | None = None):
+        import torch
+        from transformers import AutoModel
+
+        super().__init__(path, max_tokens)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.name = f"torch-{self.device}:{self.name.split(':', 1)[1]}"
+        self._torch = torch
+        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).to(
+            self.device).eval()
+
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            m = torch.from_numpy(mask).to(self.device)
+            x = self._model(input_ids=torch.from_numpy(ids).to(self.device),
+                            attention_mask=m.long()).last_hidden_state
+            pooled = (x * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=1).float().cpu().numpy()
+
+
+BACKENDS = ("auto", "numpy", "onnx", "torch")
+
+
+def available_backends() -> list[str]:
+    """Backends this installation can run, fastest first (GPU before CPU; on a CPU ONNX
+    Runtime before NumPy before torch)."""
+    import importlib.util
+
+    found = []
+    has_ort = importlib.util.find_spec("onnxruntime") is not None
+    has_torch = importlib.util.find_spec("torch") is not None
+    if has_ort:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            found.append("onnx")
+    if has_torch:
+        import torch
+
+        if torch.cuda.is_available():
+            found.append("torch")
+    if has_ort and "onnx" not in found:
+        found.append("onnx")
+    found.append("numpy")
+    if has_torch and "torch" not in found:
+        found.append("torch")
+    return found
+
+
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "numpy",
+                 cache: Path | None = None) -> Encoder:
+    """Load an encoder once; callers keep and reuse it.
+
+    `backend="auto"` takes the first of `available_backends()`. The ONNX backend exports the
+    model into `cache` (default: the system temp folder) the first time.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown encoder backend {backend!r} (one of {', '.join(BACKENDS)})")
+    if backend == "auto":
+        backend = available_backends()[0]
+    path = model_dir(model)
+    if backend == "numpy":
+        return NumpyBertEncoder(path)
+    if backend == "torch":
+        try:
+            return TorchEncoder(path)
+        except ImportError as exc:
+            raise ConfigError("the torch backend needs pip install 'esrank[torch]'") from exc
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError("the onnx backend needs pip install 'esrank[serve]'") from exc
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    folder = cache or Path(tempfile.gettempdir()) / "esrank-onnx"
+    return OnnxEncoder(path, folder / f"{path.parent.name}-{digest}.onnx")
 
 
 def batched(items: Iterable, size: int) -> Iterable[list]:

@@ -48,6 +48,7 @@ class ActiveModel:
     name: str
     feature_set: str  # the engine name, NAME@HASH
     params: tuple[QueryParam, ...]
+    feature_names: tuple[str, ...] = ()
 
 
 @dataclass
@@ -100,14 +101,22 @@ def next_name(engine: Engine, set_name: str) -> str:
     return f"{set_name}-v{max(versions, default=0) + 1}"
 
 
+def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
+    """A deployed model of the set by name; ModelError naming the deployed ones if absent."""
+    doc = entry(engine, set_name)
+    if name not in doc["models"]:
+        raise ModelError(f"no deployed model {name!r} for {set_name!r} (deployed: "
+                         f"{sorted(doc['models']) or 'none'}); see esrank models list")
+    record = doc["models"][name]
+    return ActiveModel(name, record["feature_set"],
+                       tuple(QueryParam(**p) for p in record["params"]),
+                       tuple(record.get("feature_names", ())))
+
+
 def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
     """The model search should rescore with, or None when none is active."""
-    doc = entry(engine, set_name)
-    if not doc["active"]:
-        return None
-    record = doc["models"][doc["active"]]
-    return ActiveModel(doc["active"], record["feature_set"],
-                       tuple(QueryParam(**p) for p in record["params"]))
+    active = entry(engine, set_name)["active"]
+    return deployed_model(engine, set_name, active) if active else None
 
 
 def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
@@ -138,6 +147,7 @@ def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureS
     doc["models"][name] = {
         "feature_set": feature_set.engine_name,
         "params": [{"name": p.name, "type": p.type, "dims": p.dims} for p in feature_set.params],
+        "feature_names": list(feature_set.feature_names),
         "artifact": str(artifact.path), "uploaded_at": _now(),
         "parity": {k: v for k, v in parity.to_dict().items() if k != "worst"},
         "meta": {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",

@@ -7,13 +7,17 @@ parity gate scored it before it went live.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
+from esrank.engine.base import LOG_NAME, parse_ltr_log
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FIELDS = ("title^2", "short_description", "supplier", "attributes")
 SOURCE_FIELDS = ["title", "supplier", "price"]
@@ -72,13 +76,58 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     return out
 
 
-def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
-           encoder: Encoder | None = None, *, size: int = 10) -> list[Hit]:
-    """Rank products for a shopper's query.
+@dataclass(frozen=True)
+class SearchResult:
+    """One query's answer: the hits, the ranker that produced them, and, when the model could
+    not be used, why (the answer then comes from BM25 alone)."""
 
-    >>> search(engine, "products", "bluetooth speaker")[0].title  # doctest: +SKIP
+    query: str
+    ranker: str
+    hits: list[Hit]
+    degraded: str | None = None
+    features: dict[str, dict[str, float]] | None = None  # doc id -> feature -> value
+
+    def to_dict(self) -> dict:
+        out = {"query": self.query, "ranker": self.ranker, "degraded": self.degraded,
+               "hits": [h.__dict__ for h in self.hits]}
+        if self.features is not None:
+            out["features"] = self.features
+        return out
+
+
+def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
+           encoder: Encoder | None = None, *, size: int = 10, features: bool = False
+           ) -> SearchResult:
+    """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
+
+    If the model needs the query vector and the encoder fails (down, slow, overloaded), the
+    answer comes from BM25 alone and says so in `degraded`; an engine failure is an error.
+    `features=True` also returns each rescored doc's feature values (logged by the plugin).
+
+    >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
     """
-    return search_many(engine, index, [query], ranker or Ranker(), encoder, size=size)[query]
+    ranker = ranker or Ranker()
+    degraded, params = None, None
+    if ranker.model is not None:
+        try:
+            build = query_params(ranker.model.params, encoder, source=ranker.model.name)
+            params = build([query])[0]
+        except Exception as exc:  # any encoder failure degrades; it never fails the search
+            log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
+            degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
+            ranker = Ranker("bm25", None, ranker.window, ranker.fields)
+    body = search_body(query, ranker, params, size)
+    if features and ranker.model is not None:
+        body["ext"] = {"ltr_log": {"log_specs": {"name": LOG_NAME, "rescore_index": 0,
+                                                 "missing_as_zero": False}}}
+    raw = engine.search(index, body)["hits"]["hits"]
+    logged = None
+    if features and ranker.model is not None:
+        names = ranker.model.feature_names
+        logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
+                  for h in raw if "fields" in h}
+    return SearchResult(query, ranker.name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
+                        logged)
 
 
 def _hit(rank: int, h: dict) -> Hit:

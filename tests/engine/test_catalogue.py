@@ -27,7 +27,7 @@ def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
                                   f"{source['title']}. {source['short_description']}"])
     assert sum(a * b for a, b in zip(source["title_vector"], title, strict=True)) > 0.9999
     assert sum(a * b for a, b in zip(source["text_vector"], text, strict=True)) > 0.9999
-    hits = search(engine, alias, "bluetooth speaker", size=10)
+    hits = search(engine, alias, "bluetooth speaker", size=10).hits
     assert len(hits) == 10
     assert any("speaker" in h.title.lower() for h in hits[:3])
 

@@ -107,16 +107,16 @@ def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
 
     # search rescoring with the active model ranks by the booster's score of the logged values
     query = "bluetooth speaker"
-    hits = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20), encoder,
-                  size=20)
-    # (logged afresh: `recency` decays from "now", so values logged minutes ago can sit on the
-    # other side of a split)
-    logged = ltr_engine.log_features(loop["alias"], loop["fs"], loop["params_for"]([query])[0],
-                                     [h.doc_id for h in hits])
-    local = art.predict(np.array([logged[h.doc_id] for h in hits], dtype=np.float32))
+    result = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20),
+                    encoder, size=20, features=True)
+    hits = result.hits
+    assert result.ranker == active.name and result.degraded is None
+    # the features the plugin logged for each hit, scored by the booster, give the hit's score
+    local = art.predict(np.array([[result.features[h.doc_id][n] for n in loop["fs"].feature_names]
+                                  for h in hits], dtype=np.float32))
     np.testing.assert_allclose([h.score for h in hits], local, atol=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20)
+    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20).hits
     assert {h.doc_id for h in bm25} == {h.doc_id for h in hits}  # rescore reorders the window
     assert [h.doc_id for h in bm25] != [h.doc_id for h in hits]
 
@@ -129,6 +129,18 @@ def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
             {q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
     assert all(0 <= v <= 1 for mean in means.values() for v in mean.values())
     assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
+
+    # the encoder down: the answer comes from BM25 and says so
+    class Down:
+        dims = encoder.dims
+
+        def encode(self, texts):
+            raise ConnectionError("sidecar unreachable")
+
+    degraded = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20),
+                      Down(), size=20)
+    assert degraded.ranker == "bm25" and "sidecar unreachable" in degraded.degraded
+    assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25]
 
 
 @pytest.mark.parametrize("bug", ["feature order", "objective"])
@@ -187,7 +199,7 @@ def test_unjudged_negatives_come_from_the_first_pass(ltr_engine, loop, encoder):
              if (q, d) not in pairs]
     assert extra and all(g == 0 for _, _, g in extra)
     assert len(m) == len(loop["matrix"]) + len(extra)
-    top = search(ltr_engine, loop["alias"], extra[0][0], Ranker("bm25"), size=10)
+    top = search(ltr_engine, loop["alias"], extra[0][0], Ranker("bm25"), size=10).hits
     assert extra[0][1] in {h.doc_id for h in top}
     write_table(m, loop["tmp"] / "neg.parquet", unjudged_negatives=10)
     import pyarrow.parquet as pq

@@ -1,0 +1,129 @@
+"""Export a BERT sentence encoder (mean pooling + L2 norm) to ONNX without torch.
+
+The graph is written node by node from the safetensors weights, the same computation as
+`NumpyBertEncoder`: embeddings -> N x (self-attention, GELU feed-forward, post-LayerNorm) ->
+masked mean -> L2 norm. Inputs `input_ids` (int64, batch x tokens) and `attention_mask`
+(float32, 1 for tokens, 0 for padding); output `sentence_embedding` (float32, batch x dims).
+
+>>> export_onnx(model_dir(), Path("minilm.onnx"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from esrank.errors import ConfigError
+
+OPSET = 17  # LayerNormalization
+
+
+class _Graph:
+    def __init__(self, weights: dict[str, np.ndarray]):
+        self.w = weights
+        self.nodes: list = []
+        self.inits: list = []
+        self._n = 0
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def op(self, kind: str, *inputs: str, **attrs) -> str:
+        from onnx import helper
+
+        self._n += 1
+        out = f"{kind.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+        return out
+
+    def dense(self, x: str, name: str) -> str:
+        w = self.const(name + ".wT", np.ascontiguousarray(self.w[name + ".weight"].T))
+        return self.op("Add", self.op("MatMul", x, w), self.const(name + ".b",
+                                                                   self.w[name + ".bias"]))
+
+    def norm(self, x: str, name: str, eps: float) -> str:
+        return self.op("LayerNormalization", x, self.const(name + ".g", self.w[name + ".weight"]),
+                       self.const(name + ".bb", self.w[name + ".bias"]), axis=-1, epsilon=eps)
+
+
+def export_onnx(path: Path, out: Path) -> Path:
+    """Write `out` (an .onnx file) for the BERT model in folder `path`."""
+    import onnx
+    from onnx import TensorProto, helper
+    from safetensors.numpy import load_file
+
+    cfg = json.loads((path / "config.json").read_text())
+    if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
+        raise ConfigError(f"{path}: the ONNX export handles BERT models with GELU only")
+    d, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+    eps = float(cfg.get("layer_norm_eps", 1e-12))
+    w = {k.removeprefix("bert."): v.astype(np.float32)
+         for k, v in load_file(str(path / "model.safetensors")).items()}
+    g = _Graph(w)
+    i64 = lambda name, v: g.const(name, np.array(v, dtype=np.int64))  # noqa: E731
+
+    # embeddings: word + position (0..T-1) + token type 0
+    t = g.op("Gather", g.op("Shape", "input_ids"), i64("one", 1), axis=0)
+    positions = g.op("Range", i64("zero", 0), t, i64("step", 1))
+    x = g.op("Add", g.op("Gather", g.const("word_emb", w["embeddings.word_embeddings.weight"]),
+                         "input_ids"),
+             g.op("Gather", g.const("pos_emb", w["embeddings.position_embeddings.weight"]),
+                  positions))
+    x = g.op("Add", x, g.const("type0", w["embeddings.token_type_embeddings.weight"][0]))
+    x = g.norm(x, "embeddings.LayerNorm", eps)
+    # additive attention bias: 0 for tokens, -1e9 for padding, shape (N, 1, 1, T)
+    one = g.const("one_f", np.array(1.0, np.float32))
+    bias = g.op("Mul", g.op("Sub", one, "attention_mask"), g.const("neg", np.array(-1e9,
+                                                                                 np.float32)))
+    bias = g.op("Unsqueeze", bias, i64("axes12", [1, 2]))
+    split_heads = i64("split_heads", [0, 0, heads, d // heads])
+    merge_heads = i64("merge_heads", [0, 0, d])
+    scale = g.const("scale", np.array(1 / np.sqrt(d // heads), np.float32))
+    for layer in range(int(cfg["num_hidden_layers"])):
+        p = f"encoder.layer.{layer}."
+
+        def project(name: str, perm: list[int], inp: str = x, prefix: str = p) -> str:
+            h = g.op("Reshape", g.dense(inp, prefix + "attention.self." + name), split_heads)
+            return g.op("Transpose", h, perm=perm)
+
+        q, k, v = (project("query", [0, 2, 1, 3]), project("key", [0, 2, 3, 1]),
+                   project("value", [0, 2, 1, 3]))
+        scores = g.op("Softmax", g.op("Add", g.op("Mul", g.op("MatMul", q, k), scale), bias),
+                      axis=-1)
+        ctx = g.op("Reshape", g.op("Transpose", g.op("MatMul", scores, v), perm=[0, 2, 1, 3]),
+                   merge_heads)
+        x = g.norm(g.op("Add", x, g.dense(ctx, p + "attention.output.dense")),
+                   p + "attention.output.LayerNorm", eps)
+        inner = g.dense(x, p + "intermediate.dense")
+        inner = g.op("Mul", g.op("Mul", inner, g.const(f"half{layer}", np.array(0.5, np.float32))),
+                     g.op("Add", one, g.op("Erf", g.op("Div", inner, g.const(
+                         f"sqrt2_{layer}", np.array(np.sqrt(2.0), np.float32))))))
+        x = g.norm(g.op("Add", x, g.dense(inner, p + "output.dense")), p + "output.LayerNorm", eps)
+    # masked mean, then L2 norm
+    mask3 = g.op("Unsqueeze", "attention_mask", i64("axis2", [2]))
+    summed = g.op("ReduceSum", g.op("Mul", x, mask3), i64("axis1", [1]), keepdims=0)
+    count = g.op("Max", g.op("ReduceSum", mask3, i64("axis1b", [1]), keepdims=0),
+                 g.const("tiny", np.array(1e-9, np.float32)))
+    pooled = g.op("Div", summed, count)
+    length = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1),
+                  g.const("tiny2", np.array(1e-12, np.float32)))
+    g.nodes.append(helper.make_node("Div", [pooled, length], ["sentence_embedding"]))
+    graph = helper.make_graph(
+        g.nodes, "bert_sentence_encoder",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, ["batch", "tokens"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", d])],
+        g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="esrank")
+    onnx.checker.check_model(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    tmp.replace(out)  # never leave a half-written model where a loader would find it
+    return out
