@@ -648,6 +648,66 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
     _emit(report.to_dict(), as_json, "\n".join(lines))
 
 
+# -- sidecar -----------------------------------------------------------------------------------
+
+
+@cli.command("serve")
+@click.option("--host", help="Bind address (default: ESRANK_SERVE__HOST, 127.0.0.1).")
+@click.option("--port", type=int, help="Port (default: ESRANK_SERVE__PORT, 8080).")
+@click.option("--threads", type=int, help="Request threads (default: ESRANK_SERVE__THREADS, 16).")
+@click.pass_context
+def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
+              threads: int | None) -> None:
+    """Run the sidecar (POST /embed, POST /search, /healthz, /readyz, /metrics) under waitress.
+
+    One process, one model in memory, one dynamic batcher shared by all request threads.
+    The API is described at /openapi.json; see docs/sidecar.md.
+    """
+    from waitress import serve
+
+    from esrank.serve import create_app
+
+    s = _settings(ctx)
+    app = create_app(s)
+    host, port = host or s.serve.host, port or s.serve.port
+    click.echo(f"esrank sidecar on http://{host}:{port} (encoder "
+               f"{app.extensions['esrank'].encoder.name})")
+    serve(app, host=host, port=port, threads=threads or s.serve.threads, ident="esrank")
+
+
+@cli.group()
+def encoder() -> None:
+    """The sentence encoder: backends and the ONNX export."""
+
+
+@encoder.command("export-onnx")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None:
+    """Export the encoder to ONNX (no torch needed) and check it: every test sentence's
+    cosine to the reference (torch when installed, else the NumPy backend) must be ≥ 0.9999."""
+    from esrank.encoder import OnnxEncoder, available_backends, load_encoder, model_dir
+    from esrank.errors import ModelError
+    from esrank.onnx_export import export_onnx
+
+    s = _settings(ctx)
+    export_onnx(model_dir(s.encoder_model), output)
+    onnx_enc = OnnxEncoder(model_dir(s.encoder_model), output)
+    reference = "torch" if "torch" in available_backends() else "numpy"
+    ref = load_encoder(s.encoder_model, reference)
+    sentences = ["bluetooth speaker", "HP 301 black ink cartridge", "a",
+                 "Sony Portable Bluetooth Speaker MBS-100 docking speaker 1.0 channels Black",
+                 "wireless noise cancelling over-ear headphones with 30 hours of battery " * 20]
+    cosines = (onnx_enc.encode(sentences) * ref.encode(sentences)).sum(axis=1)
+    data = {"onnx": str(output), "reference": ref.name, "min_cosine": float(cosines.min()),
+            "bytes": output.stat().st_size}
+    _emit(data, as_json, f"exported {output} ({data['bytes'] / 1e6:.1f} MB); min cosine vs "
+          f"{ref.name}: {data['min_cosine']:.7f}")
+    if cosines.min() < 0.9999:
+        raise ModelError(f"the export disagrees with {ref.name}: min cosine {cosines.min():.6f}")
+
+
 @cli.command("demo")
 @click.option("--limit", type=int, help="Index only this many products (default: all).")
 @click.option("--reindex", is_flag=True,

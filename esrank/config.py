@@ -35,6 +35,24 @@ class LocalEngineSettings(BaseModel):
     startup_timeout: float = 180.0
 
 
+class ServeSettings(BaseModel):
+    """The sidecar (`esrank serve`); env: ESRANK_SERVE__PORT=8080 etc."""
+
+    host: str = "127.0.0.1"  # localhost unless told otherwise
+    port: int = Field(8080, gt=0, lt=65536)
+    threads: int = Field(16, gt=0)
+    token: SecretStr | None = None  # bearer token required on every endpoint but /healthz
+    backend: Literal["auto", "numpy", "onnx", "torch"] = "auto"
+    max_texts: int = Field(256, gt=0)
+    max_chars: int = Field(10_000, gt=0)
+    max_batch: int = Field(64, gt=0)
+    max_wait_us: int = Field(2000, ge=0)
+    token_budget: int = Field(16_384, gt=0)
+    max_queue: int = Field(256, gt=0)
+    cache_size: int = Field(4096, ge=0)
+    encode_timeout: float = Field(2.0, gt=0)  # seconds; after it, search degrades to BM25
+
+
 class Settings(BaseSettings):
     """Everything esrank can be told. Secrets are SecretStr and never printed."""
 
@@ -57,6 +75,7 @@ class Settings(BaseSettings):
     active_set: str = "chorus"  # the feature set whose active model search rescores with
     rescore_window: int = Field(100, gt=0, le=10_000)
     engine: LocalEngineSettings = LocalEngineSettings()
+    serve: ServeSettings = ServeSettings()
 
     @property
     def engine_url(self) -> str:

@@ -207,3 +207,38 @@ def test_unjudged_negatives_come_from_the_first_pass(ltr_engine, loop, encoder):
     meta = json.loads(pq.read_schema(loop["tmp"] / "neg.parquet").metadata[b"esrank"])
     assert "top 10" in meta["unjudged_negatives"]
     assert len(read_table(loop["tmp"] / "neg.parquet")) == len(m)
+
+
+def test_sidecar_search_serves_the_active_model_and_degrades(ltr_engine, loop, encoder):
+    from esrank.config import load_settings
+    from esrank.serve import create_app
+
+    art = load_artifact(loop["tmp"] / "model")
+    report = _deploy(ltr_engine, loop, art)
+    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
+                             active_set=loop["fs"].name)
+    client = create_app(settings, encoder=encoder).test_client()
+    assert client.get("/readyz").json["active_model"] == report.model
+    query = "bluetooth speaker"
+    r = client.post("/search", json={"query": query, "size": 20, "features": True})
+    assert r.status_code == 200 and r.json["ranker"] == report.model
+    model = registry.active_model(ltr_engine, loop["fs"].name)
+    expected = search(ltr_engine, loop["alias"], query, Ranker(model.name, model), encoder,
+                      size=20)
+    assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
+    assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
+
+    class Down:  # the encoder behind the sidecar fails: the shopper still gets results
+        name, dims, max_tokens = "down", encoder.dims, encoder.max_tokens
+        token_counts = encoder.token_counts
+
+        def encode(self, texts, batch_size=64):
+            raise RuntimeError("CUDA error: device lost")
+
+    down = create_app(settings, encoder=Down()).test_client()
+    r = down.post("/search", json={"query": query, "size": 20})
+    assert r.status_code == 200 and r.json["ranker"] == "bm25"
+    assert "device lost" in r.json["degraded"]
+    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20)
+    assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
+    assert "esrank_degraded_searches_total 1.0" in down.get("/metrics").text

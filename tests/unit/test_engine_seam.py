@@ -6,24 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from fakes import FakeTransport
 
 from esrank.engine.base import Engine, parse_ltr_log, reason_of
 from esrank.errors import EngineError
-
-
-class FakeTransport:
-    flavor = "fake"
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.calls = []
-
-    def request(self, operation, method, path, *, body=None, params=None, target=None):
-        self.calls.append((method, path, body, params))
-        answer = self.answers.get((method, path))
-        if isinstance(answer, EngineError):
-            raise answer
-        return answer
 
 
 def test_store_created_only_when_missing():

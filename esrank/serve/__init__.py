@@ -1,0 +1,291 @@
+"""The sidecar: a Flask app that embeds text and runs the query-time pipeline.
+
+`create_app()` loads the encoder once (into `app.extensions["esrank"]`) and starts one
+dynamic batcher; every request shares both. Client mistakes get a 4xx with a JSON
+`{"error": ...}`; a full encoder queue gets 503 with Retry-After; an engine that is down or
+slow gets 502/504. The API is described in openapi.yaml (served at /openapi.json).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from esrank.config import Settings, load_settings
+from esrank.errors import EngineError, EsrankError
+from esrank.serve.batcher import Batcher, QueueFullError
+
+log = logging.getLogger(__name__)
+
+SPEC = Path(__file__).with_name("openapi.yaml")
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@dataclass
+class Sidecar:
+    """What the app holds for its lifetime (one per process)."""
+
+    settings: Settings
+    encoder: Any
+    batcher: Batcher
+    metrics: Any
+    engine: Any = None
+
+    def get_engine(self):
+        if self.engine is None:
+            from esrank.engine import Auth, connect
+
+            s = self.settings
+            auth = Auth(username=s.username,
+                        password=s.password.get_secret_value() if s.password else None,
+                        api_key=s.api_key.get_secret_value() if s.api_key else None,
+                        ca_certs=str(s.ca_certs) if s.ca_certs else None,
+                        verify_certs=s.verify_certs)
+            self.engine = connect(s.engine_url, flavor=s.flavor, auth=auth, timeout=s.timeout,
+                                  store=s.store)
+        return self.engine
+
+
+class BatchedEncoder:
+    """The encoder seen through the batcher, with the sidecar's timeout (for search())."""
+
+    def __init__(self, batcher: Batcher, timeout: float):
+        self.batcher, self.timeout = batcher, timeout
+        self.dims = batcher.encoder.dims
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        return self.batcher.encode(list(texts), timeout=self.timeout)
+
+
+class Metrics:
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("esrank_requests", "HTTP requests", ["endpoint", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("esrank_request_seconds", "Request latency", ["endpoint"],
+                                 registry=self.registry,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+        self.batch = Histogram("esrank_batch_size", "Texts per encoder batch",
+                               registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.queue = Gauge("esrank_queue_depth", "Requests waiting for the encoder",
+                           registry=self.registry)
+        self.cache_hits = Gauge("esrank_cache_hits", "Query embeddings served from the cache",
+                                registry=self.registry)
+        self.degraded = Counter("esrank_degraded_searches", "Searches answered by BM25 because "
+                                "the encoder failed", registry=self.registry)
+
+
+def create_app(settings: Settings | None = None, *, encoder=None, engine=None) -> Flask:
+    """The sidecar app; `encoder`/`engine` may be passed in (tests, embedding in a service).
+
+    >>> app = create_app()                       # doctest: +SKIP
+    >>> app.test_client().get("/healthz").json   # doctest: +SKIP
+    {'status': 'ok'}
+    """
+    from esrank.encoder import load_encoder
+
+    settings = settings or load_settings()
+    cfg = settings.serve
+    if encoder is None:
+        encoder = load_encoder(settings.encoder_model, cfg.backend, settings.home / "models")
+    metrics = Metrics()
+    batcher = Batcher(encoder, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
+                      token_budget=cfg.token_budget, max_queue=cfg.max_queue,
+                      cache_size=cfg.cache_size,
+                      on_batch=lambda n, _s: metrics.batch.observe(n))
+    app = Flask("esrank")
+    app.json.sort_keys = False
+    sidecar = Sidecar(settings, encoder, batcher, metrics, engine)
+    app.extensions["esrank"] = sidecar
+    log.info("sidecar ready: encoder %s, engine %s", encoder.name, settings.engine_url)
+    _routes(app, sidecar)
+    return app
+
+
+def _body(required: dict[str, type], optional: dict[str, type]) -> dict:
+    """The request's JSON object, checked field by field (400 naming the field)."""
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(400, f"the body is not UTF-8 (byte {exc.start})") from exc
+    if not request.is_json:
+        raise ClientError(415, "send Content-Type: application/json")
+    import json
+
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClientError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: "
+                               f"{exc.msg}") from exc
+    if not isinstance(body, dict):
+        raise ClientError(400, "the body must be a JSON object")
+    unknown = set(body) - set(required) - set(optional)
+    if unknown:
+        raise ClientError(400, f"unknown field(s) {sorted(unknown)}; expected "
+                               f"{sorted([*required, *optional])}")
+    for name, kind in {**required, **optional}.items():
+        if name not in body:
+            if name in required:
+                raise ClientError(400, f"field {name!r} is required")
+            continue
+        value = body[name]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise ClientError(400, f"field {name!r} must be {kind.__name__}, "
+                                   f"got {type(value).__name__}")
+    return body
+
+
+def _texts(sidecar: Sidecar, texts: list, field: str = "texts") -> list[str]:
+    cfg = sidecar.settings.serve
+    if not texts:
+        raise ClientError(400, f"field {field!r} must not be empty")
+    if len(texts) > cfg.max_texts:
+        raise ClientError(413, f"{len(texts)} texts; at most {cfg.max_texts} per request")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ClientError(400, f"{field}[{i}] must be a string, got {type(t).__name__}")
+        if not t.strip():
+            raise ClientError(400, f"{field}[{i}] is empty")
+        if len(t) > cfg.max_chars:
+            raise ClientError(413, f"{field}[{i}] has {len(t)} characters; at most "
+                                   f"{cfg.max_chars}")
+    return texts
+
+
+def _routes(app: Flask, sc: Sidecar) -> None:
+    cfg = sc.settings.serve
+
+    @app.before_request
+    def _start():
+        g.started = time.perf_counter()
+        if cfg.token and request.path != "/healthz":
+            expected = f"Bearer {cfg.token.get_secret_value()}"
+            if request.headers.get("Authorization") != expected:
+                raise ClientError(401, "missing or wrong bearer token",
+                                  {"WWW-Authenticate": "Bearer"})
+
+    @app.after_request
+    def _count(response: Response):
+        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+        sc.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        sc.metrics.latency.labels(endpoint).observe(time.perf_counter() - g.get(
+            "started", time.perf_counter()))
+        return response
+
+    @app.errorhandler(ClientError)
+    def _client(exc: ClientError):
+        return jsonify(error=exc.message), exc.status, exc.headers
+
+    @app.errorhandler(QueueFullError)
+    def _full(exc: QueueFullError):
+        return (jsonify(error=str(exc)), 503,
+                {"Retry-After": str(max(1, round(exc.retry_after)))})
+
+    @app.errorhandler(EngineError)
+    def _engine(exc: EngineError):
+        slow = "timed out" in exc.reason.lower() or "timeout" in exc.reason.lower()
+        return jsonify(error=str(exc)), 504 if slow else 502
+
+    @app.errorhandler(EsrankError)
+    def _esrank(exc: EsrankError):
+        return jsonify(error=str(exc)), 400
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        return jsonify(error=exc.description), exc.code
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz():
+        from esrank.registry import active_model
+
+        state: dict[str, Any] = {"encoder": sc.encoder.name, "dims": sc.encoder.dims,
+                                 "backend": sc.encoder.name.split(":", 1)[0]}
+        try:
+            engine = sc.get_engine()
+            engine.info()
+            state["engine"] = "reachable"
+            model = active_model(engine, sc.settings.active_set)
+            state["active_model"] = model.name if model else None
+        except EsrankError as exc:
+            state["engine"] = f"unreachable: {exc}"
+            return jsonify(ready=False, **state), 503
+        return jsonify(ready=True, **state)
+
+    @app.get("/metrics")
+    def metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        sc.metrics.queue.set(sc.batcher.depth)
+        sc.metrics.cache_hits.set(sc.batcher.stats.cache_hits)
+        return Response(generate_latest(sc.metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json")
+    def openapi():
+        import yaml
+
+        return jsonify(yaml.safe_load(SPEC.read_text()))
+
+    @app.post("/embed")
+    def embed():
+        body = _body({"texts": list}, {})
+        texts = _texts(sc, body["texts"])
+        vectors = sc.batcher.encode(texts, timeout=30.0)
+        counts = sc.encoder.token_counts(texts)
+        truncated = [i for i, n in enumerate(counts) if n >= sc.encoder.max_tokens]
+        return jsonify(model=sc.encoder.name, dims=sc.encoder.dims,
+                       vectors=np.round(vectors, 7).tolist(), truncated=truncated,
+                       max_tokens=sc.encoder.max_tokens)
+
+    @app.post("/search")
+    def search_route():
+        from esrank.registry import active_model, deployed_model
+        from esrank.search import Ranker, search
+
+        body = _body({"query": str}, {"size": int, "model": str, "window": int,
+                                      "features": bool})
+        query = _texts(sc, [body["query"]], "query")[0]
+        size = body.get("size", 10)
+        if not 1 <= size <= 100:
+            raise ClientError(400, f"field 'size' must be 1..100, got {size}")
+        window = body.get("window", sc.settings.rescore_window)
+        if not 1 <= window <= 10_000:
+            raise ClientError(400, f"field 'window' must be 1..10000, got {window}")
+        engine = sc.get_engine()
+        which = body.get("model", "active")
+        if which == "bm25":
+            ranker = Ranker("bm25", window=window)
+        elif which == "active":
+            model = active_model(engine, sc.settings.active_set)
+            ranker = Ranker(model.name, model, window) if model else Ranker(window=window)
+        else:
+            model = deployed_model(engine, sc.settings.active_set, which)
+            ranker = Ranker(model.name, model, window)
+        started = time.perf_counter()
+        result = search(engine, sc.settings.index, query, ranker,
+                        BatchedEncoder(sc.batcher, cfg.encode_timeout), size=size,
+                        features=body.get("features", False))
+        if result.degraded:
+            sc.metrics.degraded.inc()
+        return jsonify(**result.to_dict(),
+                       took_ms=round((time.perf_counter() - started) * 1000, 2))

@@ -1,0 +1,60 @@
+"""The query-time request esrank builds, and degradation, over a faked HTTP answer."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakeTransport
+
+from esrank.engine.base import Engine
+from esrank.registry import ActiveModel
+from esrank.search import Ranker, search
+from esrank.types import QueryParam
+
+HITS = {"hits": {"hits": [{"_id": "d1", "_score": 2.0, "_source": {"title": "Speaker"}},
+                          {"_id": "d2", "_score": 1.0, "_source": {"title": "Case"}}]}}
+MODEL = ActiveModel("chorus-v3", "chorus@abc", (QueryParam("keywords", "string"),
+                                                QueryParam("query_vector", "vector", 3)))
+
+
+class Encoder:
+    dims = 3
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def encode(self, texts):
+        if self.fail:
+            raise TimeoutError("encoder took longer than 2.0s")
+        import numpy as np
+
+        return np.array([[0.6, 0.8, 0.0]] * len(texts), dtype=np.float32)
+
+
+@pytest.fixture()
+def transport():
+    return FakeTransport({("POST", "/products/_search"): HITS})
+
+
+def test_the_model_rescores_the_bm25_window(transport):
+    result = search(Engine(transport), "products", "bluetooth speaker",
+                    Ranker(MODEL.name, MODEL, window=50), Encoder(), size=10)
+    body = transport.calls[-1][2]
+    rescore = body["rescore"]
+    assert rescore["window_size"] == 50
+    assert rescore["query"]["query_weight"] == 0.0
+    sltr = rescore["query"]["rescore_query"]["sltr"]
+    assert sltr["model"] == "chorus-v3"
+    assert sltr["params"]["keywords"] == "bluetooth speaker"
+    assert sltr["params"]["query_vector"] == pytest.approx([0.6, 0.8, 0.0])
+    assert body["query"]["multi_match"]["query"] == "bluetooth speaker"
+    assert result.ranker == "chorus-v3" and result.degraded is None
+    assert [h.doc_id for h in result.hits] == ["d1", "d2"]
+
+
+def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
+    result = search(Engine(transport), "products", "bluetooth speaker",
+                    Ranker(MODEL.name, MODEL), Encoder(fail=True))
+    assert "rescore" not in transport.calls[-1][2]
+    assert result.ranker == "bm25"
+    assert "TimeoutError" in result.degraded and "2.0s" in result.degraded
+    assert [h.rank for h in result.hits] == [1, 2]
