@@ -758,6 +758,39 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     ctx.invoke(compare_cmd, judgments_file=judgments_file)
     click.echo(f"== 8. search: {query!r}")
     ctx.invoke(search_cmd, query=query)
+    click.echo("== 9. the sidecar: POST /search")
+    _demo_sidecar(s, query)
+
+
+def _demo_sidecar(settings, query: str) -> None:
+    """Start the sidecar on a free local port, make one /search call, stop it."""
+    import socket
+    import threading
+    import urllib.request
+
+    from waitress.server import create_server
+
+    from esrank.serve import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = create_server(create_app(settings), host="127.0.0.1", port=port, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/search", data=json.dumps({"query": query, "size": 3})
+            .encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    finally:
+        server.close()
+    click.echo(f"$ curl -s localhost:{settings.serve.port}/search -H 'Content-Type: "
+               f"application/json' -d '{{\"query\": \"{query}\", \"size\": 3}}'  "
+               f"(esrank serve)")
+    click.echo(json.dumps({k: answer[k] for k in ("ranker", "degraded", "took_ms")}
+                          | {"hits": [f"{h['doc_id']} {h['title'][:60]}"
+                                      for h in answer["hits"]]}, indent=2))
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""Query latency on the local engine: BM25 alone vs BM25 + sltr rescore vs the whole pipeline
+through the sidecar, in one run. Writes bench/results/search_latency.json.
+
+    python bench/search_latency.py [--window 100] [--repeats 3]
+
+Needs the Chorus catalogue indexed and an active model (make demo does both). One client,
+the 97 Chorus queries, each configuration in turn per query (so drift hits all alike):
+- bm25: the first pass alone (engine time + HTTP);
+- rescore: the same plus the active model as an sltr rescore of the top --window, the query
+  vector computed beforehand (what the engine adds);
+- sidecar: POST /search to the sidecar (embedding, BM25, rescore, JSON), the end-to-end cost
+  an application sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+from _report import write_result
+from sidecar import post, start_server
+
+from esrank.config import load_settings
+from esrank.encoder import load_encoder
+from esrank.engine import connect
+from esrank.feature_log import query_params
+from esrank.registry import active_model
+from esrank.search import Ranker, search_body
+
+ROOT = Path(__file__).resolve().parent.parent
+CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+
+
+def stats(ms: list[float]) -> dict:
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "mean_ms": round(float(np.mean(ms)), 2), "n": len(ms)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    ap.add_argument("--index", default="products")
+    ap.add_argument("--set", default="chorus")
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
+                    "search_latency.json")
+    args = ap.parse_args()
+
+    engine = connect(args.url)
+    model = active_model(engine, args.set)
+    if model is None:
+        raise SystemExit(f"no active model for {args.set!r}: run make demo first")
+    encoder = load_encoder(backend="auto")
+    with open(CHORUS / "judgments.csv") as f:
+        queries = sorted({row["query"] for row in csv.DictReader(f)})
+    params = dict(zip(queries, query_params(model.params, encoder)(queries), strict=True))
+    bm25, rescore = Ranker("bm25", window=args.window), Ranker(model.name, model, args.window)
+    settings = load_settings(url=args.url, index=args.index, active_set=args.set,
+                             rescore_window=args.window)
+    from esrank.serve import create_app
+
+    port = start_server(create_app(settings, encoder=encoder), threads=8)
+    timings: dict[str, list[float]] = {"bm25": [], "rescore": [], "sidecar": []}
+    for q in queries:  # warm-up: caches, the compiled model, the query-embedding LRU
+        engine.search(args.index, search_body(q, rescore, params[q], 10))
+    for _ in range(args.repeats):
+        for q in queries:
+            for name, ranker in (("bm25", bm25), ("rescore", rescore)):
+                started = time.perf_counter()
+                engine.search(args.index, search_body(q, ranker, params[q], 10))
+                timings[name].append((time.perf_counter() - started) * 1000)
+            # the first repeat embeds every query; later ones hit the sidecar's LRU cache
+            status, ms = post(port, "/search", {"query": q, "size": 10})
+            if status != 200:
+                raise SystemExit(f"sidecar answered {status} for {q!r}")
+            timings["sidecar"].append(ms)
+    result = {name: stats(ms) for name, ms in timings.items()}
+    base = result["bm25"]["p50_ms"]
+    result["p50_ratio_vs_bm25"] = {n: round(result[n]["p50_ms"] / base, 2)
+                                   for n in ("rescore", "sidecar")}
+    result.update({"model": model.name, "window": args.window, "queries": len(queries),
+                   "repeats": args.repeats, "encoder": encoder.name,
+                   "note": "sidecar: after the first repeat the query embedding comes from "
+                           "its LRU cache; sidecar_uncached is the first repeat alone"})
+    result["sidecar_uncached"] = stats(timings["sidecar"][:len(queries)])
+    write_result(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
