@@ -8,6 +8,7 @@ slow gets 502/504. The API is described in openapi.yaml (served at /openapi.json
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -126,8 +127,6 @@ def _body(required: dict[str, type], optional: dict[str, type]) -> dict:
         raise ClientError(400, f"the body is not UTF-8 (byte {exc.start})") from exc
     if not request.is_json:
         raise ClientError(415, "send Content-Type: application/json")
-    import json
-
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -157,14 +156,14 @@ def _texts(sidecar: Sidecar, texts: list, field: str = "texts") -> list[str]:
     if not texts:
         raise ClientError(400, f"field {field!r} must not be empty")
     if len(texts) > cfg.max_texts:
-        raise ClientError(413, f"{len(texts)} texts; at most {cfg.max_texts} per request")
+        raise ClientError(400, f"{len(texts)} texts; at most {cfg.max_texts} per request")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ClientError(400, f"{field}[{i}] must be a string, got {type(t).__name__}")
         if not t.strip():
             raise ClientError(400, f"{field}[{i}] is empty")
         if len(t) > cfg.max_chars:
-            raise ClientError(413, f"{field}[{i}] has {len(t)} characters; at most "
+            raise ClientError(400, f"{field}[{i}] has {len(t)} characters; at most "
                                    f"{cfg.max_chars}")
     return texts
 
@@ -209,7 +208,10 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
-        return jsonify(error=exc.description), exc.code
+        response = exc.get_response()  # keeps headers such as Allow on a 405
+        response.set_data(json.dumps({"error": exc.description}))
+        response.content_type = "application/json"
+        return response
 
     @app.get("/healthz")
     def healthz():
