@@ -54,6 +54,42 @@ def window_features(engine: Engine, index: str, fs, queries: dict[str, list[str]
     return out
 
 
+def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder
+                        ) -> tuple[Evaluation, list[float], list[float]]:
+    """Per fold: train on the other folds' queries, upload through the parity gate, serve as
+    an sltr rescore for the held-out queries. Returns the held-out evaluation of every query,
+    the inner CV means and the parity max |delta| per fold; removes the fold models."""
+    per_query, folds_cv, parity = {}, [], []
+    params_for = query_params(fs.params, encoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
+            result = train(table.take(train_rows), Path(tmp) / f"fold{k}",
+                           params=TrainParams(), search=not args.no_search, device="cpu")
+            folds_cv.append(result.cv_mean)
+            test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
+            held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
+                        for q in test_queries}
+            report = registry.deploy(engine, args.index, load_artifact(result.artifact), fs,
+                                     held_out, params_for, activate=False)
+            parity.append(report.parity.max_delta)
+            if not report.parity.passed:
+                raise SystemExit(f"{fs.name} fold {k}: parity failed: {report.to_dict()}")
+            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
+            run = search_many(engine, args.index, test_queries,
+                              Ranker("ltr", model, args.window), encoder, size=args.window,
+                              source=False)
+            fold_eval = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()})
+            per_query.update({q: fold_eval.per_query[q] for q in test_queries})
+    for name in engine.list_models(f"{fs.name}-v"):
+        if engine.get_model(name) is not None:
+            engine.delete_model(name)
+    engine.transport.request("bench cleanup", "DELETE",
+                             f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
+    mean = {m: float(np.mean([v[m] for v in per_query.values()]))
+            for m in next(iter(per_query.values()))}
+    return Evaluation(mean, per_query), folds_cv, parity
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="http://127.0.0.1:9200")
@@ -95,38 +131,22 @@ def main() -> None:
             run[q] = sorted(docs, key=lambda d: -values[d] if values[d] == values[d] else np.inf)
         results[f"feature:{name}"] = evaluator.evaluate(run)
 
-    per_query, folds_cv, parity = {}, [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
-            part = table.take(train_rows)
-            result = train(part, Path(tmp) / f"fold{k}", params=TrainParams(),
-                           search=not args.no_search, device="cpu")
-            folds_cv.append(result.cv_mean)
-            test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
-            art = load_artifact(result.artifact)
-            held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
-                        for q in test_queries}
-            report = registry.deploy(engine, args.index, art, fs, held_out, params_for,
-                                     activate=False)
-            parity.append(report.parity.max_delta)
-            if not report.parity.passed:
-                raise SystemExit(f"fold {k}: parity failed: {report.to_dict()}")
-            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
-            run = search_many(engine, args.index, test_queries,
-                              Ranker("ltr", model, args.window), encoder, size=args.window,
-                              source=False)
-            fold_eval = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()})
-            per_query.update({q: fold_eval.per_query[q] for q in test_queries})
-    ltr_mean = {m: float(np.mean([v[m] for v in per_query.values()]))
-                for m in results["bm25"].mean}
-    for name in engine.list_models("relbench-v"):
-        if engine.get_model(name) is not None:
-            engine.delete_model(name)
-    engine.transport.request("bench cleanup", "DELETE",
-                             f"/{registry.REGISTRY_INDEX}/_doc/relbench")
+    ltr, folds_cv, parity = cross_validated_ltr(engine, args, fs, table, evaluator, encoder)
+    results["ltr"] = ltr
+    # the same without the neural features (and without the query vector param)
+    lexical = dataclasses.replace(
+        fs, name="relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
+        features=tuple(f for f in fs.features if not any(
+            fs.param(n).type == "vector" for n in f.params)))
+    engine.put_feature_set(lexical)
+    lex_table = log_judgments(engine, args.index, lexical, judgments, None,
+                              unjudged_negatives=args.negatives, negatives_query=bm25_query,
+                              progress=False).matrix
+    results["ltr (no neural features)"], _, lex_parity = cross_validated_ltr(
+        engine, args, lexical, lex_table, evaluator, None)
+    parity += lex_parity
 
     rows = {name: {m: round(ev.mean[m], 4) for m in SHOWN} for name, ev in results.items()}
-    rows["ltr"] = {m: round(ltr_mean[m], 4) for m in SHOWN}
     bm25 = rows["bm25"]
     singles = {n: r for n, r in rows.items() if n.startswith("feature:")}
     best = {m: max(singles.items(), key=lambda kv: kv[1][m]) for m in SHOWN[:2]}
@@ -135,10 +155,10 @@ def main() -> None:
         ratio = (f"{r['ndcg@10'] / bm25['ndcg@10']:.3f}/"
                  f"{r['ndcg@10_condensed'] / bm25['ndcg@10_condensed']:.3f}")
         print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
-    ltr_eval = Evaluation(ltr_mean, per_query)
     significance = {}
-    for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0]):
-        report = compare((other, results[other]), ("ltr", ltr_eval), SHOWN[:2])
+    for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
+                  "ltr (no neural features)"):
+        report = compare((other, results[other]), ("ltr", ltr), SHOWN[:2])
         significance[f"ltr vs {other}"] = {
             m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
                        "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
