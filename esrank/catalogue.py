@@ -171,6 +171,16 @@ def index_body(dims: int) -> dict:
     }
 
 
+def fetch_texts(engine: Engine, index: str, doc_ids: Iterable[str]) -> dict[str, str]:
+    """doc id -> the text a cross-encoder reads (`text_of`), for the ids the index holds."""
+    ids, out = sorted(set(doc_ids)), {}
+    for chunk in batched(ids, 500):
+        result = engine.search(index, {"size": len(chunk), "query": {"ids": {"values": chunk}},
+                                       "_source": ["title", "short_description"]})
+        out.update({h["_id"]: text_of(h["_source"]) for h in result["hits"]["hits"]})
+    return out
+
+
 def index_is_current(engine: Engine, alias: str) -> bool:
     """True when `alias` holds documents under the mapping this version of esrank writes."""
     if not engine.alias_targets(alias) or engine.count(alias) == 0:

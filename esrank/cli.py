@@ -530,18 +530,27 @@ def _encoder_for(ctx: click.Context, rankers):
               help="'active' (the live model; BM25 when none), 'bm25', or a model name.")
 @click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW, 100).")
 @click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
+@click.option("--rerank", "rerank_top", default=0, show_default=True, metavar="N",
+              help="Rerank the top N with the cross-encoder (ESRANK_CROSS_ENCODER).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: int | None,
-               features: bool, as_json: bool) -> None:
+               features: bool, rerank_top: int, as_json: bool) -> None:
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits."""
     from esrank.search import search
 
     engine = _engine(ctx)
     ranker = _ranker(ctx, engine, which, window)
+    reranker = None
+    if rerank_top:
+        from esrank.rerank import load_cross_encoder
+
+        if _settings(ctx).cross_encoder is None:
+            raise click.UsageError("--rerank needs a cross-encoder: set ESRANK_CROSS_ENCODER")
+        reranker = load_cross_encoder(_settings(ctx).cross_encoder, _settings(ctx).home / "models")
     result = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
-                    size=size, features=features)
+                    size=size, features=features, reranker=reranker, rerank_top=rerank_top)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
                                            if result.degraded else "")
     _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))
@@ -706,6 +715,45 @@ def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None
           f"{ref.name}: {data['min_cosine']:.7f}")
     if cosines.min() < 0.9999:
         raise ModelError(f"the export disagrees with {ref.name}: min cosine {cosines.min():.6f}")
+
+
+@cli.group("cross-encoder")
+def cross_encoder() -> None:
+    """The cross-encoder rerank stage: train one from judgments."""
+
+
+@cross_encoder.command("train")
+@click.option("--judgments", "judgments_file", required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Model folder (BertForSequenceClassification + tokenizer + meta.json).")
+@click.option("--epochs", default=2, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, output: Path,
+                        epochs: int, batch_size: int, as_json: bool) -> None:
+    """Fine-tune the packaged MiniLM (every layer) as a cross-encoder on judged pairs.
+
+    Documents are read from the index (title + short description). Needs torch
+    (pip install 'esrank[torch]'); serving it does not (ONNX Runtime). Evaluate it on queries
+    it was not trained on: bench/relevance.py does, per CV fold.
+    """
+    from esrank.catalogue import fetch_texts
+    from esrank.encoder import model_dir
+    from esrank.judgments import read_judgments
+    from esrank.rerank import train_cross_encoder
+
+    s = _settings(ctx)
+    judged = read_judgments(judgments_file, fmt)
+    texts = fetch_texts(_engine(ctx), s.index, [j.doc_id for j in judged])
+    pairs = [j for j in judged if j.doc_id in texts]
+    meta = train_cross_encoder(model_dir(s.encoder_model), [j.query for j in pairs],
+                               [texts[j.doc_id] for j in pairs], [j.grade for j in pairs],
+                               output, epochs=epochs, batch_size=batch_size,
+                               progress=not as_json)
+    _emit(meta, as_json, f"trained on {meta['pairs']} pairs in {meta['seconds']}s "
+          f"(loss {meta['loss_first_epoch']} -> {meta['loss_last_epoch']}) -> {output}")
 
 
 @cli.command("demo")

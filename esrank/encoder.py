@@ -129,18 +129,25 @@ class NumpyBertEncoder(_TokenizingEncoder):
                  self.name, path, self.dims, self.max_tokens)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        x = self.hidden(ids, mask)
+        summed = (x * mask[..., None]).sum(axis=1)
+        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+    def hidden(self, ids: np.ndarray, mask: np.ndarray, types: np.ndarray | None = None
+               ) -> np.ndarray:
+        """The last layer's token states (batch x tokens x dims); `types` are token type ids
+        (all 0 when None)."""
         w, t = self._w, ids.shape[1]
         x = (w["embeddings.word_embeddings.weight"][ids]
              + w["embeddings.position_embeddings.weight"][:t][None]
-             + w["embeddings.token_type_embeddings.weight"][0])
+             + w["embeddings.token_type_embeddings.weight"][0 if types is None else types])
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"],
                         self._eps)
         bias = (1.0 - mask)[:, None, None, :] * np.float32(-1e9)
         for layer in range(self._layers):
             x = self._block(x, bias, f"encoder.layer.{layer}.")
-        summed = (x * mask[..., None]).sum(axis=1)
-        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return x
 
     def _block(self, x: np.ndarray, bias: np.ndarray, p: str) -> np.ndarray:
         w, (n, t, d), h = self._w, x.shape, self._heads

@@ -1,9 +1,14 @@
-"""Export a BERT sentence encoder (mean pooling + L2 norm) to ONNX without torch.
+"""Export BERT models to ONNX without torch: sentence encoders and cross-encoders.
 
 The graph is written node by node from the safetensors weights, the same computation as
 `NumpyBertEncoder`: embeddings -> N x (self-attention, GELU feed-forward, post-LayerNorm) ->
-masked mean -> L2 norm. Inputs `input_ids` (int64, batch x tokens) and `attention_mask`
-(float32, 1 for tokens, 0 for padding); output `sentence_embedding` (float32, batch x dims).
+a head. Inputs `input_ids` (int64, batch x tokens) and `attention_mask` (float32, 1 for
+tokens, 0 for padding). Heads:
+
+- sentence encoder: masked mean -> L2 norm -> `sentence_embedding` (batch x dims);
+- sequence classifier (a `*ForSequenceClassification` model, e.g. a cross-encoder): the
+  first token -> pooler (dense + tanh) -> classifier -> `logits` (batch x labels); it also
+  takes `token_type_ids` (int64: 0 for the query, 1 for the document).
 
 >>> export_onnx(model_dir(), Path("minilm.onnx"))  # doctest: +SKIP
 """
@@ -51,8 +56,13 @@ class _Graph:
                        self.const(name + ".bb", self.w[name + ".bias"]), axis=-1, epsilon=eps)
 
 
+def is_classifier(cfg: dict) -> bool:
+    return any(a.endswith("ForSequenceClassification") for a in cfg.get("architectures") or [])
+
+
 def export_onnx(path: Path, out: Path) -> Path:
-    """Write `out` (an .onnx file) for the BERT model in folder `path`."""
+    """Write `out` (an .onnx file) for the BERT model in folder `path`; the head follows
+    config.json's `architectures`."""
     import onnx
     from onnx import TensorProto, helper
     from safetensors.numpy import load_file
@@ -64,6 +74,7 @@ def export_onnx(path: Path, out: Path) -> Path:
     eps = float(cfg.get("layer_norm_eps", 1e-12))
     w = {k.removeprefix("bert."): v.astype(np.float32)
          for k, v in load_file(str(path / "model.safetensors")).items()}
+    classifier = is_classifier(cfg)
     g = _Graph(w)
     i64 = lambda name, v: g.const(name, np.array(v, dtype=np.int64))  # noqa: E731
 
@@ -74,7 +85,9 @@ def export_onnx(path: Path, out: Path) -> Path:
                          "input_ids"),
              g.op("Gather", g.const("pos_emb", w["embeddings.position_embeddings.weight"]),
                   positions))
-    x = g.op("Add", x, g.const("type0", w["embeddings.token_type_embeddings.weight"][0]))
+    types = w["embeddings.token_type_embeddings.weight"]
+    x = g.op("Add", x, g.op("Gather", g.const("type_emb", types), "token_type_ids")
+             if classifier else g.const("type0", types[0]))
     x = g.norm(x, "embeddings.LayerNorm", eps)
     # additive attention bias: 0 for tokens, -1e9 for padding, shape (N, 1, 1, T)
     one = g.const("one_f", np.array(1.0, np.float32))
@@ -104,21 +117,30 @@ def export_onnx(path: Path, out: Path) -> Path:
                      g.op("Add", one, g.op("Erf", g.op("Div", inner, g.const(
                          f"sqrt2_{layer}", np.array(np.sqrt(2.0), np.float32))))))
         x = g.norm(g.op("Add", x, g.dense(inner, p + "output.dense")), p + "output.LayerNorm", eps)
-    # masked mean, then L2 norm
-    mask3 = g.op("Unsqueeze", "attention_mask", i64("axis2", [2]))
-    summed = g.op("ReduceSum", g.op("Mul", x, mask3), i64("axis1", [1]), keepdims=0)
-    count = g.op("Max", g.op("ReduceSum", mask3, i64("axis1b", [1]), keepdims=0),
-                 g.const("tiny", np.array(1e-9, np.float32)))
-    pooled = g.op("Div", summed, count)
-    length = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1),
-                  g.const("tiny2", np.array(1e-12, np.float32)))
-    g.nodes.append(helper.make_node("Div", [pooled, length], ["sentence_embedding"]))
-    graph = helper.make_graph(
-        g.nodes, "bert_sentence_encoder",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT, ["batch", "tokens"])],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", d])],
-        g.inits)
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT,
+                                            ["batch", "tokens"])]
+    if classifier:
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64,
+                                                    ["batch", "tokens"]))
+        first = g.op("Gather", x, i64("first", 0), axis=1)
+        pooled = g.op("Tanh", g.dense(first, "pooler.dense"))
+        labels = int(w["classifier.weight"].shape[0])
+        head = g.dense(pooled, "classifier")
+        g.nodes.append(helper.make_node("Identity", [head], ["logits"]))
+        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])
+    else:  # masked mean, then L2 norm
+        mask3 = g.op("Unsqueeze", "attention_mask", i64("axis2", [2]))
+        summed = g.op("ReduceSum", g.op("Mul", x, mask3), i64("axis1", [1]), keepdims=0)
+        count = g.op("Max", g.op("ReduceSum", mask3, i64("axis1b", [1]), keepdims=0),
+                     g.const("tiny", np.array(1e-9, np.float32)))
+        pooled = g.op("Div", summed, count)
+        length = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1),
+                      g.const("tiny2", np.array(1e-12, np.float32)))
+        g.nodes.append(helper.make_node("Div", [pooled, length], ["sentence_embedding"]))
+        output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT,
+                                               ["batch", d])
+    graph = helper.make_graph(g.nodes, "bert", inputs, [output], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="esrank")
     onnx.checker.check_model(model)

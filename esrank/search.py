@@ -11,16 +11,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from esrank.catalogue import text_of
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
 from esrank.engine.base import LOG_NAME, parse_ltr_log
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel
+from esrank.rerank import CrossEncoder
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FIELDS = ("title^2", "short_description", "supplier", "attributes")
-SOURCE_FIELDS = ["title", "supplier", "price"]
+SOURCE_FIELDS = ["title", "short_description", "supplier", "price"]
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,15 @@ class SearchResult:
 
 
 def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
-           encoder: Encoder | None = None, *, size: int = 10, features: bool = False
-           ) -> SearchResult:
+           encoder: Encoder | None = None, *, size: int = 10, features: bool = False,
+           reranker: CrossEncoder | None = None, rerank_top: int = 0) -> SearchResult:
     """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
 
     If the model needs the query vector and the encoder fails (down, slow, overloaded), the
     answer comes from BM25 alone and says so in `degraded`; an engine failure is an error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
+    With a `reranker`, the top `rerank_top` hits are reordered by the cross-encoder's score
+    (which replaces their score); the rest keep their order below them.
 
     >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
     """
@@ -126,7 +130,15 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
         names = ranker.model.feature_names
         logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
                   for h in raw if "fields" in h}
-    return SearchResult(query, ranker.name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
+    name = ranker.name
+    if reranker is not None and rerank_top > 0 and raw:
+        top = raw[:rerank_top]
+        texts = [text_of(h.get("_source") or {"title": ""}) for h in top]
+        scores = reranker.score(query, texts)
+        order = sorted(range(len(top)), key=lambda i: -scores[i])
+        raw = [{**top[i], "_score": float(scores[i])} for i in order] + raw[rerank_top:]
+        name += f"+rerank{rerank_top}"
+    return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
                         logged)
 
 

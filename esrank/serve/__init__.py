@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from esrank.serve.batcher import Batcher, QueueFullError
 log = logging.getLogger(__name__)
 
 SPEC = Path(__file__).with_name("openapi.yaml")
+NON_SPACE = re.compile(r"\S")  # the spec's `pattern` for texts
 
 
 class ClientError(Exception):
@@ -43,6 +45,7 @@ class Sidecar:
     batcher: Batcher
     metrics: Any
     engine: Any = None
+    reranker: Any = None  # a CrossEncoder when settings.cross_encoder is set
 
     def get_engine(self):
         if self.engine is None:
@@ -91,7 +94,8 @@ class Metrics:
                                 "the encoder failed", registry=self.registry)
 
 
-def create_app(settings: Settings | None = None, *, encoder=None, engine=None) -> Flask:
+def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
+               reranker=None) -> Flask:
     """The sidecar app; `encoder`/`engine` may be passed in (tests, embedding in a service).
 
     >>> app = create_app()                       # doctest: +SKIP
@@ -111,7 +115,11 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None) -
                       on_batch=lambda n, _s: metrics.batch.observe(n))
     app = Flask("esrank")
     app.json.sort_keys = False
-    sidecar = Sidecar(settings, encoder, batcher, metrics, engine)
+    if reranker is None and settings.cross_encoder is not None:
+        from esrank.rerank import load_cross_encoder
+
+        reranker = load_cross_encoder(settings.cross_encoder, settings.home / "models")
+    sidecar = Sidecar(settings, encoder, batcher, metrics, engine, reranker)
     app.extensions["esrank"] = sidecar
     log.info("sidecar ready: encoder %s, engine %s", encoder.name, settings.engine_url)
     _routes(app, sidecar)
@@ -160,8 +168,8 @@ def _texts(sidecar: Sidecar, texts: list, field: str = "texts") -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise ClientError(400, f"{field}[{i}] must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise ClientError(400, f"{field}[{i}] is empty")
+        if not NON_SPACE.search(t):
+            raise ClientError(400, f"{field}[{i}] is empty (or only whitespace)")
         if len(t) > cfg.max_chars:
             raise ClientError(400, f"{field}[{i}] has {len(t)} characters; at most "
                                    f"{cfg.max_chars}")
@@ -265,7 +273,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         from esrank.search import Ranker, search
 
         body = _body({"query": str}, {"size": int, "model": str, "window": int,
-                                      "features": bool})
+                                      "features": bool, "rerank": int})
         query = _texts(sc, [body["query"]], "query")[0]
         size = body.get("size", 10)
         if not 1 <= size <= 100:
@@ -273,6 +281,11 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         window = body.get("window", sc.settings.rescore_window)
         if not 1 <= window <= 10_000:
             raise ClientError(400, f"field 'window' must be 1..10000, got {window}")
+        rerank = body.get("rerank", 0)
+        if not 0 <= rerank <= 100:
+            raise ClientError(400, f"field 'rerank' must be 0..100, got {rerank}")
+        if rerank and sc.reranker is None:
+            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         engine = sc.get_engine()
         which = body.get("model", "active")
         if which == "bm25":
@@ -286,8 +299,19 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         started = time.perf_counter()
         result = search(engine, sc.settings.index, query, ranker,
                         BatchedEncoder(sc.batcher, cfg.encode_timeout), size=size,
-                        features=body.get("features", False))
+                        features=body.get("features", False), reranker=sc.reranker,
+                        rerank_top=rerank)
         if result.degraded:
             sc.metrics.degraded.inc()
         return jsonify(**result.to_dict(),
                        took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+    @app.post("/rerank")
+    def rerank_route():
+        body = _body({"query": str, "texts": list}, {})
+        query = _texts(sc, [body["query"]], "query")[0]
+        texts = _texts(sc, body["texts"])
+        if sc.reranker is None:
+            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
+        scores = sc.reranker.score(query, texts)
+        return jsonify(model=sc.reranker.name, scores=[round(float(x), 6) for x in scores])

@@ -1,0 +1,153 @@
+"""The cross-encoder stage: score (query, document) pairs jointly and rerank the top hits.
+
+A cross-encoder is any BERT `*ForSequenceClassification` folder (config.json, tokenizer.json,
+model.safetensors), user-supplied or trained by `esrank cross-encoder train`. It runs on ONNX
+Runtime through esrank's own export (no torch at serving time). One label: the score is the
+logit; two or more: the probability of the last label (relevant).
+
+>>> ce = load_cross_encoder(Path("models/ce"))                 # doctest: +SKIP
+>>> ce.score("bluetooth speaker", ["Sony Portable Bluetooth Speaker", "HP ink"])  # doctest: +SKIP
+array([ 2.1, -3.4], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from esrank.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class CrossEncoder:
+    def __init__(self, path: Path, onnx_file: Path, max_tokens: int = 256):
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from esrank.onnx_export import export_onnx, is_classifier
+
+        cfg_file = path / "config.json"
+        if not cfg_file.is_file():
+            raise ConfigError(f"cross-encoder {path}: no config.json")
+        cfg = json.loads(cfg_file.read_text())
+        if not is_classifier(cfg):
+            raise ConfigError(f"cross-encoder {path}: config.json architectures "
+                              f"{cfg.get('architectures')} has no *ForSequenceClassification")
+        if not onnx_file.is_file():
+            export_onnx(path, onnx_file)
+        self.path, self.name = path, f"cross-encoder:{path.name}"
+        self.labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1)
+        self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
+        self._tok.enable_truncation(max_tokens, strategy="only_second")
+        self._tok.no_padding()
+        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                  if p in ort.get_available_providers()]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(onnx_file), options, providers=wanted)
+        log.info("cross-encoder %s loaded (%s)", path, self._session.get_providers()[0])
+
+    def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """One relevance score per doc (higher is more relevant)."""
+        out = np.zeros(len(docs), dtype=np.float32)
+        encodings = self._tok.encode_batch([(query, d) for d in docs])
+        for start in range(0, len(docs), batch_size):
+            chunk = encodings[start:start + batch_size]
+            t = max(len(e.ids) for e in chunk)
+            ids = np.zeros((len(chunk), t), dtype=np.int64)
+            types = np.zeros((len(chunk), t), dtype=np.int64)
+            mask = np.zeros((len(chunk), t), dtype=np.float32)
+            for row, e in enumerate(chunk):
+                ids[row, :len(e.ids)], types[row, :len(e.ids)] = e.ids, e.type_ids
+                mask[row, :len(e.ids)] = 1.0
+            logits = self._session.run(["logits"], {"input_ids": ids, "attention_mask": mask,
+                                                    "token_type_ids": types})[0]
+            if self.labels == 1:
+                out[start:start + len(chunk)] = logits[:, 0]
+            else:
+                e = np.exp(logits - logits.max(axis=1, keepdims=True))
+                out[start:start + len(chunk)] = e[:, -1] / e.sum(axis=1)
+        return out
+
+
+def load_cross_encoder(path: Path, cache: Path | None = None) -> CrossEncoder:
+    """Load a cross-encoder folder; its ONNX export is cached under `cache` (default: the
+    system temp folder), keyed by the folder and its weights' timestamp."""
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"cross-encoder {path}: no model.safetensors")
+    key = hashlib.sha256(f"{path.resolve()}:{weights.stat().st_mtime_ns}".encode()).hexdigest()
+    folder = cache or Path(tempfile.gettempdir()) / "esrank-onnx"
+    return CrossEncoder(path, folder / f"cross-encoder-{key[:12]}.onnx")
+
+
+def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
+                        grades: Sequence[int], out: Path, *, epochs: int = 2,
+                        batch_size: int = 16, lr: float = 3e-5, max_tokens: int = 128,
+                        max_grade: int = 3, seed: int = 42, progress: bool = True) -> dict:
+    """Fine-tune a BERT (e.g. the packaged MiniLM) as a one-label cross-encoder on graded
+    (query, doc) pairs: binary cross-entropy on grade / max_grade, every layer trained.
+
+    Needs torch + transformers (pip install 'esrank[torch]'). Writes a standard
+    `BertForSequenceClassification` folder (+ tokenizer, meta.json) to `out`.
+    """
+    try:
+        import torch
+        from transformers import AutoTokenizer, BertForSequenceClassification
+    except ImportError as exc:
+        raise ConfigError("training a cross-encoder needs torch: pip install "
+                          "'esrank[torch]'") from exc
+    import shutil
+    import time
+
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
+    model = BertForSequenceClassification.from_pretrained(
+        str(base), num_labels=1, local_files_only=True).to(device)
+    labels = torch.tensor([g / max_grade for g in grades], dtype=torch.float32)
+    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    steps = epochs * ((len(queries) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps))
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    started, losses = time.monotonic(), []
+    model.train()
+    with tqdm(total=steps, desc="cross-encoder", unit="step", disable=not progress) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(queries)).tolist()
+            for i in range(0, len(order), batch_size):
+                idx = order[i:i + batch_size]
+                batch = tok([queries[j] for j in idx], [docs[j] for j in idx], padding=True,
+                            truncation="only_second", max_length=max_tokens,
+                            return_tensors="pt").to(device)
+                logits = model(**batch).logits[:, 0]
+                loss = loss_fn(logits, labels[idx].to(device))
+                loss.backward()
+                optim.step()
+                sched.step()
+                optim.zero_grad()
+                losses.append(float(loss))
+                bar.update(1)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        if (base / name).is_file():
+            shutil.copy(base / name, out / name)
+    meta = {"base": str(base), "pairs": len(queries), "epochs": epochs, "batch_size": batch_size,
+            "lr": lr, "max_tokens": max_tokens, "device": device,
+            "seconds": round(time.monotonic() - started, 1),
+            "loss_first_epoch": round(float(np.mean(losses[:len(losses) // epochs])), 4),
+            "loss_last_epoch": round(float(np.mean(losses[-(len(losses) // epochs):])), 4)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta

@@ -1,0 +1,85 @@
+"""The cross-encoder stage, served through esrank's ONNX export (no torch): a
+BertForSequenceClassification built from the packaged MiniLM with a fixed random head."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fakes import FakeTransport
+
+from esrank.encoder import NumpyBertEncoder, model_dir
+from esrank.engine.base import Engine
+from esrank.rerank import load_cross_encoder
+from esrank.search import Ranker, search
+
+DOCS = ["Sony Portable Bluetooth Speaker MBS-100", "HP 301 ink cartridge black", "a"]
+
+
+@pytest.fixture(scope="module")
+def ce_dir(tmp_path_factory):
+    from safetensors.numpy import load_file, save_file
+
+    src, out = model_dir(), tmp_path_factory.mktemp("ce")
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(architectures=["BertForSequenceClassification"], num_labels=1)
+    (out / "config.json").write_text(json.dumps(cfg))
+    shutil.copy(src / "tokenizer.json", out / "tokenizer.json")
+    weights = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
+    rng = np.random.default_rng(0)
+    weights["classifier.weight"] = rng.normal(0, 0.5, (1, 384)).astype(np.float32)
+    weights["classifier.bias"] = np.array([0.1], np.float32)
+    save_file(weights, str(out / "model.safetensors"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def ce(ce_dir, tmp_path_factory):
+    return load_cross_encoder(ce_dir, tmp_path_factory.mktemp("onnx"))
+
+
+def test_scores_equal_a_numpy_reference(ce, ce_dir):
+    """CLS state -> pooler (dense + tanh) -> classifier, recomputed with NumPy."""
+    from safetensors.numpy import load_file
+
+    enc = NumpyBertEncoder(model_dir())
+    w = load_file(str(ce_dir / "model.safetensors"))
+    tok = enc._tok
+    expected = []
+    for doc in DOCS:
+        e = tok.encode("bluetooth speaker", doc)
+        ids, types = np.array([e.ids]), np.array([e.type_ids])
+        cls = enc.hidden(ids, np.ones(ids.shape, np.float32), types)[:, 0]
+        pooled = np.tanh(cls @ w["bert.pooler.dense.weight"].T + w["bert.pooler.dense.bias"])
+        expected.append((pooled @ w["classifier.weight"].T + w["classifier.bias"])[0, 0])
+    assert any(t == 1 for t in e.type_ids)  # the document half has token type 1
+    np.testing.assert_allclose(ce.score("bluetooth speaker", DOCS), expected, atol=1e-4)
+
+
+def test_rerank_endpoint_and_missing_cross_encoder(make_app, ce):
+    client = make_app().test_client()
+    body = {"query": "bluetooth speaker", "texts": DOCS}
+    assert client.post("/rerank", json=body).status_code == 501
+    assert client.post("/search", json={"query": "tv", "rerank": 5}).status_code == 501
+    app = make_app()
+    app.extensions["esrank"].reranker = ce
+    r = app.test_client().post("/rerank", json=body)
+    assert r.status_code == 200
+    np.testing.assert_allclose(r.json["scores"], ce.score("bluetooth speaker", DOCS),
+                               atol=1e-5)
+
+
+def test_search_reranks_the_top_hits(ce):
+    hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
+            for i, t in enumerate(["HP 301 ink cartridge black", "a",
+                                   "Sony Portable Bluetooth Speaker MBS-100", "USB cable"])]
+    engine = Engine(FakeTransport({("POST", "/products/_search"): {"hits": {"hits": hits}}}))
+    result = search(engine, "products", "bluetooth speaker", Ranker("bm25"), reranker=ce,
+                    rerank_top=3)
+    scores = ce.score("bluetooth speaker", [h["_source"]["title"] for h in hits[:3]])
+    expected = [f"d{i}" for i in np.argsort(-scores, kind="stable")] + ["d3"]
+    assert [h.doc_id for h in result.hits] == expected
+    assert result.ranker == "bm25+rerank3"
+    assert [h.score for h in result.hits[:3]] == pytest.approx(sorted(scores, reverse=True))
