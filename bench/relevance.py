@@ -55,11 +55,12 @@ def window_features(engine: Engine, index: str, fs, queries: dict[str, list[str]
 
 
 def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder
-                        ) -> tuple[Evaluation, list[float], list[float]]:
+                        ) -> tuple[Evaluation, list[float], list[float], dict, list]:
     """Per fold: train on the other folds' queries, upload through the parity gate, serve as
     an sltr rescore for the held-out queries. Returns the held-out evaluation of every query,
-    the inner CV means and the parity max |delta| per fold; removes the fold models."""
-    per_query, folds_cv, parity = {}, [], []
+    the inner CV means, the parity max |delta| per fold, the held-out runs and each fold's
+    held-out queries; removes the fold models."""
+    per_query, folds_cv, parity, runs, folds = {}, [], [], {}, []
     params_for = query_params(fs.params, encoder)
     with tempfile.TemporaryDirectory() as tmp:
         for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
@@ -78,8 +79,11 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             run = search_many(engine, args.index, test_queries,
                               Ranker("ltr", model, args.window), encoder, size=args.window,
                               source=False)
-            fold_eval = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()})
+            ranked = {q: [h.doc_id for h in hs] for q, hs in run.items()}
+            fold_eval = evaluator.evaluate(ranked)
             per_query.update({q: fold_eval.per_query[q] for q in test_queries})
+            runs.update(ranked)
+            folds.append(test_queries)
     for name in engine.list_models(f"{fs.name}-v"):
         if engine.get_model(name) is not None:
             engine.delete_model(name)
@@ -87,7 +91,49 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
                              f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
     mean = {m: float(np.mean([v[m] for v in per_query.values()]))
             for m in next(iter(per_query.values()))}
-    return Evaluation(mean, per_query), folds_cv, parity
+    return Evaluation(mean, per_query), folds_cv, parity, runs, folds
+
+
+def cross_encoder_rerank(engine: Engine, args, judgments, evaluator: Evaluator, runs: dict,
+                         folds: list) -> Evaluation:
+    """Per fold, fine-tune a cross-encoder on the other folds' judged pairs (torch), then
+    rerank the top --rerank of each held-out query's LTR ranking with it (ONNX Runtime)."""
+    from esrank.catalogue import fetch_texts
+    from esrank.encoder import model_dir
+    from esrank.rerank import load_cross_encoder, train_cross_encoder
+
+    texts = fetch_texts(engine, args.index, [j.doc_id for j in judgments]
+                        + [d for docs in runs.values() for d in docs[:args.rerank]])
+    per_query = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, held_out in enumerate(folds):
+            held = set(held_out)
+            pairs = [j for j in judgments if j.query not in held and j.doc_id in texts]
+            out = Path(tmp) / f"ce{k}"
+            meta = train_cross_encoder(model_dir(), [j.query for j in pairs],
+                                       [texts[j.doc_id] for j in pairs],
+                                       [j.grade for j in pairs], out,
+                                       epochs=args.cross_encoder_epochs, progress=False)
+            print(f"cross-encoder fold {k}: {meta['pairs']} pairs, {meta['seconds']}s",
+                  flush=True)
+            ce = load_cross_encoder(out, Path(tmp) / "onnx")
+            reranked = {}
+            for q in held_out:
+                top = runs[q][:args.rerank]
+                scores = ce.score(q, [texts.get(d, "") or " " for d in top])
+                reranked[q] = ([top[i] for i in np.argsort(-scores, kind="stable")]
+                               + runs[q][args.rerank:])
+            fold_eval = evaluator.evaluate(reranked)
+            per_query.update({q: fold_eval.per_query[q] for q in held_out})
+    mean = {m: float(np.mean([v[m] for v in per_query.values()]))
+            for m in next(iter(per_query.values()))}
+    return Evaluation(mean, per_query)
+
+
+def paired(report) -> dict:
+    return {m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
+                       "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
+            for m in report.metrics}
 
 
 def main() -> None:
@@ -100,6 +146,10 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=0,
                     help="Train with the unjudged docs of each query's BM25 top K as grade 0.")
     ap.add_argument("--no-search", action="store_true", help="Skip the grid search.")
+    ap.add_argument("--cross-encoder-epochs", type=int, default=0,
+                    help="Also fine-tune a cross-encoder per fold (needs torch) and rerank the "
+                         "LTR ranking's top --rerank with it.")
+    ap.add_argument("--rerank", type=int, default=20)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "relevance.json")
     args = ap.parse_args()
     started = time.monotonic()
@@ -131,8 +181,12 @@ def main() -> None:
             run[q] = sorted(docs, key=lambda d: -values[d] if values[d] == values[d] else np.inf)
         results[f"feature:{name}"] = evaluator.evaluate(run)
 
-    ltr, folds_cv, parity = cross_validated_ltr(engine, args, fs, table, evaluator, encoder)
+    ltr, folds_cv, parity, ltr_runs, folds = cross_validated_ltr(engine, args, fs, table,
+                                                                 evaluator, encoder)
     results["ltr"] = ltr
+    if args.cross_encoder_epochs:
+        results[f"ltr + cross-encoder top {args.rerank}"] = cross_encoder_rerank(
+            engine, args, judgments, evaluator, ltr_runs, folds)
     # the same without the neural features (and without the query vector param)
     lexical = dataclasses.replace(
         fs, name="relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
@@ -142,7 +196,7 @@ def main() -> None:
     lex_table = log_judgments(engine, args.index, lexical, judgments, None,
                               unjudged_negatives=args.negatives, negatives_query=bm25_query,
                               progress=False).matrix
-    results["ltr (no neural features)"], _, lex_parity = cross_validated_ltr(
+    results["ltr (no neural features)"], _, lex_parity, _, _ = cross_validated_ltr(
         engine, args, lexical, lex_table, evaluator, None)
     parity += lex_parity
 
@@ -159,10 +213,10 @@ def main() -> None:
     for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
                   "ltr (no neural features)"):
         report = compare((other, results[other]), ("ltr", ltr), SHOWN[:2])
-        significance[f"ltr vs {other}"] = {
-            m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
-                       "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
-            for m in report.metrics}
+        significance[f"ltr vs {other}"] = paired(report)
+    for name in [n for n in results if "cross-encoder" in n]:
+        report = compare(("ltr", ltr), (name, results[name]), SHOWN[:2])
+        significance[f"{name} vs ltr"] = paired(report)
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
         "unjudged_negatives": args.negatives, "grid_search": not args.no_search,

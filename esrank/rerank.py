@@ -136,7 +136,7 @@ def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
                 optim.step()
                 sched.step()
                 optim.zero_grad()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 bar.update(1)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)

@@ -140,6 +140,7 @@ def test_sidecar_reserves_a_gpu(config: dict[str, Any]) -> None:
     devices = sidecar["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert sidecar["build"]["dockerfile"] == "docker/sidecar/Dockerfile"
+    assert sidecar["build"]["args"] == {"ONNXRUNTIME": "onnxruntime-gpu"}
     assert sidecar["environment"] == {
         "ESRANK_URL": "http://elasticsearch:9200",
         "ESRANK_FLAVOR": "elasticsearch",
@@ -149,7 +150,9 @@ def test_sidecar_reserves_a_gpu(config: dict[str, Any]) -> None:
 
 def test_cpu_override_drops_the_gpu_reservation(compose: Compose) -> None:
     out = compose("config", "--format", "json", files=(COMPOSE_FILE, CPU_OVERRIDE))
-    assert "deploy" not in json.loads(out)["services"]["sidecar"]
+    sidecar = json.loads(out)["services"]["sidecar"]
+    assert "deploy" not in sidecar
+    assert sidecar["build"]["args"] == {"ONNXRUNTIME": "onnxruntime"}
 
 
 def test_es_kibana_and_ltr_plugin_versions_agree(config: dict[str, Any]) -> None:
