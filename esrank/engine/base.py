@@ -53,6 +53,15 @@ class Engine:
                                   target=exc.target, status=exc.status) from exc
             raise
 
+    def _find(self, operation: str, path: str, target: str) -> Any:
+        """A GET whose 404 means "not there": None instead of an error."""
+        try:
+            return self._call(operation, "GET", path, target=target)
+        except EngineError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     # -- cluster -------------------------------------------------------------------------------
 
     def info(self) -> dict:
@@ -67,14 +76,9 @@ class Engine:
     def store_exists(self) -> bool:
         # GET /_ltr lists stores (the default one as "_default_"); GET /_ltr/NAME says
         # {"exists": bool}.
-        if self.store:
-            try:
-                answer = self._call("check LTR store", "GET", self._ltr(), target=self._ltr())
-            except EngineError as exc:
-                if exc.status == 404:  # a missing named store answers 404 {"exists": false}
-                    return False
-                raise
-            return bool(answer.get("exists"))
+        if self.store:  # a missing named store answers 404 {"exists": false}
+            answer = self._find("check LTR store", self._ltr(), self._ltr())
+            return bool(answer and answer.get("exists"))
         answer = self._call("check LTR store", "GET", "/_ltr", target="/_ltr")
         return "_default_" in answer.get("stores", {})
 
@@ -87,14 +91,10 @@ class Engine:
 
     def get_feature_set(self, name: str) -> dict | None:
         """The stored feature set's plugin document (`{"name", "features": [...]}`) or None."""
-        try:
-            doc = self._call("get feature set", "GET", self._ltr(f"/_featureset/{name}"),
-                             target=name)
-        except EngineError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return doc.get("_source", {}).get("featureset") if doc.get("found", True) else None
+        doc = self._find("get feature set", self._ltr(f"/_featureset/{name}"), name)
+        if not doc or not doc.get("found", True):
+            return None
+        return doc.get("_source", {}).get("featureset")
 
     def list_feature_sets(self, prefix: str = "") -> dict[str, dict]:
         """Stored feature sets whose name starts with `prefix`: name -> plugin document."""
@@ -123,13 +123,10 @@ class Engine:
 
     def get_model(self, name: str) -> dict | None:
         """The stored model document (`{"name", "feature_set", "model"}`) or None."""
-        try:
-            doc = self._call("get model", "GET", self._ltr(f"/_model/{name}"), target=name)
-        except EngineError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return doc.get("_source", {}).get("model") if doc.get("found", True) else None
+        doc = self._find("get model", self._ltr(f"/_model/{name}"), name)
+        if not doc or not doc.get("found", True):
+            return None
+        return doc.get("_source", {}).get("model")
 
     def list_models(self, prefix: str = "") -> list[str]:
         params = {"prefix": prefix, "size": 1000} if prefix else {"size": 1000}
@@ -146,13 +143,8 @@ class Engine:
 
     def get_document(self, index: str, doc_id: str) -> tuple[dict, dict] | None:
         """(source, version) of a document, or None; version is what `put_document` checks."""
-        try:
-            doc = self._call("get document", "GET", f"/{index}/_doc/{doc_id}", target=index)
-        except EngineError as exc:
-            if exc.status == 404:
-                return None
-            raise
-        if not doc.get("found"):
+        doc = self._find("get document", f"/{index}/_doc/{doc_id}", index)
+        if not doc or not doc.get("found"):
             return None
         return doc["_source"], {"if_seq_no": doc["_seq_no"],
                                 "if_primary_term": doc["_primary_term"]}
@@ -176,22 +168,10 @@ class Engine:
         self._call("delete index", "DELETE", f"/{index}", target=index)
 
     def alias_targets(self, alias: str) -> list[str]:
-        try:
-            result = self._call("get alias", "GET", f"/_alias/{alias}", target=alias)
-        except EngineError as exc:
-            if exc.status == 404:
-                return []
-            raise
-        return sorted(result)
+        return sorted(self._find("get alias", f"/_alias/{alias}", alias) or [])
 
     def index_exists(self, index: str) -> bool:
-        try:
-            found = self._call("check index", "GET", f"/{index}/_settings", target=index)
-        except EngineError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return bool(found)
+        return bool(self._find("check index", f"/{index}/_settings", index))
 
     def mapping(self, index: str) -> dict:
         """Concrete index name -> {"mappings": {...}} for an index or alias."""

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from esrank.catalogue import index_catalogue
+from esrank.catalogue import fetch_texts, index_catalogue
 from esrank.engine import connect
 from esrank.errors import EngineError
 from esrank.search import search
@@ -27,6 +27,8 @@ def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
                                   f"{source['title']}. {source['short_description']}"])
     assert sum(a * b for a, b in zip(source["title_vector"], title, strict=True)) > 0.9999
     assert sum(a * b for a, b in zip(source["text_vector"], text, strict=True)) > 0.9999
+    texts = fetch_texts(engine, alias, ["1993197", "no-such-doc"])
+    assert texts == {"1993197": f"{source['title']}. {source['short_description']}"}
     hits = search(engine, alias, "bluetooth speaker", size=10).hits
     assert len(hits) == 10
     assert any("speaker" in h.title.lower() for h in hits[:3])
