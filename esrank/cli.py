@@ -563,25 +563,35 @@ def _table(hits) -> str:
 
 
 def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: tuple[str, ...],
-              window: int | None, depth: int):
-    """Run each configuration over every judged query; name -> Evaluation."""
-    from esrank.evaluate import Evaluator
+              window: int | None, depth: int, rank_eval: bool = False):
+    """Run each configuration over every judged query: name -> Evaluation, and with
+    `rank_eval`, name -> esrank's metrics next to the engine's `_rank_eval`."""
+    from esrank.evaluate import Evaluator, rank_eval_check
+    from esrank.feature_log import query_params
     from esrank.judgments import read_judgments
-    from esrank.search import search_many
+    from esrank.search import search_body, search_many
 
-    engine = _engine(ctx)
-    evaluator = Evaluator(read_judgments(judgments_file, fmt))
+    engine, index = _engine(ctx), _settings(ctx).index
+    judged = read_judgments(judgments_file, fmt)
+    evaluator = Evaluator(judged)
     rankers = [_ranker(ctx, engine, w, window) for w in which]
     encoder = _encoder_for(ctx, rankers)
-    results = {}
+    results, checks = {}, {}
     for ranker in rankers:
         if ranker.name in results:
             continue
-        run = search_many(engine, _settings(ctx).index, evaluator.queries, ranker, encoder,
-                          size=depth, source=False)
-        results[ranker.name] = evaluator.evaluate(
-            {q: [h.doc_id for h in hits] for q, hits in run.items()})
-    return results
+        hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
+                           source=False)
+        run = {q: [h.doc_id for h in hs] for q, hs in hits.items()}
+        results[ranker.name] = evaluator.evaluate(run)
+        if rank_eval:
+            params = (query_params(ranker.model.params, encoder) if ranker.model
+                      else lambda qs: [None] * len(qs))
+            checks[ranker.name] = rank_eval_check(
+                engine, index, judged,
+                lambda q, r=ranker, p=params: search_body(q, r, p([q])[0], 10, source=False),
+                run)
+    return results, checks
 
 
 _EVAL_OPTIONS = [
@@ -605,10 +615,14 @@ def _eval_options(f):
 @click.option("--config", "configs", multiple=True,
               help="'bm25', 'active' or a model name; repeatable (default: bm25 and active).")
 @click.option("--per-query", is_flag=True, help="Also print each query's metrics.")
+@click.option("--engine-rank-eval", "rank_eval", is_flag=True,
+              help="Cross-check: the engine's own _rank_eval (NDCG@10 with gain 2^g-1, MRR@10) "
+                   "for each configuration's request, next to esrank's.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
-                 depth: int, configs: tuple[str, ...], per_query: bool, as_json: bool) -> None:
+                 depth: int, configs: tuple[str, ...], per_query: bool, rank_eval: bool,
+                 as_json: bool) -> None:
     """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
 
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
@@ -616,9 +630,11 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     """
     from esrank.evaluate import METRICS
 
-    results = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"), window, depth)
+    results, checks = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"),
+                                window, depth, rank_eval)
     data = {"judgments": str(judgments_file),
-            "configs": {name: ev.to_dict() for name, ev in results.items()}}
+            "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
+                        for name, ev in results.items()}}
     header = f"{'metric':20}" + "".join(f"{name:>14}" for name in results)
     lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:14.4f}" for ev in results.values())
                         for m in METRICS]
@@ -627,6 +643,10 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
             lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
             lines += [f"  {q[:40]:40} {v['ndcg@10']:.3f} {v['ndcg@10_condensed']:.3f} "
                       f"{v['judged@10']:.1f}" for q, v in sorted(ev.per_query.items())]
+    for name, check in checks.items():
+        lines.append(f"\n{name} vs the engine's _rank_eval:")
+        lines += [f"  {m:22} esrank {c['esrank']:.6f}  engine {c['engine']:.6f}  "
+                  f"max |diff| per query {c['max_abs_diff']:.2g}" for m, c in check.items()]
     _emit(data, as_json, "\n".join(lines))
 
 
@@ -642,7 +662,7 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
     p-values, and wins/ties/losses per metric."""
     from esrank.evaluate import compare
 
-    results = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
+    results, _ = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
     if len(results) < 2:
         raise click.UsageError(f"{config_a} and {config_b} are the same configuration")
     (na, ea), (nb, eb) = results.items()

@@ -15,7 +15,7 @@ as gain (not 2^grade - 1); P@10, RR treat grade >= 1 as relevant; gdeval's ERR a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +95,54 @@ class Evaluator:
         mean = {m: float(np.mean([pq[m] for pq in per_query.values()])) if per_query else 0.0
                 for m in METRICS}
         return Evaluation(mean, per_query)
+
+
+# esrank measure -> the engine's `_rank_eval` metric computing the same thing; the engine's
+# DCG uses gain 2^grade - 1, so esrank's side uses those gains for this check
+RANK_EVAL = {
+    "ndcg@10 (gain 2^g-1)": {"dcg": {"k": 10, "normalize": True}},
+    "mrr@10": {"mean_reciprocal_rank": {"k": 10, "relevant_rating_threshold": 1}},
+}
+
+
+def rank_eval_check(engine, index: str, judgments: JudgmentList,
+                    body_for: Callable[[str], dict], run: Run) -> dict:
+    """esrank's metrics next to the engine's `_rank_eval` for one configuration.
+
+    `body_for(query)` is the configuration's search request (size 10); `run` is esrank's
+    ranking for it (query text -> doc ids). Returns, per metric, both means and the largest
+    per-query difference.
+
+    >>> rank_eval_check(engine, "products", judged, lambda q: search_body(q, Ranker(), None, 10),
+    ...                 run)["mrr@10"]["max_abs_diff"]   # doctest: +SKIP
+    0.0
+    """
+    import ir_measures
+
+    concrete = engine.alias_targets(index) or [index]  # ratings must name the real index
+    grades = {j.grade for j in judgments}
+    measures = {"ndcg@10 (gain 2^g-1)": ir_measures.nDCG(gains={g: 2 ** g - 1 for g in grades})
+                @ 10, "mrr@10": ir_measures.RR(rel=1) @ 10}
+    by_query = judgments.by_query()
+    ids = {qid: str(i) for i, qid in enumerate(by_query, 1)}
+    text = {qid: js[0].query for qid, js in by_query.items()}
+    requests = [{"id": ids[qid], "request": body_for(text[qid]),
+                 "ratings": [{"_index": concrete[0], "_id": j.doc_id, "rating": j.grade}
+                             for j in js]} for qid, js in by_query.items()]
+    qrels = [ir_measures.Qrel(ids[j.qid], j.doc_id, j.grade) for j in judgments]
+    scored = [ir_measures.ScoredDoc(ids[qid], d, float(100 - r))
+              for qid in by_query for r, d in enumerate(list(run.get(text[qid], ()))[:10])]
+    out = {}
+    for name, metric in RANK_EVAL.items():
+        theirs = engine.rank_eval(index, requests, metric)["details"]
+        ours = dict.fromkeys(ids.values(), 0.0)
+        ours.update({m.query_id: float(m.value)
+                     for m in ir_measures.iter_calc([measures[name]], qrels, scored)})
+        diffs = [abs(ours[i] - float(theirs[i]["metric_score"])) for i in ids.values()]
+        out[name] = {"esrank": float(np.mean(list(ours.values()))),
+                     "engine": float(np.mean([theirs[i]["metric_score"] for i in ids.values()])),
+                     "max_abs_diff": max(diffs), "queries": len(diffs)}
+    return out
 
 
 @dataclass(frozen=True)

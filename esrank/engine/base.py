@@ -210,6 +210,11 @@ class Engine:
     def search(self, index: str, body: dict) -> dict:
         return self._call("search", "POST", f"/{index}/_search", body=body, target=index)
 
+    def rank_eval(self, index: str, requests: list[dict], metric: dict) -> dict:
+        """The engine's own `_rank_eval`: {"metric_score", "details": {id: {...}}}."""
+        return self._call("rank eval", "POST", f"/{index}/_rank_eval",
+                          body={"requests": requests, "metric": metric}, target=index)
+
     def msearch(self, index: str, bodies: Sequence[dict]) -> list[dict]:
         """Run several searches in one request; a failed one raises EngineError."""
         lines = []

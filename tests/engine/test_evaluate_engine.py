@@ -61,3 +61,27 @@ def test_evaluate_json_shape(engine, alias, encoder, slice_judgments):
             "ndcg@5"} <= set(bm25["mean"])
     query, metrics = next(iter(bm25["per_query"].items()))
     assert set(metrics) == set(bm25["mean"]) and isinstance(query, str)
+
+
+def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slice_judgments):
+    from esrank.evaluate import rank_eval_check
+    from esrank.search import search_body
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    judged = read_judgments(slice_judgments)
+    evaluator = Evaluator(judged)
+    ranker = Ranker("bm25")
+    run = {q: [h.doc_id for h in hits] for q, hits in search_many(
+        engine, alias, evaluator.queries, ranker, None, size=10, source=False).items()}
+
+    def body(q):
+        return search_body(q, ranker, None, 10, source=False)
+
+    check = rank_eval_check(engine, alias, judged, body, run)
+    for name, c in check.items():
+        assert c["queries"] == len(evaluator.queries)
+        assert c["max_abs_diff"] < 1e-9, (name, c)
+        assert 0 < c["engine"] < 1
+    # the check is sensitive: a different ranking on esrank's side no longer agrees
+    flipped = rank_eval_check(engine, alias, judged, body, {q: d[::-1] for q, d in run.items()})
+    assert max(c["max_abs_diff"] for c in flipped.values()) > 0.01
