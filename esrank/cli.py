@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import click
@@ -563,13 +564,15 @@ def _table(hits) -> str:
 
 
 def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: tuple[str, ...],
-              window: int | None, depth: int, rank_eval: bool = False):
+              window: int | None, depth: int, rank_eval: bool = False,
+              push: str | None = None):
     """Run each configuration over every judged query: name -> Evaluation, and with
-    `rank_eval`, name -> esrank's metrics next to the engine's `_rank_eval`."""
-    from esrank.evaluate import Evaluator, rank_eval_check
+    `rank_eval`, name -> esrank's metrics next to the engine's `_rank_eval`. With `push` (a
+    run id), each configuration's metrics and top 10 (with feature values) go to the engine."""
+    from esrank.evaluate import Evaluator, push_evaluation, rank_eval_check
     from esrank.feature_log import query_params
     from esrank.judgments import read_judgments
-    from esrank.search import search_body, search_many
+    from esrank.search import search, search_body, search_many
 
     engine, index = _engine(ctx), _settings(ctx).index
     judged = read_judgments(judgments_file, fmt)
@@ -584,6 +587,17 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
                            source=False)
         run = {q: [h.doc_id for h in hs] for q, hs in hits.items()}
         results[ranker.name] = evaluator.evaluate(run)
+        if push:
+            served = {q: search(engine, index, q, ranker, encoder, size=10,
+                                features=ranker.model is not None) for q in evaluator.queries}
+            meta = {"model": ranker.model.name if ranker.model else None,
+                    "feature_set": ranker.model.feature_set if ranker.model else None,
+                    "judgments": str(judgments_file),
+                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            push_evaluation(engine, push, meta, ranker.name, results[ranker.name],
+                            {q: r.hits for q, r in served.items()},
+                            {(j.query, j.doc_id): j.grade for j in judged},
+                            {q: r.features or {} for q, r in served.items()})
         if rank_eval:
             params = (query_params(ranker.model.params, encoder) if ranker.model
                       else lambda qs: [None] * len(qs))
@@ -615,14 +629,17 @@ def _eval_options(f):
 @click.option("--config", "configs", multiple=True,
               help="'bm25', 'active' or a model name; repeatable (default: bm25 and active).")
 @click.option("--per-query", is_flag=True, help="Also print each query's metrics.")
+@click.option("--push", is_flag=True,
+              help="Store the run in the engine (esrank-eval-queries, esrank-eval-hits) for "
+                   "Kibana / Dashboards; prints the run id.")
 @click.option("--engine-rank-eval", "rank_eval", is_flag=True,
               help="Cross-check: the engine's own _rank_eval (NDCG@10 with gain 2^g-1, MRR@10) "
                    "for each configuration's request, next to esrank's.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
-                 depth: int, configs: tuple[str, ...], per_query: bool, rank_eval: bool,
-                 as_json: bool) -> None:
+                 depth: int, configs: tuple[str, ...], per_query: bool, push: bool,
+                 rank_eval: bool, as_json: bool) -> None:
     """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
 
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
@@ -630,9 +647,11 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     """
     from esrank.evaluate import METRICS
 
+    run_id = (f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+              if push else None)
     results, checks = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"),
-                                window, depth, rank_eval)
-    data = {"judgments": str(judgments_file),
+                                window, depth, rank_eval, run_id)
+    data = {"judgments": str(judgments_file), "run_id": run_id,
             "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
                         for name, ev in results.items()}}
     header = f"{'metric':20}" + "".join(f"{name:>14}" for name in results)
@@ -643,6 +662,8 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
             lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
             lines += [f"  {q[:40]:40} {v['ndcg@10']:.3f} {v['ndcg@10_condensed']:.3f} "
                       f"{v['judged@10']:.1f}" for q, v in sorted(ev.per_query.items())]
+    if run_id:
+        lines.append(f"\npushed as run {run_id} (esrank-eval-queries, esrank-eval-hits)")
     for name, check in checks.items():
         lines.append(f"\n{name} vs the engine's _rank_eval:")
         lines += [f"  {m:22} esrank {c['esrank']:.6f}  engine {c['engine']:.6f}  "

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from esrank.errors import EngineError
 from esrank.judgments import JudgmentList
 
 MEASURES = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "mrr": "RR", "err@10": "ERR@10",
@@ -143,6 +144,60 @@ def rank_eval_check(engine, index: str, judgments: JudgmentList,
                      "engine": float(np.mean([theirs[i]["metric_score"] for i in ids.values()])),
                      "max_abs_diff": max(diffs), "queries": len(diffs)}
     return out
+
+
+EVAL_QUERIES, EVAL_HITS = "esrank-eval-queries", "esrank-eval-hits"
+_RUN_FIELDS = {"run_id": {"type": "keyword"}, "config": {"type": "keyword"},
+               "model": {"type": "keyword"}, "feature_set": {"type": "keyword"},
+               "judgments": {"type": "keyword"}, "timestamp": {"type": "date"},
+               "query": {"type": "keyword"}}
+EVAL_MAPPINGS = {
+    EVAL_QUERIES: {"dynamic": "strict", "properties": {
+        **_RUN_FIELDS, **{m: {"type": "float"} for m in METRICS}}},
+    EVAL_HITS: {"dynamic": "strict",
+                "dynamic_templates": [{"feature_values": {"path_match": "features.*",
+                                                          "mapping": {"type": "float"}}}],
+                "properties": {**_RUN_FIELDS, "rank": {"type": "integer"},
+                               "doc_id": {"type": "keyword"}, "title": {"type": "text"},
+                               "grade": {"type": "integer"}, "judged": {"type": "boolean"},
+                               "score": {"type": "float"},
+                               "features": {"type": "object", "dynamic": True}}},
+}
+
+
+def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Evaluation,
+                    hits: Mapping[str, Sequence], grades: Mapping[tuple[str, str], int],
+                    features: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
+                    ) -> int:
+    """Store one configuration's evaluation: a document per query (all metrics) in
+    esrank-eval-queries and per (query, rank) in esrank-eval-hits (doc, grade or none, score,
+    feature values). `meta` (model, feature_set, judgments, timestamp) goes on every document.
+    Returns the number of documents written."""
+    for index, mapping in EVAL_MAPPINGS.items():
+        if not engine.index_exists(index):
+            engine.create_index(index, {"settings": {"number_of_shards": 1,
+                                                     "auto_expand_replicas": "0-1"},
+                                        "mappings": mapping})
+    base = {"run_id": run_id, "config": config, **meta}
+    per_query = [(f"{run_id}|{config}|{q}", {**base, "query": q, **m})
+                 for q, m in evaluation.per_query.items()]
+    per_hit = []
+    for q, ranked in hits.items():
+        for h in ranked:
+            grade = grades.get((q, h.doc_id))
+            doc = {**base, "query": q, "rank": h.rank, "doc_id": h.doc_id, "title": h.title,
+                   "grade": grade, "judged": grade is not None, "score": h.score}
+            values = (features or {}).get(q, {}).get(h.doc_id)
+            if values:
+                doc["features"] = {k: v for k, v in values.items() if v == v}  # NaN: absent
+            per_hit.append((f"{run_id}|{config}|{q}|{h.rank}", doc))
+    refused = engine.bulk(EVAL_QUERIES, per_query) + engine.bulk(EVAL_HITS, per_hit)
+    if refused:
+        raise EngineError("push evaluation", f"{len(refused)} documents refused, first: "
+                          f"{refused[0][1]}", target=EVAL_HITS)
+    engine.refresh(EVAL_QUERIES)
+    engine.refresh(EVAL_HITS)
+    return len(per_query) + len(per_hit)
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,44 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
     # the check is sensitive: a different ranking on esrank's side no longer agrees
     flipped = rank_eval_check(engine, alias, judged, body, {q: d[::-1] for q, d in run.items()})
     assert max(c["max_abs_diff"] for c in flipped.values()) > 0.01
+
+
+def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments):
+    import uuid
+
+    from esrank.evaluate import EVAL_HITS, EVAL_QUERIES, push_evaluation
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    judged = read_judgments(slice_judgments)
+    evaluator = Evaluator(judged)
+    hits = {q: r[:10] for q, r in search_many(engine, alias, evaluator.queries, Ranker("bm25"),
+                                              None, size=50).items()}
+    result = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in hits.items()})
+    run_id = f"test-{uuid.uuid4().hex[:8]}"
+    grades = {(j.query, j.doc_id): j.grade for j in judged}
+    features = {q: {hs[0].doc_id: {"title_bm25": 1.5, "price": float("nan")}}
+                for q, hs in hits.items() if hs}
+    try:
+        written = push_evaluation(engine, run_id, {"model": None, "feature_set": None,
+                                                   "judgments": "slice.csv",
+                                                   "timestamp": "2026-11-24T00:00:00Z"},
+                                  "bm25", result, hits, grades, features)
+        n_hits = sum(len(hs) for hs in hits.values())
+        assert written == len(evaluator.queries) + n_hits
+        query = {"query": {"term": {"run_id": run_id}}}
+        assert engine.search(EVAL_QUERIES, {**query, "size": 0})["hits"]["total"]["value"] \
+            == len(evaluator.queries)
+        docs = engine.search(EVAL_HITS, {**query, "size": 1000})["hits"]["hits"]
+        assert len(docs) == n_hits
+        first = next(d["_source"] for d in docs if d["_source"]["rank"] == 1)
+        assert first["features"] == {"title_bm25": 1.5}  # NaN stays absent
+        assert first["judged"] == (first["grade"] is not None)
+        mapping = engine.mapping(EVAL_HITS)[EVAL_HITS]["mappings"]["properties"]
+        assert mapping["features"]["properties"]["title_bm25"]["type"] == "float"
+        metrics = engine.mapping(EVAL_QUERIES)[EVAL_QUERIES]["mappings"]["properties"]
+        assert metrics["ndcg@10_condensed"]["type"] == "float"
+    finally:
+        for index in (EVAL_QUERIES, EVAL_HITS):
+            engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
+                                     body={"query": {"term": {"run_id": run_id}}},
+                                     params={"refresh": "true"})
