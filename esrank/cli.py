@@ -675,13 +675,15 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 @_eval_options
 @click.option("-a", "config_a", default="bm25", show_default=True, help="Baseline configuration.")
 @click.option("-b", "config_b", default="active", show_default=True, help="Candidate.")
+@click.option("--push", is_flag=True,
+              help="Store the per-query deltas (esrank-eval-deltas) for the dashboards.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
-                depth: int, config_a: str, config_b: str, as_json: bool) -> None:
+                depth: int, config_a: str, config_b: str, push: bool, as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
-    from esrank.evaluate import compare
+    from esrank.evaluate import compare, push_comparison
 
     results, _ = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
     if len(results) < 2:
@@ -695,7 +697,52 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
         lines.append(f"{m.metric:20}{m.mean_a:10.4f}{m.mean_b:10.4f}{m.delta:+9.4f}"
                      f"{m.relative:+8.1%}{m.p_ttest:8.3f}{m.p_randomization:9.4f}"
                      f"{f'{m.wins}/{m.ties}/{m.losses}':>12}")
-    _emit(report.to_dict(), as_json, "\n".join(lines))
+    data = report.to_dict()
+    if push:
+        data["comparison_id"] = (f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+                                 f"{na}-vs-{nb}")
+        push_comparison(_engine(ctx), data["comparison_id"],
+                        {"judgments": str(judgments_file),
+                         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                        (na, ea), (nb, eb))
+        lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
+    _emit(data, as_json, "\n".join(lines))
+
+
+def _import_command(flavor: str, product: str, port: int):
+    @click.command("import")
+    @click.option("--url", default=f"http://127.0.0.1:{port}", show_default=True,
+                  help=f"{product} base URL.")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def command(ctx: click.Context, url: str, as_json: bool) -> None:
+        from esrank.dashboards import import_saved_objects
+
+        s = _settings(ctx)
+        answer = import_saved_objects(
+            url, flavor, username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            api_key=s.api_key.get_secret_value() if s.api_key else None, timeout=s.timeout)
+        _emit(answer, as_json, f"imported {answer.get('successCount', 0)} saved objects into "
+              f"{product} at {url}: dashboard 'esrank relevance comparison'")
+
+    command.help = (f"Load esrank's data views, visualizations and the 'esrank relevance "
+                    f"comparison' dashboard into {product} (overwrites earlier versions).")
+    return command
+
+
+@cli.group()
+def kibana() -> None:
+    """Kibana saved objects for esrank's evaluation indices."""
+
+
+@cli.group()
+def dashboards() -> None:
+    """OpenSearch Dashboards saved objects for esrank's evaluation indices."""
+
+
+kibana.add_command(_import_command("kibana", "Kibana", 5601))
+dashboards.add_command(_import_command("opensearch-dashboards", "OpenSearch Dashboards", 5601))
 
 
 # -- sidecar -----------------------------------------------------------------------------------

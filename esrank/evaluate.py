@@ -147,6 +147,8 @@ def rank_eval_check(engine, index: str, judgments: JudgmentList,
 
 
 EVAL_QUERIES, EVAL_HITS = "esrank-eval-queries", "esrank-eval-hits"
+EVAL_DELTAS = "esrank-eval-deltas"
+DELTA_METRICS = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 _RUN_FIELDS = {"run_id": {"type": "keyword"}, "config": {"type": "keyword"},
                "model": {"type": "keyword"}, "feature_set": {"type": "keyword"},
                "judgments": {"type": "keyword"}, "timestamp": {"type": "date"},
@@ -162,7 +164,30 @@ EVAL_MAPPINGS = {
                                "grade": {"type": "integer"}, "judged": {"type": "boolean"},
                                "score": {"type": "float"},
                                "features": {"type": "object", "dynamic": True}}},
+    EVAL_DELTAS: {"dynamic": "strict", "properties": {
+        "comparison_id": {"type": "keyword"}, "a": {"type": "keyword"},
+        "b": {"type": "keyword"}, "query": {"type": "keyword"},
+        "judgments": {"type": "keyword"}, "timestamp": {"type": "date"},
+        "outcome": {"type": "keyword"},
+        **{f"{m}_{side}": {"type": "float"} for m in DELTA_METRICS
+           for side in ("a", "b", "delta")}}},
 }
+
+
+def _ensure_indices(engine) -> None:
+    for index, mapping in EVAL_MAPPINGS.items():
+        if not engine.index_exists(index):
+            engine.create_index(index, {"settings": {"number_of_shards": 1,
+                                                     "auto_expand_replicas": "0-1"},
+                                        "mappings": mapping})
+
+
+def _write(engine, index: str, docs: list[tuple[str, dict]]) -> None:
+    refused = engine.bulk(index, docs)
+    if refused:
+        raise EngineError("push evaluation", f"{len(refused)} documents refused, first: "
+                          f"{refused[0][1]}", target=index)
+    engine.refresh(index)
 
 
 def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Evaluation,
@@ -173,11 +198,7 @@ def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Ev
     esrank-eval-queries and per (query, rank) in esrank-eval-hits (doc, grade or none, score,
     feature values). `meta` (model, feature_set, judgments, timestamp) goes on every document.
     Returns the number of documents written."""
-    for index, mapping in EVAL_MAPPINGS.items():
-        if not engine.index_exists(index):
-            engine.create_index(index, {"settings": {"number_of_shards": 1,
-                                                     "auto_expand_replicas": "0-1"},
-                                        "mappings": mapping})
+    _ensure_indices(engine)
     base = {"run_id": run_id, "config": config, **meta}
     per_query = [(f"{run_id}|{config}|{q}", {**base, "query": q, **m})
                  for q, m in evaluation.per_query.items()]
@@ -191,13 +212,28 @@ def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Ev
             if values:
                 doc["features"] = {k: v for k, v in values.items() if v == v}  # NaN: absent
             per_hit.append((f"{run_id}|{config}|{q}|{h.rank}", doc))
-    refused = engine.bulk(EVAL_QUERIES, per_query) + engine.bulk(EVAL_HITS, per_hit)
-    if refused:
-        raise EngineError("push evaluation", f"{len(refused)} documents refused, first: "
-                          f"{refused[0][1]}", target=EVAL_HITS)
-    engine.refresh(EVAL_QUERIES)
-    engine.refresh(EVAL_HITS)
+    _write(engine, EVAL_QUERIES, per_query)
+    _write(engine, EVAL_HITS, per_hit)
     return len(per_query) + len(per_hit)
+
+
+def push_comparison(engine, comparison_id: str, meta: dict, a: tuple[str, Evaluation],
+                    b: tuple[str, Evaluation]) -> int:
+    """Store B - A per query (esrank-eval-deltas): both values and the delta of NDCG@10
+    (standard and condensed) and judged@10, and the NDCG@10 outcome (win / tie / loss)."""
+    _ensure_indices(engine)
+    (name_a, ev_a), (name_b, ev_b) = a, b
+    docs = []
+    for q in sorted(set(ev_a.per_query) & set(ev_b.per_query)):
+        doc = {"comparison_id": comparison_id, "a": name_a, "b": name_b, "query": q, **meta}
+        for m in DELTA_METRICS:
+            va, vb = ev_a.per_query[q][m], ev_b.per_query[q][m]
+            doc.update({f"{m}_a": va, f"{m}_b": vb, f"{m}_delta": vb - va})
+        d = doc["ndcg@10_delta"]
+        doc["outcome"] = "win" if d > 1e-9 else "loss" if d < -1e-9 else "tie"
+        docs.append((f"{comparison_id}|{q}", doc))
+    _write(engine, EVAL_DELTAS, docs)
+    return len(docs)
 
 
 @dataclass(frozen=True)

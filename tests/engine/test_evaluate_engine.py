@@ -126,3 +126,36 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
             engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
                                      body={"query": {"term": {"run_id": run_id}}},
                                      params={"refresh": "true"})
+
+
+def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder,
+                                                         slice_judgments):
+    import uuid
+
+    from esrank.evaluate import EVAL_DELTAS, compare, push_comparison
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    evaluator = Evaluator(read_judgments(slice_judgments))
+    evals = {}
+    for ranker in (Ranker("bm25"), Ranker("title-only", fields=("title",))):
+        run = search_many(engine, alias, evaluator.queries, ranker, None, size=50, source=False)
+        evals[ranker.name] = evaluator.evaluate({q: [h.doc_id for h in hs]
+                                                 for q, hs in run.items()})
+    cid = f"test-{uuid.uuid4().hex[:8]}"
+    a, b = ("bm25", evals["bm25"]), ("title-only", evals["title-only"])
+    try:
+        assert push_comparison(engine, cid, {"judgments": "slice.csv",
+                                             "timestamp": "2026-11-24T00:00:00Z"}, a, b) \
+            == len(evaluator.queries)
+        docs = [h["_source"] for h in engine.search(EVAL_DELTAS, {
+            "size": 1000, "query": {"term": {"comparison_id": cid}}})["hits"]["hits"]]
+        report = {m.metric: m for m in compare(a, b, ["ndcg@10"]).metrics}["ndcg@10"]
+        outcomes = [d["outcome"] for d in docs]
+        assert (outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss")) == (
+            report.wins, report.ties, report.losses)
+        assert sum(d["ndcg@10_delta"] for d in docs) / len(docs) == pytest.approx(
+            report.delta, abs=1e-6)
+    finally:
+        engine.transport.request("cleanup", "POST", f"/{EVAL_DELTAS}/_delete_by_query",
+                                 body={"query": {"term": {"comparison_id": cid}}},
+                                 params={"refresh": "true"})

@@ -1,0 +1,10 @@
+"""Write the saved-object ndjson files shipped in esrank/dashboards/ (a test checks drift)."""
+
+from __future__ import annotations
+
+from esrank.dashboards import FILES, saved_objects, to_ndjson
+
+if __name__ == "__main__":
+    for flavor, path in FILES.items():
+        path.write_text(to_ndjson(saved_objects(flavor)))
+        print(f"wrote {path}")
