@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     active_set: str = "chorus"  # the feature set whose active model search rescores with
     rescore_window: int = Field(100, gt=0, le=10_000)
     cross_encoder: Path | None = None  # a *ForSequenceClassification folder for reranking
+    judgments: Path | None = None  # grades shown on the comparison page
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()
 

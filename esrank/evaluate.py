@@ -56,7 +56,9 @@ class Evaluator:
         self._text = {qid: js[0].query for qid, js in judgments.by_query().items()}
         # gdeval (ERR) wants numeric topic ids
         self._num = {qid: str(i) for i, qid in enumerate(self._queries, 1)}
-        self._judged = {qid: {j.doc_id for j in js} for qid, js in judgments.by_query().items()}
+        self._grades = {qid: {j.doc_id: j.grade for j in js}
+                        for qid, js in judgments.by_query().items()}
+        self._judged = {qid: set(g) for qid, g in self._grades.items()}
         self._qrels = [ir_measures.Qrel(self._num[j.qid], j.doc_id, j.grade) for j in judgments]
         self._measures = {name: ir_measures.parse_measure(m) for name, m in MEASURES.items()}
         self._coverage = ir_measures.parse_measure("Judged@10")
@@ -66,6 +68,11 @@ class Evaluator:
     def queries(self) -> list[str]:
         """The judged queries' texts, in file order."""
         return [self._text[q] for q in self._queries]
+
+    def grades(self, query: str) -> dict[str, int]:
+        """doc id -> grade for one query's judgments (empty for an unjudged query)."""
+        qid = self._by_text.get(query)
+        return dict(self._grades[qid]) if qid else {}
 
     def evaluate(self, run: Run) -> Evaluation:
         """Metrics for `run` (query text -> ranked doc ids); a judged query missing from the

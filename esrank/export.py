@@ -64,12 +64,19 @@ class Artifact:
 
     def predict(self, values: np.ndarray) -> np.ndarray:
         """Scores for raw logged feature rows (NaN = missing), exactly as trained."""
+        return self.booster.predict(self._dmatrix(values))
+
+    def contributions(self, values: np.ndarray) -> np.ndarray:
+        """Per-feature SHAP contributions to the margin (last column: the bias), rows summing
+        to the score for ranking objectives."""
+        return self.booster.predict(self._dmatrix(values), pred_contribs=True)
+
+    def _dmatrix(self, values: np.ndarray):
         import xgboost as xgb
 
         x = normalize(values, self.feature_names, self.normalizers)
         x = np.nan_to_num(x, nan=self.meta["missing_as"])
-        return self.booster.predict(xgb.DMatrix(x, feature_names=list(self.feature_names)),
-                                    output_margin=False)
+        return xgb.DMatrix(x, feature_names=list(self.feature_names))
 
 
 def load_artifact(path: Path) -> Artifact:

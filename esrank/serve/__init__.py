@@ -27,6 +27,7 @@ from esrank.serve.batcher import Batcher, QueueFullError
 log = logging.getLogger(__name__)
 
 SPEC = Path(__file__).with_name("openapi.yaml")
+PAGE = Path(__file__).with_name("static") / "compare.html"
 NON_SPACE = re.compile(r"\S")  # the spec's `pattern` for texts
 
 
@@ -46,6 +47,30 @@ class Sidecar:
     metrics: Any
     engine: Any = None
     reranker: Any = None  # a CrossEncoder when settings.cross_encoder is set
+    _evaluator: Any = None
+    _artifacts: dict | None = None
+
+    def evaluator(self):
+        """The judgments (settings.judgments) bound once, or None without them."""
+        if self._evaluator is None and self.settings.judgments is not None:
+            from esrank.evaluate import Evaluator
+            from esrank.judgments import read_judgments
+
+            self._evaluator = Evaluator(read_judgments(self.settings.judgments))
+        return self._evaluator
+
+    def artifact(self, model: str):
+        """A deployed model's training artifact (for pred_contribs), loaded once."""
+        from esrank.export import load_artifact
+        from esrank.registry import entry
+
+        self._artifacts = self._artifacts or {}
+        if model not in self._artifacts:
+            record = entry(self.get_engine(), self.settings.active_set)["models"].get(model)
+            if not record or not record.get("artifact"):
+                raise ClientError(404, f"no training artifact recorded for {model!r}")
+            self._artifacts[model] = load_artifact(Path(record["artifact"]))
+        return self._artifacts[model]
 
     def get_engine(self):
         if self.engine is None:
@@ -315,3 +340,72 @@ def _routes(app: Flask, sc: Sidecar) -> None:
             raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         scores = sc.reranker.score(query, texts)
         return jsonify(model=sc.reranker.name, scores=[round(float(x), 6) for x in scores])
+
+    # -- the comparison page -----------------------------------------------------------------
+
+    def _rankers(names: list[str]):
+        from esrank.comparison import rankers
+
+        found = rankers(sc.get_engine(), sc.settings.active_set, names,
+                        sc.settings.rescore_window)
+        if len(found) != len(names):
+            raise ClientError(400, f"unknown configuration among {names}; see /compare/configs")
+        return found
+
+    page = PAGE.read_text()
+
+    @app.get("/compare")
+    def compare_page():
+        return Response(page, mimetype="text/html")
+
+    @app.get("/compare/configs")
+    def compare_configs():
+        from esrank.comparison import BASELINES
+        from esrank.registry import entry
+
+        doc = entry(sc.get_engine(), sc.settings.active_set)
+        models = sorted(doc["models"], key=lambda m: (m != doc["active"],
+                                                      -int(m.rsplit("-v", 1)[-1])
+                                                      if m.rsplit("-v", 1)[-1].isdigit() else 0))
+        return jsonify(configs=[*BASELINES, *models], active=doc["active"])
+
+    @app.post("/compare/query")
+    def compare_query():
+        from esrank.comparison import side_by_side
+
+        body = _body({"query": str, "configs": list}, {"size": int})
+        query = _texts(sc, [body["query"]], "query")[0]
+        names = _texts(sc, body["configs"], "configs")
+        sides = side_by_side(sc.get_engine(), sc.settings.index, query, _rankers(names),
+                             BatchedEncoder(sc.batcher, cfg.encode_timeout), sc.evaluator(),
+                             size=min(max(body.get("size", 10), 1), 100))
+        return jsonify(query=query, sides=[s.__dict__ for s in sides])
+
+    @app.post("/compare/queries")
+    def compare_queries():
+        from esrank.comparison import query_deltas
+
+        body = _body({"a": str, "b": str}, {})
+        evaluator = sc.evaluator()
+        if evaluator is None:
+            raise ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
+        a, b = _rankers([body["a"], body["b"]])
+        rows = query_deltas(sc.get_engine(), sc.settings.index, evaluator, a, b,
+                            BatchedEncoder(sc.batcher, cfg.encode_timeout))
+        return jsonify(a=a.name, b=b.name, metric="ndcg@10", queries=rows)
+
+    @app.post("/compare/why")
+    def compare_why():
+        from esrank.comparison import why
+
+        body = _body({"config": str, "query": str, "doc_id": str}, {})
+        (ranker,) = _rankers([body["config"]])
+        if ranker.model is None:
+            raise ClientError(400, f"{ranker.name} has no model to explain")
+        try:
+            answer = why(sc.get_engine(), sc.settings.index, body["query"], ranker,
+                         body["doc_id"], BatchedEncoder(sc.batcher, cfg.encode_timeout),
+                         sc.artifact(ranker.name))
+        except LookupError as exc:
+            raise ClientError(404, str(exc)) from exc
+        return jsonify(answer)

@@ -1,0 +1,109 @@
+"""Configurations side by side for one query, the queries that moved most, and why a product
+moved: what the comparison page (/compare) and `esrank compare --html` show.
+
+A configuration is "bm25", "bm25-title" (BM25 over the title alone, a plainer baseline) or a
+deployed model. "Why it moved" is the model's per-feature contribution to that product's
+score (XGBoost `pred_contribs`, SHAP values in margin space, plus the bias), computed on the
+feature values the plugin logged for it in the same search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from esrank.engine import Engine
+from esrank.evaluate import Evaluator
+from esrank.search import Ranker, search, search_many
+
+BASELINES = {"bm25": ("title^2", "short_description", "supplier", "attributes"),
+             "bm25-title": ("title",)}
+
+
+@dataclass
+class Side:
+    """One configuration's answer to one query."""
+
+    config: str
+    hits: list[dict]  # rank, doc_id, title, score, grade, moved (rank change vs the first)
+    metrics: dict[str, float]
+    degraded: str | None = None
+
+
+def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) -> list[Ranker]:
+    """Rankers for configuration names: the baselines, 'active', or deployed model names."""
+    from esrank.registry import active_model, deployed_model
+
+    out = []
+    for name in names:
+        if name in BASELINES:
+            out.append(Ranker(name, None, window, BASELINES[name]))
+        else:
+            model = (active_model(engine, set_name) if name == "active"
+                     else deployed_model(engine, set_name, name))
+            if model is not None:
+                out.append(Ranker(model.name, model, window))
+    return out
+
+
+def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranker], encoder,
+                 evaluator: Evaluator | None, *, size: int = 10) -> list[Side]:
+    """Each configuration's top `size` for `query`, grades coloured in by the judgments, each
+    product's rank change against the first configuration, and the query's metrics."""
+    grades = evaluator.grades(query) if evaluator else {}
+    sides = []
+    for ranker in configs:
+        result = search(engine, index, query, ranker, encoder, size=size)
+        hits = [{"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": h.score,
+                 "grade": grades.get(h.doc_id)} for h in result.hits]
+        metrics = {}
+        if evaluator is not None and query in evaluator.queries:
+            per_query = evaluator.evaluate({query: [h["doc_id"] for h in hits]}).per_query
+            metrics = {k: per_query[query][k] for k in ("ndcg@10", "ndcg@10_condensed",
+                                                        "judged@10")}
+        sides.append(Side(result.ranker, hits, metrics, result.degraded))
+    first = {h["doc_id"]: h["rank"] for h in sides[0].hits} if sides else {}
+    for side in sides:
+        for h in side.hits:
+            before = first.get(h["doc_id"])
+            h["moved"] = None if before is None else before - h["rank"]  # + means up
+    return sides
+
+
+def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b: Ranker,
+                 encoder, metric: str = "ndcg@10", depth: int = 100) -> list[dict]:
+    """Every judged query's `metric` under A and B, worst losses of B first."""
+    runs = {}
+    for ranker in (a, b):
+        hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
+                           source=False)
+        runs[ranker.name] = evaluator.evaluate({q: [h.doc_id for h in hs]
+                                                for q, hs in hits.items()})
+    rows = [{"query": q, "a": runs[a.name].per_query[q][metric],
+             "b": runs[b.name].per_query[q][metric]} for q in evaluator.queries]
+    for row in rows:
+        row["delta"] = row["b"] - row["a"]
+    return sorted(rows, key=lambda r: (r["delta"], r["query"]))
+
+
+def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, encoder,
+        artifact) -> dict:
+    """The model's score for `doc_id` under `query`, split into per-feature contributions
+    (largest magnitude first) plus the bias; the values are the ones the plugin logged."""
+    result = search(engine, index, query, ranker, encoder, size=ranker.window, features=True)
+    logged = (result.features or {}).get(doc_id)
+    if logged is None:
+        raise LookupError(f"{doc_id} is not in {ranker.name}'s top {ranker.window} for "
+                          f"{query!r}")
+    import numpy as np
+
+    names = artifact.feature_names
+    values = np.array([[logged[n] for n in names]], dtype=np.float32)
+    contributions = artifact.contributions(values)[0]
+    score = next(h.score for h in result.hits if h.doc_id == doc_id)
+    features = sorted(({"feature": n, "value": None if v != v else float(v),
+                        "contribution": float(c)}
+                       for n, v, c in zip(names, values[0], contributions[:-1], strict=True)),
+                      key=lambda f: -abs(f["contribution"]))
+    return {"config": ranker.name, "query": query, "doc_id": doc_id, "score": score,
+            "bias": float(contributions[-1]), "features": features}

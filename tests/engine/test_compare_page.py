@@ -1,0 +1,103 @@
+"""The comparison page in a real headless Chromium (Debian chromium + chromedriver, which
+.ci/run installs), served by the sidecar over the real engine: load, switch query, switch
+configuration, screenshot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from esrank.catalogue import index_catalogue
+from esrank.config import load_settings
+from esrank.serve import create_app
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
+URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
+
+
+@pytest.fixture()
+def page_url(engine, alias, encoder, tmp_path):
+    from waitress.server import create_server
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
+    with (ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv").open() as f, \
+            (tmp_path / "j.csv").open("w") as out:
+        writer = csv.DictWriter(out, ["query", "docid", "rating"])
+        writer.writeheader()
+        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
+    settings = load_settings(url=URL, index=alias, judgments=tmp_path / "j.csv",
+                             active_set="no-models-here")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server(create_app(settings, encoder=encoder), host="127.0.0.1", port=port,
+                           threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{port}/compare"
+    server.close()
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "install Debian's chromium and chromium-driver (.ci/run does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1400,900",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    b = webdriver.Chrome(options=options, service=Service(executable_path=driver))
+    yield b
+    b.quit()
+
+
+def test_load_switch_query_switch_configuration_screenshot(page_url, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(page_url)
+    wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    queries = browser.find_elements(By.CSS_SELECTOR, "#qlist .q")
+    assert len(queries) >= 10
+    columns = browser.find_elements(By.CSS_SELECTOR, "#columns .col")
+    assert [c.get_attribute("data-config") for c in columns] == ["bm25", "bm25-title"]
+    first_query = browser.find_element(By.ID, "query").get_attribute("value")
+    assert first_query == queries[0].get_attribute("data-q")
+
+    # switch query: the columns show the new query's products with grades and rank changes
+    target = "bluetooth speaker"  # all 52 of its judged products are in the slice
+    pick = next(q for q in queries if q.get_attribute("data-q") == target)
+    assert pick != queries[0]
+    pick.click()
+    wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == target)
+    hits = browser.find_elements(By.CSS_SELECTOR, "#columns .col .hit")
+    assert hits
+    judged = [h for h in hits if any(f"g{g}" in h.get_attribute("class").split()
+                                     for g in range(4))]
+    assert judged, "judged products are coloured by grade"
+    assert browser.find_elements(By.CSS_SELECTOR, ".metrics")[0].text.startswith("ndcg@10")
+
+    # switch configuration: drop bm25-title, one column remains
+    browser.find_element(By.CSS_SELECTOR, "#configs input[value='bm25-title']").click()
+    wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-configs")
+               == "bm25")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#columns .col")) == 1
+
+    shot = Path(os.environ.get("ESRANK_SCREENSHOT", tmp_path / "compare.png"))
+    assert browser.save_screenshot(str(shot))
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
