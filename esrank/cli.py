@@ -677,10 +677,13 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 @click.option("-b", "config_b", default="active", show_default=True, help="Candidate.")
 @click.option("--push", is_flag=True,
               help="Store the per-query deltas (esrank-eval-deltas) for the dashboards.")
+@click.option("--html", "html", type=click.Path(path_type=Path),
+              help="Also write the comparison page with this run's data built in (one file).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
-                depth: int, config_a: str, config_b: str, push: bool, as_json: bool) -> None:
+                depth: int, config_a: str, config_b: str, push: bool, html: Path | None,
+                as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
     from esrank.evaluate import compare, push_comparison
@@ -706,7 +709,32 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                          "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
                         (na, ea), (nb, eb))
         lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
+    if html:
+        _write_html(ctx, html, judgments_file, fmt, (config_a, config_b), window,
+                    {"a": na, "b": nb, "metric": "ndcg@10", "queries": sorted(
+                        ({"query": q, "a": ea.per_query[q]["ndcg@10"],
+                          "b": eb.per_query[q]["ndcg@10"],
+                          "delta": eb.per_query[q]["ndcg@10"] - ea.per_query[q]["ndcg@10"]}
+                         for q in ea.per_query), key=lambda r: (r["delta"], r["query"]))})
+        lines.append(f"wrote {html}")
     _emit(data, as_json, "\n".join(lines))
+
+
+def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str | None,
+                which: tuple[str, ...], window: int | None, deltas: dict) -> None:
+    from esrank.comparison import side_by_side, static_page
+    from esrank.evaluate import Evaluator
+    from esrank.judgments import read_judgments
+
+    engine = _engine(ctx)
+    rankers = [_ranker(ctx, engine, w, window) for w in which]
+    evaluator = Evaluator(read_judgments(judgments_file, fmt))
+    encoder = _encoder_for(ctx, rankers)
+    sides = {q: [s.__dict__ for s in side_by_side(engine, _settings(ctx).index, q, rankers,
+                                                  encoder, evaluator)]
+             for q in evaluator.queries}
+    path.write_text(static_page({"configs": [r.name for r in rankers], "deltas": deltas,
+                                 "sides": sides}))
 
 
 def _import_command(flavor: str, product: str, port: int):

@@ -107,3 +107,14 @@ def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, enc
                       key=lambda f: -abs(f["contribution"]))
     return {"config": ranker.name, "query": query, "doc_id": doc_id, "score": score,
             "bias": float(contributions[-1]), "features": features}
+
+
+def static_page(data: dict) -> str:
+    """The comparison page with `data` ({"configs", "deltas", "sides": {query: [Side]}})
+    built in: a single file that opens without the sidecar (no explanations)."""
+    import json
+    from pathlib import Path
+
+    page = (Path(__file__).parent / "serve" / "static" / "compare.html").read_text()
+    payload = json.dumps(data).replace("</", "<\\/")  # no early </script>
+    return page.replace("/*ESRANK_DATA*/null", payload, 1)

@@ -101,3 +101,38 @@ def test_load_switch_query_switch_configuration_screenshot(page_url, browser, tm
     shot = Path(os.environ.get("ESRANK_SCREENSHOT", tmp_path / "compare.png"))
     assert browser.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from esrank.comparison import rankers, side_by_side, static_page
+    from esrank.evaluate import Evaluator
+    from esrank.judgments import read_judgments
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
+    with (ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv").open() as f, \
+            (tmp_path / "j.csv").open("w") as out:
+        writer = csv.DictWriter(out, ["query", "docid", "rating"])
+        writer.writeheader()
+        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
+    evaluator = Evaluator(read_judgments(tmp_path / "j.csv"))
+    configs = rankers(engine, "none", ["bm25", "bm25-title"], 100)
+    sides = {q: [s.__dict__ for s in side_by_side(engine, alias, q, configs, None, evaluator)]
+             for q in evaluator.queries[:5]}
+    deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
+              "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}
+    page = tmp_path / "report.html"
+    page.write_text(static_page({"configs": ["bm25", "bm25-title"], "deltas": deltas,
+                                 "sides": sides}))
+    browser.get(page.as_uri())
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#qlist .q")) == 5
+    second = list(sides)[1]
+    browser.find_elements(By.CSS_SELECTOR, "#qlist .q")[1].click()
+    wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == second)
+    titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".col .hit")]
+    assert titles and sides[second][0]["hits"][0]["title"] in titles[0]
