@@ -882,8 +882,8 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     """The whole loop on the Chorus catalogue and its shopper judgments.
 
     engine -> index -> push features -> log (with unjudged BM25 top-100 negatives) -> train
-    (CV + grid) -> upload -> parity gate -> activate -> evaluate BM25 vs the model -> search.
-    Files go to $ESRANK_HOME/demo.
+    (CV + grid) -> upload -> parity gate -> activate -> compare BM25 with the model (and write
+    the comparison report) -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
     """
     from esrank.catalogue import index_is_current
 
@@ -919,11 +919,16 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     ctx.invoke(upload_cmd, artifact=artifact)
     click.echo("== 7. evaluate BM25 vs the model on every judged query "
                "(in-sample: bench/relevance.py has the cross-validated figures)")
-    ctx.invoke(compare_cmd, judgments_file=judgments_file)
+    report = work / "compare.html"
+    ctx.invoke(compare_cmd, judgments_file=judgments_file, html=report)
     click.echo(f"== 8. search: {query!r}")
     ctx.invoke(search_cmd, query=query)
     click.echo("== 9. the sidecar: POST /search")
     _demo_sidecar(s, query)
+    click.echo("== 10. look at it")
+    click.echo(f"comparison report: {report}")
+    click.echo(f"live comparison page: ESRANK_JUDGMENTS={judgments_file} esrank serve, then "
+               f"http://{s.serve.host}:{s.serve.port}/compare")
 
 
 def _demo_sidecar(settings, query: str) -> None:
