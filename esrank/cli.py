@@ -773,6 +773,58 @@ kibana.add_command(_import_command("kibana", "Kibana", 5601))
 dashboards.add_command(_import_command("opensearch-dashboards", "OpenSearch Dashboards", 5601))
 
 
+@cli.command("report")
+@click.option("--judgments", "judgments_file", required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
+@click.option("--model", "which", default="active", show_default=True,
+              help="'active' or a deployed model name.")
+@click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
+              default=Path("feature_sets/chorus.yaml"), show_default=True,
+              help="The model's feature-set file (its version must match the model's).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="HTML report; the JSON goes beside it (.json).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which: str,
+               feature_set_path: Path, output: Path, as_json: bool) -> None:
+    """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
+    feature adds to a rescore, and rescore window vs NDCG vs p50."""
+    from esrank.errors import ModelError
+    from esrank.evaluate import Evaluator
+    from esrank.export import load_artifact
+    from esrank.feature_log import query_params, read_table
+    from esrank.features import load_feature_set
+    from esrank.judgments import read_judgments
+    from esrank.registry import entry
+    from esrank.report import build_report, to_html
+
+    s = _settings(ctx)
+    engine = _engine(ctx)
+    ranker = _ranker(ctx, engine, which, None)
+    if ranker.model is None:
+        raise ModelError(f"no active model for {s.active_set!r}: pass --model NAME")
+    record = entry(engine, s.active_set)["models"][ranker.name]
+    artifact = load_artifact(Path(record["artifact"]))
+    fs = load_feature_set(feature_set_path)
+    if fs.engine_name != ranker.model.feature_set:
+        raise ModelError(f"{feature_set_path} is {fs.engine_name}; {ranker.name} was trained "
+                         f"on {ranker.model.feature_set}")
+    table = read_table(Path(artifact.meta["data"]["table"]))
+    encoder = _encoder_for(ctx, [ranker])
+    report = build_report(engine, s.index, artifact, fs, table, ranker,
+                          Evaluator(read_judgments(judgments_file, fmt)), encoder,
+                          query_params(fs.params, encoder))
+    output.write_text(to_html(report))
+    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
+    lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
+              for f in report["features"]]
+    lines += [f"window {w['window']:>4}: ndcg@10 {w['ndcg@10']:.4f} condensed "
+              f"{w['ndcg@10_condensed']:.4f} p50 {w['p50_ms']:.2f} ms" for w in report["windows"]]
+    lines.append(f"wrote {output} and {output.with_suffix('.json')}")
+    _emit(report, as_json, "\n".join(lines))
+
+
 # -- sidecar -----------------------------------------------------------------------------------
 
 

@@ -242,3 +242,24 @@ def test_sidecar_search_serves_the_active_model_and_degrades(ltr_engine, loop, e
     bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
     assert "esrank_degraded_searches_total 1.0" in down.get("/metrics").text
+
+
+def test_gain_vs_cost_report(ltr_engine, loop, encoder):
+    from esrank.evaluate import Evaluator
+    from esrank.report import build_report, to_html
+
+    art = load_artifact(loop["tmp"] / "model")
+    report = _deploy(ltr_engine, loop, art)
+    model = registry.deployed_model(ltr_engine, loop["fs"].name, report.model)
+    result = build_report(ltr_engine, loop["alias"], art, loop["fs"], loop["matrix"],
+                          Ranker(model.name, model), Evaluator(loop["judged"]), encoder,
+                          loop["params_for"], windows=(10, 50))
+    assert [f["feature"] for f in result["features"]] == list(loop["fs"].feature_names)
+    assert all(np.isfinite(f["added_p50_ms"]) and np.isfinite(f["gain_drop_one"])
+               for f in result["features"])
+    assert [w["window"] for w in result["windows"]] == [10, 50]
+    assert all(0 <= w["ndcg@10"] <= 1 and w["p50_ms"] > 0 for w in result["windows"])
+    assert result["bm25_p50_ms"] > 0 and report.model in to_html(result)
+    # every one-feature set the latency measurement used is in the store
+    for name in loop["fs"].feature_names:
+        assert ltr_engine.list_feature_sets(f"{loop['fs'].name}-only-{name}@")

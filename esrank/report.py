@@ -1,0 +1,154 @@
+"""Gain vs cost of a model's features: is each feature worth its milliseconds?
+
+Three measurements, all on the live engine except the first:
+- relevance gain per feature: drop-one retraining on the model's logged table (query-grouped
+  5-fold CV NDCG@10 with the model's own parameters, without the feature, against with all);
+- latency per feature: the `sltr` rescore of the BM25 top `window` computing that feature
+  alone (a one-feature set in the store), p50 over the judged queries, minus BM25 alone;
+- rescore window: NDCG@10 (standard and condensed) and p50 latency of the model for several
+  window sizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from esrank.engine import Engine
+from esrank.evaluate import Evaluator
+from esrank.export import Artifact
+from esrank.search import Ranker, search_body, search_many
+from esrank.train import TrainParams, cross_validate
+from esrank.types import FeatureMatrix, FeatureSet
+
+WINDOWS = (10, 25, 50, 100, 200, 400)
+
+
+def _p50(engine: Engine, index: str, bodies: Sequence[dict], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        for body in bodies:
+            started = time.perf_counter()
+            engine.search(index, body)
+            times.append((time.perf_counter() - started) * 1000)
+    return float(np.percentile(times, 50))
+
+
+def feature_gain(table: FeatureMatrix, params: TrainParams, folds: int = 5) -> dict:
+    """CV NDCG@10 with every feature, and the change when each one is left out."""
+    full = float(np.mean(cross_validate(table, params, folds)))
+    out = {}
+    for i, name in enumerate(table.feature_names):
+        keep = [j for j in range(len(table.feature_names)) if j != i]
+        without = dataclasses.replace(table, feature_names=tuple(
+            table.feature_names[j] for j in keep), values=table.values[:, keep])
+        out[name] = float(np.mean(cross_validate(without, params, folds))) - full
+    return {"cv_ndcg@10_all_features": full, "drop_one_delta": out}
+
+
+def feature_latency(engine: Engine, index: str, feature_set: FeatureSet, queries: Sequence[str],
+                    params_for, *, window: int = 100, repeats: int = 2) -> dict:
+    """p50 ms of BM25 alone, and of BM25 + an sltr rescore computing each feature alone."""
+    base = Ranker("bm25", window=window)
+    plain = [search_body(q, base, None, 10, source=False) for q in queries]
+    bm25 = _p50(engine, index, plain, repeats)
+    params = params_for(list(queries))
+    out = {}
+    for feature in feature_set.features:
+        single = replace(feature_set, name=f"{feature_set.name}-only-{feature.name}",
+                         features=(feature,))
+        engine.put_feature_set(single)
+        bodies = []
+        for body, p in zip(plain, params, strict=True):
+            rescore = {"window_size": window, "query": {
+                "rescore_query": Engine.sltr(single.engine_name, p),
+                "query_weight": 1.0, "rescore_query_weight": 1.0}}
+            bodies.append({**body, "rescore": rescore})
+        out[feature.name] = _p50(engine, index, bodies, repeats) - bm25
+    return {"bm25_p50_ms": bm25, "added_p50_ms": out, "window": window}
+
+
+def window_curve(engine: Engine, index: str, ranker: Ranker, evaluator: Evaluator, encoder,
+                 params_for, windows: Sequence[int] = WINDOWS, repeats: int = 2) -> list[dict]:
+    """For each rescore window: the model's NDCG@10 (standard, condensed) and p50 ms."""
+    rows = []
+    params = params_for(evaluator.queries)
+    for window in windows:
+        r = replace(ranker, window=window)
+        run = search_many(engine, index, evaluator.queries, r, encoder, size=max(window, 10),
+                          source=False)
+        mean = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
+        bodies = [search_body(q, r, p, 10, source=False)
+                  for q, p in zip(evaluator.queries, params, strict=True)]
+        rows.append({"window": window, "ndcg@10": mean["ndcg@10"],
+                     "ndcg@10_condensed": mean["ndcg@10_condensed"],
+                     "p50_ms": _p50(engine, index, bodies, repeats)})
+    return rows
+
+
+def build_report(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
+                 table: FeatureMatrix, ranker: Ranker, evaluator: Evaluator, encoder,
+                 params_for, *, windows: Sequence[int] = WINDOWS) -> dict:
+    """Everything above for one deployed model (`ranker`) and its training artifact."""
+    p = artifact.meta.get("params") or {}
+    params = TrainParams(**{k: v for k, v in p.items() if k in TrainParams.__dataclass_fields__})
+    gain = feature_gain(table, params)
+    latency = feature_latency(engine, index, feature_set, evaluator.queries, params_for)
+    features = [{"feature": n, "gain_drop_one": gain["drop_one_delta"][n],
+                 "importance_gain": (artifact.meta.get("importance_gain") or {}).get(n, 0.0),
+                 "added_p50_ms": latency["added_p50_ms"][n]} for n in feature_set.feature_names]
+    return {"model": ranker.name, "feature_set": feature_set.engine_name,
+            "cv_ndcg@10_all_features": gain["cv_ndcg@10_all_features"],
+            "bm25_p50_ms": latency["bm25_p50_ms"], "latency_window": latency["window"],
+            "features": features,
+            "windows": window_curve(engine, index, ranker, evaluator, encoder, params_for,
+                                    windows)}
+
+
+def _bars(rows: list[dict], key: str, fmt: str) -> str:
+    top = max((abs(r[key]) for r in rows), default=0) or 1.0
+    cells = []
+    for r in rows:
+        width = int(160 * abs(r[key]) / top)
+        colour = "#4a4" if r[key] >= 0 else "#c44"
+        cells.append(f'<td>{format(r[key], fmt)}</td><td><svg width="160" height="10">'
+                     f'<rect width="{width}" height="10" fill="{colour}"/></svg></td>')
+    return cells
+
+
+def to_html(report: dict) -> str:
+    """A self-contained page: the feature table (gain and cost side by side) and the window
+    curve."""
+    rows = sorted(report["features"], key=lambda r: r["gain_drop_one"])
+    gain, cost = _bars(rows, "gain_drop_one", "+.4f"), _bars(rows, "added_p50_ms", "+.2f")
+    table = "".join(f"<tr><td>{html.escape(r['feature'])}</td>{g}{c}</tr>"
+                    for r, g, c in zip(rows, gain, cost, strict=True))
+    windows = "".join(f"<tr><td>{w['window']}</td><td>{w['ndcg@10']:.4f}</td>"
+                      f"<td>{w['ndcg@10_condensed']:.4f}</td><td>{w['p50_ms']:.2f}</td></tr>"
+                      for w in report["windows"])
+    payload = json.dumps(report).replace("</", "<\\/")
+    return f"""<!doctype html><html><head><meta charset="utf-8">
+<title>esrank report: {html.escape(report['model'])}</title>
+<style>body{{font:14px system-ui,sans-serif;margin:20px}}td,th{{padding:2px 8px;text-align:left}}
+</style></head><body>
+<h1>Gain vs cost: {html.escape(report['model'])} ({html.escape(report['feature_set'])})</h1>
+<p>CV NDCG@10 with all features (training table): {report['cv_ndcg@10_all_features']:.4f}.
+BM25 alone: p50 {report['bm25_p50_ms']:.2f} ms.</p>
+<h2>Per feature</h2>
+<p>Gain: change in CV NDCG@10 when the model is retrained without the feature (negative: the
+feature helps). Cost: p50 ms an sltr rescore of the top {report['latency_window']} computing
+the feature alone adds to BM25.</p>
+<table><tr><th>feature</th><th colspan="2">NDCG@10 without it</th>
+<th colspan="2">added p50 ms</th></tr>{table}</table>
+<h2>Rescore window</h2>
+<table><tr><th>window</th><th>NDCG@10</th><th>condensed</th><th>p50 ms</th></tr>{windows}
+</table>
+<script type="application/json" id="data">{payload}</script>
+</body></html>
+"""

@@ -1,0 +1,37 @@
+"""The gain side of the report (offline) and the HTML it writes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from test_train import synthetic
+
+from esrank.report import feature_gain, to_html
+from esrank.train import TrainParams
+
+
+def test_dropping_the_signal_costs_the_most():
+    gain = feature_gain(synthetic(), TrainParams(num_rounds=30, parallel_trees=1), folds=3)
+    deltas = gain["drop_one_delta"]
+    assert set(deltas) == {"signal", "noise", "sparse"}
+    assert deltas["signal"] < -0.05  # without it the model is much worse
+    assert deltas["signal"] == min(deltas.values())
+    assert abs(deltas["noise"]) < abs(deltas["signal"])
+    assert 0 < gain["cv_ndcg@10_all_features"] <= 1
+
+
+def test_html_has_every_feature_and_window_and_embeds_the_data():
+    report = {"model": "m-v1", "feature_set": "m@abc", "cv_ndcg@10_all_features": 0.8,
+              "bm25_p50_ms": 2.0, "latency_window": 100,
+              "features": [{"feature": "a</script>", "gain_drop_one": -0.02,
+                            "importance_gain": 3.0, "added_p50_ms": 0.4},
+                           {"feature": "b", "gain_drop_one": 0.01, "importance_gain": 1.0,
+                            "added_p50_ms": -0.1}],
+              "windows": [{"window": w, "ndcg@10": 0.6, "ndcg@10_condensed": 0.7,
+                           "p50_ms": 2.5} for w in (10, 100)]}
+    page = to_html(report)
+    assert "a&lt;/script&gt;" in page and "<td>b</td>" in page
+    assert page.count("<tr><td>10</td>") == 1 and page.count("<tr><td>100</td>") == 1
+    data = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+    assert json.loads(data.group(1)) == report
