@@ -4,8 +4,6 @@ configuration, screenshot."""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import shutil
 import socket
@@ -13,13 +11,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from chorus_slice import SLICE, write_slice_judgments
 
 from esrank.catalogue import index_catalogue
 from esrank.config import load_settings
 from esrank.serve import create_app
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
 URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
 
 
@@ -28,13 +25,8 @@ def page_url(engine, alias, encoder, tmp_path):
     from waitress.server import create_server
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
-    with (ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv").open() as f, \
-            (tmp_path / "j.csv").open("w") as out:
-        writer = csv.DictWriter(out, ["query", "docid", "rating"])
-        writer.writeheader()
-        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
-    settings = load_settings(url=URL, index=alias, judgments=tmp_path / "j.csv",
+    settings = load_settings(url=URL, index=alias,
+                             judgments=write_slice_judgments(tmp_path / "j.csv"),
                              active_set="no-models-here")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,13 +104,7 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     from esrank.judgments import read_judgments
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
-    with (ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv").open() as f, \
-            (tmp_path / "j.csv").open("w") as out:
-        writer = csv.DictWriter(out, ["query", "docid", "rating"])
-        writer.writeheader()
-        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
-    evaluator = Evaluator(read_judgments(tmp_path / "j.csv"))
+    evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "j.csv")))
     configs = rankers(engine, "none", ["bm25", "bm25-title"], 100)
     sides = {q: [s.__dict__ for s in side_by_side(engine, alias, q, configs, None, evaluator)]
              for q in evaluator.queries[:5]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from chorus_slice import SLICE, write_slice_judgments
 
 from esrank.catalogue import index_catalogue
 from esrank.evaluate import Evaluator
@@ -17,18 +17,11 @@ from esrank.judgments import read_judgments
 from esrank.search import Ranker, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
 
 
 @pytest.fixture()
 def slice_judgments(tmp_path) -> Path:
-    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
-    src = ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv"
-    with src.open() as f, (tmp_path / "j.csv").open("w") as out:
-        writer = csv.DictWriter(out, ["query", "docid", "rating"])
-        writer.writeheader()
-        writer.writerows(r for r in csv.DictReader(f) if r["docid"] in ids)
-    return tmp_path / "j.csv"
+    return write_slice_judgments(tmp_path / "j.csv")
 
 
 def test_bm25_run_in_both_views(engine, alias, encoder, slice_judgments):

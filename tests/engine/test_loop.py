@@ -3,7 +3,6 @@ sltr rescore -> evaluate, on a slice of Chorus."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from chorus_slice import SLICE, write_slice_judgments
 
 from esrank import registry
 from esrank.catalogue import index_catalogue
@@ -25,8 +25,6 @@ from esrank.search import Ranker, search, search_many
 from esrank.train import train
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +33,7 @@ def loop(ltr_engine, encoder, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loop")
     alias = f"test-loop-{uuid.uuid4().hex[:8]}"
     index_catalogue(ltr_engine, alias, [SLICE], encoder, progress=False)
-    ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
-    with (CHORUS / "judgments.csv").open() as src, (tmp / "j.csv").open("w") as out:
-        rows = [r for r in csv.DictReader(src) if r["docid"] in ids]
-        writer = csv.DictWriter(out, ["query", "docid", "rating"])
-        writer.writeheader()
-        writer.writerows(rows)
-    judged = read_judgments(tmp / "j.csv")
+    judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
     fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus.yaml"),
                              name=f"loop{uuid.uuid4().hex[:6]}")
     ltr_engine.ensure_store()
