@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ class Sidecar:
     engine: Any = None
     reranker: Any = None  # a CrossEncoder when settings.cross_encoder is set
     _evaluator: Any = None
-    _artifacts: dict | None = None
+    _artifacts: dict = field(default_factory=dict)
 
     def evaluator(self):
         """The judgments (settings.judgments) bound once, or None without them."""
@@ -64,7 +64,6 @@ class Sidecar:
         from esrank.export import load_artifact
         from esrank.registry import entry
 
-        self._artifacts = self._artifacts or {}
         if model not in self._artifacts:
             record = entry(self.get_engine(), self.settings.active_set)["models"].get(model)
             if not record or not record.get("artifact"):
