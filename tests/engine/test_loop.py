@@ -255,3 +255,30 @@ def test_gain_vs_cost_report(ltr_engine, loop, encoder):
     # every one-feature set the latency measurement used is in the store
     for name in loop["fs"].feature_names:
         assert ltr_engine.list_feature_sets(f"{loop['fs'].name}-only-{name}@")
+
+
+def test_compare_why_splits_the_score_into_feature_contributions(ltr_engine, loop, encoder):
+    from esrank.config import load_settings
+    from esrank.serve import create_app
+
+    art = load_artifact(loop["tmp"] / "model")
+    report = _deploy(ltr_engine, loop, art)
+    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
+                             active_set=loop["fs"].name,
+                             judgments=write_slice_judgments(loop["tmp"] / "jw.csv"))
+    client = create_app(settings, encoder=encoder).test_client()
+    assert report.model in client.get("/compare/configs").json["configs"]
+    side = client.post("/compare/query", json={"query": "bluetooth speaker",
+                                                "configs": ["bm25", report.model]}).json
+    model_hits = side["sides"][1]["hits"]
+    assert any(h["moved"] not in (0, None) for h in model_hits)  # the model reorders
+    doc = model_hits[0]["doc_id"]
+    why = client.post("/compare/why", json={"config": report.model,
+                                            "query": "bluetooth speaker", "doc_id": doc}).json
+    total = why["bias"] + sum(f["contribution"] for f in why["features"])
+    assert total == pytest.approx(why["score"], abs=1e-4) == pytest.approx(
+        model_hits[0]["score"], abs=1e-4)
+    assert {f["feature"] for f in why["features"]} == set(loop["fs"].feature_names)
+    missing = client.post("/compare/why", json={"config": report.model, "query": "bluetooth "
+                                                "speaker", "doc_id": "no-such-doc"})
+    assert missing.status_code == 404
