@@ -502,19 +502,38 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
 
 
 def _ranker(ctx: click.Context, engine, which: str, window: int | None):
-    """'bm25', 'active' (the active model, or BM25 when none is active) or a model name."""
+    """'bm25', 'active' (the active model, or BM25 when none is active) or a model name, each
+    optionally `+rerankN` (the cross-encoder reranks the top N)."""
+    from dataclasses import replace
+
     from esrank.registry import active_model, deployed_model
     from esrank.search import Ranker
 
     s = _settings(ctx)
     window = window or s.rescore_window
-    if which == "bm25":
-        return Ranker("bm25", window=window)
-    if which == "active":
+    name, marker, top = which.partition("+rerank")
+    if marker and not (top.isdigit() and int(top) > 0):
+        raise click.UsageError(f"{which!r}: write NAME+rerankN with N > 0, e.g. active+rerank20")
+    if name == "bm25":
+        ranker = Ranker("bm25", window=window)
+    elif name == "active":
         model = active_model(engine, s.active_set)
-        return Ranker(model.name, model, window) if model else Ranker("bm25", window=window)
-    model = deployed_model(engine, s.active_set, which)
-    return Ranker(which, model, window)
+        ranker = Ranker(model.name, model, window) if model else Ranker("bm25", window=window)
+    else:
+        ranker = Ranker(name, deployed_model(engine, s.active_set, name), window)
+    return replace(ranker, rerank=int(top) if marker else 0)
+
+
+def _reranker_for(ctx: click.Context, rankers):
+    """The cross-encoder, loaded once, when any configuration reranks."""
+    if not any(r.rerank for r in rankers):
+        return None
+    from esrank.rerank import load_cross_encoder
+
+    s = _settings(ctx)
+    if s.cross_encoder is None:
+        raise click.UsageError("a +rerank configuration needs ESRANK_CROSS_ENCODER")
+    return load_cross_encoder(s.cross_encoder, s.home / "models")
 
 
 def _encoder_for(ctx: click.Context, rankers):
@@ -543,15 +562,12 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
 
     engine = _engine(ctx)
     ranker = _ranker(ctx, engine, which, window)
-    reranker = None
-    if rerank_top:
-        from esrank.rerank import load_cross_encoder
+    from dataclasses import replace
 
-        if _settings(ctx).cross_encoder is None:
-            raise click.UsageError("--rerank needs a cross-encoder: set ESRANK_CROSS_ENCODER")
-        reranker = load_cross_encoder(_settings(ctx).cross_encoder, _settings(ctx).home / "models")
+    ranker = replace(ranker, rerank=rerank_top or ranker.rerank)
+    reranker = _reranker_for(ctx, [ranker])
     result = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
-                    size=size, features=features, reranker=reranker, rerank_top=rerank_top)
+                    size=size, features=features, reranker=reranker)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
                                            if result.degraded else "")
     _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))
@@ -578,30 +594,31 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
     judged = read_judgments(judgments_file, fmt)
     evaluator = Evaluator(judged)
     rankers = [_ranker(ctx, engine, w, window) for w in which]
-    encoder = _encoder_for(ctx, rankers)
+    encoder, reranker = _encoder_for(ctx, rankers), _reranker_for(ctx, rankers)
     results, checks = {}, {}
     for ranker in rankers:
-        if ranker.name in results:
+        if ranker.label in results:
             continue
         hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
-                           source=False)
+                           source=False, reranker=reranker)
         run = {q: [h.doc_id for h in hs] for q, hs in hits.items()}
-        results[ranker.name] = evaluator.evaluate(run)
+        results[ranker.label] = evaluator.evaluate(run)
         if push:
             served = {q: search(engine, index, q, ranker, encoder, size=10,
-                                features=ranker.model is not None) for q in evaluator.queries}
+                                features=ranker.model is not None, reranker=reranker)
+                      for q in evaluator.queries}
             meta = {"model": ranker.model.name if ranker.model else None,
                     "feature_set": ranker.model.feature_set if ranker.model else None,
                     "judgments": str(judgments_file),
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            push_evaluation(engine, push, meta, ranker.name, results[ranker.name],
+            push_evaluation(engine, push, meta, ranker.label, results[ranker.label],
                             {q: r.hits for q, r in served.items()},
                             {(j.query, j.doc_id): j.grade for j in judged},
                             {q: r.features or {} for q, r in served.items()})
-        if rank_eval:
+        if rank_eval and not ranker.rerank:  # the engine cannot run the cross-encoder
             params = (query_params(ranker.model.params, encoder) if ranker.model
                       else lambda qs: [None] * len(qs))
-            checks[ranker.name] = rank_eval_check(
+            checks[ranker.label] = rank_eval_check(
                 engine, index, judged,
                 lambda q, r=ranker, p=params: search_body(q, r, p([q])[0], 10, source=False),
                 run)
@@ -693,11 +710,12 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
         raise click.UsageError(f"{config_a} and {config_b} are the same configuration")
     (na, ea), (nb, eb) = results.items()
     report = compare((na, ea), (nb, eb))
+    wa, wb = max(10, len(na) + 2), max(10, len(nb) + 2)
     lines = [f"{nb} vs {na} over {report.queries} queries",
-             f"{'metric':20}{na:>10}{nb:>10}{'delta':>9}{'rel':>8}{'p(t)':>8}{'p(rand)':>9}"
+             f"{'metric':20}{na:>{wa}}{nb:>{wb}}{'delta':>9}{'rel':>8}{'p(t)':>8}{'p(rand)':>9}"
              f"{'W/T/L':>12}"]
     for m in report.metrics:
-        lines.append(f"{m.metric:20}{m.mean_a:10.4f}{m.mean_b:10.4f}{m.delta:+9.4f}"
+        lines.append(f"{m.metric:20}{m.mean_a:{wa}.4f}{m.mean_b:{wb}.4f}{m.delta:+9.4f}"
                      f"{m.relative:+8.1%}{m.p_ttest:8.3f}{m.p_randomization:9.4f}"
                      f"{f'{m.wins}/{m.ties}/{m.losses}':>12}")
     data = report.to_dict()
@@ -729,11 +747,11 @@ def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str |
     engine = _engine(ctx)
     rankers = [_ranker(ctx, engine, w, window) for w in which]
     evaluator = Evaluator(read_judgments(judgments_file, fmt))
-    encoder = _encoder_for(ctx, rankers)
+    encoder, reranker = _encoder_for(ctx, rankers), _reranker_for(ctx, rankers)
     sides = {q: [s.__dict__ for s in side_by_side(engine, _settings(ctx).index, q, rankers,
-                                                  encoder, evaluator)]
+                                                  encoder, evaluator, reranker=reranker)]
              for q in evaluator.queries}
-    path.write_text(static_page({"configs": [r.name for r in rankers], "deltas": deltas,
+    path.write_text(static_page({"configs": [r.label for r in rankers], "deltas": deltas,
                                  "sides": sides}))
 
 

@@ -31,29 +31,35 @@ class Side:
 
 
 def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) -> list[Ranker]:
-    """Rankers for configuration names: the baselines, 'active', or deployed model names."""
+    """Rankers for configuration names: the baselines, 'active', or deployed model names,
+    each optionally with a cross-encoder stage: `NAME+rerankN` reranks the top N."""
     from esrank.registry import active_model, deployed_model
 
     out = []
-    for name in names:
+    for label in names:
+        name, marker, top = label.partition("+rerank")
+        if marker and not (top.isdigit() and int(top) > 0):
+            continue  # not a configuration name
+        rerank = int(top) if marker else 0
         if name in BASELINES:
-            out.append(Ranker(name, None, window, BASELINES[name]))
+            out.append(Ranker(name, None, window, BASELINES[name], rerank))
         else:
             model = (active_model(engine, set_name) if name == "active"
                      else deployed_model(engine, set_name, name))
             if model is not None:
-                out.append(Ranker(model.name, model, window))
+                out.append(Ranker(model.name, model, window, rerank=rerank))
     return out
 
 
 def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranker], encoder,
-                 evaluator: Evaluator | None, *, size: int = 10) -> list[Side]:
+                 evaluator: Evaluator | None, *, size: int = 10, reranker=None) -> list[Side]:
     """Each configuration's top `size` for `query`, grades coloured in by the judgments, each
     product's rank change against the first configuration, and the query's metrics."""
     grades = evaluator.grades(query) if evaluator else {}
     sides = []
     for ranker in configs:
-        result = search(engine, index, query, ranker, encoder, size=size)
+        result = search(engine, index, query, ranker, encoder, size=size,
+                        reranker=reranker if ranker.rerank else None)
         hits = [{"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": h.score,
                  "grade": grades.get(h.doc_id)} for h in result.hits]
         metrics = {}
@@ -71,16 +77,16 @@ def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranke
 
 
 def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b: Ranker,
-                 encoder, metric: str = "ndcg@10", depth: int = 100) -> list[dict]:
+                 encoder, metric: str = "ndcg@10", depth: int = 100, reranker=None
+                 ) -> list[dict]:
     """Every judged query's `metric` under A and B, worst losses of B first."""
-    runs = {}
+    runs = []
     for ranker in (a, b):
         hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
-                           source=False)
-        runs[ranker.name] = evaluator.evaluate({q: [h.doc_id for h in hs]
-                                                for q, hs in hits.items()})
-    rows = [{"query": q, "a": runs[a.name].per_query[q][metric],
-             "b": runs[b.name].per_query[q][metric]} for q in evaluator.queries]
+                           source=False, reranker=reranker if ranker.rerank else None)
+        runs.append(evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in hits.items()}))
+    rows = [{"query": q, "a": runs[0].per_query[q][metric],
+             "b": runs[1].per_query[q][metric]} for q in evaluator.queries]
     for row in rows:
         row["delta"] = row["b"] - row["a"]
     return sorted(rows, key=lambda r: (r["delta"], r["query"]))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from esrank.catalogue import text_of
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
 from esrank.engine.base import LOG_NAME, parse_ltr_log
+from esrank.errors import ConfigError
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel
 from esrank.rerank import CrossEncoder
@@ -43,6 +44,12 @@ class Ranker:
     model: ActiveModel | None = None
     window: int = 100
     fields: tuple[str, ...] = DEFAULT_FIELDS
+    rerank: int = 0  # with a cross-encoder: rerank the top N
+
+    @property
+    def label(self) -> str:
+        """The configuration's name, with its rerank stage (e.g. chorus-v7+rerank20)."""
+        return f"{self.name}+rerank{self.rerank}" if self.rerank else self.name
 
 
 def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
@@ -64,8 +71,13 @@ def search_body(query: str, ranker: Ranker, params: dict | None, size: int,
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
                 encoder: Encoder | None, *, size: int = 10, source: bool = True,
-                batch: int = 32) -> dict[str, list[Hit]]:
-    """Rank each query (msearch batches); query text -> hits in rank order."""
+                batch: int = 32, reranker: CrossEncoder | None = None
+                ) -> dict[str, list[Hit]]:
+    """Rank each query (msearch batches); query text -> hits in rank order. A ranker with a
+    rerank stage needs `reranker`."""
+    if ranker.rerank and reranker is None:
+        raise ConfigError(f"{ranker.label} needs a cross-encoder (ESRANK_CROSS_ENCODER)")
+    source = source or bool(ranker.rerank)  # the cross-encoder reads the text
     params_for = (query_params(ranker.model.params, encoder, source=ranker.model.name)
                   if ranker.model is not None else None)
     out: dict[str, list[Hit]] = {}
@@ -74,8 +86,20 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
         bodies = [search_body(q, ranker, p, size, source)
                   for q, p in zip(chunk, params, strict=True)]
         for query, response in zip(chunk, engine.msearch(index, bodies), strict=True):
-            out[query] = [_hit(rank, h) for rank, h in enumerate(response["hits"]["hits"], 1)]
+            raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank)
+            out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
+
+
+def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int
+              ) -> list[dict]:
+    """Hits with the first `top` reordered (and rescored) by the cross-encoder."""
+    if reranker is None or top <= 0 or not raw:
+        return raw
+    head = raw[:top]
+    scores = reranker.score(query, [text_of(h.get("_source") or {"title": ""}) for h in head])
+    order = sorted(range(len(head)), key=lambda i: -scores[i])
+    return [{**head[i], "_score": float(scores[i])} for i in order] + raw[top:]
 
 
 @dataclass(frozen=True)
@@ -119,7 +143,7 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
         except Exception as exc:  # any encoder failure degrades; it never fails the search
             log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
             degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
-            ranker = Ranker("bm25", None, ranker.window, ranker.fields)
+            ranker = replace(ranker, name="bm25", model=None)
     body = search_body(query, ranker, params, size)
     if features and ranker.model is not None:
         body["ext"] = {"ltr_log": {"log_specs": {"name": LOG_NAME, "rescore_index": 0,
@@ -130,13 +154,10 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
         names = ranker.model.feature_names
         logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
                   for h in raw if "fields" in h}
+    rerank_top = rerank_top or ranker.rerank
     name = ranker.name
     if reranker is not None and rerank_top > 0 and raw:
-        top = raw[:rerank_top]
-        texts = [text_of(h.get("_source") or {"title": ""}) for h in top]
-        scores = reranker.score(query, texts)
-        order = sorted(range(len(top)), key=lambda i: -scores[i])
-        raw = [{**top[i], "_score": float(scores[i])} for i in order] + raw[rerank_top:]
+        raw = _reranked(query, raw, reranker, rerank_top)
         name += f"+rerank{rerank_top}"
     return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
                         logged)

@@ -349,6 +349,8 @@ def _routes(app: Flask, sc: Sidecar) -> None:
                         sc.settings.rescore_window)
         if len(found) != len(names):
             raise ClientError(400, f"unknown configuration among {names}; see /compare/configs")
+        if any(r.rerank for r in found) and sc.reranker is None:
+            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         return found
 
     page = PAGE.read_text()
@@ -366,7 +368,8 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         models = sorted(doc["models"], key=lambda m: (m != doc["active"],
                                                       -int(m.rsplit("-v", 1)[-1])
                                                       if m.rsplit("-v", 1)[-1].isdigit() else 0))
-        return jsonify(configs=[*BASELINES, *models], active=doc["active"])
+        reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
+        return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"])
 
     @app.post("/compare/query")
     def compare_query():
@@ -377,7 +380,8 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         names = _texts(sc, body["configs"], "configs")
         sides = side_by_side(sc.get_engine(), sc.settings.index, query, _rankers(names),
                              BatchedEncoder(sc.batcher, cfg.encode_timeout), sc.evaluator(),
-                             size=min(max(body.get("size", 10), 1), 100))
+                             size=min(max(body.get("size", 10), 1), 100),
+                             reranker=sc.reranker)
         return jsonify(query=query, sides=[s.__dict__ for s in sides])
 
     @app.post("/compare/queries")
@@ -390,8 +394,9 @@ def _routes(app: Flask, sc: Sidecar) -> None:
             raise ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
         a, b = _rankers([body["a"], body["b"]])
         rows = query_deltas(sc.get_engine(), sc.settings.index, evaluator, a, b,
-                            BatchedEncoder(sc.batcher, cfg.encode_timeout))
-        return jsonify(a=a.name, b=b.name, metric="ndcg@10", queries=rows)
+                            BatchedEncoder(sc.batcher, cfg.encode_timeout),
+                            reranker=sc.reranker)
+        return jsonify(a=a.label, b=b.label, metric="ndcg@10", queries=rows)
 
     @app.post("/compare/why")
     def compare_why():

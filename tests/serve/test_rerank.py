@@ -83,3 +83,34 @@ def test_search_reranks_the_top_hits(ce):
     assert [h.doc_id for h in result.hits] == expected
     assert result.ranker == "bm25+rerank3"
     assert [h.score for h in result.hits[:3]] == pytest.approx(sorted(scores, reverse=True))
+
+
+def test_search_many_reranks_a_rerank_configuration_and_refuses_without_a_model(ce):
+    from esrank.errors import ConfigError
+    from esrank.search import search_many
+
+    hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
+            for i, t in enumerate(["HP 301 ink cartridge black", "a",
+                                   "Sony Portable Bluetooth Speaker MBS-100", "USB cable"])]
+    engine = Engine(FakeTransport({("POST", "/_msearch"): {"responses": [
+        {"hits": {"hits": hits}}]}}))
+    ranker = Ranker("bm25", rerank=3)
+    assert ranker.label == "bm25+rerank3"
+    ranked = search_many(engine, "products", ["bluetooth speaker"], ranker, None,
+                         source=False, reranker=ce)["bluetooth speaker"]
+    scores = ce.score("bluetooth speaker", [h["_source"]["title"] for h in hits[:3]])
+    assert [h.doc_id for h in ranked] == [f"d{i}" for i in np.argsort(-scores, kind="stable")
+                                          ] + ["d3"]
+    sent = json.loads(engine.transport.calls[-1][2].strip().split("\n")[1])
+    assert sent["_source"]  # the cross-encoder needs the text even when source=False
+    with pytest.raises(ConfigError, match="needs a cross-encoder"):
+        search_many(engine, "products", ["x"], ranker, None)
+
+
+def test_configuration_names_with_a_rerank_stage():
+    from esrank.comparison import rankers
+
+    engine = Engine(FakeTransport({}))  # baselines need no engine call
+    found = rankers(engine, "chorus", ["bm25", "bm25+rerank5", "bm25-title+rerank20",
+                                       "bm25+rerankx", "bm25+rerank0"], 100)
+    assert [r.label for r in found] == ["bm25", "bm25+rerank5", "bm25-title+rerank20"]
