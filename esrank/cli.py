@@ -502,26 +502,15 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
 
 
 def _ranker(ctx: click.Context, engine, which: str, window: int | None):
-    """'bm25', 'active' (the active model, or BM25 when none is active) or a model name, each
-    optionally `+rerankN` (the cross-encoder reranks the top N)."""
-    from dataclasses import replace
-
-    from esrank.registry import active_model, deployed_model
-    from esrank.search import Ranker
+    """A configuration by name (see esrank.search.resolve_ranker)."""
+    from esrank.errors import InputError
+    from esrank.search import resolve_ranker
 
     s = _settings(ctx)
-    window = window or s.rescore_window
-    name, marker, top = which.partition("+rerank")
-    if marker and not (top.isdigit() and int(top) > 0):
-        raise click.UsageError(f"{which!r}: write NAME+rerankN with N > 0, e.g. active+rerank20")
-    if name == "bm25":
-        ranker = Ranker("bm25", window=window)
-    elif name == "active":
-        model = active_model(engine, s.active_set)
-        ranker = Ranker(model.name, model, window) if model else Ranker("bm25", window=window)
-    else:
-        ranker = Ranker(name, deployed_model(engine, s.active_set, name), window)
-    return replace(ranker, rerank=int(top) if marker else 0)
+    try:
+        return resolve_ranker(engine, s.active_set, which, window or s.rescore_window)
+    except InputError as exc:
+        raise click.UsageError(str(exc)) from exc
 
 
 def _reranker_for(ctx: click.Context, rankers):

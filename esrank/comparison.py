@@ -13,11 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from esrank.engine import Engine
+from esrank.errors import InputError
 from esrank.evaluate import Evaluator
-from esrank.search import Ranker, search, search_many
-
-BASELINES = {"bm25": ("title^2", "short_description", "supplier", "attributes"),
-             "bm25-title": ("title",)}
+from esrank.search import BASELINES, Ranker, resolve_ranker, search, search_many
 
 
 @dataclass
@@ -31,23 +29,17 @@ class Side:
 
 
 def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) -> list[Ranker]:
-    """Rankers for configuration names: the baselines, 'active', or deployed model names,
-    each optionally with a cross-encoder stage: `NAME+rerankN` reranks the top N."""
-    from esrank.registry import active_model, deployed_model
-
+    """Rankers for the configuration names that exist (see `resolve_ranker`); a malformed
+    name, or "active" when no model is active, is left out."""
     out = []
     for label in names:
-        name, marker, top = label.partition("+rerank")
-        if marker and not (top.isdigit() and int(top) > 0):
+        try:
+            ranker = resolve_ranker(engine, set_name, label, window)
+        except InputError:
             continue  # not a configuration name
-        rerank = int(top) if marker else 0
-        if name in BASELINES:
-            out.append(Ranker(name, None, window, BASELINES[name], rerank))
-        else:
-            model = (active_model(engine, set_name) if name == "active"
-                     else deployed_model(engine, set_name, name))
-            if model is not None:
-                out.append(Ranker(model.name, model, window, rerank=rerank))
+        if ranker.model is None and label.partition("+rerank")[0] not in BASELINES:
+            continue  # "active" without an active model
+        out.append(ranker)
     return out
 
 

@@ -15,9 +15,9 @@ from esrank.catalogue import text_of
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
 from esrank.engine.base import LOG_NAME, parse_ltr_log
-from esrank.errors import ConfigError
+from esrank.errors import ConfigError, InputError
 from esrank.feature_log import query_params
-from esrank.registry import ActiveModel
+from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,30 @@ class Ranker:
     def label(self) -> str:
         """The configuration's name, with its rerank stage (e.g. chorus-v7+rerank20)."""
         return f"{self.name}+rerank{self.rerank}" if self.rerank else self.name
+
+
+BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
+
+
+def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ranker:
+    """A configuration by name: "bm25", "bm25-title" (BM25 over titles alone), "active" (the
+    feature set's active model, or BM25 when none is active) or a deployed model's name, each
+    optionally `+rerankN` (the cross-encoder reranks the top N).
+
+    >>> resolve_ranker(engine, "chorus", "active+rerank20", 100).label  # doctest: +SKIP
+    'chorus-v7+rerank20'
+    """
+    name, marker, top = which.partition("+rerank")
+    if marker and not (top.isdigit() and int(top) > 0):
+        raise InputError(f"{which!r}: write NAME+rerankN with N > 0, e.g. active+rerank20")
+    rerank = int(top) if marker else 0
+    if name in BASELINES:
+        return Ranker(name, None, window, BASELINES[name], rerank)
+    model = (active_model(engine, set_name) if name == "active"
+             else deployed_model(engine, set_name, name))
+    if model is None:
+        return Ranker("bm25", None, window, rerank=rerank)
+    return Ranker(model.name, model, window, rerank=rerank)
 
 
 def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
@@ -123,13 +147,13 @@ class SearchResult:
 
 def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
            encoder: Encoder | None = None, *, size: int = 10, features: bool = False,
-           reranker: CrossEncoder | None = None, rerank_top: int = 0) -> SearchResult:
+           reranker: CrossEncoder | None = None) -> SearchResult:
     """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
 
     If the model needs the query vector and the encoder fails (down, slow, overloaded), the
     answer comes from BM25 alone and says so in `degraded`; an engine failure is an error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
-    With a `reranker`, the top `rerank_top` hits are reordered by the cross-encoder's score
+    With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
     (which replaces their score); the rest keep their order below them.
 
     >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
@@ -154,11 +178,10 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
         names = ranker.model.feature_names
         logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
                   for h in raw if "fields" in h}
-    rerank_top = rerank_top or ranker.rerank
     name = ranker.name
-    if reranker is not None and rerank_top > 0 and raw:
-        raw = _reranked(query, raw, reranker, rerank_top)
-        name += f"+rerank{rerank_top}"
+    if reranker is not None and ranker.rerank > 0 and raw:
+        raw = _reranked(query, raw, reranker, ranker.rerank)
+        name = ranker.label
     return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
                         logged)
 

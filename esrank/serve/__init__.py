@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -293,8 +293,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
     @app.post("/search")
     def search_route():
-        from esrank.registry import active_model, deployed_model
-        from esrank.search import Ranker, search
+        from esrank.search import resolve_ranker, search
 
         body = _body({"query": str}, {"size": int, "model": str, "window": int,
                                       "features": bool, "rerank": int})
@@ -311,20 +310,15 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         if rerank and sc.reranker is None:
             raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         engine = sc.get_engine()
-        which = body.get("model", "active")
-        if which == "bm25":
-            ranker = Ranker("bm25", window=window)
-        elif which == "active":
-            model = active_model(engine, sc.settings.active_set)
-            ranker = Ranker(model.name, model, window) if model else Ranker(window=window)
-        else:
-            model = deployed_model(engine, sc.settings.active_set, which)
-            ranker = Ranker(model.name, model, window)
+        ranker = resolve_ranker(engine, sc.settings.active_set, body.get("model", "active"),
+                                window)
+        ranker = replace(ranker, rerank=rerank or ranker.rerank)
+        if ranker.rerank and sc.reranker is None:
+            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         started = time.perf_counter()
         result = search(engine, sc.settings.index, query, ranker,
                         BatchedEncoder(sc.batcher, cfg.encode_timeout), size=size,
-                        features=body.get("features", False), reranker=sc.reranker,
-                        rerank_top=rerank)
+                        features=body.get("features", False), reranker=sc.reranker)
         if result.degraded:
             sc.metrics.degraded.inc()
         return jsonify(**result.to_dict(),

@@ -76,8 +76,8 @@ def test_search_reranks_the_top_hits(ce):
             for i, t in enumerate(["HP 301 ink cartridge black", "a",
                                    "Sony Portable Bluetooth Speaker MBS-100", "USB cable"])]
     engine = Engine(FakeTransport({("POST", "/products/_search"): {"hits": {"hits": hits}}}))
-    result = search(engine, "products", "bluetooth speaker", Ranker("bm25"), reranker=ce,
-                    rerank_top=3)
+    result = search(engine, "products", "bluetooth speaker", Ranker("bm25", rerank=3),
+                    reranker=ce)
     scores = ce.score("bluetooth speaker", [h["_source"]["title"] for h in hits[:3]])
     expected = [f"d{i}" for i in np.argsort(-scores, kind="stable")] + ["d3"]
     assert [h.doc_id for h in result.hits] == expected
