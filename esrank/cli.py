@@ -584,7 +584,7 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
     evaluator = Evaluator(judged)
     rankers = [_ranker(ctx, engine, w, window) for w in which]
     encoder, reranker = _encoder_for(ctx, rankers), _reranker_for(ctx, rankers)
-    results, checks = {}, {}
+    results, checks, pushes = {}, {}, []
     for ranker in rankers:
         if ranker.label in results:
             continue
@@ -600,10 +600,10 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
                     "feature_set": ranker.model.feature_set if ranker.model else None,
                     "judgments": str(judgments_file),
                     "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            push_evaluation(engine, push, meta, ranker.label, results[ranker.label],
-                            {q: r.hits for q, r in served.items()},
-                            {(j.query, j.doc_id): j.grade for j in judged},
-                            {q: r.features or {} for q, r in served.items()})
+            pushes.append((meta, ranker.label, results[ranker.label],
+                           {q: r.hits for q, r in served.items()},
+                           {(j.query, j.doc_id): j.grade for j in judged},
+                           {q: r.features or {} for q, r in served.items()}))
         if rank_eval and not ranker.rerank:  # the engine cannot run the cross-encoder
             params = (query_params(ranker.model.params, encoder) if ranker.model
                       else lambda qs: [None] * len(qs))
@@ -611,6 +611,8 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
                 engine, index, judged,
                 lambda q, r=ranker, p=params: search_body(q, r, p([q])[0], 10, source=False),
                 run)
+    for args in pushes:  # written only once every configuration ran: no half-stored runs
+        push_evaluation(engine, push, *args)
     return results, checks
 
 
@@ -730,7 +732,7 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
 def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str | None,
                 which: tuple[str, ...], window: int | None, deltas: dict) -> None:
     from esrank.comparison import side_by_side, static_page
-    from esrank.evaluate import Evaluator
+    from esrank.evaluate import HISTORY_METRICS, Evaluator, run_history
     from esrank.judgments import read_judgments
 
     engine = _engine(ctx)
@@ -741,7 +743,30 @@ def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str |
                                                   encoder, evaluator, reranker=reranker)]
              for q in evaluator.queries}
     path.write_text(static_page({"configs": [r.label for r in rankers], "deltas": deltas,
-                                 "sides": sides}))
+                                 "sides": sides, "runs": {"metrics": list(HISTORY_METRICS),
+                                                          "runs": run_history(engine)}}))
+
+
+@cli.command("runs")
+@click.option("--limit", default=50, show_default=True, help="Newest runs to show.")
+@click.option("--metric", "metrics", multiple=True,
+              help="Metric to average; repeatable (default: ndcg@10 and ndcg@10_condensed).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs_cmd(ctx: click.Context, limit: int, metrics: tuple[str, ...], as_json: bool) -> None:
+    """Evaluation runs stored by `esrank evaluate --push`, oldest first: each configuration's
+    mean metrics per run, so a model's history reads top to bottom (the comparison page plots
+    it)."""
+    from esrank.evaluate import HISTORY_METRICS, run_history
+
+    metrics = metrics or HISTORY_METRICS
+    rows = run_history(_engine(ctx), metrics, runs=limit)
+    lines = [f"{'time':20} {'run':28} {'config':24}" + "".join(f"{m:>20}" for m in metrics)
+             + f"{'queries':>9}"]
+    lines += [f"{r['timestamp'][:19]:20} {r['run_id']:28} {r['config']:24}"
+              + "".join(f"{r[m]:20.4f}" for m in metrics) + f"{r['queries']:9}" for r in rows]
+    _emit({"metrics": list(metrics), "runs": rows}, as_json,
+          "\n".join(lines) if rows else "no runs stored yet: esrank evaluate --push adds one")
 
 
 def _import_command(flavor: str, product: str, port: int):

@@ -15,12 +15,13 @@ as gain (not 2^grade - 1); P@10, RR treat grade >= 1 as relevant; gdeval's ERR a
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from esrank.errors import EngineError
+from esrank.errors import EngineError, InputError
 from esrank.judgments import JudgmentList
 
 MEASURES = {"ndcg@5": "nDCG@5", "ndcg@10": "nDCG@10", "mrr": "RR", "err@10": "ERR@10",
@@ -241,6 +242,45 @@ def push_comparison(engine, comparison_id: str, meta: dict, a: tuple[str, Evalua
         docs.append((f"{comparison_id}|{q}", doc))
     _write(engine, EVAL_DELTAS, docs)
     return len(docs)
+
+
+HISTORY_METRICS = ("ndcg@10", "ndcg@10_condensed")
+_VERSION = re.compile(r"-v\d+(?=$|\+)")  # a registry version inside a configuration label
+
+
+def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int = 50
+                ) -> list[dict]:
+    """The mean of `metrics` per configuration in each of the newest `runs` pushed evaluation
+    runs (esrank-eval-queries), oldest first: one row per (run, configuration) with run_id,
+    timestamp, judgments (only runs on the same judgments compare), config, model, queries,
+    `series` (the label without its version, so one
+    model's versions form one line: "chorus-v6+rerank20" -> "chorus+rerank20") and the means.
+    Empty before the first push."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise InputError(f"unknown metric {unknown[0]!r}; one of {', '.join(METRICS)}")
+    if not engine.index_exists(EVAL_QUERIES):
+        return []
+    means = {f"m{i}": {"avg": {"field": m}} for i, m in enumerate(metrics)}
+    answer = engine.search(EVAL_QUERIES, {"size": 0, "aggs": {"runs": {
+        "terms": {"field": "run_id", "size": runs, "order": {"started": "desc"}},
+        "aggs": {"started": {"min": {"field": "timestamp"}},
+                 "judgments": {"terms": {"field": "judgments", "size": 1}},
+                 "configs": {"terms": {"field": "config", "size": 100},
+                             "aggs": {"model": {"terms": {"field": "model", "size": 1}},
+                                      **means}}}}}})
+    rows = []
+    for run in answer["aggregations"]["runs"]["buckets"]:
+        judgments = run["judgments"]["buckets"]
+        for config in run["configs"]["buckets"]:
+            model = config["model"]["buckets"]
+            rows.append({"run_id": run["key"], "timestamp": run["started"]["value_as_string"],
+                         "judgments": judgments[0]["key"] if judgments else None,
+                         "config": config["key"], "series": _VERSION.sub("", config["key"]),
+                         "model": model[0]["key"] if model else None,
+                         "queries": config["doc_count"],
+                         **{m: config[f"m{i}"]["value"] for i, m in enumerate(metrics)}})
+    return sorted(rows, key=lambda r: (r["timestamp"], r["run_id"], r["config"]))
 
 
 @dataclass(frozen=True)

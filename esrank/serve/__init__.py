@@ -365,6 +365,12 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
         return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"])
 
+    @app.get("/compare/runs")
+    def compare_runs():
+        from esrank.evaluate import HISTORY_METRICS, run_history
+
+        return jsonify(metrics=list(HISTORY_METRICS), runs=run_history(sc.get_engine()))
+
     @app.post("/compare/query")
     def compare_query():
         from esrank.comparison import side_by_side

@@ -14,10 +14,43 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 
 from esrank.catalogue import index_catalogue
+from esrank.comparison import rankers
 from esrank.config import load_settings
 from esrank.serve import create_app
 
 URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
+
+
+@pytest.fixture()
+def pushed_runs(engine, alias, encoder, tmp_path):
+    """Two evaluation runs of the slice in the engine, as `esrank evaluate --push` stores
+    them: bm25 alone, then bm25 and bm25-title. Yields their ids; removed afterwards."""
+    import time
+    import uuid
+
+    from esrank.evaluate import EVAL_HITS, EVAL_QUERIES, Evaluator, push_evaluation
+    from esrank.judgments import read_judgments
+    from esrank.search import search_many
+
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "runs.csv")))
+    tag = uuid.uuid4().hex[:8]
+    ids = [f"test-{tag}-0", f"test-{tag}-1"]
+    for i, (run_id, configs) in enumerate(zip(ids, (["bm25"], ["bm25", "bm25-title"]),
+                                              strict=True)):
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + i))
+        for ranker in rankers(engine, "none", configs, 100):
+            hits = search_many(engine, alias, evaluator.queries, ranker, None, size=10)
+            push_evaluation(engine, run_id, {"model": None, "feature_set": None,
+                                             "judgments": "slice.csv", "timestamp": stamp},
+                            ranker.label, evaluator.evaluate(
+                                {q: [h.doc_id for h in hs] for q, hs in hits.items()}),
+                            hits, {})
+    yield ids
+    for index in (EVAL_QUERIES, EVAL_HITS):
+        engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
+                                 body={"query": {"prefix": {"run_id": f"test-{tag}"}}},
+                                 params={"refresh": "true"})
 
 
 @pytest.fixture()
@@ -57,13 +90,28 @@ def browser(tmp_path):
     b.quit()
 
 
-def test_load_switch_query_switch_configuration_screenshot(page_url, browser, tmp_path):
+def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url, browser,
+                                                           tmp_path):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     wait = WebDriverWait(browser, 30)
     browser.get(page_url)
     wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+
+    # the metric per run: a point per (run, configuration), one line per configuration
+    def points():
+        return [(p.get_attribute("data-run"), p.get_attribute("data-series"),
+                 p.find_element(By.TAG_NAME, "title").get_attribute("textContent"))
+                for p in browser.find_elements(By.CSS_SELECTOR, "#runs circle.pt")
+                if p.get_attribute("data-run") in pushed_runs]
+
+    first, second = pushed_runs
+    assert sorted(p[:2] for p in points()) == [(first, "bm25"), (second, "bm25"),
+                                               (second, "bm25-title")]
+    assert all(" ndcg@10 " in p[2] for p in points())
+    Select(browser.find_element(By.ID, "hmetric")).select_by_visible_text("ndcg@10_condensed")
+    assert all(" ndcg@10_condensed " in p[2] for p in points()) and len(points()) == 3
     queries = browser.find_elements(By.CSS_SELECTOR, "#qlist .q")
     assert len(queries) >= 10
     columns = browser.find_elements(By.CSS_SELECTOR, "#columns .col")
@@ -99,7 +147,7 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from esrank.comparison import rankers, side_by_side, static_page
+    from esrank.comparison import side_by_side, static_page
     from esrank.evaluate import Evaluator
     from esrank.judgments import read_judgments
 
@@ -111,12 +159,20 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
               "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}
     page = tmp_path / "report.html"
+    runs = {"metrics": ["ndcg@10"], "runs": [
+        {"run_id": f"r{i}", "timestamp": f"2026-11-2{i}T10:00:00Z", "config": f"shop-v{i}",
+         "series": "shop", "model": f"shop-v{i}", "queries": 5, "ndcg@10": 0.5 + i / 10}
+        for i in (1, 2, 3)]}
     page.write_text(static_page({"configs": ["bm25", "bm25-title"], "deltas": deltas,
-                                 "sides": sides}))
+                                 "sides": sides, "runs": runs}))
     browser.get(page.as_uri())
     wait = WebDriverWait(browser, 30)
     wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#qlist .q")) == 5
+    ys = [float(p.get_attribute("cy")) for p in browser.find_elements(By.CSS_SELECTOR,
+                                                                       "#runs circle.pt")]
+    assert len(ys) == 3 and ys[0] > ys[1] > ys[2]  # NDCG rises run by run: the points go up
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#runs polyline")) == 1
     second = list(sides)[1]
     browser.find_elements(By.CSS_SELECTOR, "#qlist .q")[1].click()
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == second)

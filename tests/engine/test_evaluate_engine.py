@@ -152,3 +152,46 @@ def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder
         engine.transport.request("cleanup", "POST", f"/{EVAL_DELTAS}/_delete_by_query",
                                  body={"query": {"term": {"comparison_id": cid}}},
                                  params={"refresh": "true"})
+
+
+def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine):
+    import time
+    import uuid
+
+    import numpy as np
+
+    from esrank.errors import InputError
+    from esrank.evaluate import EVAL_QUERIES, METRICS, Evaluation, push_evaluation, run_history
+
+    tag = uuid.uuid4().hex[:8]
+    rng = np.random.default_rng(7)
+    pushed = {}
+    for i, config in enumerate((f"shop{tag}-v1", f"shop{tag}-v2")):
+        run_id = f"test-{tag}-{i}"
+        per_query = {f"q{n}": {m: float(rng.random()) for m in METRICS} for n in range(12)}
+        mean = {m: sum(v[m] for v in per_query.values()) / 12 for m in METRICS}
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + i))
+        for label, ev in (("bm25", Evaluation(mean, per_query)),
+                          (config, Evaluation(mean, per_query))):
+            push_evaluation(engine, run_id, {"model": None if label == "bm25" else config,
+                                             "feature_set": None, "judgments": "j.csv",
+                                             "timestamp": stamp}, label, ev, {}, {})
+        pushed[run_id] = (config, mean)
+    try:
+        rows = [r for r in run_history(engine, ["ndcg@10", "mrr_condensed"])
+                if r["run_id"] in pushed]
+        assert [r["run_id"] for r in rows] == [*[f"test-{tag}-0"] * 2, *[f"test-{tag}-1"] * 2]
+        for row in rows:
+            config, mean = pushed[row["run_id"]]
+            assert row["config"] in ("bm25", config) and row["queries"] == 12
+            assert row["ndcg@10"] == pytest.approx(mean["ndcg@10"], abs=1e-6)
+            assert row["mrr_condensed"] == pytest.approx(mean["mrr_condensed"], abs=1e-6)
+            # a model's versions share one series: the page draws them as one line
+            assert row["series"] == ("bm25" if row["config"] == "bm25" else f"shop{tag}")
+            assert row["model"] == (None if row["config"] == "bm25" else config)
+        with pytest.raises(InputError, match="unknown metric 'ndcg@11'"):
+            run_history(engine, ["ndcg@11"])
+    finally:
+        engine.transport.request("cleanup", "POST", f"/{EVAL_QUERIES}/_delete_by_query",
+                                 body={"query": {"prefix": {"run_id": f"test-{tag}"}}},
+                                 params={"refresh": "true"})
