@@ -179,6 +179,21 @@ def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
 FORMATS = click.Choice(["csv", "ranklib", "trec", "srw"])
 
 
+class OutputFile(click.Path):
+    """A file the command writes; its folder is created when missing."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path, dir_okay=False)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.fail(f"cannot create the folder of {path}: {exc.strerror}", param, ctx)
+        return path
+
+
 @cli.group()
 def judgments() -> None:
     """Judgment lists: agreement between sources, judgments from click logs."""
@@ -213,7 +228,7 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
               help="Click model correcting for position bias.")
 @click.option("--min-impressions", default=10, show_default=True,
               help="Drop (query, doc) pairs seen fewer times.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", type=OutputFile(), required=True,
               help="Where to write the judgments (format from the extension).")
 def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: Path) -> None:
     """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson)."""
@@ -235,7 +250,7 @@ def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: P
 @click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
               default=Path("feature_sets/chorus.yaml"), show_default=True)
 @click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", type=OutputFile(), required=True,
               help="Training table (.parquet); a RankLib .txt is written beside it.")
 @click.option("--queries-per-request", default=16, show_default=True)
 @click.option("--unjudged-negatives", default=0, show_default=True, metavar="K",
@@ -685,7 +700,7 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 @click.option("-b", "config_b", default="active", show_default=True, help="Candidate.")
 @click.option("--push", is_flag=True,
               help="Store the per-query deltas (esrank-eval-deltas) for the dashboards.")
-@click.option("--html", "html", type=click.Path(path_type=Path),
+@click.option("--html", "html", type=OutputFile(),
               help="Also write the comparison page with this run's data built in (one file).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -813,7 +828,7 @@ dashboards.add_command(_import_command("opensearch-dashboards", "OpenSearch Dash
 @click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
               default=Path("feature_sets/chorus.yaml"), show_default=True,
               help="The model's feature-set file (its version must match the model's).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+@click.option("-o", "--output", type=OutputFile(), required=True,
               help="HTML report; the JSON goes beside it (.json).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context

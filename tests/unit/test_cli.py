@@ -76,13 +76,16 @@ def test_judgments_conflict_exits_1_naming_lines():
 
 
 def test_judgments_from_clicks_writes_graded_csv(tmp_path):
-    out = tmp_path / "clicks.csv"
+    out = tmp_path / "new" / "folder" / "clicks.csv"  # output folders are created
     log = ROOT.parent / "shared" / "data" / "ubi_esci_sample" / "ubi_queries_events.ndjson"
     run = esrank("judgments", "from-clicks", str(log), "--min-impressions", "1", "-o", str(out))
     assert run.returncode == 0, run.stderr
     rows = out.read_text().splitlines()
     assert rows[0] == "query,docid,rating" and len(rows) > 100
     assert {r.rsplit(",", 1)[1] for r in rows[1:]} <= {"0", "1", "2", "3"}
+    (tmp_path / "file").write_text("")
+    blocked = esrank("judgments", "from-clicks", str(log), "-o", str(tmp_path / "file" / "x.csv"))
+    assert blocked.returncode == 2 and "cannot create the folder of" in blocked.stderr
 
 
 def test_deleting_a_model_needs_yes():
