@@ -1,0 +1,107 @@
+"""The shipped visualizations' aggregations, run on the real engine over a pushed run and
+comparison: each must be accepted (every field aggregatable with that aggregation) and give
+the buckets its panel draws. No Kibana runs here, so the request is built the way Kibana and
+OpenSearch Dashboards build one from a visState: bucket aggregations nested in order, the
+metrics inside the innermost."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from esrank import evaluate
+from esrank.dashboards import FEATURES_SHOWN, FILES
+from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES, METRICS, Evaluation
+from esrank.search import Hit
+
+
+def _request(vis_state: dict) -> tuple[dict, list[str]]:
+    """The search body for a visState, and the ids of its metrics."""
+    metrics, buckets = {}, []
+    for agg in vis_state["aggs"]:
+        p = agg["params"]
+        if agg["type"] == "count":
+            continue  # every bucket's doc_count
+        if agg["type"] in ("avg", "min", "max", "sum"):
+            metrics[agg["id"]] = {agg["type"]: {"field": p["field"]}}
+        elif agg["type"] == "terms":
+            order = {"_key" if p["orderBy"] == "_key" else p["orderBy"]: p["order"]}
+            terms = {"field": p["field"], "size": p["size"], "order": order}
+            if p.get("missingBucket"):
+                terms["missing"] = -1  # Kibana's "__missing__" on a numeric field
+            buckets.append((agg["id"], {"terms": terms}))
+        elif agg["type"] == "histogram":
+            buckets.append((agg["id"], {"histogram": {"field": p["field"], "interval": 0.1}}))
+        else:
+            raise AssertionError(f"translate {agg['type']} here")
+    inner = metrics
+    for agg_id, bucket in reversed(buckets):
+        inner = {agg_id: {**bucket, **({"aggs": inner} if inner else {})}}
+    return {"size": 0, "aggs": inner}, list(metrics)
+
+
+def _leaves(aggs: dict) -> list[dict]:
+    """The innermost buckets of a nested aggregation answer."""
+    nested = [v for k, v in aggs.items() if k.isdigit() and "buckets" in v]
+    if not nested:
+        return [aggs]
+    return [leaf for bucket in nested[0]["buckets"] for leaf in _leaves(bucket)]
+
+
+@pytest.fixture()
+def pushed(engine):
+    """A run of two configurations (top 10 with grades and feature values) and their
+    comparison, as `esrank evaluate --push` and `esrank compare --push` store them."""
+    tag = f"test-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(3)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    queries = [f"query {n}" for n in range(8)]
+    evals = {}
+    for config in ("bm25", f"{tag}-v1"):
+        per_query = {q: {m: float(rng.random()) for m in METRICS} for q in queries}
+        evals[config] = Evaluation({m: float(np.mean([v[m] for v in per_query.values()]))
+                                    for m in METRICS}, per_query)
+        hits = {q: [Hit(rank, f"d{rank}", float(10 - rank), f"product {rank}", None, None)
+                    for rank in range(1, 11)] for q in queries}
+        grades = {(q, f"d{rank}"): rank % 4 for q in queries for rank in range(1, 8)}
+        features = {q: {f"d{rank}": {n: float(rng.random()) for n in FEATURES_SHOWN}
+                        for rank in range(1, 11)} for q in queries}
+        meta = {"model": None, "feature_set": None, "judgments": "j.csv", "timestamp": stamp}
+        evaluate.push_evaluation(engine, tag, meta, config, evals[config], hits, grades,
+                                 features)
+    evaluate.push_comparison(engine, tag, {"judgments": "j.csv", "timestamp": stamp},
+                    *evals.items())
+    yield tag
+    for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
+                         (EVAL_DELTAS, "comparison_id")):
+        engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
+                                 body={"query": {"term": {field: tag}}},
+                                 params={"refresh": "true"})
+
+
+@pytest.mark.parametrize("flavor", sorted(FILES))
+def test_every_panel_aggregates_the_pushed_data(engine, pushed, flavor):
+    objects = [json.loads(line) for line in FILES[flavor].read_text().splitlines()]
+    index_of = {o["id"]: o["attributes"]["title"] for o in objects
+                if o["type"] == "index-pattern"}
+    field_of = {EVAL_DELTAS: "comparison_id"}
+    for vis in (o for o in objects if o["type"] == "visualization"):
+        state = json.loads(vis["attributes"]["visState"])
+        index = index_of[vis["references"][0]["id"]]
+        body, metric_ids = _request(state)
+        body["query"] = {"term": {field_of.get(index, "run_id"): pushed}}
+        answer = engine.search(index, body)  # an unaggregatable field is refused here
+        leaves = _leaves(answer["aggregations"])
+        assert leaves and sum(b["doc_count"] for b in leaves) > 0, state["title"]
+        for leaf in leaves:
+            for m in metric_ids:
+                assert leaf[m]["value"] is not None, (state["title"], m)
+        if "grades" in state["title"]:  # unjudged ranks (8-10) are a bar of their own
+            assert any(b["key"] == -1 and b["doc_count"] > 0 for b in leaves)
+        if "wins" in state["title"]:
+            assert {b["key"] for b in leaves} <= {"win", "tie", "loss"}
+            assert sum(b["doc_count"] for b in leaves) == 8
