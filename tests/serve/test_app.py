@@ -31,6 +31,11 @@ def test_the_spec_is_valid_and_matches_the_app(make_app):
     documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
     assert routes == documented
     assert app.test_client().get("/openapi.json").json == spec
+    # and docs/sidecar.md's endpoint table names every one
+    doc = (SPEC.parents[2] / "docs" / "sidecar.md").read_text()
+    missing = [f"{m.upper()} {p}" for p, m in sorted(documented)
+               if f"| `{m.upper()} {p}` |" not in doc]
+    assert not missing, f"docs/sidecar.md lacks {missing}"
 
 
 def test_embed_matches_the_encoder_and_says_what_it_truncated(client, sidecar_encoder):
