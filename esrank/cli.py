@@ -313,12 +313,15 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
               help="Stop after N rounds without gain on a grouped validation split (0: off).")
 @click.option("--normalize", type=click.Choice(["standard", "min_max"]),
               help="Train on normalized features; the plugin applies the same normalizers.")
+@click.option("--exclude", multiple=True, metavar="FEATURE",
+              help="A feature the model must not use (repeatable), e.g. the neural ones for a "
+                   "without-neural model to compare; it keeps the feature set.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def train_cmd(table: Path, output: Path, objective: str, folds: int, search: bool,
               max_depth: int, rounds: int, early_stopping: int, normalize: str | None,
-              device: str, as_json: bool) -> None:
+              exclude: tuple[str, ...], device: str, as_json: bool) -> None:
     """Train an XGBoost ranker on a table from `esrank log`, with query-grouped CV."""
     from esrank.feature_log import read_table
     from esrank.train import TrainParams, train
@@ -327,7 +330,7 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
                          early_stopping=early_stopping)
     result = train(read_table(table), output, params=params, folds=folds, search=search,
                    device=None if device == "auto" else device, normalizer=normalize,
-                   table=str(table.resolve()))
+                   table=str(table.resolve()), exclude=exclude)
     data = {"artifact": str(result.artifact), "cv_ndcg@10_mean": round(result.cv_mean, 4),
             "cv_ndcg@10_folds": [round(x, 4) for x in result.cv_folds],
             "params": {"max_depth": result.params.max_depth,
@@ -436,10 +439,13 @@ def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None
     doc = entry(_engine(ctx), set_name or _settings(ctx).active_set)
     lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
     for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
-        cv = ((rec.get("meta") or {}).get("cv") or {}).get("mean")
+        meta = rec.get("meta") or {}
+        cv = (meta.get("cv") or {}).get("mean")
+        excluded = meta.get("excluded_features")
         lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
                      f"cv ndcg@10 {cv}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
-                     f"{rec['uploaded_at']}")
+                     f"{rec['uploaded_at']}" + (f"  without {', '.join(excluded)}"
+                                                if excluded else ""))
     _emit(doc, as_json, "\n".join(lines))
 
 

@@ -151,7 +151,8 @@ def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureS
         "artifact": str(artifact.path), "uploaded_at": _now(),
         "parity": {k: v for k, v in parity.to_dict().items() if k != "worst"},
         "meta": {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
-                                                   "esrank_version", "normalizers")},
+                                                   "esrank_version", "normalizers",
+                                                   "excluded_features")},
     }
     if activate:
         _point(doc, name)

@@ -98,7 +98,7 @@ def build_report(engine: Engine, index: str, artifact: Artifact, feature_set: Fe
     """Everything above for one deployed model (`ranker`) and its training artifact."""
     p = artifact.meta.get("params") or {}
     params = TrainParams(**{k: v for k, v in p.items() if k in TrainParams.__dataclass_fields__})
-    gain = feature_gain(table, params)
+    gain = feature_gain(table.blank(artifact.meta.get("excluded_features") or ()), params)
     latency = feature_latency(engine, index, feature_set, evaluator.queries, params_for)
     features = [{"feature": n, "gain_drop_one": gain["drop_one_delta"][n],
                  "importance_gain": (artifact.meta.get("importance_gain") or {}).get(n, 0.0),

@@ -194,17 +194,28 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
 
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
           folds: int = 5, search: bool = True, device: str | None = None,
-          normalizer: str | None = None, table: str | None = None) -> TrainResult:
+          normalizer: str | None = None, table: str | None = None,
+          exclude: Sequence[str] = ()) -> TrainResult:
     """Cross-validate (and optionally grid-search), then train on all queries and save.
 
     The artifact directory holds model.json (XGBoost) and meta.json: feature set, feature
     names in order, params, CV metrics per fold, search results, data hash, esrank version.
     `normalizer` ("standard" or "min_max") trains on normalized features and records the
     parameters, which the export hands to the plugin; `table` is recorded as the data's source.
+    `exclude` names features the model must not use (e.g. the neural ones, for an ablation
+    that deploys next to the full model): their values are blanked, so no tree splits on them.
     """
     started = time.monotonic()
     if len(matrix) == 0:
         raise InputError("the training table is empty")
+    unknown = [n for n in exclude if n not in matrix.feature_names]
+    if unknown:
+        raise InputError(f"cannot exclude feature {unknown[0]!r}: {matrix.feature_set} has "
+                         f"{', '.join(matrix.feature_names)}")
+    if len(set(exclude)) == len(matrix.feature_names):
+        raise InputError("every feature is excluded: nothing is left to train on")
+    data = data_hash(matrix)
+    matrix = matrix.blank(exclude)
     device = device or pick_device()
     normalizers = fit_normalizers(matrix, normalizer) if normalizer else {}
     base = params or TrainParams()
@@ -234,6 +245,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "params": asdict(chosen), "device": device,
         "missing_as": MISSING_AS,  # how NaN was trained; see the module docstring
         "normalizers": normalizers,
+        "excluded_features": sorted(set(exclude)),
         "best_iteration": best_iteration,
         "cv": {"metric": METRIC, "folds": best["folds"], "mean": best["cv_mean"],
                "std": round(float(np.std(best["folds"])), 5), "k": folds},
@@ -241,7 +253,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "importance_gain": {k: round(v, 5) for k, v in sorted(
             importance.items(), key=lambda kv: -kv[1])},
         "data": {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
-                 "sha256": data_hash(matrix)},
+                 "sha256": data},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -6,7 +6,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 ParamType = Literal["string", "number", "vector"]
@@ -119,6 +119,14 @@ class FeatureMatrix:
 
     def __len__(self) -> int:
         return len(self.doc_ids)
+
+    def blank(self, names: Sequence[str]) -> FeatureMatrix:
+        """The matrix with these features' values removed (NaN everywhere): a model trained
+        on it cannot split on them, yet keeps the feature set's order."""
+        values = self.values.copy()
+        for name in names:
+            values[:, self.feature_names.index(name)] = float("nan")
+        return replace(self, values=values)
 
     def take(self, rows: Sequence[int]) -> FeatureMatrix:
         """The matrix restricted to `rows` (in the order given)."""

@@ -363,7 +363,10 @@ def _routes(app: Flask, sc: Sidecar) -> None:
                                                       -int(m.rsplit("-v", 1)[-1])
                                                       if m.rsplit("-v", 1)[-1].isdigit() else 0))
         reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
-        return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"])
+        notes = {m: f"without {', '.join(excluded)}" for m in models
+                 if (excluded := (doc["models"][m].get("meta") or {}).get("excluded_features"))}
+        return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"],
+                       notes=notes)
 
     @app.get("/compare/runs")
     def compare_runs():

@@ -282,3 +282,33 @@ def test_compare_why_splits_the_score_into_feature_contributions(ltr_engine, loo
     missing = client.post("/compare/why", json={"config": report.model, "query": "bluetooth "
                                                 "speaker", "doc_id": "no-such-doc"})
     assert missing.status_code == 404
+
+
+def test_a_model_without_the_neural_features_deploys_beside_the_full_one(ltr_engine, loop,
+                                                                         encoder):
+    from esrank.config import load_settings
+    from esrank.serve import create_app
+
+    fs = loop["fs"]
+    neural = [f.name for f in fs.features
+              if any(fs.param(p).type == "vector" for p in f.params)]
+    assert neural
+    train(loop["matrix"], loop["tmp"] / "lexical", search=False, exclude=neural,
+          table=str(loop["tmp"] / "table.parquet"))
+    art = load_artifact(loop["tmp"] / "lexical")
+    report = _deploy(ltr_engine, loop, art, activate=False)
+    assert report.parity.passed  # the plugin still computes them; no tree reads them
+    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
+                             active_set=fs.name,
+                             judgments=write_slice_judgments(loop["tmp"] / "jl.csv"))
+    client = create_app(settings, encoder=encoder).test_client()
+    notes = client.get("/compare/configs").json["notes"]
+    assert notes[report.model] == f"without {', '.join(sorted(neural))}"
+    side = client.post("/compare/query", json={"query": "bluetooth speaker",
+                                                "configs": [report.model]}).json
+    doc = side["sides"][0]["hits"][0]["doc_id"]
+    why = client.post("/compare/why", json={"config": report.model,
+                                            "query": "bluetooth speaker", "doc_id": doc}).json
+    contributions = {f["feature"]: f["contribution"] for f in why["features"]}
+    assert all(contributions[n] == 0 for n in neural)
+    assert any(v != 0 for n, v in contributions.items() if n not in neural)

@@ -67,6 +67,26 @@ def test_artifact_meta_traces_the_model(tmp_path):
     assert result.cv_mean == pytest.approx(meta["cv"]["mean"], abs=1e-5)
 
 
+def test_an_excluded_feature_is_never_split_on_and_is_recorded(tmp_path):
+    import xgboost as xgb
+
+    m = synthetic()
+    train(m, tmp_path / "without", folds=3, search=False, device="cpu",
+          params=TrainParams(num_rounds=20), exclude=["signal"])
+    meta = json.loads((tmp_path / "without" / "meta.json").read_text())
+    booster = xgb.Booster(model_file=str(tmp_path / "without" / "model.json"))
+    used = set(booster.get_score(importance_type="weight"))
+    assert used and "signal" not in used  # the strongest feature, and no tree uses it
+    assert meta["excluded_features"] == ["signal"] and meta["cv"]["mean"] < 0.9
+    assert meta["feature_names"] == ["signal", "noise", "sparse"]  # the set's order is kept
+    assert np.isfinite(m.values[:, 0]).all()  # the caller's table is untouched
+    with pytest.raises(InputError, match="cannot exclude feature 'sigal': syn@0123456789 has "
+                                         "signal, noise, sparse"):
+        train(m, tmp_path / "x", device="cpu", exclude=["sigal"])
+    with pytest.raises(InputError, match="every feature is excluded"):
+        train(m, tmp_path / "x", device="cpu", exclude=list(m.feature_names))
+
+
 def test_unknown_objective_and_empty_table_are_refused(tmp_path):
     with pytest.raises(InputError, match="objective 'reg:squarederror'"):
         TrainParams(objective="reg:squarederror")
