@@ -191,6 +191,12 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine):
             assert row["model"] == (None if row["config"] == "bm25" else config)
         with pytest.raises(InputError, match="unknown metric 'ndcg@11'"):
             run_history(engine, ["ndcg@11"])
+        cli = subprocess.run([sys.executable, "-m", "esrank.cli", "runs", "--json", "--metric",
+                              "ndcg@10"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        ours = [r for r in json.loads(cli.stdout)["runs"] if r["run_id"] in pushed]
+        assert [(r["run_id"], r["config"], r["ndcg@10"]) for r in ours] == [
+            (r["run_id"], r["config"], r["ndcg@10"]) for r in rows]
     finally:
         engine.transport.request("cleanup", "POST", f"/{EVAL_QUERIES}/_delete_by_query",
                                  body={"query": {"prefix": {"run_id": f"test-{tag}"}}},
