@@ -253,8 +253,8 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
     """The mean of `metrics` per configuration in each of the newest `runs` pushed evaluation
     runs (esrank-eval-queries), oldest first: one row per (run, configuration) with run_id,
     timestamp, judgments (only runs on the same judgments compare), config, model, queries,
-    `series` (the label without its version, so one
-    model's versions form one line: "chorus-v6+rerank20" -> "chorus+rerank20") and the means.
+    the means, and `series` and `version`: the label split at its registry version, so one
+    model's versions form one line ("chorus-v6+rerank20" -> "chorus+rerank20", "v6").
     Empty before the first push."""
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -274,9 +274,11 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
         judgments = run["judgments"]["buckets"]
         for config in run["configs"]["buckets"]:
             model = config["model"]["buckets"]
+            version = _VERSION.search(config["key"])
             rows.append({"run_id": run["key"], "timestamp": run["started"]["value_as_string"],
                          "judgments": judgments[0]["key"] if judgments else None,
                          "config": config["key"], "series": _VERSION.sub("", config["key"]),
+                         "version": version.group(0)[1:] if version else None,
                          "model": model[0]["key"] if model else None,
                          "queries": config["doc_count"],
                          **{m: config[f"m{i}"]["value"] for i, m in enumerate(metrics)}})

@@ -161,7 +161,8 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     page = tmp_path / "report.html"
     runs = {"metrics": ["ndcg@10"], "runs": [
         {"run_id": f"r{i}", "timestamp": f"2026-11-2{i}T10:00:00Z", "config": f"shop-v{i}",
-         "series": "shop", "model": f"shop-v{i}", "queries": 5, "ndcg@10": 0.5 + i / 10}
+         "series": "shop", "version": f"v{i}", "model": f"shop-v{i}", "queries": 5,
+         "ndcg@10": 0.5 + i / 10}
         for i in (1, 2, 3)]}
     page.write_text(static_page({"configs": ["bm25", "bm25-title"], "deltas": deltas,
                                  "sides": sides, "runs": runs}))
@@ -173,6 +174,8 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
                                                                        "#runs circle.pt")]
     assert len(ys) == 3 and ys[0] > ys[1] > ys[2]  # NDCG rises run by run: the points go up
     assert len(browser.find_elements(By.CSS_SELECTOR, "#runs polyline")) == 1
+    assert [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#runs text")][-3:] == [
+        "v1", "v2", "v3"]
     second = list(sides)[1]
     browser.find_elements(By.CSS_SELECTOR, "#qlist .q")[1].click()
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == second)

@@ -188,6 +188,7 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine):
             assert row["mrr_condensed"] == pytest.approx(mean["mrr_condensed"], abs=1e-6)
             # a model's versions share one series: the page draws them as one line
             assert row["series"] == ("bm25" if row["config"] == "bm25" else f"shop{tag}")
+            assert row["version"] == (None if row["config"] == "bm25" else config[-2:])
             assert row["model"] == (None if row["config"] == "bm25" else config)
         with pytest.raises(InputError, match="unknown metric 'ndcg@11'"):
             run_history(engine, ["ndcg@11"])
