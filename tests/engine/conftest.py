@@ -9,6 +9,7 @@ import pytest
 
 from esrank.engine import Engine, connect
 from esrank.errors import EngineError
+from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
 
 URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
 
@@ -46,3 +47,17 @@ def alias(engine: Engine):
     yield name
     for index in engine.alias_targets(name):
         engine.delete_index(index)
+
+
+@pytest.fixture()
+def run_tag(engine: Engine):
+    """A unique prefix for evaluation run and comparison ids; what the test pushed under it
+    (esrank-eval-queries, -hits, -deltas) is removed afterwards."""
+    tag = f"test-{uuid.uuid4().hex[:8]}"
+    yield tag
+    for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
+                         (EVAL_DELTAS, "comparison_id")):
+        if engine.index_exists(index):
+            engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
+                                     body={"query": {"prefix": {field: tag}}},
+                                     params={"refresh": "true"})

@@ -22,20 +22,18 @@ URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
 
 
 @pytest.fixture()
-def pushed_runs(engine, alias, encoder, tmp_path):
+def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
     """Two evaluation runs of the slice in the engine, as `esrank evaluate --push` stores
-    them: bm25 alone, then bm25 and bm25-title. Yields their ids; removed afterwards."""
+    them: bm25 alone, then bm25 and bm25-title. Their ids (removed afterwards)."""
     import time
-    import uuid
 
-    from esrank.evaluate import EVAL_HITS, EVAL_QUERIES, Evaluator, push_evaluation
+    from esrank.evaluate import Evaluator, push_evaluation
     from esrank.judgments import read_judgments
     from esrank.search import search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "runs.csv")))
-    tag = uuid.uuid4().hex[:8]
-    ids = [f"test-{tag}-0", f"test-{tag}-1"]
+    ids = [f"{run_tag}-0", f"{run_tag}-1"]
     for i, (run_id, configs) in enumerate(zip(ids, (["bm25"], ["bm25", "bm25-title"]),
                                               strict=True)):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + i))
@@ -46,11 +44,7 @@ def pushed_runs(engine, alias, encoder, tmp_path):
                             ranker.label, evaluator.evaluate(
                                 {q: [h.doc_id for h in hs] for q, hs in hits.items()}),
                             hits, {})
-    yield ids
-    for index in (EVAL_QUERIES, EVAL_HITS):
-        engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
-                                 body={"query": {"prefix": {"run_id": f"test-{tag}"}}},
-                                 params={"refresh": "true"})
+    return ids
 
 
 @pytest.fixture()

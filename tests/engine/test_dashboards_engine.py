@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import numpy as np
 import pytest
 
-from esrank import evaluate
 from esrank.dashboards import FEATURES_SHOWN, FILES
-from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES, METRICS, Evaluation
+from esrank.evaluate import EVAL_DELTAS, METRICS, Evaluation, push_comparison, push_evaluation
 from esrank.search import Hit
 
 
@@ -53,15 +51,14 @@ def _leaves(aggs: dict) -> list[dict]:
 
 
 @pytest.fixture()
-def pushed(engine):
+def pushed(engine, run_tag):
     """A run of two configurations (top 10 with grades and feature values) and their
     comparison, as `esrank evaluate --push` and `esrank compare --push` store them."""
-    tag = f"test-{uuid.uuid4().hex[:8]}"
     rng = np.random.default_rng(3)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     queries = [f"query {n}" for n in range(8)]
     evals = {}
-    for config in ("bm25", f"{tag}-v1"):
+    for config in ("bm25", f"{run_tag}-v1"):
         per_query = {q: {m: float(rng.random()) for m in METRICS} for q in queries}
         evals[config] = Evaluation({m: float(np.mean([v[m] for v in per_query.values()]))
                                     for m in METRICS}, per_query)
@@ -71,16 +68,10 @@ def pushed(engine):
         features = {q: {f"d{rank}": {n: float(rng.random()) for n in FEATURES_SHOWN}
                         for rank in range(1, 11)} for q in queries}
         meta = {"model": None, "feature_set": None, "judgments": "j.csv", "timestamp": stamp}
-        evaluate.push_evaluation(engine, tag, meta, config, evals[config], hits, grades,
-                                 features)
-    evaluate.push_comparison(engine, tag, {"judgments": "j.csv", "timestamp": stamp},
+        push_evaluation(engine, run_tag, meta, config, evals[config], hits, grades, features)
+    push_comparison(engine, run_tag, {"judgments": "j.csv", "timestamp": stamp},
                     *evals.items())
-    yield tag
-    for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
-                         (EVAL_DELTAS, "comparison_id")):
-        engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
-                                 body={"query": {"term": {field: tag}}},
-                                 params={"refresh": "true"})
+    return run_tag
 
 
 @pytest.mark.parametrize("flavor", sorted(FILES))

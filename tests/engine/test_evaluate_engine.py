@@ -80,9 +80,8 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
     assert max(c["max_abs_diff"] for c in flipped.values()) > 0.01
 
 
-def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments):
-    import uuid
-
+def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments,
+                                                   run_tag):
     from esrank.evaluate import EVAL_HITS, EVAL_QUERIES, push_evaluation
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
@@ -91,40 +90,31 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
     hits = {q: r[:10] for q, r in search_many(engine, alias, evaluator.queries, Ranker("bm25"),
                                               None, size=50).items()}
     result = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in hits.items()})
-    run_id = f"test-{uuid.uuid4().hex[:8]}"
     grades = {(j.query, j.doc_id): j.grade for j in judged}
     features = {q: {hs[0].doc_id: {"title_bm25": 1.5, "price": float("nan")}}
                 for q, hs in hits.items() if hs}
-    try:
-        written = push_evaluation(engine, run_id, {"model": None, "feature_set": None,
-                                                   "judgments": "slice.csv",
-                                                   "timestamp": "2026-11-24T00:00:00Z"},
-                                  "bm25", result, hits, grades, features)
-        n_hits = sum(len(hs) for hs in hits.values())
-        assert written == len(evaluator.queries) + n_hits
-        query = {"query": {"term": {"run_id": run_id}}}
-        assert engine.search(EVAL_QUERIES, {**query, "size": 0})["hits"]["total"]["value"] \
-            == len(evaluator.queries)
-        docs = engine.search(EVAL_HITS, {**query, "size": 1000})["hits"]["hits"]
-        assert len(docs) == n_hits
-        first = next(d["_source"] for d in docs if d["_source"]["rank"] == 1)
-        assert first["features"] == {"title_bm25": 1.5}  # NaN stays absent
-        assert first["judged"] == (first["grade"] is not None)
-        mapping = engine.mapping(EVAL_HITS)[EVAL_HITS]["mappings"]["properties"]
-        assert mapping["features"]["properties"]["title_bm25"]["type"] == "float"
-        metrics = engine.mapping(EVAL_QUERIES)[EVAL_QUERIES]["mappings"]["properties"]
-        assert metrics["ndcg@10_condensed"]["type"] == "float"
-    finally:
-        for index in (EVAL_QUERIES, EVAL_HITS):
-            engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
-                                     body={"query": {"term": {"run_id": run_id}}},
-                                     params={"refresh": "true"})
+    written = push_evaluation(engine, run_tag, {"model": None, "feature_set": None,
+                                                "judgments": "slice.csv",
+                                                "timestamp": "2026-11-24T00:00:00Z"},
+                              "bm25", result, hits, grades, features)
+    n_hits = sum(len(hs) for hs in hits.values())
+    assert written == len(evaluator.queries) + n_hits
+    query = {"query": {"term": {"run_id": run_tag}}}
+    assert engine.search(EVAL_QUERIES, {**query, "size": 0})["hits"]["total"]["value"] \
+        == len(evaluator.queries)
+    docs = engine.search(EVAL_HITS, {**query, "size": 1000})["hits"]["hits"]
+    assert len(docs) == n_hits
+    first = next(d["_source"] for d in docs if d["_source"]["rank"] == 1)
+    assert first["features"] == {"title_bm25": 1.5}  # NaN stays absent
+    assert first["judged"] == (first["grade"] is not None)
+    mapping = engine.mapping(EVAL_HITS)[EVAL_HITS]["mappings"]["properties"]
+    assert mapping["features"]["properties"]["title_bm25"]["type"] == "float"
+    metrics = engine.mapping(EVAL_QUERIES)[EVAL_QUERIES]["mappings"]["properties"]
+    assert metrics["ndcg@10_condensed"]["type"] == "float"
 
 
 def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder,
-                                                         slice_judgments):
-    import uuid
-
+                                                         slice_judgments, run_tag):
     from esrank.evaluate import EVAL_DELTAS, compare, push_comparison
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
@@ -134,40 +124,32 @@ def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder
         run = search_many(engine, alias, evaluator.queries, ranker, None, size=50, source=False)
         evals[ranker.name] = evaluator.evaluate({q: [h.doc_id for h in hs]
                                                  for q, hs in run.items()})
-    cid = f"test-{uuid.uuid4().hex[:8]}"
     a, b = ("bm25", evals["bm25"]), ("title-only", evals["title-only"])
-    try:
-        assert push_comparison(engine, cid, {"judgments": "slice.csv",
+    assert push_comparison(engine, run_tag, {"judgments": "slice.csv",
                                              "timestamp": "2026-11-24T00:00:00Z"}, a, b) \
-            == len(evaluator.queries)
-        docs = [h["_source"] for h in engine.search(EVAL_DELTAS, {
-            "size": 1000, "query": {"term": {"comparison_id": cid}}})["hits"]["hits"]]
-        report = {m.metric: m for m in compare(a, b, ["ndcg@10"]).metrics}["ndcg@10"]
-        outcomes = [d["outcome"] for d in docs]
-        assert (outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss")) == (
-            report.wins, report.ties, report.losses)
-        assert sum(d["ndcg@10_delta"] for d in docs) / len(docs) == pytest.approx(
-            report.delta, abs=1e-6)
-    finally:
-        engine.transport.request("cleanup", "POST", f"/{EVAL_DELTAS}/_delete_by_query",
-                                 body={"query": {"term": {"comparison_id": cid}}},
-                                 params={"refresh": "true"})
+        == len(evaluator.queries)
+    docs = [h["_source"] for h in engine.search(EVAL_DELTAS, {
+        "size": 1000, "query": {"term": {"comparison_id": run_tag}}})["hits"]["hits"]]
+    report = {m.metric: m for m in compare(a, b, ["ndcg@10"]).metrics}["ndcg@10"]
+    outcomes = [d["outcome"] for d in docs]
+    assert (outcomes.count("win"), outcomes.count("tie"), outcomes.count("loss")) == (
+        report.wins, report.ties, report.losses)
+    assert sum(d["ndcg@10_delta"] for d in docs) / len(docs) == pytest.approx(
+        report.delta, abs=1e-6)
 
 
-def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine):
+def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine, run_tag):
     import time
-    import uuid
 
     import numpy as np
 
     from esrank.errors import InputError
-    from esrank.evaluate import EVAL_QUERIES, METRICS, Evaluation, push_evaluation, run_history
+    from esrank.evaluate import METRICS, Evaluation, push_evaluation, run_history
 
-    tag = uuid.uuid4().hex[:8]
     rng = np.random.default_rng(7)
     pushed = {}
-    for i, config in enumerate((f"shop{tag}-v1", f"shop{tag}-v2")):
-        run_id = f"test-{tag}-{i}"
+    for i, config in enumerate((f"shop{run_tag}-v1", f"shop{run_tag}-v2")):
+        run_id = f"{run_tag}-{i}"
         per_query = {f"q{n}": {m: float(rng.random()) for m in METRICS} for n in range(12)}
         mean = {m: sum(v[m] for v in per_query.values()) / 12 for m in METRICS}
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + i))
@@ -177,28 +159,22 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine):
                                              "feature_set": None, "judgments": "j.csv",
                                              "timestamp": stamp}, label, ev, {}, {})
         pushed[run_id] = (config, mean)
-    try:
-        rows = [r for r in run_history(engine, ["ndcg@10", "mrr_condensed"])
-                if r["run_id"] in pushed]
-        assert [r["run_id"] for r in rows] == [*[f"test-{tag}-0"] * 2, *[f"test-{tag}-1"] * 2]
-        for row in rows:
-            config, mean = pushed[row["run_id"]]
-            assert row["config"] in ("bm25", config) and row["queries"] == 12
-            assert row["ndcg@10"] == pytest.approx(mean["ndcg@10"], abs=1e-6)
-            assert row["mrr_condensed"] == pytest.approx(mean["mrr_condensed"], abs=1e-6)
-            # a model's versions share one series: the page draws them as one line
-            assert row["series"] == ("bm25" if row["config"] == "bm25" else f"shop{tag}")
-            assert row["version"] == (None if row["config"] == "bm25" else config[-2:])
-            assert row["model"] == (None if row["config"] == "bm25" else config)
-        with pytest.raises(InputError, match="unknown metric 'ndcg@11'"):
-            run_history(engine, ["ndcg@11"])
-        cli = subprocess.run([sys.executable, "-m", "esrank.cli", "runs", "--json", "--metric",
-                              "ndcg@10"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-        assert cli.returncode == 0, cli.stderr
-        ours = [r for r in json.loads(cli.stdout)["runs"] if r["run_id"] in pushed]
-        assert [(r["run_id"], r["config"], r["ndcg@10"]) for r in ours] == [
-            (r["run_id"], r["config"], r["ndcg@10"]) for r in rows]
-    finally:
-        engine.transport.request("cleanup", "POST", f"/{EVAL_QUERIES}/_delete_by_query",
-                                 body={"query": {"prefix": {"run_id": f"test-{tag}"}}},
-                                 params={"refresh": "true"})
+    rows = [r for r in run_history(engine, ["ndcg@10", "mrr_condensed"]) if r["run_id"] in pushed]
+    assert [r["run_id"] for r in rows] == [*[f"{run_tag}-0"] * 2, *[f"{run_tag}-1"] * 2]
+    for row in rows:
+        config, mean = pushed[row["run_id"]]
+        assert row["config"] in ("bm25", config) and row["queries"] == 12
+        assert row["ndcg@10"] == pytest.approx(mean["ndcg@10"], abs=1e-6)
+        assert row["mrr_condensed"] == pytest.approx(mean["mrr_condensed"], abs=1e-6)
+        # a model's versions share one series: the page draws them as one line
+        assert row["series"] == ("bm25" if row["config"] == "bm25" else f"shop{run_tag}")
+        assert row["version"] == (None if row["config"] == "bm25" else config[-2:])
+        assert row["model"] == (None if row["config"] == "bm25" else config)
+    with pytest.raises(InputError, match="unknown metric 'ndcg@11'"):
+        run_history(engine, ["ndcg@11"])
+    cli = subprocess.run([sys.executable, "-m", "esrank.cli", "runs", "--json", "--metric",
+                          "ndcg@10"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert cli.returncode == 0, cli.stderr
+    ours = [r for r in json.loads(cli.stdout)["runs"] if r["run_id"] in pushed]
+    assert [(r["run_id"], r["config"], r["ndcg@10"]) for r in ours] == [
+        (r["run_id"], r["config"], r["ndcg@10"]) for r in rows]
