@@ -434,18 +434,15 @@ _SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK
 @click.pass_context
 def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
     """Deployed models with their CV score and parity result; * marks the active one."""
-    from esrank.registry import entry
+    from esrank.registry import entry, note
 
     doc = entry(_engine(ctx), set_name or _settings(ctx).active_set)
     lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
     for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
-        meta = rec.get("meta") or {}
-        cv = (meta.get("cv") or {}).get("mean")
-        excluded = meta.get("excluded_features")
+        cv = ((rec.get("meta") or {}).get("cv") or {}).get("mean")
         lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
                      f"cv ndcg@10 {cv}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
-                     f"{rec['uploaded_at']}" + (f"  without {', '.join(excluded)}"
-                                                if excluded else ""))
+                     f"{rec['uploaded_at']}  {note(rec) or ''}".rstrip())
     _emit(doc, as_json, "\n".join(lines))
 
 

@@ -113,6 +113,13 @@ def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
                        tuple(record.get("feature_names", ())))
 
 
+def note(record: dict) -> str | None:
+    """What sets a deployed model apart ("without text_cosine, title_cosine", from
+    `esrank train --exclude`), or None."""
+    excluded = (record.get("meta") or {}).get("excluded_features")
+    return f"without {', '.join(excluded)}" if excluded else None
+
+
 def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
     """The model search should rescore with, or None when none is active."""
     active = entry(engine, set_name)["active"]

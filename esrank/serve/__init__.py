@@ -356,15 +356,14 @@ def _routes(app: Flask, sc: Sidecar) -> None:
     @app.get("/compare/configs")
     def compare_configs():
         from esrank.comparison import BASELINES
-        from esrank.registry import entry
+        from esrank.registry import entry, note
 
         doc = entry(sc.get_engine(), sc.settings.active_set)
         models = sorted(doc["models"], key=lambda m: (m != doc["active"],
                                                       -int(m.rsplit("-v", 1)[-1])
                                                       if m.rsplit("-v", 1)[-1].isdigit() else 0))
         reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
-        notes = {m: f"without {', '.join(excluded)}" for m in models
-                 if (excluded := (doc["models"][m].get("meta") or {}).get("excluded_features"))}
+        notes = {m: text for m in models if (text := note(doc["models"][m]))}
         return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"],
                        notes=notes)
 
