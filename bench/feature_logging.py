@@ -22,7 +22,7 @@ from esrank.features import load_feature_set, push_feature_sets
 from esrank.judgments import read_csv
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from esrank.encoder import load_encoder
 from esrank.engine import connect
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     index = "bench-bulk-only"
     if engine.index_exists(index):
         engine.delete_index(index)
-    engine.create_index(index, index_body(encoder.dims))
+    engine.create_index(index, index_body(engine.dialect, encoder.dims))
     for (_, doc), vec in zip(docs, vectors, strict=True):
         doc["title_vector"] = [round(float(x), 7) for x in vec]
     t = time.perf_counter()

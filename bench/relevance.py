@@ -28,7 +28,7 @@ from _report import write_result
 from esrank import registry
 from esrank.encoder import batched, load_encoder
 from esrank.engine import Engine, connect
-from esrank.engine.base import parse_ltr_log
+from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params
@@ -38,7 +38,7 @@ from esrank.search import Ranker, bm25_query, search_many
 from esrank.train import TrainParams, grouped_folds, train
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 
 
@@ -47,9 +47,9 @@ def window_features(engine: Engine, index: str, fs, queries: dict[str, list[str]
     """query -> doc -> logged feature values, for the docs of each query's window."""
     out = {}
     for chunk in batched(list(queries.items()), 16):
-        bodies = [Engine.logging_query(fs, p, docs)
-                  for (_, docs), p in zip(chunk, params_for([q for q, _ in chunk]), strict=True)]
-        for (q, _), resp in zip(chunk, engine.msearch(index, bodies), strict=True):
+        requests = [logging_request(fs, p, docs) for (_, docs), p in
+                    zip(chunk, params_for([q for q, _ in chunk]), strict=True)]
+        for (q, _), resp in zip(chunk, engine.ranked(index, requests), strict=True):
             out[q] = {h["_id"]: parse_ltr_log(h, fs.feature_names) for h in resp["hits"]["hits"]}
     return out
 

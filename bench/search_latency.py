@@ -28,10 +28,10 @@ from esrank.encoder import load_encoder
 from esrank.engine import connect
 from esrank.feature_log import query_params
 from esrank.registry import active_model
-from esrank.search import Ranker, search_body
+from esrank.search import Ranker, ranked_request
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def stats(ms: list[float]) -> dict:
@@ -67,12 +67,12 @@ def main() -> None:
     port = start_server(create_app(settings, encoder=encoder), threads=8)
     timings: dict[str, list[float]] = {"bm25": [], "rescore": [], "sidecar": []}
     for q in queries:  # warm-up: caches, the compiled model, the query-embedding LRU
-        engine.search(args.index, search_body(q, rescore, params[q], 10))
+        engine.ranked(args.index, [ranked_request(q, rescore, params[q], 10)])
     for _ in range(args.repeats):
         for q in queries:
             for name, ranker in (("bm25", bm25), ("rescore", rescore)):
                 started = time.perf_counter()
-                engine.search(args.index, search_body(q, ranker, params[q], 10))
+                engine.ranked(args.index, [ranked_request(q, ranker, params[q], 10)])
                 timings[name].append((time.perf_counter() - started) * 1000)
             # the first repeat embeds every query; later ones hit the sidecar's LRU cache
             status, ms = post(port, "/search", {"query": q, "size": 10})

@@ -31,7 +31,7 @@ from esrank.config import ServeSettings, load_settings
 from esrank.encoder import available_backends, load_encoder, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT.parent / "shared" / "data" / "chorus"
+CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def titles(n: int) -> list[str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
+from esrank.engine.dialect import Dialect
 from esrank.errors import EngineError, InputError
 
 log = logging.getLogger(__name__)
@@ -142,13 +143,13 @@ def text_of(doc: dict) -> str:
     return f"{doc['title']}. {description}" if description else doc["title"]
 
 
-def index_body(dims: int) -> dict:
-    """Explicit mappings: analysed text, keywords, numbers, and the vectors (doc values)."""
+def index_body(dialect: Dialect, dims: int) -> dict:
+    """Explicit mappings: analysed text, keywords, numbers, and the vectors in the engine's
+    vector type."""
     text_kw = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     return {
         "settings": {"number_of_shards": 1, "number_of_replicas": 0,
-                     # exact vectors from doc values: no native k-NN library needed
-                     "index.knn": False},
+                     **dialect.index_settings()},
         "mappings": {
             "dynamic": "strict",
             "properties": {
@@ -164,8 +165,8 @@ def index_body(dims: int) -> dict:
                 "attributes": {"type": "text"},
                 # thousands of typed attributes: kept in _source, not mapped field by field
                 "attrs": {"type": "object", "enabled": False},
-                "title_vector": {"type": "knn_vector", "dimension": dims},
-                "text_vector": {"type": "knn_vector", "dimension": dims},
+                "title_vector": dialect.vector_field(dims),
+                "text_vector": dialect.vector_field(dims),
             },
         },
     }
@@ -186,7 +187,7 @@ def index_is_current(engine: Engine, alias: str) -> bool:
     if not engine.alias_targets(alias) or engine.count(alias) == 0:
         return False
     live = engine.mapping(alias)
-    wanted = index_body(0)["mappings"]["properties"]
+    wanted = index_body(engine.dialect, 0)["mappings"]["properties"]
     return all(set(m.get("mappings", {}).get("properties", {})) == set(wanted)
                for m in live.values())
 
@@ -207,7 +208,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                           "esrank manages it as an alias over versioned indices — rename or "
                           "delete it first", target=alias)
     old = engine.alias_targets(alias)
-    engine.create_index(index, index_body(encoder.dims))
+    engine.create_index(index, index_body(engine.dialect, encoder.dims))
     report = IndexReport(alias=alias, index=index)
     products = read_products(paths)
     try:

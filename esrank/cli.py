@@ -19,7 +19,7 @@ from esrank.errors import EsrankError
 
 log = logging.getLogger("esrank")
 
-CHORUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "chorus"
+CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
 
 
 def _emit(data, as_json: bool, text: str) -> None:
@@ -38,28 +38,38 @@ def _engine(ctx: click.Context):
                 password=s.password.get_secret_value() if s.password else None,
                 api_key=s.api_key.get_secret_value() if s.api_key else None,
                 ca_certs=str(s.ca_certs) if s.ca_certs else None, verify_certs=s.verify_certs)
-    return connect(s.engine_url, flavor=s.flavor, auth=auth, timeout=s.timeout, store=s.store)
+    return connect(s.engine_url, flavor=s.engine_flavor, auth=auth, timeout=s.timeout,
+                   store=s.store)
 
 
-def _local(ctx: click.Context):
+def _local(ctx: click.Context, flavor: str | None = None):
     from esrank.engine.local import LocalEngine
 
     s = _settings(ctx)
-    e = s.engine
-    return LocalEngine(home=s.home, version=e.version, port=e.port, heap=e.heap,
-                       java_home=e.java_home, maven_repo=e.maven_repo, ltr_plugin=e.ltr_plugin,
+    flavor = flavor or s.local_flavor
+    e, node = s.engine, s.local_node(flavor)
+    return LocalEngine(home=s.home, flavor=flavor, version=node.version, port=node.port,
+                       transport_port=node.transport_port, heap=e.heap,
+                       java_home=node.java_home, maven_repo=e.maven_repo,
+                       ltr_plugin=node.ltr_plugin, ltr_plugin_sha256=node.ltr_plugin_sha256,
                        startup_timeout=e.startup_timeout)
+
+
+FLAVOR = click.Choice(["opensearch", "elasticsearch"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("--flavor", type=FLAVOR, help="The local engine to use when ESRANK_URL is not "
+              "set (default: ESRANK_FLAVOR, else opensearch).")
 @click.version_option(package_name="esrank")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int) -> None:
+def cli(ctx: click.Context, verbose: int, flavor: str | None) -> None:
     """esrank: Learning-to-Rank for OpenSearch and Elasticsearch.
 
     Settings come from esrank.toml (or $ESRANK_CONFIG) and ESRANK_* environment variables,
-    e.g. ESRANK_URL=https://search:9200 to use an existing cluster instead of the local node.
+    e.g. ESRANK_URL=https://search:9200 to use an existing cluster instead of the local node,
+    ESRANK_FLAVOR=elasticsearch to use the local Elasticsearch node.
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG),
@@ -67,7 +77,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     # the clients log every expected 404 (probing for an index or feature set) as a warning
     for noisy in ("opensearch", "elastic_transport"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
-    ctx.obj = {"settings": load_settings()}
+    ctx.obj = {"settings": load_settings(flavor=flavor)}
 
 
 # -- engine ------------------------------------------------------------------------------------
@@ -75,41 +85,58 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 @cli.group()
 def engine() -> None:
-    """Manage the local OpenSearch + LTR + k-NN node (127.0.0.1:9200 by default)."""
+    """Manage the local nodes: OpenSearch 3.6 + LTR + k-NN (127.0.0.1:9200) and
+    Elasticsearch 8.18 + the o19s LTR plugin (127.0.0.1:9201); both can run at once."""
+
+
+_ENGINE_FLAVOR = click.option("--flavor", type=FLAVOR,
+                              help="Which node (default: ESRANK_FLAVOR, else opensearch).")
 
 
 @engine.command("up")
+@_ENGINE_FLAVOR
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
-def engine_up(ctx: click.Context, as_json: bool) -> None:
-    """Download (cached), install and start the node; waits for green. Idempotent."""
+def engine_up(ctx: click.Context, flavor: str | None, as_json: bool) -> None:
+    """Download (cached), install and start the node; waits for green. Idempotent.
+
+    The LTR plugin comes from ESRANK_ENGINE__<FLAVOR>__LTR_PLUGIN (a zip path, or a URL with
+    ..._SHA256) when set, else from the plugin's official release; the output says which and
+    how it was verified.
+    """
     from esrank.engine.local import up
 
-    info = up(_local(ctx), progress=not as_json)
-    verb = "started" if info["started"] else "already running"
-    _emit(info, as_json, f"engine {verb} at {info['url']} (pid {info['pid']}, health "
-          f"{info.get('health')}, plugins: {', '.join(info.get('plugins', []))})")
+    info = up(_local(ctx, flavor), progress=not as_json)
+    verb = (f"started in {info['start_seconds']}s" if info["started"] else "already running")
+    plugin = info.get("ltr_plugin") or {}
+    _emit(info, as_json, f"{info['flavor']} {info['version']} {verb} at {info['url']} (pid "
+          f"{info['pid']}, health {info.get('health')}, plugins: "
+          f"{', '.join(info.get('plugins', []))})\nLTR plugin from {plugin.get('source')}: "
+          f"{plugin.get('location')} ({plugin.get('verified')})")
 
 
 @engine.command("down")
+@_ENGINE_FLAVOR
 @click.pass_context
-def engine_down(ctx: click.Context) -> None:
+def engine_down(ctx: click.Context, flavor: str | None) -> None:
     """Stop the node that `esrank engine up` started (by its pid file)."""
     from esrank.engine.local import down
 
-    click.echo("engine stopped" if down(_local(ctx)) else "engine was not running")
+    node = _local(ctx, flavor)
+    click.echo(f"{node.flavor} stopped" if down(node) else f"{node.flavor} was not running")
 
 
 @engine.command("status")
+@click.option("--flavor", type=FLAVOR, help="Only this node (default: both).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def engine_status(ctx: click.Context, as_json: bool) -> None:
-    """Show whether the local node runs, its health, version and plugins."""
+def engine_status(ctx: click.Context, flavor: str | None, as_json: bool) -> None:
+    """Show whether each local node runs, its health, version, plugins and LTR plugin source."""
     from esrank.engine.local import status
 
-    info = status(_local(ctx))
-    text = "\n".join(f"{k:12} {v}" for k, v in info.items())
-    _emit(info, as_json, text)
+    infos = [status(_local(ctx, f)) for f in ([flavor] if flavor else FLAVOR.choices)]
+    text = "\n\n".join("\n".join(f"{k:12} {v}" for k, v in info.items()) for info in infos)
+    _emit(infos, as_json, text)
 
 
 # -- features ----------------------------------------------------------------------------------
@@ -505,8 +532,10 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
     from esrank.encoder import load_encoder
 
     s = _settings(ctx)
-    paths = list(files) or sorted(CHORUS.glob("*.json.zip"))
-    report = index_catalogue(_engine(ctx), alias or s.index, paths,
+    if not files:
+        raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
+                               f"esrank index {CHORUS}/*.json.zip)")
+    report = index_catalogue(_engine(ctx), alias or s.index, list(files),
                              load_encoder(s.encoder_model), batch_size=batch_size, limit=limit,
                              progress=not as_json)
     d = report.to_dict()
@@ -595,7 +624,7 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
     from esrank.evaluate import Evaluator, push_evaluation, rank_eval_check
     from esrank.feature_log import query_params
     from esrank.judgments import read_judgments
-    from esrank.search import search, search_body, search_many
+    from esrank.search import ranked_request, search, search_many
 
     engine, index = _engine(ctx), _settings(ctx).index
     judged = read_judgments(judgments_file, fmt)
@@ -627,7 +656,7 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
                       else lambda qs: [None] * len(qs))
             checks[ranker.label] = rank_eval_check(
                 engine, index, judged,
-                lambda q, r=ranker, p=params: search_body(q, r, p([q])[0], 10, source=False),
+                lambda q, r=ranker, p=params: ranked_request(q, r, p([q])[0], 10, source=False),
                 run)
     for args in pushes:  # written only once every configuration ran: no half-stored runs
         push_evaluation(engine, push, *args)
@@ -691,6 +720,10 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     if run_id:
         lines.append(f"\npushed as run {run_id} (esrank-eval-queries, esrank-eval-hits)")
     for name, check in checks.items():
+        if "unavailable" in check:
+            lines.append(f"\n{name} vs the engine's _rank_eval: not checked, "
+                         f"{check['unavailable']}")
+            continue
         lines.append(f"\n{name} vs the engine's _rank_eval:")
         lines += [f"  {m:22} esrank {c['esrank']:.6f}  engine {c['engine']:.6f}  "
                   f"max |diff| per query {c['max_abs_diff']:.2g}" for m, c in check.items()]
@@ -994,14 +1027,15 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     work.mkdir(parents=True, exist_ok=True)
     judgments_file = CHORUS / "judgments.csv"
     if s.uses_local_engine:
-        click.echo("== 1. local engine")
-        ctx.invoke(engine_up)
+        click.echo(f"== 1. local engine ({s.local_flavor})")
+        ctx.invoke(engine_up, flavor=s.local_flavor)
     click.echo("== 2. index the Chorus catalogue")
     if not reindex and limit is None and index_is_current(_engine(ctx), s.index):
         click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
     else:
         try:
-            ctx.invoke(index_cmd, limit=limit)
+            ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))),
+                       limit=limit)
         except SystemExit as exc:  # rejected products are reported above; go on with the rest
             if exc.code not in (0, None, 1):
                 raise

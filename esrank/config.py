@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from esrank.errors import ConfigError
@@ -23,20 +23,43 @@ def _default_home() -> Path:
     return Path("/var/cache/esrank") if os.geteuid() == 0 else Path.home() / ".cache" / "esrank"
 
 
-class LocalEngineSettings(BaseModel):
-    """The embedded local node (`esrank engine up`)."""
+class LocalNodeSettings(BaseModel):
+    """One local node; env: ESRANK_ENGINE__OPENSEARCH__PORT=9200 etc."""
+
+    model_config = ConfigDict(extra="forbid")
 
     version: str = "3.6.0"
-    port: int = 9200
+    port: int = Field(9200, gt=0, lt=65536)
+    transport_port: int = Field(9300, gt=0, lt=65536)
+    java_home: Path | None = None  # default: the newest suitable JDK found
+    ltr_plugin: str | None = None  # the LTR plugin zip: a path, or a URL with ltr_plugin_sha256
+    ltr_plugin_sha256: str | None = None
+
+
+class ElasticsearchNodeSettings(LocalNodeSettings):
+    """The local Elasticsearch node; env: ESRANK_ENGINE__ELASTICSEARCH__PORT=9201 etc."""
+
+    version: str = "8.18.6"
+    port: int = Field(9201, gt=0, lt=65536)
+    transport_port: int = Field(9301, gt=0, lt=65536)
+
+
+class LocalEngineSettings(BaseModel):
+    """The embedded local nodes (`esrank engine up [--flavor F]`), which can run side by side."""
+
+    model_config = ConfigDict(extra="forbid")
+
     heap: str = "1g"
-    java_home: Path | None = None
     maven_repo: str = "https://repo1.maven.org/maven2"
-    ltr_plugin: str | None = None
     startup_timeout: float = 180.0
+    opensearch: LocalNodeSettings = LocalNodeSettings()
+    elasticsearch: ElasticsearchNodeSettings = ElasticsearchNodeSettings()
 
 
 class ServeSettings(BaseModel):
     """The sidecar (`esrank serve`); env: ESRANK_SERVE__PORT=8080 etc."""
+
+    model_config = ConfigDict(extra="forbid")
 
     host: str = "127.0.0.1"  # localhost unless told otherwise
     port: int = Field(8080, gt=0, lt=65536)
@@ -60,6 +83,8 @@ class Settings(BaseSettings):
                                       extra="forbid")
 
     url: str | None = None
+    # the cluster's engine: "auto" asks it; without ESRANK_URL it picks the local node
+    # (auto: OpenSearch)
     flavor: Literal["auto", "opensearch", "elasticsearch"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
@@ -80,9 +105,22 @@ class Settings(BaseSettings):
     serve: ServeSettings = ServeSettings()
 
     @property
+    def local_flavor(self) -> str:
+        """The local node esrank uses when no ESRANK_URL is set."""
+        return "opensearch" if self.flavor == "auto" else self.flavor
+
+    def local_node(self, flavor: str | None = None) -> LocalNodeSettings:
+        return getattr(self.engine, flavor or self.local_flavor)
+
+    @property
     def engine_url(self) -> str:
         """The configured cluster, else the local node."""
-        return self.url or f"http://127.0.0.1:{self.engine.port}"
+        return self.url or f"http://127.0.0.1:{self.local_node().port}"
+
+    @property
+    def engine_flavor(self) -> str:
+        """The flavor to connect with ("auto" only for a configured cluster)."""
+        return self.flavor if self.url else self.local_flavor
 
     @property
     def uses_local_engine(self) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from esrank.engine import Ranked
 from esrank.errors import EngineError, InputError
 from esrank.judgments import JudgmentList
 
@@ -115,15 +116,17 @@ RANK_EVAL = {
 
 
 def rank_eval_check(engine, index: str, judgments: JudgmentList,
-                    body_for: Callable[[str], dict], run: Run) -> dict:
+                    request_for: Callable[[str], Ranked], run: Run) -> dict:
     """esrank's metrics next to the engine's `_rank_eval` for one configuration.
 
-    `body_for(query)` is the configuration's search request (size 10); `run` is esrank's
-    ranking for it (query text -> doc ids). Returns, per metric, both means and the largest
-    per-query difference.
+    `request_for(query)` is the configuration's search (size 10); `run` is esrank's ranking
+    for it (query text -> doc ids). Returns, per metric, both means and the largest per-query
+    difference; {"unavailable": why} when the engine has no `_rank_eval` (Elasticsearch
+    without its rank-eval module).
 
-    >>> rank_eval_check(engine, "products", judged, lambda q: search_body(q, Ranker(), None, 10),
-    ...                 run)["mrr@10"]["max_abs_diff"]   # doctest: +SKIP
+    >>> rank_eval_check(engine, "products", judged,
+    ...                 lambda q: ranked_request(q, Ranker(), None, 10), run
+    ...                 )["mrr@10"]["max_abs_diff"]   # doctest: +SKIP
     0.0
     """
     import ir_measures
@@ -135,15 +138,21 @@ def rank_eval_check(engine, index: str, judgments: JudgmentList,
     by_query = judgments.by_query()
     ids = {qid: str(i) for i, qid in enumerate(by_query, 1)}
     text = {qid: js[0].query for qid, js in by_query.items()}
-    requests = [{"id": ids[qid], "request": body_for(text[qid]),
+    bodies = engine.ranked_bodies(index, [request_for(text[qid]) for qid in by_query])
+    requests = [{"id": ids[qid], "request": body,
                  "ratings": [{"_index": concrete[0], "_id": j.doc_id, "rating": j.grade}
-                             for j in js]} for qid, js in by_query.items()]
+                             for j in js]}
+                for (qid, js), body in zip(by_query.items(), bodies, strict=True)]
     qrels = [ir_measures.Qrel(ids[j.qid], j.doc_id, j.grade) for j in judgments]
     scored = [ir_measures.ScoredDoc(ids[qid], d, float(100 - r))
               for qid in by_query for r, d in enumerate(list(run.get(text[qid], ()))[:10])]
     out = {}
     for name, metric in RANK_EVAL.items():
-        theirs = engine.rank_eval(index, requests, metric)["details"]
+        answer = engine.rank_eval(index, requests, metric)
+        if answer is None:
+            return {"unavailable": f"the engine ({engine.dialect.name}) has no _rank_eval "
+                                   "(its rank-eval module is not installed)"}
+        theirs = answer["details"]
         ours = dict.fromkeys(ids.values(), 0.0)
         ours.update({m.query_id: float(m.value)
                      for m in ir_measures.iter_calc([measures[name]], qrels, scored)})

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from esrank.encoder import batched
-from esrank.engine import Engine
-from esrank.engine.base import LOG_NAME, parse_ltr_log
+from esrank.engine import Engine, Ranked, Rescore
+from esrank.engine.base import parse_ltr_log
 from esrank.errors import ModelError
 from esrank.train import normalize
 from esrank.types import FeatureSet
@@ -237,19 +237,13 @@ class ParityReport:
                           for r in self.worst]}
 
 
-def parity_query(model: str, feature_set: str, params: dict, doc_ids: Sequence[str]) -> dict:
+def parity_request(model: str, feature_set: str, params: dict, doc_ids: Sequence[str]
+                   ) -> Ranked:
     """Score exactly `doc_ids` with the model through a rescore (as search does) and log the
     feature values the model saw, in the same request."""
-    return {
-        "size": len(doc_ids),
-        "query": {"bool": {"filter": [{"ids": {"values": list(doc_ids)}}]}},
-        "rescore": {"window_size": len(doc_ids),
-                    "query": {"rescore_query": Engine.sltr(feature_set, params, model=model),
-                              "query_weight": 0.0, "rescore_query_weight": 1.0}},
-        "_source": False,
-        "ext": {"ltr_log": {"log_specs": {"name": LOG_NAME, "rescore_index": 0,
-                                          "missing_as_zero": False}}},
-    }
+    return Ranked(size=len(doc_ids), ids=tuple(doc_ids),
+                  rescore=Rescore(feature_set, params, model=model, window=len(doc_ids),
+                                  log=True))
 
 
 def check_parity(engine: Engine, index: str, model: str, artifact: Artifact,
@@ -262,9 +256,9 @@ def check_parity(engine: Engine, index: str, model: str, artifact: Artifact,
     names = feature_set.feature_names
     for chunk in batched(list(queries.items()), batch):
         texts = [q for q, _ in chunk]
-        bodies = [parity_query(model, feature_set.engine_name, p, docs)
-                  for (_, docs), p in zip(chunk, params_for(texts), strict=True)]
-        for (query, _), response in zip(chunk, engine.msearch(index, bodies), strict=True):
+        requests = [parity_request(model, feature_set.engine_name, p, docs)
+                    for (_, docs), p in zip(chunk, params_for(texts), strict=True)]
+        for (query, _), response in zip(chunk, engine.ranked(index, requests), strict=True):
             hits = response["hits"]["hits"]
             if not hits:
                 continue

@@ -17,7 +17,7 @@ import numpy as np
 
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
-from esrank.engine.base import parse_ltr_log
+from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.errors import InputError
 from esrank.judgments import JudgmentList
 from esrank.types import FeatureMatrix, FeatureSet, QueryParam
@@ -90,10 +90,10 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
             texts = [js[0].query for _, js in chunk]
             extra = (_unjudged(engine, index, chunk, unjudged_negatives, negatives_query)
                      if unjudged_negatives else [[] for _ in chunk])
-            bodies = [Engine.logging_query(feature_set, params, [j.doc_id for j in js] + more)
-                      for (_, js), more, params in zip(chunk, extra, params_for(texts),
-                                                       strict=True)]
-            responses = engine.msearch(index, bodies)
+            requests = [logging_request(feature_set, params, [j.doc_id for j in js] + more)
+                        for (_, js), more, params in zip(chunk, extra, params_for(texts),
+                                                         strict=True)]
+            responses = engine.ranked(index, requests)
             for (qid, js), more, response in zip(chunk, extra, responses, strict=True):
                 logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
                           for h in response["hits"]["hits"]}

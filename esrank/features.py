@@ -4,8 +4,12 @@ A file declares the query params and an ordered list of features; loading valida
 feature and raises :class:`~esrank.errors.InputError` naming ``file:line`` and the feature.
 
 >>> fs = load_feature_set("feature_sets/chorus.yaml")       # doctest: +SKIP
->>> fs.plugin_payload()["featureset"]["name"]               # doctest: +SKIP
+>>> fs.engine_name                                          # doctest: +SKIP
 'chorus@3f2a9c01be'
+
+Besides the plugin's template languages, a feature may be ``vector_cosine``: the cosine
+between a vector param and a vector field, which the engine seam renders for each engine
+(esrank.engine.dialect).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import yaml
 from chevron.tokenizer import ChevronError, tokenize
 
 from esrank.engine.base import Engine
+from esrank.engine.dialect import COSINE, WINDOW_PARAM, Dialect
 from esrank.errors import InputError
 from esrank.types import Feature, FeatureSet, QueryParam
 
-TEMPLATE_LANGUAGES = ("mustache", "derived_expression", "script_feature")
+TEMPLATE_LANGUAGES = ("mustache", "derived_expression", "script_feature", COSINE)
 PARAM_TYPES = ("string", "number", "vector")
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -80,8 +85,10 @@ def load_feature_sets(path: str | Path) -> list[FeatureSet]:
     return sets
 
 
-def diff_feature_sets(local: FeatureSet, engine_features: list[dict]) -> dict[str, list[str]]:
-    """Compare a local set with the features the engine holds (plugin schema), by name.
+def diff_feature_sets(local: FeatureSet, engine_features: list[dict],
+                      dialect: Dialect) -> dict[str, list[str]]:
+    """Compare a local set, as `dialect` stores it, with the features the engine holds (plugin
+    schema), by name.
 
     Returns ``{"added": [...], "removed": [...], "changed": [...], "same": [...]}``:
     added/changed/same in local order, removed in engine order.
@@ -96,7 +103,7 @@ def diff_feature_sets(local: FeatureSet, engine_features: list[dict]) -> dict[st
     for feature in local.features:
         if feature.name not in remote:
             diff["added"].append(feature.name)
-        elif remote[feature.name] == _normalized(feature.plugin_dict()):
+        elif remote[feature.name] == _normalized(dialect.feature(feature)):
             diff["same"].append(feature.name)
         else:
             diff["changed"].append(feature.name)
@@ -124,7 +131,7 @@ def diff_against_engine(engine: Engine, local: FeatureSet) -> dict[str, Any]:
     versions = {k: v for k, v in versions.items() if k.split("@", 1)[0] == local.name}
     if not versions:
         return {**base, "status": "not in engine", "compared_with": None}
-    diffs = {name: diff_feature_sets(local, doc.get("features", []))
+    diffs = {name: diff_feature_sets(local, doc.get("features", []), engine.dialect)
              for name, doc in versions.items()}
     name = (local.engine_name if local.engine_name in diffs else
             min(diffs, key=lambda n: (sum(len(diffs[n][k]) for k in
@@ -250,6 +257,9 @@ class _Parser:
             if not _IDENTIFIER.fullmatch(name):
                 raise self.error(f"{what}: expected an identifier ([A-Za-z_][A-Za-z0-9_]*)",
                                  key_node)
+            if name == WINDOW_PARAM:
+                raise self.error(f"{what}: the name is reserved (esrank passes the rescore "
+                                 "window's ids in it)", key_node)
             spec = self.mapping(spec_node, _PARAM_KEYS, what)
             if "type" not in spec:
                 raise self.error(f"{what}: missing 'type' (one of: {', '.join(PARAM_TYPES)})",
@@ -319,6 +329,7 @@ class _Parser:
             "mustache": self.check_mustache,
             "derived_expression": self.check_expression,
             "script_feature": self.check_script,
+            COSINE: self.check_cosine,
         }[language]
         referenced = check(template, template_node, name, listed, params, earlier)
         unused = [p for p in listed if p not in referenced]
@@ -471,6 +482,19 @@ class _Parser:
                                      f"{value!r}", value_node, feature)
                 referenced.add(value)
         return referenced
+
+    def check_cosine(self, template: Any, node: yaml.Node, feature: str, listed: list[str],
+                     declared: dict[str, QueryParam], earlier: list[Feature]) -> set[str]:
+        entries = self.mapping(node, ("field",), f"{COSINE} template", feature)
+        if "field" not in entries:
+            raise self.error(f"{COSINE} template: missing 'field' (the vector field of the "
+                             "index)", node, feature)
+        self.string(entries["field"][1], f"{COSINE} template field", feature)
+        vectors = [p for p in listed if declared[p].type == "vector"]
+        if len(listed) != 1 or len(vectors) != 1:
+            raise self.error(f"{COSINE}: expected params to list exactly one vector param, "
+                             f"found [{', '.join(listed)}]", node, feature)
+        return set(listed)
 
     def check_script_references(self, node: yaml.SequenceNode, features: list[Feature]) -> None:
         """script_feature feature_names must name other features of this set."""

@@ -20,22 +20,23 @@ from dataclasses import replace
 
 import numpy as np
 
-from esrank.engine import Engine
+from esrank.engine import Engine, Ranked, Rescore
 from esrank.evaluate import Evaluator
 from esrank.export import Artifact
-from esrank.search import Ranker, search_body, search_many
+from esrank.search import Ranker, ranked_request, search_many
 from esrank.train import TrainParams, cross_validate
 from esrank.types import FeatureMatrix, FeatureSet
 
 WINDOWS = (10, 25, 50, 100, 200, 400)
 
 
-def _p50(engine: Engine, index: str, bodies: Sequence[dict], repeats: int) -> float:
+def _p50(engine: Engine, index: str, requests: Sequence[Ranked], repeats: int) -> float:
+    """p50 ms of each search, as served (both requests where the engine needs two)."""
     times = []
     for _ in range(repeats):
-        for body in bodies:
+        for request in requests:
             started = time.perf_counter()
-            engine.search(index, body)
+            engine.ranked(index, [request])
             times.append((time.perf_counter() - started) * 1000)
     return float(np.percentile(times, 50))
 
@@ -56,7 +57,7 @@ def feature_latency(engine: Engine, index: str, feature_set: FeatureSet, queries
                     params_for, *, window: int = 100, repeats: int = 2) -> dict:
     """p50 ms of BM25 alone, and of BM25 + an sltr rescore computing each feature alone."""
     base = Ranker("bm25", window=window)
-    plain = [search_body(q, base, None, 10, source=False) for q in queries]
+    plain = [ranked_request(q, base, None, 10, source=False) for q in queries]
     bm25 = _p50(engine, index, plain, repeats)
     params = params_for(list(queries))
     out = {}
@@ -64,13 +65,10 @@ def feature_latency(engine: Engine, index: str, feature_set: FeatureSet, queries
         single = replace(feature_set, name=f"{feature_set.name}-only-{feature.name}",
                          features=(feature,))
         engine.put_feature_set(single)
-        bodies = []
-        for body, p in zip(plain, params, strict=True):
-            rescore = {"window_size": window, "query": {
-                "rescore_query": Engine.sltr(single.engine_name, p),
-                "query_weight": 1.0, "rescore_query_weight": 1.0}}
-            bodies.append({**body, "rescore": rescore})
-        out[feature.name] = _p50(engine, index, bodies, repeats) - bm25
+        requests = [replace(r, rescore=Rescore(single.engine_name, p, window=window,
+                                               query_weight=1.0))
+                    for r, p in zip(plain, params, strict=True)]
+        out[feature.name] = _p50(engine, index, requests, repeats) - bm25
     return {"bm25_p50_ms": bm25, "added_p50_ms": out, "window": window}
 
 
@@ -84,11 +82,11 @@ def window_curve(engine: Engine, index: str, ranker: Ranker, evaluator: Evaluato
         run = search_many(engine, index, evaluator.queries, r, encoder, size=max(window, 10),
                           source=False)
         mean = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
-        bodies = [search_body(q, r, p, 10, source=False)
-                  for q, p in zip(evaluator.queries, params, strict=True)]
+        requests = [ranked_request(q, r, p, 10, source=False)
+                    for q, p in zip(evaluator.queries, params, strict=True)]
         rows.append({"window": window, "ndcg@10": mean["ndcg@10"],
                      "ndcg@10_condensed": mean["ndcg@10_condensed"],
-                     "p50_ms": _p50(engine, index, bodies, repeats)})
+                     "p50_ms": _p50(engine, index, requests, repeats)})
     return rows
 
 

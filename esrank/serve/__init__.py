@@ -257,7 +257,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
                                  "backend": sc.encoder.name.split(":", 1)[0]}
         try:
             engine = sc.get_engine()
-            engine.info()
+            engine.health()
             state["engine"] = "reachable"
             model = active_model(engine, sc.settings.active_set)
             state["active_model"] = model.name if model else None

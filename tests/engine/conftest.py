@@ -1,17 +1,26 @@
-"""Real-engine fixtures: the local OpenSearch node that `make test` starts (esrank engine up)."""
+"""Real-engine fixtures: both local nodes that `make test` starts (esrank engine up --flavor F).
+
+Every test that takes `engine` runs once per engine: OpenSearch 3.6 + LTR + k-NN and
+Elasticsearch 8.18 + the o19s LTR plugin. A missing engine or LTR plugin is a failure, never a
+skip. ESRANK_TEST_FLAVORS=opensearch (or elasticsearch) narrows a local run to one engine;
+ESRANK_TEST_<FLAVOR>_URL points a flavor at another node.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
 import pytest
 
-from esrank.engine import Engine, connect
+from esrank.config import load_settings
+from esrank.engine import FLAVORS, Engine, connect
 from esrank.errors import EngineError
 from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
 
-URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
+DEFAULT_URLS = {"opensearch": "http://127.0.0.1:9200", "elasticsearch": "http://127.0.0.1:9201"}
+TESTED = [f for f in os.environ.get("ESRANK_TEST_FLAVORS", ",".join(FLAVORS)).split(",") if f]
 
 
 def pytest_collection_modifyitems(items):
@@ -20,24 +29,39 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.engine)
 
 
-@pytest.fixture(scope="session")
-def engine() -> Engine:
+def url_of(flavor: str) -> str:
+    return os.environ.get(f"ESRANK_TEST_{flavor.upper()}_URL", DEFAULT_URLS[flavor])
+
+
+@pytest.fixture(scope="session", params=TESTED)
+def engine(request) -> Engine:
+    """One real engine with its LTR plugin (the test runs once per engine)."""
+    flavor, url = request.param, url_of(request.param)
     try:
-        eng = connect(URL)
-        eng.info()
+        eng = connect(url, flavor=flavor)
+        eng.health()
     except EngineError as exc:  # a missing engine is a failure, never a skip
-        pytest.fail(f"no engine at {URL}: run `esrank engine up` (make test does): {exc}")
+        pytest.fail(f"no {flavor} at {url}: run `esrank engine up --flavor {flavor}` (make "
+                    f"test does): {exc}")
+    if not eng.has_ltr():
+        pytest.fail(f"the {flavor} node at {url} has no LTR plugin ({eng.dialect.ltr_plugin}): "
+                    f"set ESRANK_ENGINE__{flavor.upper()}__LTR_PLUGIN and rerun esrank engine "
+                    "up (make test takes it from ../shared/plugins)")
     return eng
 
 
-@pytest.fixture(scope="session")
-def ltr_engine(engine: Engine) -> Engine:
-    """The engine, required to have the LTR plugin."""
-    if "opensearch-ltr" not in engine.plugins():
-        pytest.skip("BLOCKED: the engine has no LTR plugin: org.opensearch:ltr:3.6.0.0:zip is "
-                    "not served by this machine's Maven Central; set ESRANK_ENGINE__LTR_PLUGIN "
-                    "to the plugin zip and rerun esrank engine up")
-    return engine
+@pytest.fixture()
+def engine_settings(engine: Engine):
+    """Settings that point esrank at this test engine: engine_settings(index=...)."""
+    return lambda **overrides: load_settings(url=engine.transport.url,
+                                             flavor=engine.dialect.name, **overrides)
+
+
+@pytest.fixture()
+def cli_env(engine: Engine) -> dict[str, str]:
+    """The environment for an `esrank` subprocess that uses this test engine."""
+    return {**os.environ, "ESRANK_URL": engine.transport.url,
+            "ESRANK_FLAVOR": engine.dialect.name}
 
 
 @pytest.fixture()
@@ -57,7 +81,12 @@ def run_tag(engine: Engine):
     yield tag
     for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
                          (EVAL_DELTAS, "comparison_id")):
-        if engine.index_exists(index):
-            engine.transport.request("cleanup", "POST", f"/{index}/_delete_by_query",
-                                     body={"query": {"prefix": {field: tag}}},
+        if not engine.index_exists(index):
+            continue
+        # no _delete_by_query: the Elasticsearch integ-test node has no reindex module
+        hits = engine.search(index, {"size": 10_000, "_source": False,
+                                     "query": {"prefix": {field: tag}}})["hits"]["hits"]
+        if hits:
+            lines = [json.dumps({"delete": {"_index": index, "_id": h["_id"]}}) for h in hits]
+            engine.transport.request("cleanup", "POST", "/_bulk", body="\n".join(lines) + "\n",
                                      params={"refresh": "true"})

@@ -73,20 +73,26 @@ def test_reindex_swaps_alias_and_failed_run_keeps_live_index(engine, alias, enco
 def test_engine_down_is_a_clear_engine_error():
     down = connect("http://127.0.0.1:9", flavor="opensearch", timeout=2)
     with pytest.raises(EngineError, match="cannot reach http://127.0.0.1:9"):
-        down.info()
+        down.health()
 
 
-def test_engine_up_is_idempotent_and_reports_plugins():
+def test_engine_up_is_idempotent_and_reports_plugins(engine):
     import json
     import os
     import subprocess
     import sys
 
-    if os.environ.get("ESRANK_URL"):
-        pytest.skip("ESRANK_URL points at an external cluster: no local node to manage")
-    run = subprocess.run([sys.executable, "-m", "esrank.cli", "engine", "up", "--json"],
-                         capture_output=True, text=True, timeout=120)
+    flavor = engine.dialect.name
+    if os.environ.get(f"ESRANK_TEST_{flavor.upper()}_URL"):
+        pytest.fail("this test manages the local node: unset ESRANK_TEST_*_URL")
+    run = subprocess.run([sys.executable, "-m", "esrank.cli", "engine", "up", "--flavor",
+                          flavor, "--json"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     info = json.loads(run.stdout)
     assert info["started"] is False and info["health"] == "green"
-    assert "opensearch-knn" in info["plugins"]
+    assert info["flavor"] == flavor and info["url"] == engine.transport.url
+    assert engine.dialect.ltr_plugin in info["plugins"]
+    if flavor == "opensearch":
+        assert "opensearch-knn" in info["plugins"]
+    # which plugin build it runs, and how that was checked
+    assert len(info["ltr_plugin"]["sha256"]) == 64 and info["ltr_plugin"]["verified"]

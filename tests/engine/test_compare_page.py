@@ -15,10 +15,7 @@ from chorus_slice import SLICE, write_slice_judgments
 
 from esrank.catalogue import index_catalogue
 from esrank.comparison import rankers
-from esrank.config import load_settings
 from esrank.serve import create_app
-
-URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
 
 
 @pytest.fixture()
@@ -48,13 +45,12 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
 
 
 @pytest.fixture()
-def page_url(engine, alias, encoder, tmp_path):
+def page_url(engine, alias, encoder, tmp_path, engine_settings):
     from waitress.server import create_server
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    settings = load_settings(url=URL, index=alias,
-                             judgments=write_slice_judgments(tmp_path / "j.csv"),
-                             active_set="no-models-here")
+    settings = engine_settings(index=alias, judgments=write_slice_judgments(tmp_path / "j.csv"),
+                               active_set="no-models-here")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

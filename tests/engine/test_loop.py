@@ -16,29 +16,29 @@ from chorus_slice import SLICE, write_slice_judgments
 from esrank import registry
 from esrank.catalogue import index_catalogue
 from esrank.errors import ModelError
-from esrank.evaluate import Evaluator
+from esrank.evaluate import Evaluator, rank_eval_check
 from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import read_judgments
-from esrank.search import Ranker, search, search_many
+from esrank.search import Ranker, ranked_request, search, search_many
 from esrank.train import train
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
-def loop(ltr_engine, encoder, tmp_path_factory):
+def loop(engine, encoder, tmp_path_factory):
     """Index the slice, log the judgments of its docs, train once; clean everything after."""
     tmp = tmp_path_factory.mktemp("loop")
     alias = f"test-loop-{uuid.uuid4().hex[:8]}"
-    index_catalogue(ltr_engine, alias, [SLICE], encoder, progress=False)
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
     fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus.yaml"),
                              name=f"loop{uuid.uuid4().hex[:6]}")
-    ltr_engine.ensure_store()
-    ltr_engine.put_feature_set(fs)
-    report = log_judgments(ltr_engine, alias, fs, judged, encoder, progress=False)
+    engine.ensure_store()
+    engine.put_feature_set(fs)
+    report = log_judgments(engine, alias, fs, judged, encoder, progress=False)
     write_table(report.matrix, tmp / "table.parquet")
     train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"))
     queries: dict[str, list[str]] = {}
@@ -46,14 +46,14 @@ def loop(ltr_engine, encoder, tmp_path_factory):
         queries.setdefault(q, []).append(d)
     yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
            "queries": queries, "params_for": query_params(fs.params, encoder)}
-    for name in ltr_engine.list_models(f"{fs.name}-v"):
-        if ltr_engine.get_model(name) is not None:  # the listing can lag a delete
-            ltr_engine.delete_model(name)
-    if registry.entry(ltr_engine, fs.name)["models"]:
-        ltr_engine.transport.request("cleanup", "DELETE",
+    for name in engine.list_models(f"{fs.name}-v"):
+        if engine.get_model(name) is not None:  # the listing can lag a delete
+            engine.delete_model(name)
+    if registry.entry(engine, fs.name)["models"]:
+        engine.transport.request("cleanup", "DELETE",
                                      f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
-    for index in ltr_engine.alias_targets(alias):
-        ltr_engine.delete_index(index)
+    for index in engine.alias_targets(alias):
+        engine.delete_index(index)
 
 
 def _deploy(engine, loop, artifact, **kw):
@@ -86,20 +86,20 @@ def _broken_export(kind: str):
     return export
 
 
-def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
+def test_the_loop_serves_what_was_trained(engine, loop, encoder):
     m = loop["matrix"]
     assert len(set(m.qids)) >= 10 and np.isnan(m.values).any()  # NaN rows take part
     art = load_artifact(loop["tmp"] / "model")
-    report = _deploy(ltr_engine, loop, art)
+    report = _deploy(engine, loop, art)
     assert report.parity.passed, report.to_dict()
     assert report.parity.docs == len(m) and report.parity.max_delta <= 1e-4
     assert report.activated and report.previous is None
-    active = registry.active_model(ltr_engine, loop["fs"].name)
+    active = registry.active_model(engine, loop["fs"].name)
     assert active.name == report.model == f"{loop['fs'].name}-v1"
 
     # search rescoring with the active model ranks by the booster's score of the logged values
     query = "bluetooth speaker"
-    result = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20),
+    result = search(engine, loop["alias"], query, Ranker(active.name, active, window=20),
                     encoder, size=20, features=True)
     hits = result.hits
     assert result.ranker == active.name and result.degraded is None
@@ -108,19 +108,35 @@ def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
                                   for h in hits], dtype=np.float32))
     np.testing.assert_allclose([h.score for h in hits], local, atol=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
-    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20).hits
+    # every doc of the window got both cosines (Elasticsearch: through the window's ids)
+    assert all(0 < result.features[h.doc_id][n] <= 1 for h in hits
+               for n in ("title_cosine", "text_cosine"))
+    bm25 = search(engine, loop["alias"], query, Ranker("bm25"), size=20).hits
     assert {h.doc_id for h in bm25} == {h.doc_id for h in hits}  # rescore reorders the window
     assert [h.doc_id for h in bm25] != [h.doc_id for h in hits]
 
     evaluator = Evaluator(loop["judged"])
     means = {}
     for ranker in (Ranker("bm25"), Ranker(active.name, active)):
-        run = search_many(ltr_engine, loop["alias"], evaluator.queries, ranker, encoder,
+        run = search_many(engine, loop["alias"], evaluator.queries, ranker, encoder,
                           size=50, source=False)
         means[ranker.name] = evaluator.evaluate(
             {q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
     assert all(0 <= v <= 1 for mean in means.values() for v in mean.values())
     assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
+    # the engine's own _rank_eval scores the model's requests as esrank does, where it has one
+    params_for = loop["params_for"]
+    check = rank_eval_check(engine, loop["alias"], loop["judged"],
+                            lambda q: ranked_request(q, Ranker(active.name, active),
+                                                     params_for([q])[0], 10, source=False),
+                            {q: [h.doc_id for h in hs] for q, hs in search_many(
+                                engine, loop["alias"], evaluator.queries,
+                                Ranker(active.name, active), encoder, size=10,
+                                source=False).items()})
+    if engine.dialect.name == "opensearch":
+        assert max(c["max_abs_diff"] for c in check.values()) < 1e-9, check
+    else:  # the Elasticsearch integ-test node has no rank-eval module: said, not failed
+        assert "no _rank_eval" in check["unavailable"]
 
     # the encoder down: the answer comes from BM25 and says so
     class Down:
@@ -129,61 +145,61 @@ def test_the_loop_serves_what_was_trained(ltr_engine, loop, encoder):
         def encode(self, texts):
             raise ConnectionError("sidecar unreachable")
 
-    degraded = search(ltr_engine, loop["alias"], query, Ranker(active.name, active, window=20),
+    degraded = search(engine, loop["alias"], query, Ranker(active.name, active, window=20),
                       Down(), size=20)
     assert degraded.ranker == "bm25" and "sidecar unreachable" in degraded.degraded
     assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25]
 
 
 @pytest.mark.parametrize("bug", ["feature order", "objective"])
-def test_a_broken_export_fails_the_gate_and_stays_inactive(ltr_engine, loop, monkeypatch, bug):
-    before = registry.entry(ltr_engine, loop["fs"].name)
+def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeypatch, bug):
+    before = registry.entry(engine, loop["fs"].name)
     monkeypatch.setattr(registry, "plugin_model", _broken_export(bug))
-    report = _deploy(ltr_engine, loop, load_artifact(loop["tmp"] / "model"))
+    report = _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
     assert not report.parity.passed and not report.activated
     assert report.parity.max_delta > 1e-4
     worst = report.parity.worst[0]
     assert worst.delta == report.parity.max_delta and set(worst.features) == set(
         loop["fs"].feature_names)
-    assert ltr_engine.get_model(report.model) is None  # removed from the plugin
-    after = registry.entry(ltr_engine, loop["fs"].name)
+    assert engine.get_model(report.model) is None  # removed from the plugin
+    after = registry.entry(engine, loop["fs"].name)
     assert after["active"] == before["active"] and after["models"] == before["models"]
 
 
-def test_rollback_restores_the_previous_model_and_delete_guards_the_active(ltr_engine, loop):
+def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engine, loop):
     art = load_artifact(loop["tmp"] / "model")
-    first = _deploy(ltr_engine, loop, art)
-    second = _deploy(ltr_engine, loop, art)
+    first = _deploy(engine, loop, art)
+    second = _deploy(engine, loop, art)
     assert second.activated and second.previous == first.model
-    assert registry.active_model(ltr_engine, loop["fs"].name).name == second.model
+    assert registry.active_model(engine, loop["fs"].name).name == second.model
     with pytest.raises(ModelError, match="is the active model"):
-        registry.delete(ltr_engine, loop["fs"].name, second.model)
-    assert registry.rollback(ltr_engine, loop["fs"].name) == (second.model, first.model)
-    assert registry.active_model(ltr_engine, loop["fs"].name).name == first.model
-    registry.delete(ltr_engine, loop["fs"].name, second.model)
-    assert ltr_engine.get_model(second.model) is None
-    assert second.model not in registry.entry(ltr_engine, loop["fs"].name)["models"]
+        registry.delete(engine, loop["fs"].name, second.model)
+    assert registry.rollback(engine, loop["fs"].name) == (second.model, first.model)
+    assert registry.active_model(engine, loop["fs"].name).name == first.model
+    registry.delete(engine, loop["fs"].name, second.model)
+    assert engine.get_model(second.model) is None
+    assert second.model not in registry.entry(engine, loop["fs"].name)["models"]
     # version numbers are never reused, even after a delete
-    assert registry.next_name(ltr_engine, loop["fs"].name) != second.model
+    assert registry.next_name(engine, loop["fs"].name) != second.model
 
 
-def test_a_model_for_another_feature_set_is_refused_before_any_upload(ltr_engine, loop):
+def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, loop):
     art = load_artifact(loop["tmp"] / "model")
     other = dataclasses.replace(loop["fs"], features=loop["fs"].features[::-1])
-    before = ltr_engine.list_models(f"{loop['fs'].name}-v")
+    before = engine.list_models(f"{loop['fs'].name}-v")
     with pytest.raises(ModelError, match="different order"):
-        registry.deploy(ltr_engine, loop["alias"], art, other, loop["queries"],
+        registry.deploy(engine, loop["alias"], art, other, loop["queries"],
                         loop["params_for"])
-    assert ltr_engine.list_models(f"{loop['fs'].name}-v") == before
+    assert engine.list_models(f"{loop['fs'].name}-v") == before
     assert not math.isnan(art.meta["missing_as"])
 
 
-def test_unjudged_negatives_come_from_the_first_pass(ltr_engine, loop, encoder):
+def test_unjudged_negatives_come_from_the_first_pass(engine, loop, encoder):
     from esrank.feature_log import read_table
     from esrank.search import bm25_query
 
     judged = loop["judged"]
-    report = log_judgments(ltr_engine, loop["alias"], loop["fs"], judged, encoder,
+    report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder,
                            unjudged_negatives=10, negatives_query=bm25_query, progress=False)
     m = report.matrix
     pairs = {(j.query, j.doc_id) for j in judged}
@@ -191,7 +207,7 @@ def test_unjudged_negatives_come_from_the_first_pass(ltr_engine, loop, encoder):
              if (q, d) not in pairs]
     assert extra and all(g == 0 for _, _, g in extra)
     assert len(m) == len(loop["matrix"]) + len(extra)
-    top = search(ltr_engine, loop["alias"], extra[0][0], Ranker("bm25"), size=10).hits
+    top = search(engine, loop["alias"], extra[0][0], Ranker("bm25"), size=10).hits
     assert extra[0][1] in {h.doc_id for h in top}
     write_table(m, loop["tmp"] / "neg.parquet", unjudged_negatives=10)
     import pyarrow.parquet as pq
@@ -201,21 +217,21 @@ def test_unjudged_negatives_come_from_the_first_pass(ltr_engine, loop, encoder):
     assert len(read_table(loop["tmp"] / "neg.parquet")) == len(m)
 
 
-def test_sidecar_search_serves_the_active_model_and_degrades(ltr_engine, loop, encoder):
-    from esrank.config import load_settings
+def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encoder,
+                                                             engine_settings):
     from esrank.serve import create_app
 
     art = load_artifact(loop["tmp"] / "model")
-    report = _deploy(ltr_engine, loop, art)
-    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
-                             active_set=loop["fs"].name)
+    report = _deploy(engine, loop, art)
+    settings = engine_settings(index=loop["alias"],
+                                active_set=loop["fs"].name)
     client = create_app(settings, encoder=encoder).test_client()
     assert client.get("/readyz").json["active_model"] == report.model
     query = "bluetooth speaker"
     r = client.post("/search", json={"query": query, "size": 20, "features": True})
     assert r.status_code == 200 and r.json["ranker"] == report.model
-    model = registry.active_model(ltr_engine, loop["fs"].name)
-    expected = search(ltr_engine, loop["alias"], query, Ranker(model.name, model), encoder,
+    model = registry.active_model(engine, loop["fs"].name)
+    expected = search(engine, loop["alias"], query, Ranker(model.name, model), encoder,
                       size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
     assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
@@ -231,19 +247,19 @@ def test_sidecar_search_serves_the_active_model_and_degrades(ltr_engine, loop, e
     r = down.post("/search", json={"query": query, "size": 20})
     assert r.status_code == 200 and r.json["ranker"] == "bm25"
     assert "device lost" in r.json["degraded"]
-    bm25 = search(ltr_engine, loop["alias"], query, Ranker("bm25"), size=20)
+    bm25 = search(engine, loop["alias"], query, Ranker("bm25"), size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
     assert "esrank_degraded_searches_total 1.0" in down.get("/metrics").text
 
 
-def test_gain_vs_cost_report(ltr_engine, loop, encoder):
+def test_gain_vs_cost_report(engine, loop, encoder):
     from esrank.evaluate import Evaluator
     from esrank.report import build_report, to_html
 
     art = load_artifact(loop["tmp"] / "model")
-    report = _deploy(ltr_engine, loop, art)
-    model = registry.deployed_model(ltr_engine, loop["fs"].name, report.model)
-    result = build_report(ltr_engine, loop["alias"], art, loop["fs"], loop["matrix"],
+    report = _deploy(engine, loop, art)
+    model = registry.deployed_model(engine, loop["fs"].name, report.model)
+    result = build_report(engine, loop["alias"], art, loop["fs"], loop["matrix"],
                           Ranker(model.name, model), Evaluator(loop["judged"]), encoder,
                           loop["params_for"], windows=(10, 50))
     assert [f["feature"] for f in result["features"]] == list(loop["fs"].feature_names)
@@ -254,17 +270,17 @@ def test_gain_vs_cost_report(ltr_engine, loop, encoder):
     assert result["bm25_p50_ms"] > 0 and report.model in to_html(result)
     # every one-feature set the latency measurement used is in the store
     for name in loop["fs"].feature_names:
-        assert ltr_engine.list_feature_sets(f"{loop['fs'].name}-only-{name}@")
+        assert engine.list_feature_sets(f"{loop['fs'].name}-only-{name}@")
 
 
-def test_compare_why_splits_the_score_into_feature_contributions(ltr_engine, loop, encoder):
-    from esrank.config import load_settings
+def test_compare_why_splits_the_score_into_feature_contributions(engine, loop, encoder,
+                                                                  engine_settings):
     from esrank.serve import create_app
 
     art = load_artifact(loop["tmp"] / "model")
-    report = _deploy(ltr_engine, loop, art)
-    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
-                             active_set=loop["fs"].name,
+    report = _deploy(engine, loop, art)
+    settings = engine_settings(index=loop["alias"],
+                                active_set=loop["fs"].name,
                              judgments=write_slice_judgments(loop["tmp"] / "jw.csv"))
     client = create_app(settings, encoder=encoder).test_client()
     assert report.model in client.get("/compare/configs").json["configs"]
@@ -284,9 +300,9 @@ def test_compare_why_splits_the_score_into_feature_contributions(ltr_engine, loo
     assert missing.status_code == 404
 
 
-def test_a_model_without_the_neural_features_deploys_beside_the_full_one(ltr_engine, loop,
-                                                                         encoder):
-    from esrank.config import load_settings
+def test_a_model_without_the_neural_features_deploys_beside_the_full_one(engine, loop,
+                                                                         encoder,
+                                                                         engine_settings):
     from esrank.serve import create_app
 
     fs = loop["fs"]
@@ -296,10 +312,10 @@ def test_a_model_without_the_neural_features_deploys_beside_the_full_one(ltr_eng
     train(loop["matrix"], loop["tmp"] / "lexical", search=False, exclude=neural,
           table=str(loop["tmp"] / "table.parquet"))
     art = load_artifact(loop["tmp"] / "lexical")
-    report = _deploy(ltr_engine, loop, art, activate=False)
+    report = _deploy(engine, loop, art, activate=False)
     assert report.parity.passed  # the plugin still computes them; no tree reads them
-    settings = load_settings(url="http://127.0.0.1:9200", index=loop["alias"],
-                             active_set=fs.name,
+    settings = engine_settings(index=loop["alias"],
+                                active_set=fs.name,
                              judgments=write_slice_judgments(loop["tmp"] / "jl.csv"))
     client = create_app(settings, encoder=encoder).test_client()
     notes = client.get("/compare/configs").json["notes"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.catalogue import index_catalogue
+from esrank.catalogue import index_catalogue, text_of
 from esrank.features import diff_against_engine, load_feature_set, push_feature_sets
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -18,64 +18,64 @@ CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"
 
 
 @pytest.fixture(scope="module")
-def chorus_index(ltr_engine, encoder):
+def chorus_index(engine, encoder):
     alias = f"test-ltr-{uuid.uuid4().hex[:8]}"
-    index_catalogue(ltr_engine, alias, [ROOT / "tests" / "data" / "chorus_slice.jsonl"],
+    index_catalogue(engine, alias, [ROOT / "tests" / "data" / "chorus_slice.jsonl"],
                     encoder, progress=False)
     yield alias
-    for index in ltr_engine.alias_targets(alias):
-        ltr_engine.delete_index(index)
+    for index in engine.alias_targets(alias):
+        engine.delete_index(index)
 
 
 def _renamed(fs, name):
     return dataclasses.replace(fs, name=name)
 
 
-def test_store_creation_is_idempotent(ltr_engine):
+def test_store_creation_is_idempotent(engine):
     from esrank.engine import Engine
 
-    named = Engine(ltr_engine.transport, store=f"s{uuid.uuid4().hex[:6]}")
+    named = Engine(engine.transport, store=f"s{uuid.uuid4().hex[:6]}")
     assert named.store_exists() is False
     assert named.ensure_store() is True
     assert named.store_exists() is True
     assert named.ensure_store() is False
-    ltr_engine.transport.request("delete store", "DELETE", f"/_ltr/{named.store}")
+    engine.transport.request("delete store", "DELETE", f"/_ltr/{named.store}")
     assert named.store_exists() is False
-    ltr_engine.ensure_store()
-    assert ltr_engine.store_exists()
+    engine.ensure_store()
+    assert engine.store_exists()
 
 
-def test_push_then_diff_round_trip(ltr_engine):
+def test_push_then_diff_round_trip(engine):
     fs = _renamed(load_feature_set(CHORUS_SET), f"rt{uuid.uuid4().hex[:6]}")
-    before = diff_against_engine(ltr_engine, fs)
+    before = diff_against_engine(engine, fs)
     assert before["status"] == "not in engine"
-    first = push_feature_sets(ltr_engine, [fs])
+    first = push_feature_sets(engine, [fs])
     assert first == [{"name": fs.name, "engine_name": fs.engine_name, "created": True}]
-    assert push_feature_sets(ltr_engine, [fs])[0]["created"] is False
-    stored = ltr_engine.get_feature_set(fs.engine_name)
+    assert push_feature_sets(engine, [fs])[0]["created"] is False
+    stored = engine.get_feature_set(fs.engine_name)
     assert [f["name"] for f in stored["features"]] == list(fs.feature_names)
-    assert diff_against_engine(ltr_engine, fs)["status"] == "up to date"
+    assert diff_against_engine(engine, fs)["status"] == "up to date"
 
     # an edited set is a new version beside the old one, which stays untouched
     changed = dataclasses.replace(fs, features=fs.features[:-1])
-    report = diff_against_engine(ltr_engine, changed)
+    report = diff_against_engine(engine, changed)
     assert report["status"] == "differs"
     assert report["compared_with"] == fs.engine_name
     assert report["removed"] == [fs.feature_names[-1]]
-    push_feature_sets(ltr_engine, [changed])
-    assert ltr_engine.get_feature_set(fs.engine_name) == stored
+    push_feature_sets(engine, [changed])
+    assert engine.get_feature_set(fs.engine_name) == stored
     assert changed.engine_name != fs.engine_name
 
 
-def test_sltr_logs_every_chorus_feature_for_a_real_query(ltr_engine, chorus_index, encoder):
+def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, chorus_index, encoder):
     fs = load_feature_set(CHORUS_SET)
-    push_feature_sets(ltr_engine, [fs])
+    push_feature_sets(engine, [fs])
     query = "bluetooth speaker"
     params = {"keywords": query, "query_vector": encoder.encode([query])[0].tolist()}
-    hits = ltr_engine.search(chorus_index, {"size": 20, "query": {"match": {"title": query}}})
+    hits = engine.search(chorus_index, {"size": 20, "query": {"match": {"title": query}}})
     ids = [h["_id"] for h in hits["hits"]["hits"]]
     assert len(ids) >= 10
-    logged = ltr_engine.log_features(chorus_index, fs, params, ids)
+    logged = engine.log_features(chorus_index, fs, params, ids)
     assert set(logged) == set(ids)
     names = list(fs.feature_names)
     for doc_id, values in logged.items():
@@ -83,41 +83,47 @@ def test_sltr_logs_every_chorus_feature_for_a_real_query(ltr_engine, chorus_inde
         cosine = values[names.index("title_cosine")]
         assert 0.0 <= cosine <= 1.0, doc_id
         assert not math.isnan(values[names.index("title_bm25")])
-    # the engine's cosine is the encoder's cosine
-    doc = ltr_engine.search(chorus_index, {"query": {"ids": {"values": [ids[0]]}},
-                                           "_source": ["title"]})["hits"]["hits"][0]
-    local = float(encoder.encode([doc["_source"]["title"]])[0] @ encoder.encode([query])[0])
-    assert abs(logged[ids[0]][names.index("title_cosine")] - (1 + local) / 2) < 1e-4
+    # the engine's cosines are the encoder's, (1 + cos) / 2, for every logged doc (on
+    # Elasticsearch a knn query: exact for each doc, not only for the nearest ones)
+    docs = engine.search(chorus_index, {"size": len(ids), "query": {"ids": {"values": ids}},
+                                        "_source": ["title", "short_description"]})
+    q = encoder.encode([query])[0]
+    for doc in docs["hits"]["hits"]:
+        title = float(encoder.encode([doc["_source"]["title"]])[0] @ q)
+        text = float(encoder.encode([text_of(doc["_source"])])[0] @ q)
+        values = logged[doc["_id"]]
+        assert abs(values[names.index("title_cosine")] - (1 + title) / 2) < 1e-4, doc["_id"]
+        assert abs(values[names.index("text_cosine")] - (1 + text) / 2) < 1e-4, doc["_id"]
     # every feature fires for some doc of some query: no dead templates
     fired = set()
     for q in (query, "xerox"):
         params = {"keywords": q, "query_vector": encoder.encode([q])[0].tolist()}
-        top = ltr_engine.search(chorus_index, {"size": 20, "query": {"match": {"title": q}}})
-        logged = ltr_engine.log_features(chorus_index, fs, params,
+        top = engine.search(chorus_index, {"size": 20, "query": {"match": {"title": q}}})
+        logged = engine.log_features(chorus_index, fs, params,
                                          [h["_id"] for h in top["hits"]["hits"]])
         fired |= {name for i, name in enumerate(names)
                   if any(not math.isnan(v[i]) and v[i] != 0 for v in logged.values())}
     assert fired == set(names)
 
 
-def test_log_judgments_through_the_plugin(ltr_engine, chorus_index, encoder, tmp_path):
+def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_path):
     from esrank.feature_log import log_judgments, write_ranklib
     from esrank.judgments import JudgmentList, read_csv
 
     fs = load_feature_set(CHORUS_SET)
-    push_feature_sets(ltr_engine, [fs])
-    chorus = read_csv(ROOT.parent / "shared" / "data" / "chorus" / "judgments.csv")
+    push_feature_sets(engine, [fs])
+    chorus = read_csv(ROOT / "esrank" / "data" / "chorus" / "judgments.csv")
     judged = JudgmentList(tuple(j for j in chorus if j.query == "bluetooth speaker"))
     extra = JudgmentList(judged.judgments + (dataclasses.replace(judged.judgments[0],
                                                                  doc_id="no-such-doc"),))
-    report = log_judgments(ltr_engine, chorus_index, fs, extra, encoder, progress=False)
+    report = log_judgments(engine, chorus_index, fs, extra, encoder, progress=False)
     assert len(report.matrix) == len(judged) == 52
     assert report.missing_docs == [("bluetooth speaker", "no-such-doc")]
     names = list(fs.feature_names)
     cos = report.matrix.values[:, names.index("title_cosine")]
     assert np.all((cos >= 0) & (cos <= 1))
     # same values as the single-query logger
-    direct = ltr_engine.log_features(chorus_index, fs, {
+    direct = engine.log_features(chorus_index, fs, {
         "keywords": "bluetooth speaker",
         "query_vector": encoder.encode(["bluetooth speaker"])[0].tolist()},
         list(report.matrix.doc_ids))

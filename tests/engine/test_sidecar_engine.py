@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from esrank.catalogue import index_catalogue
-from esrank.config import load_settings
 from esrank.search import Ranker, search
 from esrank.serve import create_app
-
-URL = os.environ.get("ESRANK_URL", "http://127.0.0.1:9200")
 
 SLICE = Path(__file__).resolve().parent.parent / "data" / "chorus_slice.jsonl"
 
 
-def test_search_endpoint_equals_the_library(engine, alias, encoder):
+def test_search_endpoint_equals_the_library(engine, alias, encoder, engine_settings):
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    app = create_app(load_settings(url=URL, index=alias), encoder=encoder)
+    app = create_app(engine_settings(index=alias), encoder=encoder)
     client = app.test_client()
     assert client.get("/readyz").json["engine"] == "reachable"
     for query in ("bluetooth speaker", "laptop bag", "wireless headphones"):

@@ -75,7 +75,8 @@ def test_search_reranks_the_top_hits(ce):
     hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
             for i, t in enumerate(["HP 301 ink cartridge black", "a",
                                    "Sony Portable Bluetooth Speaker MBS-100", "USB cable"])]
-    engine = Engine(FakeTransport({("POST", "/products/_search"): {"hits": {"hits": hits}}}))
+    engine = Engine(FakeTransport({("POST", "/_msearch"): {"responses": [
+        {"hits": {"hits": hits}}]}}))
     result = search(engine, "products", "bluetooth speaker", Ranker("bm25", rerank=3),
                     reranker=ce)
     scores = ce.score("bluetooth speaker", [h["_source"]["title"] for h in hits[:3]])

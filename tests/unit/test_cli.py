@@ -43,8 +43,10 @@ def test_engine_down_exits_1_and_changes_nothing(tmp_path):
 
 
 def test_bad_setting_is_a_config_error():
-    bad = esrank("features", "validate", ESRANK_ENGINE__PORT="ninety")
-    assert bad.returncode == 1 and "engine.port" in bad.stderr
+    bad = esrank("features", "validate", ESRANK_ENGINE__OPENSEARCH__PORT="ninety")
+    assert bad.returncode == 1 and "engine.opensearch.port" in bad.stderr
+    typo = esrank("features", "validate", ESRANK_ENGINE__ELASTICSEARCH__PROT="9201")
+    assert typo.returncode == 1 and "engine.elasticsearch.prot" in typo.stderr
 
 
 def test_cli_reference_doc_is_current():
@@ -77,7 +79,7 @@ def test_judgments_conflict_exits_1_naming_lines():
 
 def test_judgments_from_clicks_writes_graded_csv(tmp_path):
     out = tmp_path / "new" / "folder" / "clicks.csv"  # output folders are created
-    log = ROOT.parent / "shared" / "data" / "ubi_esci_sample" / "ubi_queries_events.ndjson"
+    log = ROOT / "tests" / "data" / "ubi_esci_sample" / "ubi_queries_events.ndjson"
     run = esrank("judgments", "from-clicks", str(log), "--min-impressions", "1", "-o", str(out))
     assert run.returncode == 0, run.stderr
     rows = out.read_text().splitlines()

@@ -4,12 +4,15 @@ is exercised in tests/engine)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
-from fakes import FakeTransport
+from fakes import FakeTransport, msearch_answering, searches
 
-from esrank.engine.base import Engine, parse_ltr_log, reason_of
+from esrank.engine.base import Engine, Ranked, Rescore, logging_request, parse_ltr_log, reason_of
+from esrank.engine.dialect import WINDOW_PARAM
 from esrank.errors import EngineError
+from esrank.types import FeatureSet
 
 
 def test_store_created_only_when_missing():
@@ -24,10 +27,62 @@ def test_store_created_only_when_missing():
     assert Engine(t3).store_exists() is True
 
 
-def test_sltr_clause_for_feature_set_and_model():
-    assert Engine.sltr("chorus@abc", {"keywords": "tv"}) == {
-        "sltr": {"_name": "esrank", "params": {"keywords": "tv"}, "featureset": "chorus@abc"}}
-    assert Engine.sltr("chorus@abc", {}, model="m1")["sltr"]["model"] == "m1"
+BM25 = {"match": {"title": "tv"}}
+
+
+def test_a_rescore_is_one_request_with_sltr_and_ltr_log():
+    t = FakeTransport({})
+    [body] = Engine(t).ranked_bodies("products", [
+        Ranked(BM25, size=10, rescore=Rescore("chorus@abc", {"keywords": "tv"}, model="m1",
+                                              window=50, log=True))])
+    assert body["query"] == BM25 and body["size"] == 10
+    assert body["rescore"]["window_size"] == 50
+    assert body["rescore"]["query"]["rescore_query"] == {
+        "sltr": {"_name": "esrank", "params": {"keywords": "tv"}, "model": "m1"}}
+    assert body["ext"]["ltr_log"]["log_specs"] == {"name": "esrank", "rescore_index": 0,
+                                                   "missing_as_zero": False}
+    assert t.calls == []  # OpenSearch computes cosines without the window's ids
+    logging = logging_request(FeatureSet("s", "", (), ()), {"keywords": "tv"}, ["a", "b"])
+    [body] = Engine(t).ranked_bodies("products", [logging])
+    assert body["query"] == {"bool": {"filter": [{"ids": {"values": ["a", "b"]}}]}}
+    assert body["rescore"]["query"]["rescore_query"]["sltr"]["featureset"] == "s@" + \
+        FeatureSet("s", "", (), ()).content_hash
+
+
+def _stored(*params):
+    return {"_source": {"featureset": {"name": "chorus@abc", "features": [
+        {"name": "f", "params": list(params)}]}}}
+
+
+def test_elasticsearch_cosine_features_get_the_window_ids():
+    first_pass = {"hits": {"hits": [{"_id": "d2"}, {"_id": "d7"}]}}
+    t = FakeTransport({("GET", "/_ltr/_featureset/chorus@abc"): _stored("qv", WINDOW_PARAM),
+                       ("POST", "/_msearch"): msearch_answering(first_pass)},
+                      flavor="elasticsearch")
+    engine = Engine(t)
+    request = Ranked(BM25, size=10, rescore=Rescore("chorus@abc", {"qv": [1.0]}, model="m1",
+                                                    window=50))
+    [body] = engine.ranked_bodies("products", [request])
+    [window] = searches(t.calls[-1][2])
+    assert window == {"size": 50, "query": BM25, "_source": False}  # the first pass alone
+    assert body["query"] == {"bool": {"filter": [{"ids": {"values": ["d2", "d7"]}}],
+                                      "must": [BM25]}}
+    assert body["rescore"]["query"]["rescore_query"]["sltr"]["params"] == {
+        "qv": [1.0], WINDOW_PARAM: ["d2", "d7"]}
+    # known ids (logging, parity) need no first pass; the stored set is read once
+    calls = len(t.calls)
+    [body] = engine.ranked_bodies("products", [replace(request, query=None, ids=("d9",))])
+    assert len(t.calls) == calls
+    assert body["rescore"]["query"]["rescore_query"]["sltr"]["params"][WINDOW_PARAM] == ["d9"]
+
+
+def test_elasticsearch_sets_without_cosine_features_are_one_request():
+    t = FakeTransport({("GET", "/_ltr/_featureset/chorus@abc"): _stored("keywords")},
+                      flavor="elasticsearch")
+    [body] = Engine(t).ranked_bodies("products", [
+        Ranked(BM25, rescore=Rescore("chorus@abc", {"keywords": "tv"}, model="m1"))])
+    assert body["query"] == BM25 and WINDOW_PARAM not in \
+        body["rescore"]["query"]["rescore_query"]["sltr"]["params"]
 
 
 def test_parse_ltr_log_keeps_order_and_missing_as_nan():

@@ -29,7 +29,7 @@ class FakeEncoder:
 class MsearchTransport:
     """Answers each logging search with the requested ids that exist, feature i = i + grade."""
 
-    flavor = "fake"
+    flavor = "opensearch"
 
     def __init__(self, present):
         self.present = present
@@ -42,7 +42,9 @@ class MsearchTransport:
         responses = []
         for search in lines[1::2]:
             ids = search["query"]["bool"]["filter"][0]["ids"]["values"]
-            sltr = search["query"]["bool"]["should"][0]["sltr"]
+            assert search["rescore"]["window_size"] == len(ids)
+            assert search["ext"]["ltr_log"]["log_specs"]["rescore_index"] == 0
+            sltr = search["rescore"]["query"]["rescore_query"]["sltr"]
             assert sltr["featureset"] == FS.engine_name
             assert sltr["params"]["keywords"] and len(sltr["params"]["query_vector"]) == 384
             hits = [{"_id": d, "fields": {"_ltrlog": [{"esrank": [

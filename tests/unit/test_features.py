@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from esrank.engine.dialect import DIALECTS
 from esrank.errors import InputError
 from esrank.features import diff_feature_sets, load_feature_set, load_feature_sets
 from esrank.types import FeatureSet
@@ -49,8 +50,8 @@ def test_chorus_loads_in_file_order(chorus: FeatureSet) -> None:
     assert chorus.param("keywords").type == "string"
     assert chorus.param("query_vector").dims == 384
     cosine = chorus.features[-1]
-    assert cosine.template_language == "script_feature"
-    assert cosine.template["params"]["extra_script_params"] == {"query_vector": "query_vector"}
+    assert cosine.template_language == "vector_cosine"
+    assert cosine.template == {"field": "text_vector"} and cosine.params == ("query_vector",)
     assert chorus.features[0].line is not None
 
 
@@ -78,17 +79,24 @@ def test_param_lookup_names_the_declared_params(chorus: FeatureSet) -> None:
 
 # -- golden payload -------------------------------------------------------------------------
 
-def test_plugin_payload_matches_golden(tiny: FeatureSet) -> None:
-    golden = json.loads((DATA / "tiny.payload.json").read_text(encoding="utf-8"))
-    features = golden["featureset"]["features"]
-    canonical = json.dumps(features, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:10]
-    golden["featureset"]["name"] = f"tiny@{digest}"
-    assert tiny.plugin_payload() == golden
+@pytest.mark.parametrize("flavor", ["opensearch", "elasticsearch"])
+def test_plugin_payload_matches_golden(tiny: FeatureSet, flavor: str) -> None:
+    golden = json.loads((DATA / f"tiny.{flavor}.json").read_text(encoding="utf-8"))
+    assert golden["featureset"].pop("name") == "tiny@HASH"
+    payload = DIALECTS[flavor].feature_set(tiny)
+    assert payload["featureset"].pop("name") == tiny.engine_name
+    assert payload == golden
+
+
+def test_engine_name_hashes_the_file_not_the_rendering(tiny: FeatureSet) -> None:
+    spec = [f.spec() for f in tiny.features]
+    assert spec[-1]["template"] == {"field": "text_vector"}  # esrank's form, on any engine
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert tiny.engine_name == f"tiny@{hashlib.sha256(canonical.encode()).hexdigest()[:10]}"
 
 
 def test_payload_is_a_copy(tiny: FeatureSet) -> None:
-    payload = tiny.plugin_payload()
+    payload = DIALECTS["opensearch"].feature_set(tiny)
     payload["featureset"]["features"][0]["template"]["match"]["title"] = "changed"
     assert tiny.features[0].template == {"match": {"title": "{{keywords}}"}}
 
@@ -176,6 +184,15 @@ features:
     ("  - name: f\n    template_language: lucene\n    template: x\n",
      10, "template_language expected one of mustache, derived_expression, script_feature"),
     ("  - name: f\n    params: [keywords]\n    tmplate: {}\n", 11, "unknown key 'tmplate'"),
+    # vector_cosine: one vector param and a field, nothing else
+    ("  - name: f\n    params: [qv]\n    template_language: vector_cosine\n"
+     "    template: {feild: v}\n", 12, "vector_cosine template: unknown key 'feild'"),
+    ("  - name: f\n    params: [qv]\n    template_language: vector_cosine\n"
+     "    template: {}\n", 12, "vector_cosine template: missing 'field'"),
+    ("  - name: f\n    params: [keywords]\n    template_language: vector_cosine\n"
+     "    template: {field: v}\n", 12, "exactly one vector param, found [keywords]"),
+    ("  - name: f\n    params: [qv, keywords]\n    template_language: vector_cosine\n"
+     "    template: {field: v}\n", 12, "exactly one vector param, found [qv, keywords]"),
 ])
 def test_inline_bad_features(tmp_path: Path, tail: str, line: int, reason: str) -> None:
     path = write(tmp_path, SET_HEAD + tail)
@@ -190,6 +207,8 @@ def test_inline_bad_features(tmp_path: Path, tail: str, line: int, reason: str) 
     ("name: a\nfeatures: []\n", 2, "expected a non-empty list"),
     ("name: a\nparams:\n  v: {type: vector}\nfeatures: []\n", 3, "needs 'dims'"),
     ("name: a\nparams:\n  v: {type: text}\nfeatures: []\n", 3, "found 'text'"),
+    ("name: a\nparams:\n  esrank_window: {type: string}\nfeatures: []\n", 3,
+     "the name is reserved"),
     ("name: a\nparams:\n  n: {type: number, dims: 2}\nfeatures: []\n", 3,
      "'dims' applies only to vector params"),
     ("name: a\nname: b\nfeatures: []\n", 2, "duplicate key 'name' (first at line 1)"),
@@ -209,37 +228,45 @@ def test_query_independent_feature_needs_no_params(tmp_path: Path) -> None:
         "  - name: prior\n    params: []\n"
         "    template: {function_score: {query: {match_all: {}}}}\n")))
     assert fs.features[-1].params == ()
-    assert fs.plugin_payload()["featureset"]["features"][-1]["params"] == []
+    assert fs.features[-1].spec()["params"] == []
 
 
 # -- diff -----------------------------------------------------------------------------------
 
+def _stored(tiny: FeatureSet, flavor: str = "opensearch") -> list[dict]:
+    return DIALECTS[flavor].feature_set(tiny)["featureset"]["features"]
+
+
 def test_diff_identical(tiny: FeatureSet) -> None:
-    engine = tiny.plugin_payload()["featureset"]["features"]
-    assert diff_feature_sets(tiny, engine) == {
-        "added": [], "removed": [], "changed": [], "same": list(tiny.feature_names)}
+    for flavor, dialect in DIALECTS.items():
+        assert diff_feature_sets(tiny, _stored(tiny, flavor), dialect) == {
+            "added": [], "removed": [], "changed": [], "same": list(tiny.feature_names)}
+    # a set stored by the other engine's rendering differs in its cosine feature only
+    other = diff_feature_sets(tiny, _stored(tiny, "elasticsearch"), DIALECTS["opensearch"])
+    assert other["changed"] == ["text_cosine"]
 
 
 def test_diff_added_removed_changed(tiny: FeatureSet) -> None:
-    engine = tiny.plugin_payload()["featureset"]["features"]
+    engine = _stored(tiny)
     engine[0]["template"] = {"match": {"body": "{{keywords}}"}}  # changed
     del engine[2]                                                # boosted: added locally
     engine.append({"name": "old", "params": [], "template_language": "mustache",
                    "template": {"match_all": {}}})               # removed locally
-    assert diff_feature_sets(tiny, engine) == {
+    assert diff_feature_sets(tiny, engine, DIALECTS["opensearch"]) == {
         "added": ["boosted"], "removed": ["old"], "changed": ["title_match"],
-        "same": ["title_knn", "cosine"]}
+        "same": ["title_knn", "cosine", "text_cosine"]}
 
 
 def test_diff_normalizes_plugin_defaults_and_string_templates(tiny: FeatureSet) -> None:
-    engine = tiny.plugin_payload()["featureset"]["features"]
+    engine = _stored(tiny)
     first = engine[0]
     first["template"] = json.dumps(first["template"], indent=2)  # stored as a JSON string
     del first["template_language"]                                # plugin default: mustache
     del engine[2]["params"]                                       # absent == []
-    assert diff_feature_sets(tiny, engine)["same"] == list(tiny.feature_names)
+    assert diff_feature_sets(tiny, engine, DIALECTS["opensearch"])["same"] == \
+        list(tiny.feature_names)
 
 
 def test_diff_rejects_nameless_engine_features(tiny: FeatureSet) -> None:
     with pytest.raises(InputError, match="engine feature #0 has no name"):
-        diff_feature_sets(tiny, [{"template": {}}])
+        diff_feature_sets(tiny, [{"template": {}}], DIALECTS["opensearch"])

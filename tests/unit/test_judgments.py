@@ -29,9 +29,9 @@ from esrank.judgments import (
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "judgments"
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-CHORUS = SHARED / "chorus" / "judgments.csv"
-UBI = SHARED / "ubi_esci_sample"
+ROOT = Path(__file__).resolve().parents[2]
+CHORUS = ROOT / "esrank" / "data" / "chorus" / "judgments.csv"
+UBI = ROOT / "tests" / "data" / "ubi_esci_sample"
 
 
 @pytest.fixture()

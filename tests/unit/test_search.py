@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fakes import FakeTransport
+from fakes import FakeTransport, msearch_answering, searches
 
 from esrank.engine.base import Engine
 from esrank.registry import ActiveModel
@@ -32,13 +32,13 @@ class Encoder:
 
 @pytest.fixture()
 def transport():
-    return FakeTransport({("POST", "/products/_search"): HITS})
+    return FakeTransport({("POST", "/_msearch"): msearch_answering(HITS)})
 
 
 def test_the_model_rescores_the_bm25_window(transport):
     result = search(Engine(transport), "products", "bluetooth speaker",
                     Ranker(MODEL.name, MODEL, window=50), Encoder(), size=10)
-    body = transport.calls[-1][2]
+    [body] = searches(transport.calls[-1][2])
     rescore = body["rescore"]
     assert rescore["window_size"] == 50
     assert rescore["query"]["query_weight"] == 0.0
@@ -54,7 +54,7 @@ def test_the_model_rescores_the_bm25_window(transport):
 def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
     result = search(Engine(transport), "products", "bluetooth speaker",
                     Ranker(MODEL.name, MODEL), Encoder(fail=True))
-    assert "rescore" not in transport.calls[-1][2]
+    assert "rescore" not in searches(transport.calls[-1][2])[0]
     assert result.ranker == "bm25"
     assert "TimeoutError" in result.degraded and "2.0s" in result.degraded
     assert [h.rank for h in result.hits] == [1, 2]
