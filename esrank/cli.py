@@ -31,15 +31,7 @@ def _settings(ctx: click.Context) -> Settings:
 
 
 def _engine(ctx: click.Context):
-    from esrank.engine import Auth, connect
-
-    s = _settings(ctx)
-    auth = Auth(username=s.username,
-                password=s.password.get_secret_value() if s.password else None,
-                api_key=s.api_key.get_secret_value() if s.api_key else None,
-                ca_certs=str(s.ca_certs) if s.ca_certs else None, verify_certs=s.verify_certs)
-    return connect(s.engine_url, flavor=s.engine_flavor, auth=auth, timeout=s.timeout,
-                   store=s.store)
+    return _settings(ctx).connect()
 
 
 def _local(ctx: click.Context, flavor: str | None = None):
@@ -830,10 +822,7 @@ def _import_command(flavor: str, product: str, port: int):
         from esrank.dashboards import import_saved_objects
 
         s = _settings(ctx)
-        answer = import_saved_objects(
-            url, flavor, username=s.username,
-            password=s.password.get_secret_value() if s.password else None,
-            api_key=s.api_key.get_secret_value() if s.api_key else None, timeout=s.timeout)
+        answer = import_saved_objects(url, flavor, s.auth, timeout=s.timeout)
         _emit(answer, as_json, f"imported {answer.get('successCount', 0)} saved objects into "
               f"{product} at {url}: dashboard 'esrank relevance comparison'")
 

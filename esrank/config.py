@@ -9,12 +9,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from esrank.engine.auth import Auth
 from esrank.errors import ConfigError
+
+if TYPE_CHECKING:
+    from esrank.engine import Engine
 
 
 def _default_home() -> Path:
@@ -125,6 +129,22 @@ class Settings(BaseSettings):
     @property
     def uses_local_engine(self) -> bool:
         return self.url is None
+
+    @property
+    def auth(self) -> Auth:
+        """The cluster's credentials and TLS settings (secrets unwrapped, never printed)."""
+        return Auth(username=self.username,
+                    password=self.password.get_secret_value() if self.password else None,
+                    api_key=self.api_key.get_secret_value() if self.api_key else None,
+                    ca_certs=str(self.ca_certs) if self.ca_certs else None,
+                    verify_certs=self.verify_certs)
+
+    def connect(self) -> Engine:
+        """The engine these settings name: ESRANK_URL, else the local node of the flavor."""
+        from esrank.engine import connect
+
+        return connect(self.engine_url, flavor=self.engine_flavor, auth=self.auth,
+                       timeout=self.timeout, store=self.store)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

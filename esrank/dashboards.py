@@ -19,7 +19,8 @@ import json
 import uuid
 from pathlib import Path
 
-from esrank.errors import EngineError
+from esrank.engine.auth import Auth
+from esrank.engine.saved_objects import import_ndjson
 from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
 
 FOLDER = Path(__file__).with_name("dashboards")
@@ -127,31 +128,8 @@ def to_ndjson(objects: list[dict]) -> str:
     return "".join(json.dumps(o, sort_keys=True) + "\n" for o in objects)
 
 
-def import_saved_objects(url: str, flavor: str, *, username: str | None = None,
-                         password: str | None = None, api_key: str | None = None,
+def import_saved_objects(url: str, flavor: str, auth: Auth | None = None,
                          timeout: float = 30.0) -> dict:
-    """POST the shipped ndjson to `url`/api/saved_objects/_import?overwrite=true."""
-    import urllib3
-
-    headers = {"kbn-xsrf": "esrank"} if flavor == "kibana" else {"osd-xsrf": "esrank"}
-    if api_key:
-        headers["Authorization"] = f"ApiKey {api_key}"
-    elif username:
-        headers.update(urllib3.make_headers(basic_auth=f"{username}:{password or ''}"))
-    target = f"{url.rstrip('/')}/api/saved_objects/_import?overwrite=true"
-    body = FILES[flavor].read_bytes()
-    try:
-        response = urllib3.request(
-            "POST", target, headers=headers, timeout=timeout, retries=False,
-            fields={"file": ("esrank.ndjson", body, "application/ndjson")})
-    except urllib3.exceptions.HTTPError as exc:
-        raise EngineError("import saved objects", f"cannot reach {url} ({exc})",
-                          target=url) from exc
-    try:
-        answer = json.loads(response.data or b"{}")
-    except json.JSONDecodeError:
-        answer = {"raw": response.data[:200].decode("utf-8", "replace")}
-    if response.status >= 300 or not answer.get("success", False):
-        raise EngineError("import saved objects", str(answer.get("errors") or answer),
-                          target=target, status=response.status)
-    return answer
+    """Load the shipped ndjson into Kibana or OpenSearch Dashboards at `url` (overwriting
+    earlier versions); the import API's answer."""
+    return import_ndjson(url, flavor, FILES[flavor].read_bytes(), auth, timeout)

@@ -73,16 +73,7 @@ class Sidecar:
 
     def get_engine(self):
         if self.engine is None:
-            from esrank.engine import Auth, connect
-
-            s = self.settings
-            auth = Auth(username=s.username,
-                        password=s.password.get_secret_value() if s.password else None,
-                        api_key=s.api_key.get_secret_value() if s.api_key else None,
-                        ca_certs=str(s.ca_certs) if s.ca_certs else None,
-                        verify_certs=s.verify_certs)
-            self.engine = connect(s.engine_url, flavor=s.flavor, auth=auth, timeout=s.timeout,
-                                  store=s.store)
+            self.engine = self.settings.connect()
         return self.engine
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from esrank.dashboards import FILES, import_saved_objects, saved_objects, to_ndjson
+from esrank.engine import Auth
 from esrank.errors import EngineError
 from esrank.evaluate import EVAL_MAPPINGS
 from esrank.features import load_feature_set
@@ -88,7 +89,7 @@ def stand_in():
 @pytest.mark.parametrize("flavor,header", [("kibana", "kbn-xsrf"),
                                            ("opensearch-dashboards", "osd-xsrf")])
 def test_import_sends_the_ndjson_to_the_saved_objects_api(stand_in, flavor, header):
-    answer = import_saved_objects(stand_in, flavor, username="elastic", password="pw")
+    answer = import_saved_objects(stand_in, flavor, Auth(username="elastic", password="pw"))
     assert answer["successCount"] == 10
     (path, headers, body), = _Recorder.seen
     assert path == "/api/saved_objects/_import?overwrite=true"
