@@ -12,3 +12,24 @@ def write_result(result: dict, out: Path) -> None:
     width = max(map(len, result)) + 2
     for key, value in result.items():
         print(f"{key:{width}} {value}")
+
+
+def engine_options(ap) -> None:
+    """--flavor and --url: which local engine (or cluster) a bench runs on."""
+    ap.add_argument("--flavor", choices=["opensearch", "elasticsearch"], default="opensearch",
+                    help="The engine (default opensearch); results go to NAME_elasticsearch.json "
+                         "for Elasticsearch.")
+    ap.add_argument("--url", help="Default: the local node of --flavor (9200 / 9201).")
+
+
+def connect_engine(args):
+    """The engine the bench's --flavor/--url name."""
+    from esrank.config import load_settings
+
+    return load_settings(url=args.url, flavor=args.flavor).connect()
+
+
+def result_path(name: str, args) -> Path:
+    """bench/results/NAME.json, or NAME_elasticsearch.json on Elasticsearch."""
+    suffix = "" if args.flavor == "opensearch" else f"_{args.flavor}"
+    return Path(__file__).resolve().parent / "results" / f"{name}{suffix}.json"

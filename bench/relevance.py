@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import write_result
+from _report import connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
 from esrank.encoder import batched, load_encoder
-from esrank.engine import Engine, connect
+from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.export import load_artifact
@@ -138,7 +138,7 @@ def paired(report) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    engine_options(ap)
     ap.add_argument("--index", default="products")
     ap.add_argument("--feature-set", type=Path, default=ROOT / "feature_sets" / "chorus.yaml")
     ap.add_argument("--folds", type=int, default=5)
@@ -150,11 +150,11 @@ def main() -> None:
                     help="Also fine-tune a cross-encoder per fold (needs torch) and rerank the "
                          "LTR ranking's top --rerank with it.")
     ap.add_argument("--rerank", type=int, default=20)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "relevance.json")
+    ap.add_argument("--out", type=Path, help="Default: bench/results/relevance[_FLAVOR].json.")
     args = ap.parse_args()
     started = time.monotonic()
 
-    engine = connect(args.url)
+    engine = connect_engine(args)
     encoder = load_encoder()
     # a private name: the bench's fold models and registry entry never touch a live set
     fs = dataclasses.replace(load_feature_set(args.feature_set), name="relbench")
@@ -229,7 +229,7 @@ def main() -> None:
         "parity_max_abs_delta": max(parity), "inner_cv_ndcg@10": [round(x, 4) for x in folds_cv],
         "table": rows, "seconds": round(time.monotonic() - started, 1),
     }
-    write_result(summary, args.out)
+    write_result(summary, args.out or result_path("relevance", args))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import write_result
+from _report import connect_engine, engine_options, result_path, write_result
 from sidecar import post, start_server
 
 from esrank.config import load_settings
 from esrank.encoder import load_encoder
-from esrank.engine import connect
 from esrank.feature_log import query_params
 from esrank.registry import active_model
 from esrank.search import Ranker, ranked_request
@@ -42,16 +41,15 @@ def stats(ms: list[float]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:9200")
+    engine_options(ap)
     ap.add_argument("--index", default="products")
     ap.add_argument("--set", default="chorus")
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
-                    "search_latency.json")
+    ap.add_argument("--out", type=Path, help="Default: bench/results/search_latency[_FLAVOR].json.")
     args = ap.parse_args()
 
-    engine = connect(args.url)
+    engine = connect_engine(args)
     model = active_model(engine, args.set)
     if model is None:
         raise SystemExit(f"no active model for {args.set!r}: run make demo first")
@@ -60,8 +58,8 @@ def main() -> None:
         queries = sorted({row["query"] for row in csv.DictReader(f)})
     params = dict(zip(queries, query_params(model.params, encoder)(queries), strict=True))
     bm25, rescore = Ranker("bm25", window=args.window), Ranker(model.name, model, args.window)
-    settings = load_settings(url=args.url, index=args.index, active_set=args.set,
-                             rescore_window=args.window)
+    settings = load_settings(url=args.url, flavor=args.flavor, index=args.index,
+                             active_set=args.set, rescore_window=args.window)
     from esrank.serve import create_app
 
     port = start_server(create_app(settings, encoder=encoder), threads=8)
@@ -88,7 +86,7 @@ def main() -> None:
                    "note": "sidecar: after the first repeat the query embedding comes from "
                            "its LRU cache; sidecar_uncached is the first repeat alone"})
     result["sidecar_uncached"] = stats(timings["sidecar"][:len(queries)])
-    write_result(result, args.out)
+    write_result(result, args.out or result_path("search_latency", args))
 
 
 if __name__ == "__main__":

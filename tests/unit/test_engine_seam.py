@@ -117,3 +117,28 @@ def test_missing_ltr_plugin_is_named(reason):
     t = FakeTransport({("GET", "/_ltr"): EngineError("check LTR store", reason, status=400)})
     with pytest.raises(EngineError, match="no Learning-to-Rank plugin"):
         Engine(t).ensure_store()
+
+
+@pytest.mark.parametrize(("answer", "flavor"), [
+    ({"version": {"distribution": "opensearch", "number": "3.6.0"}}, "opensearch"),
+    ({"version": {"number": "8.18.6"}, "tagline": "You Know, for Search"}, "elasticsearch"),
+    # an Elasticsearch node without the rest-root module (the integ-test distribution)
+    (EngineError("detect engine", "Incorrect HTTP method for uri [/] and method [GET], "
+                 "allowed: [DELETE]", status=405), "elasticsearch"),
+])
+def test_auto_detects_the_flavor(monkeypatch, answer, flavor):
+    import esrank.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_transport",
+                        lambda f, url, auth, timeout: FakeTransport({("GET", "/"): answer}, f))
+    assert engine_module.connect("http://x:9200").dialect.name == flavor
+
+
+def test_detection_does_not_hide_an_unreachable_engine(monkeypatch):
+    import esrank.engine as engine_module
+
+    down = EngineError("detect engine", "cannot reach http://x:9200")
+    monkeypatch.setattr(engine_module, "_transport",
+                        lambda f, url, auth, timeout: FakeTransport({("GET", "/"): down}, f))
+    with pytest.raises(EngineError, match="cannot reach"):
+        engine_module.connect("http://x:9200")
