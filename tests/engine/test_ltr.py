@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import uuid
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from esrank.catalogue import index_catalogue, text_of
 from esrank.features import diff_against_engine, load_feature_set, push_feature_sets
+from esrank.types import QueryParam
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"
@@ -131,3 +133,34 @@ def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_pat
         np.testing.assert_allclose(row, np.array(direct[doc], dtype=np.float32), rtol=1e-6)
     write_ranklib(report.matrix, tmp_path / "t.txt")
     assert len((tmp_path / "t.txt").read_text().splitlines()) == 52 + 1 + len(names)
+
+
+@pytest.mark.parametrize("missing_goes", ["yes", "no"])
+def test_how_each_plugin_routes_a_missing_feature(engine, chorus_index, missing_goes):
+    """One split on a feature that does not match: OpenSearch's plugin sends it "no" whatever
+    the model says; o19s follows the split's `missing` child. esrank writes `missing` as the
+    "no" child and trains NaN to go "no", so both serve what was trained."""
+    from esrank.engine import Ranked, Rescore
+    from esrank.types import Feature, FeatureSet
+
+    fs = FeatureSet(f"miss{uuid.uuid4().hex[:6]}", "", (QueryParam("keywords", "string"),),
+                    (Feature("f", ("keywords",), "mustache",
+                             {"match": {"title": "{{keywords}}"}}),))
+    engine.ensure_store()
+    engine.put_feature_set(fs)
+    split = {"nodeid": 0, "depth": 0, "split": "f", "split_condition": 0.5, "yes": 1, "no": 2,
+             "missing": 1 if missing_goes == "yes" else 2,
+             "children": [{"nodeid": 1, "leaf": 1.0}, {"nodeid": 2, "leaf": 2.0}]}
+    name = f"{fs.name}-v1"
+    engine.create_model(fs.engine_name, name, {
+        "type": "model/xgboost+json",
+        "definition": json.dumps({"objective": "reg:linear", "splits": [split]})})
+    try:
+        [response] = engine.ranked(chorus_index, [Ranked(
+            {"match_all": {}}, size=3, rescore=Rescore(fs.engine_name, {"keywords": "zzqxj"},
+                                                       model=name, window=3))])
+        scores = {h["_score"] for h in response["hits"]["hits"]}
+    finally:
+        engine.delete_model(name)
+    follows_missing = engine.dialect.name == "elasticsearch"
+    assert scores == {1.0 if follows_missing and missing_goes == "yes" else 2.0}
