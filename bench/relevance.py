@@ -4,14 +4,16 @@ All on the live engine (the full catalogue indexed, the LTR plugin installed):
 - BM25: the first pass as `esrank search` runs it.
 - each single feature: the BM25 top --window reordered by that feature alone, with the
   feature values logged from the engine (an unmatched feature sorts last);
-- LTR: per fold, a model trained (with the grid search) on the other folds' queries,
-  uploaded through the parity gate, and served as an `sltr` rescore of the BM25 top
-  --window for the held-out queries. Every query is scored by a model that never saw it.
+- LTR: per fold, a model trained (with the grid search, selected by serving CV) on the other
+  folds' queries, uploaded through the parity gate, and served as an `sltr` rescore of the
+  BM25 top --window for the held-out queries. Every query is scored by a model that never saw
+  it. One row per training candidate set (the window's rows only; the window plus the judged
+  docs outside it) and one for esrank's default, which picks between them by serving CV.
 
-Reports NDCG@10, standard and condensed, with judged@10, and the ratio to BM25. Writes
-bench/results/relevance.json.
+Reports NDCG@10, standard and condensed, with judged@10, the ratio to BM25 and paired
+randomization tests. Writes bench/results/relevance[_FLAVOR].json.
 
-    python bench/relevance.py [--negatives 20] [--window 100]
+    python bench/relevance.py [--window 100] [--flavor elasticsearch]
 """
 
 from __future__ import annotations
@@ -26,47 +28,46 @@ import numpy as np
 from _report import connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
-from esrank.encoder import batched, load_encoder
+from esrank.encoder import load_encoder
 from esrank.engine import Engine
-from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import read_csv
 from esrank.search import Ranker, bm25_query, search_many
-from esrank.train import TrainParams, grouped_folds, train
+from esrank.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 
 
-def window_features(engine: Engine, index: str, fs, queries: dict[str, list[str]],
-                    params_for) -> dict[str, dict[str, list[float]]]:
-    """query -> doc -> logged feature values, for the docs of each query's window."""
-    out = {}
-    for chunk in batched(list(queries.items()), 16):
-        requests = [logging_request(fs, p, docs) for (_, docs), p in
-                    zip(chunk, params_for([q for q, _ in chunk]), strict=True)]
-        for (q, _), resp in zip(chunk, engine.ranked(index, requests), strict=True):
-            out[q] = {h["_id"]: parse_ltr_log(h, fs.feature_names) for h in resp["hits"]["hits"]}
-    return out
+def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
+    """feature -> query -> its window reordered by that feature alone (an unmatched feature
+    sorts last; ties keep BM25 order)."""
+    rows = np.arange(len(table))
+    return {name: served_runs(table, rows, np.nan_to_num(table.values[:, i], nan=-np.inf))
+            for i, name in enumerate(table.feature_names)}
 
 
-def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder
-                        ) -> tuple[Evaluation, list[float], list[float], dict, list]:
-    """Per fold: train on the other folds' queries, upload through the parity gate, serve as
-    an sltr rescore for the held-out queries. Returns the held-out evaluation of every query,
-    the inner CV means, the parity max |delta| per fold, the held-out runs and each fold's
-    held-out queries; removes the fold models."""
-    per_query, folds_cv, parity, runs, folds = {}, [], [], {}, []
+def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder,
+                        candidates=CANDIDATE_SETS
+                        ) -> tuple[Evaluation, list[float], list[float], dict, list, list]:
+    """Per fold: train on the other folds' queries (choosing among `candidates` by serving
+    CV), upload through the parity gate, serve as an sltr rescore for the held-out queries.
+    Returns the held-out evaluation of every query, the inner serving-CV means, the parity max
+    |delta| per fold, the held-out runs, each fold's held-out queries and each fold's chosen
+    training rows; removes the fold models."""
+    per_query, folds_cv, parity, runs, folds, chosen = {}, [], [], {}, [], []
     params_for = query_params(fs.params, encoder)
     with tempfile.TemporaryDirectory() as tmp:
         for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
             result = train(table.take(train_rows), Path(tmp) / f"fold{k}",
-                           params=TrainParams(), search=not args.no_search, device="cpu")
+                           params=TrainParams(), search=not args.no_search, device="cpu",
+                           candidates=candidates)
             folds_cv.append(result.cv_mean)
+            chosen.append(result.candidates)
             test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
             held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
                         for q in test_queries}
@@ -91,7 +92,7 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
                              f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
     mean = {m: float(np.mean([v[m] for v in per_query.values()]))
             for m in next(iter(per_query.values()))}
-    return Evaluation(mean, per_query), folds_cv, parity, runs, folds
+    return Evaluation(mean, per_query), folds_cv, parity, runs, folds, chosen
 
 
 def cross_encoder_rerank(engine: Engine, args, judgments, evaluator: Evaluator, runs: dict,
@@ -143,8 +144,6 @@ def main() -> None:
     ap.add_argument("--feature-set", type=Path, default=ROOT / "feature_sets" / "chorus.yaml")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--window", type=int, default=100)
-    ap.add_argument("--negatives", type=int, default=0,
-                    help="Train with the unjudged docs of each query's BM25 top K as grade 0.")
     ap.add_argument("--no-search", action="store_true", help="Skip the grid search.")
     ap.add_argument("--cross-encoder-epochs", type=int, default=0,
                     help="Also fine-tune a cross-encoder per fold (needs torch) and rerank the "
@@ -162,28 +161,23 @@ def main() -> None:
     engine.put_feature_set(fs)
     judgments = read_csv(CHORUS / "judgments.csv")
     evaluator = Evaluator(judgments)
-    params_for = query_params(fs.params, encoder)
-    table = log_judgments(engine, args.index, fs, judgments, encoder,
-                          unjudged_negatives=args.negatives, negatives_query=bm25_query,
-                          progress=False).matrix
+    table = log_judgments(engine, args.index, fs, judgments, encoder, window=args.window,
+                          first_pass=bm25_query, progress=False).matrix
 
     bm25_run = {q: [h.doc_id for h in hits] for q, hits in search_many(
         engine, args.index, evaluator.queries, Ranker("bm25"), None, size=args.window,
         source=False).items()}
     results = {"bm25": evaluator.evaluate(bm25_run)}
-
-    logged = window_features(engine, args.index, fs, bm25_run, params_for)
-    for i, name in enumerate(fs.feature_names):
-        run = {}
-        for q, docs in bm25_run.items():
-            values = {d: logged[q][d][i] for d in docs}
-            # stable sort: ties keep BM25 order; an unmatched (NaN) feature sorts last
-            run[q] = sorted(docs, key=lambda d: -values[d] if values[d] == values[d] else np.inf)
+    for name, run in single_feature_runs(table).items():
         results[f"feature:{name}"] = evaluator.evaluate(run)
 
-    ltr, folds_cv, parity, ltr_runs, folds = cross_validated_ltr(engine, args, fs, table,
-                                                                 evaluator, encoder)
+    ltr, folds_cv, parity, ltr_runs, folds, chosen = cross_validated_ltr(
+        engine, args, fs, table, evaluator, encoder)
     results["ltr"] = ltr
+    for rows in CANDIDATE_SETS:  # each training candidate set on its own, same folds
+        results[f"ltr (train on {rows})"], _, rows_parity, _, _, _ = cross_validated_ltr(
+            engine, args, fs, table, evaluator, encoder, (rows,))
+        parity += rows_parity
     if args.cross_encoder_epochs:
         results[f"ltr + cross-encoder top {args.rerank}"] = cross_encoder_rerank(
             engine, args, judgments, evaluator, ltr_runs, folds)
@@ -194,9 +188,9 @@ def main() -> None:
             fs.param(n).type == "vector" for n in f.params)))
     engine.put_feature_set(lexical)
     lex_table = log_judgments(engine, args.index, lexical, judgments, None,
-                              unjudged_negatives=args.negatives, negatives_query=bm25_query,
+                              window=args.window, first_pass=bm25_query,
                               progress=False).matrix
-    results["ltr (no neural features)"], _, lex_parity, _, _ = cross_validated_ltr(
+    results["ltr (no neural features)"], _, lex_parity, _, _, _ = cross_validated_ltr(
         engine, args, lexical, lex_table, evaluator, None)
     parity += lex_parity
 
@@ -211,7 +205,7 @@ def main() -> None:
         print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
     significance = {}
     for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
-                  "ltr (no neural features)"):
+                  "ltr (no neural features)", *(f"ltr (train on {r})" for r in CANDIDATE_SETS)):
         report = compare((other, results[other]), ("ltr", ltr), SHOWN[:2])
         significance[f"ltr vs {other}"] = paired(report)
     for name in [n for n in results if "cross-encoder" in n]:
@@ -219,8 +213,8 @@ def main() -> None:
         significance[f"{name} vs ltr"] = paired(report)
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
-        "unjudged_negatives": args.negatives, "grid_search": not args.no_search,
-        "rows_trained": len(table),
+        "grid_search": not args.no_search, "rows_logged": len(table),
+        "training_rows_chosen_per_fold": chosen,
         "ltr_vs_bm25": {m: round(rows["ltr"][m] / bm25[m], 4) for m in SHOWN[:2]},
         "best_single_feature": {m: {"feature": best[m][0], "value": best[m][1][m]}
                                 for m in SHOWN[:2]},

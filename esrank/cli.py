@@ -272,14 +272,18 @@ def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: P
 @click.option("-o", "--output", type=OutputFile(), required=True,
               help="Training table (.parquet); a RankLib .txt is written beside it.")
 @click.option("--queries-per-request", default=16, show_default=True)
-@click.option("--unjudged-negatives", default=0, show_default=True, metavar="K",
-              help="Also log the unjudged docs of each query's BM25 top K as grade 0.")
+@click.option("--window", type=int, metavar="N",
+              help="Also log every doc of each query's BM25 top N, the window a model "
+                   "rescores (unjudged ones as grade 0), with each row's first-pass rank: "
+                   "what training selects on (default: ESRANK_RESCORE_WINDOW, 100; 0: judged "
+                   "docs only).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fmt: str | None,
-            output: Path, queries_per_request: int, unjudged_negatives: int,
+            output: Path, queries_per_request: int, window: int | None,
             as_json: bool) -> None:
-    """Log every feature for every judged (query, doc) through the LTR plugin.
+    """Log every feature for every judged (query, doc), and for the served window, through
+    the LTR plugin.
 
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
     judged docs absent from the index are listed and the command exits 1.
@@ -295,12 +299,11 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
     fs = load_feature_set(feature_set_path)
     judged = read_judgments(judgments_file, fmt)
     push_feature_sets(engine, [fs])
+    window = s.rescore_window if window is None else window
     report = log_judgments(engine, s.index, fs, judged, load_encoder(s.encoder_model),
-                           queries_per_request=queries_per_request,
-                           unjudged_negatives=unjudged_negatives, negatives_query=bm25_query,
-                           progress=not as_json)
-    write_table(report.matrix, output, judgments_source=str(judgments_file),
-                unjudged_negatives=unjudged_negatives)
+                           window=window, first_pass=bm25_query,
+                           queries_per_request=queries_per_request, progress=not as_json)
+    write_table(report.matrix, output, judgments_source=str(judgments_file), window=window)
     write_ranklib(report.matrix, output.with_suffix(".txt"))
     rate = len(judged) / report.seconds if report.seconds else 0.0
     data = {"feature_set": fs.engine_name, "rows": len(report.matrix), "table": str(output),
@@ -324,7 +327,12 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
               default="rank:ndcg", show_default=True)
 @click.option("--folds", default=5, show_default=True, help="Query-grouped CV folds.")
 @click.option("--search/--no-search", default=True, show_default=True,
-              help="Grid-search eta {0.05,0.1} x rounds {50,100} (4 configurations) by CV.")
+              help="Grid-search eta {0.05,0.1} x rounds {50,100} (4 configurations) by "
+                   "serving CV.")
+@click.option("--train-on", "candidates", type=click.Choice(["auto", "window", "window+judged"]),
+              default="auto", show_default=True,
+              help="The rows the model trains on: the served window's only, or also the "
+                   "judged docs outside it; auto picks by serving CV.")
 @click.option("--max-depth", default=3, show_default=True, help="Tree depth (without --search).")
 @click.option("--rounds", default=100, show_default=True,
               help="Boosting rounds (without --search).")
@@ -339,25 +347,38 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def train_cmd(table: Path, output: Path, objective: str, folds: int, search: bool,
-              max_depth: int, rounds: int, early_stopping: int, normalize: str | None,
-              exclude: tuple[str, ...], device: str, as_json: bool) -> None:
-    """Train an XGBoost ranker on a table from `esrank log`, with query-grouped CV."""
+              candidates: str, max_depth: int, rounds: int, early_stopping: int,
+              normalize: str | None, exclude: tuple[str, ...], device: str,
+              as_json: bool) -> None:
+    """Train an XGBoost ranker on a table from `esrank log`, selected by serving CV.
+
+    Serving CV: per query-grouped fold, the model reorders each held-out query's served
+    window (the logged first-pass ranks say which rows), and the ranking is scored on all of
+    that query's judgments, NDCG@10 standard and condensed, as `esrank evaluate` does; BM25's
+    order of the same windows is shown beside it. Every choice (grid, rows) is made on it.
+    """
     from esrank.feature_log import read_table
-    from esrank.train import TrainParams, train
+    from esrank.train import CANDIDATE_SETS, TrainParams, train
 
     params = TrainParams(objective=objective, max_depth=max_depth, num_rounds=rounds,
                          early_stopping=early_stopping)
     result = train(read_table(table), output, params=params, folds=folds, search=search,
                    device=None if device == "auto" else device, normalizer=normalize,
-                   table=str(table.resolve()), exclude=exclude)
-    data = {"artifact": str(result.artifact), "cv_ndcg@10_mean": round(result.cv_mean, 4),
-            "cv_ndcg@10_folds": [round(x, 4) for x in result.cv_folds],
+                   table=str(table.resolve()), exclude=exclude,
+                   candidates=CANDIDATE_SETS if candidates == "auto" else (candidates,))
+    cv = result.cv.to_dict()
+    data = {"artifact": str(result.artifact), "cv": cv, "training_rows": result.candidates,
             "params": {"max_depth": result.params.max_depth,
-                       "rounds": result.best_iteration + 1,
+                       "rounds": result.best_iteration + 1, "eta": result.params.eta,
                        "objective": result.params.objective},
             "search": list(result.search), "seconds": round(result.seconds, 1)}
-    text = (f"CV ndcg@10 {data['cv_ndcg@10_mean']} (folds {data['cv_ndcg@10_folds']}) with "
-            f"{data['params']}; model -> {result.artifact} in {data['seconds']}s")
+    text = f"{cv['view']} CV ndcg@10 {cv['mean']:.4f} (folds {cv['folds']})"
+    if cv["condensed"]:
+        text += (f"\n  condensed {cv['condensed']['mean']:.4f} (folds "
+                 f"{cv['condensed']['folds']})\n  BM25 on the same windows "
+                 f"{cv['bm25']['mean']:.4f}, condensed {cv['bm25_condensed']['mean']:.4f}")
+    text += (f"\ntrained on the {result.candidates} rows with {data['params']}; model -> "
+             f"{result.artifact} in {data['seconds']}s")
     _emit(data, as_json, text)
 
 
@@ -453,14 +474,13 @@ _SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK
 @click.pass_context
 def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
     """Deployed models with their CV score and parity result; * marks the active one."""
-    from esrank.registry import entry, note
+    from esrank.registry import cv_text, entry, note
 
     doc = entry(_engine(ctx), set_name or _settings(ctx).active_set)
     lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
     for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
-        cv = ((rec.get("meta") or {}).get("cv") or {}).get("mean")
         lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
-                     f"cv ndcg@10 {cv}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
+                     f"{cv_text(rec)}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
                      f"{rec['uploaded_at']}  {note(rec) or ''}".rstrip())
     _emit(doc, as_json, "\n".join(lines))
 
@@ -1005,7 +1025,7 @@ def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | Non
 def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -> None:
     """The whole loop on the Chorus catalogue and its shopper judgments.
 
-    engine -> index -> push features -> log (with unjudged BM25 top-100 negatives) -> train
+    engine -> index -> push features -> log (judged docs + the BM25 window) -> train
     (CV + grid) -> upload -> parity gate -> activate -> compare BM25 with the model (and write
     the comparison report) -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
     """
@@ -1030,10 +1050,9 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
                 raise
     click.echo("== 3. push the feature sets")
     ctx.invoke(features_push)
-    click.echo("== 4. log features for every judgment (+ unjudged top-100 as grade 0)")
+    click.echo(f"== 4. log features for every judgment and the BM25 top {s.rescore_window}")
     try:
-        ctx.invoke(log_cmd, judgments_file=judgments_file, output=work / "chorus.parquet",
-                   unjudged_negatives=100)
+        ctx.invoke(log_cmd, judgments_file=judgments_file, output=work / "chorus.parquet")
     except SystemExit as exc:  # judged docs outside a --limit index are listed above
         if exc.code not in (0, None, 1):
             raise

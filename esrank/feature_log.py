@@ -61,48 +61,57 @@ def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
 
 
 def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments: JudgmentList,
-                  encoder: Encoder | None, *, queries_per_request: int = 16,
-                  unjudged_negatives: int = 0, negatives_query: Callable[[str], dict] | None = None,
-                  progress: bool = True) -> LogReport:
-    """Log every feature for every judged pair.
+                  encoder: Encoder | None, *, window: int = 0,
+                  first_pass: Callable[[str], dict] | None = None,
+                  queries_per_request: int = 16, progress: bool = True) -> LogReport:
+    """Log every feature for every judged pair, and for the served window.
 
-    With `unjudged_negatives=k`, the unjudged docs among each query's top k for
-    `negatives_query` (a query clause built from the text, e.g. the BM25 first pass) are
-    logged too, as grade 0: the kind of doc a model must learn to push down when it reranks
-    that first pass.
+    With `window=N` and `first_pass` (a query clause built from the text: the BM25 first pass
+    a model rescores), every doc of each query's first-pass top N is logged too, unjudged ones
+    as grade 0, and each row records its first-pass rank (0 for a judged doc outside the
+    window): what training needs to tell served candidates from docs judges found elsewhere,
+    and to estimate what serving does.
 
-    >>> report = log_judgments(engine, "products", fs, judgments, enc)  # doctest: +SKIP
+    >>> report = log_judgments(engine, "products", fs, judgments, enc, window=100,
+    ...                        first_pass=bm25_query)  # doctest: +SKIP
     >>> report.matrix.values.shape  # doctest: +SKIP
-    (2484, 14)
+    (8557, 15)
     """
     import time
 
     from tqdm import tqdm
 
+    if window and first_pass is None:
+        raise InputError("logging a window needs the first-pass query to take it from")
     started = time.monotonic()
     params_for = query_params(feature_set.params, encoder, source=feature_set.source)
     groups = list(judgments.by_query().items())
-    rows: list[tuple[str, str, str, int, list[float]]] = []
+    rows: list[tuple[str, str, str, int, list[float], int, bool]] = []
     missing: list[tuple[str, str]] = []
     with tqdm(total=len(judgments), desc="logging features", unit="pair",
               disable=not progress) as bar:
         for chunk in batched(groups, queries_per_request):
             texts = [js[0].query for _, js in chunk]
-            extra = (_unjudged(engine, index, chunk, unjudged_negatives, negatives_query)
-                     if unjudged_negatives else [[] for _ in chunk])
-            requests = [logging_request(feature_set, params, [j.doc_id for j in js] + more)
-                        for (_, js), more, params in zip(chunk, extra, params_for(texts),
-                                                         strict=True)]
+            windows = (_first_pass(engine, index, texts, window, first_pass) if window
+                       else [[] for _ in chunk])
+            requests = [logging_request(feature_set, params,
+                                        list(dict.fromkeys([j.doc_id for j in js] + served)))
+                        for (_, js), served, params in zip(chunk, windows, params_for(texts),
+                                                           strict=True)]
             responses = engine.ranked(index, requests)
-            for (qid, js), more, response in zip(chunk, extra, responses, strict=True):
+            for (qid, js), served, response in zip(chunk, windows, responses, strict=True):
                 logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
                           for h in response["hits"]["hits"]}
+                rank = {d: r for r, d in enumerate(served, 1)}
                 for j in js:
                     if j.doc_id in logged:
-                        rows.append((qid, j.query, j.doc_id, j.grade, logged[j.doc_id]))
+                        rows.append((qid, j.query, j.doc_id, j.grade, logged[j.doc_id],
+                                     rank.get(j.doc_id, 0), True))
                     else:
                         missing.append((j.query, j.doc_id))
-                rows += [(qid, js[0].query, d, 0, logged[d]) for d in more if d in logged]
+                judged = {j.doc_id for j in js}
+                rows += [(qid, js[0].query, d, 0, logged[d], rank[d], False)
+                         for d in served if d not in judged and d in logged]
                 bar.update(len(js))
     if missing:
         log.warning("%d judged docs are not in %s (first: %s)", len(missing), index,
@@ -111,21 +120,18 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
         feature_set.feature_names))
     matrix = FeatureMatrix(feature_set.engine_name, feature_set.feature_names,
                            tuple(r[0] for r in rows), tuple(r[1] for r in rows),
-                           tuple(r[2] for r in rows), tuple(r[3] for r in rows), values)
+                           tuple(r[2] for r in rows), tuple(r[3] for r in rows), values,
+                           tuple(r[5] for r in rows) if window else None,
+                           tuple(r[6] for r in rows) if window else None)
     return LogReport(matrix, missing, time.monotonic() - started)
 
 
-def _unjudged(engine: Engine, index: str, chunk: list, k: int,
-              query_for: Callable[[str], dict] | None) -> list[list[str]]:
-    """Per query of `chunk`, the unjudged doc ids among its top k."""
-    if query_for is None:
-        raise InputError("unjudged negatives need the first-pass query to take them from")
-    bodies = [{"size": k, "query": query_for(js[0].query), "_source": False} for _, js in chunk]
-    out = []
-    for (_, js), response in zip(chunk, engine.msearch(index, bodies), strict=True):
-        judged = {j.doc_id for j in js}
-        out.append([h["_id"] for h in response["hits"]["hits"] if h["_id"] not in judged])
-    return out
+def _first_pass(engine: Engine, index: str, texts: list[str], k: int,
+                query_for: Callable[[str], dict]) -> list[list[str]]:
+    """Per query, the doc ids of its first-pass top k, in rank order."""
+    bodies = [{"size": k, "query": query_for(text), "_source": False} for text in texts]
+    return [[h["_id"] for h in response["hits"]["hits"]]
+            for response in engine.msearch(index, bodies)]
 
 
 def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
@@ -142,8 +148,9 @@ def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
 
 
 def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None,
-                unjudged_negatives: int = 0) -> None:
-    """Parquet: qid, query, doc_id, grade, then one float32 column per feature (NaN kept).
+                window: int = 0) -> None:
+    """Parquet: qid, query, doc_id, grade, [first_pass_rank, judged], then one float32 column
+    per feature (NaN kept).
 
     The file's metadata names the feature set and the feature order, so a reader can refuse a
     table that does not match the feature set it trains for.
@@ -153,12 +160,17 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
 
     columns = {"qid": list(matrix.qids), "query": list(matrix.queries),
                "doc_id": list(matrix.doc_ids), "grade": pa.array(matrix.grades, pa.int8())}
+    if matrix.ranks is not None:
+        columns["first_pass_rank"] = pa.array(matrix.ranks, pa.int32())
+        columns["judged"] = pa.array(matrix.judged, pa.bool_())
     for i, name in enumerate(matrix.feature_names):
         columns[name] = pa.array(matrix.values[:, i], pa.float32())
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
-            "unjudged_negatives": (f"unjudged docs of each query's top {unjudged_negatives} "
-                                   "added as grade 0") if unjudged_negatives else False}
+            "window": window,
+            "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
+                                "doc outside it; unjudged window docs have grade 0, judged "
+                                "false") if window else None}
     table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
     pq.write_table(table, path)
 
@@ -178,8 +190,11 @@ def read_table(path: Path) -> FeatureMatrix:
         raise InputError(f"columns {missing} named in the metadata are absent", source=str(path))
     values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]
                              ).astype(np.float32) if names else np.zeros((table.num_rows, 0))
+    ranked = "first_pass_rank" in table.column_names
     return FeatureMatrix(meta["feature_set"], names,
                          tuple(table.column("qid").to_pylist()),
                          tuple(table.column("query").to_pylist()),
                          tuple(table.column("doc_id").to_pylist()),
-                         tuple(int(g) for g in table.column("grade").to_pylist()), values)
+                         tuple(int(g) for g in table.column("grade").to_pylist()), values,
+                         tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
+                         tuple(table.column("judged").to_pylist()) if ranked else None)

@@ -120,6 +120,17 @@ def note(record: dict) -> str | None:
     return f"without {', '.join(excluded)}" if excluded else None
 
 
+def cv_text(record: dict) -> str:
+    """A deployed model's cross-validated NDCG@10, e.g. "served CV ndcg@10 0.672 / 0.748
+    condensed" ("in-table CV" for a model trained on a table without first-pass ranks)."""
+    cv = (record.get("meta") or {}).get("cv") or {}
+    if cv.get("mean") is None:
+        return "no CV"
+    text = f"{cv.get('view', 'in-table')} CV ndcg@10 {cv['mean']:.3f}"
+    condensed = cv.get("condensed")
+    return text + (f" / {condensed['mean']:.3f} condensed" if condensed else "")
+
+
 def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
     """The model search should rescore with, or None when none is active."""
     active = entry(engine, set_name)["active"]
@@ -159,7 +170,7 @@ def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureS
         "parity": {k: v for k, v in parity.to_dict().items() if k != "worst"},
         "meta": {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
                                                    "esrank_version", "normalizers",
-                                                   "excluded_features")},
+                                                   "excluded_features", "training_rows")},
     }
     if activate:
         _point(doc, name)

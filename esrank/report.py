@@ -41,15 +41,17 @@ def _p50(engine: Engine, index: str, requests: Sequence[Ranked], repeats: int) -
     return float(np.percentile(times, 50))
 
 
-def feature_gain(table: FeatureMatrix, params: TrainParams, folds: int = 5) -> dict:
-    """CV NDCG@10 with every feature, and the change when each one is left out."""
-    full = float(np.mean(cross_validate(table, params, folds)))
+def feature_gain(table: FeatureMatrix, params: TrainParams, folds: int = 5,
+                 candidates: str = "window") -> dict:
+    """Serving-CV NDCG@10 with every feature, and the change when each one is left out
+    (trained on the model's candidate rows)."""
+    full = cross_validate(table, params, folds, candidates=candidates).mean
     out = {}
     for i, name in enumerate(table.feature_names):
         keep = [j for j in range(len(table.feature_names)) if j != i]
         without = dataclasses.replace(table, feature_names=tuple(
             table.feature_names[j] for j in keep), values=table.values[:, keep])
-        out[name] = float(np.mean(cross_validate(without, params, folds))) - full
+        out[name] = cross_validate(without, params, folds, candidates=candidates).mean - full
     return {"cv_ndcg@10_all_features": full, "drop_one_delta": out}
 
 
@@ -96,7 +98,8 @@ def build_report(engine: Engine, index: str, artifact: Artifact, feature_set: Fe
     """Everything above for one deployed model (`ranker`) and its training artifact."""
     p = artifact.meta.get("params") or {}
     params = TrainParams(**{k: v for k, v in p.items() if k in TrainParams.__dataclass_fields__})
-    gain = feature_gain(table.blank(artifact.meta.get("excluded_features") or ()), params)
+    gain = feature_gain(table.blank(artifact.meta.get("excluded_features") or ()), params,
+                        candidates=artifact.meta.get("training_rows") or "window+judged")
     latency = feature_latency(engine, index, feature_set, evaluator.queries, params_for)
     features = [{"feature": n, "gain_drop_one": gain["drop_one_delta"][n],
                  "importance_gain": (artifact.meta.get("importance_gain") or {}).get(n, 0.0),

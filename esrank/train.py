@@ -1,11 +1,24 @@
-"""Training: XGBoost rankers on a logged feature table, with query-grouped cross-validation.
+"""Training: XGBoost rankers on a logged feature table, selected by what serving does.
 
-Every split is by query, never by row, so no query's documents are on both sides. Training
-runs a fixed number of rounds by default; with `early_stopping=N` it stops on a grouped
-validation split carved out of each training part (on Chorus's 97 queries that split is too
-small to be a reliable judge: it stopped after 1-2 trees and lost to fixed rounds). The
-optional search tries a small grid (eta x rounds, 4 configurations, depth 3) and keeps the best
-mean CV NDCG@10.
+A model only ever reorders the served window (the BM25 top N it rescores), but a logged table
+also holds judged docs the judges found elsewhere. Model selection therefore scores each
+held-out fold the way serving would: the booster reorders each held-out query's window rows
+(the table's first-pass ranks say which), and the ranking is evaluated against all of that
+query's judgments, standard and condensed, as `esrank evaluate` does ("serving CV"). Every
+split is by query, never by row.
+
+What the model is trained on is a choice too (CANDIDATE_SETS): the window's rows only, or the
+window plus the out-of-window judged docs. On a collection whose judgments were pooled from
+other systems, the out-of-window docs are mostly relevant and mostly rank low on BM25, and a
+model trained on them learns "low BM25 = relevant"; serving CV picks between the sets, with
+the grid (eta x rounds, depth 3), by mean NDCG@10. XGBoost weights ranking groups, not rows, so
+a down-weighted middle way is not offered.
+
+Training runs a fixed number of rounds by default; with `early_stopping=N` it stops on a
+grouped validation split carved out of each training part, scored on its window rows (on
+Chorus's 97 queries that split is too small to be a reliable judge: it stopped after 1-2 trees
+and lost to fixed rounds). A table without first-pass ranks (logged with --window 0) cannot be
+served this way: it is scored on its own rows ("in-table CV"), and says so.
 
 Missing features (NaN in the table) are trained as MISSING_AS, the largest float32. The LTR
 plugin ignores XGBoost's learned default branch: a feature it could not compute reaches the
@@ -36,7 +49,9 @@ log = logging.getLogger(__name__)
 
 OBJECTIVES = ("rank:ndcg", "rank:pairwise")
 GRID = {"eta": (0.05, 0.1), "num_rounds": (50, 100)}
+CANDIDATE_SETS = ("window", "window+judged")  # the rows a model trains on; see above
 METRIC = "ndcg@10"
+CONDENSED = "ndcg@10_condensed"
 MISSING_AS = float(np.finfo(np.float32).max)
 
 
@@ -69,17 +84,44 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class CVScore:
+    """One configuration's cross-validated NDCG@10 per fold, standard and condensed, and the
+    first pass's (BM25's) on the same folds; `view` is "served" or "in-table"."""
+
+    view: str
+    folds: tuple[float, ...]
+    condensed: tuple[float, ...] = ()
+    bm25: tuple[float, ...] = ()
+    bm25_condensed: tuple[float, ...] = ()
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.folds))
+
+    def to_dict(self) -> dict:
+        def stats(values: tuple[float, ...]) -> dict | None:
+            return {"mean": round(float(np.mean(values)), 5),
+                    "folds": [round(v, 5) for v in values]} if values else None
+
+        return {"view": self.view, "metric": METRIC, "mean": round(self.mean, 5),
+                "folds": [round(v, 5) for v in self.folds],
+                "std": round(float(np.std(self.folds)), 5), "condensed": stats(self.condensed),
+                "bm25": stats(self.bm25), "bm25_condensed": stats(self.bm25_condensed)}
+
+
+@dataclass(frozen=True)
 class TrainResult:
     artifact: Path
     params: TrainParams
-    cv_folds: tuple[float, ...]
+    candidates: str  # the rows the model was trained on (CANDIDATE_SETS)
+    cv: CVScore
     search: tuple[dict, ...]
     best_iteration: int
     seconds: float
 
     @property
     def cv_mean(self) -> float:
-        return float(np.mean(self.cv_folds))
+        return self.cv.mean
 
 
 def normalize(values: np.ndarray, names: Sequence[str], normalizers: dict[str, dict]
@@ -155,20 +197,32 @@ def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dic
     return dm
 
 
+def training_rows(matrix: FeatureMatrix, rows: np.ndarray, candidates: str) -> np.ndarray:
+    """The rows of `rows` a model trains on under a candidate set."""
+    if candidates not in CANDIDATE_SETS:
+        raise InputError(f"candidate set {candidates!r}: expected one of "
+                         f"{', '.join(CANDIDATE_SETS)}")
+    if candidates == "window+judged" or matrix.ranks is None:
+        return rows
+    return rows[np.asarray(matrix.ranks)[rows] > 0]
+
+
 def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
-         normalizers: dict[str, dict]):
-    """Train on `rows`; with early stopping, stop on a grouped 20% of their queries."""
+         normalizers: dict[str, dict], candidates: str = "window+judged"):
+    """Train on the candidate rows of `rows`; with early stopping, stop on a grouped 20% of
+    their queries, scored on those queries' window rows."""
     import xgboost as xgb
 
     if not params.early_stopping:
-        booster = xgb.train(params.xgb(device), _dmatrix(matrix, rows, normalizers),
-                            num_boost_round=params.num_rounds)
+        booster = xgb.train(params.xgb(device), _dmatrix(
+            matrix, training_rows(matrix, rows, candidates), normalizers),
+            num_boost_round=params.num_rounds)
         booster.set_attr(best_iteration=str(params.num_rounds - 1))
         return booster
     sub_qids = tuple(matrix.qids[i] for i in rows)
     inner_train, inner_valid = grouped_folds(sub_qids, 5, params.seed)[0]
-    dtrain = _dmatrix(matrix, rows[inner_train], normalizers)
-    dvalid = _dmatrix(matrix, rows[inner_valid], normalizers)
+    dtrain = _dmatrix(matrix, training_rows(matrix, rows[inner_train], candidates), normalizers)
+    dvalid = _dmatrix(matrix, training_rows(matrix, rows[inner_valid], "window"), normalizers)
     return xgb.train(params.xgb(device), dtrain, num_boost_round=params.num_rounds,
                      evals=[(dvalid, "valid")], early_stopping_rounds=params.early_stopping,
                      verbose_eval=False)
@@ -181,22 +235,73 @@ def _score(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[s
     return float(result.split(f"test-{METRIC}:")[1].split()[0])
 
 
+def _predict(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]
+             ) -> np.ndarray:
+    import xgboost as xgb
+
+    values = np.nan_to_num(normalize(matrix.values[rows], matrix.feature_names, normalizers),
+                           nan=MISSING_AS)
+    return booster.predict(xgb.DMatrix(values, feature_names=list(matrix.feature_names)),
+                           iteration_range=(0, int(booster.best_iteration) + 1))
+
+
+def served_runs(matrix: FeatureMatrix, rows: np.ndarray, scores: np.ndarray | None = None
+                ) -> dict[str, list[str]]:
+    """Query -> its window docs among `rows`, reordered by `scores` (by first-pass rank when
+    None, or on ties): what serving shows for those queries."""
+    ranks = np.asarray(matrix.ranks)
+    runs: dict[str, list[tuple[float, int, str]]] = {}
+    for k, i in enumerate(rows):
+        if ranks[i] > 0:
+            score = -float(scores[k]) if scores is not None else 0.0
+            runs.setdefault(matrix.queries[i], []).append((score, int(ranks[i]),
+                                                           matrix.doc_ids[i]))
+    return {q: [d for _, _, d in sorted(docs)] for q, docs in runs.items()}
+
+
+def _evaluator(matrix: FeatureMatrix, rows: np.ndarray):
+    """An Evaluator over the judged rows among `rows` (the held-out queries' judgments)."""
+    from esrank.evaluate import Evaluator
+    from esrank.judgments import Judgment, JudgmentList
+
+    judged = matrix.judged or (True,) * len(matrix)
+    return Evaluator(JudgmentList(tuple(
+        Judgment(matrix.qids[i], matrix.queries[i], matrix.doc_ids[i], matrix.grades[i])
+        for i in rows if judged[i])))
+
+
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
-                   device: str = "cpu", normalizers: dict[str, dict] | None = None
-                   ) -> list[float]:
-    """Held-out NDCG@10 per query-grouped fold."""
-    scores = []
+                   device: str = "cpu", normalizers: dict[str, dict] | None = None,
+                   candidates: str = "window") -> CVScore:
+    """Held-out NDCG@10 per query-grouped fold: served (each held-out query's window
+    reordered by the model, evaluated on all its judgments, standard and condensed, beside
+    the first pass's order), or in-table for a table without first-pass ranks."""
+    normalizers = normalizers or {}
+    served = matrix.ranks is not None
+    out: dict[str, list[float]] = {"folds": [], "condensed": [], "bm25": [],
+                                   "bm25_condensed": []}
     for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
-        booster = _fit(matrix, train_rows, params, device, normalizers or {})
-        scores.append(_score(booster, matrix, test_rows, normalizers or {}))
-    return scores
+        booster = _fit(matrix, train_rows, params, device, normalizers, candidates)
+        if not served:
+            out["folds"].append(_score(booster, matrix, test_rows, normalizers))
+            continue
+        evaluator = _evaluator(matrix, test_rows)
+        model = evaluator.evaluate(served_runs(
+            matrix, test_rows, _predict(booster, matrix, test_rows, normalizers))).mean
+        first = evaluator.evaluate(served_runs(matrix, test_rows)).mean
+        for key, value in (("folds", model[METRIC]), ("condensed", model[CONDENSED]),
+                           ("bm25", first[METRIC]), ("bm25_condensed", first[CONDENSED])):
+            out[key].append(value)
+    return CVScore("served" if served else "in-table", *(tuple(out[k]) for k in out))
 
 
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
           folds: int = 5, search: bool = True, device: str | None = None,
           normalizer: str | None = None, table: str | None = None,
-          exclude: Sequence[str] = ()) -> TrainResult:
-    """Cross-validate (and optionally grid-search), then train on all queries and save.
+          exclude: Sequence[str] = (), candidates: Sequence[str] = CANDIDATE_SETS
+          ) -> TrainResult:
+    """Cross-validate each candidate set (and, with `search`, the grid) by serving CV, then
+    train the best on all queries and save.
 
     The artifact directory holds model.json (XGBoost) and meta.json: feature set, feature
     names in order, params, CV metrics per fold, search results, data hash, esrank version.
@@ -219,19 +324,23 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     device = device or pick_device()
     normalizers = fit_normalizers(matrix, normalizer) if normalizer else {}
     base = params or TrainParams()
-    candidates = ([replace(base, eta=e, num_rounds=n) for e in GRID["eta"]
-                   for n in GRID["num_rounds"]] if search else [base])
+    grid = ([replace(base, eta=e, num_rounds=n) for e in GRID["eta"]
+             for n in GRID["num_rounds"]] if search else [base])
+    if matrix.ranks is None:  # no window to select on: every row is all there is
+        candidates = ["window+judged"]
     tried = []
-    for candidate in candidates:
-        scores = cross_validate(matrix, candidate, folds, device, normalizers)
-        tried.append({"eta": candidate.eta, "num_rounds": candidate.num_rounds,
-                      "cv_mean": round(float(np.mean(scores)), 5), "folds": scores,
-                      "params": candidate})
-        log.info("eta=%g rounds=%d: CV %s %.4f", candidate.eta, candidate.num_rounds,
-                 METRIC, np.mean(scores))
-    best = max(tried, key=lambda t: t["cv_mean"])
+    for rows in candidates:
+        for candidate in grid:
+            score = cross_validate(matrix, candidate, folds, device, normalizers, rows)
+            tried.append({"candidates": rows, "eta": candidate.eta,
+                          "num_rounds": candidate.num_rounds, "cv_mean": round(score.mean, 5),
+                          "score": score, "params": candidate})
+            log.info("%s eta=%g rounds=%d: %s CV %s %.4f", rows, candidate.eta,
+                     candidate.num_rounds, score.view, METRIC, score.mean)
+    best = max(tried, key=lambda t: t["cv_mean"])  # the first of equals: window before more
     chosen: TrainParams = best["params"]
-    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers)
+    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers,
+                   best["candidates"])
     best_iteration = int(booster.best_iteration)
     booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -247,19 +356,29 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "normalizers": normalizers,
         "excluded_features": sorted(set(exclude)),
         "best_iteration": best_iteration,
-        "cv": {"metric": METRIC, "folds": best["folds"], "mean": best["cv_mean"],
-               "std": round(float(np.std(best["folds"])), 5), "k": folds},
-        "search": [{k: v for k, v in t.items() if k != "params"} for t in tried],
+        "training_rows": best["candidates"],
+        "cv": {**best["score"].to_dict(), "k": folds},
+        "search": [_summary(t) for t in tried],
         "importance_gain": {k: round(v, 5) for k, v in sorted(
             importance.items(), key=lambda kv: -kv[1])},
         "data": {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
+                 "trained_rows": len(training_rows(matrix, np.arange(len(matrix)),
+                                                   best["candidates"])),
                  "sha256": data},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return TrainResult(out_dir, chosen, tuple(best["folds"]),
-                       tuple({k: v for k, v in t.items() if k != "params"} for t in tried),
-                       best_iteration, time.monotonic() - started)
+    return TrainResult(out_dir, chosen, best["candidates"], best["score"],
+                       tuple(_summary(t) for t in tried), best_iteration,
+                       time.monotonic() - started)
+
+
+def _summary(tried: dict) -> dict:
+    score: CVScore = tried["score"]
+    return {"candidates": tried["candidates"], "eta": tried["eta"],
+            "num_rounds": tried["num_rounds"], "cv_mean": tried["cv_mean"],
+            "cv_condensed_mean": round(float(np.mean(score.condensed)), 5)
+            if score.condensed else None, "folds": [round(v, 5) for v in score.folds]}
 
 
 def data_hash(matrix: FeatureMatrix) -> str:

@@ -98,9 +98,13 @@ class FeatureSet:
 
 @dataclass(frozen=True)
 class FeatureMatrix:
-    """Logged features: one row per judged (query, doc), columns in feature-set order.
+    """Logged features: one row per (query, doc), columns in feature-set order.
 
     Missing values are NaN (the plugin logged no value); nothing is filled in here.
+    `ranks` is each row's place in its query's first pass (1 = top; 0 = outside the served
+    window: a judged doc the judges found elsewhere); `judged` says whether the grade came from
+    a judgment (else: an unjudged window doc, grade 0). Both are None for a table logged
+    without a first pass, which cannot estimate what serving does.
     """
 
     feature_set: str  # the engine name, NAME@HASH
@@ -110,6 +114,8 @@ class FeatureMatrix:
     doc_ids: tuple[str, ...]
     grades: tuple[int, ...]
     values: Any  # numpy.ndarray, shape (rows, len(feature_names)), float32
+    ranks: tuple[int, ...] | None = None
+    judged: tuple[bool, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -125,8 +131,10 @@ class FeatureMatrix:
     def take(self, rows: Sequence[int]) -> FeatureMatrix:
         """The matrix restricted to `rows` (in the order given)."""
         rows = list(rows)
-        return FeatureMatrix(self.feature_set, self.feature_names,
-                             tuple(self.qids[i] for i in rows),
-                             tuple(self.queries[i] for i in rows),
-                             tuple(self.doc_ids[i] for i in rows),
-                             tuple(self.grades[i] for i in rows), self.values[rows])
+
+        def pick(column: tuple | None) -> tuple | None:
+            return None if column is None else tuple(column[i] for i in rows)
+
+        return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
+                             pick(self.queries), pick(self.doc_ids), pick(self.grades),
+                             self.values[rows], pick(self.ranks), pick(self.judged))

@@ -347,7 +347,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
     @app.get("/compare/configs")
     def compare_configs():
         from esrank.comparison import BASELINES
-        from esrank.registry import entry, note
+        from esrank.registry import cv_text, entry, note
 
         doc = entry(sc.get_engine(), sc.settings.active_set)
         models = sorted(doc["models"], key=lambda m: (m != doc["active"],
@@ -356,7 +356,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
         notes = {m: text for m in models if (text := note(doc["models"][m]))}
         return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"],
-                       notes=notes)
+                       notes=notes, cv={m: cv_text(doc["models"][m]) for m in models})
 
     @app.get("/compare/runs")
     def compare_runs():

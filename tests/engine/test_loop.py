@@ -21,7 +21,7 @@ from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import read_judgments
-from esrank.search import Ranker, ranked_request, search, search_many
+from esrank.search import Ranker, bm25_query, ranked_request, search, search_many
 from esrank.train import train
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -38,7 +38,8 @@ def loop(engine, encoder, tmp_path_factory):
                              name=f"loop{uuid.uuid4().hex[:6]}")
     engine.ensure_store()
     engine.put_feature_set(fs)
-    report = log_judgments(engine, alias, fs, judged, encoder, progress=False)
+    report = log_judgments(engine, alias, fs, judged, encoder, window=20,
+                           first_pass=bm25_query, progress=False)
     write_table(report.matrix, tmp / "table.parquet")
     train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"))
     queries: dict[str, list[str]] = {}
@@ -194,27 +195,33 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
     assert not math.isnan(art.meta["missing_as"])
 
 
-def test_unjudged_negatives_come_from_the_first_pass(engine, loop, encoder):
+def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder):
     from esrank.feature_log import read_table
     from esrank.search import bm25_query
 
     judged = loop["judged"]
-    report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder,
-                           unjudged_negatives=10, negatives_query=bm25_query, progress=False)
+    report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder, window=10,
+                           first_pass=bm25_query, progress=False)
     m = report.matrix
     pairs = {(j.query, j.doc_id) for j in judged}
-    extra = [(q, d, g) for q, d, g in zip(m.queries, m.doc_ids, m.grades, strict=True)
+    extra = [i for i, (q, d) in enumerate(zip(m.queries, m.doc_ids, strict=True))
              if (q, d) not in pairs]
-    assert extra and all(g == 0 for _, _, g in extra)
+    assert extra and all(m.grades[i] == 0 and not m.judged[i] for i in extra)
     assert len(m) == len(loop["matrix"]) + len(extra)
-    top = search(engine, loop["alias"], extra[0][0], Ranker("bm25"), size=10).hits
-    assert extra[0][1] in {h.doc_id for h in top}
-    write_table(m, loop["tmp"] / "neg.parquet", unjudged_negatives=10)
+    # each row's rank is its place in the BM25 first pass; judged docs outside it have 0
+    for query in list(dict.fromkeys(m.queries))[:4]:
+        top = [h.doc_id for h in search(engine, loop["alias"], query, Ranker("bm25"),
+                                        size=10).hits]
+        ranks = {m.doc_ids[i]: m.ranks[i] for i in range(len(m)) if m.queries[i] == query}
+        assert {d: r for d, r in ranks.items() if r} == {d: r for r, d in enumerate(top, 1)}
+        assert all(d not in top for d, r in ranks.items() if r == 0)
+    write_table(m, loop["tmp"] / "window.parquet", window=10)
     import pyarrow.parquet as pq
 
-    meta = json.loads(pq.read_schema(loop["tmp"] / "neg.parquet").metadata[b"esrank"])
-    assert "top 10" in meta["unjudged_negatives"]
-    assert len(read_table(loop["tmp"] / "neg.parquet")) == len(m)
+    meta = json.loads(pq.read_schema(loop["tmp"] / "window.parquet").metadata[b"esrank"])
+    assert meta["window"] == 10 and "top 10" in meta["first_pass_rank"]
+    again = read_table(loop["tmp"] / "window.parquet")
+    assert again.ranks == m.ranks and again.judged == m.judged
 
 
 def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encoder,
