@@ -323,7 +323,9 @@ class Engine:
         if param is None:
             return False
         if feature_set not in self._window_sets:
-            stored = self.get_feature_set(feature_set) or {}
+            stored = self.get_feature_set(feature_set)
+            if stored is None:  # not pushed (yet): the plugin will name the problem
+                return False
             self._window_sets[feature_set] = any(param in (f.get("params") or [])
                                                  for f in stored.get("features", []))
         return self._window_sets[feature_set]

@@ -102,3 +102,11 @@ def test_upload_of_a_broken_artifact_names_it_and_touches_no_engine(tmp_path):
     assert bad.returncode == 1
     assert f"{tmp_path / 'meta.json'}: field 'feature_set' is missing" in bad.stderr
     assert "cannot reach" not in bad.stderr  # refused before any request
+
+
+def test_index_without_files_is_a_usage_error_that_names_the_demo_catalogue():
+    run = esrank("index", ESRANK_URL="http://127.0.0.1:9")
+    assert run.returncode == 2 and "no product files given" in run.stderr
+    named = run.stderr.split("esrank index ", 1)[1].split("/*.json.zip")[0]
+    assert sorted(p.name for p in Path(named).glob("*.json.zip")) == [
+        "1.json.zip", "2.json.zip", "3.json.zip", "4.json.zip"]  # the catalogue ships inside
