@@ -143,6 +143,9 @@ def text_of(doc: dict) -> str:
     return f"{doc['title']}. {description}" if description else doc["title"]
 
 
+ID_FIELD = "id"  # each document's id again, as a keyword with doc values (fast to read back)
+
+
 def index_body(dialect: Dialect, dims: int) -> dict:
     """Explicit mappings: analysed text, keywords, numbers, and the vectors in the engine's
     vector type."""
@@ -153,7 +156,7 @@ def index_body(dialect: Dialect, dims: int) -> dict:
         "mappings": {
             "dynamic": "strict",
             "properties": {
-                "id": {"type": "keyword"},
+                ID_FIELD: {"type": "keyword"},
                 "title": text_kw,
                 "name": {"type": "keyword"},
                 "short_description": {"type": "text"},

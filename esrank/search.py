@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from esrank.catalogue import text_of
+from esrank.catalogue import ID_FIELD, text_of
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
@@ -89,7 +89,7 @@ def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
         rescore = Rescore(ranker.model.feature_set, params or {}, model=ranker.model.name,
                           window=ranker.window, log=log)
     return Ranked(bm25_query(query, ranker.fields), size, SOURCE_FIELDS if source else False,
-                  rescore)
+                  rescore, id_field=ID_FIELD)
 
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,

@@ -55,7 +55,8 @@ def _stored(*params):
 
 
 def test_elasticsearch_cosine_features_get_the_window_ids():
-    first_pass = {"hits": {"hits": [{"_id": "d2"}, {"_id": "d7"}]}}
+    first_pass = {"hits": {"hits": [{"_id": "d2", "fields": {"id": ["d2"]}},
+                                    {"_id": "d7", "fields": {"id": ["d7"]}}]}}
     t = FakeTransport({("GET", "/_ltr/_featureset/chorus@abc"): _stored("qv", WINDOW_PARAM),
                        ("POST", "/_msearch"): msearch_answering(first_pass)},
                       flavor="elasticsearch")
@@ -65,8 +66,18 @@ def test_elasticsearch_cosine_features_get_the_window_ids():
     [body] = engine.ranked_bodies("products", [request])
     [window] = searches(t.calls[-1][2])
     assert window == {"size": 50, "query": BM25, "_source": False}  # the first pass alone
-    assert body["query"] == {"bool": {"filter": [{"ids": {"values": ["d2", "d7"]}}],
-                                      "must": [BM25]}}
+    # the model's score alone ranks the window (query_weight 0): no need to score BM25 again
+    assert body["query"] == {"bool": {"filter": [{"ids": {"values": ["d2", "d7"]}}]}}
+    # ids read from a doc-values field when the index has one
+    [body] = engine.ranked_bodies("products", [replace(request, id_field="id")])
+    assert searches(t.calls[-1][2])[0] == {"size": 50, "query": BM25, "_source": False,
+                                           "stored_fields": "_none_",
+                                           "docvalue_fields": ["id"]}
+    assert body["query"]["bool"]["filter"] == [{"ids": {"values": ["d2", "d7"]}}]
+    # a rescore that keeps part of the first-pass score scores BM25 over the window too
+    [body] = engine.ranked_bodies("products", [replace(request, rescore=replace(
+        request.rescore, query_weight=1.0))])
+    assert body["query"]["bool"]["must"] == [BM25]
     assert body["rescore"]["query"]["rescore_query"]["sltr"]["params"] == {
         "qv": [1.0], WINDOW_PARAM: ["d2", "d7"]}
     # known ids (logging, parity) need no first pass; the stored set is read once
