@@ -1,0 +1,179 @@
+"""Train on what you serve, on a collection judged by pooling: Cranfield, unseen queries.
+
+Cranfield's judgments were pooled from other systems: most judged documents are not in BM25's
+top 100. A model trained on every logged row then sees positives that rank low on BM25 and
+unjudged window docs that rank high, and can learn "low BM25 = relevant". This bench indexes
+the 1,400 abstracts (title = .T, description = .W), splits the 225 queries at random into 150
+training and 75 unseen ones, logs the Chorus feature set without its product-only features
+(supplier, attributes, price, recency) for the training queries (judged docs + the BM25 top
+--window), trains one model per training candidate set and esrank's default (which picks
+between them by serving CV), uploads each through the parity gate, and serves it as an sltr
+rescore for the unseen queries. Grades: 5 - Cleverdon code for codes 1-4.
+
+Reports NDCG@10 (standard and condensed) of BM25, the best single feature and each model on
+the unseen queries, paired randomization tests, and how many training positives lie inside
+the window. Writes bench/results/cranfield[_FLAVOR].json.
+
+    python bench/cranfield.py [--data ../shared/data/cranfield] [--flavor elasticsearch]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _report import connect_engine, engine_options, result_path, write_result
+
+from esrank import registry
+from esrank.catalogue import index_catalogue
+from esrank.encoder import load_encoder
+from esrank.evaluate import Evaluator, compare
+from esrank.export import load_artifact
+from esrank.feature_log import log_judgments, query_params
+from esrank.features import load_feature_set
+from esrank.judgments import Judgment, JudgmentList
+from esrank.search import Ranker, bm25_query, search_many
+from esrank.train import CANDIDATE_SETS, TrainParams, served_runs, train
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCT_ONLY = ("supplier_bm25", "supplier_and", "attributes_bm25", "price", "recency")
+SHOWN = ("ndcg@10", "ndcg@10_condensed")
+
+
+def _records(text: str) -> list[dict[str, str]]:
+    """The .I / .T / .W records of a Cranfield file."""
+    out = []
+    for chunk in re.split(r"^\.I ", text, flags=re.M)[1:]:
+        number, rest = chunk.split("\n", 1)
+        fields = dict(re.findall(r"^\.([A-Z])\n(.*?)(?=^\.[A-Z]\n|\Z)", rest, flags=re.M | re.S))
+        out.append({"id": number.strip(), **{k: " ".join(v.split()) for k, v in fields.items()}})
+    return out
+
+
+def load(data: Path) -> tuple[list[dict], dict[str, str], JudgmentList]:
+    """Products (id, title, short_description), query number -> text, judgments."""
+    docs = [{"id": d["id"], "title": d.get("T") or d.get("W", "")[:80] or d["id"],
+             "short_description": d.get("W")}
+            for d in _records((data / "cran.all.1400").read_text())]
+    # cran.qry's ids are not cranqrel's: queries are numbered 1..225 in file order
+    queries = {str(i): q["W"] for i, q in enumerate(_records((data / "cran.qry").read_text()), 1)}
+    judged = {}
+    for line in (data / "cranqrel").read_text().split("\n"):
+        if line.strip():
+            qid, doc, code = line.split()[:3]
+            if 1 <= int(code) <= 4:
+                judged[(qid, doc)] = Judgment(qid, queries[qid], doc, 5 - int(code))
+    return docs, queries, JudgmentList(tuple(judged.values()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    engine_options(ap)
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "cranfield")
+    ap.add_argument("--index", default="bench-cranfield")
+    ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--unseen", type=int, default=75)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out", type=Path, help="Default: bench/results/cranfield[_FLAVOR].json.")
+    args = ap.parse_args()
+    if not (args.data / "cranqrel").is_file():
+        raise SystemExit(f"{args.data}: no Cranfield collection (cran.all.1400, cran.qry, "
+                         "cranqrel); pass --data")
+    started = time.monotonic()
+    engine = connect_engine(args)
+    encoder = load_encoder()
+    docs, queries, judgments = load(args.data)
+    judged_qids = list(judgments.by_query())
+    order = np.random.default_rng(args.seed).permutation(len(judged_qids))
+    unseen = {judged_qids[i] for i in order[:args.unseen]}
+    train_j = JudgmentList(tuple(j for j in judgments if j.qid not in unseen))
+    test_j = JudgmentList(tuple(j for j in judgments if j.qid in unseen))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        products = Path(tmp) / "cranfield.jsonl"
+        products.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        index_catalogue(engine, args.index, [products], encoder, progress=False)
+        chorus = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
+        fs = dataclasses.replace(chorus, name="cranbench", features=tuple(
+            f for f in chorus.features if f.name not in PRODUCT_ONLY))
+        engine.ensure_store()
+        engine.put_feature_set(fs)
+        table = log_judgments(engine, args.index, fs, train_j, encoder, window=args.window,
+                              first_pass=bm25_query, progress=False).matrix
+        positives = [i for i in range(len(table)) if table.judged[i] and table.grades[i] > 0]
+        in_window = sum(1 for i in positives if table.ranks[i] > 0)
+
+        evaluator = Evaluator(test_j)
+        results = {"bm25": evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in
+                                               search_many(engine, args.index,
+                                                           evaluator.queries, Ranker("bm25"),
+                                                           None, size=args.window,
+                                                           source=False).items()})}
+        unseen_table = log_judgments(engine, args.index, fs, test_j, encoder,
+                                     window=args.window, first_pass=bm25_query,
+                                     progress=False).matrix
+        rows = np.arange(len(unseen_table))
+        for i, name in enumerate(fs.feature_names):
+            results[f"feature:{name}"] = evaluator.evaluate(served_runs(
+                unseen_table, rows, np.nan_to_num(unseen_table.values[:, i], nan=-np.inf)))
+        params_for = query_params(fs.params, encoder)
+        chosen, cv, parity = {}, {}, []
+        for label, candidates in [("ltr (default)", CANDIDATE_SETS),
+                                  *((f"ltr (train on {c})", (c,)) for c in CANDIDATE_SETS)]:
+            result = train(table, Path(tmp) / label, params=TrainParams(), device="cpu",
+                           candidates=candidates)
+            chosen[label], cv[label] = result.candidates, result.cv.to_dict()
+            logged = {}
+            for q, d in zip(table.queries, table.doc_ids, strict=True):
+                logged.setdefault(q, []).append(d)
+            report = registry.deploy(engine, args.index, load_artifact(result.artifact), fs,
+                                     logged, params_for, activate=False)
+            parity.append(report.parity.max_delta)
+            if not report.parity.passed:
+                raise SystemExit(f"{label}: parity failed: {report.to_dict()}")
+            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
+            run = search_many(engine, args.index, evaluator.queries,
+                              Ranker(label, model, args.window), encoder, size=args.window,
+                              source=False)
+            results[label] = evaluator.evaluate({q: [h.doc_id for h in hs]
+                                                 for q, hs in run.items()})
+        for name in engine.list_models(f"{fs.name}-v"):
+            if engine.get_model(name) is not None:
+                engine.delete_model(name)
+        engine.transport.request("bench cleanup", "DELETE",
+                                 f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
+        for index in engine.alias_targets(args.index):
+            engine.delete_index(index)
+
+    table_rows = {n: {m: round(ev.mean[m], 4) for m in SHOWN} for n, ev in results.items()}
+    singles = {n: r for n, r in table_rows.items() if n.startswith("feature:")}
+    best = max(singles, key=lambda n: singles[n]["ndcg@10"])
+    for name, r in table_rows.items():
+        print(f"{name:34}" + "".join(f"{r[m]:12.4f}" for m in SHOWN)
+              + f"{r['ndcg@10'] / table_rows['bm25']['ndcg@10']:9.3f}x")
+    significance = {}
+    for a, b in [("bm25", "ltr (default)"), (best, "ltr (default)"),
+                 ("ltr (train on window+judged)", "ltr (train on window)"),
+                 ("ltr (train on window+judged)", "ltr (default)")]:
+        report = compare((a, results[a]), (b, results[b]), SHOWN)
+        significance[f"{b} vs {a}"] = {m.metric: {"delta": round(m.delta, 4),
+                                                  "p_randomization": round(m.p_randomization, 4)}
+                                       for m in report.metrics}
+    write_result({
+        "training_queries": len(train_j.by_query()), "unseen_queries": len(test_j.by_query()),
+        "window": args.window, "rows_logged": len(table),
+        "training_positives": len(positives), "training_positives_in_window": in_window,
+        "training_rows_chosen": chosen, "serving_cv": cv, "best_single_feature": best,
+        "table": table_rows, "significance": significance,
+        "parity_max_abs_delta": max(parity), "seconds": round(time.monotonic() - started, 1),
+    }, args.out or result_path("cranfield", args))
+
+
+if __name__ == "__main__":
+    main()
