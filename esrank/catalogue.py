@@ -5,7 +5,8 @@ description, "TITLE. DESCRIPTION"), both from the same encoder as the queries.
 
 Products are read from JSON arrays, JSONL, or zips of those. Each run builds a new concrete
 index and then moves the alias onto it in one step, so searches never see a half-built index
-and a failed run leaves what is live untouched.
+and a failed run leaves what is live untouched. A build that indexed nothing, or rejected more
+products than allowed, never goes live; the previous index is kept after a move.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class IndexReport:
     indexed: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
+    kept: list[str] = field(default_factory=list)  # earlier indices left for going back
 
     @property
     def docs_per_second(self) -> float:
@@ -58,7 +60,7 @@ class IndexReport:
     def to_dict(self) -> dict:
         return {"alias": self.alias, "index": self.index, "indexed": self.indexed,
                 "rejected": [r.__dict__ for r in self.rejected], "seconds": round(self.seconds, 2),
-                "docs_per_second": round(self.docs_per_second, 1)}
+                "docs_per_second": round(self.docs_per_second, 1), "kept": self.kept}
 
 
 def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
@@ -195,12 +197,26 @@ def index_is_current(engine: Engine, alias: str) -> bool:
                for m in live.values())
 
 
+class RejectedBuildError(InputError):
+    """A build with more rejected products than allowed (or none indexed): it was removed and
+    the live index is unchanged; `report` lists the rejections."""
+
+    def __init__(self, report: IndexReport, allowed: int):
+        self.report = report
+        what = ("no product was indexed" if report.indexed == 0 else
+                f"{len(report.rejected)} products were rejected (allowed: {allowed})")
+        super().__init__(f"{what}; {report.alias} still serves what it served before")
+
+
 def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, *,
-                    batch_size: int = 256, limit: int | None = None,
-                    progress: bool = True) -> IndexReport:
+                    batch_size: int = 256, limit: int | None = None, allow_rejects: int = 0,
+                    keep: int = 1, progress: bool = True) -> IndexReport:
     """Index products into `<alias>-<timestamp>` and point `alias` at it when done.
 
-    Bad products are reported (id, record, reason); good ones are indexed.
+    Bad products are reported (id, record, reason). The alias moves only when something was
+    indexed and at most `allow_rejects` products were rejected; otherwise the new index is
+    removed and RejectedBuildError raised. After the move the `keep` newest earlier indices stay
+    (to go back to by hand), older ones are deleted.
     """
     from tqdm import tqdm
 
@@ -241,6 +257,10 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                     report.rejected.append(Rejected(doc_id, index, reason))
                 report.indexed += len(docs) - len(refused)
                 bar.update(len(chunk))
+        for r in report.rejected:
+            log.warning("rejected product %s (%s): %s", r.doc_id, r.where, r.reason)
+        if report.indexed == 0 or len(report.rejected) > allow_rejects:
+            raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
         engine.swap_alias(alias, index, old)
     except BaseException:
@@ -249,9 +269,9 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
         except EngineError as cleanup:
             log.error("could not remove the partial index %s: %s", index, cleanup)
         raise
-    for stale in old:
-        engine.delete_index(stale)
+    earlier = sorted((i for i in engine.indices(f"{alias}-*") if i != index), reverse=True)
+    report.kept, stale = earlier[:keep], earlier[keep:]
+    for name in stale:
+        engine.delete_index(name)
     report.seconds = time.monotonic() - started
-    for r in report.rejected:
-        log.warning("rejected product %s (%s): %s", r.doc_id, r.where, r.reason)
     return report

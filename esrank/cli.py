@@ -16,6 +16,7 @@ import click
 
 from esrank.config import Settings, load_settings
 from esrank.errors import EsrankError
+from esrank.files import write_file
 
 log = logging.getLogger("esrank")
 
@@ -499,13 +500,18 @@ def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None
 
 @models.command("rollback")
 @_SET
+@click.option("--to", "to", metavar="NAME",
+              help="Roll back to this deployed model; repeating it is harmless (a no-op when "
+                   "it is already active).")
 @click.pass_context
-def models_rollback(ctx: click.Context, set_name: str | None) -> None:
-    """Re-activate the model that was active before the current one."""
+def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) -> None:
+    """Re-activate the model that was active before the current one (or --to NAME)."""
     from esrank.registry import rollback
 
-    current, target = rollback(_engine(ctx), set_name or _settings(ctx).active_set)
-    click.echo(f"rolled back: {target} is active (was {current})")
+    current, target = rollback(_engine(ctx), set_name or _settings(ctx).active_set, to)
+    click.echo(f"{target} was already active: nothing changed" if current == target else
+               f"rolled back: {target} is active (was {current}); to repeat safely: "
+               f"esrank models rollback --to {target}")
 
 
 @models.command("delete")
@@ -531,33 +537,46 @@ def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool
 @click.option("--alias", help="Index alias (default: ESRANK_INDEX, 'products').")
 @click.option("--limit", type=int, help="Index at most this many products.")
 @click.option("--batch-size", default=256, show_default=True)
+@click.option("--allow-rejects", default=0, show_default=True, metavar="N",
+              help="Go live even though up to N products were rejected (default: any "
+                   "rejection keeps the live index as it is).")
+@click.option("--keep", default=1, show_default=True, metavar="N",
+              help="Earlier indices of the alias to keep after the move (to go back to).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, limit: int | None,
-              batch_size: int, as_json: bool) -> None:
-    """Index products (JSON, JSONL or zips of them) with title embeddings.
+              batch_size: int, allow_rejects: int, keep: int, as_json: bool) -> None:
+    """Index products (JSON, JSONL or zips of them) with title and text embeddings.
 
-    Builds a fresh index and moves the alias onto it when done. Bad products are listed with
-    their id and reason; the good ones are indexed; exit code 1 if any were rejected.
+    Builds a fresh index and moves the alias onto it when done; the previous index is kept
+    (--keep). Bad products are listed with their id and reason. A build that indexed nothing
+    or rejected more than --allow-rejects products is removed and never goes live: exit 1,
+    the alias unchanged.
     """
-    from esrank.catalogue import index_catalogue
+    from esrank.catalogue import RejectedBuildError, index_catalogue
     from esrank.encoder import load_encoder
 
     s = _settings(ctx)
     if not files:
         raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
                                f"esrank index {CHORUS}/*.json.zip)")
-    report = index_catalogue(_engine(ctx), alias or s.index, list(files),
-                             load_encoder(s.encoder_model), batch_size=batch_size, limit=limit,
-                             progress=not as_json)
+    try:
+        report = index_catalogue(_engine(ctx), alias or s.index, list(files),
+                                 load_encoder(s.encoder_model), batch_size=batch_size,
+                                 limit=limit, allow_rejects=allow_rejects, keep=keep,
+                                 progress=not as_json)
+    except RejectedBuildError as exc:
+        _emit({**exc.report.to_dict(), "error": str(exc)}, as_json, _rejections(exc.report))
+        raise
     d = report.to_dict()
     text = (f"indexed {d['indexed']} products into {d['index']} (alias {d['alias']}) in "
-            f"{d['seconds']}s, {d['docs_per_second']} docs/s; rejected {len(d['rejected'])}")
-    text += "".join(f"\n  rejected {r['doc_id']} ({r['where']}): {r['reason']}"
-                    for r in d["rejected"])
-    _emit(d, as_json, text)
-    if report.rejected:
-        sys.exit(1)
+            f"{d['seconds']}s, {d['docs_per_second']} docs/s; rejected {len(d['rejected'])}; "
+            f"kept {', '.join(d['kept']) or 'no earlier index'}")
+    _emit(d, as_json, text + _rejections(report))
+
+
+def _rejections(report) -> str:
+    return "".join(f"\n  rejected {r.doc_id} ({r.where}): {r.reason}" for r in report.rejected)
 
 
 def _ranker(ctx: click.Context, engine, which: str, window: int | None):
@@ -805,7 +824,7 @@ def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str |
     sides = {q: [s.__dict__ for s in side_by_side(engine, _settings(ctx).index, q, rankers,
                                                   encoder, evaluator, reranker=reranker)]
              for q in evaluator.queries}
-    path.write_text(static_page({"configs": [r.label for r in rankers], "deltas": deltas,
+    write_file(path, static_page({"configs": [r.label for r in rankers], "deltas": deltas,
                                  "sides": sides, "runs": {"metrics": list(HISTORY_METRICS),
                                                           "runs": run_history(engine)}}))
 
@@ -906,8 +925,8 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
     report = build_report(engine, s.index, artifact, fs, table, ranker,
                           Evaluator(read_judgments(judgments_file, fmt)), encoder,
                           query_params(fs.params, encoder))
-    output.write_text(to_html(report))
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    write_file(output, to_html(report))
+    write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
     lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
               for f in report["features"]]
@@ -937,11 +956,24 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
     from esrank.serve import create_app
 
     s = _settings(ctx)
-    app = create_app(s)
     host, port = host or s.serve.host, port or s.serve.port
+    if s.serve.token is None and not _loopback(host):
+        raise click.UsageError(f"--host {host} opens the sidecar to the network: set a token "
+                               "first (ESRANK_SERVE__TOKEN); see docs/sidecar.md")
+    app = create_app(s)
     click.echo(f"esrank sidecar on http://{host}:{port} (encoder "
                f"{app.extensions['esrank'].encoder.name})")
-    serve(app, host=host, port=port, threads=threads or s.serve.threads, ident="esrank")
+    serve(app, host=host, port=port, threads=threads or s.serve.threads, ident="esrank",
+          max_request_body_size=s.serve.max_body_bytes)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @cli.group()
@@ -1042,12 +1074,7 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     if not reindex and limit is None and index_is_current(_engine(ctx), s.index):
         click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
     else:
-        try:
-            ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))),
-                       limit=limit)
-        except SystemExit as exc:  # rejected products are reported above; go on with the rest
-            if exc.code not in (0, None, 1):
-                raise
+        ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
     click.echo("== 3. push the feature sets")
     ctx.invoke(features_push)
     click.echo(f"== 4. log features for every judgment and the BM25 top {s.rescore_window}")

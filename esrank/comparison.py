@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from esrank.engine import Engine
 from esrank.errors import InputError
 from esrank.evaluate import Evaluator
-from esrank.search import BASELINES, Ranker, resolve_ranker, search, search_many
+from esrank.search import (
+    BASELINES,
+    Ranker,
+    parse_configuration,
+    resolve_ranker,
+    search,
+    search_many,
+)
 
 
 @dataclass
@@ -37,7 +44,7 @@ def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) ->
             ranker = resolve_ranker(engine, set_name, label, window)
         except InputError:
             continue  # not a configuration name
-        if ranker.model is None and label.partition("+rerank")[0] not in BASELINES:
+        if ranker.model is None and parse_configuration(label)[0] not in BASELINES:
             continue  # "active" without an active model
         out.append(ranker)
     return out
@@ -114,5 +121,10 @@ def static_page(data: dict) -> str:
     from pathlib import Path
 
     page = (Path(__file__).parent / "serve" / "static" / "compare.html").read_text()
-    payload = json.dumps(data).replace("</", "<\\/")  # no early </script>
+    # Inside <script> the HTML parser still reacts to "</script", "<!--" and "<script" (a
+    # product titled "<!--<script" would swallow the rest of the page): no "<", ">" or "&"
+    # reaches it. JSON only has them in strings, where unicode escapes mean the same.
+    payload = json.dumps(data)
+    for char in "<>&\u2028\u2029":
+        payload = payload.replace(char, f"\\u{ord(char):04x}")
     return page.replace("/*ESRANK_DATA*/null", payload, 1)

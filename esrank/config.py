@@ -75,9 +75,13 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(64, gt=0)
     max_wait_us: int = Field(2000, ge=0)
     token_budget: int = Field(16_384, gt=0)
-    max_queue: int = Field(256, gt=0)
+    max_queue: int = Field(256, gt=0)  # requests waiting for the encoder
+    max_queue_texts: int = Field(2048, gt=0)  # ... and the texts they carry
     cache_size: int = Field(4096, ge=0)
     encode_timeout: float = Field(2.0, gt=0)  # seconds; after it, search degrades to BM25
+    embed_timeout: float = Field(10.0, gt=0)  # seconds an /embed call waits for the encoder
+    engine_timeout: float = Field(2.0, gt=0)  # seconds per engine request at query time
+    max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
 
 
 class Settings(BaseSettings):
@@ -139,12 +143,13 @@ class Settings(BaseSettings):
                     ca_certs=str(self.ca_certs) if self.ca_certs else None,
                     verify_certs=self.verify_certs)
 
-    def connect(self) -> Engine:
-        """The engine these settings name: ESRANK_URL, else the local node of the flavor."""
+    def connect(self, timeout: float | None = None) -> Engine:
+        """The engine these settings name: ESRANK_URL, else the local node of the flavor;
+        requests wait `timeout` seconds (default ESRANK_TIMEOUT)."""
         from esrank.engine import connect
 
         return connect(self.engine_url, flavor=self.engine_flavor, auth=self.auth,
-                       timeout=self.timeout, store=self.store)
+                       timeout=timeout or self.timeout, store=self.store)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings,

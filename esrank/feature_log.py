@@ -19,6 +19,7 @@ from esrank.encoder import Encoder, batched
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.errors import InputError
+from esrank.files import new_file
 from esrank.judgments import JudgmentList
 from esrank.types import FeatureMatrix, FeatureSet, QueryParam
 
@@ -137,7 +138,7 @@ def _first_pass(engine: Engine, index: str, texts: list[str], k: int,
 def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
     """SVMrank/RankLib text; a missing (NaN) feature is left out of its row, which XGBoost
     reads back as missing. The header names the features in order."""
-    with open(path, "w") as out:
+    with new_file(path) as tmp, open(tmp, "w") as out:
         out.write(f"# feature_set: {matrix.feature_set}\n")
         for i, name in enumerate(matrix.feature_names, 1):
             out.write(f"# feature {i}: {name}\n")
@@ -172,7 +173,8 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
                                 "doc outside it; unjudged window docs have grade 0, judged "
                                 "false") if window else None}
     table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
-    pq.write_table(table, path)
+    with new_file(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def read_table(path: Path) -> FeatureMatrix:

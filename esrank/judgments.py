@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from esrank.errors import InputError
+from esrank.files import new_file
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def read_csv(path: str | Path, *, max_grade: int = DEFAULT_MAX_GRADE) -> Judgmen
 
 def write_csv(jl: JudgmentList, path: str | Path) -> None:
     """Write ``query,docid,rating`` (qids are not kept; the reader reassigns them)."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with new_file(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["query", "docid", "rating"])
         for j in jl:
@@ -248,7 +249,7 @@ def read_ranklib(path: str | Path, *, max_grade: int = DEFAULT_MAX_GRADE) -> Jud
 
 def write_ranklib(jl: JudgmentList, path: str | Path) -> None:
     """Write the header of ``# qid:N: query`` lines then ``grade qid:N # docid query`` lines."""
-    with open(path, "w", encoding="utf-8") as f:
+    with new_file(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("# grade qid # docid query\n")
         for qid, query in jl.queries().items():
             f.write(f"# qid:{qid}: {query}\n")
@@ -280,7 +281,7 @@ def read_trec(path: str | Path, queries: Mapping[str, str] | None = None, *,
 
 def write_trec(jl: JudgmentList, path: str | Path) -> None:
     """Write TREC qrels ``qid 0 docid grade`` (query text is not kept; see ``queries()``)."""
-    with open(path, "w", encoding="utf-8") as f:
+    with new_file(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for j in jl:
             if any(c.isspace() for c in j.qid + j.doc_id):
                 raise InputError(f"qid {j.qid!r} / doc {j.doc_id!r} contains whitespace; "
@@ -342,7 +343,7 @@ def write_srw_json(jl: JudgmentList, path: str | Path, *, name: str = "esrank ju
         ratings.append({"query": js[0].query, "ratings": out})
     doc = {"name": name, "description": description, "type": "IMPORT_JUDGMENT",
            "judgmentRatings": ratings}
-    with open(path, "w", encoding="utf-8") as f:
+    with new_file(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
 

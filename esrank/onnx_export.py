@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from esrank.errors import ConfigError
+from esrank.files import new_file
 
 OPSET = 17  # LayerNormalization
 
@@ -144,8 +145,6 @@ def export_onnx(path: Path, out: Path) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="esrank")
     onnx.checker.check_model(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    onnx.save(model, str(tmp))
-    tmp.replace(out)  # never leave a half-written model where a loader would find it
+    with new_file(out) as tmp:  # never a half-written model where a loader would find it
+        onnx.save(model, str(tmp))
     return out

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esrank.engine import Engine
-from esrank.errors import EngineError, ModelError
+from esrank.errors import EngineError, EsrankError, ModelError
 from esrank.export import Artifact, ParityReport, check_parity, plugin_model
 from esrank.types import FeatureSet, QueryParam
 
@@ -88,8 +88,10 @@ def _write(engine: Engine, set_name: str, doc: dict, version: dict | None) -> No
 
 
 def entry(engine: Engine, set_name: str) -> dict:
-    """The registry document of a feature set (empty when nothing was deployed)."""
-    return _read(engine, set_name)[0]
+    """The registry document of a feature set (empty when nothing was deployed); one read."""
+    found = engine.get_document(REGISTRY_INDEX, set_name)  # None also when no index yet
+    return found[0] if found else {"feature_set": set_name, "active": None, "history": [],
+                                   "models": {}}
 
 
 def next_name(engine: Engine, set_name: str) -> str:
@@ -103,7 +105,10 @@ def next_name(engine: Engine, set_name: str) -> str:
 
 def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
     """A deployed model of the set by name; ModelError naming the deployed ones if absent."""
-    doc = entry(engine, set_name)
+    return _deployed(entry(engine, set_name), set_name, name)
+
+
+def _deployed(doc: dict, set_name: str, name: str) -> ActiveModel:
     if name not in doc["models"]:
         raise ModelError(f"no deployed model {name!r} for {set_name!r} (deployed: "
                          f"{sorted(doc['models']) or 'none'}); see esrank models list")
@@ -132,9 +137,9 @@ def cv_text(record: dict) -> str:
 
 
 def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
-    """The model search should rescore with, or None when none is active."""
-    active = entry(engine, set_name)["active"]
-    return deployed_model(engine, set_name, active) if active else None
+    """The model search should rescore with, or None when none is active (one read)."""
+    doc = entry(engine, set_name)
+    return _deployed(doc, set_name, doc["active"]) if doc["active"] else None
 
 
 def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
@@ -177,9 +182,26 @@ def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureS
     try:
         _write(engine, feature_set.name, doc, version)
     except Exception:
-        engine.delete_model(name)
+        _remove_unless_recorded(engine, feature_set.name, name)
         raise
     return DeployReport(name, parity, activate, previous)
+
+
+def _remove_unless_recorded(engine: Engine, set_name: str, name: str) -> None:
+    """After a registry write that failed, or seemed to: a write that timed out may have
+    landed, and then the registry (maybe its active pointer) names the new model. Delete the
+    model only when a fresh read shows the registry does not; when it cannot be read, keep it
+    (an unused model costs nothing; a deleted active one breaks search)."""
+    try:
+        recorded = name in entry(engine, set_name)["models"]
+    except EsrankError as exc:
+        log.error("cannot tell whether %s was recorded (%s): keeping it; esrank models list "
+                  "shows the registry", name, exc)
+        return
+    if recorded:
+        log.warning("the registry write for %s reported a failure but landed", name)
+    else:
+        engine.delete_model(name)
 
 
 def _point(doc: dict, name: str) -> None:
@@ -202,17 +224,29 @@ def activate(engine: Engine, set_name: str, name: str) -> str | None:
     return previous
 
 
-def rollback(engine: Engine, set_name: str) -> tuple[str, str]:
-    """Re-activate the model that was active before this one; returns (from, to)."""
+def rollback(engine: Engine, set_name: str, to: str | None = None) -> tuple[str, str]:
+    """Re-activate the model that was active before this one, or the deployed model `to`;
+    returns (from, to). Rolling back *to* a model that is already active changes nothing, so
+    a rollback whose answer was lost can be repeated safely."""
     doc, version = _read(engine, set_name)
-    history = [m for m in doc["history"] if m in doc["models"]]
-    if not doc["active"] or not history:
-        raise ModelError(f"{set_name!r} has no earlier model to roll back to "
-                         f"(active: {doc['active']}, history: {doc['history']})")
-    current, target = doc["active"], history[-1]
-    doc["history"], doc["active"] = history[:-1], target
+    current = doc["active"]
+    if to is not None:
+        if to not in doc["models"]:
+            raise ModelError(f"{to!r} is not a deployed model of {set_name!r} "
+                             f"(deployed: {sorted(doc['models']) or 'none'})")
+        if current == to:
+            return to, to
+        target = to
+    else:
+        history = [m for m in doc["history"] if m in doc["models"]]
+        if not current or not history:
+            raise ModelError(f"{set_name!r} has no earlier model to roll back to "
+                             f"(active: {current}, history: {doc['history']})")
+        target = history[-1]
+    doc["history"] = [m for m in doc["history"] if m != target]
+    doc["active"] = target
     _write(engine, set_name, doc, version)
-    return current, target
+    return current or "none", target
 
 
 def delete(engine: Engine, set_name: str, name: str) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from esrank.errors import ConfigError
+from esrank.files import check_new_folder, new_folder
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
         raise ConfigError("training a cross-encoder needs torch: pip install "
                           "'esrank[torch]'") from exc
     import shutil
+
+    check_new_folder(out)  # before the training, not after
     import time
 
     from tqdm import tqdm
@@ -138,16 +141,16 @@ def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
                 optim.zero_grad()
                 losses.append(loss.item())
                 bar.update(1)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                 "special_tokens_map.json"):
-        if (base / name).is_file():
-            shutil.copy(base / name, out / name)
     meta = {"base": str(base), "pairs": len(queries), "epochs": epochs, "batch_size": batch_size,
             "lr": lr, "max_tokens": max_tokens, "device": device,
             "seconds": round(time.monotonic() - started, 1),
             "loss_first_epoch": round(float(np.mean(losses[:len(losses) // epochs])), 4),
             "loss_last_epoch": round(float(np.mean(losses[-(len(losses) // epochs):])), 4)}
-    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with new_folder(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                     "special_tokens_map.json"):
+            if (base / name).is_file():
+                shutil.copy(base / name, tmp / name)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -8,6 +8,7 @@ parity gate scored it before it went live.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -15,7 +16,7 @@ from esrank.catalogue import ID_FIELD, text_of
 from esrank.encoder import Encoder, batched
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
-from esrank.errors import ConfigError, InputError
+from esrank.errors import ConfigError, EngineError, InputError
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
@@ -53,6 +54,21 @@ class Ranker:
 
 
 BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
+MAX_RERANK = 100  # the most hits a cross-encoder reranks
+RERANK_TOP = re.compile(r"[1-9][0-9]?|100")  # N of NAME+rerankN: ASCII digits, 1..MAX_RERANK
+
+
+def parse_configuration(which: str) -> tuple[str, int]:
+    """A configuration name's parts: NAME+rerankN -> (NAME, N); NAME -> (NAME, 0).
+
+    >>> parse_configuration("active+rerank20")
+    ('active', 20)
+    """
+    name, marker, top = which.partition("+rerank")
+    if marker and not RERANK_TOP.fullmatch(top):
+        raise InputError(f"{which[:60]!r}: write NAME+rerankN with N in 1..{MAX_RERANK}, e.g. "
+                         "active+rerank20")
+    return name, int(top) if marker else 0
 
 
 def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ranker:
@@ -63,10 +79,7 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ra
     >>> resolve_ranker(engine, "chorus", "active+rerank20", 100).label  # doctest: +SKIP
     'chorus-v7+rerank20'
     """
-    name, marker, top = which.partition("+rerank")
-    if marker and not (top.isdigit() and int(top) > 0):
-        raise InputError(f"{which!r}: write NAME+rerankN with N > 0, e.g. active+rerank20")
-    rerank = int(top) if marker else 0
+    name, rerank = parse_configuration(which)
     if name in BASELINES:
         return Ranker(name, None, window, BASELINES[name], rerank)
     model = (active_model(engine, set_name) if name == "active"
@@ -149,8 +162,9 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
            reranker: CrossEncoder | None = None) -> SearchResult:
     """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
 
-    If the model needs the query vector and the encoder fails (down, slow, overloaded), the
-    answer comes from BM25 alone and says so in `degraded`; an engine failure is an error.
+    If the model needs the query vector and the encoder fails (down, slow, overloaded), or the
+    engine cannot rescore with the model (deleted, broken), the answer comes from BM25 alone
+    and says so in `degraded`; an engine that does not answer is an error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
     With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
     (which replaces their score); the rest keep their order below them.
@@ -167,8 +181,19 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
             log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
             degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
             ranker = replace(ranker, name="bm25", model=None)
-    [response] = engine.ranked(index, [ranked_request(query, ranker, params, size,
-                                                      log=features)])
+    try:
+        [response] = engine.ranked(index, [ranked_request(query, ranker, params, size,
+                                                          log=features)])
+    except EngineError as exc:
+        # the engine answered but could not rescore (a missing or broken model): serve BM25.
+        # An engine that did not answer fails BM25 too: that stays an error.
+        if ranker.model is None or exc.status is None:
+            raise
+        log.warning("search %r: model %s failed (%s); answering with BM25", query,
+                    ranker.model.name, exc.reason)
+        degraded = f"model {ranker.model.name} unavailable ({exc.reason}); ranked by BM25"
+        ranker = replace(ranker, name="bm25", model=None)
+        [response] = engine.ranked(index, [ranked_request(query, ranker, None, size)])
     raw = response["hits"]["hits"]
     logged = None
     if features and ranker.model is not None:

@@ -43,6 +43,7 @@ import numpy as np
 
 from esrank import __version__
 from esrank.errors import InputError
+from esrank.files import check_new_folder, new_folder
 from esrank.types import FeatureMatrix
 
 log = logging.getLogger(__name__)
@@ -313,6 +314,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     started = time.monotonic()
     if len(matrix) == 0:
         raise InputError("the training table is empty")
+    check_new_folder(out_dir)  # before any work
     unknown = [n for n in exclude if n not in matrix.feature_names]
     if unknown:
         raise InputError(f"cannot exclude feature {unknown[0]!r}: {matrix.feature_set} has "
@@ -343,8 +345,6 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                    best["candidates"])
     best_iteration = int(booster.best_iteration)
     booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
-    out_dir.mkdir(parents=True, exist_ok=True)
-    booster.save_model(out_dir / "model.json")
     importance = booster.get_score(importance_type="gain")
     meta = {
         "esrank_version": __version__,
@@ -367,7 +367,9 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  "sha256": data},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    with new_folder(out_dir) as tmp:
+        booster.save_model(tmp / "model.json")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],
                        tuple(_summary(t) for t in tried), best_iteration,
                        time.monotonic() - started)

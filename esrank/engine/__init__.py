@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from esrank.engine.auth import Auth
+from esrank.engine.auth import Auth, redact
 from esrank.engine.base import Engine, Ranked, Rescore, Transport
 from esrank.errors import ConfigError, EngineError
 
@@ -25,7 +25,7 @@ def detect(url: str, auth: Auth | None = None, timeout: float = 30.0) -> str:
     always serves it."""
     try:
         info = _transport("opensearch", url, auth, timeout).request(
-            "detect engine", "GET", "/", target=url)
+            "detect engine", "GET", "/", target=redact(url))
     except EngineError as exc:
         if exc.status == 405:
             return "elasticsearch"

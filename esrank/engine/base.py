@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -19,6 +20,7 @@ from esrank.errors import EngineError
 from esrank.types import FeatureSet
 
 LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
+BUSY = (429, 503)  # "try again later": bulk retries these
 
 
 @dataclass(frozen=True)
@@ -147,12 +149,16 @@ class Engine:
                 for hit in result.get("hits", {}).get("hits", [])}
 
     def put_feature_set(self, feature_set: FeatureSet) -> bool:
-        """Store the set under its versioned name; never overwrites. True when created."""
+        """Store the set under its versioned name, create-only (the plugin's PUT refuses an
+        existing name, so two pushes cannot race an overwrite). True when created."""
         name = feature_set.engine_name
-        if self.get_feature_set(name) is not None:
-            return False
-        self._call("create feature set", "POST", self._ltr(f"/_featureset/{name}"),
-                   body=self.dialect.feature_set(feature_set), target=name)
+        try:
+            self._call("create feature set", "PUT", self._ltr(f"/_featureset/{name}"),
+                       body=self.dialect.feature_set(feature_set), target=name)
+        except EngineError as exc:
+            if exc.status == 409:  # NAME@HASH names its content: the stored one is the same
+                return False
+            raise
         return True
 
     # -- models ----------------------------------------------------------------------------------
@@ -212,6 +218,12 @@ class Engine:
     def alias_targets(self, alias: str) -> list[str]:
         return sorted(self._find("get alias", f"/_alias/{alias}", alias) or [])
 
+    def indices(self, pattern: str) -> list[str]:
+        """Names of the concrete indices matching `pattern` (e.g. "products-*")."""
+        rows = self._call("list indices", "GET", f"/_cat/indices/{pattern}",
+                          params={"format": "json", "h": "index"}, target=pattern)
+        return sorted(row["index"] for row in rows)
+
     def index_exists(self, index: str) -> bool:
         return bool(self._find("check index", f"/{index}/_settings", index))
 
@@ -225,22 +237,45 @@ class Engine:
         actions.append({"add": {"index": new_index, "alias": alias}})
         self._call("swap alias", "POST", "/_aliases", body={"actions": actions}, target=alias)
 
-    def bulk(self, index: str, docs: Iterable[tuple[str, dict]]) -> list[tuple[str, str]]:
-        """Index (id, source) pairs; returns (id, reason) for each document the engine refused."""
-        lines = []
-        for doc_id, source in docs:
-            lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
-            lines.append(json.dumps(source))
-        if not lines:
-            return []
-        result = self._call("bulk index", "POST", "/_bulk", body="\n".join(lines) + "\n",
-                            target=index)
-        refused = []
-        for item in result.get("items", []):
-            op = item.get("index", {})
-            if "error" in op:
-                err = op["error"]
-                refused.append((op.get("_id", "?"), f"{err.get('type')}: {err.get('reason')}"))
+    def bulk(self, index: str, docs: Iterable[tuple[str, dict]], *, retries: int = 5,
+             backoff: float = 0.5) -> list[tuple[str, str]]:
+        """Index (id, source) pairs; returns (id, reason) for each document the engine refused.
+
+        A busy engine (HTTP 429/503, for the whole request or for some documents) is asked
+        again after 0.5, 1, 2, 4, 8 s, then its refusals are returned like any other.
+        """
+        pending = {doc_id: source for doc_id, source in docs}
+        refused: list[tuple[str, str]] = []
+        for attempt in range(retries + 1):
+            if not pending:
+                break
+            lines = []
+            for doc_id, source in pending.items():
+                lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
+                lines.append(json.dumps(source))
+            busy = attempt < retries
+            try:
+                result = self._call("bulk index", "POST", "/_bulk",
+                                    body="\n".join(lines) + "\n", target=index)
+            except EngineError as exc:
+                if exc.status in BUSY and busy:
+                    time.sleep(backoff * 2 ** attempt)
+                    continue
+                raise
+            retry = {}
+            for item in result.get("items", []):
+                op = item.get("index", {})
+                if "error" not in op:
+                    continue
+                doc_id = op.get("_id", "?")
+                if op.get("status") in BUSY and busy and doc_id in pending:
+                    retry[doc_id] = pending[doc_id]
+                else:
+                    err = op["error"]
+                    refused.append((doc_id, f"{err.get('type')}: {err.get('reason')}"))
+            pending = retry
+            if pending:
+                time.sleep(backoff * 2 ** attempt)
         return refused
 
     def refresh(self, index: str) -> None:

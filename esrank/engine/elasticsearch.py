@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.engine.auth import Auth
+from esrank.engine.auth import Auth, redact, scrub
 from esrank.engine.base import reason_of
 from esrank.errors import EngineError
 
@@ -22,7 +22,8 @@ class ElasticsearchTransport:
         from elasticsearch import Elasticsearch
 
         auth = auth or Auth()
-        self.url = url
+        self.url = redact(url)  # what messages show; the client gets the credentials
+        self._raw_url = url
         self._client = Elasticsearch(
             url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
             ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0)
@@ -41,9 +42,10 @@ class ElasticsearchTransport:
             response = self._client.perform_request(method, path, params=params,
                                                     headers=headers, body=body)
         except EsConnectionError as err:
-            raise EngineError(operation, f"cannot reach {self.url} ({err}); is the engine up? "
-                              "(esrank engine up --flavor elasticsearch)", target=target) from err
+            raise EngineError(operation, scrub(f"cannot reach {self.url} ({err}); is the engine "
+                                               "up? (esrank engine up --flavor elasticsearch)",
+                                               self._raw_url), target=target) from err
         except ApiError as err:
-            raise EngineError(operation, reason_of(err.body, err.message), target=target,
-                              status=err.meta.status) from err
+            raise EngineError(operation, scrub(reason_of(err.body, err.message), self._raw_url),
+                              target=target, status=err.meta.status) from err
         return response.body

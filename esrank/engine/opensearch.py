@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.engine.auth import Auth
+from esrank.engine.auth import Auth, redact, scrub
 from esrank.engine.base import reason_of
 from esrank.errors import EngineError
 
@@ -17,7 +17,8 @@ class OpenSearchTransport:
 
         auth = auth or Auth()
         headers = {"Authorization": f"ApiKey {auth.api_key}"} if auth.api_key else None
-        self.url = url
+        self.url = redact(url)  # what messages show; the client gets the credentials
+        self._raw_url = url
         self._client = OpenSearch(
             hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
             ca_certs=auth.ca_certs, timeout=timeout, max_retries=0)
@@ -30,9 +31,10 @@ class OpenSearchTransport:
             return self._client.transport.perform_request(method, path, params=params,
                                                           body=body)
         except exc.ConnectionError as err:
-            raise EngineError(operation, f"cannot reach {self.url} ({err.error}); is the "
-                              "engine up? (esrank engine up)", target=target) from err
+            raise EngineError(operation, scrub(f"cannot reach {self.url} ({err.error}); is the "
+                                               "engine up? (esrank engine up)", self._raw_url),
+                              target=target) from err
         except exc.TransportError as err:
             status = err.status_code if isinstance(err.status_code, int) else None
-            raise EngineError(operation, reason_of(err.info, err.error), target=target,
-                              status=status) from err
+            raise EngineError(operation, scrub(reason_of(err.info, err.error), self._raw_url),
+                              target=target, status=status) from err

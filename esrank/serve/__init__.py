@@ -8,6 +8,8 @@ slow gets 502/504. The API is described in openapi.yaml (served at /openapi.json
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -17,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
 from esrank.config import Settings, load_settings
+from esrank.engine.auth import redact
 from esrank.errors import EngineError, EsrankError
 from esrank.serve.batcher import Batcher, QueueFullError
 
@@ -72,8 +75,8 @@ class Sidecar:
         return self._artifacts[model]
 
     def get_engine(self):
-        if self.engine is None:
-            self.engine = self.settings.connect()
+        if self.engine is None:  # query-time calls wait seconds, not the CLI's 30
+            self.engine = self.settings.connect(timeout=self.settings.serve.engine_timeout)
         return self.engine
 
 
@@ -106,7 +109,7 @@ class Metrics:
         self.cache_hits = Gauge("esrank_cache_hits", "Query embeddings served from the cache",
                                 registry=self.registry)
         self.degraded = Counter("esrank_degraded_searches", "Searches answered by BM25 because "
-                                "the encoder failed", registry=self.registry)
+                                "the encoder or the model failed", registry=self.registry)
 
 
 def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
@@ -126,17 +129,18 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     metrics = Metrics()
     batcher = Batcher(encoder, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
                       token_budget=cfg.token_budget, max_queue=cfg.max_queue,
-                      cache_size=cfg.cache_size,
+                      max_queue_texts=cfg.max_queue_texts, cache_size=cfg.cache_size,
                       on_batch=lambda n, _s: metrics.batch.observe(n))
     app = Flask("esrank")
     app.json.sort_keys = False
+    app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
     if reranker is None and settings.cross_encoder is not None:
         from esrank.rerank import load_cross_encoder
 
         reranker = load_cross_encoder(settings.cross_encoder, settings.home / "models")
     sidecar = Sidecar(settings, encoder, batcher, metrics, engine, reranker)
     app.extensions["esrank"] = sidecar
-    log.info("sidecar ready: encoder %s, engine %s", encoder.name, settings.engine_url)
+    log.info("sidecar ready: encoder %s, engine %s", encoder.name, redact(settings.engine_url))
     _routes(app, sidecar)
     return app
 
@@ -191,17 +195,65 @@ def _texts(sidecar: Sidecar, texts: list, field: str = "texts") -> list[str]:
     return texts
 
 
+def _names(values: list, field: str, max_items: int = 8, max_chars: int = 200) -> list[str]:
+    """Configuration (or model, doc) names: 1..max_items non-blank strings of at most
+    max_chars (the spec's limits)."""
+    if not values or len(values) > max_items:
+        raise ClientError(400, f"field {field!r} must hold 1..{max_items} names, got "
+                               f"{len(values)}")
+    for i, value in enumerate(values):
+        where = f"{field}[{i}]" if max_items > 1 else field
+        if not isinstance(value, str) or not NON_SPACE.search(value):
+            raise ClientError(400, f"{where} must be a non-blank string")
+        if len(value) > max_chars:
+            raise ClientError(400, f"{where} has {len(value)} characters; at most {max_chars}")
+    return values
+
+
+def _bounded(body: dict, field: str, default: int, low: int, high: int) -> int:
+    """An integer field within the spec's bounds (rejected, never clamped)."""
+    value = body.get(field, default)
+    if not low <= value <= high:
+        raise ClientError(400, f"field {field!r} must be {low}..{high}, got {value}")
+    return value
+
+
+COMPARE_COOKIE = "esrank_compare"
+
+
 def _routes(app: Flask, sc: Sidecar) -> None:
     cfg = sc.settings.serve
+
+    token = cfg.token.get_secret_value().encode() if cfg.token else None
+    # the comparison page's cookie: a value derived from the token, not the token itself
+    page_key = (hmac.new(token, b"esrank compare page", hashlib.sha256).hexdigest()
+                if token else None)
+
+    def _bearer_ok() -> bool:
+        given = request.headers.get("Authorization", "")
+        return given.startswith("Bearer ") and hmac.compare_digest(
+            given[len("Bearer "):].encode(), token)
 
     @app.before_request
     def _start():
         g.started = time.perf_counter()
-        if cfg.token and request.path != "/healthz":
-            expected = f"Bearer {cfg.token.get_secret_value()}"
-            if request.headers.get("Authorization") != expected:
-                raise ClientError(401, "missing or wrong bearer token",
-                                  {"WWW-Authenticate": "Bearer"})
+        if token is None or request.path == "/healthz" or _bearer_ok():
+            return None
+        if request.path == "/compare" or request.path.startswith("/compare/"):
+            # a browser cannot send a bearer header on page load: /compare?token=T sets an
+            # HttpOnly, SameSite=Strict cookie the page's own API calls then carry
+            cookie = request.cookies.get(COMPARE_COOKIE, "")
+            if cookie and hmac.compare_digest(cookie.encode(), page_key.encode()):
+                return None
+            given = request.args.get("token", "")
+            if request.path == "/compare" and given and hmac.compare_digest(given.encode(),
+                                                                            token):
+                response = redirect("/compare", code=303)  # the token leaves the address bar
+                response.set_cookie(COMPARE_COOKIE, page_key, httponly=True, samesite="Strict",
+                                    secure=request.is_secure, path="/compare")
+                return response
+        raise ClientError(401, "missing or wrong bearer token (the comparison page: "
+                               "open /compare?token=...)", {"WWW-Authenticate": "Bearer"})
 
     @app.after_request
     def _count(response: Response):
@@ -219,6 +271,11 @@ def _routes(app: Flask, sc: Sidecar) -> None:
     def _full(exc: QueueFullError):
         return (jsonify(error=str(exc)), 503,
                 {"Retry-After": str(max(1, round(exc.retry_after)))})
+
+    @app.errorhandler(TimeoutError)
+    def _timeout(exc: TimeoutError):
+        return (jsonify(error="the encoder did not answer in time; retry later"), 504,
+                {"Retry-After": "1"})
 
     @app.errorhandler(EngineError)
     def _engine(exc: EngineError):
@@ -275,7 +332,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
     def embed():
         body = _body({"texts": list}, {})
         texts = _texts(sc, body["texts"])
-        vectors = sc.batcher.encode(texts, timeout=30.0)
+        vectors = sc.batcher.encode(texts, timeout=cfg.embed_timeout)
         counts = sc.encoder.token_counts(texts)
         truncated = [i for i, n in enumerate(counts) if n >= sc.encoder.max_tokens]
         return jsonify(model=sc.encoder.name, dims=sc.encoder.dims,
@@ -284,25 +341,20 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
     @app.post("/search")
     def search_route():
-        from esrank.search import resolve_ranker, search
+        from esrank.search import parse_configuration, resolve_ranker, search
 
         body = _body({"query": str}, {"size": int, "model": str, "window": int,
                                       "features": bool, "rerank": int})
         query = _texts(sc, [body["query"]], "query")[0]
-        size = body.get("size", 10)
-        if not 1 <= size <= 100:
-            raise ClientError(400, f"field 'size' must be 1..100, got {size}")
-        window = body.get("window", sc.settings.rescore_window)
-        if not 1 <= window <= 10_000:
-            raise ClientError(400, f"field 'window' must be 1..10000, got {window}")
-        rerank = body.get("rerank", 0)
-        if not 0 <= rerank <= 100:
-            raise ClientError(400, f"field 'rerank' must be 0..100, got {rerank}")
+        size = _bounded(body, "size", 10, 1, 100)
+        window = _bounded(body, "window", sc.settings.rescore_window, 1, 10_000)
+        rerank = _bounded(body, "rerank", 0, 0, 100)
+        model = _names([body.get("model", "active")], "model", 1)[0]
+        parse_configuration(model)  # a malformed name is a 400 before any engine call
         if rerank and sc.reranker is None:
             raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         engine = sc.get_engine()
-        ranker = resolve_ranker(engine, sc.settings.active_set, body.get("model", "active"),
-                                window)
+        ranker = resolve_ranker(engine, sc.settings.active_set, model, window)
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         if ranker.rerank and sc.reranker is None:
             raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
@@ -329,7 +381,10 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
     def _rankers(names: list[str]):
         from esrank.comparison import rankers
+        from esrank.search import parse_configuration
 
+        for name in names:  # a malformed name is a 400 before any engine call
+            parse_configuration(name)
         found = rankers(sc.get_engine(), sc.settings.active_set, names,
                         sc.settings.rescore_window)
         if len(found) != len(names):
@@ -370,11 +425,12 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
         body = _body({"query": str, "configs": list}, {"size": int})
         query = _texts(sc, [body["query"]], "query")[0]
-        names = _texts(sc, body["configs"], "configs")
-        sides = side_by_side(sc.get_engine(), sc.settings.index, query, _rankers(names),
+        names = _names(body["configs"], "configs")
+        size = _bounded(body, "size", 10, 1, 100)
+        configs = _rankers(names)
+        sides = side_by_side(sc.get_engine(), sc.settings.index, query, configs,
                              BatchedEncoder(sc.batcher, cfg.encode_timeout), sc.evaluator(),
-                             size=min(max(body.get("size", 10), 1), 100),
-                             reranker=sc.reranker)
+                             size=size, reranker=sc.reranker)
         return jsonify(query=query, sides=[s.__dict__ for s in sides])
 
     @app.post("/compare/queries")
@@ -382,6 +438,8 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         from esrank.comparison import query_deltas
 
         body = _body({"a": str, "b": str}, {})
+        _names([body["a"]], "a", 1)
+        _names([body["b"]], "b", 1)
         evaluator = sc.evaluator()
         if evaluator is None:
             raise ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
@@ -396,11 +454,13 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         from esrank.comparison import why
 
         body = _body({"config": str, "query": str, "doc_id": str}, {})
-        (ranker,) = _rankers([body["config"]])
+        query = _texts(sc, [body["query"]], "query")[0]
+        _names([body["doc_id"]], "doc_id", 1, 512)
+        (ranker,) = _rankers(_names([body["config"]], "config", 1))
         if ranker.model is None:
             raise ClientError(400, f"{ranker.name} has no model to explain")
         try:
-            answer = why(sc.get_engine(), sc.settings.index, body["query"], ranker,
+            answer = why(sc.get_engine(), sc.settings.index, query, ranker,
                          body["doc_id"], BatchedEncoder(sc.batcher, cfg.encode_timeout),
                          sc.artifact(ranker.name))
         except LookupError as exc:

@@ -2,9 +2,10 @@
 
 Requests queue their texts; one worker thread takes as many as fit (max_batch texts and
 token_budget tokens), waiting at most max_wait_us for company after the first arrives, encodes
-them together and hands each request its rows. The queue is bounded: when it is full a new
-request is refused at once (QueueFullError) instead of waiting without limit. Single texts seen
-recently come from an LRU cache.
+them together and hands each request its rows. The queue is bounded, in requests and in
+texts: when it is full a new request is refused at once (QueueFullError) instead of waiting
+without limit. A request whose caller stopped waiting (timeout) is dropped before it is
+encoded. Single texts seen recently come from an LRU cache.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class BatcherStats:
     texts: int = 0
     cache_hits: int = 0
     refused: int = 0
+    dropped: int = 0  # requests whose caller timed out before they were encoded
 
 
 class Batcher:
@@ -52,11 +54,13 @@ class Batcher:
     """
 
     def __init__(self, encoder: Encoder, *, max_batch: int = 64, max_wait_us: int = 2000,
-                 token_budget: int = 8192, max_queue: int = 256, cache_size: int = 4096,
-                 on_batch=None):
+                 token_budget: int = 8192, max_queue: int = 256,
+                 max_queue_texts: int = 2048, cache_size: int = 4096, on_batch=None):
         self.encoder = encoder
         self.max_batch, self.max_wait = max_batch, max_wait_us / 1e6
         self.token_budget, self.max_queue = token_budget, max_queue
+        self.max_queue_texts = max_queue_texts
+        self._queued_texts = 0
         self.stats = BatcherStats()
         self._on_batch = on_batch
         self._queue: deque[_Job] = deque()
@@ -82,13 +86,19 @@ class Batcher:
                     return vector[None]
         job = _Job(list(texts), sum(self.encoder.token_counts(texts)))
         with self._cond:
-            if len(self._queue) >= self.max_queue:
+            if (len(self._queue) >= self.max_queue
+                    or self._queued_texts + len(texts) > self.max_queue_texts):
                 self.stats.refused += 1
-                raise QueueFullError(max(1.0, self._recent_seconds * len(self._queue)
+                raise QueueFullError(max(1.0, self._recent_seconds * self._queued_texts
                                      / max(1, self.max_batch)))
             self._queue.append(job)
+            self._queued_texts += len(texts)
             self._cond.notify()
-        vectors = job.future.result(timeout=timeout)
+        try:
+            vectors = job.future.result(timeout=timeout)
+        except TimeoutError:
+            job.future.cancel()  # still queued: the worker drops it; already running: no-op
+            raise
         if len(texts) == 1:
             with self._cond:
                 self._cache[texts[0]] = vectors[0]
@@ -110,13 +120,20 @@ class Batcher:
                         or tokens + job.tokens > self.token_budget)
                 if jobs and over:
                     break
-                jobs.append(self._queue.popleft())
+                self._queue.popleft()
+                self._queued_texts -= len(job.texts)
+                if not job.future.set_running_or_notify_cancel():
+                    self.stats.dropped += 1  # its caller gave up waiting
+                    continue
+                jobs.append(job)
                 count, tokens = count + len(job.texts), tokens + job.tokens
             return jobs
 
     def _run(self) -> None:
         while True:
             jobs = self._take()
+            if not jobs:
+                continue
             texts = [t for job in jobs for t in job.texts]
             started = time.monotonic()
             try:

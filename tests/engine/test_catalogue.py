@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from esrank.catalogue import fetch_texts, index_catalogue
+from esrank.catalogue import RejectedBuildError, fetch_texts, index_catalogue
 from esrank.engine import connect
 from esrank.errors import EngineError
 from esrank.search import search
@@ -34,9 +34,14 @@ def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
     assert any("speaker" in h.title.lower() for h in hits[:3])
 
 
-def test_bad_products_reported_good_ones_indexed(engine, alias, encoder):
-    report = index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder,
-                             progress=False)
+def test_bad_products_reported_and_a_rejecting_build_never_goes_live(engine, alias, encoder,
+                                                                     tmp_path):
+    index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=3,
+                    progress=False)
+    live = engine.alias_targets(alias)
+    with pytest.raises(RejectedBuildError) as err:  # any rejection: nothing changes
+        index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder, progress=False)
+    report = err.value.report
     assert report.indexed == 2
     reasons = {r.where.rsplit(":", 1)[1]: r.reason for r in report.rejected}
     assert set(reasons) == {"2", "3", "4", "5", "7"}
@@ -45,18 +50,34 @@ def test_bad_products_reported_good_ones_indexed(engine, alias, encoder):
     assert "price" in reasons["4"] and "12 euro" in reasons["4"]
     assert "date_released" in reasons["5"]
     assert "invalid JSON" in reasons["7"]
-    assert engine.count(alias) == 2
+    assert engine.alias_targets(alias) == live and engine.count(alias) == 3
+    assert not engine.index_exists(report.index)  # the rejected build is gone
+    # every product rejected (none indexed): never live, even when rejects are allowed
+    no_ids = tmp_path / "no_ids.jsonl"
+    no_ids.write_text('{"title": "no id"}\n{"title": "none here either"}\n')
+    with pytest.raises(RejectedBuildError, match="no product was indexed"):
+        index_catalogue(engine, alias, [no_ids], encoder, allow_rejects=10, progress=False)
+    assert engine.alias_targets(alias) == live
+    # allowed rejects: the good ones go live
+    allowed = index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder,
+                              allow_rejects=5, progress=False)
+    assert engine.count(alias) == 2 and allowed.kept == live
 
 
-def test_reindex_swaps_alias_and_failed_run_keeps_live_index(engine, alias, encoder):
-    index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder, progress=False)
-    first = engine.alias_targets(alias)
-    index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=50,
+def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(engine, alias,
+                                                                             encoder):
+    index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=5,
                     progress=False)
+    first = engine.alias_targets(alias)
+    report = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=50,
+                             progress=False)
     second = engine.alias_targets(alias)
     assert second != first and len(second) == 1
-    assert not engine.index_exists(first[0])
+    assert report.kept == first and engine.index_exists(first[0])  # kept to go back to
     assert engine.count(alias) == 50
+    third = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=20,
+                            keep=1, progress=False)
+    assert third.kept == second and not engine.index_exists(first[0])  # only the newest kept
 
     class Broken:
         name, dims, max_tokens = "broken", 384, 8
@@ -64,10 +85,13 @@ def test_reindex_swaps_alias_and_failed_run_keeps_live_index(engine, alias, enco
         def encode(self, texts, batch_size=64):
             raise RuntimeError("encoder crashed")
 
+    live = engine.alias_targets(alias)
     with pytest.raises(RuntimeError):
         index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], Broken(), progress=False)
-    assert engine.alias_targets(alias) == second
-    assert engine.count(alias) == 50
+    assert engine.alias_targets(alias) == live
+    assert engine.count(alias) == 20
+    for name in engine.indices(f"{alias}-*"):  # the alias fixture removes the live one only
+        engine.delete_index(name)
 
 
 def test_engine_down_is_a_clear_engine_error():

@@ -148,6 +148,10 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
              for q in evaluator.queries[:5]}
     deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
               "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}
+    second = list(sides)[1]
+    # a product title that would end the page's script, or open one, is only text
+    hostile = "</script><!--<script>window.pwned = 1</script> & <b>bold</b>"
+    sides[second][0]["hits"][0]["title"] = hostile
     page = tmp_path / "report.html"
     runs = {"metrics": ["ndcg@10"], "runs": [
         {"run_id": f"r{i}", "timestamp": f"2026-11-2{i}T10:00:00Z", "config": f"shop-v{i}",
@@ -166,8 +170,8 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     assert len(browser.find_elements(By.CSS_SELECTOR, "#runs polyline")) == 1
     assert [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#runs text")][-3:] == [
         "v1", "v2", "v3"]
-    second = list(sides)[1]
     browser.find_elements(By.CSS_SELECTOR, "#qlist .q")[1].click()
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == second)
     titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".col .hit")]
-    assert titles and sides[second][0]["hits"][0]["title"] in titles[0]
+    assert titles and hostile in titles[0]
+    assert browser.execute_script("return window.pwned") is None

@@ -46,7 +46,8 @@ def loop(engine, encoder, tmp_path_factory):
     for q, d in zip(report.matrix.queries, report.matrix.doc_ids, strict=True):
         queries.setdefault(q, []).append(d)
     yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
-           "queries": queries, "params_for": query_params(fs.params, encoder)}
+           "queries": queries, "params_for": query_params(fs.params, encoder),
+           "encoder": encoder}
     for name in engine.list_models(f"{fs.name}-v"):
         if engine.get_model(name) is not None:  # the listing can lag a delete
             engine.delete_model(name)
@@ -182,6 +183,46 @@ def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engin
     assert second.model not in registry.entry(engine, loop["fs"].name)["models"]
     # version numbers are never reused, even after a delete
     assert registry.next_name(engine, loop["fs"].name) != second.model
+    # rolling back *to* a model is idempotent: a repeat after a lost answer changes nothing
+    third = _deploy(engine, loop, art)
+    assert registry.rollback(engine, loop["fs"].name, to=first.model) == (third.model,
+                                                                         first.model)
+    assert registry.rollback(engine, loop["fs"].name, to=first.model) == (first.model,
+                                                                         first.model)
+    assert registry.active_model(engine, loop["fs"].name).name == first.model
+    with pytest.raises(ModelError, match="not a deployed model"):
+        registry.rollback(engine, loop["fs"].name, to="no-such-model")
+
+
+@pytest.mark.parametrize("landed", [True, False])
+def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engine, loop,
+                                                                            monkeypatch,
+                                                                            landed):
+    """A registry write that timed out may have landed: the model it names must survive (the
+    active pointer may name it); one that did not land leaves no model behind."""
+    from esrank.errors import EngineError
+
+    write = registry._write
+
+    def timed_out(*args, **kwargs):
+        if landed:
+            write(*args, **kwargs)
+        raise EngineError("write document", "Read timed out. (read timeout=30)")
+
+    uploaded = registry.next_name(engine, loop["fs"].name)  # the name deploy will take
+    monkeypatch.setattr(registry, "_write", timed_out)
+    with pytest.raises(EngineError, match="timed out"):
+        _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
+    monkeypatch.undo()
+    doc = registry.entry(engine, loop["fs"].name)
+    if landed:  # the registry names it as active: it is still in the plugin and serves
+        assert doc["active"] == uploaded and engine.get_model(uploaded) is not None
+        hits = search(engine, loop["alias"], "bluetooth speaker",
+                      Ranker(uploaded, registry.active_model(engine, loop["fs"].name)),
+                      loop["encoder"], size=5)
+        assert hits.degraded is None and hits.ranker == uploaded
+    else:
+        assert uploaded not in doc["models"] and engine.get_model(uploaded) is None
 
 
 def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, loop):
@@ -335,3 +376,19 @@ def test_a_model_without_the_neural_features_deploys_beside_the_full_one(engine,
     contributions = {f["feature"]: f["contribution"] for f in why["features"]}
     assert all(contributions[n] == 0 for n in neural)
     assert any(v != 0 for n, v in contributions.items() if n not in neural)
+
+
+def test_search_degrades_to_bm25_when_the_active_model_is_gone(engine, loop, encoder,
+                                                               engine_settings):
+    from esrank.serve import create_app
+
+    report = _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
+    engine.delete_model(report.model)  # the registry still names it as active
+    client = create_app(engine_settings(index=loop["alias"], active_set=loop["fs"].name),
+                        encoder=encoder).test_client()
+    r = client.post("/search", json={"query": "bluetooth speaker", "size": 10})
+    assert r.status_code == 200 and r.json["ranker"] == "bm25"
+    assert f"model {report.model} unavailable" in r.json["degraded"]
+    bm25 = search(engine, loop["alias"], "bluetooth speaker", Ranker("bm25"), size=10)
+    assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
+    assert "esrank_degraded_searches_total 1.0" in client.get("/metrics").text

@@ -21,7 +21,7 @@ def make_app(sidecar_encoder):
 
     def make(encoder=None, **overrides):
         serve = ServeSettings(**overrides.pop("serve", {}))
-        settings = load_settings(url="http://127.0.0.1:9", timeout=2, **overrides)
+        settings = load_settings(**{"url": "http://127.0.0.1:9", "timeout": 2, **overrides})
         settings = settings.model_copy(update={"serve": serve})
         return create_app(settings, encoder=encoder or sidecar_encoder)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from esrank.serve import SPEC
+from esrank.serve import COMPARE_COOKIE, SPEC
 
 
 def test_health_and_readiness_without_an_engine(client):
@@ -148,3 +148,111 @@ def test_concurrent_requests_are_batched_and_counted(make_app, sidecar_encoder):
     metrics = app.test_client().get("/metrics").text
     assert 'esrank_requests_total{endpoint="/embed",status="200"} 17.0' in metrics
     assert "esrank_batch_size_bucket" in metrics and "esrank_queue_depth" in metrics
+
+
+def test_an_oversized_body_is_refused_unread(make_app, monkeypatch):
+    import esrank.serve as serve
+
+    parsed = []
+    monkeypatch.setattr(serve.json, "loads", lambda *a, **k: parsed.append(1) or {})
+    c = make_app(serve={"max_body_bytes": 1000}).test_client()
+    r = c.post("/embed", data=b'{"texts": ["' + b"a" * 5000 + b'"]}',
+               content_type="application/json")
+    assert r.status_code == 413 and b"\"error\"" in r.data and parsed == []
+
+
+@pytest.mark.parametrize(("path", "body", "words"), [
+    ("/compare/query", {"query": "tv", "configs": ["bm25"] * 9}, "1..8 names, got 9"),
+    ("/compare/query", {"query": "tv", "configs": ["x" * 201]}, "configs[0] has 201 characters"),
+    ("/compare/query", {"query": "tv", "configs": ["bm25"], "size": 1000},
+     "'size' must be 1..100, got 1000"),  # rejected, not clamped
+    ("/compare/why", {"config": "m", "query": "  ", "doc_id": "1"}, "query[0] is empty"),
+    ("/compare/why", {"config": "m", "query": "x" * 10_001, "doc_id": "1"}, "at most 10000"),
+    ("/compare/why", {"config": "m" * 201, "query": "tv", "doc_id": "1"}, "at most 200"),
+    ("/compare/queries", {"a": "bm25", "b": "x" * 201}, "b has 201 characters"),
+    ("/search", {"query": "tv", "model": "bm25+rerank¹"}, "N in 1..100"),
+    ("/search", {"query": "tv", "model": "bm25+rerank" + "9" * 5000}, "at most 200"),
+    ("/search", {"query": "tv", "model": "bm25+rerank101"}, "N in 1..100"),
+    ("/search", {"query": "tv", "model": ""}, "model must be a non-blank string"),
+])
+def test_every_limit_of_the_spec_is_a_400(make_app, path, body, words):
+    r = make_app().test_client().post(path, json=body)
+    assert r.status_code == 400 and words in r.json["error"], (r.status_code, r.json)
+
+
+def test_the_comparison_page_with_a_token_uses_a_cookie_scheme(make_app):
+    c = make_app(serve={"token": "s3cret"}).test_client()
+    assert c.get("/compare").status_code == 401
+    assert c.get("/compare?token=wrong").status_code == 401
+    r = c.get("/compare?token=s3cret")
+    assert r.status_code == 303 and r.headers["Location"].endswith("/compare")
+    cookie = r.headers["Set-Cookie"]
+    assert "s3cret" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert c.get("/compare").status_code == 200  # the browser now carries the cookie
+    # the cookie opens the page and its API, nothing else
+    assert c.get("/compare/configs").status_code == 502  # past auth: the engine is absent
+    assert c.post("/embed", json={"texts": ["a"]}).status_code == 401
+    c.set_cookie(COMPARE_COOKIE, "forged", path="/compare")
+    assert c.get("/compare").status_code == 401
+
+
+def test_the_token_is_compared_in_constant_time(make_app, monkeypatch):
+    import hmac
+
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    c = make_app(serve={"token": "s3cret"}).test_client()
+    assert c.post("/embed", json={"texts": ["a"]},
+                  headers={"Authorization": "Bearer s3creX"}).status_code == 401
+    assert compared
+
+
+def test_an_encoder_that_does_not_answer_in_time_is_a_504(make_app, sidecar_encoder):
+    app = make_app(encoder=Slow(sidecar_encoder, 1.0),
+                   serve={"embed_timeout": 0.2, "max_batch": 1, "max_wait_us": 0})
+    r = app.test_client().post("/embed", json={"texts": ["slow"]})
+    assert r.status_code == 504 and r.headers["Retry-After"] == "1"
+
+
+def test_credentials_in_the_engine_url_never_show(make_app):
+    c = make_app(url="http://elastic:hunter2@127.0.0.1:9").test_client()
+    for r in (c.get("/readyz"), c.post("/search", json={"query": "tv", "model": "bm25"})):
+        assert r.status_code in (502, 503) and "127.0.0.1:9" in r.text
+        assert "hunter2" not in r.text and "elastic:***@" in r.text
+
+
+def test_malformed_configuration_names_on_the_comparison_routes_are_400(make_app):
+    c = make_app().test_client()
+    for body in ({"query": "tv", "configs": ["bm25+rerank²"]},
+                 {"query": "tv", "configs": ["bm25", "x+rerank0"]}):
+        r = c.post("/compare/query", json=body)
+        assert r.status_code == 400 and "N in 1..100" in r.json["error"], r.json
+    r = c.post("/compare/why", json={"config": "m+rerank" + "1" * 150, "query": "tv",
+                                     "doc_id": "1"})
+    assert r.status_code == 400 and "N in 1..100" in r.json["error"]
+
+
+def test_the_queue_is_bounded_by_texts_and_gives_up_on_abandoned_requests(sidecar_encoder):
+    from esrank.serve.batcher import Batcher, QueueFullError
+
+    encoded = []
+
+    class Counting(Slow):
+        def encode(self, texts, batch_size=64):
+            encoded.extend(texts)
+            return super().encode(texts, batch_size)
+
+    batcher = Batcher(Counting(sidecar_encoder, 0.4), max_batch=1, max_wait_us=0,
+                      max_queue=100, max_queue_texts=3)
+    busy = threading.Thread(target=batcher.encode, args=(["first"],))
+    busy.start()
+    time.sleep(0.1)  # "first" is being encoded; the queue is empty
+    with pytest.raises(QueueFullError):  # one request, four texts: over the text bound
+        batcher.encode(["a", "b", "c", "d"])
+    with pytest.raises(TimeoutError):  # its caller stops waiting while it is queued
+        batcher.encode(["abandoned"], timeout=0.1)
+    busy.join()
+    assert batcher.encode(["after"]).shape == (1, sidecar_encoder.dims)
+    assert "abandoned" not in encoded and batcher.stats.dropped == 1
+    assert encoded == ["first", "after"]

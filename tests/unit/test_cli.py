@@ -110,3 +110,13 @@ def test_index_without_files_is_a_usage_error_that_names_the_demo_catalogue():
     named = run.stderr.split("esrank index ", 1)[1].split("/*.json.zip")[0]
     assert sorted(p.name for p in Path(named).glob("*.json.zip")) == [
         "1.json.zip", "2.json.zip", "3.json.zip", "4.json.zip"]  # the catalogue ships inside
+
+
+def test_serving_beyond_loopback_needs_a_token():
+    open_ = esrank("serve", "--host", "0.0.0.0", ESRANK_URL="http://127.0.0.1:9")
+    assert open_.returncode == 2 and "ESRANK_SERVE__TOKEN" in open_.stderr
+
+
+def test_the_docker_context_leaves_local_config_out():
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"esrank.toml", ".env", "*.parquet", ".venv"} <= set(ignored)

@@ -31,6 +31,7 @@ _COMPOSE_VARS = (
     "COMPOSE_FILE",
     "COMPOSE_PROFILES",
     "COMPOSE_PROJECT_NAME",
+    "ESRANK_TOKEN",
 )
 
 Compose = Callable[..., str]
@@ -62,9 +63,11 @@ def _compose_command() -> list[str]:
 def compose() -> Compose:
     """Run `compose config` on the repo's file; returns a callable giving stdout."""
     cmd = _compose_command()
-    env = {k: v for k, v in os.environ.items() if k not in _COMPOSE_VARS}
+    base = {k: v for k, v in os.environ.items() if k not in _COMPOSE_VARS}
 
-    def run(*args: str, files: tuple[Path, ...] = (COMPOSE_FILE,)) -> str:
+    def run(*args: str, files: tuple[Path, ...] = (COMPOSE_FILE,),
+            token: str | None = "t0ken", ok: bool = True) -> str:
+        env = {**base, **({"ESRANK_TOKEN": token} if token else {})}
         file_args = [a for f in files for a in ("-f", str(f))]
         proc = subprocess.run(
             # --env-file /dev/null: a developer's .env must not change what is checked.
@@ -82,8 +85,8 @@ def compose() -> Compose:
             env=env,
             check=False,
         )
-        assert proc.returncode == 0, f"`{' '.join(proc.args)}` failed:\n{proc.stderr}"
-        return proc.stdout
+        assert (proc.returncode == 0) == ok, f"`{' '.join(proc.args)}`:\n{proc.stderr}"
+        return proc.stdout + proc.stderr
 
     return run
 
@@ -98,7 +101,8 @@ def _tag(image: str) -> str:
 
 
 def _published(service: dict[str, Any]) -> set[str]:
-    return {f"{p['published']}:{p['target']}" for p in service.get("ports", [])}
+    return {f"{p.get('host_ip', '0.0.0.0')}:{p['published']}:{p['target']}"
+            for p in service.get("ports", [])}
 
 
 def test_default_services(compose: Compose) -> None:
@@ -119,19 +123,19 @@ def test_opensearch_profile(compose: Compose, config: dict[str, Any]) -> None:
     for name in ("opensearch", "opensearch-dashboards"):
         assert services[name]["profiles"] == ["opensearch"], name
     # Published apart from Elasticsearch/Kibana so both stacks can run at once.
-    assert _published(services["opensearch"]) == {"9201:9200"}
-    assert _published(services["opensearch-dashboards"]) == {"5602:5601"}
+    assert _published(services["opensearch"]) == {"127.0.0.1:9201:9200"}
+    assert _published(services["opensearch-dashboards"]) == {"127.0.0.1:5602:5601"}
     assert services["opensearch"]["environment"]["DISABLE_SECURITY_PLUGIN"] == "true"
 
 
 def test_elasticsearch_stack(config: dict[str, Any]) -> None:
     es = config["services"]["elasticsearch"]
-    assert _published(es) == {"9200:9200"}
+    assert _published(es) == {"127.0.0.1:9200:9200"}
     assert es["environment"]["discovery.type"] == "single-node"
     assert "-Xmx1g" in es["environment"]["ES_JAVA_OPTS"]
     assert "healthcheck" in es
     kibana = config["services"]["kibana"]
-    assert _published(kibana) == {"5601:5601"}
+    assert _published(kibana) == {"127.0.0.1:5601:5601"}
     assert kibana["depends_on"]["elasticsearch"]["condition"] == "service_healthy"
 
 
@@ -144,8 +148,18 @@ def test_sidecar_reserves_a_gpu(config: dict[str, Any]) -> None:
     assert sidecar["environment"] == {
         "ESRANK_URL": "http://elasticsearch:9200",
         "ESRANK_FLAVOR": "elasticsearch",
+        "ESRANK_SERVE__TOKEN": "t0ken",
     }
+    assert _published(sidecar) == {"127.0.0.1:8080:8080"}
     assert sidecar["command"][:2] == ["esrank", "serve"]
+
+
+def test_nothing_is_open_without_a_token(compose: Compose, config: dict[str, Any]) -> None:
+    # every port is on the host's loopback only, and the sidecar will not start without a token
+    for name, service in config["services"].items():
+        assert all(p["host_ip"] == "127.0.0.1" for p in service.get("ports", [])), name
+    refused = compose("config", token=None, ok=False)
+    assert "set ESRANK_TOKEN" in refused
 
 
 def test_cpu_override_drops_the_gpu_reservation(compose: Compose) -> None:

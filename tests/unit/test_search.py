@@ -58,3 +58,29 @@ def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
     assert result.ranker == "bm25"
     assert "TimeoutError" in result.degraded and "2.0s" in result.degraded
     assert [h.rank for h in result.hits] == [1, 2]
+
+
+def test_a_model_the_engine_cannot_use_degrades_to_bm25_and_says_why():
+    unknown = {"error": {"root_cause": [{"type": "query_shard_exception",
+                                         "reason": "Unknown model [chorus-v3]"}]}, "status": 400}
+
+    def answer(body):  # the rescore fails in the engine; BM25 alone works
+        return {"responses": [unknown if "rescore" in s else HITS for s in searches(body)]}
+
+    transport = FakeTransport({("POST", "/_msearch"): answer})
+    result = search(Engine(transport), "products", "bluetooth speaker",
+                    Ranker(MODEL.name, MODEL), Encoder())
+    assert result.ranker == "bm25" and [h.doc_id for h in result.hits] == ["d1", "d2"]
+    assert "model chorus-v3 unavailable" in result.degraded
+    assert "Unknown model [chorus-v3]" in result.degraded
+    assert "rescore" not in searches(transport.calls[-1][2])[0]
+
+
+def test_an_engine_that_does_not_answer_is_an_error_not_a_degraded_answer():
+    from esrank.errors import EngineError
+
+    down = EngineError("multi-search", "cannot reach http://127.0.0.1:9200")
+    transport = FakeTransport({("POST", "/_msearch"): down})
+    with pytest.raises(EngineError, match="cannot reach"):
+        search(Engine(transport), "products", "tv", Ranker(MODEL.name, MODEL), Encoder())
+    assert len(transport.calls) == 1  # no second try against an engine that is not there

@@ -1,0 +1,67 @@
+"""Everything esrank writes appears whole or not at all, and artifacts are never replaced."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from esrank.errors import InputError
+from esrank.feature_log import write_table
+from esrank.files import new_file, new_folder, write_file
+from esrank.train import TrainParams, train
+from esrank.types import FeatureMatrix
+
+
+def synthetic(queries: int = 12, seed: int = 0) -> FeatureMatrix:
+    rng = np.random.default_rng(seed)
+    values = rng.random((queries * 6, 2)).astype(np.float32)
+    qids = tuple(str(i // 6) for i in range(len(values)))
+    return FeatureMatrix("syn@0123456789", ("a", "b"), qids, qids,
+                         tuple(f"d{i}" for i in range(len(values))),
+                         tuple(int(v * 3.99) for v in values[:, 0]), values)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "report.html"
+    write_file(path, "old")
+    with pytest.raises(RuntimeError), new_file(path) as tmp:
+        tmp.write_text("half of the new")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.html"]
+    write_file(path, "new")
+    assert path.read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_table_written_over_a_failure_keeps_the_previous_one(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "t.parquet"
+    write_table(synthetic(queries=3), table)
+    before = table.read_bytes()
+
+    def crash(t, where, **kw):
+        with open(where, "wb") as torn:
+            torn.write(b"PAR1 half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError, match="No space"):
+        write_table(synthetic(queries=5), table)
+    assert table.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_an_artifact_folder_is_never_overwritten(tmp_path):
+    out = tmp_path / "model"
+    train(synthetic(), out, folds=3, search=False, device="cpu", params=TrainParams(num_rounds=5))
+    meta = (out / "meta.json").read_text()
+    with pytest.raises(InputError, match="artifacts are never overwritten"):
+        train(synthetic(seed=1), out, folds=3, search=False, device="cpu",
+              params=TrainParams(num_rounds=5))
+    assert (out / "meta.json").read_text() == meta and json.loads(meta)["feature_names"]
+    with pytest.raises(RuntimeError), new_folder(tmp_path / "half") as tmp:
+        (tmp / "model.json").write_text("{}")
+        raise RuntimeError("killed")
+    assert not (tmp_path / "half").exists() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "model"]
