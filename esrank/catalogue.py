@@ -51,7 +51,7 @@ class IndexReport:
     indexed: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
-    kept: list[str] = field(default_factory=list)  # earlier indices left for going back
+    kept: list[str] = field(default_factory=list)  # earlier complete builds, to go back to
 
     @property
     def docs_per_second(self) -> float:
@@ -146,6 +146,7 @@ def text_of(doc: dict) -> str:
 
 
 ID_FIELD = "id"  # each document's id again, as a keyword with doc values (fast to read back)
+BUILD = "esrank_build"  # the mapping's _meta key: is the index a complete build
 
 
 def index_body(dialect: Dialect, dims: int) -> dict:
@@ -156,6 +157,7 @@ def index_body(dialect: Dialect, dims: int) -> dict:
         "settings": {"number_of_shards": 1, "number_of_replicas": 0,
                      **dialect.index_settings()},
         "mappings": {
+            "_meta": {BUILD: "partial"},  # "complete" once every product is in
             "dynamic": "strict",
             "properties": {
                 ID_FIELD: {"type": "keyword"},
@@ -262,6 +264,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
             raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
+        engine.put_mapping(index, {"_meta": {BUILD: "complete"}})
         engine.swap_alias(alias, index, old)
     except BaseException:
         try:  # leave nothing half-written behind; the alias still points at the old index
@@ -269,9 +272,14 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
         except EngineError as cleanup:
             log.error("could not remove the partial index %s: %s", index, cleanup)
         raise
-    earlier = sorted((i for i in engine.indices(f"{alias}-*") if i != index), reverse=True)
-    report.kept, stale = earlier[:keep], earlier[keep:]
-    for name in stale:
+    # only complete builds (and what was live) are kept to go back to; a partial one (a run
+    # killed before it could clean up) can never go live
+    complete = {name: name in old or (m.get("mappings", {}).get("_meta") or {}).get(BUILD)
+                == "complete" for name, m in engine.mapping(f"{alias}-*").items()
+                if name != index}
+    earlier = sorted((name for name, ok in complete.items() if ok), reverse=True)
+    report.kept = earlier[:keep]
+    for name in [*earlier[keep:], *(name for name, ok in complete.items() if not ok)]:
         engine.delete_index(name)
     report.seconds = time.monotonic() - started
     return report

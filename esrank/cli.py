@@ -475,15 +475,19 @@ _SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK
 @click.pass_context
 def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
     """Deployed models with their CV score and parity result; * marks the active one."""
-    from esrank.registry import cv_text, entry, note
+    from esrank.registry import cv_text, entry, note, unregistered
 
-    doc = entry(_engine(ctx), set_name or _settings(ctx).active_set)
+    engine = _engine(ctx)
+    doc = entry(engine, set_name or _settings(ctx).active_set)
+    stray = unregistered(engine, doc)
     lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
     for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
         lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
                      f"{cv_text(rec)}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
                      f"{rec['uploaded_at']}  {note(rec) or ''}".rstrip())
-    _emit(doc, as_json, "\n".join(lines))
+    lines += [f"  {name:16} in the plugin, not registered (a deploy that failed): esrank "
+              f"models delete {name} --yes" for name in stray]
+    _emit({**doc, "unregistered": stray}, as_json, "\n".join(lines))
 
 
 @models.command("activate")

@@ -67,7 +67,9 @@ class ServeSettings(BaseModel):
 
     host: str = "127.0.0.1"  # localhost unless told otherwise
     port: int = Field(8080, gt=0, lt=65536)
-    threads: int = Field(16, gt=0)
+    # more request threads than queue slots: an overload turns into fast 503s, not a wait
+    # in the server's own (unbounded) queue
+    threads: int = Field(32, gt=0)
     token: SecretStr | None = None  # bearer token required on every endpoint but /healthz
     backend: Literal["auto", "numpy", "onnx", "torch"] = "auto"
     max_texts: int = Field(256, gt=0)
@@ -75,7 +77,7 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(64, gt=0)
     max_wait_us: int = Field(2000, ge=0)
     token_budget: int = Field(16_384, gt=0)
-    max_queue: int = Field(256, gt=0)  # requests waiting for the encoder
+    max_queue: int = Field(16, gt=0)  # requests waiting for the encoder
     max_queue_texts: int = Field(2048, gt=0)  # ... and the texts they carry
     cache_size: int = Field(4096, ge=0)
     encode_timeout: float = Field(2.0, gt=0)  # seconds; after it, search degrades to BM25

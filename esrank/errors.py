@@ -37,3 +37,7 @@ class EngineError(EsrankError):
 
 class ModelError(EsrankError):
     """A model does not match its feature set or cannot be exported/loaded."""
+
+
+class UnknownModelError(ModelError, LookupError):
+    """A model name that names no deployed model (the sidecar answers 404)."""

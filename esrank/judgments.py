@@ -363,16 +363,23 @@ def read_judgments(path: str | Path, format: str | None = None, *,
     .qrels/.trec); ``queries`` is used by TREC only.
     """
     fmt = format or _EXTENSIONS.get(Path(path).suffix.lower())
-    if fmt == "csv":
-        return read_csv(path, max_grade=max_grade)
-    if fmt == "ranklib":
-        return read_ranklib(path, max_grade=max_grade)
-    if fmt == "trec":
-        return read_trec(path, queries, max_grade=max_grade)
-    if fmt == "srw":
-        return read_srw_json(path, max_grade=max_grade)
-    raise InputError(f"unknown judgment format {fmt or Path(path).suffix!r}; "
-                     "use csv, ranklib, trec or srw", source=str(path))
+    readers = {"csv": lambda: read_csv(path, max_grade=max_grade),
+               "ranklib": lambda: read_ranklib(path, max_grade=max_grade),
+               "trec": lambda: read_trec(path, queries, max_grade=max_grade),
+               "srw": lambda: read_srw_json(path, max_grade=max_grade)}
+    if fmt not in readers:
+        raise InputError(f"unknown judgment format {fmt or Path(path).suffix!r}; "
+                         "use csv, ranklib, trec or srw", source=str(path))
+    try:
+        return readers[fmt]()
+    except UnicodeDecodeError:
+        raw = Path(path).read_bytes()
+        try:
+            raw.decode("utf-8")
+            raise  # not the file's own bytes: let it surface
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8",
+                             source=str(path), line=raw[:exc.start].count(b"\n") + 1) from None
 
 
 # --------------------------------------------------------------------------- UBI clicks

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from esrank.engine import Engine
-from esrank.errors import EngineError, EsrankError, ModelError
+from esrank.errors import EngineError, EsrankError, ModelError, UnknownModelError
 from esrank.export import Artifact, ParityReport, check_parity, plugin_model
 from esrank.types import FeatureSet, QueryParam
 
@@ -110,7 +110,7 @@ def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
 
 def _deployed(doc: dict, set_name: str, name: str) -> ActiveModel:
     if name not in doc["models"]:
-        raise ModelError(f"no deployed model {name!r} for {set_name!r} (deployed: "
+        raise UnknownModelError(f"no deployed model {name!r} for {set_name!r} (deployed: "
                          f"{sorted(doc['models']) or 'none'}); see esrank models list")
     record = doc["models"][name]
     return ActiveModel(name, record["feature_set"],
@@ -123,6 +123,14 @@ def note(record: dict) -> str | None:
     `esrank train --exclude`), or None."""
     excluded = (record.get("meta") or {}).get("excluded_features")
     return f"without {', '.join(excluded)}" if excluded else None
+
+
+def unregistered(engine: Engine, doc: dict) -> list[str]:
+    """Models of the set in the plugin that the registry does not know: left by a deploy
+    that failed before it could clean up (the engine went away mid-way)."""
+    # the plugin's listing is a search and can lag a delete: confirm each by a real-time get
+    return [m for m in engine.list_models(f"{doc['feature_set']}-v")
+            if m not in doc["models"] and engine.get_model(m) is not None]
 
 
 def cv_text(record: dict) -> str:

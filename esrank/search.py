@@ -8,6 +8,7 @@ parity gate scored it before it went live.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -152,8 +153,9 @@ class SearchResult:
     def to_dict(self) -> dict:
         out = {"query": self.query, "ranker": self.ranker, "degraded": self.degraded,
                "hits": [h.__dict__ for h in self.hits]}
-        if self.features is not None:
-            out["features"] = self.features
+        if self.features is not None:  # JSON has no NaN: a feature not computed is absent
+            out["features"] = {doc: {n: v for n, v in values.items() if not math.isnan(v)}
+                               for doc, values in self.features.items()}
         return out
 
 

@@ -227,6 +227,9 @@ class Engine:
     def index_exists(self, index: str) -> bool:
         return bool(self._find("check index", f"/{index}/_settings", index))
 
+    def put_mapping(self, index: str, body: dict) -> None:
+        self._call("put mapping", "PUT", f"/{index}/_mapping", body=body, target=index)
+
     def mapping(self, index: str) -> dict:
         """Concrete index name -> {"mappings": {...}} for an index or alias."""
         return self._call("get mapping", "GET", f"/{index}/_mapping", target=index)

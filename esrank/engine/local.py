@@ -175,9 +175,20 @@ def up(engine: LocalEngine, progress: bool = True) -> dict:
     cache = engine.home / "downloads"
     zips = [download(a, cache, engine.maven_repo, progress)
             for a in engine.distribution.artifacts(engine.version)]
-    ltr, plugin = ltr_plugin(engine, cache, progress)
-    install(engine, [*zips, ltr], java_home)
-    engine.plugin_record.write_text(json.dumps(plugin, indent=2) + "\n")
+    try:
+        ltr, plugin = ltr_plugin(engine, cache, progress)
+    except EngineError as exc:
+        if not engine.plugin_record.is_file():
+            raise
+        # restarting an installed node needs no plugin source: run the one it has
+        installed = json.loads(engine.plugin_record.read_text())
+        log.warning("%s; starting with the installed LTR plugin (from %s)", exc,
+                    installed.get("location"))
+        _write_config(engine, (engine.install_dir / ".esrank-installed").read_text(),
+                      java_home)
+    else:
+        install(engine, [*zips, ltr], java_home)
+        engine.plugin_record.write_text(json.dumps(plugin, indent=2) + "\n")
     started = time.monotonic()
     pid = _start(engine, java_home)
     _wait_green(engine, pid)

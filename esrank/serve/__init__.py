@@ -24,14 +24,17 @@ from werkzeug.exceptions import HTTPException
 
 from esrank.config import Settings, load_settings
 from esrank.engine.auth import redact
-from esrank.errors import EngineError, EsrankError
+from esrank.errors import EngineError, EsrankError, UnknownModelError
 from esrank.serve.batcher import Batcher, QueueFullError
 
 log = logging.getLogger(__name__)
 
 SPEC = Path(__file__).with_name("openapi.yaml")
 PAGE = Path(__file__).with_name("static") / "compare.html"
-NON_SPACE = re.compile(r"\S")  # the spec's `pattern` for texts
+# the spec's `pattern: "\S"` as JSON Schema (ECMAScript) reads it: Python's \s also counts
+# the control characters \x1c-\x1f and \x85 as space
+NON_SPACE = re.compile("[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                       "\u205f\u3000\ufeff]")
 
 
 class ClientError(Exception):
@@ -282,6 +285,10 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         slow = "timed out" in exc.reason.lower() or "timeout" in exc.reason.lower()
         return jsonify(error=str(exc)), 504 if slow else 502
 
+    @app.errorhandler(UnknownModelError)
+    def _unknown_model(exc: UnknownModelError):
+        return jsonify(error=str(exc)), 404
+
     @app.errorhandler(EsrankError)
     def _esrank(exc: EsrankError):
         return jsonify(error=str(exc)), 400
@@ -388,7 +395,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         found = rankers(sc.get_engine(), sc.settings.active_set, names,
                         sc.settings.rescore_window)
         if len(found) != len(names):
-            raise ClientError(400, f"unknown configuration among {names}; see /compare/configs")
+            raise ClientError(404, f"unknown configuration among {names}; see /compare/configs")
         if any(r.rerank for r in found) and sc.reranker is None:
             raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
         return found

@@ -50,11 +50,16 @@ def engine(request) -> Engine:
     return eng
 
 
-@pytest.fixture()
-def engine_settings(engine: Engine):
+@pytest.fixture(scope="session")
+def engine_settings_factory(engine: Engine):
     """Settings that point esrank at this test engine: engine_settings(index=...)."""
     return lambda **overrides: load_settings(url=engine.transport.url,
                                              flavor=engine.dialect.name, **overrides)
+
+
+@pytest.fixture()
+def engine_settings(engine_settings_factory):
+    return engine_settings_factory
 
 
 @pytest.fixture()

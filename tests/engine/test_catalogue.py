@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from esrank.catalogue import RejectedBuildError, fetch_texts, index_catalogue
+from esrank.catalogue import RejectedBuildError, fetch_texts, index_body, index_catalogue
 from esrank.engine import connect
 from esrank.errors import EngineError
 from esrank.search import search
@@ -90,6 +90,12 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
         index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], Broken(), progress=False)
     assert engine.alias_targets(alias) == live
     assert engine.count(alias) == 20
+    # a build left behind by a run killed before its cleanup is never kept as "earlier"
+    orphan = f"{alias}-29991231235959-000"  # newer than every real build
+    engine.create_index(orphan, index_body(engine.dialect, 384))
+    fourth = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=10,
+                             progress=False)
+    assert fourth.kept == live and not engine.index_exists(orphan)
     for name in engine.indices(f"{alias}-*"):  # the alias fixture removes the live one only
         engine.delete_index(name)
 

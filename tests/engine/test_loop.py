@@ -392,3 +392,17 @@ def test_search_degrades_to_bm25_when_the_active_model_is_gone(engine, loop, enc
     bm25 = search(engine, loop["alias"], "bluetooth speaker", Ranker("bm25"), size=10)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
     assert "esrank_degraded_searches_total 1.0" in client.get("/metrics").text
+
+
+def test_a_model_a_failed_deploy_left_in_the_plugin_is_listed_and_can_be_deleted(engine,
+                                                                                   loop):
+    from esrank.export import plugin_model
+
+    art = load_artifact(loop["tmp"] / "model")
+    stray = registry.next_name(engine, loop["fs"].name)
+    engine.create_model(loop["fs"].engine_name, stray, plugin_model(art, loop["fs"]))
+    doc = registry.entry(engine, loop["fs"].name)
+    assert registry.unregistered(engine, doc) == [stray]
+    registry.delete(engine, loop["fs"].name, stray)
+    assert engine.get_model(stray) is None
+    assert registry.unregistered(engine, registry.entry(engine, loop["fs"].name)) == []

@@ -275,3 +275,10 @@ def test_agreement(small):
     # per query the confusion of (3,0) vs (3,1): po = 1/2, categories 0..3;
     # a marginal {0: 1/2, 3: 1/2}, b {1: 1/2, 3: 1/2} -> pe = 1/4 -> kappa = 1/3
     assert laptop["kappa"] == pytest.approx(1 / 3)
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("query,docid,rating\nlaptop,1,2\ncaf\xe9,2,3\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1\.csv:3: not UTF-8 \(byte 0xe9\)"):
+        read_judgments(path)
