@@ -153,3 +153,53 @@ def test_detection_does_not_hide_an_unreachable_engine(monkeypatch):
                         lambda f, url, auth, timeout: FakeTransport({("GET", "/"): down}, f))
     with pytest.raises(EngineError, match="cannot reach"):
         engine_module.connect("http://x:9200")
+
+
+def test_a_feature_set_push_is_create_only():
+    fs = FeatureSet("s", "", (), ())
+    path = f"/_ltr/_featureset/{fs.engine_name}"
+    created = FakeTransport({("PUT", path): {"result": "created"}})
+    assert Engine(created).put_feature_set(fs) is True
+    assert [c[:2] for c in created.calls] == [("PUT", path)]  # PUT: the plugin never overwrites
+    exists = FakeTransport({("PUT", path): EngineError("create feature set", "version conflict",
+                                                       status=409)})
+    assert Engine(exists).put_feature_set(fs) is False
+    refused = FakeTransport({("PUT", path): EngineError("create feature set", "bad", status=400)})
+    with pytest.raises(EngineError, match="bad"):
+        Engine(refused).put_feature_set(fs)
+
+
+def test_bulk_retries_a_busy_engine_then_reports_what_is_still_refused():
+    busy = {"index": {"_id": "b", "status": 429,
+                      "error": {"type": "es_rejected_execution_exception", "reason": "queue"}}}
+    bad = {"index": {"_id": "c", "status": 400,
+                     "error": {"type": "mapper_parsing_exception", "reason": "price"}}}
+    answers = iter([EngineError("bulk index", "unavailable", status=503),
+                    {"items": [{"index": {"_id": "a", "status": 201}}, busy, bad]},
+                    {"items": [{"index": {"_id": "b", "status": 201}}]}])
+
+    def answer(body):
+        result = next(answers)
+        if isinstance(result, EngineError):
+            raise result
+        return result
+
+    t = FakeTransport({("POST", "/_bulk"): answer})
+    refused = Engine(t).bulk("products", [("a", {}), ("b", {}), ("c", {})], backoff=0)
+    assert refused == [("c", "mapper_parsing_exception: price")]
+    assert len(t.calls) == 3 and '"_id": "b"' in t.calls[-1][2] and '"a"' not in t.calls[-1][2]
+    always_busy = FakeTransport({("POST", "/_bulk"): {"items": [busy]}})
+    assert Engine(always_busy).bulk("products", [("b", {})], retries=2, backoff=0) == [
+        ("b", "es_rejected_execution_exception: queue")]
+    assert len(always_busy.calls) == 3
+
+
+def test_credentials_in_the_url_never_reach_a_message():
+    from esrank.engine import connect
+
+    with pytest.raises(EngineError) as err:
+        connect("http://elastic:hunter2@127.0.0.1:9", flavor="opensearch", timeout=1).health()
+    assert "hunter2" not in str(err.value) and "elastic:***@127.0.0.1:9" in str(err.value)
+    with pytest.raises(EngineError) as err:
+        connect("http://elastic:hunter2@127.0.0.1:9", timeout=1)  # detection
+    assert "hunter2" not in str(err.value)
