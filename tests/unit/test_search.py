@@ -84,3 +84,16 @@ def test_an_engine_that_does_not_answer_is_an_error_not_a_degraded_answer():
     with pytest.raises(EngineError, match="cannot reach"):
         search(Engine(transport), "products", "tv", Ranker(MODEL.name, MODEL), Encoder())
     assert len(transport.calls) == 1  # no second try against an engine that is not there
+
+
+def test_resolving_the_active_model_is_one_registry_read():
+    from esrank.search import resolve_ranker
+
+    record = {"feature_set": "chorus@abc", "params": [{"name": "keywords", "type": "string",
+                                                       "dims": None}]}
+    doc = {"_source": {"feature_set": "chorus", "active": "chorus-v3", "history": [],
+                       "models": {"chorus-v3": record}}, "found": True,
+           "_seq_no": 1, "_primary_term": 1}
+    t = FakeTransport({("GET", "/esrank-models/_doc/chorus"): doc})
+    ranker = resolve_ranker(Engine(t), "chorus", "active", 100)
+    assert ranker.name == "chorus-v3" and len(t.calls) == 1
