@@ -31,10 +31,10 @@ import numpy as np
 from _report import connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
+from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
 from esrank.encoder import load_encoder
 from esrank.evaluate import Evaluator, compare
-from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import Judgment, JudgmentList
@@ -129,11 +129,8 @@ def main() -> None:
             result = train(table, Path(tmp) / label, params=TrainParams(), device="cpu",
                            candidates=candidates)
             chosen[label], cv[label] = result.candidates, result.cv.to_dict()
-            logged = {}
-            for q, d in zip(table.queries, table.doc_ids, strict=True):
-                logged.setdefault(q, []).append(d)
-            report = registry.deploy(engine, args.index, load_artifact(result.artifact), fs,
-                                     logged, params_for, activate=False)
+            report = registry.deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
+                                     table.docs_by_query(), params_for, activate=False)
             parity.append(report.parity.max_delta)
             if not report.parity.passed:
                 raise SystemExit(f"{label}: parity failed: {report.to_dict()}")

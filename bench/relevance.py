@@ -28,10 +28,10 @@ import numpy as np
 from _report import connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
+from esrank.artifact import ModelArtifact
 from esrank.encoder import load_encoder
 from esrank.engine import Engine
 from esrank.evaluate import Evaluation, Evaluator, compare
-from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import read_csv
@@ -71,7 +71,7 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
             held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
                         for q in test_queries}
-            report = registry.deploy(engine, args.index, load_artifact(result.artifact), fs,
+            report = registry.deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
                                      held_out, params_for, activate=False)
             parity.append(report.parity.max_delta)
             if not report.parity.passed:

@@ -39,12 +39,12 @@ from _report import engine_options, result_path, write_result
 from sidecar import start_server
 
 from esrank import registry
+from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
 from esrank.config import ServeSettings, load_settings
 from esrank.encoder import load_encoder
 from esrank.engine.local import LocalEngine, up
 from esrank.errors import EsrankError
-from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import JudgmentList, read_csv
@@ -161,59 +161,51 @@ class SlowEncoder:
         return self.inner.encode(texts, batch_size)
 
 
-def killed_mid_index(settings, node, encoder) -> dict:
-    engine = settings.connect()
-    before = live_state(engine)
+def killed_during(settings, node, work, wait: float) -> dict:
+    """Run `work` in a thread, kill the engine after `wait` s, restart it: how `work` failed,
+    and whether what is live changed."""
+    before = live_state(settings.connect())
     failure: list[str] = []
 
     def run() -> None:
         try:
-            index_catalogue(engine, ALIAS, [SLICE], SlowEncoder(encoder, 0.3), batch_size=16,
-                            progress=False)
+            work()
         except EsrankError as exc:
             failure.append(type(exc).__name__)
 
     worker = threading.Thread(target=run)
     worker.start()
-    time.sleep(1.5)
+    time.sleep(wait)
     kill(node)
     worker.join()
     restart_s = restart(node)
     after = live_state(settings.connect())
-    left = [i for i in settings.connect().indices(f"{ALIAS}-*") if i not in after["alias"]]
     return {"failed_with": failure, "live_unchanged": before == after, "before": before,
-            "after": after, "partial_indices_left": left, "restart_s": restart_s}
+            "after": after, "restart_s": restart_s}
+
+
+def killed_mid_index(settings, node, encoder) -> dict:
+    engine = settings.connect()
+    result = killed_during(settings, node, lambda: index_catalogue(
+        engine, ALIAS, [SLICE], SlowEncoder(encoder, 0.3), batch_size=16, progress=False), 1.5)
+    live = result["after"]["alias"]
+    return {**result, "partial_indices_left": [
+        i for i in settings.connect().indices(f"{ALIAS}-*") if i not in live]}
 
 
 def killed_mid_deploy(settings, node, encoder, artifact, fs, queries) -> dict:
     engine = settings.connect()
-    before = live_state(engine)
-    models_before = set(engine.list_models(f"{SET}-v"))
     params_for = query_params(fs.params, encoder)
-    failure: list[str] = []
 
     def slow_params(texts):
         time.sleep(0.5)  # the parity gate is under way when the engine dies
         return params_for(texts)
 
-    def run() -> None:
-        try:
-            registry.deploy(engine, ALIAS, artifact, fs, queries, slow_params)
-        except EsrankError as exc:
-            failure.append(type(exc).__name__)
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    time.sleep(1.0)
-    kill(node)
-    worker.join()
-    restart_s = restart(node)
+    result = killed_during(settings, node, lambda: registry.deploy(
+        engine, ALIAS, artifact, fs, queries, slow_params), 1.0)
     engine = settings.connect()
-    after = live_state(engine)
-    left = sorted(set(engine.list_models(f"{SET}-v")) - models_before
-                  - set(registry.entry(engine, SET)["models"]))
-    return {"failed_with": failure, "live_unchanged": before == after, "before": before,
-            "after": after, "models_left_unregistered": left, "restart_s": restart_s}
+    return {**result, "models_left_unregistered": registry.unregistered(
+        engine, registry.entry(engine, SET))}
 
 
 def killed_mid_search(settings, node, encoder) -> dict:
@@ -347,14 +339,12 @@ def main() -> None:
     judged = JudgmentList(tuple(j for j in read_csv(CHORUS / "judgments.csv") if j.doc_id in ids))
     table = log_judgments(engine, ALIAS, fs, judged, encoder, window=20, first_pass=bm25_query,
                           progress=False).matrix
-    queries: dict[str, list[str]] = {}
-    for q, d in zip(table.queries, table.doc_ids, strict=True):
-        queries.setdefault(q, []).append(d)
+    queries = table.docs_by_query()
     with tempfile.TemporaryDirectory() as tmp:
         write_table(table, Path(tmp) / "t.parquet")
         train(table, Path(tmp) / "m", search=False, device="cpu",
               params=TrainParams(num_rounds=20), table=str(Path(tmp) / "t.parquet"))
-        artifact = load_artifact(Path(tmp) / "m")
+        artifact = ModelArtifact.load(Path(tmp) / "m")
         params_for = query_params(fs.params, encoder)
         registry.deploy(engine, ALIAS, artifact, fs, queries, params_for)
 

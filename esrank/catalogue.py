@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from esrank.encoder import Encoder, batched
+from esrank.batches import batched
+from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.dialect import Dialect
 from esrank.errors import EngineError, InputError

@@ -391,14 +391,9 @@ def _parity_inputs(ctx: click.Context, table: Path, limit: int | None, params):
     from esrank.encoder import load_encoder
     from esrank.feature_log import query_params, read_table
 
-    matrix = read_table(table)
-    queries: dict[str, list[str]] = {}
-    for query, doc in zip(matrix.queries, matrix.doc_ids, strict=True):
-        if query in queries or limit is None or len(queries) < limit:
-            queries.setdefault(query, []).append(doc)
     encoder = (load_encoder(_settings(ctx).encoder_model)
                if any(p.type == "vector" for p in params) else None)
-    return queries, query_params(params, encoder)
+    return read_table(table).docs_by_query(limit), query_params(params, encoder)
 
 
 @cli.command("upload")
@@ -425,11 +420,11 @@ def upload_cmd(ctx: click.Context, artifact: Path, feature_set_path: Path, table
     on the values the plugin logged: every doc must agree within --tolerance. On failure the
     new model is deleted, the live one stays, the worst docs are listed, and the exit code is 1.
     """
-    from esrank.export import load_artifact
+    from esrank.artifact import ModelArtifact
     from esrank.features import load_feature_set
     from esrank.registry import deploy
 
-    art = load_artifact(artifact)
+    art = ModelArtifact.load(artifact)
     fs = load_feature_set(feature_set_path)
     table = table or Path((art.meta.get("data") or {}).get("table") or "")
     if not table.is_file():
@@ -904,9 +899,9 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
                feature_set_path: Path, output: Path, as_json: bool) -> None:
     """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
     feature adds to a rescore, and rescore window vs NDCG vs p50."""
+    from esrank.artifact import ModelArtifact
     from esrank.errors import ModelError
     from esrank.evaluate import Evaluator
-    from esrank.export import load_artifact
     from esrank.feature_log import query_params, read_table
     from esrank.features import load_feature_set
     from esrank.judgments import read_judgments
@@ -919,7 +914,7 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
     if ranker.model is None:
         raise ModelError(f"no active model for {s.active_set!r}: pass --model NAME")
     record = entry(engine, s.active_set)["models"][ranker.name]
-    artifact = load_artifact(Path(record["artifact"]))
+    artifact = ModelArtifact.load(Path(record["artifact"]))
     fs = load_feature_set(feature_set_path)
     if fs.engine_name != ranker.model.feature_set:
         raise ModelError(f"{feature_set_path} is {fs.engine_name}; {ranker.name} was trained "

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -302,15 +302,3 @@ def load_encoder(model: str = DEFAULT_MODEL, backend: str = "numpy",
     digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
     folder = cache or Path(tempfile.gettempdir()) / "esrank-onnx"
     return OnnxEncoder(path, folder / f"{path.parent.name}-{digest}.onnx")
-
-
-def batched(items: Iterable, size: int) -> Iterable[list]:
-    """Yield lists of at most `size` items."""
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -22,15 +22,14 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from esrank.encoder import batched
+from esrank.artifact import ModelArtifact
+from esrank.batches import batched
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
 from esrank.errors import ModelError
-from esrank.train import normalize
 from esrank.types import FeatureSet
 
 log = logging.getLogger(__name__)
@@ -46,66 +45,7 @@ MODEL_TYPE = "model/xgboost+json"
 TOLERANCE = 1e-4
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A trained model directory (model.json + meta.json), loaded."""
-
-    path: Path
-    meta: dict
-    booster: object  # xgboost.Booster
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return tuple(self.meta["feature_names"])
-
-    @property
-    def normalizers(self) -> dict[str, dict]:
-        return self.meta.get("normalizers") or {}
-
-    def predict(self, values: np.ndarray) -> np.ndarray:
-        """Scores for raw logged feature rows (NaN = missing), exactly as trained."""
-        return self.booster.predict(self._dmatrix(values))
-
-    def contributions(self, values: np.ndarray) -> np.ndarray:
-        """Per-feature SHAP contributions to the margin (last column: the bias), rows summing
-        to the score for ranking objectives."""
-        return self.booster.predict(self._dmatrix(values), pred_contribs=True)
-
-    def _dmatrix(self, values: np.ndarray):
-        import xgboost as xgb
-
-        x = normalize(values, self.feature_names, self.normalizers)
-        x = np.nan_to_num(x, nan=self.meta["missing_as"])
-        return xgb.DMatrix(x, feature_names=list(self.feature_names))
-
-
-def load_artifact(path: Path) -> Artifact:
-    """Read an artifact directory written by `esrank train`."""
-    import xgboost as xgb
-
-    meta_path, model_path = path / "meta.json", path / "model.json"
-    for p in (meta_path, model_path):
-        if not p.is_file():
-            raise ModelError(f"{path}: not a model artifact ({p.name} is missing)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{meta_path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-    for key in ("feature_set", "feature_names", "missing_as"):
-        if key not in meta:
-            raise ModelError(f"{meta_path}: field {key!r} is missing")
-    booster = xgb.Booster()
-    try:
-        booster.load_model(model_path)
-    except xgb.core.XGBoostError as exc:
-        raise ModelError(f"{model_path}: XGBoost cannot load it ({exc})") from exc
-    if booster.feature_names and tuple(booster.feature_names) != tuple(meta["feature_names"]):
-        raise ModelError(f"{path}: model.json features {booster.feature_names} differ from "
-                         f"meta.json {meta['feature_names']}")
-    return Artifact(path, meta, booster)
-
-
-def check_matches(artifact: Artifact, feature_set: FeatureSet) -> None:
+def check_matches(artifact: ModelArtifact, feature_set: FeatureSet) -> None:
     """Refuse a model whose features (names, order or feature-set version) are not the set's."""
     if artifact.feature_names != feature_set.feature_names:
         trained, served = artifact.feature_names, feature_set.feature_names
@@ -170,10 +110,10 @@ def _add_to_leaves(node: dict, delta: float) -> None:
             _add_to_leaves(child, delta)
 
 
-def plugin_model(artifact: Artifact, feature_set: FeatureSet) -> dict:
+def plugin_model(artifact: ModelArtifact, feature_set: FeatureSet) -> dict:
     """The `model` object for the plugin's create-model request.
 
-    >>> plugin_model(load_artifact(Path("models/chorus")), fs)["type"]  # doctest: +SKIP
+    >>> plugin_model(ModelArtifact.load(Path("models/chorus")), fs)["type"]  # doctest: +SKIP
     'model/xgboost+json'
     """
     check_matches(artifact, feature_set)
@@ -246,7 +186,7 @@ def parity_request(model: str, feature_set: str, params: dict, doc_ids: Sequence
                                   log=True))
 
 
-def check_parity(engine: Engine, index: str, model: str, artifact: Artifact,
+def check_parity(engine: Engine, index: str, model: str, artifact: ModelArtifact,
                  feature_set: FeatureSet, queries: dict[str, list[str]],
                  params_for: Callable[[list[str]], list[dict]], *,
                  tolerance: float = TOLERANCE, batch: int = 16, keep_worst: int = 5

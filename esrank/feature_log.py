@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from esrank.encoder import Encoder, batched
+from esrank.batches import batched
+from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.errors import InputError

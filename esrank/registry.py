@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
 from esrank.errors import EngineError, EsrankError, ModelError, UnknownModelError
-from esrank.export import Artifact, ParityReport, check_parity, plugin_model
+from esrank.export import ParityReport, check_parity, plugin_model
 from esrank.types import FeatureSet, QueryParam
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
     return _deployed(doc, set_name, doc["active"]) if doc["active"] else None
 
 
-def deploy(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
+def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: FeatureSet,
            queries: dict[str, list[str]], params_for: Callable[[list[str]], list[dict]], *,
            activate: bool = True, tolerance: float = 1e-4) -> DeployReport:
     """Upload `artifact` as the next version, gate it on parity, then (optionally) activate.

@@ -20,9 +20,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from esrank.artifact import ModelArtifact
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.evaluate import Evaluator
-from esrank.export import Artifact
 from esrank.search import Ranker, ranked_request, search_many
 from esrank.train import TrainParams, cross_validate
 from esrank.types import FeatureMatrix, FeatureSet
@@ -92,7 +92,7 @@ def window_curve(engine: Engine, index: str, ranker: Ranker, evaluator: Evaluato
     return rows
 
 
-def build_report(engine: Engine, index: str, artifact: Artifact, feature_set: FeatureSet,
+def build_report(engine: Engine, index: str, artifact: ModelArtifact, feature_set: FeatureSet,
                  table: FeatureMatrix, ranker: Ranker, evaluator: Evaluator, encoder,
                  params_for, *, windows: Sequence[int] = WINDOWS) -> dict:
     """Everything above for one deployed model (`ranker`) and its training artifact."""

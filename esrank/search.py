@@ -13,8 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from esrank.batches import batched
 from esrank.catalogue import ID_FIELD, text_of
-from esrank.encoder import Encoder, batched
+from esrank.encoder import Encoder
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
 from esrank.errors import ConfigError, EngineError, InputError

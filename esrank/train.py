@@ -42,8 +42,10 @@ from pathlib import Path
 import numpy as np
 
 from esrank import __version__
+from esrank.artifact import MISSING_AS, ModelArtifact
 from esrank.errors import InputError
-from esrank.files import check_new_folder, new_folder
+from esrank.files import check_new_folder
+from esrank.normalizers import fit_normalizers, normalize
 from esrank.types import FeatureMatrix
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,6 @@ GRID = {"eta": (0.05, 0.1), "num_rounds": (50, 100)}
 CANDIDATE_SETS = ("window", "window+judged")  # the rows a model trains on; see above
 METRIC = "ndcg@10"
 CONDENSED = "ndcg@10_condensed"
-MISSING_AS = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -123,43 +124,6 @@ class TrainResult:
     @property
     def cv_mean(self) -> float:
         return self.cv.mean
-
-
-def normalize(values: np.ndarray, names: Sequence[str], normalizers: dict[str, dict]
-              ) -> np.ndarray:
-    """Apply the plugin's `standard` / `min_max` normalizers (float32, as the plugin does)."""
-    out = np.array(values, dtype=np.float32, copy=True)
-    for i, name in enumerate(names):
-        spec = normalizers.get(name)
-        if not spec:
-            continue
-        if "standard" in spec:
-            s = spec["standard"]
-            out[:, i] = (out[:, i] - np.float32(s["mean"])) / np.float32(s["standard_deviation"])
-        else:
-            m = spec["min_max"]
-            lo, hi = np.float32(m["minimum"]), np.float32(m["maximum"])
-            out[:, i] = (out[:, i] - lo) / (hi - lo)
-    return out
-
-
-def fit_normalizers(matrix: FeatureMatrix, kind: str) -> dict[str, dict]:
-    """Per-feature `standard` or `min_max` parameters from a table (NaN ignored)."""
-    specs = {}
-    for i, name in enumerate(matrix.feature_names):
-        column = matrix.values[:, i]
-        column = column[~np.isnan(column)]
-        if column.size == 0:
-            continue
-        if kind == "standard":
-            std = float(column.std()) or 1.0
-            specs[name] = {"standard": {"mean": float(column.mean()), "standard_deviation": std}}
-        elif kind == "min_max":
-            lo, hi = float(column.min()), float(column.max())
-            specs[name] = {"min_max": {"minimum": lo, "maximum": hi if hi > lo else lo + 1.0}}
-        else:
-            raise InputError(f"normalizer {kind!r}: expected 'standard' or 'min_max'")
-    return specs
 
 
 def pick_device() -> str:
@@ -367,9 +331,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  "sha256": data},
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    with new_folder(out_dir) as tmp:
-        booster.save_model(tmp / "model.json")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    ModelArtifact(out_dir, meta, booster).save()
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],
                        tuple(_summary(t) for t in tried), best_iteration,
                        time.monotonic() - started)

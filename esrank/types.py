@@ -128,6 +128,15 @@ class FeatureMatrix:
             values[:, self.feature_names.index(name)] = float("nan")
         return replace(self, values=values)
 
+    def docs_by_query(self, limit: int | None = None) -> dict[str, list[str]]:
+        """Query text -> its rows' doc ids, in table order (the first `limit` queries): what
+        the parity gate replays."""
+        out: dict[str, list[str]] = {}
+        for query, doc in zip(self.queries, self.doc_ids, strict=True):
+            if query in out or limit is None or len(out) < limit:
+                out.setdefault(query, []).append(doc)
+        return out
+
     def take(self, rows: Sequence[int]) -> FeatureMatrix:
         """The matrix restricted to `rows` (in the order given)."""
         rows = list(rows)

@@ -35,7 +35,7 @@ ENGINE_USER = "esrank"
 
 
 @dataclass(frozen=True)
-class Artifact:
+class MavenArtifact:
     """One Maven Central artifact (a zip)."""
 
     group: str
@@ -63,18 +63,19 @@ class Distribution:
     modules: frozenset[str]  # modules the integ-test zip must carry
     config: str  # extra lines for the node's yml
 
-    def artifacts(self, version: str) -> list[Artifact]:
+    def artifacts(self, version: str) -> list[MavenArtifact]:
         """The distribution and the plugins that must come from Maven Central."""
         if self.flavor == "opensearch":
-            return [Artifact("org.opensearch.distribution.integ-test-zip", "opensearch", version),
-                    Artifact("org.opensearch.plugin", "opensearch-knn", f"{version}.0")]
-        return [Artifact("org.elasticsearch.distribution.integ-test-zip", "elasticsearch",
-                         version)]
+            return [MavenArtifact("org.opensearch.distribution.integ-test-zip", "opensearch",
+                                  version),
+                    MavenArtifact("org.opensearch.plugin", "opensearch-knn", f"{version}.0")]
+        return [MavenArtifact("org.elasticsearch.distribution.integ-test-zip", "elasticsearch",
+                              version)]
 
     def ltr_releases(self, version: str, maven_repo: str) -> list[str]:
         """The LTR plugin's official release locations for this engine version, in order."""
         if self.flavor == "opensearch":
-            return [Artifact("org.opensearch.plugin", "opensearch-ltr", f"{version}.0")
+            return [MavenArtifact("org.opensearch.plugin", "opensearch-ltr", f"{version}.0")
                     .url(maven_repo),
                     f"https://artifacts.opensearch.org/releases/plugins/opensearch-ltr/"
                     f"{version}.0/opensearch-ltr-{version}.0.zip"]
@@ -351,7 +352,7 @@ def _java_major(home: Path) -> int | None:
     return None
 
 
-def download(artifact: Artifact, cache: Path, repo: str, progress: bool = True) -> Path:
+def download(artifact: MavenArtifact, cache: Path, repo: str, progress: bool = True) -> Path:
     """Fetch an artifact into the cache once, verified by a pinned sha256 or Maven's .sha1."""
     target = cache / artifact.filename
     if target.exists():

@@ -67,14 +67,14 @@ class Sidecar:
 
     def artifact(self, model: str):
         """A deployed model's training artifact (for pred_contribs), loaded once."""
-        from esrank.export import load_artifact
+        from esrank.artifact import ModelArtifact
         from esrank.registry import entry
 
         if model not in self._artifacts:
             record = entry(self.get_engine(), self.settings.active_set)["models"].get(model)
             if not record or not record.get("artifact"):
                 raise ClientError(404, f"no training artifact recorded for {model!r}")
-            self._artifacts[model] = load_artifact(Path(record["artifact"]))
+            self._artifacts[model] = ModelArtifact.load(Path(record["artifact"]))
         return self._artifacts[model]
 
     def get_engine(self):

@@ -14,10 +14,10 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 
 from esrank import registry
+from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
 from esrank.errors import ModelError
 from esrank.evaluate import Evaluator, rank_eval_check
-from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import read_judgments
@@ -42,9 +42,7 @@ def loop(engine, encoder, tmp_path_factory):
                            first_pass=bm25_query, progress=False)
     write_table(report.matrix, tmp / "table.parquet")
     train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"))
-    queries: dict[str, list[str]] = {}
-    for q, d in zip(report.matrix.queries, report.matrix.doc_ids, strict=True):
-        queries.setdefault(q, []).append(d)
+    queries = report.matrix.docs_by_query()
     yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
            "queries": queries, "params_for": query_params(fs.params, encoder),
            "encoder": encoder}
@@ -91,7 +89,7 @@ def _broken_export(kind: str):
 def test_the_loop_serves_what_was_trained(engine, loop, encoder):
     m = loop["matrix"]
     assert len(set(m.qids)) >= 10 and np.isnan(m.values).any()  # NaN rows take part
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     report = _deploy(engine, loop, art)
     assert report.parity.passed, report.to_dict()
     assert report.parity.docs == len(m) and report.parity.max_delta <= 1e-4
@@ -157,7 +155,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
 def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeypatch, bug):
     before = registry.entry(engine, loop["fs"].name)
     monkeypatch.setattr(registry, "plugin_model", _broken_export(bug))
-    report = _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
+    report = _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
     assert not report.parity.passed and not report.activated
     assert report.parity.max_delta > 1e-4
     worst = report.parity.worst[0]
@@ -169,7 +167,7 @@ def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeyp
 
 
 def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engine, loop):
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     first = _deploy(engine, loop, art)
     second = _deploy(engine, loop, art)
     assert second.activated and second.previous == first.model
@@ -212,7 +210,7 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
     uploaded = registry.next_name(engine, loop["fs"].name)  # the name deploy will take
     monkeypatch.setattr(registry, "_write", timed_out)
     with pytest.raises(EngineError, match="timed out"):
-        _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
+        _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
     monkeypatch.undo()
     doc = registry.entry(engine, loop["fs"].name)
     if landed:  # the registry names it as active: it is still in the plugin and serves
@@ -226,7 +224,7 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
 
 
 def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, loop):
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     other = dataclasses.replace(loop["fs"], features=loop["fs"].features[::-1])
     before = engine.list_models(f"{loop['fs'].name}-v")
     with pytest.raises(ModelError, match="different order"):
@@ -269,7 +267,7 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
                                                              engine_settings):
     from esrank.serve import create_app
 
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     report = _deploy(engine, loop, art)
     settings = engine_settings(index=loop["alias"],
                                 active_set=loop["fs"].name)
@@ -304,7 +302,7 @@ def test_gain_vs_cost_report(engine, loop, encoder):
     from esrank.evaluate import Evaluator
     from esrank.report import build_report, to_html
 
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     report = _deploy(engine, loop, art)
     model = registry.deployed_model(engine, loop["fs"].name, report.model)
     result = build_report(engine, loop["alias"], art, loop["fs"], loop["matrix"],
@@ -325,7 +323,7 @@ def test_compare_why_splits_the_score_into_feature_contributions(engine, loop, e
                                                                   engine_settings):
     from esrank.serve import create_app
 
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     report = _deploy(engine, loop, art)
     settings = engine_settings(index=loop["alias"],
                                 active_set=loop["fs"].name,
@@ -359,7 +357,7 @@ def test_a_model_without_the_neural_features_deploys_beside_the_full_one(engine,
     assert neural
     train(loop["matrix"], loop["tmp"] / "lexical", search=False, exclude=neural,
           table=str(loop["tmp"] / "table.parquet"))
-    art = load_artifact(loop["tmp"] / "lexical")
+    art = ModelArtifact.load(loop["tmp"] / "lexical")
     report = _deploy(engine, loop, art, activate=False)
     assert report.parity.passed  # the plugin still computes them; no tree reads them
     settings = engine_settings(index=loop["alias"],
@@ -382,7 +380,7 @@ def test_search_degrades_to_bm25_when_the_active_model_is_gone(engine, loop, enc
                                                                engine_settings):
     from esrank.serve import create_app
 
-    report = _deploy(engine, loop, load_artifact(loop["tmp"] / "model"))
+    report = _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
     engine.delete_model(report.model)  # the registry still names it as active
     client = create_app(engine_settings(index=loop["alias"], active_set=loop["fs"].name),
                         encoder=encoder).test_client()
@@ -398,7 +396,7 @@ def test_a_model_a_failed_deploy_left_in_the_plugin_is_listed_and_can_be_deleted
                                                                                    loop):
     from esrank.export import plugin_model
 
-    art = load_artifact(loop["tmp"] / "model")
+    art = ModelArtifact.load(loop["tmp"] / "model")
     stray = registry.next_name(engine, loop["fs"].name)
     engine.create_model(loop["fs"].engine_name, stray, plugin_model(art, loop["fs"]))
     doc = registry.entry(engine, loop["fs"].name)

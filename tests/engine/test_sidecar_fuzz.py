@@ -14,8 +14,8 @@ from chorus_slice import SLICE, write_slice_judgments
 from hypothesis import HealthCheck, given, settings
 
 from esrank import registry
+from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
-from esrank.export import load_artifact
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import read_judgments
@@ -40,11 +40,8 @@ def live_app(engine, encoder, engine_settings_factory, tmp_path_factory):
     write_table(table, tmp / "t.parquet")
     train(table, tmp / "m", search=False, device="cpu", params=TrainParams(num_rounds=20),
           table=str(tmp / "t.parquet"))
-    queries: dict[str, list[str]] = {}
-    for q, d in zip(table.queries, table.doc_ids, strict=True):
-        queries.setdefault(q, []).append(d)
-    report = registry.deploy(engine, alias, load_artifact(tmp / "m"), fs, queries,
-                             query_params(fs.params, encoder))
+    report = registry.deploy(engine, alias, ModelArtifact.load(tmp / "m"), fs,
+                             table.docs_by_query(), query_params(fs.params, encoder))
     assert report.activated
     yield create_app(engine_settings_factory(index=alias, active_set=fs.name,
                                              judgments=tmp / "j.csv"), encoder=encoder)

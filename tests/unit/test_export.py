@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from esrank.artifact import MISSING_AS, ModelArtifact
 from esrank.errors import ModelError
-from esrank.export import load_artifact, plugin_model
-from esrank.train import MISSING_AS
+from esrank.export import plugin_model
 from esrank.types import Feature, FeatureSet, QueryParam
 
 NAMES = ("f_a", "f_b", "f_c")
@@ -74,7 +74,7 @@ def _plugin_score(model: dict, names, row) -> float:
     ("reg:squarederror", "reg:linear"), ("binary:logistic", "binary:logistic")])
 def test_export_scores_what_the_booster_scores(tmp_path, objective, served_as):
     path = _artifact(tmp_path, objective)
-    art = load_artifact(path)
+    art = ModelArtifact.load(path)
     model = plugin_model(art, _set())
     assert model["type"] == "model/xgboost+json"
     assert json.loads(model["definition"])["objective"] == served_as
@@ -86,7 +86,7 @@ def test_export_scores_what_the_booster_scores(tmp_path, objective, served_as):
 
 
 def test_base_score_is_folded_into_the_trees(tmp_path):
-    art = load_artifact(_artifact(tmp_path, "reg:squarederror"))
+    art = ModelArtifact.load(_artifact(tmp_path, "reg:squarederror"))
     raw = json.loads(art.booster.save_raw("json"))
     base = float(raw["learner"]["learner_model_param"]["base_score"].strip("[]"))
     assert abs(base) > 0.1  # the mean label: ignoring it would shift every score
@@ -98,7 +98,7 @@ def test_base_score_is_folded_into_the_trees(tmp_path):
 
 def test_normalizers_are_exported_and_applied(tmp_path):
     norms = {"f_a": {"standard": {"mean": 5.0, "standard_deviation": 2.0}}}
-    art = load_artifact(_artifact(tmp_path, "rank:ndcg", normalizers=norms))
+    art = ModelArtifact.load(_artifact(tmp_path, "rank:ndcg", normalizers=norms))
     model = plugin_model(art, _set())
     assert model["feature_normalizers"] == norms
     x = np.load(tmp_path / "x.npy")[:20]
@@ -107,7 +107,7 @@ def test_normalizers_are_exported_and_applied(tmp_path):
 
 
 def test_a_model_for_other_features_is_refused(tmp_path):
-    art = load_artifact(_artifact(tmp_path, "rank:ndcg"))
+    art = ModelArtifact.load(_artifact(tmp_path, "rank:ndcg"))
     with pytest.raises(ModelError, match="same names, different order"):
         plugin_model(art, _set(("f_b", "f_a", "f_c")))
     with pytest.raises(ModelError, match=r"unknown to the set: \['f_c'\]"):
@@ -124,13 +124,13 @@ def test_an_objective_the_plugin_cannot_serve_is_refused(tmp_path):
         {"feature_set": _set().engine_name, "feature_names": list(NAMES),
          "missing_as": MISSING_AS}))
     with pytest.raises(ModelError, match="count:poisson"):
-        plugin_model(load_artifact(tmp_path), _set())
+        plugin_model(ModelArtifact.load(tmp_path), _set())
 
 
 def test_a_broken_artifact_names_the_file(tmp_path):
     with pytest.raises(ModelError, match="meta.json is missing"):
-        load_artifact(tmp_path)
+        ModelArtifact.load(tmp_path)
     (tmp_path / "meta.json").write_text("{\n  nope")
     (tmp_path / "model.json").write_text("{}")
     with pytest.raises(ModelError, match=r"meta.json:2: invalid JSON"):
-        load_artifact(tmp_path)
+        ModelArtifact.load(tmp_path)

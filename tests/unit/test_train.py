@@ -104,7 +104,7 @@ def test_unknown_objective_and_empty_table_are_refused(tmp_path):
 def test_missing_values_train_as_the_largest_float_like_the_plugin_serves_them(tmp_path):
     import xgboost as xgb
 
-    from esrank.train import MISSING_AS
+    from esrank.artifact import MISSING_AS
 
     # relevance is "the feature is missing": only learnable if missing is a consistent value
     rng = np.random.default_rng(1)
