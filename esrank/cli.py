@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import click
 from esrank.config import Settings, load_settings
 from esrank.errors import EsrankError
 from esrank.files import write_file
+from esrank.stamps import COMPACT, utc
 
 log = logging.getLogger("esrank")
 
@@ -676,7 +676,7 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
             meta = {"model": ranker.model.name if ranker.model else None,
                     "feature_set": ranker.model.feature_set if ranker.model else None,
                     "judgments": str(judgments_file),
-                    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    "timestamp": utc()}
             pushes.append((meta, ranker.label, results[ranker.label],
                            {q: r.hits for q, r in served.items()},
                            {(j.query, j.doc_id): j.grade for j in judged},
@@ -685,7 +685,7 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
             params = (query_params(ranker.model.params, encoder) if ranker.model
                       else lambda qs: [None] * len(qs))
             checks[ranker.label] = rank_eval_check(
-                engine, index, judged,
+                engine, index, evaluator,
                 lambda q, r=ranker, p=params: ranked_request(q, r, p([q])[0], 10, source=False),
                 run)
     for args in pushes:  # written only once every configuration ran: no half-stored runs
@@ -732,7 +732,7 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     """
     from esrank.evaluate import METRICS
 
-    run_id = (f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"
+    run_id = (f"{utc(COMPACT)}-{uuid.uuid4().hex[:6]}"
               if push else None)
     results, checks = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"),
                                 window, depth, rank_eval, run_id)
@@ -792,11 +792,11 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                      f"{f'{m.wins}/{m.ties}/{m.losses}':>12}")
     data = report.to_dict()
     if push:
-        data["comparison_id"] = (f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-"
+        data["comparison_id"] = (f"{utc(COMPACT)}-"
                                  f"{na}-vs-{nb}")
         push_comparison(_engine(ctx), data["comparison_id"],
                         {"judgments": str(judgments_file),
-                         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                         "timestamp": utc()},
                         (na, ea), (nb, eb))
         lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
     if html:
@@ -1083,7 +1083,7 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
         if exc.code not in (0, None, 1):
             raise
     click.echo("== 5. train (query-grouped 5-fold CV, grid search)")
-    artifact = work / "models" / time.strftime("%Y%m%d-%H%M%S")
+    artifact = work / "models" / utc(COMPACT)
     ctx.invoke(train_cmd, table=work / "chorus.parquet", output=artifact)
     click.echo("== 6. upload, parity gate, activate")
     ctx.invoke(upload_cmd, artifact=artifact)

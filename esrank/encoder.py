@@ -195,19 +195,10 @@ class OnnxEncoder(_TokenizingEncoder):
     backend = "onnx"
 
     def __init__(self, path: Path, onnx_file: Path, max_tokens: int | None = None):
-        import onnxruntime as ort
+        from esrank.onnx_export import onnx_session
 
         super().__init__(path, max_tokens)
-        if not onnx_file.is_file():
-            from esrank.onnx_export import export_onnx
-
-            log.info("exporting %s to %s", path, onnx_file)
-            export_onnx(path, onnx_file)
-        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                  if p in ort.get_available_providers()]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3  # a missing CUDA library is reported below, once
-        self._session = ort.InferenceSession(str(onnx_file), options, providers=wanted)
+        self._session = onnx_session(path, onnx_file)
         self.device = "cuda" if "CUDA" in self._session.get_providers()[0] else "cpu"
         self.name = f"onnx-{self.device}:{self.name.split(':', 1)[1]}"
         log.info("encoder %s loaded from %s (providers %s)", self.name, onnx_file,

@@ -21,6 +21,14 @@ class ConfigError(EsrankError):
     """Settings are missing or inconsistent."""
 
 
+class NoCrossEncoderError(ConfigError):
+    """A rerank stage was asked for, and no cross-encoder is configured (the sidecar: 501)."""
+
+    def __init__(self, what: str = "a rerank stage"):
+        super().__init__(f"{what} needs a cross-encoder: none is configured "
+                         "(ESRANK_CROSS_ENCODER)")
+
+
 class EngineError(EsrankError):
     """The search engine refused or failed an operation, or cannot be reached."""
 

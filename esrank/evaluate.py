@@ -15,7 +15,6 @@ as gain (not 2^grade - 1); P@10, RR treat grade >= 1 as relevant; gdeval's ERR a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -54,8 +53,9 @@ class Evaluator:
     def __init__(self, judgments: JudgmentList):
         import ir_measures
 
-        self._queries = list(judgments.by_query())  # qids
-        self._text = {qid: js[0].query for qid, js in judgments.by_query().items()}
+        self._by_query = judgments.by_query()
+        self._queries = list(self._by_query)  # qids
+        self._text = {qid: js[0].query for qid, js in self._by_query.items()}
         # gdeval (ERR) wants numeric topic ids
         self._num = {qid: str(i) for i, qid in enumerate(self._queries, 1)}
         self._grades = {qid: {j.doc_id: j.grade for j in js}
@@ -70,6 +70,23 @@ class Evaluator:
     def queries(self) -> list[str]:
         """The judged queries' texts, in file order."""
         return [self._text[q] for q in self._queries]
+
+    def topics(self) -> list[tuple[str, str, tuple]]:
+        """(topic id, query text, judgments) per judged query: the numbering every metric
+        computation here uses."""
+        return [(self._num[q], self._text[q], tuple(self._by_query[q])) for q in self._queries]
+
+    def calc(self, measure, run: Run, depth: int) -> dict[str, float]:
+        """An ir-measures `measure` per topic id for the top `depth` of `run` (a query the
+        run lacks scores 0)."""
+        import ir_measures
+
+        scored = [ir_measures.ScoredDoc(num, d, float(depth - r)) for num, text, _ in
+                  self.topics() for r, d in enumerate(list(run.get(text, ()))[:depth])]
+        out = {num: 0.0 for num, _, _ in self.topics()}
+        out.update({m.query_id: float(m.value)
+                    for m in ir_measures.iter_calc([measure], self._qrels, scored)})
+        return out
 
     def grades(self, query: str) -> dict[str, int]:
         """doc id -> grade for one query's judgments (empty for an unjudged query)."""
@@ -115,7 +132,7 @@ RANK_EVAL = {
 }
 
 
-def rank_eval_check(engine, index: str, judgments: JudgmentList,
+def rank_eval_check(engine, index: str, evaluator: Evaluator,
                     request_for: Callable[[str], Ranked], run: Run) -> dict:
     """esrank's metrics next to the engine's `_rank_eval` for one configuration.
 
@@ -124,7 +141,7 @@ def rank_eval_check(engine, index: str, judgments: JudgmentList,
     difference; {"unavailable": why} when the engine has no `_rank_eval` (Elasticsearch
     without its rank-eval module).
 
-    >>> rank_eval_check(engine, "products", judged,
+    >>> rank_eval_check(engine, "products", Evaluator(judged),
     ...                 lambda q: ranked_request(q, Ranker(), None, 10), run
     ...                 )["mrr@10"]["max_abs_diff"]   # doctest: +SKIP
     0.0
@@ -132,33 +149,26 @@ def rank_eval_check(engine, index: str, judgments: JudgmentList,
     import ir_measures
 
     concrete = engine.alias_targets(index) or [index]  # ratings must name the real index
-    grades = {j.grade for j in judgments}
+    topics = evaluator.topics()
+    grades = {j.grade for _, _, js in topics for j in js}
     measures = {"ndcg@10 (gain 2^g-1)": ir_measures.nDCG(gains={g: 2 ** g - 1 for g in grades})
                 @ 10, "mrr@10": ir_measures.RR(rel=1) @ 10}
-    by_query = judgments.by_query()
-    ids = {qid: str(i) for i, qid in enumerate(by_query, 1)}
-    text = {qid: js[0].query for qid, js in by_query.items()}
-    bodies = engine.ranked_bodies(index, [request_for(text[qid]) for qid in by_query])
-    requests = [{"id": ids[qid], "request": body,
+    bodies = engine.ranked_bodies(index, [request_for(text) for _, text, _ in topics])
+    requests = [{"id": num, "request": body,
                  "ratings": [{"_index": concrete[0], "_id": j.doc_id, "rating": j.grade}
                              for j in js]}
-                for (qid, js), body in zip(by_query.items(), bodies, strict=True)]
-    qrels = [ir_measures.Qrel(ids[j.qid], j.doc_id, j.grade) for j in judgments]
-    scored = [ir_measures.ScoredDoc(ids[qid], d, float(100 - r))
-              for qid in by_query for r, d in enumerate(list(run.get(text[qid], ()))[:10])]
+                for (num, _, js), body in zip(topics, bodies, strict=True)]
     out = {}
     for name, metric in RANK_EVAL.items():
         answer = engine.rank_eval(index, requests, metric)
         if answer is None:
             return {"unavailable": f"the engine ({engine.dialect.name}) has no _rank_eval "
                                    "(its rank-eval module is not installed)"}
-        theirs = answer["details"]
-        ours = dict.fromkeys(ids.values(), 0.0)
-        ours.update({m.query_id: float(m.value)
-                     for m in ir_measures.iter_calc([measures[name]], qrels, scored)})
-        diffs = [abs(ours[i] - float(theirs[i]["metric_score"])) for i in ids.values()]
+        theirs = {num: float(d["metric_score"]) for num, d in answer["details"].items()}
+        ours = evaluator.calc(measures[name], run, 10)
+        diffs = [abs(ours[num] - theirs[num]) for num in ours]
         out[name] = {"esrank": float(np.mean(list(ours.values()))),
-                     "engine": float(np.mean([theirs[i]["metric_score"] for i in ids.values()])),
+                     "engine": float(np.mean(list(theirs.values()))),
                      "max_abs_diff": max(diffs), "queries": len(diffs)}
     return out
 
@@ -254,7 +264,6 @@ def push_comparison(engine, comparison_id: str, meta: dict, a: tuple[str, Evalua
 
 
 HISTORY_METRICS = ("ndcg@10", "ndcg@10_condensed")
-_VERSION = re.compile(r"-v\d+(?=$|\+)")  # a registry version inside a configuration label
 
 
 def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int = 50
@@ -265,6 +274,9 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
     the means, and `series` and `version`: the label split at its registry version, so one
     model's versions form one line ("chorus-v6+rerank20" -> "chorus+rerank20", "v6").
     Empty before the first push."""
+    from esrank.registry import version_of
+    from esrank.search import parse_configuration
+
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric {unknown[0]!r}; one of {', '.join(METRICS)}")
@@ -283,11 +295,13 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
         judgments = run["judgments"]["buckets"]
         for config in run["configs"]["buckets"]:
             model = config["model"]["buckets"]
-            version = _VERSION.search(config["key"])
+            name, rerank = parse_configuration(config["key"])
+            series, version = version_of(name)
             rows.append({"run_id": run["key"], "timestamp": run["started"]["value_as_string"],
                          "judgments": judgments[0]["key"] if judgments else None,
-                         "config": config["key"], "series": _VERSION.sub("", config["key"]),
-                         "version": version.group(0)[1:] if version else None,
+                         "config": config["key"],
+                         "series": series + (f"+rerank{rerank}" if rerank else ""),
+                         "version": f"v{version}" if version else None,
                          "model": model[0]["key"] if model else None,
                          "queries": config["doc_count"],
                          **{m: config[f"m{i}"]["value"] for i, m in enumerate(metrics)}})

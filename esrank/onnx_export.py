@@ -16,12 +16,15 @@ tokens, 0 for padding). Heads:
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from esrank.errors import ConfigError
 from esrank.files import new_file
+
+log = logging.getLogger(__name__)
 
 OPSET = 17  # LayerNormalization
 
@@ -148,3 +151,18 @@ def export_onnx(path: Path, out: Path) -> Path:
     with new_file(out) as tmp:  # never a half-written model where a loader would find it
         onnx.save(model, str(tmp))
     return out
+
+
+def onnx_session(model: Path, onnx_file: Path):
+    """An ONNX Runtime session for a model folder: exported to `onnx_file` first when missing;
+    the CUDA provider when onnxruntime-gpu finds a GPU, else the CPU provider."""
+    import onnxruntime as ort
+
+    if not onnx_file.is_file():
+        log.info("exporting %s to %s", model, onnx_file)
+        export_onnx(model, onnx_file)
+    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+              if p in ort.get_available_providers()]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # a missing CUDA library is reported once, by the caller
+    return ort.InferenceSession(str(onnx_file), options, providers=wanted)

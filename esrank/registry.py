@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
 from esrank.errors import EngineError, EsrankError, ModelError, UnknownModelError
 from esrank.export import ParityReport, check_parity, plugin_model
+from esrank.stamps import utc
 from esrank.types import FeatureSet, QueryParam
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class DeployReport:
 
 
 def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return utc()
 
 
 def _read(engine: Engine, set_name: str) -> tuple[dict, dict | None]:
@@ -98,10 +98,22 @@ def entry(engine: Engine, set_name: str) -> dict:
 def next_name(engine: Engine, set_name: str) -> str:
     """NAME-vN with N above every version the plugin or the registry has seen."""
     doc = entry(engine, set_name)
-    pattern = re.compile(rf"^{re.escape(set_name)}-v(\d+)$")
     seen = [*engine.list_models(f"{set_name}-v"), *doc["models"], *doc["history"]]
-    versions = [int(m.group(1)) for name in seen if (m := pattern.match(name))]
+    versions = [n for series, n in map(version_of, seen) if series == set_name and n]
     return f"{set_name}-v{max(versions, default=0) + 1}"
+
+
+VERSIONED = re.compile(r"(?P<series>.+)-v(?P<n>[0-9]+)")
+
+
+def version_of(name: str) -> tuple[str, int | None]:
+    """A model name's series and version, the one place NAME-vN is read.
+
+    >>> version_of("chorus-v6"), version_of("bm25")
+    (('chorus', 6), ('bm25', None))
+    """
+    match = VERSIONED.fullmatch(name)
+    return (match["series"], int(match["n"])) if match else (name, None)
 
 
 def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:

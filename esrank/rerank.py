@@ -29,10 +29,9 @@ log = logging.getLogger(__name__)
 
 class CrossEncoder:
     def __init__(self, path: Path, onnx_file: Path, max_tokens: int = 256):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from esrank.onnx_export import export_onnx, is_classifier
+        from esrank.onnx_export import is_classifier, onnx_session
 
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
@@ -41,18 +40,12 @@ class CrossEncoder:
         if not is_classifier(cfg):
             raise ConfigError(f"cross-encoder {path}: config.json architectures "
                               f"{cfg.get('architectures')} has no *ForSequenceClassification")
-        if not onnx_file.is_file():
-            export_onnx(path, onnx_file)
         self.path, self.name = path, f"cross-encoder:{path.name}"
         self.labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1)
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tok.enable_truncation(max_tokens, strategy="only_second")
         self._tok.no_padding()
-        wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                  if p in ort.get_available_providers()]
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(onnx_file), options, providers=wanted)
+        self._session = onnx_session(path, onnx_file)
         log.info("cross-encoder %s loaded (%s)", path, self._session.get_providers()[0])
 
     def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> np.ndarray:

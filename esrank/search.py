@@ -18,7 +18,7 @@ from esrank.catalogue import ID_FIELD, text_of
 from esrank.encoder import Encoder
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
-from esrank.errors import ConfigError, EngineError, InputError
+from esrank.errors import EngineError, InputError, NoCrossEncoderError
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
@@ -114,7 +114,7 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     """Rank each query (msearch batches); query text -> hits in rank order. A ranker with a
     rerank stage needs `reranker`."""
     if ranker.rerank and reranker is None:
-        raise ConfigError(f"{ranker.label} needs a cross-encoder (ESRANK_CROSS_ENCODER)")
+        raise NoCrossEncoderError(ranker.label)
     source = source or bool(ranker.rerank)  # the cross-encoder reads the text
     params_for = (query_params(ranker.model.params, encoder, source=ranker.model.name)
                   if ranker.model is not None else None)

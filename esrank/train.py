@@ -46,6 +46,7 @@ from esrank.artifact import MISSING_AS, ModelArtifact
 from esrank.errors import InputError
 from esrank.files import check_new_folder
 from esrank.normalizers import fit_normalizers, normalize
+from esrank.stamps import utc
 from esrank.types import FeatureMatrix
 
 log = logging.getLogger(__name__)
@@ -329,7 +330,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  "trained_rows": len(training_rows(matrix, np.arange(len(matrix)),
                                                    best["candidates"])),
                  "sha256": data},
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "trained_at": utc(),
     }
     ModelArtifact(out_dir, meta, booster).save()
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],

@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException
 
 from esrank.config import Settings, load_settings
 from esrank.engine.auth import redact
-from esrank.errors import EngineError, EsrankError, UnknownModelError
+from esrank.errors import EngineError, EsrankError, NoCrossEncoderError, UnknownModelError
 from esrank.serve.batcher import Batcher, QueueFullError
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,11 @@ class Sidecar:
                 raise ClientError(404, f"no training artifact recorded for {model!r}")
             self._artifacts[model] = ModelArtifact.load(Path(record["artifact"]))
         return self._artifacts[model]
+
+    def require_reranker(self, needed: bool) -> None:
+        """NoCrossEncoderError (501) when a rerank stage is asked for and none is loaded."""
+        if needed and self.reranker is None:
+            raise NoCrossEncoderError()
 
     def get_engine(self):
         if self.engine is None:  # query-time calls wait seconds, not the CLI's 30
@@ -285,6 +290,10 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         slow = "timed out" in exc.reason.lower() or "timeout" in exc.reason.lower()
         return jsonify(error=str(exc)), 504 if slow else 502
 
+    @app.errorhandler(NoCrossEncoderError)
+    def _no_cross_encoder(exc: NoCrossEncoderError):
+        return jsonify(error=str(exc)), 501
+
     @app.errorhandler(UnknownModelError)
     def _unknown_model(exc: UnknownModelError):
         return jsonify(error=str(exc)), 404
@@ -358,13 +367,11 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         rerank = _bounded(body, "rerank", 0, 0, 100)
         model = _names([body.get("model", "active")], "model", 1)[0]
         parse_configuration(model)  # a malformed name is a 400 before any engine call
-        if rerank and sc.reranker is None:
-            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
+        sc.require_reranker(bool(rerank))
         engine = sc.get_engine()
         ranker = resolve_ranker(engine, sc.settings.active_set, model, window)
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
-        if ranker.rerank and sc.reranker is None:
-            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
+        sc.require_reranker(bool(ranker.rerank))
         started = time.perf_counter()
         result = search(engine, sc.settings.index, query, ranker,
                         BatchedEncoder(sc.batcher, cfg.encode_timeout), size=size,
@@ -379,8 +386,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
         body = _body({"query": str, "texts": list}, {})
         query = _texts(sc, [body["query"]], "query")[0]
         texts = _texts(sc, body["texts"])
-        if sc.reranker is None:
-            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
+        sc.require_reranker(True)
         scores = sc.reranker.score(query, texts)
         return jsonify(model=sc.reranker.name, scores=[round(float(x), 6) for x in scores])
 
@@ -396,8 +402,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
                         sc.settings.rescore_window)
         if len(found) != len(names):
             raise ClientError(404, f"unknown configuration among {names}; see /compare/configs")
-        if any(r.rerank for r in found) and sc.reranker is None:
-            raise ClientError(501, "no cross-encoder is configured (ESRANK_CROSS_ENCODER)")
+        sc.require_reranker(any(r.rerank for r in found))
         return found
 
     page = PAGE.read_text()
@@ -409,12 +414,11 @@ def _routes(app: Flask, sc: Sidecar) -> None:
     @app.get("/compare/configs")
     def compare_configs():
         from esrank.comparison import BASELINES
-        from esrank.registry import cv_text, entry, note
+        from esrank.registry import cv_text, entry, note, version_of
 
         doc = entry(sc.get_engine(), sc.settings.active_set)
         models = sorted(doc["models"], key=lambda m: (m != doc["active"],
-                                                      -int(m.rsplit("-v", 1)[-1])
-                                                      if m.rsplit("-v", 1)[-1].isdigit() else 0))
+                                                      -(version_of(m)[1] or 0)))
         reranked = ([f"{doc['active'] or 'bm25'}+rerank20"] if sc.reranker is not None else [])
         notes = {m: text for m in models if (text := note(doc["models"][m]))}
         return jsonify(configs=[*BASELINES, *models, *reranked], active=doc["active"],

@@ -69,7 +69,7 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
     def body(q):
         return ranked_request(q, ranker, None, 10, source=False)
 
-    check = rank_eval_check(engine, alias, judged, body, run)
+    check = rank_eval_check(engine, alias, evaluator, body, run)
     if engine.dialect.name == "elasticsearch":  # the integ-test node has no rank-eval module
         assert check == {"unavailable": "the engine (elasticsearch) has no _rank_eval (its "
                                         "rank-eval module is not installed)"}
@@ -79,7 +79,8 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
         assert c["max_abs_diff"] < 1e-9, (name, c)
         assert 0 < c["engine"] < 1
     # the check is sensitive: a different ranking on esrank's side no longer agrees
-    flipped = rank_eval_check(engine, alias, judged, body, {q: d[::-1] for q, d in run.items()})
+    flipped = rank_eval_check(engine, alias, evaluator, body,
+                              {q: d[::-1] for q, d in run.items()})
     assert max(c["max_abs_diff"] for c in flipped.values()) > 0.01
 
 

@@ -126,7 +126,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
     assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
     # the engine's own _rank_eval scores the model's requests as esrank does, where it has one
     params_for = loop["params_for"]
-    check = rank_eval_check(engine, loop["alias"], loop["judged"],
+    check = rank_eval_check(engine, loop["alias"], evaluator,
                             lambda q: ranked_request(q, Ranker(active.name, active),
                                                      params_for([q])[0], 10, source=False),
                             {q: [h.doc_id for h in hs] for q, hs in search_many(
