@@ -231,7 +231,8 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
 
     Cohen's kappa, quadratic-weighted kappa, Spearman and Kendall, overall and per query.
     """
-    from esrank.judgments import agreement, read_judgments
+    from esrank.agreement import agreement
+    from esrank.judgments import read_judgments
 
     report = agreement(read_judgments(a, format_a), read_judgments(b, format_b))
     keys = ("n", "exact", "kappa", "weighted_kappa", "spearman", "kendall")
@@ -252,9 +253,10 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
               help="Where to write the judgments (format from the extension).")
 def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: Path) -> None:
     """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson)."""
+    from esrank import clicks
     from esrank import judgments as jm
 
-    derived = getattr(jm, model)(jm.read_ubi(log), min_impressions=min_impressions)
+    derived = getattr(clicks, model)(clicks.read_ubi(log), min_impressions=min_impressions)
     writers = {".csv": jm.write_csv, ".json": jm.write_srw_json, ".qrels": jm.write_trec,
                ".trec": jm.write_trec, ".txt": jm.write_ranklib}
     writer = writers.get(output.suffix.lower())

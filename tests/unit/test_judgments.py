@@ -6,22 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from esrank.agreement import agreement, cohen_kappa
+from esrank.clicks import Session, Shown, coec, read_ubi, sdbn
 from esrank.errors import InputError
 from esrank.judgments import (
     Judgment,
     JudgmentList,
-    Session,
-    Shown,
-    agreement,
-    coec,
-    cohen_kappa,
     read_csv,
     read_judgments,
     read_ranklib,
     read_srw_json,
     read_trec,
-    read_ubi,
-    sdbn,
     write_csv,
     write_ranklib,
     write_srw_json,
@@ -191,7 +186,7 @@ def test_coec_by_hand(caplog):
     assert {j.doc_id: j.grade for j in jl} == {"A": 1, "B": 2, "C": 2}
     assert jl.queries() == {"1": "q"}
     # every doc has 3 impressions: a threshold of 4 drops all three, and says so
-    with caplog.at_level(logging.INFO, logger="esrank.judgments"):
+    with caplog.at_level(logging.INFO, logger="esrank.clicks"):
         assert len(coec(_sessions(), min_impressions=4)) == 0
     assert "dropped 3" in caplog.text
 
@@ -204,7 +199,7 @@ def test_sdbn_by_hand(caplog):
     jl = sdbn(_sessions(), min_impressions=1)
     assert {j.doc_id: j.grade for j in jl} == {"A": 2, "B": 3, "C": 3}
     # min_impressions counts examinations: C (1) is dropped at 2
-    with caplog.at_level(logging.INFO, logger="esrank.judgments"):
+    with caplog.at_level(logging.INFO, logger="esrank.clicks"):
         jl2 = sdbn(_sessions(), min_impressions=2)
     assert {j.doc_id for j in jl2} == {"A", "B"}
     assert "dropped 1" in caplog.text
