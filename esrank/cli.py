@@ -653,9 +653,10 @@ def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: 
     """Run each configuration over every judged query: name -> Evaluation, and with
     `rank_eval`, name -> esrank's metrics next to the engine's `_rank_eval`. With `push` (a
     run id), each configuration's metrics and top 10 (with feature values) go to the engine."""
-    from esrank.evaluate import Evaluator, push_evaluation, rank_eval_check
+    from esrank.evaluate import Evaluator, rank_eval_check
     from esrank.feature_log import query_params
     from esrank.judgments import read_judgments
+    from esrank.results import push_evaluation
     from esrank.search import ranked_request, search, search_many
 
     engine, index = _engine(ctx), _settings(ctx).index
@@ -777,7 +778,8 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                 as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
-    from esrank.evaluate import compare, push_comparison
+    from esrank.evaluate import compare
+    from esrank.results import push_comparison
 
     results, _ = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
     if len(results) < 2:
@@ -815,8 +817,9 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
 def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str | None,
                 which: tuple[str, ...], window: int | None, deltas: dict) -> None:
     from esrank.comparison import side_by_side, static_page
-    from esrank.evaluate import HISTORY_METRICS, Evaluator, run_history
+    from esrank.evaluate import Evaluator
     from esrank.judgments import read_judgments
+    from esrank.results import HISTORY_METRICS, run_history
 
     engine = _engine(ctx)
     rankers = [_ranker(ctx, engine, w, window) for w in which]
@@ -840,7 +843,7 @@ def runs_cmd(ctx: click.Context, limit: int, metrics: tuple[str, ...], as_json: 
     """Evaluation runs stored by `esrank evaluate --push`, oldest first: each configuration's
     mean metrics per run, so a model's history reads top to bottom (the comparison page plots
     it)."""
-    from esrank.evaluate import HISTORY_METRICS, run_history
+    from esrank.results import HISTORY_METRICS, run_history
 
     metrics = metrics or HISTORY_METRICS
     rows = run_history(_engine(ctx), metrics, runs=limit)

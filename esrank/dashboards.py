@@ -21,7 +21,7 @@ from pathlib import Path
 
 from esrank.engine.auth import Auth
 from esrank.engine.saved_objects import import_ndjson
-from esrank.evaluate import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
+from esrank.results import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
 
 FOLDER = Path(__file__).with_name("dashboards")
 FILES = {"kibana": FOLDER / "kibana.ndjson",

@@ -426,7 +426,7 @@ def _routes(app: Flask, sc: Sidecar) -> None:
 
     @app.get("/compare/runs")
     def compare_runs():
-        from esrank.evaluate import HISTORY_METRICS, run_history
+        from esrank.results import HISTORY_METRICS, run_history
 
         return jsonify(metrics=list(HISTORY_METRICS), runs=run_history(sc.get_engine()))
 

@@ -24,8 +24,9 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
     them: bm25 alone, then bm25 and bm25-title. Their ids (removed afterwards)."""
     import time
 
-    from esrank.evaluate import Evaluator, push_evaluation
+    from esrank.evaluate import Evaluator
     from esrank.judgments import read_judgments
+    from esrank.results import push_evaluation
     from esrank.search import search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)

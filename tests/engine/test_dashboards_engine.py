@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from esrank.dashboards import FEATURES_SHOWN, FILES
-from esrank.evaluate import EVAL_DELTAS, METRICS, Evaluation, push_comparison, push_evaluation
+from esrank.evaluate import METRICS, Evaluation
+from esrank.results import EVAL_DELTAS, push_comparison, push_evaluation
 from esrank.search import Hit
 
 

@@ -86,7 +86,7 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
 
 def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments,
                                                    run_tag):
-    from esrank.evaluate import EVAL_HITS, EVAL_QUERIES, push_evaluation
+    from esrank.results import EVAL_HITS, EVAL_QUERIES, push_evaluation
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(slice_judgments)
@@ -119,7 +119,8 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
 
 def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder,
                                                          slice_judgments, run_tag):
-    from esrank.evaluate import EVAL_DELTAS, compare, push_comparison
+    from esrank.evaluate import compare
+    from esrank.results import EVAL_DELTAS, push_comparison
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(slice_judgments))
@@ -149,7 +150,8 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine, ru
     import numpy as np
 
     from esrank.errors import InputError
-    from esrank.evaluate import METRICS, Evaluation, push_evaluation, run_history
+    from esrank.evaluate import METRICS, Evaluation
+    from esrank.results import push_evaluation, run_history
 
     rng = np.random.default_rng(7)
     pushed = {}

@@ -13,8 +13,8 @@ import pytest
 from esrank.dashboards import FILES, import_saved_objects, saved_objects, to_ndjson
 from esrank.engine import Auth
 from esrank.errors import EngineError
-from esrank.evaluate import EVAL_MAPPINGS
 from esrank.features import load_feature_set
+from esrank.results import EVAL_MAPPINGS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
