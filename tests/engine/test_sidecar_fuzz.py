@@ -9,9 +9,8 @@ import dataclasses
 import uuid
 
 import pytest
-import schemathesis
 from chorus_slice import SLICE, write_slice_judgments
-from hypothesis import HealthCheck, given, settings
+from fuzzing import fuzz
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
@@ -54,20 +53,6 @@ def live_app(engine, encoder, engine_settings_factory, tmp_path_factory):
 
 
 def test_no_request_gets_a_server_error_with_a_live_engine(live_app):
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", live_app)
-    tried = []
-    for operation in (result.ok() for result in schema.get_all_operations()):
-
-        @settings(max_examples=25, deadline=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
-        @given(case=operation.as_strategy())
-        def check(case):
-            response = case.call_and_validate(
-                excluded_checks=[schemathesis.checks.not_a_server_error])
-            tried.append(response.status_code)
-            # 501 is the documented "no cross-encoder configured"; any other 5xx is a defect
-            assert response.status_code < 500 or response.status_code == 501, (
-                case.method, case.path, case.body, response.status_code, response.text[:300])
-
-        check()
-    assert len(tried) > 100 and 200 in tried  # the routes ran, not only their refusals
+    # 501 is the documented "no cross-encoder configured"; any other 5xx is a defect
+    seen = fuzz(live_app, 25, lambda status: status < 500 or status == 501)
+    assert len(seen) > 100 and 200 in seen  # the routes ran, not only their refusals

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FakeTransport, searches
 
 from esrank.engine.base import Engine
 from esrank.errors import InputError
@@ -26,21 +26,12 @@ class FakeEncoder:
         return np.full((len(texts), 384), 0.5, dtype=np.float32)
 
 
-class MsearchTransport:
-    """Answers each logging search with the requested ids that exist, feature i = i + grade."""
+def logging_answers(present):
+    """_msearch answers to logging searches: the requested ids that exist, feature i = i."""
 
-    flavor = "opensearch"
-
-    def __init__(self, present):
-        self.present = present
-        self.requests = []
-
-    def request(self, operation, method, path, *, body=None, params=None, target=None):
-        assert path == "/_msearch"
-        lines = [json.loads(x) for x in body.strip().split("\n")]
-        self.requests.append(lines)
+    def answer(body):
         responses = []
-        for search in lines[1::2]:
+        for search in searches(body):
             ids = search["query"]["bool"]["filter"][0]["ids"]["values"]
             assert search["rescore"]["window_size"] == len(ids)
             assert search["ext"]["ltr_log"]["log_specs"]["rescore_index"] == 0
@@ -49,19 +40,21 @@ class MsearchTransport:
             assert sltr["params"]["keywords"] and len(sltr["params"]["query_vector"]) == 384
             hits = [{"_id": d, "fields": {"_ltrlog": [{"esrank": [
                 ({"name": n, "value": float(i)} if n != "price" else {"name": n})
-                for i, n in enumerate(FS.feature_names)]}]}} for d in ids if d in self.present]
+                for i, n in enumerate(FS.feature_names)]}]}} for d in ids if d in present]
             responses.append({"hits": {"hits": hits}})
         return {"responses": responses}
+
+    return FakeTransport({("POST", "/_msearch"): answer})
 
 
 def test_batched_logging_keeps_order_nan_and_reports_missing_docs():
     jl = JudgmentList(tuple(Judgment(str(q), f"query {q}", f"d{q}{k}", k % 4)
                             for q in range(5) for k in range(3)))
     present = {j.doc_id for j in jl} - {"d21"}
-    transport = MsearchTransport(present)
+    transport = logging_answers(present)
     report = log_judgments(Engine(transport), "products", FS, jl, FakeEncoder(),
                            queries_per_request=2, progress=False)
-    assert len(transport.requests) == 3  # 5 queries in batches of 2
+    assert len(transport.calls) == 3  # 5 queries in batches of 2
     m = report.matrix
     assert m.feature_names == FS.feature_names and m.feature_set == FS.engine_name
     assert len(m) == 14 and m.values.shape == (14, len(FS.feature_names))
@@ -73,7 +66,7 @@ def test_batched_logging_keeps_order_nan_and_reports_missing_docs():
 
 def test_ranklib_leaves_missing_features_out(tmp_path):
     jl = JudgmentList((Judgment("1", "tv", "a", 2),))
-    report = log_judgments(Engine(MsearchTransport({"a"})), "p", FS, jl, FakeEncoder(),
+    report = log_judgments(Engine(logging_answers({"a"})), "p", FS, jl, FakeEncoder(),
                            progress=False)
     out = tmp_path / "train.txt"
     write_ranklib(report.matrix, out)
@@ -101,7 +94,7 @@ def test_parquet_table_round_trip_keeps_nan_order_and_feature_set(tmp_path):
     from esrank.feature_log import read_table, write_table
 
     jl = JudgmentList(tuple(Judgment("1", "tv", d, g) for d, g in (("a", 3), ("b", 0))))
-    m = log_judgments(Engine(MsearchTransport({"a", "b"})), "p", FS, jl, FakeEncoder(),
+    m = log_judgments(Engine(logging_answers({"a", "b"})), "p", FS, jl, FakeEncoder(),
                       progress=False).matrix
     path = tmp_path / "train.parquet"
     write_table(m, path, judgments_source="j.csv")

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
+from tables import synthetic
 
 from esrank.errors import InputError
 from esrank.feature_log import write_table
 from esrank.files import new_file, new_folder, write_file
 from esrank.train import TrainParams, train
-from esrank.types import FeatureMatrix
-
-
-def synthetic(queries: int = 12, seed: int = 0) -> FeatureMatrix:
-    rng = np.random.default_rng(seed)
-    values = rng.random((queries * 6, 2)).astype(np.float32)
-    qids = tuple(str(i // 6) for i in range(len(values)))
-    return FeatureMatrix("syn@0123456789", ("a", "b"), qids, qids,
-                         tuple(f"d{i}" for i in range(len(values))),
-                         tuple(int(v * 3.99) for v in values[:, 0]), values)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -38,7 +28,7 @@ def test_a_table_written_over_a_failure_keeps_the_previous_one(tmp_path, monkeyp
     import pyarrow.parquet as pq
 
     table = tmp_path / "t.parquet"
-    write_table(synthetic(queries=3), table)
+    write_table(synthetic(queries=3, docs=4), table)
     before = table.read_bytes()
 
     def crash(t, where, **kw):
@@ -48,7 +38,7 @@ def test_a_table_written_over_a_failure_keeps_the_previous_one(tmp_path, monkeyp
 
     monkeypatch.setattr(pq, "write_table", crash)
     with pytest.raises(OSError, match="No space"):
-        write_table(synthetic(queries=5), table)
+        write_table(synthetic(queries=5, docs=4), table)
     assert table.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 

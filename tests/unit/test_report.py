@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from test_train import synthetic
+from tables import synthetic
 
 from esrank.report import feature_gain, to_html
 from esrank.train import TrainParams
