@@ -7,6 +7,7 @@ is never reused). esrank keeps one document per feature set in the `esrank-model
      "models": {"chorus-v3": {"feature_set": "chorus@c579ebbba7", "params": [...],
                               "parity": {...}, "meta": {...}, "uploaded_at": "..."}}}
 
+`RegistryEntry` and `DeployedModel` are that document as records (from_dict/to_dict).
 `history` holds the previously active models, most recent last, so `rollback` can restore
 them. Every pointer change is a compare-and-set on the document's version: two deploys racing
 cannot both win. `deploy` uploads, runs the parity gate, and moves the pointer only when the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
@@ -52,6 +53,97 @@ class ActiveModel:
     feature_names: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DeployedModel:
+    """One deployed model as the registry records it."""
+
+    feature_set: str  # the engine name, NAME@HASH
+    params: tuple[QueryParam, ...]
+    feature_names: tuple[str, ...]
+    artifact: str | None  # the training artifact's folder
+    uploaded_at: str
+    parity: dict  # the gate's report (ParityReport.to_dict() without the worst docs)
+    meta: dict  # from the artifact: params, cv, data, trained_at, normalizers, ...
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DeployedModel:
+        return cls(d["feature_set"], tuple(QueryParam(**p) for p in d["params"]),
+                   tuple(d.get("feature_names", ())), d.get("artifact"), d["uploaded_at"],
+                   d.get("parity") or {}, d.get("meta") or {})
+
+    def to_dict(self) -> dict:
+        return {"feature_set": self.feature_set,
+                "params": [{"name": p.name, "type": p.type, "dims": p.dims} for p in self.params],
+                "feature_names": list(self.feature_names), "artifact": self.artifact,
+                "uploaded_at": self.uploaded_at, "parity": self.parity, "meta": self.meta}
+
+    def serving(self, name: str) -> ActiveModel:
+        return ActiveModel(name, self.feature_set, self.params, self.feature_names)
+
+    @property
+    def parity_max_delta(self) -> float | None:
+        return self.parity.get("max_abs_delta")
+
+    @property
+    def note(self) -> str | None:
+        """What sets the model apart ("without text_cosine, title_cosine", from
+        `esrank train --exclude`), or None."""
+        excluded = self.meta.get("excluded_features")
+        return f"without {', '.join(excluded)}" if excluded else None
+
+    @property
+    def cv_text(self) -> str:
+        """Its cross-validated NDCG@10, e.g. "served CV ndcg@10 0.672 / 0.748 condensed"
+        ("in-table CV" for a model trained on a table without first-pass ranks)."""
+        cv = self.meta.get("cv") or {}
+        if cv.get("mean") is None:
+            return "no CV"
+        text = f"{cv.get('view', 'in-table')} CV ndcg@10 {cv['mean']:.3f}"
+        condensed = cv.get("condensed")
+        return text + (f" / {condensed['mean']:.3f} condensed" if condensed else "")
+
+
+@dataclass
+class RegistryEntry:
+    """The registry document of one feature set; `version` is what the next write checks
+    (None: not stored yet)."""
+
+    feature_set: str
+    active: str | None = None
+    history: list[str] = field(default_factory=list)
+    models: dict[str, DeployedModel] = field(default_factory=dict)
+    updated_at: str | None = None
+    version: dict | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_dict(cls, d: dict, version: dict | None = None) -> RegistryEntry:
+        return cls(d["feature_set"], d.get("active"), list(d.get("history", ())),
+                   {n: DeployedModel.from_dict(m) for n, m in d.get("models", {}).items()},
+                   d.get("updated_at"), version)
+
+    def to_dict(self) -> dict:
+        return {"feature_set": self.feature_set, "active": self.active,
+                "history": self.history,
+                "models": {n: m.to_dict() for n, m in self.models.items()},
+                "updated_at": self.updated_at}
+
+    def deployed(self, name: str) -> DeployedModel:
+        """A deployed model by name; UnknownModelError naming the deployed ones if absent."""
+        if name not in self.models:
+            raise UnknownModelError(f"no deployed model {name!r} for {self.feature_set!r} "
+                                    f"(deployed: {sorted(self.models) or 'none'}); see "
+                                    "esrank models list")
+        return self.models[name]
+
+    def point(self, name: str) -> None:
+        """Make `name` active; the model it replaces goes to the end of the history (which
+        never holds the active model)."""
+        if self.active and self.active != name:
+            self.history = [m for m in self.history if m != self.active] + [self.active]
+        self.history = [m for m in self.history if m != name]
+        self.active = name
+
+
 @dataclass
 class DeployReport:
     model: str
@@ -64,41 +156,35 @@ class DeployReport:
                 "parity": self.parity.to_dict()}
 
 
-def _now() -> str:
-    return utc()
-
-
-def _read(engine: Engine, set_name: str) -> tuple[dict, dict | None]:
+def _read(engine: Engine, set_name: str) -> RegistryEntry:
+    """The entry to change (the index is created on first use)."""
     if not engine.index_exists(REGISTRY_INDEX):
         engine.create_index(REGISTRY_INDEX, MAPPING)
-    found = engine.get_document(REGISTRY_INDEX, set_name)
-    if found is None:
-        return {"feature_set": set_name, "active": None, "history": [], "models": {}}, None
-    return found
+    return entry(engine, set_name)
 
 
-def _write(engine: Engine, set_name: str, doc: dict, version: dict | None) -> None:
-    doc["updated_at"] = _now()
+def _write(engine: Engine, doc: RegistryEntry) -> None:
+    doc.updated_at = utc()
     try:
-        engine.put_document(REGISTRY_INDEX, set_name, doc, version)
+        engine.put_document(REGISTRY_INDEX, doc.feature_set, doc.to_dict(), doc.version)
     except EngineError as exc:
         if exc.status == 409:
-            raise ModelError(f"the registry entry for {set_name!r} changed while this command "
-                             "ran (another deploy?); nothing was changed, run it again") from exc
+            raise ModelError(f"the registry entry for {doc.feature_set!r} changed while this "
+                             "command ran (another deploy?); nothing was changed, run it "
+                             "again") from exc
         raise
 
 
-def entry(engine: Engine, set_name: str) -> dict:
-    """The registry document of a feature set (empty when nothing was deployed); one read."""
+def entry(engine: Engine, set_name: str) -> RegistryEntry:
+    """The registry entry of a feature set (empty when nothing was deployed); one read."""
     found = engine.get_document(REGISTRY_INDEX, set_name)  # None also when no index yet
-    return found[0] if found else {"feature_set": set_name, "active": None, "history": [],
-                                   "models": {}}
+    return RegistryEntry.from_dict(*found) if found else RegistryEntry(set_name)
 
 
 def next_name(engine: Engine, set_name: str) -> str:
     """NAME-vN with N above every version the plugin or the registry has seen."""
     doc = entry(engine, set_name)
-    seen = [*engine.list_models(f"{set_name}-v"), *doc["models"], *doc["history"]]
+    seen = [*engine.list_models(f"{set_name}-v"), *doc.models, *doc.history]
     versions = [n for series, n in map(version_of, seen) if series == set_name and n]
     return f"{set_name}-v{max(versions, default=0) + 1}"
 
@@ -117,50 +203,23 @@ def version_of(name: str) -> tuple[str, int | None]:
 
 
 def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
-    """A deployed model of the set by name; ModelError naming the deployed ones if absent."""
-    return _deployed(entry(engine, set_name), set_name, name)
+    """A deployed model of the set by name; UnknownModelError naming the deployed ones if
+    absent."""
+    return entry(engine, set_name).deployed(name).serving(name)
 
 
-def _deployed(doc: dict, set_name: str, name: str) -> ActiveModel:
-    if name not in doc["models"]:
-        raise UnknownModelError(f"no deployed model {name!r} for {set_name!r} (deployed: "
-                         f"{sorted(doc['models']) or 'none'}); see esrank models list")
-    record = doc["models"][name]
-    return ActiveModel(name, record["feature_set"],
-                       tuple(QueryParam(**p) for p in record["params"]),
-                       tuple(record.get("feature_names", ())))
-
-
-def note(record: dict) -> str | None:
-    """What sets a deployed model apart ("without text_cosine, title_cosine", from
-    `esrank train --exclude`), or None."""
-    excluded = (record.get("meta") or {}).get("excluded_features")
-    return f"without {', '.join(excluded)}" if excluded else None
-
-
-def unregistered(engine: Engine, doc: dict) -> list[str]:
+def unregistered(engine: Engine, doc: RegistryEntry) -> list[str]:
     """Models of the set in the plugin that the registry does not know: left by a deploy
     that failed before it could clean up (the engine went away mid-way)."""
     # the plugin's listing is a search and can lag a delete: confirm each by a real-time get
-    return [m for m in engine.list_models(f"{doc['feature_set']}-v")
-            if m not in doc["models"] and engine.get_model(m) is not None]
-
-
-def cv_text(record: dict) -> str:
-    """A deployed model's cross-validated NDCG@10, e.g. "served CV ndcg@10 0.672 / 0.748
-    condensed" ("in-table CV" for a model trained on a table without first-pass ranks)."""
-    cv = (record.get("meta") or {}).get("cv") or {}
-    if cv.get("mean") is None:
-        return "no CV"
-    text = f"{cv.get('view', 'in-table')} CV ndcg@10 {cv['mean']:.3f}"
-    condensed = cv.get("condensed")
-    return text + (f" / {condensed['mean']:.3f} condensed" if condensed else "")
+    return [m for m in engine.list_models(f"{doc.feature_set}-v")
+            if m not in doc.models and engine.get_model(m) is not None]
 
 
 def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
     """The model search should rescore with, or None when none is active (one read)."""
     doc = entry(engine, set_name)
-    return _deployed(doc, set_name, doc["active"]) if doc["active"] else None
+    return doc.deployed(doc.active).serving(doc.active) if doc.active else None
 
 
 def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: FeatureSet,
@@ -185,23 +244,20 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
         raise
     if not parity.passed:
         engine.delete_model(name)
-        return DeployReport(name, parity, False, entry(engine, feature_set.name)["active"])
-    doc, version = _read(engine, feature_set.name)
-    previous = doc["active"]
-    doc["models"][name] = {
-        "feature_set": feature_set.engine_name,
-        "params": [{"name": p.name, "type": p.type, "dims": p.dims} for p in feature_set.params],
-        "feature_names": list(feature_set.feature_names),
-        "artifact": str(artifact.path), "uploaded_at": _now(),
-        "parity": {k: v for k, v in parity.to_dict().items() if k != "worst"},
-        "meta": {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
-                                                   "esrank_version", "normalizers",
-                                                   "excluded_features", "training_rows")},
-    }
+        return DeployReport(name, parity, False, entry(engine, feature_set.name).active)
+    doc = _read(engine, feature_set.name)
+    previous = doc.active
+    doc.models[name] = DeployedModel(
+        feature_set.engine_name, tuple(feature_set.params), tuple(feature_set.feature_names),
+        str(artifact.path), utc(),
+        {k: v for k, v in parity.to_dict().items() if k != "worst"},
+        {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
+                                           "esrank_version", "normalizers",
+                                           "excluded_features", "training_rows")})
     if activate:
-        _point(doc, name)
+        doc.point(name)
     try:
-        _write(engine, feature_set.name, doc, version)
+        _write(engine, doc)
     except Exception:
         _remove_unless_recorded(engine, feature_set.name, name)
         raise
@@ -214,7 +270,7 @@ def _remove_unless_recorded(engine: Engine, set_name: str, name: str) -> None:
     model only when a fresh read shows the registry does not; when it cannot be read, keep it
     (an unused model costs nothing; a deleted active one breaks search)."""
     try:
-        recorded = name in entry(engine, set_name)["models"]
+        recorded = name in entry(engine, set_name).models
     except EsrankError as exc:
         log.error("cannot tell whether %s was recorded (%s): keeping it; esrank models list "
                   "shows the registry", name, exc)
@@ -225,23 +281,17 @@ def _remove_unless_recorded(engine: Engine, set_name: str, name: str) -> None:
         engine.delete_model(name)
 
 
-def _point(doc: dict, name: str) -> None:
-    if doc["active"] and doc["active"] != name:
-        doc["history"] = [m for m in doc["history"] if m != doc["active"]] + [doc["active"]]
-    doc["active"] = name
-
-
 def activate(engine: Engine, set_name: str, name: str) -> str | None:
     """Point the feature set at `name`; returns the previously active model."""
-    doc, version = _read(engine, set_name)
-    if name not in doc["models"]:
+    doc = _read(engine, set_name)
+    if name not in doc.models:
         raise ModelError(f"{name!r} is not a deployed model of {set_name!r} "
-                         f"(deployed: {sorted(doc['models']) or 'none'})")
+                         f"(deployed: {sorted(doc.models) or 'none'})")
     if engine.get_model(name) is None:
         raise ModelError(f"{name!r} is in the registry but not in the engine's LTR store")
-    previous = doc["active"]
-    _point(doc, name)
-    _write(engine, set_name, doc, version)
+    previous = doc.active
+    doc.point(name)
+    _write(engine, doc)
     return previous
 
 
@@ -249,37 +299,37 @@ def rollback(engine: Engine, set_name: str, to: str | None = None) -> tuple[str,
     """Re-activate the model that was active before this one, or the deployed model `to`;
     returns (from, to). Rolling back *to* a model that is already active changes nothing, so
     a rollback whose answer was lost can be repeated safely."""
-    doc, version = _read(engine, set_name)
-    current = doc["active"]
+    doc = _read(engine, set_name)
+    current = doc.active
     if to is not None:
-        if to not in doc["models"]:
+        if to not in doc.models:
             raise ModelError(f"{to!r} is not a deployed model of {set_name!r} "
-                             f"(deployed: {sorted(doc['models']) or 'none'})")
+                             f"(deployed: {sorted(doc.models) or 'none'})")
         if current == to:
             return to, to
         target = to
     else:
-        history = [m for m in doc["history"] if m in doc["models"]]
+        history = [m for m in doc.history if m in doc.models]
         if not current or not history:
             raise ModelError(f"{set_name!r} has no earlier model to roll back to "
-                             f"(active: {current}, history: {doc['history']})")
+                             f"(active: {current}, history: {doc.history})")
         target = history[-1]
-    doc["history"] = [m for m in doc["history"] if m != target]
-    doc["active"] = target
-    _write(engine, set_name, doc, version)
+    doc.history = [m for m in doc.history if m != target]
+    doc.active = target
+    _write(engine, doc)
     return current or "none", target
 
 
 def delete(engine: Engine, set_name: str, name: str) -> None:
     """Remove an inactive model from the plugin and the registry; the active one is refused."""
-    doc, version = _read(engine, set_name)
-    if doc["active"] == name:
+    doc = _read(engine, set_name)
+    if doc.active == name:
         raise ModelError(f"{name!r} is the active model of {set_name!r}: activate or roll "
                          "back to another one first")
-    if name not in doc["models"] and engine.get_model(name) is None:
+    if name not in doc.models and engine.get_model(name) is None:
         raise ModelError(f"no model {name!r} in the registry or the engine")
-    doc["models"].pop(name, None)
-    doc["history"] = [m for m in doc["history"] if m != name]
-    _write(engine, set_name, doc, version)
+    doc.models.pop(name, None)
+    doc.history = [m for m in doc.history if m != name]
+    _write(engine, doc)
     if engine.get_model(name) is not None:
         engine.delete_model(name)
