@@ -38,7 +38,7 @@ from esrank.evaluate import Evaluator, compare
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import Judgment, JudgmentList
-from esrank.search import Ranker, bm25_query, search_many
+from esrank.search import Ranker, bm25_query, run_of, search_many
 from esrank.train import CANDIDATE_SETS, TrainParams, served_runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,11 +110,9 @@ def main() -> None:
         in_window = sum(1 for i in positives if table.ranks[i] > 0)
 
         evaluator = Evaluator(test_j)
-        results = {"bm25": evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in
-                                               search_many(engine, args.index,
-                                                           evaluator.queries, Ranker("bm25"),
-                                                           None, size=args.window,
-                                                           source=False).items()})}
+        results = {"bm25": evaluator.evaluate(run_of(search_many(
+            engine, args.index, evaluator.queries, Ranker("bm25"), None, size=args.window,
+            source=False)))}
         unseen_table = log_judgments(engine, args.index, fs, test_j, encoder,
                                      window=args.window, first_pass=bm25_query,
                                      progress=False).matrix
@@ -138,8 +136,7 @@ def main() -> None:
             run = search_many(engine, args.index, evaluator.queries,
                               Ranker(label, model, args.window), encoder, size=args.window,
                               source=False)
-            results[label] = evaluator.evaluate({q: [h.doc_id for h in hs]
-                                                 for q, hs in run.items()})
+            results[label] = evaluator.evaluate(run_of(run))
         for name in engine.list_models(f"{fs.name}-v"):
             if engine.get_model(name) is not None:
                 engine.delete_model(name)

@@ -35,7 +35,7 @@ from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import read_csv
-from esrank.search import Ranker, bm25_query, search_many
+from esrank.search import Ranker, bm25_query, run_of, search_many
 from esrank.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             run = search_many(engine, args.index, test_queries,
                               Ranker("ltr", model, args.window), encoder, size=args.window,
                               source=False)
-            ranked = {q: [h.doc_id for h in hs] for q, hs in run.items()}
+            ranked = run_of(run)
             fold_eval = evaluator.evaluate(ranked)
             per_query.update({q: fold_eval.per_query[q] for q in test_queries})
             runs.update(ranked)

@@ -145,7 +145,7 @@ def restart(node: LocalEngine) -> float:
 def live_state(engine) -> dict:
     """What is live: the bench alias (targets, count) and the bench set's active model."""
     return {"alias": engine.alias_targets(ALIAS), "docs": engine.count(ALIAS),
-            "active": registry.entry(engine, SET)["active"]}
+            "active": registry.entry(engine, SET).active}
 
 
 class SlowEncoder:

@@ -25,7 +25,7 @@ from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.dialect import Dialect
 from esrank.errors import EngineError, InputError
-from esrank.stamps import utc
+from esrank.stamps import DIGITS, utc
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     from tqdm import tqdm
 
     started = time.monotonic()
-    index = f"{alias}-{utc('%Y%m%d%H%M%S')}-{time.monotonic_ns() % 1000:03d}"
+    index = f"{alias}-{utc(DIGITS)}-{time.monotonic_ns() % 1000:03d}"
     if engine.index_exists(alias) and not engine.alias_targets(alias):
         raise EngineError("index catalogue", f"{alias!r} is a concrete index, not an alias; "
                           "esrank manages it as an alias over versioned indices — rename or "

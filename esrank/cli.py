@@ -8,19 +8,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import uuid
 from pathlib import Path
 
 import click
 
+from esrank.app import CHORUS, App
 from esrank.config import Settings, load_settings
 from esrank.errors import EsrankError
-from esrank.files import write_file
 from esrank.stamps import COMPACT, utc
 
 log = logging.getLogger("esrank")
-
-CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
 
 
 def _emit(data, as_json: bool, text: str) -> None:
@@ -31,21 +28,8 @@ def _settings(ctx: click.Context) -> Settings:
     return ctx.obj["settings"]
 
 
-def _engine(ctx: click.Context):
-    return _settings(ctx).connect()
-
-
-def _local(ctx: click.Context, flavor: str | None = None):
-    from esrank.engine.local import LocalEngine
-
-    s = _settings(ctx)
-    flavor = flavor or s.local_flavor
-    e, node = s.engine, s.local_node(flavor)
-    return LocalEngine(home=s.home, flavor=flavor, version=node.version, port=node.port,
-                       transport_port=node.transport_port, heap=e.heap,
-                       java_home=node.java_home, maven_repo=e.maven_repo,
-                       ltr_plugin=node.ltr_plugin, ltr_plugin_sha256=node.ltr_plugin_sha256,
-                       startup_timeout=e.startup_timeout)
+def _app(ctx: click.Context) -> App:
+    return ctx.obj["app"]
 
 
 FLAVOR = click.Choice(["opensearch", "elasticsearch"])
@@ -70,7 +54,8 @@ def cli(ctx: click.Context, verbose: int, flavor: str | None) -> None:
     # the clients log every expected 404 (probing for an index or feature set) as a warning
     for noisy in ("opensearch", "elastic_transport"):
         logging.getLogger(noisy).setLevel(max(level, logging.ERROR))
-    ctx.obj = {"settings": load_settings(flavor=flavor)}
+    settings = load_settings(flavor=flavor)
+    ctx.obj = {"settings": settings, "app": App(settings)}
 
 
 # -- engine ------------------------------------------------------------------------------------
@@ -99,7 +84,7 @@ def engine_up(ctx: click.Context, flavor: str | None, as_json: bool) -> None:
     """
     from esrank.engine.local import up
 
-    info = up(_local(ctx, flavor), progress=not as_json)
+    info = up(_app(ctx).local_engine(flavor), progress=not as_json)
     verb = (f"started in {info['start_seconds']}s" if info["started"] else "already running")
     plugin = info.get("ltr_plugin") or {}
     _emit(info, as_json, f"{info['flavor']} {info['version']} {verb} at {info['url']} (pid "
@@ -115,7 +100,7 @@ def engine_down(ctx: click.Context, flavor: str | None) -> None:
     """Stop the node that `esrank engine up` started (by its pid file)."""
     from esrank.engine.local import down
 
-    node = _local(ctx, flavor)
+    node = _app(ctx).local_engine(flavor)
     click.echo(f"{node.flavor} stopped" if down(node) else f"{node.flavor} was not running")
 
 
@@ -127,7 +112,8 @@ def engine_status(ctx: click.Context, flavor: str | None, as_json: bool) -> None
     """Show whether each local node runs, its health, version, plugins and LTR plugin source."""
     from esrank.engine.local import status
 
-    infos = [status(_local(ctx, f)) for f in ([flavor] if flavor else FLAVOR.choices)]
+    infos = [status(_app(ctx).local_engine(f))
+             for f in ([flavor] if flavor else FLAVOR.choices)]
     text = "\n\n".join("\n".join(f"{k:12} {v}" for k, v in info.items()) for info in infos)
     _emit(infos, as_json, text)
 
@@ -169,9 +155,7 @@ def features_push(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     A set is stored as NAME@HASH of its content: editing a file makes a new version and
     never touches the one a live model uses.
     """
-    from esrank.features import push_feature_sets
-
-    results = push_feature_sets(_engine(ctx), _sets(ctx, path))
+    results = _app(ctx).push_feature_sets(path)
     _emit(results, as_json, "\n".join(
         f"{'created' if r['created'] else 'unchanged'}  {r['engine_name']}" for r in results))
 
@@ -184,7 +168,7 @@ def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     """Show how local files differ from what the engine holds (exit 0 either way)."""
     from esrank.features import diff_against_engine
 
-    results = [diff_against_engine(_engine(ctx), fs) for fs in _sets(ctx, path)]
+    results = [diff_against_engine(_app(ctx).engine, fs) for fs in _sets(ctx, path)]
     lines = []
     for r in results:
         lines.append(f"{r['engine_name']}: {r['status']}"
@@ -254,16 +238,10 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
 def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: Path) -> None:
     """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson)."""
     from esrank import clicks
-    from esrank import judgments as jm
+    from esrank.judgments import write_judgments
 
     derived = getattr(clicks, model)(clicks.read_ubi(log), min_impressions=min_impressions)
-    writers = {".csv": jm.write_csv, ".json": jm.write_srw_json, ".qrels": jm.write_trec,
-               ".trec": jm.write_trec, ".txt": jm.write_ranklib}
-    writer = writers.get(output.suffix.lower())
-    if writer is None:
-        raise click.UsageError(f"unknown output extension {output.suffix!r} "
-                               f"(use one of {', '.join(writers)})")
-    writer(derived, output)
+    write_judgments(derived, output)
     click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")
 
 
@@ -291,35 +269,18 @@ def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fm
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
     judged docs absent from the index are listed and the command exits 1.
     """
-    from esrank.encoder import load_encoder
-    from esrank.feature_log import log_judgments, write_ranklib, write_table
-    from esrank.features import load_feature_set, push_feature_sets
-    from esrank.judgments import read_judgments
-    from esrank.search import bm25_query
-
-    s = _settings(ctx)
-    engine = _engine(ctx)
-    fs = load_feature_set(feature_set_path)
-    judged = read_judgments(judgments_file, fmt)
-    push_feature_sets(engine, [fs])
-    window = s.rescore_window if window is None else window
-    report = log_judgments(engine, s.index, fs, judged, load_encoder(s.encoder_model),
-                           window=window, first_pass=bm25_query,
+    report = _app(ctx).log(judgments_file, feature_set_path, output, fmt=fmt, window=window,
                            queries_per_request=queries_per_request, progress=not as_json)
-    write_table(report.matrix, output, judgments_source=str(judgments_file), window=window)
-    write_ranklib(report.matrix, output.with_suffix(".txt"))
-    rate = len(judged) / report.seconds if report.seconds else 0.0
-    data = {"feature_set": fs.engine_name, "rows": len(report.matrix), "table": str(output),
-            "ranklib": str(output.with_suffix(".txt")), "seconds": round(report.seconds, 2),
-            "judgments_per_second": round(rate, 1),
-            "missing_docs": [{"query": q, "doc_id": d} for q, d in report.missing_docs]}
-    text = (f"logged {data['rows']} rows x {len(fs.feature_names)} features of "
-            f"{fs.engine_name} in {data['seconds']}s ({data['judgments_per_second']}/s) -> "
-            f"{output}")
-    text += "".join(f"\n  not in the index: {q!r} / {d}" for q, d in report.missing_docs)
-    _emit(data, as_json, text)
+    _emit(report.to_dict(), as_json, _log_text(report))
     if report.missing_docs:
         sys.exit(1)
+
+
+def _log_text(report) -> str:
+    data = report.to_dict()
+    return (f"logged {data['rows']} rows of {report.feature_set} in {data['seconds']}s "
+            f"({data['judgments_per_second']} judgments/s) -> {report.table}"
+            + "".join(f"\n  not in the index: {q!r} / {d}" for q, d in report.missing_docs))
 
 
 @cli.command("train")
@@ -388,16 +349,6 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
 # -- deploy ------------------------------------------------------------------------------------
 
 
-def _parity_inputs(ctx: click.Context, table: Path, limit: int | None, params):
-    """Queries (text -> doc ids) from a logged table, and a params builder for them."""
-    from esrank.encoder import load_encoder
-    from esrank.feature_log import query_params, read_table
-
-    encoder = (load_encoder(_settings(ctx).encoder_model)
-               if any(p.type == "vector" for p in params) else None)
-    return read_table(table).docs_by_query(limit), query_params(params, encoder)
-
-
 @cli.command("upload")
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
@@ -422,19 +373,15 @@ def upload_cmd(ctx: click.Context, artifact: Path, feature_set_path: Path, table
     on the values the plugin logged: every doc must agree within --tolerance. On failure the
     new model is deleted, the live one stays, the worst docs are listed, and the exit code is 1.
     """
-    from esrank.artifact import ModelArtifact
-    from esrank.features import load_feature_set
-    from esrank.registry import deploy
+    fs, report = _app(ctx).deploy(artifact, feature_set_path, table,
+                                  parity_queries=parity_queries, tolerance=tolerance,
+                                  activate=activate)
+    _emit(report.to_dict(), as_json, _deploy_text(report, fs.name))
+    if not report.parity.passed:
+        sys.exit(1)
 
-    art = ModelArtifact.load(artifact)
-    fs = load_feature_set(feature_set_path)
-    table = table or Path((art.meta.get("data") or {}).get("table") or "")
-    if not table.is_file():
-        raise click.UsageError("no logged table for the parity gate: pass --table")
-    queries, params_for = _parity_inputs(ctx, table, parity_queries, fs.params)
-    report = deploy(_engine(ctx), _settings(ctx).index, art, fs, queries, params_for,
-                    activate=activate, tolerance=tolerance)
-    d = report.to_dict()
+
+def _deploy_text(report, set_name: str) -> str:
     p = report.parity
     lines = [f"parity {'PASSED' if p.passed else 'FAILED'}: max |delta| {p.max_delta:.3g} over "
              f"{p.docs} docs of {p.queries} queries (tolerance {p.tolerance:g})"]
@@ -447,14 +394,12 @@ def upload_cmd(ctx: click.Context, artifact: Path, feature_set_path: Path, table
         lines.append(f"{report.model} was removed; the live model is still "
                      f"{report.previous or 'none (BM25)'}")
     elif report.activated:
-        lines.append(f"{report.model} is now active for {fs.name} (was "
+        lines.append(f"{report.model} is now active for {set_name} (was "
                      f"{report.previous or 'none'})")
     else:
         lines.append(f"{report.model} uploaded, not activated (esrank models activate "
                      f"{report.model})")
-    _emit(d, as_json, "\n".join(lines))
-    if not p.passed:
-        sys.exit(1)
+    return "\n".join(lines)
 
 
 @cli.group()
@@ -472,19 +417,15 @@ _SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK
 @click.pass_context
 def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
     """Deployed models with their CV score and parity result; * marks the active one."""
-    from esrank.registry import cv_text, entry, note, unregistered
-
-    engine = _engine(ctx)
-    doc = entry(engine, set_name or _settings(ctx).active_set)
-    stray = unregistered(engine, doc)
-    lines = [f"{doc['feature_set']}: active {doc['active'] or 'none'}"]
-    for name, rec in sorted(doc["models"].items(), key=lambda kv: kv[1]["uploaded_at"]):
-        lines.append(f"{'*' if name == doc['active'] else ' '} {name:16} {rec['feature_set']:22} "
-                     f"{cv_text(rec)}  parity max|d| {rec['parity']['max_abs_delta']:.2g}  "
-                     f"{rec['uploaded_at']}  {note(rec) or ''}".rstrip())
+    doc, stray = _app(ctx).models(set_name)
+    lines = [f"{doc.feature_set}: active {doc.active or 'none'}"]
+    for name, rec in sorted(doc.models.items(), key=lambda kv: kv[1].uploaded_at):
+        lines.append(f"{'*' if name == doc.active else ' '} {name:16} {rec.feature_set:22} "
+                     f"{rec.cv_text}  parity max|d| {rec.parity_max_delta:.2g}  "
+                     f"{rec.uploaded_at}  {rec.note or ''}".rstrip())
     lines += [f"  {name:16} in the plugin, not registered (a deploy that failed): esrank "
               f"models delete {name} --yes" for name in stray]
-    _emit({**doc, "unregistered": stray}, as_json, "\n".join(lines))
+    _emit({**doc.to_dict(), "unregistered": stray}, as_json, "\n".join(lines))
 
 
 @models.command("activate")
@@ -495,7 +436,7 @@ def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None
     """Make a deployed model the one search uses."""
     from esrank.registry import activate
 
-    previous = activate(_engine(ctx), set_name or _settings(ctx).active_set, name)
+    previous = activate(_app(ctx).engine, set_name or _settings(ctx).active_set, name)
     click.echo(f"{name} is active (was {previous or 'none'})")
 
 
@@ -509,7 +450,7 @@ def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) ->
     """Re-activate the model that was active before the current one (or --to NAME)."""
     from esrank.registry import rollback
 
-    current, target = rollback(_engine(ctx), set_name or _settings(ctx).active_set, to)
+    current, target = rollback(_app(ctx).engine, set_name or _settings(ctx).active_set, to)
     click.echo(f"{target} was already active: nothing changed" if current == target else
                f"rolled back: {target} is active (was {current}); to repeat safely: "
                f"esrank models rollback --to {target}")
@@ -526,7 +467,7 @@ def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool
 
     if not yes:
         raise click.UsageError(f"deleting {name} cannot be undone: add --yes")
-    delete(_engine(ctx), set_name or _settings(ctx).active_set, name)
+    delete(_app(ctx).engine, set_name or _settings(ctx).active_set, name)
     click.echo(f"deleted {name}")
 
 
@@ -554,18 +495,14 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
     or rejected more than --allow-rejects products is removed and never goes live: exit 1,
     the alias unchanged.
     """
-    from esrank.catalogue import RejectedBuildError, index_catalogue
-    from esrank.encoder import load_encoder
+    from esrank.catalogue import RejectedBuildError
 
-    s = _settings(ctx)
     if not files:
         raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
                                f"esrank index {CHORUS}/*.json.zip)")
     try:
-        report = index_catalogue(_engine(ctx), alias or s.index, list(files),
-                                 load_encoder(s.encoder_model), batch_size=batch_size,
-                                 limit=limit, allow_rejects=allow_rejects, keep=keep,
-                                 progress=not as_json)
+        report = _app(ctx).index(files, alias, batch_size=batch_size, limit=limit,
+                                 allow_rejects=allow_rejects, keep=keep, progress=not as_json)
     except RejectedBuildError as exc:
         _emit({**exc.report.to_dict(), "error": str(exc)}, as_json, _rejections(exc.report))
         raise
@@ -578,37 +515,6 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
 
 def _rejections(report) -> str:
     return "".join(f"\n  rejected {r.doc_id} ({r.where}): {r.reason}" for r in report.rejected)
-
-
-def _ranker(ctx: click.Context, engine, which: str, window: int | None):
-    """A configuration by name (see esrank.search.resolve_ranker)."""
-    from esrank.errors import InputError
-    from esrank.search import resolve_ranker
-
-    s = _settings(ctx)
-    try:
-        return resolve_ranker(engine, s.active_set, which, window or s.rescore_window)
-    except InputError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
-def _reranker_for(ctx: click.Context, rankers):
-    """The cross-encoder, loaded once, when any configuration reranks."""
-    if not any(r.rerank for r in rankers):
-        return None
-    from esrank.rerank import load_cross_encoder
-
-    s = _settings(ctx)
-    if s.cross_encoder is None:
-        raise click.UsageError("a +rerank configuration needs ESRANK_CROSS_ENCODER")
-    return load_cross_encoder(s.cross_encoder, s.home / "models")
-
-
-def _encoder_for(ctx: click.Context, rankers):
-    from esrank.encoder import load_encoder
-
-    needs = any(r.model and any(p.type == "vector" for p in r.model.params) for r in rankers)
-    return load_encoder(_settings(ctx).encoder_model) if needs else None
 
 
 @cli.command("search")
@@ -626,16 +532,8 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
                features: bool, rerank_top: int, as_json: bool) -> None:
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits."""
-    from esrank.search import search
-
-    engine = _engine(ctx)
-    ranker = _ranker(ctx, engine, which, window)
-    from dataclasses import replace
-
-    ranker = replace(ranker, rerank=rerank_top or ranker.rerank)
-    reranker = _reranker_for(ctx, [ranker])
-    result = search(engine, _settings(ctx).index, query, ranker, _encoder_for(ctx, [ranker]),
-                    size=size, features=features, reranker=reranker)
+    result = _app(ctx).search(query, which, size=size, window=window, features=features,
+                              rerank=rerank_top)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
                                            if result.degraded else "")
     _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))
@@ -645,55 +543,6 @@ def _table(hits) -> str:
     rows = [f"{'#':>3}  {'score':>7}  {'id':>10}  title"]
     rows += [f"{h.rank:>3}  {h.score:7.3f}  {h.doc_id:>10}  {h.title[:70]}" for h in hits]
     return "\n".join(rows)
-
-
-def _evaluate(ctx: click.Context, judgments_file: Path, fmt: str | None, which: tuple[str, ...],
-              window: int | None, depth: int, rank_eval: bool = False,
-              push: str | None = None):
-    """Run each configuration over every judged query: name -> Evaluation, and with
-    `rank_eval`, name -> esrank's metrics next to the engine's `_rank_eval`. With `push` (a
-    run id), each configuration's metrics and top 10 (with feature values) go to the engine."""
-    from esrank.evaluate import Evaluator, rank_eval_check
-    from esrank.feature_log import query_params
-    from esrank.judgments import read_judgments
-    from esrank.results import push_evaluation
-    from esrank.search import ranked_request, search, search_many
-
-    engine, index = _engine(ctx), _settings(ctx).index
-    judged = read_judgments(judgments_file, fmt)
-    evaluator = Evaluator(judged)
-    rankers = [_ranker(ctx, engine, w, window) for w in which]
-    encoder, reranker = _encoder_for(ctx, rankers), _reranker_for(ctx, rankers)
-    results, checks, pushes = {}, {}, []
-    for ranker in rankers:
-        if ranker.label in results:
-            continue
-        hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
-                           source=False, reranker=reranker)
-        run = {q: [h.doc_id for h in hs] for q, hs in hits.items()}
-        results[ranker.label] = evaluator.evaluate(run)
-        if push:
-            served = {q: search(engine, index, q, ranker, encoder, size=10,
-                                features=ranker.model is not None, reranker=reranker)
-                      for q in evaluator.queries}
-            meta = {"model": ranker.model.name if ranker.model else None,
-                    "feature_set": ranker.model.feature_set if ranker.model else None,
-                    "judgments": str(judgments_file),
-                    "timestamp": utc()}
-            pushes.append((meta, ranker.label, results[ranker.label],
-                           {q: r.hits for q, r in served.items()},
-                           {(j.query, j.doc_id): j.grade for j in judged},
-                           {q: r.features or {} for q, r in served.items()}))
-        if rank_eval and not ranker.rerank:  # the engine cannot run the cross-encoder
-            params = (query_params(ranker.model.params, encoder) if ranker.model
-                      else lambda qs: [None] * len(qs))
-            checks[ranker.label] = rank_eval_check(
-                engine, index, evaluator,
-                lambda q, r=ranker, p=params: ranked_request(q, r, p([q])[0], 10, source=False),
-                run)
-    for args in pushes:  # written only once every configuration ran: no half-stored runs
-        push_evaluation(engine, push, *args)
-    return results, checks
 
 
 _EVAL_OPTIONS = [
@@ -733,15 +582,18 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
     removed before cutting at k. judged@10: share of the top 10 that is judged.
     """
-    from esrank.evaluate import METRICS
-
-    run_id = (f"{utc(COMPACT)}-{uuid.uuid4().hex[:6]}"
-              if push else None)
-    results, checks = _evaluate(ctx, judgments_file, fmt, configs or ("bm25", "active"),
-                                window, depth, rank_eval, run_id)
+    results, checks, run_id = _app(ctx).evaluate(
+        judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window, depth=depth,
+        rank_eval=rank_eval, push=push)
     data = {"judgments": str(judgments_file), "run_id": run_id,
             "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
                         for name, ev in results.items()}}
+    _emit(data, as_json, _evaluate_text(results, checks, run_id, per_query))
+
+
+def _evaluate_text(results: dict, checks: dict, run_id: str | None, per_query: bool) -> str:
+    from esrank.evaluate import METRICS
+
     header = f"{'metric':20}" + "".join(f"{name:>14}" for name in results)
     lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:14.4f}" for ev in results.values())
                         for m in METRICS]
@@ -760,7 +612,7 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
         lines.append(f"\n{name} vs the engine's _rank_eval:")
         lines += [f"  {m:22} esrank {c['esrank']:.6f}  engine {c['engine']:.6f}  "
                   f"max |diff| per query {c['max_abs_diff']:.2g}" for m, c in check.items()]
-    _emit(data, as_json, "\n".join(lines))
+    return "\n".join(lines)
 
 
 @cli.command("compare")
@@ -778,59 +630,23 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                 as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
-    from esrank.evaluate import compare
-    from esrank.results import push_comparison
-
-    results, _ = _evaluate(ctx, judgments_file, fmt, (config_a, config_b), window, depth)
-    if len(results) < 2:
-        raise click.UsageError(f"{config_a} and {config_b} are the same configuration")
-    (na, ea), (nb, eb) = results.items()
-    report = compare((na, ea), (nb, eb))
+    data = _app(ctx).compare(judgments_file, config_a, config_b, fmt=fmt, window=window,
+                             depth=depth, push=push, html=html)
+    na, nb = data["a"], data["b"]
     wa, wb = max(10, len(na) + 2), max(10, len(nb) + 2)
-    lines = [f"{nb} vs {na} over {report.queries} queries",
+    lines = [f"{nb} vs {na} over {data['queries']} queries",
              f"{'metric':20}{na:>{wa}}{nb:>{wb}}{'delta':>9}{'rel':>8}{'p(t)':>8}{'p(rand)':>9}"
              f"{'W/T/L':>12}"]
-    for m in report.metrics:
-        lines.append(f"{m.metric:20}{m.mean_a:{wa}.4f}{m.mean_b:{wb}.4f}{m.delta:+9.4f}"
-                     f"{m.relative:+8.1%}{m.p_ttest:8.3f}{m.p_randomization:9.4f}"
-                     f"{f'{m.wins}/{m.ties}/{m.losses}':>12}")
-    data = report.to_dict()
+    for metric, m in data["metrics"].items():
+        wtl = f"{m['wins']}/{m['ties']}/{m['losses']}"
+        lines.append(f"{metric:20}{m['a']:{wa}.4f}{m['b']:{wb}.4f}{m['delta']:+9.4f}"
+                     f"{m['relative']:+8.1%}{m['p_ttest']:8.3f}{m['p_randomization']:9.4f}"
+                     f"{wtl:>12}")
     if push:
-        data["comparison_id"] = (f"{utc(COMPACT)}-"
-                                 f"{na}-vs-{nb}")
-        push_comparison(_engine(ctx), data["comparison_id"],
-                        {"judgments": str(judgments_file),
-                         "timestamp": utc()},
-                        (na, ea), (nb, eb))
         lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
     if html:
-        _write_html(ctx, html, judgments_file, fmt, (config_a, config_b), window,
-                    {"a": na, "b": nb, "metric": "ndcg@10", "queries": sorted(
-                        ({"query": q, "a": ea.per_query[q]["ndcg@10"],
-                          "b": eb.per_query[q]["ndcg@10"],
-                          "delta": eb.per_query[q]["ndcg@10"] - ea.per_query[q]["ndcg@10"]}
-                         for q in ea.per_query), key=lambda r: (r["delta"], r["query"]))})
         lines.append(f"wrote {html}")
     _emit(data, as_json, "\n".join(lines))
-
-
-def _write_html(ctx: click.Context, path: Path, judgments_file: Path, fmt: str | None,
-                which: tuple[str, ...], window: int | None, deltas: dict) -> None:
-    from esrank.comparison import side_by_side, static_page
-    from esrank.evaluate import Evaluator
-    from esrank.judgments import read_judgments
-    from esrank.results import HISTORY_METRICS, run_history
-
-    engine = _engine(ctx)
-    rankers = [_ranker(ctx, engine, w, window) for w in which]
-    evaluator = Evaluator(read_judgments(judgments_file, fmt))
-    encoder, reranker = _encoder_for(ctx, rankers), _reranker_for(ctx, rankers)
-    sides = {q: [s.__dict__ for s in side_by_side(engine, _settings(ctx).index, q, rankers,
-                                                  encoder, evaluator, reranker=reranker)]
-             for q in evaluator.queries}
-    write_file(path, static_page({"configs": [r.label for r in rankers], "deltas": deltas,
-                                 "sides": sides, "runs": {"metrics": list(HISTORY_METRICS),
-                                                          "runs": run_history(engine)}}))
 
 
 @cli.command("runs")
@@ -843,10 +659,10 @@ def runs_cmd(ctx: click.Context, limit: int, metrics: tuple[str, ...], as_json: 
     """Evaluation runs stored by `esrank evaluate --push`, oldest first: each configuration's
     mean metrics per run, so a model's history reads top to bottom (the comparison page plots
     it)."""
-    from esrank.results import HISTORY_METRICS, run_history
+    from esrank.results import HISTORY_METRICS
 
     metrics = metrics or HISTORY_METRICS
-    rows = run_history(_engine(ctx), metrics, runs=limit)
+    rows = _app(ctx).runs(metrics, limit)
     lines = [f"{'time':20} {'run':28} {'config':24}" + "".join(f"{m:>20}" for m in metrics)
              + f"{'queries':>9}"]
     lines += [f"{r['timestamp'][:19]:20} {r['run_id']:28} {r['config']:24}"
@@ -904,33 +720,7 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
                feature_set_path: Path, output: Path, as_json: bool) -> None:
     """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
     feature adds to a rescore, and rescore window vs NDCG vs p50."""
-    from esrank.artifact import ModelArtifact
-    from esrank.errors import ModelError
-    from esrank.evaluate import Evaluator
-    from esrank.feature_log import query_params, read_table
-    from esrank.features import load_feature_set
-    from esrank.judgments import read_judgments
-    from esrank.registry import entry
-    from esrank.report import build_report, to_html
-
-    s = _settings(ctx)
-    engine = _engine(ctx)
-    ranker = _ranker(ctx, engine, which, None)
-    if ranker.model is None:
-        raise ModelError(f"no active model for {s.active_set!r}: pass --model NAME")
-    record = entry(engine, s.active_set)["models"][ranker.name]
-    artifact = ModelArtifact.load(Path(record["artifact"]))
-    fs = load_feature_set(feature_set_path)
-    if fs.engine_name != ranker.model.feature_set:
-        raise ModelError(f"{feature_set_path} is {fs.engine_name}; {ranker.name} was trained "
-                         f"on {ranker.model.feature_set}")
-    table = read_table(Path(artifact.meta["data"]["table"]))
-    encoder = _encoder_for(ctx, [ranker])
-    report = build_report(engine, s.index, artifact, fs, table, ranker,
-                          Evaluator(read_judgments(judgments_file, fmt)), encoder,
-                          query_params(fs.params, encoder))
-    write_file(output, to_html(report))
-    write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    report = _app(ctx).report(judgments_file, which, feature_set_path, output, fmt)
     lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
     lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
               for f in report["features"]]
@@ -992,25 +782,12 @@ def encoder() -> None:
 def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None:
     """Export the encoder to ONNX (no torch needed) and check it: every test sentence's
     cosine to the reference (torch when installed, else the NumPy backend) must be ≥ 0.9999."""
-    from esrank.encoder import OnnxEncoder, available_backends, load_encoder, model_dir
-    from esrank.errors import ModelError
-    from esrank.onnx_export import export_onnx
+    from esrank.encoder import model_dir
+    from esrank.onnx_export import export_and_check
 
-    s = _settings(ctx)
-    export_onnx(model_dir(s.encoder_model), output)
-    onnx_enc = OnnxEncoder(model_dir(s.encoder_model), output)
-    reference = "torch" if "torch" in available_backends() else "numpy"
-    ref = load_encoder(s.encoder_model, reference)
-    sentences = ["bluetooth speaker", "HP 301 black ink cartridge", "a",
-                 "Sony Portable Bluetooth Speaker MBS-100 docking speaker 1.0 channels Black",
-                 "wireless noise cancelling over-ear headphones with 30 hours of battery " * 20]
-    cosines = (onnx_enc.encode(sentences) * ref.encode(sentences)).sum(axis=1)
-    data = {"onnx": str(output), "reference": ref.name, "min_cosine": float(cosines.min()),
-            "bytes": output.stat().st_size}
+    data = export_and_check(model_dir(_settings(ctx).encoder_model), output)
     _emit(data, as_json, f"exported {output} ({data['bytes'] / 1e6:.1f} MB); min cosine vs "
-          f"{ref.name}: {data['min_cosine']:.7f}")
-    if cosines.min() < 0.9999:
-        raise ModelError(f"the export disagrees with {ref.name}: min cosine {cosines.min():.6f}")
+          f"{data['reference']}: {data['min_cosine']:.7f}")
 
 
 @cli.group("cross-encoder")
@@ -1035,19 +812,8 @@ def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | Non
     (pip install 'esrank[torch]'); serving it does not (ONNX Runtime). Evaluate it on queries
     it was not trained on: bench/relevance.py does, per CV fold.
     """
-    from esrank.catalogue import fetch_texts
-    from esrank.encoder import model_dir
-    from esrank.judgments import read_judgments
-    from esrank.rerank import train_cross_encoder
-
-    s = _settings(ctx)
-    judged = read_judgments(judgments_file, fmt)
-    texts = fetch_texts(_engine(ctx), s.index, [j.doc_id for j in judged])
-    pairs = [j for j in judged if j.doc_id in texts]
-    meta = train_cross_encoder(model_dir(s.encoder_model), [j.query for j in pairs],
-                               [texts[j.doc_id] for j in pairs], [j.grade for j in pairs],
-                               output, epochs=epochs, batch_size=batch_size,
-                               progress=not as_json)
+    meta = _app(ctx).train_cross_encoder(judgments_file, output, fmt=fmt, epochs=epochs,
+                                         batch_size=batch_size, progress=not as_json)
     _emit(meta, as_json, f"trained on {meta['pairs']} pairs in {meta['seconds']}s "
           f"(loss {meta['loss_first_epoch']} -> {meta['loss_last_epoch']}) -> {output}")
 
@@ -1075,18 +841,16 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
         click.echo(f"== 1. local engine ({s.local_flavor})")
         ctx.invoke(engine_up, flavor=s.local_flavor)
     click.echo("== 2. index the Chorus catalogue")
-    if not reindex and limit is None and index_is_current(_engine(ctx), s.index):
+    if not reindex and limit is None and index_is_current(_app(ctx).engine, s.index):
         click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
     else:
         ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
     click.echo("== 3. push the feature sets")
     ctx.invoke(features_push)
     click.echo(f"== 4. log features for every judgment and the BM25 top {s.rescore_window}")
-    try:
-        ctx.invoke(log_cmd, judgments_file=judgments_file, output=work / "chorus.parquet")
-    except SystemExit as exc:  # judged docs outside a --limit index are listed above
-        if exc.code not in (0, None, 1):
-            raise
+    logged = _app(ctx).log(judgments_file, Path("feature_sets/chorus.yaml"),
+                           work / "chorus.parquet")
+    click.echo(_log_text(logged))  # judged docs outside a --limit index are listed
     click.echo("== 5. train (query-grouped 5-fold CV, grid search)")
     artifact = work / "models" / utc(COMPACT)
     ctx.invoke(train_cmd, table=work / "chorus.parquet", output=artifact)

@@ -20,6 +20,7 @@ from esrank.search import (
     Ranker,
     parse_configuration,
     resolve_ranker,
+    run_of,
     search,
     search_many,
 )
@@ -83,7 +84,7 @@ def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b:
     for ranker in (a, b):
         hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
                            source=False, reranker=reranker if ranker.rerank else None)
-        runs.append(evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in hits.items()}))
+        runs.append(evaluator.evaluate(run_of(hits)))
     rows = [{"query": q, "a": runs[0].per_query[q][metric],
              "b": runs[1].per_query[q][metric]} for q in evaluator.queries]
     for row in rows:

@@ -87,6 +87,11 @@ class Evaluator:
                     for m in ir_measures.iter_calc([measure], self._qrels, scored)})
         return out
 
+    def graded(self) -> dict[tuple[str, str], int]:
+        """(query text, doc id) -> grade for every judgment."""
+        return {(self._text[qid], doc): grade for qid, grades in self._grades.items()
+                for doc, grade in grades.items()}
+
     def grades(self, query: str) -> dict[str, int]:
         """doc id -> grade for one query's judgments (empty for an unjudged query)."""
         qid = self._by_text.get(query)

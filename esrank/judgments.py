@@ -374,3 +374,16 @@ def read_judgments(path: str | Path, format: str | None = None, *,
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8",
                              source=str(path), line=raw[:exc.start].count(b"\n") + 1) from None
+
+
+_WRITERS = {".csv": write_csv, ".json": write_srw_json, ".qrels": write_trec,
+            ".trec": write_trec, ".txt": write_ranklib}
+
+
+def write_judgments(jl: JudgmentList, path: str | Path) -> None:
+    """Write in the format the extension names (the writers above, by extension)."""
+    writer = _WRITERS.get(Path(path).suffix.lower())
+    if writer is None:
+        raise InputError(f"unknown judgment file extension {Path(path).suffix!r} (use one of "
+                         f"{', '.join(_WRITERS)})", source=str(path))
+    writer(jl, path)

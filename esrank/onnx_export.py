@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from esrank.errors import ConfigError
+from esrank.errors import ConfigError, ModelError
 from esrank.files import new_file
 
 log = logging.getLogger(__name__)
@@ -166,3 +166,29 @@ def onnx_session(model: Path, onnx_file: Path):
     options = ort.SessionOptions()
     options.log_severity_level = 3  # a missing CUDA library is reported once, by the caller
     return ort.InferenceSession(str(onnx_file), options, providers=wanted)
+
+
+CHECK_SENTENCES = ["bluetooth speaker", "HP 301 black ink cartridge", "a",
+                   "Sony Portable Bluetooth Speaker MBS-100 docking speaker 1.0 channels Black",
+                   "wireless noise cancelling over-ear headphones with 30 hours of battery " * 20]
+
+
+def export_and_check(model: Path, out: Path, *, min_cosine: float = 0.9999) -> dict:
+    """Export `model` to `out` and check it: every test sentence's cosine to the reference
+    (torch when installed, else the NumPy backend) must reach `min_cosine` (ModelError)."""
+    from esrank.encoder import NumpyBertEncoder, OnnxEncoder, available_backends
+
+    export_onnx(model, out)
+    if "torch" in available_backends():
+        from esrank.encoder import TorchEncoder
+
+        reference = TorchEncoder(model)
+    else:
+        reference = NumpyBertEncoder(model)
+    cosines = (OnnxEncoder(model, out).encode(CHECK_SENTENCES)
+               * reference.encode(CHECK_SENTENCES)).sum(axis=1)
+    if cosines.min() < min_cosine:
+        raise ModelError(f"the export disagrees with {reference.name}: min cosine "
+                         f"{cosines.min():.6f}")
+    return {"onnx": str(out), "reference": reference.name, "min_cosine": float(cosines.min()),
+            "bytes": out.stat().st_size}

@@ -23,7 +23,7 @@ import numpy as np
 from esrank.artifact import ModelArtifact
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.evaluate import Evaluator
-from esrank.search import Ranker, ranked_request, search_many
+from esrank.search import Ranker, ranked_request, run_of, search_many
 from esrank.train import TrainParams, cross_validate
 from esrank.types import FeatureMatrix, FeatureSet
 
@@ -83,7 +83,7 @@ def window_curve(engine: Engine, index: str, ranker: Ranker, evaluator: Evaluato
         r = replace(ranker, window=window)
         run = search_many(engine, index, evaluator.queries, r, encoder, size=max(window, 10),
                           source=False)
-        mean = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
+        mean = evaluator.evaluate(run_of(run)).mean
         requests = [ranked_request(q, r, p, 10, source=False)
                     for q, p in zip(evaluator.queries, params, strict=True)]
         rows.append({"window": window, "ndcg@10": mean["ndcg@10"],

@@ -4,10 +4,12 @@ page. Metrics themselves are computed in evaluate.py."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 from esrank.errors import EngineError, InputError
 from esrank.evaluate import METRICS, Evaluation
+from esrank.stamps import COMPACT, utc
 
 EVAL_QUERIES, EVAL_HITS = "esrank-eval-queries", "esrank-eval-hits"
 EVAL_DELTAS = "esrank-eval-deltas"
@@ -51,6 +53,11 @@ def _write(engine, index: str, docs: list[tuple[str, dict]]) -> None:
         raise EngineError("push evaluation", f"{len(refused)} documents refused, first: "
                           f"{refused[0][1]}", target=index)
     engine.refresh(index)
+
+
+def new_run_id() -> str:
+    """A run id: the compact UTC time and a random suffix (two runs in one second differ)."""
+    return f"{utc(COMPACT)}-{uuid.uuid4().hex[:6]}"
 
 
 def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Evaluation,

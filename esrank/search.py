@@ -129,6 +129,11 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     return out
 
 
+def run_of(hits: dict[str, list[Hit]]) -> dict[str, list[str]]:
+    """The run an evaluator scores: query text -> doc ids in rank order."""
+    return {query: [h.doc_id for h in ranked] for query, ranked in hits.items()}
+
+
 def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int
               ) -> list[dict]:
     """Hits with the first `top` reordered (and rescored) by the cross-encoder."""

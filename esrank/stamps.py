@@ -1,5 +1,6 @@
-"""UTC timestamps in the two forms esrank writes: ISO in documents and metadata
-(2026-12-01T23:59:59Z), compact in ids and names (20261201T235959Z)."""
+"""UTC timestamps in the forms esrank writes: ISO in documents and metadata
+(2026-12-01T23:59:59Z), compact in ids and names (20261201T235959Z), digits only in index
+names (20261201235959: index names must be lowercase)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 ISO = "%Y-%m-%dT%H:%M:%SZ"
 COMPACT = "%Y%m%dT%H%M%SZ"
+DIGITS = "%Y%m%d%H%M%S"
 
 
 def utc(fmt: str = ISO, at: float | None = None) -> str:

@@ -27,7 +27,7 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
     from esrank.evaluate import Evaluator
     from esrank.judgments import read_judgments
     from esrank.results import push_evaluation
-    from esrank.search import search_many
+    from esrank.search import run_of, search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "runs.csv")))
@@ -40,7 +40,7 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
             push_evaluation(engine, run_id, {"model": None, "feature_set": None,
                                              "judgments": "slice.csv", "timestamp": stamp},
                             ranker.label, evaluator.evaluate(
-                                {q: [h.doc_id for h in hs] for q, hs in hits.items()}),
+                                run_of(hits)),
                             hits, {})
     return ids
 

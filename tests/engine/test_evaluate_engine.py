@@ -13,7 +13,7 @@ from chorus_slice import SLICE, write_slice_judgments
 from esrank.catalogue import index_catalogue
 from esrank.evaluate import Evaluator
 from esrank.judgments import read_judgments
-from esrank.search import Ranker, search_many
+from esrank.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -93,7 +93,7 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
     evaluator = Evaluator(judged)
     hits = {q: r[:10] for q, r in search_many(engine, alias, evaluator.queries, Ranker("bm25"),
                                               None, size=50).items()}
-    result = evaluator.evaluate({q: [h.doc_id for h in hs] for q, hs in hits.items()})
+    result = evaluator.evaluate(run_of(hits))
     grades = {(j.query, j.doc_id): j.grade for j in judged}
     features = {q: {hs[0].doc_id: {"title_bm25": 1.5, "price": float("nan")}}
                 for q, hs in hits.items() if hs}
@@ -127,8 +127,7 @@ def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder
     evals = {}
     for ranker in (Ranker("bm25"), Ranker("title-only", fields=("title",))):
         run = search_many(engine, alias, evaluator.queries, ranker, None, size=50, source=False)
-        evals[ranker.name] = evaluator.evaluate({q: [h.doc_id for h in hs]
-                                                 for q, hs in run.items()})
+        evals[ranker.name] = evaluator.evaluate(run_of(run))
     a, b = ("bm25", evals["bm25"]), ("title-only", evals["title-only"])
     assert push_comparison(engine, run_tag, {"judgments": "slice.csv",
                                              "timestamp": "2026-11-24T00:00:00Z"}, a, b) \

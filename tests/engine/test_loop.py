@@ -21,7 +21,7 @@ from esrank.evaluate import Evaluator, rank_eval_check
 from esrank.feature_log import log_judgments, query_params, write_table
 from esrank.features import load_feature_set
 from esrank.judgments import read_judgments
-from esrank.search import Ranker, bm25_query, ranked_request, search, search_many
+from esrank.search import Ranker, bm25_query, ranked_request, run_of, search, search_many
 from esrank.train import train
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -49,7 +49,7 @@ def loop(engine, encoder, tmp_path_factory):
     for name in engine.list_models(f"{fs.name}-v"):
         if engine.get_model(name) is not None:  # the listing can lag a delete
             engine.delete_model(name)
-    if registry.entry(engine, fs.name)["models"]:
+    if registry.entry(engine, fs.name).models:
         engine.transport.request("cleanup", "DELETE",
                                      f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
     for index in engine.alias_targets(alias):
@@ -121,7 +121,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
         run = search_many(engine, loop["alias"], evaluator.queries, ranker, encoder,
                           size=50, source=False)
         means[ranker.name] = evaluator.evaluate(
-            {q: [h.doc_id for h in hs] for q, hs in run.items()}).mean
+            run_of(run)).mean
     assert all(0 <= v <= 1 for mean in means.values() for v in mean.values())
     assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
     # the engine's own _rank_eval scores the model's requests as esrank does, where it has one
@@ -129,10 +129,9 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
     check = rank_eval_check(engine, loop["alias"], evaluator,
                             lambda q: ranked_request(q, Ranker(active.name, active),
                                                      params_for([q])[0], 10, source=False),
-                            {q: [h.doc_id for h in hs] for q, hs in search_many(
-                                engine, loop["alias"], evaluator.queries,
-                                Ranker(active.name, active), encoder, size=10,
-                                source=False).items()})
+                            run_of(search_many(engine, loop["alias"], evaluator.queries,
+                                               Ranker(active.name, active), encoder, size=10,
+                                               source=False)))
     if engine.dialect.name == "opensearch":
         assert max(c["max_abs_diff"] for c in check.values()) < 1e-9, check
     else:  # the Elasticsearch integ-test node has no rank-eval module: said, not failed
@@ -163,7 +162,7 @@ def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeyp
         loop["fs"].feature_names)
     assert engine.get_model(report.model) is None  # removed from the plugin
     after = registry.entry(engine, loop["fs"].name)
-    assert after["active"] == before["active"] and after["models"] == before["models"]
+    assert after.active == before.active and after.models == before.models
 
 
 def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engine, loop):
@@ -178,7 +177,7 @@ def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engin
     assert registry.active_model(engine, loop["fs"].name).name == first.model
     registry.delete(engine, loop["fs"].name, second.model)
     assert engine.get_model(second.model) is None
-    assert second.model not in registry.entry(engine, loop["fs"].name)["models"]
+    assert second.model not in registry.entry(engine, loop["fs"].name).models
     # version numbers are never reused, even after a delete
     assert registry.next_name(engine, loop["fs"].name) != second.model
     # rolling back *to* a model is idempotent: a repeat after a lost answer changes nothing
@@ -214,13 +213,13 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
     monkeypatch.undo()
     doc = registry.entry(engine, loop["fs"].name)
     if landed:  # the registry names it as active: it is still in the plugin and serves
-        assert doc["active"] == uploaded and engine.get_model(uploaded) is not None
+        assert doc.active == uploaded and engine.get_model(uploaded) is not None
         hits = search(engine, loop["alias"], "bluetooth speaker",
                       Ranker(uploaded, registry.active_model(engine, loop["fs"].name)),
                       loop["encoder"], size=5)
         assert hits.degraded is None and hits.ranker == uploaded
     else:
-        assert uploaded not in doc["models"] and engine.get_model(uploaded) is None
+        assert uploaded not in doc.models and engine.get_model(uploaded) is None
 
 
 def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, loop):
@@ -230,7 +229,8 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
     with pytest.raises(ModelError, match="different order"):
         registry.deploy(engine, loop["alias"], art, other, loop["queries"],
                         loop["params_for"])
-    assert engine.list_models(f"{loop['fs'].name}-v") == before
+    # nothing uploaded (the listing is a search and may still show an earlier test's delete)
+    assert set(engine.list_models(f"{loop['fs'].name}-v")) <= set(before)
     assert not math.isnan(art.meta["missing_as"])
 
 

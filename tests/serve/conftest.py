@@ -19,11 +19,11 @@ def sidecar_encoder(tmp_path_factory):
 def make_app(sidecar_encoder):
     """create_app with settings overrides, e.g. make_app(serve={"token": "t"})."""
 
-    def make(encoder=None, **overrides):
+    def make(encoder=None, reranker=None, **overrides):
         serve = ServeSettings(**overrides.pop("serve", {}))
         settings = load_settings(**{"url": "http://127.0.0.1:9", "timeout": 2, **overrides})
         settings = settings.model_copy(update={"serve": serve})
-        return create_app(settings, encoder=encoder or sidecar_encoder)
+        return create_app(settings, encoder=encoder or sidecar_encoder, reranker=reranker)
 
     return make
 

@@ -63,9 +63,7 @@ def test_rerank_endpoint_and_missing_cross_encoder(make_app, ce):
     body = {"query": "bluetooth speaker", "texts": DOCS}
     assert client.post("/rerank", json=body).status_code == 501
     assert client.post("/search", json={"query": "tv", "rerank": 5}).status_code == 501
-    app = make_app()
-    app.extensions["esrank"].reranker = ce
-    r = app.test_client().post("/rerank", json=body)
+    r = make_app(reranker=ce).test_client().post("/rerank", json=body)
     assert r.status_code == 200
     np.testing.assert_allclose(r.json["scores"], ce.score("bluetooth speaker", DOCS),
                                atol=1e-5)

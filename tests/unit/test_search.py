@@ -90,7 +90,8 @@ def test_resolving_the_active_model_is_one_registry_read():
     from esrank.search import resolve_ranker
 
     record = {"feature_set": "chorus@abc", "params": [{"name": "keywords", "type": "string",
-                                                       "dims": None}]}
+                                                       "dims": None}],
+              "uploaded_at": "2026-12-01T00:00:00Z"}
     doc = {"_source": {"feature_set": "chorus", "active": "chorus-v3", "history": [],
                        "models": {"chorus-v3": record}}, "found": True,
            "_seq_no": 1, "_primary_term": 1}

@@ -1,0 +1,419 @@
+"""The application layer: one object built from Settings that owns the engine, the encoders,
+the cross-encoder and the judgments, and offers every operation the two front doors need.
+
+`esrank.cli` parses a command, makes one call here and formats the answer; the sidecar's
+routes (`esrank.serve`) validate a request, make one call here and answer JSON. Neither holds
+engine, registry, evaluation or file-format logic of its own.
+
+>>> app = App(load_settings())                             # doctest: +SKIP
+>>> app.search("bluetooth speaker").hits[0].title          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from esrank.config import Settings
+from esrank.errors import InputError, ModelError, NoCrossEncoderError
+from esrank.stamps import COMPACT, utc
+
+if TYPE_CHECKING:
+    from esrank.registry import RegistryEntry
+
+CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
+
+
+@dataclass
+class LogResult:
+    feature_set: str
+    rows: int
+    table: Path
+    ranklib: Path
+    seconds: float
+    judgments: int
+    missing_docs: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        rate = self.judgments / self.seconds if self.seconds else 0.0
+        return {"feature_set": self.feature_set, "rows": self.rows, "table": str(self.table),
+                "ranklib": str(self.ranklib), "seconds": round(self.seconds, 2),
+                "judgments_per_second": round(rate, 1),
+                "missing_docs": [{"query": q, "doc_id": d} for q, d in self.missing_docs]}
+
+
+class App:
+    """esrank, configured once. Resources load on first use and are kept."""
+
+    def __init__(self, settings: Settings, *, engine=None, encoder=None, reranker=None,
+                 engine_timeout: float | None = None):
+        self.settings = settings
+        self._engine, self._encoder, self._reranker = engine, encoder, reranker
+        self._engine_timeout = engine_timeout
+        self._evaluators: dict[tuple, Any] = {}
+        self._artifacts: dict[str, Any] = {}
+
+    # -- resources -----------------------------------------------------------------------------
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            self._engine = self.settings.connect(timeout=self._engine_timeout)
+        return self._engine
+
+    @property
+    def encoder(self):
+        """The query/document encoder (the sidecar passes its batched one in)."""
+        if self._encoder is None:
+            from esrank.encoder import load_encoder
+
+            self._encoder = load_encoder(self.settings.encoder_model)
+        return self._encoder
+
+    @cached_property
+    def reranker(self):
+        """The cross-encoder, or None when ESRANK_CROSS_ENCODER is not set."""
+        if self._reranker is None and self.settings.cross_encoder is not None:
+            from esrank.rerank import load_cross_encoder
+
+            self._reranker = load_cross_encoder(self.settings.cross_encoder,
+                                                self.settings.home / "models")
+        return self._reranker
+
+    def require_reranker(self, needed: bool) -> None:
+        """NoCrossEncoderError when a rerank stage is asked for and none is configured."""
+        if needed and self.reranker is None:
+            raise NoCrossEncoderError()
+
+    def evaluator(self, judgments: Path | None = None, fmt: str | None = None):
+        """The judgments (default: ESRANK_JUDGMENTS) bound once; None without any."""
+        from esrank.evaluate import Evaluator
+        from esrank.judgments import read_judgments
+
+        path = judgments or self.settings.judgments
+        if path is None:
+            return None
+        if (path, fmt) not in self._evaluators:
+            self._evaluators[path, fmt] = Evaluator(read_judgments(path, fmt))
+        return self._evaluators[path, fmt]
+
+    def artifact(self, model: str):
+        """A deployed model's training artifact, loaded once; LookupError when none was
+        recorded."""
+        from esrank.artifact import ModelArtifact
+        from esrank.registry import entry
+
+        if model not in self._artifacts:
+            record = entry(self.engine, self.settings.active_set).models.get(model)
+            if not record or not record.artifact:
+                raise LookupError(f"no training artifact recorded for {model!r}")
+            self._artifacts[model] = ModelArtifact.load(Path(record.artifact))
+        return self._artifacts[model]
+
+    def local_engine(self, flavor: str | None = None):
+        """The local node of `flavor` (default: the settings' flavor) as settings describe it."""
+        from esrank.engine.local import LocalEngine
+
+        s = self.settings
+        flavor = flavor or s.local_flavor
+        e, node = s.engine, s.local_node(flavor)
+        return LocalEngine(home=s.home, flavor=flavor, version=node.version, port=node.port,
+                           transport_port=node.transport_port, heap=e.heap,
+                           java_home=node.java_home, maven_repo=e.maven_repo,
+                           ltr_plugin=node.ltr_plugin,
+                           ltr_plugin_sha256=node.ltr_plugin_sha256,
+                           startup_timeout=e.startup_timeout)
+
+    # -- configurations ------------------------------------------------------------------------
+
+    def ranker(self, which: str, window: int | None = None, rerank: int = 0):
+        """A configuration by name (search.resolve_ranker), with an optional rerank stage."""
+        from esrank.search import resolve_ranker
+
+        ranker = resolve_ranker(self.engine, self.settings.active_set, which,
+                                window or self.settings.rescore_window)
+        ranker = replace(ranker, rerank=rerank or ranker.rerank)
+        self.require_reranker(bool(ranker.rerank))
+        return ranker
+
+    def query_encoder(self, rankers) -> Any:
+        """The encoder when any of `rankers` has a model that needs query vectors."""
+        needs = any(r.model and any(p.type == "vector" for p in r.model.params)
+                    for r in rankers)
+        return self.encoder if needs else None
+
+    # -- indexing, logging, training, deploying ------------------------------------------------
+
+    def index(self, files, alias: str | None = None, **options):
+        from esrank.catalogue import index_catalogue
+
+        return index_catalogue(self.engine, alias or self.settings.index, list(files),
+                               self.encoder, **options)
+
+    def push_feature_sets(self, path: Path | None = None) -> list[dict]:
+        from esrank.features import load_feature_sets, push_feature_sets
+
+        return push_feature_sets(self.engine, load_feature_sets(path or
+                                                                self.settings.feature_sets))
+
+    def log(self, judgments: Path, feature_set: Path, output: Path, *, fmt: str | None = None,
+            window: int | None = None, queries_per_request: int = 16,
+            progress: bool = True) -> LogResult:
+        """Log the judged docs and the BM25 window of every judged query into a table (+ the
+        RankLib text beside it)."""
+        from esrank.feature_log import log_judgments, write_ranklib, write_table
+        from esrank.features import load_feature_set, push_feature_sets
+        from esrank.judgments import read_judgments
+        from esrank.search import bm25_query
+
+        fs = load_feature_set(feature_set)
+        judged = read_judgments(judgments, fmt)
+        push_feature_sets(self.engine, [fs])
+        window = self.settings.rescore_window if window is None else window
+        report = log_judgments(self.engine, self.settings.index, fs, judged, self.encoder,
+                               window=window, first_pass=bm25_query,
+                               queries_per_request=queries_per_request, progress=progress)
+        write_table(report.matrix, output, judgments_source=str(judgments), window=window)
+        write_ranklib(report.matrix, output.with_suffix(".txt"))
+        return LogResult(fs.engine_name, len(report.matrix), output, output.with_suffix(".txt"),
+                         report.seconds, len(judged), report.missing_docs)
+
+    def deploy(self, artifact_path: Path, feature_set: Path, table: Path | None = None, *,
+               parity_queries: int | None = None, tolerance: float = 1e-4,
+               activate: bool = True):
+        """Upload a trained artifact, gate it on parity over its logged table, activate."""
+        from esrank.artifact import ModelArtifact
+        from esrank.feature_log import query_params, read_table
+        from esrank.features import load_feature_set
+        from esrank.registry import deploy
+
+        artifact = ModelArtifact.load(artifact_path)
+        fs = load_feature_set(feature_set)
+        table = table or Path((artifact.meta.get("data") or {}).get("table") or "")
+        if not table.is_file():
+            raise InputError("no logged table for the parity gate: pass --table")
+        encoder = self.encoder if any(p.type == "vector" for p in fs.params) else None
+        return fs, deploy(self.engine, self.settings.index, artifact, fs,
+                          read_table(table).docs_by_query(parity_queries),
+                          query_params(fs.params, encoder), activate=activate,
+                          tolerance=tolerance)
+
+    def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
+                            epochs: int = 2, batch_size: int = 16, progress: bool = True) -> dict:
+        """Fine-tune the packaged MiniLM as a cross-encoder on judged pairs whose documents
+        the index holds (esrank.rerank)."""
+        from esrank.catalogue import fetch_texts
+        from esrank.encoder import model_dir
+        from esrank.judgments import read_judgments
+        from esrank.rerank import train_cross_encoder
+
+        judged = read_judgments(judgments, fmt)
+        texts = fetch_texts(self.engine, self.settings.index, [j.doc_id for j in judged])
+        pairs = [j for j in judged if j.doc_id in texts]
+        return train_cross_encoder(model_dir(self.settings.encoder_model),
+                                   [j.query for j in pairs], [texts[j.doc_id] for j in pairs],
+                                   [j.grade for j in pairs], output, epochs=epochs,
+                                   batch_size=batch_size, progress=progress)
+
+    def models(self, set_name: str | None = None) -> tuple[RegistryEntry, list[str]]:
+        """The registry entry of a feature set and the plugin models it does not know."""
+        from esrank.registry import entry, unregistered
+
+        doc = entry(self.engine, set_name or self.settings.active_set)
+        return doc, unregistered(self.engine, doc)
+
+    # -- search and evaluation -----------------------------------------------------------------
+
+    def search(self, query: str, which: str = "active", *, size: int = 10,
+               window: int | None = None, features: bool = False, rerank: int = 0):
+        from esrank.search import search
+
+        ranker = self.ranker(which, window, rerank)
+        return search(self.engine, self.settings.index, query, ranker,
+                      self.query_encoder([ranker]), size=size, features=features,
+                      reranker=self.reranker)
+
+    def evaluate(self, judgments: Path, configs, *, fmt: str | None = None,
+                 window: int | None = None, depth: int = 100, rank_eval: bool = False,
+                 push: bool = False) -> tuple[dict, dict, str | None]:
+        """Each configuration over every judged query: label -> Evaluation, and with
+        `rank_eval`, label -> esrank's metrics beside the engine's `_rank_eval`. With `push`,
+        each configuration's metrics and top 10 (with feature values) are stored under a new
+        run id (returned; None without push), once every configuration ran."""
+        from esrank.evaluate import rank_eval_check
+        from esrank.feature_log import query_params
+        from esrank.results import new_run_id, push_evaluation
+        from esrank.search import ranked_request, run_of, search, search_many
+
+        engine, index = self.engine, self.settings.index
+        evaluator = self.evaluator(judgments, fmt)
+        rankers = [self.ranker(w, window) for w in configs]
+        encoder = self.query_encoder(rankers)
+        results, checks, pushes = {}, {}, []
+        for ranker in rankers:
+            if ranker.label in results:
+                continue
+            run = run_of(search_many(engine, index, evaluator.queries, ranker, encoder,
+                                     size=depth, source=False, reranker=self.reranker))
+            results[ranker.label] = evaluator.evaluate(run)
+            if push:
+                served = {q: search(engine, index, q, ranker, encoder, size=10,
+                                    features=ranker.model is not None, reranker=self.reranker)
+                          for q in evaluator.queries}
+                meta = {"model": ranker.model.name if ranker.model else None,
+                        "feature_set": ranker.model.feature_set if ranker.model else None,
+                        "judgments": str(judgments), "timestamp": utc()}
+                pushes.append((meta, ranker.label, results[ranker.label],
+                               {q: r.hits for q, r in served.items()}, evaluator.graded(),
+                               {q: r.features or {} for q, r in served.items()}))
+            if rank_eval and not ranker.rerank:  # the engine cannot run the cross-encoder
+                params = (query_params(ranker.model.params, encoder) if ranker.model
+                          else lambda qs: [None] * len(qs))
+                checks[ranker.label] = rank_eval_check(
+                    engine, index, evaluator, lambda q, r=ranker, p=params: ranked_request(
+                        q, r, p([q])[0], 10, source=False), run)
+        run_id = new_run_id() if push else None
+        for args in pushes:  # written only once every configuration ran: no half-stored runs
+            push_evaluation(engine, run_id, *args)
+        return results, checks, run_id
+
+    def compare(self, judgments: Path, a: str, b: str, *, fmt: str | None = None,
+                window: int | None = None, depth: int = 100, push: bool = False,
+                html: Path | None = None) -> dict:
+        """B against A on every judged query (evaluate.compare), optionally stored as a
+        comparison and written as the comparison page with its data built in."""
+        from esrank.evaluate import compare
+        from esrank.results import push_comparison
+
+        results, _, _ = self.evaluate(judgments, (a, b), fmt=fmt, window=window, depth=depth)
+        if len(results) < 2:
+            raise InputError(f"{a} and {b} are the same configuration")
+        (na, ea), (nb, eb) = results.items()
+        data = compare((na, ea), (nb, eb)).to_dict()
+        if push:
+            data["comparison_id"] = f"{utc(COMPACT)}-{na}-vs-{nb}"
+            push_comparison(self.engine, data["comparison_id"],
+                            {"judgments": str(judgments), "timestamp": utc()},
+                            (na, ea), (nb, eb))
+        if html:
+            self.write_page(html, judgments, (a, b), window, query_deltas(ea, eb, na, nb), fmt)
+        return data
+
+    def runs(self, metrics=None, limit: int = 50) -> list[dict]:
+        from esrank.results import HISTORY_METRICS, run_history
+
+        return run_history(self.engine, metrics or HISTORY_METRICS, runs=limit)
+
+    def report(self, judgments: Path, which: str, feature_set: Path, output: Path,
+               fmt: str | None = None) -> dict:
+        """Gain vs cost of a deployed model's features (esrank.report), written as HTML and
+        JSON."""
+        from esrank.feature_log import query_params, read_table
+        from esrank.features import load_feature_set
+        from esrank.files import write_file
+        from esrank.report import build_report, to_html
+
+        ranker = self.ranker(which)
+        if ranker.model is None:
+            raise ModelError(f"no active model for {self.settings.active_set!r}: pass --model")
+        artifact = self.artifact(ranker.name)
+        fs = load_feature_set(feature_set)
+        if fs.engine_name != ranker.model.feature_set:
+            raise ModelError(f"{feature_set} is {fs.engine_name}; {ranker.name} was trained "
+                             f"on {ranker.model.feature_set}")
+        encoder = self.query_encoder([ranker])
+        report = build_report(self.engine, self.settings.index, artifact, fs,
+                              read_table(Path(artifact.meta["data"]["table"])), ranker,
+                              self.evaluator(judgments, fmt), encoder,
+                              query_params(fs.params, encoder))
+        write_file(output, to_html(report))
+        write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+        return report
+
+    # -- the comparison page -------------------------------------------------------------------
+
+    def rankers(self, names) -> list:
+        """The configurations the page names; LookupError naming them when one is unknown."""
+        from esrank.comparison import rankers
+        from esrank.search import parse_configuration
+
+        for name in names:  # a malformed name is an InputError before any engine call
+            parse_configuration(name)
+        found = rankers(self.engine, self.settings.active_set, list(names),
+                        self.settings.rescore_window)
+        if len(found) != len(names):
+            raise LookupError(f"unknown configuration among {list(names)}; see "
+                              "/compare/configs")
+        self.require_reranker(any(r.rerank for r in found))
+        return found
+
+    def configurations(self) -> dict:
+        """What the page can compare: baselines, deployed models (the active one first), a
+        rerank stage when a cross-encoder is loaded; notes and CV figures per model."""
+        from esrank.registry import version_of
+        from esrank.search import BASELINES
+
+        doc, _ = self.models()
+        models = sorted(doc.models, key=lambda m: (m != doc.active, -(version_of(m)[1] or 0)))
+        reranked = [f"{doc.active or 'bm25'}+rerank20"] if self.reranker else []
+        return {"configs": [*BASELINES, *models, *reranked], "active": doc.active,
+                "notes": {m: text for m in models if (text := doc.models[m].note)},
+                "cv": {m: doc.models[m].cv_text for m in models}}
+
+    def side_by_side(self, query: str, names, size: int = 10) -> list:
+        from esrank.comparison import side_by_side
+
+        configs = self.rankers(names)
+        return side_by_side(self.engine, self.settings.index, query, configs,
+                            self.query_encoder(configs), self.evaluator(), size=size,
+                            reranker=self.reranker)
+
+    def query_deltas(self, a: str, b: str) -> tuple[str, str, list[dict]]:
+        from esrank.comparison import query_deltas
+
+        evaluator = self.evaluator()
+        if evaluator is None:
+            raise InputError("no judgments configured (ESRANK_JUDGMENTS)")
+        ra, rb = self.rankers([a, b])
+        return ra.label, rb.label, query_deltas(
+            self.engine, self.settings.index, evaluator, ra, rb,
+            self.query_encoder([ra, rb]), reranker=self.reranker)
+
+    def why(self, config: str, query: str, doc_id: str) -> dict:
+        from esrank.comparison import why
+
+        (ranker,) = self.rankers([config])
+        if ranker.model is None:
+            raise InputError(f"{ranker.name} has no model to explain")
+        return why(self.engine, self.settings.index, query, ranker, doc_id,
+                   self.query_encoder([ranker]), self.artifact(ranker.name))
+
+    def write_page(self, path: Path, judgments: Path, configs, window: int | None,
+                   deltas: dict, fmt: str | None = None) -> None:
+        """The comparison page as one file with these configurations' data built in."""
+        from esrank.comparison import side_by_side, static_page
+        from esrank.files import write_file
+        from esrank.results import HISTORY_METRICS, run_history
+
+        rankers = [self.ranker(w, window) for w in configs]
+        evaluator = self.evaluator(judgments, fmt)
+        encoder = self.query_encoder(rankers)
+        sides = {q: [s.__dict__ for s in side_by_side(self.engine, self.settings.index, q,
+                                                      rankers, encoder, evaluator,
+                                                      reranker=self.reranker)]
+                 for q in evaluator.queries}
+        write_file(path, static_page({
+            "configs": [r.label for r in rankers], "deltas": deltas, "sides": sides,
+            "runs": {"metrics": list(HISTORY_METRICS), "runs": run_history(self.engine)}}))
+
+
+def query_deltas(ea, eb, na: str, nb: str) -> dict:
+    """Per-query NDCG@10 of A and B, worst losses of B first (the page's query list)."""
+    rows = [{"query": q, "a": ea.per_query[q]["ndcg@10"], "b": eb.per_query[q]["ndcg@10"],
+             "delta": eb.per_query[q]["ndcg@10"] - ea.per_query[q]["ndcg@10"]}
+            for q in ea.per_query]
+    return {"a": na, "b": nb, "metric": "ndcg@10",
+            "queries": sorted(rows, key=lambda r: (r["delta"], r["query"]))}

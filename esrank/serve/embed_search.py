@@ -1,0 +1,59 @@
+"""The query-time routes: /embed, /search, /rerank."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from flask import Blueprint, current_app, jsonify
+
+from esrank.search import parse_configuration
+from esrank.serve import requests as rq
+
+bp = Blueprint("embed_search", __name__)
+
+
+def _sc():
+    return current_app.extensions["esrank"]
+
+
+@bp.post("/embed")
+def embed():
+    sc = _sc()
+    texts = sc.texts(rq.body({"texts": list}, {})["texts"])
+    vectors = sc.batcher.encode(texts, timeout=sc.cfg.embed_timeout)
+    counts = sc.encoder.token_counts(texts)
+    return jsonify(model=sc.encoder.name, dims=sc.encoder.dims,
+                   vectors=np.round(vectors, 7).tolist(),
+                   truncated=[i for i, n in enumerate(counts) if n >= sc.encoder.max_tokens],
+                   max_tokens=sc.encoder.max_tokens)
+
+
+@bp.post("/search")
+def search():
+    sc = _sc()
+    data = rq.body({"query": str}, {"size": int, "model": str, "window": int,
+                                    "features": bool, "rerank": int})
+    query = sc.texts([data["query"]], "query")[0]
+    size = rq.bounded(data, "size", 10, 1, 100)
+    window = rq.bounded(data, "window", sc.app.settings.rescore_window, 1, 10_000)
+    rerank = rq.bounded(data, "rerank", 0, 0, 100)
+    model = rq.name(data, "model", "active")
+    parse_configuration(model)  # a malformed name is a 400 before any engine call
+    sc.app.require_reranker(bool(rerank))
+    started = time.perf_counter()
+    result = sc.app.search(query, model, size=size, window=window,
+                           features=data.get("features", False), rerank=rerank)
+    if result.degraded:
+        sc.metrics.degraded.inc()
+    return jsonify(**result.to_dict(), took_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+@bp.post("/rerank")
+def rerank():
+    sc = _sc()
+    data = rq.body({"query": str, "texts": list}, {})
+    query, texts = sc.texts([data["query"]], "query")[0], sc.texts(data["texts"])
+    sc.app.require_reranker(True)
+    scores = sc.app.reranker.score(query, texts)
+    return jsonify(model=sc.app.reranker.name, scores=[round(float(x), 6) for x in scores])

@@ -1,0 +1,96 @@
+"""What a request to the sidecar may hold: the JSON body checked field by field, texts and
+names within the OpenAPI spec's bounds. Every refusal is a ClientError naming the field."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flask import request
+
+# the spec's `pattern: "\S"` as JSON Schema (ECMAScript) reads it: Python's \s also counts
+# the control characters \x1c-\x1f and \x85 as space
+NON_SPACE = re.compile("[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
+                       "\u205f\u3000\ufeff]")
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def body(required: dict[str, type], optional: dict[str, type]) -> dict:
+    """The request's JSON object, checked field by field (400 naming the field)."""
+    raw = request.get_data(cache=True)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClientError(400, f"the body is not UTF-8 (byte {exc.start})") from exc
+    if not request.is_json:
+        raise ClientError(415, "send Content-Type: application/json")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ClientError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: "
+                               f"{exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ClientError(400, "the body must be a JSON object")
+    unknown = set(data) - set(required) - set(optional)
+    if unknown:
+        raise ClientError(400, f"unknown field(s) {sorted(unknown)}; expected "
+                               f"{sorted([*required, *optional])}")
+    for name, kind in {**required, **optional}.items():
+        if name not in data:
+            if name in required:
+                raise ClientError(400, f"field {name!r} is required")
+            continue
+        value = data[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ClientError(400, f"field {name!r} must be {kind.__name__}, "
+                                   f"got {type(value).__name__}")
+    return data
+
+
+def texts(values: list, field: str, max_texts: int, max_chars: int) -> list[str]:
+    """1..max_texts non-blank strings of at most max_chars each."""
+    if not values:
+        raise ClientError(400, f"field {field!r} must not be empty")
+    if len(values) > max_texts:
+        raise ClientError(400, f"{len(values)} texts; at most {max_texts} per request")
+    for i, t in enumerate(values):
+        if not isinstance(t, str):
+            raise ClientError(400, f"{field}[{i}] must be a string, got {type(t).__name__}")
+        if not NON_SPACE.search(t):
+            raise ClientError(400, f"{field}[{i}] is empty (or only whitespace)")
+        if len(t) > max_chars:
+            raise ClientError(400, f"{field}[{i}] has {len(t)} characters; at most {max_chars}")
+    return values
+
+
+def names(values: list, field: str, max_items: int = 8, max_chars: int = 200) -> list[str]:
+    """Configuration (or model, doc) names: 1..max_items non-blank strings of at most
+    max_chars (the spec's limits)."""
+    if not values or len(values) > max_items:
+        raise ClientError(400, f"field {field!r} must hold 1..{max_items} names, got "
+                               f"{len(values)}")
+    for i, value in enumerate(values):
+        where = f"{field}[{i}]" if max_items > 1 else field
+        if not isinstance(value, str) or not NON_SPACE.search(value):
+            raise ClientError(400, f"{where} must be a non-blank string")
+        if len(value) > max_chars:
+            raise ClientError(400, f"{where} has {len(value)} characters; at most {max_chars}")
+    return values
+
+
+def name(data: dict, field: str, default: str | None = None, max_chars: int = 200) -> str:
+    """One name field of the body (see `names`)."""
+    return names([data.get(field, default)], field, 1, max_chars)[0]
+
+
+def bounded(data: dict, field: str, default: int, low: int, high: int) -> int:
+    """An integer field within the spec's bounds (rejected, never clamped)."""
+    value = data.get(field, default)
+    if not low <= value <= high:
+        raise ClientError(400, f"field {field!r} must be {low}..{high}, got {value}")
+    return value
