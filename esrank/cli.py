@@ -831,22 +831,11 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     (CV + grid) -> upload -> parity gate -> activate -> compare BM25 with the model (and write
     the comparison report) -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
     """
-    from esrank.catalogue import index_is_current
-
     s = _settings(ctx)
     work = s.home / "demo"
     work.mkdir(parents=True, exist_ok=True)
     judgments_file = CHORUS / "judgments.csv"
-    if s.uses_local_engine:
-        click.echo(f"== 1. local engine ({s.local_flavor})")
-        ctx.invoke(engine_up, flavor=s.local_flavor)
-    click.echo("== 2. index the Chorus catalogue")
-    if not reindex and limit is None and index_is_current(_app(ctx).engine, s.index):
-        click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
-    else:
-        ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
-    click.echo("== 3. push the feature sets")
-    ctx.invoke(features_push)
+    _demo_catalogue(ctx, s, limit, reindex)
     click.echo(f"== 4. log features for every judgment and the BM25 top {s.rescore_window}")
     logged = _app(ctx).log(judgments_file, Path("feature_sets/chorus.yaml"),
                            work / "chorus.parquet")
@@ -868,6 +857,23 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     click.echo(f"comparison report: {report}")
     click.echo(f"live comparison page: ESRANK_JUDGMENTS={judgments_file} esrank serve, then "
                f"http://{s.serve.host}:{s.serve.port}/compare")
+
+
+def _demo_catalogue(ctx: click.Context, s, limit: int | None, reindex: bool) -> None:
+    """Steps 1-3: the local engine, the catalogue indexed (unless it is current), the feature
+    sets pushed."""
+    from esrank.catalogue import index_is_current
+
+    if s.uses_local_engine:
+        click.echo(f"== 1. local engine ({s.local_flavor})")
+        ctx.invoke(engine_up, flavor=s.local_flavor)
+    click.echo("== 2. index the Chorus catalogue")
+    if not reindex and limit is None and index_is_current(_app(ctx).engine, s.index):
+        click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
+    else:
+        ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
+    click.echo("== 3. push the feature sets")
+    ctx.invoke(features_push)
 
 
 def _demo_sidecar(settings, query: str) -> None:
