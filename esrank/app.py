@@ -285,6 +285,7 @@ class App:
                 html: Path | None = None) -> dict:
         """B against A on every judged query (evaluate.compare), optionally stored as a
         comparison and written as the comparison page with its data built in."""
+        from esrank.comparison import delta_rows
         from esrank.evaluate import compare
         from esrank.results import push_comparison
 
@@ -299,7 +300,8 @@ class App:
                             {"judgments": str(judgments), "timestamp": utc()},
                             (na, ea), (nb, eb))
         if html:
-            self.write_page(html, judgments, (a, b), window, query_deltas(ea, eb, na, nb), fmt)
+            self.write_page(html, judgments, (a, b), window, {
+                "a": na, "b": nb, "metric": "ndcg@10", "queries": delta_rows(ea, eb)}, fmt)
         return data
 
     def runs(self, metrics=None, limit: int = 50) -> list[dict]:
@@ -408,12 +410,3 @@ class App:
         write_file(path, static_page({
             "configs": [r.label for r in rankers], "deltas": deltas, "sides": sides,
             "runs": {"metrics": list(HISTORY_METRICS), "runs": run_history(self.engine)}}))
-
-
-def query_deltas(ea, eb, na: str, nb: str) -> dict:
-    """Per-query NDCG@10 of A and B, worst losses of B first (the page's query list)."""
-    rows = [{"query": q, "a": ea.per_query[q]["ndcg@10"], "b": eb.per_query[q]["ndcg@10"],
-             "delta": eb.per_query[q]["ndcg@10"] - ea.per_query[q]["ndcg@10"]}
-            for q in ea.per_query]
-    return {"a": na, "b": nb, "metric": "ndcg@10",
-            "queries": sorted(rows, key=lambda r: (r["delta"], r["query"]))}

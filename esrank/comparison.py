@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from esrank.engine import Engine
 from esrank.errors import InputError
-from esrank.evaluate import Evaluator
+from esrank.evaluate import Evaluation, Evaluator
 from esrank.search import (
     BASELINES,
     Ranker,
@@ -80,15 +80,16 @@ def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b:
                  encoder, metric: str = "ndcg@10", depth: int = 100, reranker=None
                  ) -> list[dict]:
     """Every judged query's `metric` under A and B, worst losses of B first."""
-    runs = []
-    for ranker in (a, b):
-        hits = search_many(engine, index, evaluator.queries, ranker, encoder, size=depth,
-                           source=False, reranker=reranker if ranker.rerank else None)
-        runs.append(evaluator.evaluate(run_of(hits)))
-    rows = [{"query": q, "a": runs[0].per_query[q][metric],
-             "b": runs[1].per_query[q][metric]} for q in evaluator.queries]
-    for row in rows:
-        row["delta"] = row["b"] - row["a"]
+    ea, eb = (evaluator.evaluate(run_of(search_many(
+        engine, index, evaluator.queries, ranker, encoder, size=depth, source=False,
+        reranker=reranker if ranker.rerank else None))) for ranker in (a, b))
+    return delta_rows(ea, eb, metric)
+
+
+def delta_rows(ea: Evaluation, eb: Evaluation, metric: str = "ndcg@10") -> list[dict]:
+    """Per query: `metric` under A and B and B - A, worst losses of B first."""
+    rows = [{"query": q, "a": ea.per_query[q][metric], "b": eb.per_query[q][metric],
+             "delta": eb.per_query[q][metric] - ea.per_query[q][metric]} for q in ea.per_query]
     return sorted(rows, key=lambda r: (r["delta"], r["query"]))
 
 
