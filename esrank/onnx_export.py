@@ -153,19 +153,68 @@ def export_onnx(path: Path, out: Path) -> Path:
     return out
 
 
-def onnx_session(model: Path, onnx_file: Path):
-    """An ONNX Runtime session for a model folder: exported to `onnx_file` first when missing;
-    the CUDA provider when onnxruntime-gpu finds a GPU, else the CPU provider."""
+def quantize_int8(onnx_file: Path) -> Path:
+    """The int8 twin of an exported graph (written once, beside it): weights of the dense
+    layers quantized per output channel, activations quantized at run time; attention,
+    LayerNorm and the embeddings stay fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = onnx_file.with_name(onnx_file.stem + "-int8.onnx")
+    if not out.is_file():
+        log.info("quantizing %s to int8", onnx_file)
+        logging.disable(logging.WARNING)  # the quantizer's advice goes to the root logger
+        try:
+            with new_file(out) as tmp:
+                quantize_dynamic(str(onnx_file), str(tmp), op_types_to_quantize=["MatMul"],
+                                 per_channel=True, weight_type=QuantType.QInt8,
+                                 extra_options={"MatMulConstBOnly": True})
+        finally:
+            logging.disable(logging.NOTSET)
+    return out
+
+
+def onnx_providers() -> tuple[list[str], str]:
+    """The ONNX Runtime providers to ask for, fastest first, and why CPU when only CPU.
+
+    With onnxruntime-gpu's `cuda,cudnn` extras the CUDA and cuDNN libraries come as Python
+    packages; they are preloaded so the CUDA provider finds them without LD_LIBRARY_PATH.
+    """
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return ["CPUExecutionProvider"], ("this onnxruntime has no CUDA provider "
+                                          "(pip install 'esrank[gpu]' for onnxruntime-gpu)")
+    try:
+        ort.preload_dlls()
+    except Exception as exc:  # an older onnxruntime-gpu, or the libraries from the system
+        log.debug("onnxruntime.preload_dlls: %s", exc)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"], ""
+
+
+def onnx_session(model: Path, onnx_file: Path, precision: str = "fp32"):
+    """(session, precision) for a model folder: exported to `onnx_file` first when missing;
+    the CUDA provider when onnxruntime-gpu finds a GPU, else the CPU provider. int8 runs on
+    the CPU only (the CUDA provider runs the fp32 graph)."""
     import onnxruntime as ort
 
     if not onnx_file.is_file():
         log.info("exporting %s to %s", model, onnx_file)
         export_onnx(model, onnx_file)
-    wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-              if p in ort.get_available_providers()]
+    wanted, why_cpu = onnx_providers()
+    cuda = wanted[0] == "CUDAExecutionProvider"
+    if precision == "int8" and cuda:
+        log.info("int8 is a CPU precision; the CUDA provider runs %s in fp32", model.name)
+        precision = "fp32"
+    graph = quantize_int8(onnx_file) if precision == "int8" else onnx_file
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # a missing CUDA library is reported once, by the caller
-    return ort.InferenceSession(str(onnx_file), options, providers=wanted)
+    options.log_severity_level = 3  # a missing CUDA library is reported below, once
+    session = ort.InferenceSession(str(graph), options, providers=wanted)
+    used = session.get_providers()[0]
+    if cuda and used != "CUDAExecutionProvider":
+        why_cpu = "the CUDA provider did not load (no GPU visible, or CUDA/cuDNN missing)"
+    log.info("ONNX Runtime runs %s (%s) on %s%s", graph.name, precision, used,
+             f": CPU because {why_cpu}" if why_cpu and used == "CPUExecutionProvider" else "")
+    return session, precision
 
 
 CHECK_SENTENCES = ["bluetooth speaker", "HP 301 black ink cartridge", "a",
@@ -185,7 +234,7 @@ def export_and_check(model: Path, out: Path, *, min_cosine: float = 0.9999) -> d
         reference = TorchEncoder(model)
     else:
         reference = NumpyBertEncoder(model)
-    cosines = (OnnxEncoder(model, out).encode(CHECK_SENTENCES)
+    cosines = (OnnxEncoder(model, out, "fp32").encode(CHECK_SENTENCES)
                * reference.encode(CHECK_SENTENCES)).sum(axis=1)
     if cosines.min() < min_cosine:
         raise ModelError(f"the export disagrees with {reference.name}: min cosine "

@@ -45,7 +45,7 @@ class CrossEncoder:
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tok.enable_truncation(max_tokens, strategy="only_second")
         self._tok.no_padding()
-        self._session = onnx_session(path, onnx_file)
+        self._session, _ = onnx_session(path, onnx_file)
         log.info("cross-encoder %s loaded (%s)", path, self._session.get_providers()[0])
 
     def score(self, query: str, docs: Sequence[str], batch_size: int = 32) -> np.ndarray:

@@ -131,8 +131,15 @@ def pick_device() -> str:
     """CUDA when this XGBoost build has it and a GPU is visible, else CPU."""
     import xgboost as xgb
 
-    has_cuda = bool(xgb.build_info().get("USE_CUDA")) and shutil.which("nvidia-smi") is not None
-    return "cuda" if has_cuda else "cpu"
+    if not xgb.build_info().get("USE_CUDA"):
+        why = "this XGBoost build has no CUDA"
+    elif shutil.which("nvidia-smi") is None:
+        why = "no NVIDIA GPU (nvidia-smi not found)"
+    else:
+        log.info("XGBoost trains on CUDA")
+        return "cuda"
+    log.info("XGBoost trains on the CPU: %s", why)
+    return "cpu"
 
 
 def grouped_folds(qids: tuple[str, ...], k: int, seed: int = 42

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def encoder():
-    """The shipped MiniLM, loaded once per test session."""
+    """The shipped MiniLM on the NumPy backend (the reference), loaded once per test session."""
     from esrank.encoder import load_encoder
 
-    return load_encoder()
+    return load_encoder(backend="numpy")

@@ -96,13 +96,12 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     >>> app.test_client().get("/healthz").json   # doctest: +SKIP
     {'status': 'ok'}
     """
-    from esrank.encoder import load_encoder
     from esrank.serve import compare, embed_search, health
 
     settings = settings or load_settings()
     cfg = settings.serve
     if encoder is None:
-        encoder = load_encoder(settings.encoder_model, cfg.backend, settings.home / "models")
+        encoder = settings.load_encoder()
     metrics = Metrics()
     batcher = Batcher(encoder, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
                       token_budget=cfg.token_budget, max_queue=cfg.max_queue,
@@ -110,7 +109,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
                       on_batch=lambda n, _s: metrics.batch.observe(n))
     application = App(settings, engine=engine, reranker=reranker,
                       encoder=BatchedEncoder(batcher, cfg.encode_timeout),
-                      engine_timeout=cfg.engine_timeout)  # query time: seconds, not the CLI's 30
+                      engine_timeout=cfg.engine_timeout,  # query time: seconds, not the CLI's 30
+                      ranker_ttl=cfg.model_refresh)
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read

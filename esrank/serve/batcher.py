@@ -1,8 +1,9 @@
 """Dynamic batching for the encoder: concurrent requests share one forward pass.
 
 Requests queue their texts; one worker thread takes as many as fit (max_batch texts and
-token_budget tokens), waiting at most max_wait_us for company after the first arrives, encodes
-them together and hands each request its rows. The queue is bounded, in requests and in
+token_budget tokens), waiting at most max_wait_us for company after the first arrives (0: no
+wait; requests arriving during a batch form the next), encodes them together and hands each
+request its rows. The queue is bounded, in requests and in
 texts: when it is full a new request is refused at once (QueueFullError) instead of waiting
 without limit. A request whose caller stopped waiting (timeout) is dropped before it is
 encoded. Single texts seen recently come from an LRU cache.
@@ -48,12 +49,12 @@ class BatcherStats:
 class Batcher:
     """Coalesce concurrent encode calls.
 
-    >>> b = Batcher(encoder, max_batch=64, max_wait_us=2000)  # doctest: +SKIP
+    >>> b = Batcher(encoder, max_batch=64)                     # doctest: +SKIP
     >>> b.encode(["bluetooth speaker"]).shape                  # doctest: +SKIP
     (1, 384)
     """
 
-    def __init__(self, encoder: Encoder, *, max_batch: int = 64, max_wait_us: int = 2000,
+    def __init__(self, encoder: Encoder, *, max_batch: int = 64, max_wait_us: int = 0,
                  token_budget: int = 8192, max_queue: int = 256,
                  max_queue_texts: int = 2048, cache_size: int = 4096, on_batch=None):
         self.encoder = encoder

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,7 @@ def test_sidecar_reserves_a_gpu(config: dict[str, Any]) -> None:
     devices = sidecar["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert sidecar["build"]["dockerfile"] == "docker/sidecar/Dockerfile"
-    assert sidecar["build"]["args"] == {"ONNXRUNTIME": "onnxruntime-gpu"}
+    assert sidecar["build"]["args"] == {"ORT": "gpu"}
     assert sidecar["environment"] == {
         "ESRANK_URL": "http://elasticsearch:9200",
         "ESRANK_FLAVOR": "elasticsearch",
@@ -162,11 +163,20 @@ def test_nothing_is_open_without_a_token(compose: Compose, config: dict[str, Any
     assert "set ESRANK_TOKEN" in refused
 
 
+def test_the_gpu_image_installs_onnxruntime_gpu_with_its_cuda_libraries() -> None:
+    dockerfile = (REPO / "docker" / "sidecar" / "Dockerfile").read_text()
+    assert "ARG ORT=gpu" in dockerfile and 'pip install ".[serve,${ORT}]"' in dockerfile
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(d.startswith("onnxruntime-gpu[cuda,cudnn]") for d in extras["gpu"])
+    assert not any(d.startswith("onnxruntime") for d in extras["serve"])  # one wheel only
+
+
 def test_cpu_override_drops_the_gpu_reservation(compose: Compose) -> None:
     out = compose("config", "--format", "json", files=(COMPOSE_FILE, CPU_OVERRIDE))
     sidecar = json.loads(out)["services"]["sidecar"]
     assert "deploy" not in sidecar
-    assert sidecar["build"]["args"] == {"ONNXRUNTIME": "onnxruntime"}
+    assert sidecar["build"]["args"] == {"ORT": "cpu"}
 
 
 def test_es_kibana_and_ltr_plugin_versions_agree(config: dict[str, Any]) -> None:

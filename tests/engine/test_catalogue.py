@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from esrank.catalogue import RejectedBuildError, fetch_texts, index_body, index_catalogue
+from esrank.embed_cache import CachedEncoder, EmbeddingCache
 from esrank.engine import connect
 from esrank.errors import EngineError
 from esrank.search import search
@@ -79,15 +80,20 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
                             keep=1, progress=False)
     assert third.kept == second and not engine.index_exists(first[0])  # only the newest kept
 
-    class Broken:
+    class Broken:  # crashes on the second batch, while the first one is being sent
         name, dims, max_tokens = "broken", 384, 8
+        calls = 0
 
-        def encode(self, texts, batch_size=64):
-            raise RuntimeError("encoder crashed")
+        def encode(self, texts, batch_size=32):
+            self.calls += 1
+            if self.calls > 1:
+                raise RuntimeError("encoder crashed")
+            return encoder.encode(texts)
 
     live = engine.alias_targets(alias)
-    with pytest.raises(RuntimeError):
-        index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], Broken(), progress=False)
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], Broken(), batch_size=10,
+                        progress=False)
     assert engine.alias_targets(alias) == live
     assert engine.count(alias) == 20
     # a build left behind by a run killed before its cleanup is never kept as "earlier"
@@ -97,6 +103,26 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
                              progress=False)
     assert fourth.kept == live and not engine.index_exists(orphan)
     for name in engine.indices(f"{alias}-*"):  # the alias fixture removes the live one only
+        engine.delete_index(name)
+
+
+def test_reindex_from_the_embedding_cache_embeds_nothing_and_indexes_the_same_vectors(
+        engine, alias, encoder, tmp_path):
+    cached = CachedEncoder(encoder, EmbeddingCache(tmp_path))
+    first = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], cached, limit=30,
+                            batch_size=8, progress=False)
+    misses, hits = cached.cache.misses, cached.cache.hits
+    assert misses > 30 and "cache" in first.encoder  # titles and texts, minus the repeats
+    doc = engine.search(alias, {"size": 1, "sort": [{"id": "asc"}]})["hits"]["hits"][0]
+    second = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], cached, limit=30,
+                             batch_size=8, progress=False)
+    assert second.indexed == 30 and cached.cache.misses == misses
+    assert cached.cache.hits == hits + misses + hits
+    again = engine.search(alias, {"size": 1, "sort": [{"id": "asc"}]})["hits"]["hits"][0]
+    assert again["_id"] == doc["_id"]
+    for name in ("title_vector", "text_vector"):
+        assert again["_source"][name] == doc["_source"][name]
+    for name in engine.indices(f"{alias}-*"):
         engine.delete_index(name)
 
 

@@ -12,7 +12,7 @@ from esrank.serve import create_app
 def sidecar_encoder(tmp_path_factory):
     from esrank.encoder import load_encoder
 
-    return load_encoder(backend="auto", cache=tmp_path_factory.mktemp("onnx"))
+    return load_encoder(backend="auto", onnx_dir=tmp_path_factory.mktemp("onnx"))
 
 
 @pytest.fixture()

@@ -37,3 +37,16 @@ def test_unknown_model_folder_and_backend_are_config_errors(tmp_path):
         model_dir(str(tmp_path))
     with pytest.raises(ConfigError, match="unknown encoder backend"):
         load_encoder(backend="tensorrt")
+
+
+def test_int8_onnx_stays_close_to_fp32_and_caches_apart(encoder, tmp_path):
+    int8 = load_encoder(backend="onnx", precision="int8", onnx_dir=tmp_path)
+    fp32 = load_encoder(backend="onnx", onnx_dir=tmp_path)
+    texts = GOLDEN["texts"]
+    assert np.abs(fp32.encode(texts) - encoder.encode(texts)).max() < 1e-5
+    cosines = (int8.encode(texts) * encoder.encode(texts)).sum(axis=1)
+    assert 0.97 < cosines.min() < 0.99999  # close, and really quantized
+    assert int8.name.startswith("onnx-cpu-int8:") and int8.precision == "int8"
+    assert fp32.key == encoder.key != int8.key  # fp32 backends share cached vectors
+    with pytest.raises(ConfigError, match="unknown encoder precision"):
+        load_encoder(precision="fp8")

@@ -98,3 +98,18 @@ def test_resolving_the_active_model_is_one_registry_read():
     t = FakeTransport({("GET", "/esrank-models/_doc/chorus"): doc})
     ranker = resolve_ranker(Engine(t), "chorus", "active", 100)
     assert ranker.name == "chorus-v3" and len(t.calls) == 1
+
+
+def test_a_model_lookup_is_reused_for_the_ttl_and_repeated_without_one():
+    from esrank.app import App
+    from esrank.config import load_settings
+
+    settings = load_settings(url="http://127.0.0.1:9")
+    for ttl, lookups in ((60.0, 1), (0.0, 3)):
+        transport = FakeTransport({})  # no registry entry: "active" is BM25
+        app = App(settings, engine=Engine(transport), ranker_ttl=ttl)
+        assert [app.ranker("active").label for _ in range(3)] == ["bm25"] * 3
+        paths = [path for _, path, _, _ in transport.calls]
+        assert paths == ["/esrank-models/_doc/chorus"] * lookups
+        assert app.ranker("active", rerank=0, window=50).label == "bm25"  # another key
+        assert len(transport.calls) == lookups + 1
