@@ -29,6 +29,13 @@ def connect_engine(args):
     return load_settings(url=args.url, flavor=args.flavor).connect()
 
 
+def configured_encoder():
+    """The encoder esrank's commands use (ESRANK_ENCODER__*: on a CPU, ONNX Runtime int8)."""
+    from esrank.config import load_settings
+
+    return load_settings().load_encoder()
+
+
 def result_path(name: str, args) -> Path:
     """bench/results/NAME.json, or NAME_elasticsearch.json on Elasticsearch."""
     suffix = "" if args.flavor == "opensearch" else f"_{args.flavor}"

@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import connect_engine, engine_options, result_path, write_result
+from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
-from esrank.encoder import load_encoder
 from esrank.evaluate import Evaluator, compare
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
@@ -87,7 +86,7 @@ def main() -> None:
                          "cranqrel); pass --data")
     started = time.monotonic()
     engine = connect_engine(args)
-    encoder = load_encoder()
+    encoder = configured_encoder()
     docs, queries, judgments = load(args.data)
     judged_qids = list(judgments.by_query())
     order = np.random.default_rng(args.seed).permutation(len(judged_qids))
@@ -165,7 +164,8 @@ def main() -> None:
         "training_positives": len(positives), "training_positives_in_window": in_window,
         "training_rows_chosen": chosen, "serving_cv": cv, "best_single_feature": best,
         "table": table_rows, "significance": significance,
-        "parity_max_abs_delta": max(parity), "seconds": round(time.monotonic() - started, 1),
+        "parity_max_abs_delta": max(parity), "encoder": encoder.name,
+        "seconds": round(time.monotonic() - started, 1),
     }, args.out or result_path("cranfield", args))
 
 

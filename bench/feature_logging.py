@@ -13,9 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from _report import write_result
+from _report import configured_encoder, write_result
 
-from esrank.encoder import load_encoder
 from esrank.engine import connect
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set, push_feature_sets
@@ -34,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     engine = connect(args.url)
-    encoder = load_encoder()
+    encoder = configured_encoder()
     fs = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
     push_feature_sets(engine, [fs])
     judgments = read_csv(CHORUS / "judgments.csv")
@@ -61,8 +60,8 @@ def main() -> None:
         "msearch_judgments_per_s": round(n / best_batched, 1),
         "one_search_per_query_judgments_per_s": round(n / best_single, 1),
         "msearch_vs_single_ratio": round(best_single / best_batched, 2),
-        "repeats": args.repeats, "best_of_seconds": {"msearch": round(best_batched, 3),
-                                                     "single": round(best_single, 3)},
+        "encoder": encoder.name, "repeats": args.repeats,
+        "best_of_seconds": {"msearch": round(best_batched, 3), "single": round(best_single, 3)},
     }
     write_result(result, args.out)
 

@@ -1,76 +1,148 @@
-"""Catalogue indexing throughput on the live engine: end to end vs. its two halves.
+"""Catalogue indexing as `esrank index` does it: both vectors per product, the default
+encoder, the embedding cache cold and warm; against the NumPy backend, ONNX fp32 and
+sentence-transformers in the same run.
 
-Runs, in one process on the same products: (a) the MiniLM title encoder alone, (b) bulk
-indexing with precomputed vectors (engine only), (c) `index_catalogue` end to end, and prints
-docs/s for each plus the ratios. Writes bench/results/indexing.json.
+On the live engine, in one process:
+- the whole catalogue (or --limit products) through `index_catalogue` with the default
+  encoder (ESRANK_ENCODER__*; on a CPU: ONNX Runtime int8) behind an empty cache (cold), then
+  again with the cache it filled (warm): docs/s end to end;
+- bulk only: the same documents with precomputed vectors (what the engine alone takes);
+- on a --sample of products, embedding both texts of each: docs/s of the default encoder,
+  ONNX fp32, NumPy fp32 and sentence-transformers (when installed), as ratios, and the
+  cosine of the default's vectors to fp32's;
+- NumPy end to end on the sample (cold), the backend the batch commands used before.
+Writes bench/results/indexing[_FLAVOR].json.
 
-    python bench/indexing.py --limit 5000
+    python bench/indexing.py [--limit N] [--sample 2000] [--flavor elasticsearch]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import tempfile
 import time
 from pathlib import Path
 
-from _report import write_result
+import numpy as np
+from _report import engine_options, result_path, write_result
 
-from esrank.catalogue import index_body, index_catalogue, read_products, to_document
-from esrank.encoder import load_encoder
-from esrank.engine import connect
+from esrank.catalogue import index_body, index_catalogue, read_products, text_of, to_document
+from esrank.config import load_settings
+from esrank.embed_cache import CachedEncoder, EmbeddingCache
+from esrank.encoder import load_encoder, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
+ALIAS = "bench-catalogue"
+
+
+def texts_of(docs: list[dict]) -> list[str]:
+    return [d["title"] for d in docs] + [text_of(d) for d in docs]
+
+
+def encode_rate(encode, docs: list[dict]) -> tuple[float, np.ndarray]:
+    """Products per second embedding both texts of each, and the vectors."""
+    encode(texts_of(docs[:32]))  # warm up
+    started = time.perf_counter()
+    vectors = encode(texts_of(docs))
+    return len(docs) / (time.perf_counter() - started), vectors
+
+
+def sentence_transformers():
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        return None
+    model = SentenceTransformer(str(model_dir()), device="cpu", local_files_only=True)
+    return lambda texts: model.encode(texts, batch_size=32, normalize_embeddings=True)
+
+
+def index_run(engine, paths, encoder, limit) -> dict:
+    report = index_catalogue(engine, ALIAS, paths, encoder, limit=limit, progress=False)
+    for name in engine.indices(f"{ALIAS}-*"):
+        engine.delete_index(name)
+    return {"products": report.indexed, "seconds": round(report.seconds, 1),
+            "docs_per_s": round(report.docs_per_second, 1), "encoder": report.encoder}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:9200")
-    ap.add_argument("--limit", type=int, default=5000)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "indexing.json")
+    engine_options(ap)
+    ap.add_argument("--limit", type=int, help="Products to index (default: the catalogue).")
+    ap.add_argument("--sample", type=int, default=2000,
+                    help="Products for the encoder comparison (default 2000).")
+    ap.add_argument("--out", type=Path, help="Default: bench/results/indexing[_FLAVOR].json.")
     args = ap.parse_args()
 
-    engine = connect(args.url)
-    encoder = load_encoder()
+    settings = load_settings(url=args.url, flavor=args.flavor)
+    engine = settings.connect()
+    encoder = settings.load_encoder()
     paths = sorted(CHORUS.glob("*.json.zip"))
-    docs = [to_document(p) for _, p in zip(range(args.limit), read_products(paths), strict=False)]
-    n = len(docs)
+    sample = [to_document(p)[1] for _, p in zip(range(args.sample), read_products(paths),
+                                                 strict=False)]
+    tokens = {"title": encoder.token_counts([d["title"] for d in sample]),
+              "title_and_description": encoder.token_counts([text_of(d) for d in sample])}
+    result: dict = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "encoder": encoder.name, "engine": engine.transport.flavor,
+        "tokens_per_text_sample": {k: {"mean": round(float(np.mean(v)), 1),
+                                       "p90": float(np.percentile(v, 90))}
+                                   for k, v in tokens.items()}}
 
-    t = time.perf_counter()
-    vectors = encoder.encode([d["title"] for _, d in docs], batch_size=64)
-    encode_s = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as cache_dir:
+        cached = CachedEncoder(encoder, EmbeddingCache(Path(cache_dir)))
+        result["cold_cache"] = index_run(engine, paths, cached, args.limit)
+        print("cold", result["cold_cache"], flush=True)
+        result["warm_cache"] = index_run(engine, paths, cached, args.limit)
+        print("warm", result["warm_cache"], flush=True)
+        result["cache_bytes"] = cached.cache.size_bytes
+        result["warm_vs_cold"] = round(result["warm_cache"]["docs_per_s"]
+                                       / result["cold_cache"]["docs_per_s"], 2)
 
-    index = "bench-bulk-only"
-    if engine.index_exists(index):
+        # bulk only: the cached vectors, so no embedding at all
+        docs = [to_document(p)[1] for _, p in zip(range(args.limit or 10**9),
+                                                   read_products(paths), strict=False)]
+        index = "bench-bulk-only"
+        if engine.index_exists(index):
+            engine.delete_index(index)
+        engine.create_index(index, index_body(engine.dialect, encoder.dims))
+        vectors = cached.encode(texts_of(docs))
+        for doc, title, text in zip(docs, vectors[:len(docs)], vectors[len(docs):],
+                                    strict=True):
+            doc["title_vector"] = title.astype(np.float64).round(7).tolist()
+            doc["text_vector"] = text.astype(np.float64).round(7).tolist()
+        started = time.perf_counter()
+        for i in range(0, len(docs), 256):
+            engine.bulk(index, [(d["id"], d) for d in docs[i:i + 256]])
+        engine.refresh(index)
+        result["bulk_only_docs_per_s"] = round(len(docs) / (time.perf_counter() - started), 1)
         engine.delete_index(index)
-    engine.create_index(index, index_body(engine.dialect, encoder.dims))
-    for (_, doc), vec in zip(docs, vectors, strict=True):
-        doc["title_vector"] = [round(float(x), 7) for x in vec]
-    t = time.perf_counter()
-    for start in range(0, n, args.batch_size):
-        engine.bulk(index, docs[start:start + args.batch_size])
-    engine.refresh(index)
-    bulk_s = time.perf_counter() - t
-    engine.delete_index(index)
 
-    report = index_catalogue(engine, "bench-catalogue", paths, encoder,
-                             batch_size=args.batch_size, limit=args.limit, progress=False)
-    for old in engine.alias_targets("bench-catalogue"):
-        engine.delete_index(old)
-
-    result = {
-        "products": n, "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
-        "encoder": encoder.name,
-        "encode_only_docs_per_s": round(n / encode_s, 1),
-        "bulk_only_docs_per_s": round(n / bulk_s, 1),
-        "end_to_end_docs_per_s": round(report.docs_per_second, 1),
-        "end_to_end_seconds": round(report.seconds, 1),
-        "bulk_only_vs_end_to_end": round((n / bulk_s) / report.docs_per_second, 2),
-        "share_of_time_embedding": round(encode_s / (encode_s + bulk_s), 3),
-    }
-    write_result(result, args.out)
+    rates, vectors = {}, {}
+    fp32 = load_encoder(backend="onnx", onnx_dir=settings.home / "models")
+    numpy = load_encoder(backend="numpy")
+    for name, encode in ((encoder.name, encoder.encode), (fp32.name, fp32.encode),
+                         (numpy.name, numpy.encode),
+                         ("sentence-transformers", sentence_transformers())):
+        if encode is not None:
+            rates[name], vectors[name] = encode_rate(encode, sample)
+            print("encode", name, round(rates[name], 1), flush=True)
+    result["encode_only_sample_docs_per_s"] = {k: round(v, 1) for k, v in rates.items()}
+    result["default_vs"] = {k: round(rates[encoder.name] / v, 2) for k, v in rates.items()
+                            if k != encoder.name}
+    cosines = (vectors[encoder.name] * vectors[fp32.name]).sum(axis=1)
+    result["default_cosine_to_fp32"] = {"min": round(float(cosines.min()), 4),
+                                        "mean": round(float(cosines.mean()), 4),
+                                        "p01": round(float(np.percentile(cosines, 1)), 4)}
+    with tempfile.TemporaryDirectory() as cache_dir:
+        numpy_run = index_run(engine, paths, CachedEncoder(numpy, EmbeddingCache(
+            Path(cache_dir))), args.sample)
+    result["numpy_end_to_end_sample"] = numpy_run
+    result["cold_vs_numpy_end_to_end"] = round(result["cold_cache"]["docs_per_s"]
+                                               / numpy_run["docs_per_s"], 2)
+    write_result(result, args.out or result_path("indexing", args))
 
 
 if __name__ == "__main__":

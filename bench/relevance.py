@@ -25,11 +25,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import connect_engine, engine_options, result_path, write_result
+from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
-from esrank.encoder import load_encoder
 from esrank.engine import Engine
 from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.feature_log import log_judgments, query_params
@@ -154,7 +153,7 @@ def main() -> None:
     started = time.monotonic()
 
     engine = connect_engine(args)
-    encoder = load_encoder()
+    encoder = configured_encoder()
     # a private name: the bench's fold models and registry entry never touch a live set
     fs = dataclasses.replace(load_feature_set(args.feature_set), name="relbench")
     engine.ensure_store()
@@ -221,7 +220,7 @@ def main() -> None:
         "ltr_beats_best_single": {m: rows["ltr"][m] > best[m][1][m] for m in SHOWN[:2]},
         "significance": significance,
         "parity_max_abs_delta": max(parity), "inner_cv_ndcg@10": [round(x, 4) for x in folds_cv],
-        "table": rows, "seconds": round(time.monotonic() - started, 1),
+        "table": rows, "encoder": encoder.name, "seconds": round(time.monotonic() - started, 1),
     }
     write_result(summary, args.out or result_path("relevance", args))
 

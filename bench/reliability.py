@@ -35,14 +35,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import engine_options, result_path, write_result
+from _report import configured_encoder, engine_options, result_path, write_result
 from sidecar import start_server
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
 from esrank.catalogue import index_catalogue
 from esrank.config import ServeSettings, load_settings
-from esrank.encoder import load_encoder
 from esrank.engine.local import LocalEngine, up
 from esrank.errors import EsrankError
 from esrank.feature_log import log_judgments, query_params, write_table
@@ -326,7 +325,7 @@ def main() -> None:
                        port=n.port, transport_port=n.transport_port, heap=e.heap,
                        java_home=n.java_home, maven_repo=e.maven_repo, ltr_plugin=n.ltr_plugin,
                        ltr_plugin_sha256=n.ltr_plugin_sha256)
-    encoder = load_encoder(backend="auto")
+    encoder = configured_encoder()
     engine = settings.connect()
     started = time.monotonic()
 

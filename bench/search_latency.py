@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import connect_engine, engine_options, result_path, write_result
+from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
 from sidecar import post, start_server
 
 from esrank.config import load_settings
-from esrank.encoder import load_encoder
 from esrank.feature_log import query_params
 from esrank.registry import active_model
 from esrank.search import Ranker, ranked_request
@@ -53,7 +52,7 @@ def main() -> None:
     model = active_model(engine, args.set)
     if model is None:
         raise SystemExit(f"no active model for {args.set!r}: run make demo first")
-    encoder = load_encoder(backend="auto")
+    encoder = configured_encoder()
     with open(CHORUS / "judgments.csv") as f:
         queries = sorted({row["query"] for row in csv.DictReader(f)})
     params = dict(zip(queries, query_params(model.params, encoder)(queries), strict=True))

@@ -4,7 +4,8 @@ under concurrency, and the overload path. Writes bench/results/sidecar.json.
     python bench/sidecar.py [--quick]
 
 Texts are Chorus product titles and shopper queries. Throughput: texts/s at batch 1, 32 and
-256 for each backend this machine has (numpy, onnx, torch; CUDA ones on a GPU), and for
+256 for the default encoder (ESRANK_ENCODER__*: on a CPU, ONNX int8) and each backend this
+machine has in fp32 (numpy, onnx, torch; CUDA ones on a GPU), and for
 sentence-transformers `encode` on the same model and device when it is installed, as a ratio.
 HTTP: the sidecar under waitress on a local port, /embed with one new query per request from
 1, 8 and 64 concurrent clients (p50/p99 ms, requests/s). Overload: 4x as many clients as the
@@ -134,7 +135,9 @@ def main() -> None:
     texts = titles(1024)
     result: dict = {"backends": available_backends(), "throughput_texts_per_s": {}}
 
-    encoders = {b: load_encoder(backend=b) for b in available_backends()}
+    best = load_settings().load_encoder()  # the default: what `esrank serve` runs
+    encoders = {best.name: best, **{e.name: e for e in (load_encoder(backend=b)
+                                                        for b in available_backends())}}
     for enc in encoders.values():
         device = getattr(enc, "device", "cpu")
         row = {b: round(throughput(lambda t, e=enc: e.encode(t, batch_size=len(t)), texts, b,
@@ -149,7 +152,6 @@ def main() -> None:
 
     from esrank.serve import create_app
 
-    best = encoders[available_backends()[0]]
     app = create_app(load_settings(url="http://127.0.0.1:9"), encoder=best)
     port = start_server(app, threads=64)
     qs = queries()
