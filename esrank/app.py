@@ -129,6 +129,26 @@ class App:
                            ltr_plugin_sha256=node.ltr_plugin_sha256,
                            startup_timeout=e.startup_timeout)
 
+    def encoder_info(self) -> dict:
+        """What the configured encoder resolved to, and the backends installed."""
+        from esrank.encoder import available_backends
+
+        encoder = self.settings.load_encoder()
+        return {"encoder": encoder.name, "key": encoder.key, "dims": encoder.dims,
+                "max_tokens": encoder.max_tokens, **self.settings.encoder.model_dump(),
+                "installed_backends": available_backends()}
+
+    def embedding_cache(self, clear: bool = False) -> dict:
+        """The embedding cache's summary (then emptied, with `clear`)."""
+        from esrank.embed_cache import EmbeddingCache
+
+        cache = EmbeddingCache(self.settings.home / "cache")
+        summary = cache.summary()
+        if clear:
+            summary["cleared"] = cache.clear()
+        cache.close()
+        return summary
+
     # -- configurations ------------------------------------------------------------------------
 
     def ranker(self, which: str, window: int | None = None, rerank: int = 0):

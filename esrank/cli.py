@@ -773,7 +773,35 @@ def _loopback(host: str) -> bool:
 
 @cli.group()
 def encoder() -> None:
-    """The sentence encoder: backends and the ONNX export."""
+    """The sentence encoder: which one runs, its embedding cache, the ONNX export."""
+
+
+@encoder.command("info")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def encoder_info(ctx: click.Context, as_json: bool) -> None:
+    """The encoder every command and the sidecar use (ESRANK_ENCODER__MODEL, __BACKEND,
+    __PRECISION): backend, device and precision it resolved to, and the backends installed.
+    The log (-v) says which ONNX Runtime provider runs it, and why the CPU when it is."""
+    data = _app(ctx).encoder_info()
+    _emit(data, as_json, "\n".join(f"{k:18} {v}" for k, v in data.items()))
+
+
+@encoder.command("cache")
+@click.option("--clear", is_flag=True, help="Remove every cached vector.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def encoder_cache(ctx: click.Context, clear: bool, as_json: bool) -> None:
+    """The embedding cache (ESRANK_HOME/cache): vectors per encoder and bytes on disk.
+
+    `esrank index` takes a product text's vector from it when the same encoder embedded the
+    same text before, so re-indexing an unchanged catalogue costs bulk time only. Turn it off
+    with ESRANK_ENCODER__CACHE=false."""
+    data = _app(ctx).embedding_cache(clear=clear)
+    entries = "".join(f"\n  {key}: {n:,} vectors" for key, n in data["entries"].items())
+    cleared = f"\ncleared {data['cleared']:,} vectors" if clear else ""
+    _emit(data, as_json, f"{data['path']} ({data['bytes'] / 2**20:.1f} MB){entries or ' empty'}"
+          + cleared)
 
 
 @encoder.command("export-onnx")
@@ -919,6 +947,18 @@ def main() -> None:
     except EsrankError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRAS:
+            raise
+        click.echo(f"error: this command needs {exc.name}: {EXTRAS[exc.name]}", err=True)
+        sys.exit(1)
+
+
+# modules that come with an extra, and how to get them
+EXTRAS = {name: "pip install 'esrank[cpu]' (or 'esrank[gpu]' on a machine with an NVIDIA GPU)"
+          for name in ("xgboost", "onnxruntime", "onnx")}
+EXTRAS.update(flask="pip install 'esrank[serve]'", waitress="pip install 'esrank[serve]'",
+              torch="pip install 'esrank[torch]'", transformers="pip install 'esrank[torch]'")
 
 
 if __name__ == "__main__":

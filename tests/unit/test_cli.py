@@ -120,3 +120,34 @@ def test_serving_beyond_loopback_needs_a_token():
 def test_the_docker_context_leaves_local_config_out():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"esrank.toml", ".env", "*.parquet", ".venv"} <= set(ignored)
+
+
+def test_encoder_info_follows_the_settings_and_the_cache_lists_and_clears(tmp_path):
+    import json
+
+    home = {"ESRANK_HOME": str(tmp_path)}
+    info = esrank("encoder", "info", "--json", ESRANK_ENCODER__BACKEND="numpy", **home)
+    assert info.returncode == 0, info.stderr
+    data = json.loads(info.stdout)
+    assert data["encoder"].startswith("numpy:") and data["key"].endswith(":fp32")
+    assert "numpy" in data["installed_backends"]
+    bad = esrank("encoder", "info", ESRANK_ENCODER__PRECISION="fp8", **home)
+    assert bad.returncode == 1 and "encoder.precision" in bad.stderr
+
+    from esrank.embed_cache import EmbeddingCache
+
+    EmbeddingCache(tmp_path / "cache").put("m:1:fp32", ["a", "b"], [[1.0, 0.0]] * 2)
+    listed = json.loads(esrank("encoder", "cache", "--json", **home).stdout)
+    assert listed["entries"] == {"m:1:fp32": 2}
+    cleared = json.loads(esrank("encoder", "cache", "--clear", "--json", **home).stdout)
+    assert cleared["cleared"] == 2
+    assert json.loads(esrank("encoder", "cache", "--json", **home).stdout)["entries"] == {}
+
+
+def test_a_missing_extra_is_named_with_its_install_command():
+    code = ("import sys; sys.modules['waitress'] = None; sys.argv = ['esrank', 'serve']; "
+            "from esrank.cli import main; main()")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "this command needs waitress: pip install 'esrank[serve]'" in run.stderr
