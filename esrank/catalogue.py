@@ -153,17 +153,18 @@ def text_of(doc: dict) -> str:
 
 ID_FIELD = "id"  # each document's id again, as a keyword with doc values (fast to read back)
 BUILD = "esrank_build"  # the mapping's _meta key: is the index a complete build
+ENCODER = "esrank_encoder"  # ... and the key of the encoder that embedded it (Encoder.key)
 
 
-def index_body(dialect: Dialect, dims: int) -> dict:
+def index_body(dialect: Dialect, dims: int, encoder_key: str = "") -> dict:
     """Explicit mappings: analysed text, keywords, numbers, and the vectors in the engine's
-    vector type."""
+    vector type; `_meta` records the build state and the encoder."""
     text_kw = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     return {
         "settings": {"number_of_shards": 1, "number_of_replicas": 0,
                      **dialect.index_settings()},
         "mappings": {
-            "_meta": {BUILD: "partial"},  # "complete" once every product is in
+            "_meta": {BUILD: "partial", ENCODER: encoder_key},  # complete: every product in
             "dynamic": "strict",
             "properties": {
                 ID_FIELD: {"type": "keyword"},
@@ -195,13 +196,15 @@ def fetch_texts(engine: Engine, index: str, doc_ids: Iterable[str]) -> dict[str,
     return out
 
 
-def index_is_current(engine: Engine, alias: str) -> bool:
-    """True when `alias` holds documents under the mapping this version of esrank writes."""
+def index_is_current(engine: Engine, alias: str, encoder_key: str) -> bool:
+    """True when `alias` holds documents under the mapping this version of esrank writes,
+    embedded by the encoder with `encoder_key` (another model or precision: not current)."""
     if not engine.alias_targets(alias) or engine.count(alias) == 0:
         return False
     live = engine.mapping(alias)
     wanted = index_body(engine.dialect, 0)["mappings"]["properties"]
     return all(set(m.get("mappings", {}).get("properties", {})) == set(wanted)
+               and (m.get("mappings", {}).get("_meta") or {}).get(ENCODER) == encoder_key
                for m in live.values())
 
 
@@ -273,7 +276,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                           "esrank manages it as an alias over versioned indices — rename or "
                           "delete it first", target=alias)
     old = engine.alias_targets(alias)
-    engine.create_index(index, index_body(engine.dialect, encoder.dims))
+    engine.create_index(index, index_body(engine.dialect, encoder.dims, encoder.key))
     report = IndexReport(alias=alias, index=index)
     products = read_products(paths)
     status = encoder.progress if isinstance(encoder, CachedEncoder) else lambda: encoder.name
@@ -302,7 +305,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
             raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
-        engine.put_mapping(index, {"_meta": {BUILD: "complete"}})
+        engine.put_mapping(index, {"_meta": {BUILD: "complete", ENCODER: encoder.key}})
         engine.swap_alias(alias, index, old)
     except BaseException:
         try:  # leave nothing half-written behind; the alias still points at the old index

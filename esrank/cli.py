@@ -897,8 +897,10 @@ def _demo_catalogue(ctx: click.Context, s, limit: int | None, reindex: bool) -> 
         click.echo(f"== 1. local engine ({s.local_flavor})")
         ctx.invoke(engine_up, flavor=s.local_flavor)
     click.echo("== 2. index the Chorus catalogue")
-    if not reindex and limit is None and index_is_current(_app(ctx).engine, s.index):
-        click.echo(f"{s.index} is already indexed with the current mapping (--reindex to redo)")
+    app = _app(ctx)
+    if not reindex and limit is None and index_is_current(app.engine, s.index, app.encoder.key):
+        click.echo(f"{s.index} is already indexed with the current mapping and encoder "
+                   "(--reindex to redo)")
     else:
         ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
     click.echo("== 3. push the feature sets")

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import pytest
 
-from esrank.catalogue import RejectedBuildError, fetch_texts, index_body, index_catalogue
+from esrank.catalogue import (
+    RejectedBuildError,
+    fetch_texts,
+    index_body,
+    index_catalogue,
+    index_is_current,
+)
 from esrank.embed_cache import CachedEncoder, EmbeddingCache
 from esrank.engine import connect
 from esrank.errors import EngineError
@@ -81,7 +87,7 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
     assert third.kept == second and not engine.index_exists(first[0])  # only the newest kept
 
     class Broken:  # crashes on the second batch, while the first one is being sent
-        name, dims, max_tokens = "broken", 384, 8
+        name, dims, max_tokens, key = "broken", 384, 8, "broken:fp32"
         calls = 0
 
         def encode(self, texts, batch_size=32):
@@ -117,6 +123,9 @@ def test_reindex_from_the_embedding_cache_embeds_nothing_and_indexes_the_same_ve
     second = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], cached, limit=30,
                              batch_size=8, progress=False)
     assert second.indexed == 30 and cached.cache.misses == misses
+    # the build records its encoder: another model or precision makes it stale
+    assert index_is_current(engine, alias, cached.key)
+    assert not index_is_current(engine, alias, cached.key.replace(":fp32", ":int8"))
     assert cached.cache.hits == hits + misses + hits
     again = engine.search(alias, {"size": 1, "sort": [{"id": "asc"}]})["hits"]["hits"][0]
     assert again["_id"] == doc["_id"]
