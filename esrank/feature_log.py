@@ -92,6 +92,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
     missing: list[tuple[str, str]] = []
     with tqdm(total=len(judgments), desc="logging features", unit="pair",
               disable=not progress) as bar:
+        if encoder is not None:
+            bar.set_postfix_str(f"queries embedded by {encoder.name}", refresh=False)
         for chunk in batched(groups, queries_per_request):
             texts = [js[0].query for _, js in chunk]
             windows = (_first_pass(engine, index, texts, window, first_pass) if window
