@@ -270,7 +270,8 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     from esrank.embed_cache import CachedEncoder
 
     started = time.monotonic()
-    index = f"{alias}-{utc(DIGITS)}-{time.monotonic_ns() % 1000:03d}"
+    now = time.time()  # the name sorts by build time, to the millisecond (newest kept first)
+    index = f"{alias}-{utc(DIGITS, now)}-{int(now * 1000) % 1000:03d}"
     if engine.index_exists(alias) and not engine.alias_targets(alias):
         raise EngineError("index catalogue", f"{alias!r} is a concrete index, not an alias; "
                           "esrank manages it as an alias over versioned indices — rename or "
