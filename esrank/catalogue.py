@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -241,6 +242,18 @@ def _send(engine: Engine, index: str, docs: list[tuple[str, dict]], report: Inde
     report.indexed += len(docs) - len(refused)
 
 
+def _build_name(alias: str) -> str:
+    """`<alias>-<UTC digits>-<milliseconds>`: an alias's builds sort by build time."""
+    now = time.time()
+    return f"{alias}-{utc(DIGITS, now)}-{int(now * 1000) % 1000:03d}"
+
+
+def _is_build(alias: str, name: str) -> bool:
+    """Whether index `name` is one of `alias`'s builds (not another alias's that shares the
+    prefix, such as products-int8-... for products)."""
+    return re.fullmatch(rf"{re.escape(alias)}-\d{{14}}-\d{{3}}", name) is not None
+
+
 class RejectedBuildError(InputError):
     """A build with more rejected products than allowed (or none indexed): it was removed and
     the live index is unchanged; `report` lists the rejections."""
@@ -270,8 +283,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     from esrank.embed_cache import CachedEncoder
 
     started = time.monotonic()
-    now = time.time()  # the name sorts by build time, to the millisecond (newest kept first)
-    index = f"{alias}-{utc(DIGITS, now)}-{int(now * 1000) % 1000:03d}"
+    index = _build_name(alias)
     if engine.index_exists(alias) and not engine.alias_targets(alias):
         raise EngineError("index catalogue", f"{alias!r} is a concrete index, not an alias; "
                           "esrank manages it as an alias over versioned indices — rename or "
@@ -318,7 +330,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     # killed before it could clean up) can never go live
     complete = {name: name in old or (m.get("mappings", {}).get("_meta") or {}).get(BUILD)
                 == "complete" for name, m in engine.mapping(f"{alias}-*").items()
-                if name != index}
+                if name != index and _is_build(alias, name)}
     earlier = sorted((name for name, ok in complete.items() if ok), reverse=True)
     report.kept = earlier[:keep]
     for name in [*earlier[keep:], *(name for name, ok in complete.items() if not ok)]:

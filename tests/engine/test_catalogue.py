@@ -82,9 +82,12 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
     assert second != first and len(second) == 1
     assert report.kept == first and engine.index_exists(first[0])  # kept to go back to
     assert engine.count(alias) == 50
+    other = index_catalogue(engine, f"{alias}-other", [DATA / "chorus_slice.jsonl"], encoder,
+                            limit=3, progress=False)  # another alias sharing the prefix
     third = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=20,
                             keep=1, progress=False)
     assert third.kept == second and not engine.index_exists(first[0])  # only the newest kept
+    assert engine.index_exists(other.index)  # not one of this alias's builds
 
     class Broken:  # crashes on the second batch, while the first one is being sent
         name, dims, max_tokens, key = "broken", 384, 8, "broken:fp32"
