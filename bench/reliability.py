@@ -153,7 +153,7 @@ class SlowEncoder:
     def __init__(self, inner, seconds: float):
         self.inner, self.seconds = inner, seconds
         self.name, self.dims, self.max_tokens = inner.name, inner.dims, inner.max_tokens
-        self.token_counts = inner.token_counts
+        self.key, self.token_counts = inner.key, inner.token_counts
 
     def encode(self, texts, batch_size=64):
         time.sleep(self.seconds)
