@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from esrank.registry import RegistryEntry
 
 CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
+MAX_RANKERS = 256  # configurations whose lookup the sidecar keeps at once
 
 
 @dataclass
@@ -162,6 +163,8 @@ class App:
             ranker = resolve_ranker(self.engine, self.settings.active_set, which,
                                     window or self.settings.rescore_window)
             if self._ranker_ttl:
+                if len(self._rankers) >= MAX_RANKERS:  # names come from requests: bounded
+                    self._rankers.clear()
                 self._rankers[key] = (now + self._ranker_ttl, ranker)
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         self.require_reranker(bool(ranker.rerank))

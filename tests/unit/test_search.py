@@ -113,3 +113,7 @@ def test_a_model_lookup_is_reused_for_the_ttl_and_repeated_without_one():
         assert paths == ["/esrank-models/_doc/chorus"] * lookups
         assert app.ranker("active", rerank=0, window=50).label == "bm25"  # another key
         assert len(transport.calls) == lookups + 1
+    app = App(settings, engine=Engine(FakeTransport({})), ranker_ttl=60.0)
+    for window in range(1, 1000):  # request-chosen keys never pile up
+        app.ranker("active", window=window)
+    assert 0 < len(app._rankers) <= 256
