@@ -93,10 +93,10 @@ class Engine:
                                   target=exc.target, status=exc.status) from exc
             raise
 
-    def _find(self, operation: str, path: str, target: str) -> Any:
+    def _find(self, operation: str, path: str, target: str, params: dict | None = None) -> Any:
         """A GET whose 404 means "not there": None instead of an error."""
         try:
-            return self._call(operation, "GET", path, target=target)
+            return self._call(operation, "GET", path, target=target, params=params)
         except EngineError as exc:
             if exc.status == 404:
                 return None
@@ -177,9 +177,9 @@ class Engine:
         return doc.get("_source", {}).get("model")
 
     def list_models(self, prefix: str = "") -> list[str]:
+        """The store's model names (none while the store does not exist)."""
         params = {"prefix": prefix, "size": 1000} if prefix else {"size": 1000}
-        result = self._call("list models", "GET", self._ltr("/_model"), params=params,
-                            target=self._ltr())
+        result = self._find("list models", self._ltr("/_model"), self._ltr(), params) or {}
         return sorted(hit["_source"]["name"] for hit in result.get("hits", {}).get("hits", []))
 
     def delete_model(self, name: str) -> None:

@@ -203,3 +203,11 @@ def test_credentials_in_the_url_never_reach_a_message():
     with pytest.raises(EngineError) as err:
         connect("http://elastic:hunter2@127.0.0.1:9", timeout=1)  # detection
     assert "hunter2" not in str(err.value)
+
+
+def test_a_store_that_does_not_exist_yet_lists_no_models_and_other_errors_stay_errors():
+    missing = EngineError("list models", "no such store", status=404)
+    assert Engine(FakeTransport({("GET", "/_ltr/_model"): missing})).list_models("x-v") == []
+    denied = EngineError("list models", "forbidden", status=403)
+    with pytest.raises(EngineError, match="forbidden"):
+        Engine(FakeTransport({("GET", "/_ltr/_model"): denied})).list_models("x-v")
