@@ -227,10 +227,11 @@ class App:
         if not table.is_file():
             raise InputError("no logged table for the parity gate: pass --table")
         encoder = self.encoder if any(p.type == "vector" for p in fs.params) else None
+        matrix = read_table(table)
         return fs, deploy(self.engine, self.settings.index, artifact, fs,
-                          read_table(table).docs_by_query(parity_queries),
+                          matrix.docs_by_query(parity_queries),
                           query_params(fs.params, encoder), activate=activate,
-                          tolerance=tolerance)
+                          tolerance=tolerance, shoppers=list((matrix.shoppers or {}).values()))
 
     def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
                             epochs: int = 2, batch_size: int = 16, progress: bool = True) -> dict:
@@ -259,13 +260,59 @@ class App:
     # -- search and evaluation -----------------------------------------------------------------
 
     def search(self, query: str, which: str = "active", *, size: int = 10,
-               window: int | None = None, features: bool = False, rerank: int = 0):
+               window: int | None = None, features: bool = False, rerank: int = 0,
+               shopper=None, shopper_params: dict | None = None):
+        """Rank for one query; `shopper` (a ShopperContext) personalises it through the
+        shopper's stored profile and what the context says (or `shopper_params`, already
+        resolved)."""
         from esrank.search import search
 
         ranker = self.ranker(which, window, rerank)
+        params = shopper_params if shopper_params is not None else self.shopper_params(shopper)
         return search(self.engine, self.settings.index, query, ranker,
                       self.query_encoder([ranker]), size=size, features=features,
-                      reranker=self.reranker)
+                      reranker=self.reranker, shopper=params)
+
+    def shopper_params(self, context) -> dict:
+        """The sltr shopper params for a ShopperContext (None or anonymous: none)."""
+        from esrank.shopper import shopper_params
+
+        if context is None or context.anonymous:
+            return {}
+        return shopper_params(self.profile(context.user_id) if context.user_id else None,
+                              context)
+
+    def profile(self, user_id: str):
+        """A shopper's stored Profile, or None."""
+        from esrank.shopper import load_profile
+
+        return load_profile(self.engine, user_id, self.settings.profiles_index)
+
+    def store_ubi(self, log: Path) -> int:
+        """Store a UBI ndjson file in the engine's UBI indices; how many records went in."""
+        from esrank.ubi import read_ndjson, store
+
+        return store(self.engine, *read_ndjson(log))
+
+    def build_profiles(self, log: Path | None = None, *, weights=None,
+                       half_life_days: float | None = None) -> dict:
+        """Profiles from UBI events (an ndjson file, else the engine's UBI indices), with each
+        product's brand and price read from the catalogue; stored in the profile index."""
+        from esrank.catalogue import product_facts
+        from esrank.clicks import ACTION_WEIGHTS
+        from esrank.shopper import HALF_LIFE_DAYS, build_profiles, save_profiles
+        from esrank.ubi import fetch, read_ndjson
+
+        _, events = read_ndjson(log) if log else fetch(self.engine)
+        weights = weights or ACTION_WEIGHTS
+        acted = {e.doc_id for e in events if e.doc_id and e.action in weights}
+        facts = product_facts(self.engine, self.settings.index, acted)
+        profiles = build_profiles(events, facts, now=time.time(), weights=weights,
+                                  half_life_days=half_life_days or HALF_LIFE_DAYS)
+        saved = save_profiles(self.engine, profiles.values(), self.settings.profiles_index)
+        return {"profiles": saved, "events": len(events), "products": len(facts),
+                "unknown_products": len(acted) - len(facts),
+                "index": self.settings.profiles_index}
 
     def evaluate(self, judgments: Path, configs, *, fmt: str | None = None,
                  window: int | None = None, depth: int = 100, rank_eval: bool = False,

@@ -28,6 +28,7 @@ from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.dialect import Dialect
 from esrank.errors import EngineError, InputError
+from esrank.shopper import ProductFacts
 from esrank.stamps import DIGITS, utc
 
 log = logging.getLogger(__name__)
@@ -187,14 +188,28 @@ def index_body(dialect: Dialect, dims: int, encoder_key: str = "") -> dict:
     }
 
 
-def fetch_texts(engine: Engine, index: str, doc_ids: Iterable[str]) -> dict[str, str]:
-    """doc id -> the text a cross-encoder reads (`text_of`), for the ids the index holds."""
+def fetch_sources(engine: Engine, index: str, doc_ids: Iterable[str], fields: list[str]
+                  ) -> dict[str, dict]:
+    """doc id -> those fields of its source, for the ids the index holds."""
     ids, out = sorted(set(doc_ids)), {}
     for chunk in batched(ids, 500):
         result = engine.search(index, {"size": len(chunk), "query": {"ids": {"values": chunk}},
-                                       "_source": ["title", "short_description"]})
-        out.update({h["_id"]: text_of(h["_source"]) for h in result["hits"]["hits"]})
+                                       "_source": fields})
+        out.update({h["_id"]: h["_source"] for h in result["hits"]["hits"]})
     return out
+
+
+def fetch_texts(engine: Engine, index: str, doc_ids: Iterable[str]) -> dict[str, str]:
+    """doc id -> the text a cross-encoder reads (`text_of`), for the ids the index holds."""
+    return {d: text_of(src) for d, src in fetch_sources(
+        engine, index, doc_ids, ["title", "short_description"]).items()}
+
+
+def product_facts(engine: Engine, index: str, doc_ids: Iterable[str]
+                  ) -> dict[str, ProductFacts]:
+    """doc id -> its brand (supplier) and price, for the ids the index holds (profiles)."""
+    return {d: ProductFacts(src.get("supplier"), src.get("price")) for d, src in
+            fetch_sources(engine, index, doc_ids, ["supplier", "price"]).items()}
 
 
 def index_is_current(engine: Engine, alias: str, encoder_key: str) -> bool:

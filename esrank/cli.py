@@ -233,16 +233,78 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
               help="Click model correcting for position bias.")
 @click.option("--min-impressions", default=10, show_default=True,
               help="Drop (query, doc) pairs seen fewer times.")
+@click.option("--weights", default="click=1,add_to_cart=2,purchase=4", show_default=True,
+              metavar="ACTION=W,...",
+              help="What each UBI action counts; a doc counts its strongest action.")
 @click.option("-o", "--output", type=OutputFile(), required=True,
               help="Where to write the judgments (format from the extension).")
-def judgments_from_clicks(log: Path, model: str, min_impressions: int, output: Path) -> None:
-    """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson)."""
+def judgments_from_clicks(log: Path, model: str, min_impressions: int, weights: str,
+                          output: Path) -> None:
+    """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson):
+    clicks, carts and purchases, weighted, through a click model correcting for position."""
     from esrank import clicks
     from esrank.judgments import write_judgments
 
-    derived = getattr(clicks, model)(clicks.read_ubi(log), min_impressions=min_impressions)
+    derived = getattr(clicks, model)(clicks.read_ubi(log, clicks.parse_weights(weights)),
+                                     min_impressions=min_impressions)
     write_judgments(derived, output)
     click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")
+
+
+@cli.group()
+def profiles() -> None:
+    """Shopper profiles from behaviour (UBI events): brand affinity and price band, kept in
+    the engine (ESRANK_PROFILES_INDEX) for personal features."""
+
+
+@profiles.command("build")
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="A UBI ndjson file (default: the engine's ubi_queries/ubi_events indices).")
+@click.option("--weights", default="click=1,add_to_cart=2,purchase=4", show_default=True,
+              metavar="ACTION=W,...", help="What each action counts toward a profile.")
+@click.option("--half-life-days", default=30.0, show_default=True,
+              help="An action's weight halves every this many days.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def profiles_build(ctx: click.Context, log_path: Path | None, weights: str,
+                   half_life_days: float, as_json: bool) -> None:
+    """Build every shopper's profile from their actions and store it (replacing theirs)."""
+    from esrank.clicks import parse_weights
+
+    data = _app(ctx).build_profiles(log_path, weights=parse_weights(weights),
+                                    half_life_days=half_life_days)
+    _emit(data, as_json, f"{data['profiles']} profiles from {data['events']} events "
+                         f"({data['products']} products; {data['unknown_products']} not in "
+                         f"the index) -> {data['index']}")
+
+
+@profiles.command("show")
+@click.argument("user_id")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def profiles_show(ctx: click.Context, user_id: str, as_json: bool) -> None:
+    """One shopper's stored profile and the shopper params it gives."""
+    from esrank.shopper import ShopperContext
+
+    app = _app(ctx)
+    profile = app.profile(user_id)
+    if profile is None:
+        raise click.ClickException(f"no profile for {user_id!r} in "
+                                   f"{app.settings.profiles_index} (esrank profiles build)")
+    data = {**profile.to_dict(), "params": app.shopper_params(ShopperContext(user_id))}
+    brands = ", ".join(f"{b} {w:.2f}" for b, w in profile.brands) or "none"
+    band = (f"{profile.price:.2f} +- {profile.price_scale:.2f} EUR" if profile.price
+            else "unknown")
+    _emit(data, as_json, f"{user_id}: {profile.actions} actions; brands {brands}; price {band}")
+
+
+@cli.command("ubi-load")
+@click.argument("log", type=click.Path(path_type=Path))
+@click.pass_context
+def ubi_load(ctx: click.Context, log: Path) -> None:
+    """Store a UBI ndjson file (queries and events) in the engine's UBI indices."""
+    count = _app(ctx).store_ubi(log)
+    click.echo(f"{count} UBI records -> ubi_queries, ubi_events")
 
 
 @cli.command("log")
@@ -307,13 +369,20 @@ def _log_text(report) -> str:
 @click.option("--exclude", multiple=True, metavar="FEATURE",
               help="A feature the model must not use (repeatable), e.g. the neural ones for a "
                    "without-neural model to compare; it keeps the feature set.")
+@click.option("--personal", multiple=True, metavar="FEATURE",
+              help="A shopper feature learned on top of the model without them (repeatable): "
+                   "a shopper without it is ranked as that model ranks them.")
+@click.option("--base", "base_path", type=click.Path(path_type=Path),
+              help="With --personal: the deployed non-personal model (trained with --exclude "
+                   "on the personal features) to keep as the first stage, so anonymous "
+                   "shoppers get exactly its ranking.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def train_cmd(table: Path, output: Path, objective: str, folds: int, search: bool,
               candidates: str, max_depth: int, rounds: int, early_stopping: int,
-              normalize: str | None, exclude: tuple[str, ...], device: str,
-              as_json: bool) -> None:
+              normalize: str | None, exclude: tuple[str, ...], personal: tuple[str, ...],
+              base_path: Path | None, device: str, as_json: bool) -> None:
     """Train an XGBoost ranker on a table from `esrank log`, selected by serving CV.
 
     Serving CV: per query-grouped fold, the model reorders each held-out query's served
@@ -321,6 +390,7 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
     that query's judgments, NDCG@10 standard and condensed, as `esrank evaluate` does; BM25's
     order of the same windows is shown beside it. Every choice (grid, rows) is made on it.
     """
+    from esrank.artifact import ModelArtifact
     from esrank.feature_log import read_table
     from esrank.train import CANDIDATE_SETS, TrainParams, train
 
@@ -329,7 +399,9 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
     result = train(read_table(table), output, params=params, folds=folds, search=search,
                    device=None if device == "auto" else device, normalizer=normalize,
                    table=str(table.resolve()), exclude=exclude,
-                   candidates=CANDIDATE_SETS if candidates == "auto" else (candidates,))
+                   candidates=CANDIDATE_SETS if candidates == "auto" else (candidates,),
+                   personal=personal,
+                   base=ModelArtifact.load(base_path) if base_path else None)
     cv = result.cv.to_dict()
     data = {"artifact": str(result.artifact), "cv": cv, "training_rows": result.candidates,
             "params": {"max_depth": result.params.max_depth,
@@ -527,14 +599,25 @@ def _rejections(report) -> str:
 @click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
 @click.option("--rerank", "rerank_top", default=0, show_default=True, metavar="N",
               help="Rerank the top N with the cross-encoder (ESRANK_CROSS_ENCODER).")
+@click.option("--user", "user_id", help="The shopper: their stored profile personalises the "
+                                        "ranking (esrank profiles build).")
+@click.option("--brand", "brands", multiple=True, help="A brand the shopper is looking at now "
+                                                        "(repeatable).")
+@click.option("--price-band", nargs=2, type=float, metavar="LOW HIGH",
+              help="The shopper's price band in euros.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: int | None,
-               features: bool, rerank_top: int, as_json: bool) -> None:
+               features: bool, rerank_top: int, user_id: str | None, brands: tuple[str, ...],
+               price_band: tuple[float, float] | None, as_json: bool) -> None:
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
-    model rescoring the top --window hits."""
+    model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
+    (a model with personal features uses them; without, the shopper is anonymous)."""
+    from esrank.shopper import ShopperContext
+
+    shopper = ShopperContext(user_id, None, brands, price_band)
     result = _app(ctx).search(query, which, size=size, window=window, features=features,
-                              rerank=rerank_top)
+                              rerank=rerank_top, shopper=shopper)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
                                            if result.degraded else "")
     _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))

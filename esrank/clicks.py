@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from esrank.errors import InputError
 from esrank.judgments import Judgment, JudgmentList, QidAssigner
+from esrank.ubi import UbiEvent, UbiQuery, read_ndjson
 
 log = logging.getLogger(__name__)
 
@@ -20,99 +20,109 @@ COEC_CUTS: tuple[float, float, float] = (0.5, 1.0, 2.0)  # COEC 1.0 = clicked as
 SDBN_CUTS: tuple[float, float, float] = (0.1, 0.25, 0.5)  # relevance a*s in [0, 1]
 
 
-# --------------------------------------------------------------------------- UBI clicks
+# --------------------------------------------------------------------------- UBI sessions
+
+# What each action says about a result, by default: the strongest action on a doc counts.
+ACTION_WEIGHTS: dict[str, float] = {"click": 1.0, "add_to_cart": 2.0, "purchase": 4.0}
 
 
 @dataclass(frozen=True)
 class Shown:
-    """One result on a results page: ``position`` is the 1-based rank (UBI ordinal + 1)."""
+    """One result on a results page: ``position`` is the 1-based rank (UBI ordinal + 1);
+    ``value`` the weight of the strongest action on it (0: shown, nothing done)."""
 
     doc_id: str
     position: int
-    clicked: bool
+    value: float = 0.0
+
+    @property
+    def clicked(self) -> bool:
+        return self.value > 0
 
 
 @dataclass(frozen=True)
 class Session:
-    """One UBI query (one ``query_id``): its text and the results shown, by position."""
+    """One UBI query (one ``query_id``): its text, who asked, and the results shown."""
 
     query_id: str
     query: str
     results: tuple[Shown, ...]
+    client_id: str | None = None
 
     @property
     def clicked(self) -> bool:
-        """Whether any result was clicked."""
+        """Whether any result was acted on."""
         return any(r.clicked for r in self.results)
 
 
-def read_ubi(path: str | Path, *, click_actions: Sequence[str] = ("click",)) -> list[Session]:
-    """Read an OpenSearch UBI ndjson (bulk action lines allowed) into sessions.
+def parse_weights(text: str) -> dict[str, float]:
+    """``"click=1,add_to_cart=2,purchase=4"`` -> action weights (each > 0).
 
-    Queries (``ubi_queries``: ``query_id``, ``user_query``) give the text; events with
-    ``action_name == "impression"`` give shown docs at ``event_attributes.position.ordinal``
-    (object id at ``event_attributes.object.object_id``); events in ``click_actions`` mark
-    clicks. A clicked doc without an impression is added at its click position. Events without
-    a query_id or object id, and query ids without query text, are skipped; sessions keep
-    the order of first appearance.
+    >>> parse_weights("click=1,purchase=5")
+    {'click': 1.0, 'purchase': 5.0}
     """
-    source = str(path)
-    texts: dict[str, str] = {}
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        action, eq, raw = part.partition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = float("nan")
+        if not eq or not action.strip() or not weight > 0:
+            raise InputError(f"action weight {part!r}: write ACTION=WEIGHT with WEIGHT > 0, "
+                             "e.g. click=1,add_to_cart=2,purchase=4")
+        out[action.strip()] = weight
+    if not out:
+        raise InputError("no action weights given")
+    return out
+
+
+def sessions_of(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
+                weights: Mapping[str, float] = ACTION_WEIGHTS) -> list[Session]:
+    """UBI queries and events -> one session per query id, results by position.
+
+    Impressions give shown docs and positions; an action in ``weights`` marks its doc with the
+    weight (the strongest one counts). An acted-on doc without an impression is added at the
+    action's position. Events without a query id or object id are skipped, and query ids
+    without query text (logged as a warning); sessions keep the order of first appearance.
+    """
+    text = {q.query_id: q for q in queries}
     shown: dict[str, dict[str, int]] = {}  # query_id -> doc -> best position
-    clicks: dict[str, dict[str, int | None]] = defaultdict(dict)
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise InputError(f"invalid JSON: {e.msg}", source=source, line=line_no) from None
-            if not isinstance(doc, dict):
-                raise InputError("expected a JSON object", source=source, line=line_no)
-            if len(doc) == 1 and next(iter(doc)) in ("index", "create"):
-                continue  # bulk action line
-            qid = doc.get("query_id")
-            if not isinstance(qid, str) or not qid:
-                continue
-            query = doc.get("user_query")
-            if isinstance(query, str) and (doc.get("action_name") is None or qid not in texts):
-                texts[qid] = query
-            action = doc.get("action_name")
-            if action != "impression" and action not in click_actions:
-                continue
-            attrs = doc.get("event_attributes") or {}
-            obj = attrs.get("object") or {}
-            doc_id = obj.get("object_id") if isinstance(obj, dict) else None
-            if doc_id is None:
-                continue
-            pos_obj = attrs.get("position") or {}
-            ordinal = pos_obj.get("ordinal") if isinstance(pos_obj, dict) else None
-            position = int(ordinal) + 1 if isinstance(ordinal, int | float) else None
-            if action == "impression":
-                if position is None:
-                    continue
-                seen = shown.setdefault(qid, {})
-                seen[str(doc_id)] = min(position, seen.get(str(doc_id), position))
-            else:
-                shown.setdefault(qid, {})
-                prev = clicks[qid].get(str(doc_id))
-                clicks[qid][str(doc_id)] = position if prev is None else prev
-    sessions: list[Session] = []
+    acted: dict[str, dict[str, tuple[float, int | None]]] = defaultdict(dict)
+    for e in events:
+        if not e.query_id or e.doc_id is None:
+            continue
+        if e.action == "impression":
+            if e.position is not None:
+                seen = shown.setdefault(e.query_id, {})
+                seen[e.doc_id] = min(e.position, seen.get(e.doc_id, e.position))
+        elif e.action in weights:
+            shown.setdefault(e.query_id, {})
+            value, pos = acted[e.query_id].get(e.doc_id, (0.0, None))
+            acted[e.query_id][e.doc_id] = (max(value, weights[e.action]),
+                                           pos if pos is not None else e.position)
+    out: list[Session] = []
     for qid, docs in shown.items():
         positions = dict(docs)
-        for doc_id, pos in clicks.get(qid, {}).items():
+        for doc_id, (_, pos) in acted.get(qid, {}).items():
             if doc_id not in positions and pos is not None:
                 positions[doc_id] = pos
-        clicked = set(clicks.get(qid, {}))
-        results = tuple(Shown(d, p, d in clicked)
+        values = {d: v for d, (v, _) in acted.get(qid, {}).items()}
+        results = tuple(Shown(d, p, values.get(d, 0.0))
                         for d, p in sorted(positions.items(), key=lambda kv: (kv[1], kv[0])))
-        if results and texts.get(qid, "").strip():
-            sessions.append(Session(qid, texts[qid], results))
-    dropped = len(shown) - len(sessions)
+        q = text.get(qid)
+        if results and q is not None:
+            out.append(Session(qid, q.query, results, q.client_id))
+    dropped = len(shown) - len(out)
     if dropped:
-        log.warning("%s: %d query_ids have events but no query text; skipped", source, dropped)
-    return sessions
+        log.warning("%d query_ids have events but no query text; skipped", dropped)
+    return out
+
+
+def read_ubi(path: str | Path, weights: Mapping[str, float] = ACTION_WEIGHTS
+             ) -> list[Session]:
+    """Sessions from an OpenSearch UBI ndjson file (see `sessions_of`)."""
+    return sessions_of(*read_ndjson(path), weights)
 
 
 # --------------------------------------------------------------------------- click models
@@ -139,28 +149,29 @@ def _to_judgments(scores: dict[tuple[str, str], float], counts: dict[tuple[str, 
 
 def coec(sessions: Iterable[Session], min_impressions: int = 10,
          cuts: Sequence[float] = COEC_CUTS) -> JudgmentList:
-    """Clicks over expected clicks, per (query text, doc).
+    """Clicks over expected clicks, per (query text, doc); a click counts its action weight
+    (a purchase more than a click: `ACTION_WEIGHTS`).
 
-    The prior CTR at position p is clicks at p / impressions at p over the whole log;
+    The prior CTR at position p is (weighted) clicks at p / impressions at p over the log;
     COEC(q, d) = clicks(q, d) / sum of prior CTR over the positions where d was shown for q
     (0 when that sum is 0). Pairs shown fewer than ``min_impressions`` times are dropped (the
     count is logged). Grade = number of ``cuts`` at or below the score (default 0.5/1/2 -> 0..3).
     """
     sessions = list(sessions)
     pos_imp: dict[int, int] = defaultdict(int)
-    pos_clk: dict[int, int] = defaultdict(int)
+    pos_clk: dict[int, float] = defaultdict(float)
     for s in sessions:
         for r in s.results:
             pos_imp[r.position] += 1
-            pos_clk[r.position] += r.clicked
+            pos_clk[r.position] += r.value
     ctr = {p: pos_clk[p] / pos_imp[p] for p in pos_imp}
-    clicks: dict[tuple[str, str], int] = defaultdict(int)
+    clicks: dict[tuple[str, str], float] = defaultdict(float)
     expected: dict[tuple[str, str], float] = defaultdict(float)
     imps: dict[tuple[str, str], int] = defaultdict(int)
     for s in sessions:
         for r in s.results:
             key = (s.query, r.doc_id)
-            clicks[key] += r.clicked
+            clicks[key] += r.value
             expected[key] += ctr[r.position]
             imps[key] += 1
     scores = {k: (clicks[k] / expected[k] if expected[k] > 0 else 0.0) for k in imps}
@@ -173,7 +184,8 @@ def sdbn(sessions: Iterable[Session], min_impressions: int = 10,
 
     In each session the docs at or above the last clicked position are examined (a session
     without clicks examines nothing). Attractiveness a = clicks / examinations; satisfaction
-    s = sessions where the doc was the last click / clicks (0 without clicks); relevance = a*s.
+    s = sessions where the doc was the last click, or got an action weighing more than 1 (a
+    cart or a purchase with the default weights), / clicks (0 without clicks); relevance = a*s.
     ``min_impressions`` counts examinations; pairs below it are dropped (count logged).
     Grade = number of ``cuts`` at or below a*s (default 0.1/0.25/0.5 -> 0..3).
     """
@@ -191,7 +203,7 @@ def sdbn(sessions: Iterable[Session], min_impressions: int = 10,
             key = (s.query, r.doc_id)
             examined[key] += 1
             clicks[key] += r.clicked
-            last[key] += r is last_click
+            last[key] += r is last_click or r.value > 1.0
     scores = {}
     for k, n in examined.items():
         a = clicks[k] / n

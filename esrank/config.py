@@ -103,6 +103,8 @@ class ServeSettings(BaseModel):
     # /search within it; 0 looks it up on every request
     model_refresh: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
+    # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
+    ubi: bool = True
 
 
 class Settings(BaseSettings):
@@ -129,6 +131,7 @@ class Settings(BaseSettings):
     rescore_window: int = Field(100, gt=0, le=10_000)
     cross_encoder: Path | None = None  # a *ForSequenceClassification folder for reranking
     judgments: Path | None = None  # grades shown on the comparison page
+    profiles_index: str = "esrank-profiles"  # shopper profiles (esrank profiles build)
     encoder: EncoderSettings = EncoderSettings()
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()

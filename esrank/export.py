@@ -177,28 +177,35 @@ class ParityReport:
                           for r in self.worst]}
 
 
-def parity_request(model: str, feature_set: str, params: dict, doc_ids: Sequence[str]
+def parity_request(model: str, feature_set: FeatureSet, params: dict, doc_ids: Sequence[str]
                    ) -> Ranked:
     """Score exactly `doc_ids` with the model through a rescore (as search does) and log the
     feature values the model saw, in the same request."""
     return Ranked(size=len(doc_ids), ids=tuple(doc_ids),
-                  rescore=Rescore(feature_set, params, model=model, window=len(doc_ids),
-                                  log=True))
+                  rescore=Rescore(feature_set.engine_name, params, model=model,
+                                  window=len(doc_ids), log=True,
+                                  active_features=feature_set.active_features(params)))
 
 
 def check_parity(engine: Engine, index: str, model: str, artifact: ModelArtifact,
                  feature_set: FeatureSet, queries: dict[str, list[str]],
                  params_for: Callable[[list[str]], list[dict]], *,
-                 tolerance: float = TOLERANCE, batch: int = 16, keep_worst: int = 5
-                 ) -> ParityReport:
-    """Replay `queries` (query text -> doc ids) through the plugin and the local booster."""
+                 shoppers: Sequence[dict] = (), tolerance: float = TOLERANCE, batch: int = 16,
+                 keep_worst: int = 5) -> ParityReport:
+    """Replay `queries` (query text -> doc ids) through the plugin and the local booster:
+    each anonymously and, with `shoppers` (shopper params), once more with one of them
+    (round robin), so the personal features are checked too."""
     rows: list[ParityRow] = []
     names = feature_set.feature_names
-    for chunk in batched(list(queries.items()), batch):
-        texts = [q for q, _ in chunk]
-        requests = [parity_request(model, feature_set.engine_name, p, docs)
-                    for (_, docs), p in zip(chunk, params_for(texts), strict=True)]
-        for (query, _), response in zip(chunk, engine.ranked(index, requests), strict=True):
+    cases = [(q, docs, {}) for q, docs in queries.items()]
+    cases += [(q, docs, shoppers[i % len(shoppers)])
+              for i, (q, docs) in enumerate(queries.items())] if shoppers else []
+    for chunk in batched(cases, batch):
+        texts = [q for q, _, _ in chunk]
+        requests = [parity_request(model, feature_set, {**p, **shopper}, docs)
+                    for (_, docs, shopper), p in zip(chunk, params_for(texts), strict=True)]
+        for (query, _, _), response in zip(chunk, engine.ranked(index, requests),
+                                           strict=True):
             hits = response["hits"]["hits"]
             if not hits:
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
 
     `params` are a feature set's declared params; `source` names it in errors.
     """
+    params = [p for p in params if p.source == "query"]  # shopper params: the shopper's
     for p in params:
         if p.type == "number":
             raise InputError(f"param {p.name!r} is a number: esrank cannot derive it from the "
@@ -65,7 +66,8 @@ def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
 def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments: JudgmentList,
                   encoder: Encoder | None, *, window: int = 0,
                   first_pass: Callable[[str], dict] | None = None,
-                  queries_per_request: int = 16, progress: bool = True) -> LogReport:
+                  queries_per_request: int = 16, progress: bool = True,
+                  shoppers: Mapping[str, dict] | None = None) -> LogReport:
     """Log every feature for every judged pair, and for the served window.
 
     With `window=N` and `first_pass` (a query clause built from the text: the BM25 first pass
@@ -87,6 +89,7 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
         raise InputError("logging a window needs the first-pass query to take it from")
     started = time.monotonic()
     params_for = query_params(feature_set.params, encoder, source=feature_set.source)
+    shopper = dict(shoppers or {})
     groups = list(judgments.by_query().items())
     rows: list[tuple[str, str, str, int, list[float], int, bool]] = []
     missing: list[tuple[str, str]] = []
@@ -98,10 +101,10 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
             texts = [js[0].query for _, js in chunk]
             windows = (_first_pass(engine, index, texts, window, first_pass) if window
                        else [[] for _ in chunk])
-            requests = [logging_request(feature_set, params,
+            requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})},
                                         list(dict.fromkeys([j.doc_id for j in js] + served)))
-                        for (_, js), served, params in zip(chunk, windows, params_for(texts),
-                                                           strict=True)]
+                        for (qid, js), served, params in zip(chunk, windows, params_for(texts),
+                                                             strict=True)]
             responses = engine.ranked(index, requests)
             for (qid, js), served, response in zip(chunk, windows, responses, strict=True):
                 logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
@@ -126,7 +129,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                            tuple(r[0] for r in rows), tuple(r[1] for r in rows),
                            tuple(r[2] for r in rows), tuple(r[3] for r in rows), values,
                            tuple(r[5] for r in rows) if window else None,
-                           tuple(r[6] for r in rows) if window else None)
+                           tuple(r[6] for r in rows) if window else None,
+                           {q: p for q, p in shopper.items() if p} or None)
     return LogReport(matrix, missing, time.monotonic() - started)
 
 
@@ -171,7 +175,7 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
         columns[name] = pa.array(matrix.values[:, i], pa.float32())
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
-            "window": window,
+            "window": window, "shoppers": matrix.shoppers,
             "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
                                 "doc outside it; unjudged window docs have grade 0, judged "
                                 "false") if window else None}
@@ -202,4 +206,5 @@ def read_table(path: Path) -> FeatureMatrix:
                          tuple(table.column("doc_id").to_pylist()),
                          tuple(int(g) for g in table.column("grade").to_pylist()), values,
                          tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
-                         tuple(table.column("judged").to_pylist()) if ranked else None)
+                         tuple(table.column("judged").to_pylist()) if ranked else None,
+                         meta.get("shoppers"))

@@ -27,25 +27,33 @@ from chevron.tokenizer import ChevronError, tokenize
 from esrank.engine.base import Engine
 from esrank.engine.dialect import COSINE, WINDOW_PARAM, Dialect
 from esrank.errors import InputError
+from esrank.shopper import SHOPPER_PARAMS
 from esrank.types import Feature, FeatureSet, QueryParam
 
 TEMPLATE_LANGUAGES = ("mustache", "derived_expression", "script_feature", COSINE)
-PARAM_TYPES = ("string", "number", "vector")
+PARAM_TYPES = ("string", "number", "vector", "weights")
+PARAM_SOURCES = ("query", "shopper")
+WEIGHT_KEYS = ("term", "weight")  # the fields of each element of a `weights` param
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
-_SET_KEYS = ("name", "description", "params", "features")
-_PARAM_KEYS = ("type", "dims", "description")
+_SET_KEYS = ("name", "description", "extends", "params", "features")
+_PARAM_KEYS = ("type", "dims", "description", "source")
 _FEATURE_KEYS = ("name", "params", "template_language", "template", "description")
 _SET_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Variables in a (Lucene) derived expression: identifiers not inside a number and not calls.
 _EXPRESSION_VAR = re.compile(r"(?<![\w.])([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
 _TO_JSON = "toJson"  # the plugin's mustache lambda: {{#toJson}}param{{/toJson}}
-_SAMPLE = {"string": "sample", "number": 1}
+_SAMPLE: dict[str, Any] = {"string": "sample", "number": 1,
+                           "weights": [{"term": "sample", "weight": 1.0},
+                                       {"term": "other", "weight": 0.5}]}
 
 
-def load_feature_set(path: str | Path) -> FeatureSet:
+def load_feature_set(path: str | Path, _chain: tuple[str, ...] = ()) -> FeatureSet:
     """Read and validate one feature-set file (YAML; JSON is valid YAML too).
+
+    A file may `extends: other.yaml` (relative to it): the other set's params and features
+    come first, in its order, and the file's own follow.
 
     >>> load_feature_set("feature_sets/chorus.yaml").feature_names[:2]   # doctest: +SKIP
     ('title_bm25', 'title_phrase')
@@ -55,7 +63,7 @@ def load_feature_set(path: str | Path) -> FeatureSet:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read feature-set file: {e.strerror}", source=str(path)) from e
-    return _Parser(text, str(path)).feature_set()
+    return _Parser(text, str(path), _chain).feature_set()
 
 
 def load_feature_sets(path: str | Path) -> list[FeatureSet]:
@@ -174,8 +182,9 @@ def _kind(node: yaml.Node) -> str:
 class _Parser:
     """Walks the composed YAML nodes so every error can name its line."""
 
-    def __init__(self, text: str, source: str):
+    def __init__(self, text: str, source: str, chain: tuple[str, ...] = ()):
         self.source = source
+        self.chain = (*chain, str(Path(source).resolve()))  # files being loaded (extends)
         self._loader = yaml.SafeLoader(text)
         try:
             self.root = self._loader.get_single_node()
@@ -243,10 +252,25 @@ class _Parser:
                              name_node)
         description = self.string(top["description"][1], "description") \
             if "description" in top else ""
+        base = self.base(top["extends"][1]) if "extends" in top else None
         params = self.params(top["params"][1]) if "params" in top else ()
-        features = self.features(top["features"][1], {p.name: p for p in params})
+        if base is not None:
+            again = [p.name for p in params if p.name in {b.name for b in base.params}]
+            if again:
+                raise self.error(f"param {again[0]!r} is already declared in {base.source}",
+                                 top["params"][1])
+            params = (*base.params, *params)
+        features = self.features(top["features"][1], {p.name: p for p in params},
+                                 base.features if base else ())
         return FeatureSet(name=name, description=description, params=params,
                           features=features, source=self.source)
+
+    def base(self, node: yaml.Node) -> FeatureSet:
+        """The feature set named by `extends`, loaded relative to this file."""
+        path = Path(self.source).parent / self.string(node, "extends")
+        if str(path.resolve()) in self.chain:
+            raise self.error(f"extends {path}: the files extend each other in a cycle", node)
+        return load_feature_set(path, self.chain)
 
     def params(self, node: yaml.Node) -> tuple[QueryParam, ...]:
         if isinstance(node, yaml.ScalarNode) and self.value(node) is None:
@@ -282,22 +306,37 @@ class _Parser:
                                  f"{ptype!r}", spec["dims"][0])
             description = self.string(spec["description"][1], f"{what} description") \
                 if "description" in spec else ""
-            out.append(QueryParam(name=name, type=ptype, dims=dims, description=description))
+            source = self.value(spec["source"][1]) if "source" in spec else "query"
+            if source not in PARAM_SOURCES:
+                raise self.error(f"{what}: source expected one of {', '.join(PARAM_SOURCES)}, "
+                                 f"found {source!r}", spec["source"][1])
+            if source == "shopper" and SHOPPER_PARAMS.get(name) != ptype:
+                known = ", ".join(f"{n} ({t})" for n, t in SHOPPER_PARAMS.items())
+                raise self.error(f"{what}: esrank fills these shopper params: {known}; found "
+                                 f"{name!r} of type {ptype!r}", key_node)
+            if source == "query" and ptype in ("number", "weights"):
+                raise self.error(f"{what}: a {ptype} param cannot come from the query text; "
+                                 "write source: shopper", type_node)
+            out.append(QueryParam(name=name, type=ptype, dims=dims, description=description,
+                                  source=source))
         return tuple(out)
 
-    def features(self, node: yaml.Node, params: dict[str, QueryParam]) -> tuple[Feature, ...]:
+    def features(self, node: yaml.Node, params: dict[str, QueryParam],
+                 inherited: tuple[Feature, ...] = ()) -> tuple[Feature, ...]:
         if not isinstance(node, yaml.SequenceNode) or not node.value:
             raise self.error(f"features: expected a non-empty list, found {_kind(node)}", node)
-        features: list[Feature] = []
-        first_line: dict[str, int] = {}
+        features: list[Feature] = list(inherited)
+        first_line: dict[str, int | str] = {f.name: "the extended set" for f in inherited}
         for item in node.value:
             feature = self.feature(item, params, features)
             if feature.name in first_line:
-                raise self.error(f"duplicate feature name (first defined at line "
-                                 f"{first_line[feature.name]})", item, feature.name)
+                where = first_line[feature.name]
+                raise self.error(f"duplicate feature name (first defined "
+                                 f"{'at line ' if isinstance(where, int) else 'in '}{where})",
+                                 item, feature.name)
             first_line[feature.name] = _line(item)
             features.append(feature)
-        self.check_script_references(node, features)
+        self.check_script_references(node, features, len(inherited))
         return tuple(features)
 
     def feature(self, node: yaml.Node, params: dict[str, QueryParam],
@@ -383,6 +422,7 @@ class _Parser:
             raise self.error(f"mustache template does not parse: {reason}", node, feature) from e
         referenced: set[str] = set()
         to_json: list[str] | None = None  # literal text inside an open {{#toJson}}
+        sections: list[str] = []  # open {{#weights}} sections: {{term}}, {{weight}} inside
         for kind, key in tokens:
             key = key.strip()
             if to_json is not None:
@@ -404,6 +444,14 @@ class _Parser:
             elif kind == "partial":
                 raise self.error(f"mustache partials are not supported, found {{{{>{key}}}}}",
                                  node, feature)
+            elif kind in ("section", "inverted section") and key in listed \
+                    and declared[key].type == "weights":
+                referenced.add(key)
+                sections.append(key)
+            elif kind == "end" and sections and key == sections[-1]:
+                sections.pop()
+            elif kind in ("variable", "no escape") and sections and key in WEIGHT_KEYS:
+                continue  # a field of the weights element being iterated
             elif kind in ("variable", "no escape", "section", "inverted section") and key != ".":
                 referenced.add(self.reference(key, node, feature, listed, "template"))
         self.check_rendered_json(text, node, feature, listed, declared)
@@ -496,10 +544,12 @@ class _Parser:
                              f"found [{', '.join(listed)}]", node, feature)
         return set(listed)
 
-    def check_script_references(self, node: yaml.SequenceNode, features: list[Feature]) -> None:
-        """script_feature feature_names must name other features of this set."""
+    def check_script_references(self, node: yaml.SequenceNode, features: list[Feature],
+                                inherited: int = 0) -> None:
+        """script_feature feature_names must name other features of this set (the file's
+        own features, after the `inherited` ones, are checked)."""
         names = {f.name for f in features}
-        for item, feature in zip(node.value, features, strict=True):
+        for item, feature in zip(node.value, features[inherited:], strict=True):
             template = feature.template
             if feature.template_language != "script_feature" or not isinstance(template, dict):
                 continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from esrank.artifact import ModelArtifact
@@ -51,6 +51,7 @@ class ActiveModel:
     feature_set: str  # the engine name, NAME@HASH
     params: tuple[QueryParam, ...]
     feature_names: tuple[str, ...] = ()
+    personal: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> params
 
 
 @dataclass(frozen=True)
@@ -64,21 +65,26 @@ class DeployedModel:
     uploaded_at: str
     parity: dict  # the gate's report (ParityReport.to_dict() without the worst docs)
     meta: dict  # from the artifact: params, cv, data, trained_at, normalizers, ...
+    personal: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> params
 
     @classmethod
     def from_dict(cls, d: dict) -> DeployedModel:
         return cls(d["feature_set"], tuple(QueryParam(**p) for p in d["params"]),
                    tuple(d.get("feature_names", ())), d.get("artifact"), d["uploaded_at"],
-                   d.get("parity") or {}, d.get("meta") or {})
+                   d.get("parity") or {}, d.get("meta") or {},
+                   {f: tuple(ps) for f, ps in (d.get("personal") or {}).items()})
 
     def to_dict(self) -> dict:
         return {"feature_set": self.feature_set,
-                "params": [{"name": p.name, "type": p.type, "dims": p.dims} for p in self.params],
+                "params": [{"name": p.name, "type": p.type, "dims": p.dims, "source": p.source}
+                           for p in self.params],
                 "feature_names": list(self.feature_names), "artifact": self.artifact,
-                "uploaded_at": self.uploaded_at, "parity": self.parity, "meta": self.meta}
+                "uploaded_at": self.uploaded_at, "parity": self.parity, "meta": self.meta,
+                "personal": {f: list(ps) for f, ps in self.personal.items()}}
 
     def serving(self, name: str) -> ActiveModel:
-        return ActiveModel(name, self.feature_set, self.params, self.feature_names)
+        return ActiveModel(name, self.feature_set, self.params, self.feature_names,
+                           self.personal)
 
     @property
     def parity_max_delta(self) -> float | None:
@@ -224,8 +230,10 @@ def active_model(engine: Engine, set_name: str) -> ActiveModel | None:
 
 def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: FeatureSet,
            queries: dict[str, list[str]], params_for: Callable[[list[str]], list[dict]], *,
-           activate: bool = True, tolerance: float = 1e-4) -> DeployReport:
+           activate: bool = True, tolerance: float = 1e-4, shoppers: Sequence[dict] = ()
+           ) -> DeployReport:
     """Upload `artifact` as the next version, gate it on parity, then (optionally) activate.
+    `shoppers` (shopper params) replay the queries personalised too (a personal model).
 
     >>> report = deploy(engine, "products", art, fs, queries, params_for)  # doctest: +SKIP
     >>> report.parity.max_delta < 1e-4, report.activated  # doctest: +SKIP
@@ -238,7 +246,7 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
     engine.create_model(feature_set.engine_name, name, model)
     try:
         parity = check_parity(engine, index, name, artifact, feature_set, queries, params_for,
-                              tolerance=tolerance)
+                              shoppers=shoppers, tolerance=tolerance)
     except Exception:
         engine.delete_model(name)
         raise
@@ -253,7 +261,9 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
         {k: v for k, v in parity.to_dict().items() if k != "worst"},
         {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
                                            "esrank_version", "normalizers",
-                                           "excluded_features", "training_rows")})
+                                           "excluded_features", "training_rows",
+                                           "personal")},
+        feature_set.personal_features)
     if activate:
         doc.point(name)
     try:

@@ -22,6 +22,7 @@ from esrank.errors import EngineError, InputError, NoCrossEncoderError
 from esrank.feature_log import query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
+from esrank.types import active_features
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,15 @@ def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
 
 def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
                    source: bool = True, log: bool = False) -> Ranked:
-    """The search for one query under `ranker` (params: the model's sltr params); `log` adds
-    each rescored doc's feature values."""
+    """The search for one query under `ranker` (params: the model's sltr params, shopper
+    params included); `log` adds each rescored doc's feature values. A personal feature whose
+    shopper params are absent is not computed (missing)."""
     rescore = None
     if ranker.model is not None:
-        rescore = Rescore(ranker.model.feature_set, params or {}, model=ranker.model.name,
-                          window=ranker.window, log=log)
+        params = params or {}
+        rescore = Rescore(ranker.model.feature_set, params, model=ranker.model.name,
+                          window=ranker.window, log=log, active_features=active_features(
+                              ranker.model.feature_names, ranker.model.personal, params))
     return Ranked(bm25_query(query, ranker.fields), size, SOURCE_FIELDS if source else False,
                   rescore, id_field=ID_FIELD)
 
@@ -167,7 +171,8 @@ class SearchResult:
 
 def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
            encoder: Encoder | None = None, *, size: int = 10, features: bool = False,
-           reranker: CrossEncoder | None = None) -> SearchResult:
+           reranker: CrossEncoder | None = None, shopper: dict | None = None
+           ) -> SearchResult:
     """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
 
     If the model needs the query vector and the encoder fails (down, slow, overloaded), or the
@@ -175,7 +180,8 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     and says so in `degraded`; an engine that does not answer is an error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
     With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
-    (which replaces their score); the rest keep their order below them.
+    (which replaces their score); the rest keep their order below them. `shopper` holds the
+    shopper params (esrank.shopper.shopper_params) the model's personal features read.
 
     >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
     """
@@ -184,7 +190,7 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     if ranker.model is not None:
         try:
             build = query_params(ranker.model.params, encoder, source=ranker.model.name)
-            params = build([query])[0]
+            params = {**build([query])[0], **(shopper or {})}
         except Exception as exc:  # any encoder failure degrades; it never fails the search
             log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
             degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"

@@ -181,11 +181,16 @@ def training_rows(matrix: FeatureMatrix, rows: np.ndarray, candidates: str) -> n
 
 
 def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
-         normalizers: dict[str, dict], candidates: str = "window+judged"):
+         normalizers: dict[str, dict], candidates: str = "window+judged",
+         personal: Sequence[str] = (), first=None):
     """Train on the candidate rows of `rows`; with early stopping, stop on a grouped 20% of
-    their queries, scored on those queries' window rows."""
+    their queries, scored on those queries' window rows. With `personal` features, first
+    without them, then more trees on them alone, on top (see `_fit_personal`)."""
     import xgboost as xgb
 
+    if personal:
+        return _fit_personal(matrix, training_rows(matrix, rows, candidates), params, device,
+                             normalizers, personal, first)
     if not params.early_stopping:
         booster = xgb.train(params.xgb(device), _dmatrix(
             matrix, training_rows(matrix, rows, candidates), normalizers),
@@ -199,6 +204,37 @@ def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: s
     return xgb.train(params.xgb(device), dtrain, num_boost_round=params.num_rounds,
                      evals=[(dvalid, "valid")], early_stopping_rounds=params.early_stopping,
                      verbose_eval=False)
+
+
+def _fit_personal(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
+                  normalizers: dict[str, dict], personal: Sequence[str], first=None):
+    """The non-personal model (every feature but `personal`; `first` when given, else
+    trained here), then `params.num_rounds` more rounds whose trees see only the `personal`
+    features, fit on top of its scores.
+
+    The second stage's table blanks every other feature (a constant column cannot be split),
+    and its base margin makes each row start from the first model's score on the real row.
+    For a request without the personal features (missing: every split goes "no") each added
+    tree gives every document the same value, so the ranking is the first model's.
+    """
+    import xgboost as xgb
+
+    if first is None:
+        first = xgb.train(params.xgb(device), _dmatrix(matrix.blank(personal), rows,
+                                                       normalizers),
+                          num_boost_round=params.num_rounds)
+    others = [n for n in matrix.feature_names if n not in personal]
+    real = _dmatrix(matrix, rows, normalizers)
+    masked = _dmatrix(matrix.blank(others), rows, normalizers)
+    zero = _dmatrix(matrix.blank(others), rows, normalizers)
+    zero.set_base_margin(np.zeros(zero.num_row()))
+    # start each row at the first model's score on its real features: masked + margin = real
+    masked.set_base_margin(first.predict(real, output_margin=True)
+                           - first.predict(zero, output_margin=True))
+    booster = xgb.train(params.xgb(device), masked, num_boost_round=params.num_rounds,
+                        xgb_model=first)
+    booster.set_attr(best_iteration=str(booster.num_boosted_rounds() - 1))
+    return booster
 
 
 def _score(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]
@@ -218,17 +254,23 @@ def _predict(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict
                            iteration_range=(0, int(booster.best_iteration) + 1))
 
 
+def _topics(matrix: FeatureMatrix) -> tuple[str, ...]:
+    """What a run is keyed by: the query text, or the qid in a table with shopper rows (one
+    query asked by many shoppers is many topics)."""
+    return matrix.qids if matrix.shoppers else matrix.queries
+
+
 def served_runs(matrix: FeatureMatrix, rows: np.ndarray, scores: np.ndarray | None = None
                 ) -> dict[str, list[str]]:
-    """Query -> its window docs among `rows`, reordered by `scores` (by first-pass rank when
-    None, or on ties): what serving shows for those queries."""
+    """Query (qid with shopper rows) -> its window docs among `rows`, reordered by `scores`
+    (by first-pass rank when None, or on ties): what serving shows for those queries."""
     ranks = np.asarray(matrix.ranks)
+    topics = _topics(matrix)
     runs: dict[str, list[tuple[float, int, str]]] = {}
     for k, i in enumerate(rows):
         if ranks[i] > 0:
             score = -float(scores[k]) if scores is not None else 0.0
-            runs.setdefault(matrix.queries[i], []).append((score, int(ranks[i]),
-                                                           matrix.doc_ids[i]))
+            runs.setdefault(topics[i], []).append((score, int(ranks[i]), matrix.doc_ids[i]))
     return {q: [d for _, _, d in sorted(docs)] for q, docs in runs.items()}
 
 
@@ -238,14 +280,15 @@ def _evaluator(matrix: FeatureMatrix, rows: np.ndarray):
     from esrank.judgments import Judgment, JudgmentList
 
     judged = matrix.judged or (True,) * len(matrix)
+    topics = _topics(matrix)
     return Evaluator(JudgmentList(tuple(
-        Judgment(matrix.qids[i], matrix.queries[i], matrix.doc_ids[i], matrix.grades[i])
+        Judgment(matrix.qids[i], topics[i], matrix.doc_ids[i], matrix.grades[i])
         for i in rows if judged[i])))
 
 
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
                    device: str = "cpu", normalizers: dict[str, dict] | None = None,
-                   candidates: str = "window") -> CVScore:
+                   candidates: str = "window", personal: Sequence[str] = ()) -> CVScore:
     """Held-out NDCG@10 per query-grouped fold: served (each held-out query's window
     reordered by the model, evaluated on all its judgments, standard and condensed, beside
     the first pass's order), or in-table for a table without first-pass ranks."""
@@ -254,7 +297,7 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
     out: dict[str, list[float]] = {"folds": [], "condensed": [], "bm25": [],
                                    "bm25_condensed": []}
     for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
-        booster = _fit(matrix, train_rows, params, device, normalizers, candidates)
+        booster = _fit(matrix, train_rows, params, device, normalizers, candidates, personal)
         if not served:
             out["folds"].append(_score(booster, matrix, test_rows, normalizers))
             continue
@@ -271,8 +314,8 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
           folds: int = 5, search: bool = True, device: str | None = None,
           normalizer: str | None = None, table: str | None = None,
-          exclude: Sequence[str] = (), candidates: Sequence[str] = CANDIDATE_SETS
-          ) -> TrainResult:
+          exclude: Sequence[str] = (), candidates: Sequence[str] = CANDIDATE_SETS,
+          personal: Sequence[str] = (), base: ModelArtifact | None = None) -> TrainResult:
     """Cross-validate each candidate set (and, with `search`, the grid) by serving CV, then
     train the best on all queries and save.
 
@@ -282,6 +325,11 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     parameters, which the export hands to the plugin; `table` is recorded as the data's source.
     `exclude` names features the model must not use (e.g. the neural ones, for an ablation
     that deploys next to the full model): their values are blanked, so no tree splits on them.
+    `personal` features (the shopper's) are learned on top of the model without them
+    (`_fit_personal`): a request that lacks them is ranked as that model ranks it. With `base`
+    (a model of the same feature set that does not use them), the saved model is `base`'s trees
+    and the personal trees on top, so it ranks an anonymous shopper exactly as `base` does
+    (cross-validation still refits the first stage in each fold).
     """
     started = time.monotonic()
     if len(matrix) == 0:
@@ -293,19 +341,31 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                          f"{', '.join(matrix.feature_names)}")
     if len(set(exclude)) == len(matrix.feature_names):
         raise InputError("every feature is excluded: nothing is left to train on")
+    for name in personal:
+        if name not in matrix.feature_names or name in exclude:
+            raise InputError(f"personal feature {name!r}: expected one of the table's "
+                             f"features that is not excluded ({', '.join(matrix.feature_names)})")
+    if base is not None:
+        _check_base(base, matrix, personal)
+        normalizer = None
+    if personal and (params or TrainParams()).early_stopping:
+        raise InputError("a model with personal features trains a fixed number of rounds: "
+                         "drop early stopping")
     data = data_hash(matrix)
     matrix = matrix.blank(exclude)
     device = device or pick_device()
-    normalizers = fit_normalizers(matrix, normalizer) if normalizer else {}
-    base = params or TrainParams()
-    grid = ([replace(base, eta=e, num_rounds=n) for e in GRID["eta"]
-             for n in GRID["num_rounds"]] if search else [base])
+    normalizers = (base.normalizers if base is not None else
+                   fit_normalizers(matrix, normalizer) if normalizer else {})
+    start = params or TrainParams()
+    grid = ([replace(start, eta=e, num_rounds=n) for e in GRID["eta"]
+             for n in GRID["num_rounds"]] if search else [start])
     if matrix.ranks is None:  # no window to select on: every row is all there is
         candidates = ["window+judged"]
     tried = []
     for rows in candidates:
         for candidate in grid:
-            score = cross_validate(matrix, candidate, folds, device, normalizers, rows)
+            score = cross_validate(matrix, candidate, folds, device, normalizers, rows,
+                                   personal)
             tried.append({"candidates": rows, "eta": candidate.eta,
                           "num_rounds": candidate.num_rounds, "cv_mean": round(score.mean, 5),
                           "score": score, "params": candidate})
@@ -314,7 +374,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     best = max(tried, key=lambda t: t["cv_mean"])  # the first of equals: window before more
     chosen: TrainParams = best["params"]
     booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers,
-                   best["candidates"])
+                   best["candidates"], personal, base.booster if base is not None else None)
     best_iteration = int(booster.best_iteration)
     booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
     importance = booster.get_score(importance_type="gain")
@@ -327,6 +387,9 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "missing_as": MISSING_AS,  # how NaN was trained; see the module docstring
         "normalizers": normalizers,
         "excluded_features": sorted(set(exclude)),
+        # learned on top of the model without them; `params` hold for both stages
+        "personal": list(personal),
+        "base_model": str(base.path) if base is not None else None,
         "best_iteration": best_iteration,
         "training_rows": best["candidates"],
         "cv": {**best["score"].to_dict(), "k": folds},
@@ -343,6 +406,19 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],
                        tuple(_summary(t) for t in tried), best_iteration,
                        time.monotonic() - started)
+
+
+def _check_base(base: ModelArtifact, matrix: FeatureMatrix, personal: Sequence[str]) -> None:
+    """A base for personal trees: the same feature set, no split on a personal feature."""
+    if not personal:
+        raise InputError("a base model only applies with personal features (--personal)")
+    if base.meta.get("feature_set") != matrix.feature_set:
+        raise InputError(f"base model {base.path} was trained on {base.meta.get('feature_set')}"
+                         f", the table is {matrix.feature_set}")
+    used = set(base.booster.get_score(importance_type="weight")) & set(personal)
+    if used:
+        raise InputError(f"base model {base.path} splits on personal feature(s) "
+                         f"{sorted(used)}: train it with --exclude them")
 
 
 def _summary(tried: dict) -> dict:

@@ -5,24 +5,29 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-ParamType = Literal["string", "number", "vector"]
+ParamType = Literal["string", "number", "vector", "weights"]
+ParamSource = Literal["query", "shopper"]
 
 
 @dataclass(frozen=True)
 class QueryParam:
     """A query-time parameter a feature set expects, e.g. ``keywords`` or ``query_vector``.
 
-    ``dims`` is the vector length for ``type="vector"`` and ``None`` otherwise.
+    ``dims`` is the vector length for ``type="vector"`` and ``None`` otherwise. ``source`` says
+    who fills it: esrank from the query text ("query"), or the shopper's context and profile
+    ("shopper"); a feature whose shopper params a request lacks is not computed (missing).
+    A ``weights`` param is a list of ``{"term": ..., "weight": ...}`` objects.
     """
 
     name: str
     type: ParamType
     dims: int | None = None
     description: str = ""
+    source: ParamSource = "query"
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,17 @@ class FeatureSet:
         """Versioned name in the engine (``name@hash``): a push never alters a set in use."""
         return f"{self.name}@{self.content_hash}"
 
+    @property
+    def personal_features(self) -> dict[str, tuple[str, ...]]:
+        """Feature -> its shopper params, for every feature that uses one (file order)."""
+        shopper = {p.name for p in self.params if p.source == "shopper"}
+        return {f.name: tuple(p for p in f.params if p in shopper)
+                for f in self.features if shopper.intersection(f.params)}
+
+    def active_features(self, params: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """The features a request with `params` computes (see `active_features`)."""
+        return active_features(self.feature_names, self.personal_features, params)
+
     def param(self, name: str) -> QueryParam:
         """The declared query param called ``name``; KeyError if there is none."""
         for p in self.params:
@@ -94,6 +110,17 @@ class FeatureSet:
                 return p
         declared = ", ".join(p.name for p in self.params) or "none"
         raise KeyError(f"feature set {self.name!r} has no param {name!r} (declared: {declared})")
+
+
+def active_features(feature_names: Sequence[str], personal: Mapping[str, Sequence[str]],
+                    params: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The features an sltr request computes: all of them when there are no personal
+    features (None: no `active_features` clause), else every non-personal feature and each
+    personal one whose shopper params `params` holds. The others stay missing."""
+    if not personal:
+        return None
+    return tuple(n for n in feature_names
+                 if n not in personal or all(p in params for p in personal[n]))
 
 
 @dataclass(frozen=True)
@@ -116,6 +143,8 @@ class FeatureMatrix:
     values: Any  # numpy.ndarray, shape (rows, len(feature_names)), float32
     ranks: tuple[int, ...] | None = None
     judged: tuple[bool, ...] | None = None
+    # qid -> the shopper params its features were logged with (personal rows only)
+    shoppers: dict[str, dict[str, Any]] | None = None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -129,13 +158,13 @@ class FeatureMatrix:
         return replace(self, values=values)
 
     def docs_by_query(self, limit: int | None = None) -> dict[str, list[str]]:
-        """Query text -> its rows' doc ids, in table order (the first `limit` queries): what
-        the parity gate replays."""
-        out: dict[str, list[str]] = {}
+        """Query text -> its rows' doc ids, each once, in table order (the first `limit`
+        queries): what the parity gate replays."""
+        out: dict[str, dict[str, None]] = {}  # a dict keeps each doc once, in order
         for query, doc in zip(self.queries, self.doc_ids, strict=True):
             if query in out or limit is None or len(out) < limit:
-                out.setdefault(query, []).append(doc)
-        return out
+                out.setdefault(query, {})[doc] = None
+        return {query: list(docs) for query, docs in out.items()}
 
     def take(self, rows: Sequence[int]) -> FeatureMatrix:
         """The matrix restricted to `rows` (in the order given)."""
@@ -146,4 +175,5 @@ class FeatureMatrix:
 
         return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
                              pick(self.queries), pick(self.doc_ids), pick(self.grades),
-                             self.values[rows], pick(self.ranks), pick(self.judged))
+                             self.values[rows], pick(self.ranks), pick(self.judged),
+                             self.shoppers)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from esrank.engine.dialect import dialect
 from esrank.errors import EngineError
@@ -34,6 +35,8 @@ class Rescore:
     window: int = 100
     query_weight: float = 0.0  # 0: the model's score alone, as the parity gate scores it
     log: bool = False  # ltr_log each rescored doc's feature values into its hit
+    # the features to compute (None: all); the others are missing, and need no params
+    active_features: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ class Engine:
 
     def get_document(self, index: str, doc_id: str) -> tuple[dict, dict] | None:
         """(source, version) of a document, or None; version is what `put_document` checks."""
-        doc = self._find("get document", f"/{index}/_doc/{doc_id}", index)
+        doc = self._find("get document", f"/{index}/_doc/{quote(doc_id, safe='')}", index)
         if not doc or not doc.get("found"):
             return None
         return doc["_source"], {"if_seq_no": doc["_seq_no"],
@@ -204,7 +207,8 @@ class Engine:
         params = {"refresh": "wait_for", **(version or {})}
         if version is None:
             params["op_type"] = "create"
-        self._call("write document", "PUT", f"/{index}/_doc/{doc_id}", body=source,
+        self._call("write document", "PUT", f"/{index}/_doc/{quote(doc_id, safe='')}",
+                   body=source,
                    params=params, target=index)
 
     # -- indices ---------------------------------------------------------------------------------
@@ -353,6 +357,8 @@ class Engine:
         params = {**rs.params, **({self.dialect.window_param: list(ids or ())}
                                   if window_ids else {})}
         clause: dict = {"_name": LOG_NAME, "params": params}
+        if rs.active_features is not None:
+            clause["active_features"] = list(rs.active_features)
         clause["model" if rs.model else "featureset"] = rs.model or rs.feature_set
         body["rescore"] = {"window_size": r.window, "query": {
             "rescore_query": {"sltr": clause}, "query_weight": rs.query_weight,
@@ -398,7 +404,7 @@ def logging_request(feature_set: FeatureSet, params: dict, doc_ids: Sequence[str
     """A search that returns exactly `doc_ids`, each with every feature's logged value."""
     return Ranked(size=len(doc_ids), ids=tuple(doc_ids),
                   rescore=Rescore(feature_set.engine_name, params, window=len(doc_ids),
-                                  log=True))
+                                  log=True, active_features=feature_set.active_features(params)))
 
 
 def parse_ltr_log(hit: dict, feature_names: Sequence[str]) -> list[float]:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
 from esrank.serve.requests import NON_SPACE, ClientError
+from esrank.serve.ubi_writer import UbiWriter
+from esrank.ubi import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,27 @@ class Sidecar:
     encoder: Any
     batcher: Batcher
     metrics: Any
+    ubi: UbiWriter | None = None
 
     @property
     def cfg(self):
         return self.app.settings.serve
+
+    def record_search(self, result, model: str, shopper, params: dict) -> str | None:
+        """Queue the UBI query and impressions of a search served; its query id (None when
+        UBI recording is off)."""
+        if self.ubi is None:
+            return None
+        now, query_id = time.time(), uuid.uuid4().hex
+        user = shopper.user_id if shopper else None
+        session = shopper.session_id if shopper else None
+        attributes = {"configuration": model, "ranker": result.ranker,
+                      "degraded": result.degraded, "shopper": params}
+        self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes,
+                               tuple(h.doc_id for h in result.hits)),
+                      *(UbiEvent("impression", query_id, h.doc_id, h.rank, user, session, now)
+                        for h in result.hits)])
+        return query_id
 
     def texts(self, values: list, field: str = "texts") -> list[str]:
         return rq.texts(values, field, self.cfg.max_texts, self.cfg.max_chars)
@@ -85,6 +105,8 @@ class Metrics:
                                 registry=self.registry)
         self.degraded = Counter("esrank_degraded_searches", "Searches answered by BM25 because "
                                 "the encoder or the model failed", registry=self.registry)
+        self.ubi_dropped = Counter("esrank_ubi_dropped", "UBI records not stored (queue full "
+                                   "or engine refused)", registry=self.registry)
 
 
 def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
@@ -114,7 +136,14 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
-    app.extensions["esrank"] = sidecar = Sidecar(application, encoder, batcher, metrics)
+    writer = None
+    if cfg.ubi:
+        from esrank.ubi import store
+
+        writer = UbiWriter(lambda queries, events: store(application.engine, queries, events),
+                           on_drop=metrics.ubi_dropped.inc)
+    app.extensions["esrank"] = sidecar = Sidecar(application, encoder, batcher, metrics,
+                                                 writer)
     _authenticate(app, cfg)
     _answers(app, sidecar)
     for blueprint in (embed_search.bp, compare.bp, health.bp):

@@ -33,20 +33,36 @@ def embed():
 def search():
     sc = _sc()
     data = rq.body({"query": str}, {"size": int, "model": str, "window": int,
-                                    "features": bool, "rerank": int})
+                                    "features": bool, "rerank": int, "shopper": dict})
     query = sc.texts([data["query"]], "query")[0]
     size = rq.bounded(data, "size", 10, 1, 100)
     window = rq.bounded(data, "window", sc.app.settings.rescore_window, 1, 10_000)
     rerank = rq.bounded(data, "rerank", 0, 0, 100)
     model = rq.name(data, "model", "active")
     parse_configuration(model)  # a malformed name is a 400 before any engine call
+    shopper = rq.shopper(data["shopper"]) if "shopper" in data else None
     sc.app.require_reranker(bool(rerank))
     started = time.perf_counter()
+    params = sc.app.shopper_params(shopper)
     result = sc.app.search(query, model, size=size, window=window,
-                           features=data.get("features", False), rerank=rerank)
+                           features=data.get("features", False), rerank=rerank,
+                           shopper_params=params)
     if result.degraded:
         sc.metrics.degraded.inc()
-    return jsonify(**result.to_dict(), took_ms=round((time.perf_counter() - started) * 1000, 2))
+    took = round((time.perf_counter() - started) * 1000, 2)
+    recorded = sc.record_search(result, model, shopper, params)
+    return jsonify(**({"query_id": recorded} if recorded else {}), **result.to_dict(),
+                   took_ms=took)
+
+
+@bp.post("/events")
+def events():
+    sc = _sc()
+    if sc.ubi is None:
+        raise rq.ClientError(501, "UBI recording is off (ESRANK_SERVE__UBI=false)")
+    recorded = rq.events(rq.body({"events": list}, {})["events"], time.time())
+    accepted = sc.ubi.put(recorded)
+    return jsonify(accepted=accepted, dropped=len(recorded) - accepted), 202
 
 
 @bp.post("/rerank")

@@ -8,6 +8,10 @@ import re
 
 from flask import request
 
+from esrank.errors import InputError
+from esrank.shopper import MAX_BRANDS, ShopperContext
+from esrank.ubi import UbiEvent
+
 # the spec's `pattern: "\S"` as JSON Schema (ECMAScript) reads it: Python's \s also counts
 # the control characters \x1c-\x1f and \x85 as space
 NON_SPACE = re.compile("[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f"
@@ -94,3 +98,84 @@ def bounded(data: dict, field: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ClientError(400, f"field {field!r} must be {low}..{high}, got {value}")
     return value
+
+
+def ids(values: list, field: str, max_items: int) -> list[str]:
+    """0..max_items ids: non-blank strings of at most 200 characters (the spec's Id)."""
+    if len(values) > max_items:
+        raise ClientError(400, f"field {field!r} holds at most {max_items} items, got "
+                               f"{len(values)}")
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not NON_SPACE.search(value) or len(value) > 200:
+            raise ClientError(400, f"{field}[{i}] must be a non-blank string of at most 200 "
+                                   "characters")
+    return values
+
+
+def optional_id(data: dict, field: str, where: str) -> str | None:
+    """An optional Id field (absent: None; present: a non-blank string)."""
+    if field not in data:
+        return None
+    value = data[field]
+    if not isinstance(value, str) or not NON_SPACE.search(value) or len(value) > 200:
+        raise ClientError(400, f"{where}.{field} must be a non-blank string of at most 200 "
+                               "characters")
+    return value
+
+
+def shopper(value) -> ShopperContext:
+    """The request's `shopper` object (the spec's Shopper) as a ShopperContext."""
+    if not isinstance(value, dict):
+        raise ClientError(400, f"field 'shopper' must be object, got {type(value).__name__}")
+    unknown = set(value) - {"user_id", "session_id", "brands", "price_band"}
+    if unknown:
+        raise ClientError(400, f"shopper: unknown field(s) {sorted(unknown)}; expected "
+                               "user_id, session_id, brands, price_band")
+    brands = value.get("brands", [])
+    if not isinstance(brands, list):
+        raise ClientError(400, "shopper.brands must be a list of brand names")
+    band = value.get("price_band")
+    if "price_band" in value and (not isinstance(band, list) or not all(
+            isinstance(x, int | float) and not isinstance(x, bool) for x in band)):
+        raise ClientError(400, "shopper.price_band must be [low, high] in euros")
+    try:
+        return ShopperContext(optional_id(value, "user_id", "shopper"),
+                              optional_id(value, "session_id", "shopper"),
+                              tuple(ids(brands, "shopper.brands", MAX_BRANDS)),
+                              tuple(float(x) for x in band) if band is not None else None)
+    except InputError as exc:
+        raise ClientError(400, str(exc)) from exc
+
+
+EVENT_FIELDS = ("action", "query_id", "doc_id", "position", "user_id", "session_id")
+
+
+def events(values, now: float) -> list[UbiEvent]:
+    """The /events body's events (the spec's items) as UBI events stamped `now`."""
+    if not isinstance(values, list) or not 1 <= len(values) <= 100:
+        raise ClientError(400, "field 'events' must hold 1..100 events")
+    out = []
+    for i, e in enumerate(values):
+        where = f"events[{i}]"
+        if not isinstance(e, dict):
+            raise ClientError(400, f"{where} must be an object")
+        unknown = set(e) - set(EVENT_FIELDS)
+        if unknown:
+            raise ClientError(400, f"{where}: unknown field(s) {sorted(unknown)}; expected "
+                                   f"{sorted(EVENT_FIELDS)}")
+        for required in ("action", "query_id", "doc_id"):
+            if required not in e:
+                raise ClientError(400, f"{where}.{required} is required")
+        action = e["action"]
+        if not isinstance(action, str) or not NON_SPACE.search(action) or len(action) > 50:
+            raise ClientError(400, f"{where}.action must be a non-blank string of at most 50 "
+                                   "characters")
+        position = e.get("position")
+        if "position" in e and (not isinstance(position, int) or isinstance(position, bool)
+                                or not 1 <= position <= 10_000):
+            raise ClientError(400, f"{where}.position must be an integer in 1..10000")
+        out.append(UbiEvent(action, optional_id(e, "query_id", where),
+                            optional_id(e, "doc_id", where), position,
+                            optional_id(e, "user_id", where), optional_id(e, "session_id", where),
+                            now))
+    return out

@@ -1,0 +1,218 @@
+"""Personalisation on the real plugin, end to end: UBI events -> the engine's UBI indices ->
+profiles -> shopper params -> personal features logged -> a model learned on top of the
+non-personal one -> parity gate (anonymous and personalised) -> sltr rescore."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chorus_slice import SLICE, write_slice_judgments
+
+from esrank import registry, ubi
+from esrank.artifact import ModelArtifact
+from esrank.catalogue import index_catalogue, product_facts
+from esrank.feature_log import log_judgments, query_params
+from esrank.features import load_feature_set
+from esrank.judgments import Judgment, JudgmentList, read_judgments
+from esrank.search import bm25_query, search
+from esrank.shopper import (
+    ShopperContext,
+    build_profiles,
+    load_profile,
+    save_profiles,
+    shopper_params,
+)
+from esrank.train import TrainParams, train
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+FANS = {"fan-philips": "Philips", "fan-hp": "HP"}  # shopper -> the brand they buy
+PERSONAL = ("shopper_brand", "shopper_price_fit")
+
+
+def _events(engine, alias, run: str) -> list[ubi.UbiEvent]:
+    """Each fan clicked, carted and bought three of their brand's products a day ago."""
+    now = time.time()
+    out = []
+    for user, brand in FANS.items():
+        hits = engine.search(alias, {"size": 3, "query": {"term": {"supplier.keyword": brand}},
+                                     "_source": False})["hits"]["hits"]
+        for pos, hit in enumerate(hits, 1):
+            for action in ("impression", "click", "add_to_cart", "purchase"):
+                out.append(ubi.UbiEvent(action, f"{run}-{user}", hit["_id"], pos, user,
+                                        f"s-{user}", now - 86_400))
+    return out
+
+
+@pytest.fixture(scope="module")
+def personal(engine, encoder, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("personal")
+    run = uuid.uuid4().hex[:8]
+    alias, profiles_index = f"test-personal-{run}", f"test-profiles-{run}"
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus_personal.yaml"),
+                             name=f"personal{run}")
+    engine.ensure_store()
+    engine.put_feature_set(fs)
+    # events through the engine's UBI indices, read back, turned into stored profiles
+    events = _events(engine, alias, run)
+    ubi.store(engine, [ubi.UbiQuery(f"{run}-{u}", "speaker", u) for u in FANS], events)
+    _, stored = ubi.fetch(engine)
+    mine = [e for e in stored if (e.query_id or "").startswith(run)]
+    facts = product_facts(engine, alias, {e.doc_id for e in mine if e.doc_id})
+    save_profiles(engine, build_profiles(mine, facts, now=time.time()).values(),
+                  profiles_index)
+    shoppers = {u: shopper_params(load_profile(engine, u, profiles_index), ShopperContext(u))
+                for u in FANS}
+    # anonymous judged pairs, and each fan's own grades: their brand is what they want
+    judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
+    brand_of = {d: f.brand for d, f in product_facts(
+        engine, alias, {j.doc_id for j in judged}).items()}
+    rows = list(judged)
+    qid_shopper = {}
+    for user, brand in FANS.items():
+        for j in judged:
+            qid = f"{j.qid}|{user}"
+            qid_shopper[qid] = shoppers[user]
+            grade = 3 if brand_of.get(j.doc_id) == brand else max(0, j.grade - 1)
+            rows.append(Judgment(qid, j.query, j.doc_id, grade))
+    report = log_judgments(engine, alias, fs, JudgmentList(tuple(rows)), encoder, window=20,
+                           first_pass=bm25_query, progress=False, shoppers=qid_shopper)
+    params = TrainParams(num_rounds=30)
+    train(report.matrix, tmp / "base", params=params, search=False, exclude=PERSONAL,
+          device="cpu", candidates=["window+judged"])
+    train(report.matrix, tmp / "personal", params=params, search=False, personal=PERSONAL,
+          device="cpu", candidates=["window+judged"], base=ModelArtifact.load(tmp / "base"))
+    anonymous = report.matrix.docs_by_query()
+    deployed = {}
+    for name in ("base", "personal"):
+        rep = registry.deploy(engine, alias, ModelArtifact.load(tmp / name), fs, anonymous,
+                              query_params(fs.params, encoder),
+                              shoppers=list(shoppers.values()), activate=False)
+        deployed[name] = rep
+    yield {"alias": alias, "fs": fs, "shoppers": shoppers, "deployed": deployed,
+           "matrix": report.matrix, "queries": sorted(anonymous), "encoder": encoder,
+           "facts": brand_of, "docs": sum(len(d) for d in anonymous.values()),
+           "profiles_index": profiles_index}
+    for name in engine.list_models(f"{fs.name}-v"):
+        if engine.get_model(name) is not None:
+            engine.delete_model(name)
+    if registry.entry(engine, fs.name).models:
+        engine.transport.request("cleanup", "DELETE",
+                                 f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
+    for index in [*engine.alias_targets(alias), profiles_index]:
+        engine.delete_index(index)
+
+
+def _ranker(engine, personal, name):
+    from esrank.search import Ranker
+
+    model = registry.deployed_model(engine, personal["fs"].name,
+                                    personal["deployed"][name].model)
+    return Ranker(model.name, model, window=20)
+
+
+def test_profiles_come_from_the_ubi_events(personal):
+    for user, brand in FANS.items():
+        params = personal["shoppers"][user]
+        assert params["shopper_brands"][0] == {"term": brand, "weight": 1.0}
+        assert params["shopper_price"] > 0 and params["shopper_price_scale"] > 0
+
+
+def test_the_personal_model_passes_parity_personalised_and_anonymous(personal):
+    for name in ("base", "personal"):
+        parity = personal["deployed"][name].parity
+        assert parity.passed, parity.to_dict()
+        # every logged doc replayed twice: anonymously and with a fan's params
+        assert parity.docs == 2 * personal["docs"]
+    logged = personal["matrix"]
+    col = logged.feature_names.index("shopper_brand")
+    shopper_rows = [i for i, q in enumerate(logged.qids) if "|" in q]
+    anonymous_rows = [i for i, q in enumerate(logged.qids) if "|" not in q]
+    assert np.isnan(logged.values[anonymous_rows, col]).all()
+    assert np.nanmax(logged.values[shopper_rows, col]) == pytest.approx(1.0)
+
+
+def test_an_anonymous_shopper_gets_the_non_personal_ranking(engine, personal):
+    base, pers = _ranker(engine, personal, "base"), _ranker(engine, personal, "personal")
+    compared = 0
+    for query in personal["queries"]:
+        a = search(engine, personal["alias"], query, base, personal["encoder"], size=20)
+        b = search(engine, personal["alias"], query, pers, personal["encoder"], size=20)
+        assert len(a.hits) == len(b.hits)
+        if not a.hits:  # nothing in the slice matches
+            continue
+        shift = {round(y.score - x.score, 4) for x, y in zip(a.hits, b.hits, strict=True)}
+        assert len(shift) == 1, (query, shift)  # one constant: the same order, ties aside
+        distinct = [h for h in a.hits if sum(g.score == h.score for g in a.hits) == 1]
+        assert [h.doc_id for h in distinct] == [h.doc_id for h in b.hits
+                                                if h.doc_id in {d.doc_id for d in distinct}]
+        compared += 1
+    assert compared >= 30
+
+
+def test_a_fan_sees_more_of_their_brand(engine, personal):
+    base, pers = _ranker(engine, personal, "base"), _ranker(engine, personal, "personal")
+    brand_of = personal["facts"]
+    gained = 0
+    for user, brand in FANS.items():
+        for query in ("bluetooth speaker", "laptop bag", "headset"):
+            shopper = personal["shoppers"][user]
+            a = search(engine, personal["alias"], query, base, personal["encoder"], size=10,
+                       shopper=shopper)
+            b = search(engine, personal["alias"], query, pers, personal["encoder"], size=10,
+                       shopper=shopper)
+            count = [sum(brand_of.get(h.doc_id) == brand or h.supplier == brand
+                         for h in r.hits) for r in (a, b)]
+            assert count[1] >= count[0], (user, query, count)
+            gained += count[1] - count[0]
+    assert gained > 0
+
+
+def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
+                                                        engine_settings_factory):
+    from esrank.serve import create_app
+
+    app = create_app(engine_settings_factory(index=personal["alias"],
+                                             active_set=personal["fs"].name,
+                                             profiles_index=personal["profiles_index"]),
+                     encoder=personal["encoder"])
+    sc = app.extensions["esrank"]
+    client = app.test_client()
+    model = personal["deployed"]["personal"].model
+    user = f"shopper-{uuid.uuid4().hex[:6]}"
+    found = client.post("/search", json={"query": "bluetooth speaker", "model": model,
+                                         "shopper": {"user_id": "fan-philips",
+                                                     "session_id": user}})
+    assert found.status_code == 200, found.json
+    answer = found.json
+    bought = answer["hits"][1]
+    sent = client.post("/events", json={"events": [
+        {"action": "click", "query_id": answer["query_id"], "doc_id": bought["doc_id"],
+         "position": 2, "user_id": user},
+        {"action": "purchase", "query_id": answer["query_id"], "doc_id": bought["doc_id"],
+         "position": 2, "user_id": user}]})
+    assert sent.status_code == 202 and sent.json == {"accepted": 2, "dropped": 0}
+    assert client.post("/events", json={"events": [{"action": "click"}]}).status_code == 400
+    assert sc.ubi.flush(10)
+    queries, events = ubi.fetch(engine)
+    [query] = [q for q in queries if q.query_id == answer["query_id"]]
+    assert query.query == "bluetooth speaker" and query.session_id == user
+    assert query.attributes["configuration"] == model
+    # the shopper params it was served with: what training logs the features with
+    assert query.attributes["shopper"] == personal["shoppers"]["fan-philips"]
+    mine = [e for e in events if e.query_id == answer["query_id"]]
+    shown = [e for e in mine if e.action == "impression"]
+    assert [(e.doc_id, e.position) for e in shown] == [(h["doc_id"], h["rank"])
+                                                       for h in answer["hits"]]
+    assert {(e.action, e.doc_id, e.client_id) for e in mine if e.action != "impression"} == {
+        ("click", bought["doc_id"], user), ("purchase", bought["doc_id"], user)}
+    # and the events make the new shopper's profile
+    facts = product_facts(engine, personal["alias"], [bought["doc_id"]])
+    profile = build_profiles(mine, facts, now=time.time())[user]
+    assert profile.brands[0] == (bought["supplier"], 1.0)
+    sc.ubi.close()
