@@ -9,7 +9,11 @@ the 97 Chorus queries, each configuration in turn per query (so drift hits all a
 - rescore: the same plus the active model as an sltr rescore of the top --window, the query
   vector computed beforehand (what the engine adds);
 - sidecar: POST /search to the sidecar (embedding, BM25, rescore, JSON), the end-to-end cost
-  an application sees.
+  an application sees;
+- personal (with --personal-set, whose active model has shopper features: bench/
+  personalisation.py leaves one): POST /search to a sidecar over that set, anonymous and with
+  a shopper whose profile it reads (a GET on the profile index) and whose brands and price
+  band it adds: what shopper context costs.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ def main() -> None:
     ap.add_argument("--set", default="chorus")
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--personal-set", default="chorus_personal",
+                    help="A feature set with personal features and an active model ('' to "
+                         "skip the personal rows).")
     ap.add_argument("--out", type=Path, help="Default: bench/results/search_latency[_FLAVOR].json.")
     args = ap.parse_args()
 
@@ -76,7 +83,14 @@ def main() -> None:
             if status != 200:
                 raise SystemExit(f"sidecar answered {status} for {q!r}")
             timings["sidecar"].append(ms)
+    personal = active_model(engine, args.personal_set) if args.personal_set else None
+    if personal is not None:
+        timings.update(personal_rows(engine, args, queries, encoder))
     result = {name: stats(ms) for name, ms in timings.items()}
+    if personal is not None:
+        result["personal_model"] = personal.name
+        result["shopper_context_adds_p50_ms"] = round(
+            result["personal_shopper"]["p50_ms"] - result["personal_anonymous"]["p50_ms"], 2)
     base = result["bm25"]["p50_ms"]
     result["p50_ratio_vs_bm25"] = {n: round(result[n]["p50_ms"] / base, 2)
                                    for n in ("rescore", "sidecar")}
@@ -86,6 +100,35 @@ def main() -> None:
                            "its LRU cache; sidecar_uncached is the first repeat alone"})
     result["sidecar_uncached"] = stats(timings["sidecar"][:len(queries)])
     write_result(result, args.out or result_path("search_latency", args))
+
+
+def personal_rows(engine, args, queries: list[str], encoder) -> dict[str, list[float]]:
+    """POST /search over the personal set, anonymous and as a shopper with a profile."""
+    from esrank.serve import create_app
+    from esrank.shopper import Profile, save_profiles
+
+    index = "esrank-profiles-latency"
+    save_profiles(engine, [Profile("latency-shopper", (("HP", 0.6), ("Canon", 0.3),
+                                                       ("Philips", 0.1)), 80.0, 40.0, 10,
+                                   time.time())], index)
+    settings = load_settings(url=args.url, flavor=args.flavor, index=args.index,
+                             active_set=args.personal_set, rescore_window=args.window,
+                             profiles_index=index)
+    port = start_server(create_app(settings, encoder=encoder), threads=8)
+    shopper = {"user_id": "latency-shopper", "brands": ["Logitech"], "price_band": [20, 200]}
+    out: dict[str, list[float]] = {"personal_anonymous": [], "personal_shopper": []}
+    for q in queries:  # warm-up
+        post(port, "/search", {"query": q, "size": 10, "shopper": shopper})
+    for _ in range(args.repeats):
+        for q in queries:
+            for name, body in (("personal_anonymous", {"query": q, "size": 10}),
+                               ("personal_shopper", {"query": q, "size": 10,
+                                                     "shopper": shopper})):
+                status, ms = post(port, "/search", body)
+                if status != 200:
+                    raise SystemExit(f"sidecar answered {status} for {q!r}")
+                out[name].append(ms)
+    return out
 
 
 if __name__ == "__main__":

@@ -190,27 +190,48 @@ class App:
         return push_feature_sets(self.engine, load_feature_sets(path or
                                                                 self.settings.feature_sets))
 
-    def log(self, judgments: Path, feature_set: Path, output: Path, *, fmt: str | None = None,
-            window: int | None = None, queries_per_request: int = 16,
-            progress: bool = True) -> LogResult:
+    def log(self, judgments: Path | None, feature_set: Path, output: Path, *,
+            fmt: str | None = None, window: int | None = None, queries_per_request: int = 16,
+            progress: bool = True, sessions: bool = False) -> LogResult:
         """Log the judged docs and the BM25 window of every judged query into a table (+ the
-        RankLib text beside it)."""
+        RankLib text beside it). With `sessions`, the judgments are the shoppers' own
+        (`session_judgments` of a UBI log, or of the engine's UBI indices when `judgments`
+        is None), each logged with the shopper params its page was served with."""
         from esrank.feature_log import log_judgments, write_ranklib, write_table
         from esrank.features import load_feature_set, push_feature_sets
         from esrank.judgments import read_judgments
         from esrank.search import bm25_query
 
         fs = load_feature_set(feature_set)
-        judged = read_judgments(judgments, fmt)
+        shoppers = None
+        if sessions:
+            judged, shoppers = self.session_judgments(judgments)
+        else:
+            judged = read_judgments(judgments, fmt)
         push_feature_sets(self.engine, [fs])
         window = self.settings.rescore_window if window is None else window
         report = log_judgments(self.engine, self.settings.index, fs, judged, self.encoder,
                                window=window, first_pass=bm25_query,
-                               queries_per_request=queries_per_request, progress=progress)
-        write_table(report.matrix, output, judgments_source=str(judgments), window=window)
+                               queries_per_request=queries_per_request, progress=progress,
+                               shoppers=shoppers)
+        write_table(report.matrix, output, judgments_source=str(judgments or "ubi indices"),
+                    window=window)
         write_ranklib(report.matrix, output.with_suffix(".txt"))
         return LogResult(fs.engine_name, len(report.matrix), output, output.with_suffix(".txt"),
                          report.seconds, len(judged), report.missing_docs)
+
+    def session_judgments(self, log: Path | None = None):
+        """(JudgmentList, qid -> shopper params) from a UBI log's acted-on sessions (the
+        engine's UBI indices when `log` is None)."""
+        from esrank.clicks import session_judgments, sessions_of
+        from esrank.ubi import fetch, read_ndjson
+
+        sessions = sessions_of(*(read_ndjson(log) if log else fetch(self.engine)))
+        judged = session_judgments(sessions)
+        if not len(judged):
+            raise InputError("no session with a click, cart or purchase to learn from",
+                             source=str(log or "the engine's UBI indices"))
+        return judged, {s.query_id: s.attributes.get("shopper") or {} for s in sessions}
 
     def deploy(self, artifact_path: Path, feature_set: Path, table: Path | None = None, *,
                parity_queries: int | None = None, tolerance: float = 1e-4,
@@ -272,6 +293,60 @@ class App:
         return search(self.engine, self.settings.index, query, ranker,
                       self.query_encoder([ranker]), size=size, features=features,
                       reranker=self.reranker, shopper=params)
+
+    def experiment_search(self, query: str, experiment, *, unit: str, size: int = 10,
+                          window: int | None = None, shopper_params: dict | None = None):
+        """One search under an Experiment: (SearchResult, the UBI attributes saying how it
+        was served). A/B: `unit` (the shopper, else the query id) picks the arm.
+        Interleaving: both arms rank, and team-draft builds the page (seeded by `unit`)."""
+        from esrank.experiment import bucket, team_draft
+        from esrank.search import SearchResult
+
+        def run(which: str):
+            return self.search(query, which, size=size, window=window,
+                               shopper_params=shopper_params)
+
+        if experiment.mode == "ab":
+            arm = bucket(unit, experiment.name, ("control", "treatment"))
+            return run(getattr(experiment, arm)), {"experiment": experiment.name, "arm": arm}
+        a, b = run(experiment.control), run(experiment.treatment)
+        ids, teams = team_draft([h.doc_id for h in a.hits], [h.doc_id for h in b.hits], size,
+                                unit)
+        hit_of = {h.doc_id: h for h in [*b.hits, *a.hits]}
+        hits = [replace(hit_of[d], rank=rank) for rank, d in enumerate(ids, 1)]
+        result = SearchResult(query, f"interleave({a.ranker}, {b.ranker})", hits,
+                              a.degraded or b.degraded)
+        return result, {"experiment": experiment.name, "arm": None, "teams": teams}
+
+    def write_signals(self, log: Path | None = None, *, prior: float | None = None) -> dict:
+        """Per-product popularity, CTR and conversion from a UBI log (default: the engine's
+        UBI indices), merged into the catalogue's documents (esrank.signals)."""
+        from esrank.clicks import sessions_of
+        from esrank.signals import PRIOR, product_signals, write_signals
+        from esrank.ubi import fetch, read_ndjson
+
+        sessions = sessions_of(*(read_ndjson(log) if log else fetch(self.engine)))
+        signals = product_signals(sessions, prior=PRIOR if prior is None else prior)
+        written = write_signals(self.engine, self.settings.index, signals)
+        return {"sessions": len(sessions), "products": len(signals), **written,
+                "index": self.settings.index}
+
+    def experiment_report(self, experiment=None, log: Path | None = None):
+        """The Report of an Experiment (default: the configured one) over a UBI log (default:
+        the engine's UBI indices)."""
+        from esrank.clicks import sessions_of
+        from esrank.experiment import Experiment, report
+        from esrank.ubi import fetch, read_ndjson
+
+        if experiment is None:
+            e = self.settings.serve.experiment
+            if e is None:
+                raise InputError("no experiment: set ESRANK_SERVE__EXPERIMENT__NAME, "
+                                 "__CONTROL and __TREATMENT (or pass --name, --control, "
+                                 "--treatment)")
+            experiment = Experiment(e.name, e.control, e.treatment, e.mode)
+        return report(experiment, sessions_of(*(read_ndjson(log) if log
+                                                else fetch(self.engine))))
 
     def shopper_params(self, context) -> dict:
         """The sltr shopper params for a ShopperContext (None or anonymous: none)."""

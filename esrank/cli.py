@@ -298,6 +298,68 @@ def profiles_show(ctx: click.Context, user_id: str, as_json: bool) -> None:
     _emit(data, as_json, f"{user_id}: {profile.actions} actions; brands {brands}; price {band}")
 
 
+@cli.group()
+def experiment() -> None:
+    """Online comparison of two configurations (A/B arms or team-draft interleaving) that the
+    sidecar runs on searches naming no model (ESRANK_SERVE__EXPERIMENT__*)."""
+
+
+@experiment.command("report")
+@click.option("--name", help="The experiment (default: the configured one).")
+@click.option("--control", help="Its control configuration (with --name).")
+@click.option("--treatment", help="Its treatment configuration (with --name).")
+@click.option("--mode", type=click.Choice(["ab", "interleave"]), default="interleave",
+              show_default=True)
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="A UBI ndjson file (default: the engine's UBI indices).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def experiment_report(ctx: click.Context, name: str | None, control: str | None,
+                      treatment: str | None, mode: str, log_path: Path | None,
+                      as_json: bool) -> None:
+    """Per-arm click, add-to-cart and purchase rates (sessions with the action, Wilson 95%
+    intervals) and, for interleaving, each arm's wins, the sign test's p-value and the
+    sessions a test with 80% power would need."""
+    from esrank.experiment import Experiment
+
+    chosen = None
+    if name:
+        if not (control and treatment):
+            raise click.UsageError("--name needs --control and --treatment")
+        chosen = Experiment(name, control, treatment, mode)
+    result = _app(ctx).experiment_report(chosen, log_path)
+    data = result.to_dict()
+    lines = [f"experiment {result.experiment} ({result.mode})"]
+    for arm, rates in data["arms"].items():
+        lines.append(f"  {arm:<10} " + "  ".join(
+            f"{action} {r['rate']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+            for action, r in rates.items()) + f"  ({rates['click']['sessions']} sessions)")
+    if data["interleaving"]:
+        i = data["interleaving"]
+        lines.append(f"  interleaving: wins {i['wins']}, treatment preferred in "
+                     f"{i['preference_for_treatment']} of decided sessions, p = {i['p_value']}"
+                     f"; sessions for 80% power: {i['sessions_needed']}")
+    _emit(data, as_json, "\n".join(lines))
+
+
+@cli.command("signals")
+@click.option("--log", "log_path", type=click.Path(path_type=Path),
+              help="A UBI ndjson file (default: the engine's UBI indices).")
+@click.option("--prior", default=10.0, show_default=True,
+              help="Pseudo-observations pulling a seldom-seen product toward the average.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def signals_cmd(ctx: click.Context, log_path: Path | None, prior: float, as_json: bool) -> None:
+    """Behaviour signals per product into the catalogue: signals.ctr (clicks over the clicks
+    its positions predict; 1.0 = average, also for a product never shown), signals.conversion
+    (purchases per click) and signals.popularity (log of its weighted actions). Partial
+    updates: vectors and text are not touched. Feature templates can read them."""
+    data = _app(ctx).write_signals(log_path, prior=prior)
+    _emit(data, as_json, f"signals of {data['products']} products from {data['sessions']} "
+                         f"sessions -> {data['index']} ({data['updated']} updated, "
+                         f"{data['not_in_index']} not in the index)")
+
+
 @cli.command("ubi-load")
 @click.argument("log", type=click.Path(path_type=Path))
 @click.pass_context
@@ -308,7 +370,8 @@ def ubi_load(ctx: click.Context, log: Path) -> None:
 
 
 @cli.command("log")
-@click.argument("judgments_file", metavar="JUDGMENTS", type=click.Path(path_type=Path))
+@click.argument("judgments_file", metavar="JUDGMENTS", type=click.Path(path_type=Path),
+                required=False)
 @click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
               default=Path("feature_sets/chorus.yaml"), show_default=True)
 @click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
@@ -320,19 +383,27 @@ def ubi_load(ctx: click.Context, log: Path) -> None:
                    "rescores (unjudged ones as grade 0), with each row's first-pass rank: "
                    "what training selects on (default: ESRANK_RESCORE_WINDOW, 100; 0: judged "
                    "docs only).")
+@click.option("--sessions", is_flag=True,
+              help="Learn from shoppers: JUDGMENTS is a UBI log (ndjson; omitted: the "
+                   "engine's UBI indices). Each served search with an action is a query of its "
+                   "own, its docs down to the last action graded by what was done (click 1, "
+                   "cart 2, purchase 3), logged with the shopper params it was served with.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def log_cmd(ctx: click.Context, judgments_file: Path, feature_set_path: Path, fmt: str | None,
-            output: Path, queries_per_request: int, window: int | None,
-            as_json: bool) -> None:
+def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: Path,
+            fmt: str | None, output: Path, queries_per_request: int, window: int | None,
+            sessions: bool, as_json: bool) -> None:
     """Log every feature for every judged (query, doc), and for the served window, through
     the LTR plugin.
 
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
     judged docs absent from the index are listed and the command exits 1.
     """
+    if judgments_file is None and not sessions:
+        raise click.UsageError("give a JUDGMENTS file (or --sessions for the engine's UBI log)")
     report = _app(ctx).log(judgments_file, feature_set_path, output, fmt=fmt, window=window,
-                           queries_per_request=queries_per_request, progress=not as_json)
+                           queries_per_request=queries_per_request, progress=not as_json,
+                           sessions=sessions)
     _emit(report.to_dict(), as_json, _log_text(report))
     if report.missing_docs:
         sys.exit(1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from esrank.errors import InputError
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # Fixed cut points turning click-model scores into grades 0..3: grade = number of cuts <= score.
 COEC_CUTS: tuple[float, float, float] = (0.5, 1.0, 2.0)  # COEC 1.0 = clicked as often as expected
 SDBN_CUTS: tuple[float, float, float] = (0.1, 0.25, 0.5)  # relevance a*s in [0, 1]
+SESSION_CUTS: tuple[float, float, float] = (1.0, 2.0, 4.0)  # click, cart, purchase weights
 
 
 # --------------------------------------------------------------------------- UBI sessions
@@ -48,6 +49,7 @@ class Session:
     query: str
     results: tuple[Shown, ...]
     client_id: str | None = None
+    attributes: dict = field(default_factory=dict, compare=False)  # UBI query_attributes
 
     @property
     def clicked(self) -> bool:
@@ -112,7 +114,7 @@ def sessions_of(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
                         for d, p in sorted(positions.items(), key=lambda kv: (kv[1], kv[0])))
         q = text.get(qid)
         if results and q is not None:
-            out.append(Session(qid, q.query, results, q.client_id))
+            out.append(Session(qid, q.query, results, q.client_id, q.attributes))
     dropped = len(shown) - len(out)
     if dropped:
         log.warning("%d query_ids have events but no query text; skipped", dropped)
@@ -123,6 +125,26 @@ def read_ubi(path: str | Path, weights: Mapping[str, float] = ACTION_WEIGHTS
              ) -> list[Session]:
     """Sessions from an OpenSearch UBI ndjson file (see `sessions_of`)."""
     return sessions_of(*read_ndjson(path), weights)
+
+
+def session_judgments(sessions: Iterable[Session], cuts: Sequence[float] = SESSION_CUTS
+                      ) -> JudgmentList:
+    """Each acted-on session as its own query (qid = its UBI query id): the docs at or above
+    its last action graded by what was done to them (grade = number of `cuts` at or below the
+    action's weight: with the default weights a click 1, a cart 2, a purchase 3), the rest of
+    the page left out as unexamined. Sessions without an action say nothing and are skipped.
+
+    What one shopper did with one page: the training data of a personal model, logged with
+    the shopper params the page was served with (`Session.attributes["shopper"]`).
+    """
+    out: list[Judgment] = []
+    for s in sessions:
+        acted = [r.position for r in s.results if r.clicked]
+        if not acted:
+            continue
+        out += [Judgment(s.query_id, s.query, r.doc_id, _grade(r.value, cuts))
+                for r in s.results if r.position <= max(acted)]
+    return JudgmentList(tuple(out), source="ubi sessions")
 
 
 # --------------------------------------------------------------------------- click models

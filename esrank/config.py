@@ -76,6 +76,18 @@ class EncoderSettings(BaseModel):
     cache: bool = True  # document embeddings kept on disk under ESRANK_HOME/cache
 
 
+class ExperimentSettings(BaseModel):
+    """An online comparison the sidecar runs on searches that name no configuration; env:
+    ESRANK_SERVE__EXPERIMENT__NAME=..., __CONTROL, __TREATMENT, __MODE (ab | interleave)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    control: str = Field(min_length=1)
+    treatment: str = Field(min_length=1)
+    mode: Literal["ab", "interleave"] = "interleave"
+
+
 class ServeSettings(BaseModel):
     """The sidecar (`esrank serve`); env: ESRANK_SERVE__PORT=8080 etc."""
 
@@ -105,6 +117,7 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
     # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
     ubi: bool = True
+    experiment: ExperimentSettings | None = None
 
 
 class Settings(BaseSettings):

@@ -23,7 +23,7 @@ from typing import Any
 from esrank.clicks import ACTION_WEIGHTS
 from esrank.engine import Engine
 from esrank.errors import EngineError, InputError
-from esrank.ubi import UbiEvent
+from esrank.ubi import SMALL_INDEX, UbiEvent
 
 PROFILES_INDEX = "esrank-profiles"
 # the shopper params esrank fills, by name and type (a feature set's `source: shopper` params)
@@ -173,9 +173,10 @@ def save_profiles(engine: Engine, profiles: Iterable[Profile],
                   index: str = PROFILES_INDEX) -> int:
     """Write profiles (one document per shopper, replacing theirs); returns how many."""
     if not engine.index_exists(index):
-        engine.create_index(index, {"mappings": {"dynamic": False, "properties": {
-            "user_id": {"type": "keyword"}, "updated": {"type": "date",
-                                                        "format": "epoch_second"}}}})
+        mapping = {"dynamic": False, "properties": {
+            "user_id": {"type": "keyword"},
+            "updated": {"type": "date", "format": "epoch_second"}}}
+        engine.create_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
     docs = [(p.user_id, p.to_dict()) for p in profiles]
     refused = engine.bulk(index, docs) if docs else []
     if refused:

@@ -288,7 +288,8 @@ def _evaluator(matrix: FeatureMatrix, rows: np.ndarray):
 
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
                    device: str = "cpu", normalizers: dict[str, dict] | None = None,
-                   candidates: str = "window", personal: Sequence[str] = ()) -> CVScore:
+                   candidates: str = "window", personal: Sequence[str] = (),
+                   base_booster=None) -> CVScore:
     """Held-out NDCG@10 per query-grouped fold: served (each held-out query's window
     reordered by the model, evaluated on all its judgments, standard and condensed, beside
     the first pass's order), or in-table for a table without first-pass ranks."""
@@ -297,7 +298,8 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
     out: dict[str, list[float]] = {"folds": [], "condensed": [], "bm25": [],
                                    "bm25_condensed": []}
     for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
-        booster = _fit(matrix, train_rows, params, device, normalizers, candidates, personal)
+        booster = _fit(matrix, train_rows, params, device, normalizers, candidates, personal,
+                       base_booster)
         if not served:
             out["folds"].append(_score(booster, matrix, test_rows, normalizers))
             continue
@@ -328,8 +330,9 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     `personal` features (the shopper's) are learned on top of the model without them
     (`_fit_personal`): a request that lacks them is ranked as that model ranks it. With `base`
     (a model of the same feature set that does not use them), the saved model is `base`'s trees
-    and the personal trees on top, so it ranks an anonymous shopper exactly as `base` does
-    (cross-validation still refits the first stage in each fold).
+    and the personal trees on top, so it ranks an anonymous shopper exactly as `base` does;
+    cross-validation keeps `base` as the first stage too (it is fair when `base` was trained
+    on other data, e.g. human judgments, and the table holds the shoppers' sessions).
     """
     started = time.monotonic()
     if len(matrix) == 0:
@@ -365,7 +368,7 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     for rows in candidates:
         for candidate in grid:
             score = cross_validate(matrix, candidate, folds, device, normalizers, rows,
-                                   personal)
+                                   personal, base.booster if base is not None else None)
             tried.append({"candidates": rows, "eta": candidate.eta,
                           "num_rounds": candidate.num_rounds, "cv_mean": round(score.mean, 5),
                           "score": score, "params": candidate})

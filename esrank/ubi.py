@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 QUERIES_INDEX = "ubi_queries"
 EVENTS_INDEX = "ubi_events"
 APPLICATION = "esrank"
+# esrank's own small indices: one shard, a replica once the cluster has a second node
+SMALL_INDEX = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
 
 _KEYWORD = {"type": "keyword"}
 QUERIES_MAPPING = {"dynamic": False, "properties": {
@@ -160,7 +162,7 @@ def ensure_indices(engine: Engine) -> None:
     fields esrank reads)."""
     for index, mapping in ((QUERIES_INDEX, QUERIES_MAPPING), (EVENTS_INDEX, EVENTS_MAPPING)):
         if not engine.index_exists(index):
-            engine.create_index(index, {"mappings": mapping})
+            engine.create_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
 
 
 def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent]) -> int:

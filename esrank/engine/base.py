@@ -245,8 +245,9 @@ class Engine:
         self._call("swap alias", "POST", "/_aliases", body={"actions": actions}, target=alias)
 
     def bulk(self, index: str, docs: Iterable[tuple[str, dict]], *, retries: int = 5,
-             backoff: float = 0.5) -> list[tuple[str, str]]:
-        """Index (id, source) pairs; returns (id, reason) for each document the engine refused.
+             backoff: float = 0.5, update: bool = False) -> list[tuple[str, str]]:
+        """Index (id, source) pairs (with `update`: merge `source` into the existing documents,
+        a partial update); returns (id, reason) for each document the engine refused.
 
         A busy engine (HTTP 429/503, for the whole request or for some documents) is asked
         again after 0.5, 1, 2, 4, 8 s, then its refusals are returned like any other.
@@ -257,9 +258,10 @@ class Engine:
             if not pending:
                 break
             lines = []
+            op = "update" if update else "index"
             for doc_id, source in pending.items():
-                lines.append(json.dumps({"index": {"_index": index, "_id": doc_id}}))
-                lines.append(json.dumps(source))
+                lines.append(json.dumps({op: {"_index": index, "_id": doc_id}}))
+                lines.append(json.dumps({"doc": source} if update else source))
             busy = attempt < retries
             try:
                 result = self._call("bulk index", "POST", "/_bulk",
@@ -271,14 +273,14 @@ class Engine:
                 raise
             retry = {}
             for item in result.get("items", []):
-                op = item.get("index", {})
-                if "error" not in op:
+                answer = item.get(op, {})
+                if "error" not in answer:
                     continue
-                doc_id = op.get("_id", "?")
-                if op.get("status") in BUSY and busy and doc_id in pending:
+                doc_id = answer.get("_id", "?")
+                if answer.get("status") in BUSY and busy and doc_id in pending:
                     retry[doc_id] = pending[doc_id]
                 else:
-                    err = op["error"]
+                    err = answer["error"]
                     refused.append((doc_id, f"{err.get('type')}: {err.get('reason')}"))
             pending = retry
             if pending:

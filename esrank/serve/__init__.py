@@ -15,7 +15,6 @@ import hmac
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from esrank.app import App
 from esrank.config import Settings, load_settings
 from esrank.engine.auth import redact
 from esrank.errors import EngineError, EsrankError, NoCrossEncoderError, UnknownModelError
+from esrank.experiment import Experiment
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
@@ -55,21 +55,28 @@ class Sidecar:
     def cfg(self):
         return self.app.settings.serve
 
-    def record_search(self, result, model: str, shopper, params: dict) -> str | None:
-        """Queue the UBI query and impressions of a search served; its query id (None when
-        UBI recording is off)."""
+    @property
+    def experiment(self):
+        """The running Experiment (ESRANK_SERVE__EXPERIMENT__*), or None."""
+        e = self.cfg.experiment
+        return Experiment(e.name, e.control, e.treatment, e.mode) if e else None
+
+    def record_search(self, query_id: str, result, model: str, shopper, params: dict,
+                      extra: dict) -> bool:
+        """Queue the UBI query and impressions of a search served (False when UBI recording
+        is off); `extra`: how an experiment served it."""
         if self.ubi is None:
-            return None
-        now, query_id = time.time(), uuid.uuid4().hex
+            return False
+        now = time.time()
         user = shopper.user_id if shopper else None
         session = shopper.session_id if shopper else None
         attributes = {"configuration": model, "ranker": result.ranker,
-                      "degraded": result.degraded, "shopper": params}
+                      "degraded": result.degraded, "shopper": params, **extra}
         self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes,
                                tuple(h.doc_id for h in result.hits)),
                       *(UbiEvent("impression", query_id, h.doc_id, h.rank, user, session, now)
                         for h in result.hits)])
-        return query_id
+        return True
 
     def texts(self, values: list, field: str = "texts") -> list[str]:
         return rq.texts(values, field, self.cfg.max_texts, self.cfg.max_chars)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 from flask import Blueprint, current_app, jsonify
@@ -43,15 +44,23 @@ def search():
     shopper = rq.shopper(data["shopper"]) if "shopper" in data else None
     sc.app.require_reranker(bool(rerank))
     started = time.perf_counter()
+    query_id = uuid.uuid4().hex
     params = sc.app.shopper_params(shopper)
-    result = sc.app.search(query, model, size=size, window=window,
-                           features=data.get("features", False), rerank=rerank,
-                           shopper_params=params)
+    experiment = sc.experiment if "model" not in data and not rerank else None
+    if experiment is not None:
+        unit = (shopper.user_id or shopper.session_id if shopper else None) or query_id
+        result, attributes = sc.app.experiment_search(query, experiment, unit=unit, size=size,
+                                                      window=window, shopper_params=params)
+    else:
+        result = sc.app.search(query, model, size=size, window=window,
+                               features=data.get("features", False), rerank=rerank,
+                               shopper_params=params)
+        attributes = {}
     if result.degraded:
         sc.metrics.degraded.inc()
     took = round((time.perf_counter() - started) * 1000, 2)
-    recorded = sc.record_search(result, model, shopper, params)
-    return jsonify(**({"query_id": recorded} if recorded else {}), **result.to_dict(),
+    recorded = sc.record_search(query_id, result, model, shopper, params, attributes)
+    return jsonify(**({"query_id": query_id} if recorded else {}), **result.to_dict(),
                    took_ms=took)
 
 

@@ -31,7 +31,6 @@ from esrank.train import TrainParams, train
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FANS = {"fan-philips": "Philips", "fan-hp": "HP"}  # shopper -> the brand they buy
-PERSONAL = ("shopper_brand", "shopper_price_fit")
 
 
 def _events(engine, alias, run: str) -> list[ubi.UbiEvent]:
@@ -83,9 +82,10 @@ def personal(engine, encoder, tmp_path_factory):
     report = log_judgments(engine, alias, fs, JudgmentList(tuple(rows)), encoder, window=20,
                            first_pass=bm25_query, progress=False, shoppers=qid_shopper)
     params = TrainParams(num_rounds=30)
-    train(report.matrix, tmp / "base", params=params, search=False, exclude=PERSONAL,
+    personal_features = list(fs.personal_features)
+    train(report.matrix, tmp / "base", params=params, search=False, exclude=personal_features,
           device="cpu", candidates=["window+judged"])
-    train(report.matrix, tmp / "personal", params=params, search=False, personal=PERSONAL,
+    train(report.matrix, tmp / "personal", params=params, search=False, personal=personal_features,
           device="cpu", candidates=["window+judged"], base=ModelArtifact.load(tmp / "base"))
     anonymous = report.matrix.docs_by_query()
     deployed = {}
@@ -215,4 +215,78 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
     facts = product_facts(engine, personal["alias"], [bought["doc_id"]])
     profile = build_profiles(mine, facts, now=time.time())[user]
     assert profile.brands[0] == (bought["supplier"], 1.0)
+    sc.ubi.close()
+
+
+def test_signals_are_partial_updates_a_feature_can_read(engine, personal):
+    from esrank.clicks import Session, Shown
+    from esrank.signals import product_signals, write_signals
+    from esrank.types import Feature, FeatureSet
+
+    alias = personal["alias"]
+    docs = [h["_id"] for h in engine.search(alias, {"size": 3, "_source": False,
+                                                    "query": {"match_all": {}}})["hits"]["hits"]]
+    before = {d: engine.get_document(alias, d)[0] for d in docs}
+    sessions = [Session("1", "q", (Shown(docs[0], 1, 4.0), Shown(docs[1], 2, 0.0))),
+                Session("2", "q", (Shown(docs[1], 1, 0.0), Shown(docs[0], 2, 1.0)))]
+    signals = product_signals(sessions)
+    assert write_signals(engine, alias, {**signals, "no-such-product": signals[docs[0]]}) == {
+        "updated": 2, "not_in_index": 1}
+    for d in docs[:2]:
+        after = engine.get_document(alias, d)[0]
+        assert after["signals"]["ctr"] == pytest.approx(signals[d].ctr, abs=1e-5)
+        # the vectors and the text are untouched
+        assert {k: v for k, v in after.items() if k != "signals"} == before[d]
+    ctr = FeatureSet(f"signals{uuid.uuid4().hex[:6]}", "", (), (Feature(
+        "ctr", (), "mustache", {"function_score": {
+            "query": {"match_all": {}}, "boost_mode": "replace",
+            "field_value_factor": {"field": "signals.ctr", "missing": 1.0}}}),))
+    engine.put_feature_set(ctr)
+    logged = engine.log_features(alias, ctr, {}, docs)
+    assert logged[docs[0]][0] == pytest.approx(signals[docs[0]].ctr, abs=1e-5)
+    assert logged[docs[2]][0] == 1.0  # never shown: the prior's 1.0
+
+
+def test_the_loop_ends_in_an_experiment(engine, personal, engine_settings_factory):
+    """The fixture went events -> UBI -> profiles -> personal features -> models; here the
+    sidecar interleaves the two models for a fan, records the teams, takes their clicks, and
+    the report credits the team whose documents were clicked."""
+    from esrank.clicks import sessions_of
+    from esrank.config import ExperimentSettings
+    from esrank.experiment import Experiment, report
+    from esrank.serve import create_app
+
+    base = personal["deployed"]["base"].model
+    pers = personal["deployed"]["personal"].model
+    name = f"exp-{uuid.uuid4().hex[:6]}"
+    settings = engine_settings_factory(index=personal["alias"], active_set=personal["fs"].name,
+                                       profiles_index=personal["profiles_index"])
+    settings = settings.model_copy(update={"serve": settings.serve.model_copy(update={
+        "experiment": ExperimentSettings(name=name, control=base, treatment=pers)})})
+    app = create_app(settings, encoder=personal["encoder"])
+    client = app.test_client()
+    served = []
+    for query in ("bluetooth speaker", "laptop bag", "headset", "bluetooth speakers"):
+        answer = client.post("/search", json={"query": query,
+                                              "shopper": {"user_id": "fan-philips"}}).json
+        assert answer["ranker"].startswith("interleave(")
+        served.append(answer)
+    # the fan clicks the treatment team's first doc on every page
+    sc = app.extensions["esrank"]
+    assert sc.ubi.flush(10)
+    queries, _ = ubi.fetch(engine)
+    teams = {q.query_id: q.attributes["teams"] for q in queries
+             if q.attributes.get("experiment") == name}
+    assert set(teams) == {a["query_id"] for a in served}
+    for answer in served:
+        page = [h["doc_id"] for h in answer["hits"]]
+        assert sorted(page) == sorted(teams[answer["query_id"]])
+        pick = next(d for d in page if teams[answer["query_id"]][d] == "B")
+        client.post("/events", json={"events": [{
+            "action": "click", "query_id": answer["query_id"], "doc_id": pick,
+            "position": page.index(pick) + 1, "user_id": "fan-philips"}]})
+    assert sc.ubi.flush(10)
+    result = report(Experiment(name, base, pers), sessions_of(*ubi.fetch(engine)))
+    assert result.wins == {"control": 0, "treatment": 4, "tie": 0}
+    assert result.p_value == pytest.approx(0.125)  # 4 of 4: 2 / 2^4
     sc.ubi.close()

@@ -63,10 +63,13 @@ def test_chorus_personal_extends_chorus_in_order():
     chorus = load_feature_set(REPO / "feature_sets" / "chorus.yaml")
     fs = load_feature_set(REPO / "feature_sets" / "chorus_personal.yaml")
     assert fs.feature_names[:15] == chorus.feature_names
-    assert fs.feature_names[15:] == ("shopper_brand", "shopper_price_fit")
+    assert fs.feature_names[15:] == ("shopper_brand", "shopper_price_fit",
+                                     "shopper_brand_match", "shopper_price_match")
+    price = ("shopper_price", "shopper_price_scale")
     assert fs.personal_features == {"shopper_brand": ("shopper_brands",),
-                                    "shopper_price_fit": ("shopper_price",
-                                                          "shopper_price_scale")}
+                                    "shopper_price_fit": price,
+                                    "shopper_brand_match": ("shopper_brands",),
+                                    "shopper_price_match": price}
     assert chorus.personal_features == {}
     assert fs.engine_name != chorus.engine_name
 
