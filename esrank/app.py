@@ -220,13 +220,24 @@ class App:
         return LogResult(fs.engine_name, len(report.matrix), output, output.with_suffix(".txt"),
                          report.seconds, len(judged), report.missing_docs)
 
+    def ubi(self, log: Path | None = None):
+        """(queries, events) of a UBI ndjson file, else of the engine's UBI indices."""
+        from esrank.ubi import fetch, read_ndjson
+
+        return read_ndjson(log) if log else fetch(self.engine)
+
+    def sessions(self, log: Path | None = None, weights=None):
+        """The UBI log's sessions (esrank.clicks.sessions_of; default action weights)."""
+        from esrank.clicks import ACTION_WEIGHTS, sessions_of
+
+        return sessions_of(*self.ubi(log), weights or ACTION_WEIGHTS)
+
     def session_judgments(self, log: Path | None = None):
         """(JudgmentList, qid -> shopper params) from a UBI log's acted-on sessions (the
         engine's UBI indices when `log` is None)."""
-        from esrank.clicks import session_judgments, sessions_of
-        from esrank.ubi import fetch, read_ndjson
+        from esrank.clicks import session_judgments
 
-        sessions = sessions_of(*(read_ndjson(log) if log else fetch(self.engine)))
+        sessions = self.sessions(log)
         judged = session_judgments(sessions)
         if not len(judged):
             raise InputError("no session with a click, cart or purchase to learn from",
@@ -321,11 +332,9 @@ class App:
     def write_signals(self, log: Path | None = None, *, prior: float | None = None) -> dict:
         """Per-product popularity, CTR and conversion from a UBI log (default: the engine's
         UBI indices), merged into the catalogue's documents (esrank.signals)."""
-        from esrank.clicks import sessions_of
         from esrank.signals import PRIOR, product_signals, write_signals
-        from esrank.ubi import fetch, read_ndjson
 
-        sessions = sessions_of(*(read_ndjson(log) if log else fetch(self.engine)))
+        sessions = self.sessions(log)
         signals = product_signals(sessions, prior=PRIOR if prior is None else prior)
         written = write_signals(self.engine, self.settings.index, signals)
         return {"sessions": len(sessions), "products": len(signals), **written,
@@ -334,9 +343,7 @@ class App:
     def experiment_report(self, experiment=None, log: Path | None = None):
         """The Report of an Experiment (default: the configured one) over a UBI log (default:
         the engine's UBI indices)."""
-        from esrank.clicks import sessions_of
         from esrank.experiment import Experiment, report
-        from esrank.ubi import fetch, read_ndjson
 
         if experiment is None:
             e = self.settings.serve.experiment
@@ -345,8 +352,7 @@ class App:
                                  "__CONTROL and __TREATMENT (or pass --name, --control, "
                                  "--treatment)")
             experiment = Experiment(e.name, e.control, e.treatment, e.mode)
-        return report(experiment, sessions_of(*(read_ndjson(log) if log
-                                                else fetch(self.engine))))
+        return report(experiment, self.sessions(log))
 
     def shopper_params(self, context) -> dict:
         """The sltr shopper params for a ShopperContext (None or anonymous: none)."""
@@ -365,9 +371,9 @@ class App:
 
     def store_ubi(self, log: Path) -> int:
         """Store a UBI ndjson file in the engine's UBI indices; how many records went in."""
-        from esrank.ubi import read_ndjson, store
+        from esrank.ubi import store
 
-        return store(self.engine, *read_ndjson(log))
+        return store(self.engine, *self.ubi(log))
 
     def build_profiles(self, log: Path | None = None, *, weights=None,
                        half_life_days: float | None = None) -> dict:
@@ -376,9 +382,8 @@ class App:
         from esrank.catalogue import product_facts
         from esrank.clicks import ACTION_WEIGHTS
         from esrank.shopper import HALF_LIFE_DAYS, build_profiles, save_profiles
-        from esrank.ubi import fetch, read_ndjson
 
-        _, events = read_ndjson(log) if log else fetch(self.engine)
+        _, events = self.ubi(log)
         weights = weights or ACTION_WEIGHTS
         acted = {e.doc_id for e in events if e.doc_id and e.action in weights}
         facts = product_facts(self.engine, self.settings.index, acted)
@@ -391,17 +396,19 @@ class App:
 
     def evaluate(self, judgments: Path, configs, *, fmt: str | None = None,
                  window: int | None = None, depth: int = 100, rank_eval: bool = False,
-                 push: bool = False) -> tuple[dict, dict, str | None]:
+                 push: bool = False, shopper=None) -> tuple[dict, dict, str | None]:
         """Each configuration over every judged query: label -> Evaluation, and with
         `rank_eval`, label -> esrank's metrics beside the engine's `_rank_eval`. With `push`,
         each configuration's metrics and top 10 (with feature values) are stored under a new
-        run id (returned; None without push), once every configuration ran."""
+        run id (returned; None without push), once every configuration ran. `shopper` (a
+        ShopperContext) ranks every query for that shopper."""
         from esrank.evaluate import rank_eval_check
         from esrank.feature_log import query_params
         from esrank.results import new_run_id, push_evaluation
         from esrank.search import ranked_request, run_of, search, search_many
 
         engine, index = self.engine, self.settings.index
+        personal = self.shopper_params(shopper)
         evaluator = self.evaluator(judgments, fmt)
         rankers = [self.ranker(w, window) for w in configs]
         encoder = self.query_encoder(rankers)
@@ -410,11 +417,13 @@ class App:
             if ranker.label in results:
                 continue
             run = run_of(search_many(engine, index, evaluator.queries, ranker, encoder,
-                                     size=depth, source=False, reranker=self.reranker))
+                                     size=depth, source=False, reranker=self.reranker,
+                                     shopper=personal))
             results[ranker.label] = evaluator.evaluate(run)
             if push:
                 served = {q: search(engine, index, q, ranker, encoder, size=10,
-                                    features=ranker.model is not None, reranker=self.reranker)
+                                    features=ranker.model is not None, reranker=self.reranker,
+                                    shopper=personal)
                           for q in evaluator.queries}
                 meta = {"model": ranker.model.name if ranker.model else None,
                         "feature_set": ranker.model.feature_set if ranker.model else None,
@@ -427,7 +436,8 @@ class App:
                           else lambda qs: [None] * len(qs))
                 checks[ranker.label] = rank_eval_check(
                     engine, index, evaluator, lambda q, r=ranker, p=params: ranked_request(
-                        q, r, p([q])[0], 10, source=False), run)
+                        q, r, {**(p([q])[0] or {}), **personal} if r.model else None, 10,
+                        source=False), run)
         run_id = new_run_id() if push else None
         for args in pushes:  # written only once every configuration ran: no half-stored runs
             push_evaluation(engine, run_id, *args)

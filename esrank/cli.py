@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 esrank error (message on stderr), 2 usage error.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -228,7 +229,7 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
 
 
 @judgments.command("from-clicks")
-@click.argument("log", type=click.Path(path_type=Path))
+@click.argument("log", type=click.Path(path_type=Path), required=False)
 @click.option("--model", type=click.Choice(["coec", "sdbn"]), default="sdbn", show_default=True,
               help="Click model correcting for position bias.")
 @click.option("--min-impressions", default=10, show_default=True,
@@ -238,15 +239,17 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
               help="What each UBI action counts; a doc counts its strongest action.")
 @click.option("-o", "--output", type=OutputFile(), required=True,
               help="Where to write the judgments (format from the extension).")
-def judgments_from_clicks(log: Path, model: str, min_impressions: int, weights: str,
-                          output: Path) -> None:
-    """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson):
-    clicks, carts and purchases, weighted, through a click model correcting for position."""
+@click.pass_context
+def judgments_from_clicks(ctx: click.Context, log: Path | None, model: str,
+                          min_impressions: int, weights: str, output: Path) -> None:
+    """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson; omitted:
+    the engine's ubi_queries/ubi_events): clicks, carts and purchases, weighted, through a
+    click model correcting for position."""
     from esrank import clicks
     from esrank.judgments import write_judgments
 
-    derived = getattr(clicks, model)(clicks.read_ubi(log, clicks.parse_weights(weights)),
-                                     min_impressions=min_impressions)
+    sessions = _app(ctx).sessions(log, clicks.parse_weights(weights))
+    derived = getattr(clicks, model)(sessions, min_impressions=min_impressions)
     write_judgments(derived, output)
     click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")
 
@@ -661,6 +664,28 @@ def _rejections(report) -> str:
     return "".join(f"\n  rejected {r.doc_id} ({r.where}): {r.reason}" for r in report.rejected)
 
 
+def _shopper_options(f):
+    """--user/--brand/--price-band, handed to the command as one `shopper` ShopperContext."""
+
+    @functools.wraps(f)
+    def wrapper(*args, user_id=None, brands=(), price_band=None, **kwargs):
+        from esrank.shopper import ShopperContext
+
+        return f(*args, shopper=ShopperContext(user_id, None, tuple(brands), price_band),
+                 **kwargs)
+
+    for option in reversed([
+            click.option("--user", "user_id", help="The shopper: their stored profile "
+                                                   "personalises the ranking (esrank profiles "
+                                                   "build)."),
+            click.option("--brand", "brands", multiple=True,
+                         help="A brand the shopper is looking at now (repeatable)."),
+            click.option("--price-band", nargs=2, type=float, metavar="LOW HIGH",
+                         help="The shopper's price band in euros.")]):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @cli.command("search")
 @click.argument("query")
 @click.option("--size", default=10, show_default=True)
@@ -670,23 +695,14 @@ def _rejections(report) -> str:
 @click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
 @click.option("--rerank", "rerank_top", default=0, show_default=True, metavar="N",
               help="Rerank the top N with the cross-encoder (ESRANK_CROSS_ENCODER).")
-@click.option("--user", "user_id", help="The shopper: their stored profile personalises the "
-                                        "ranking (esrank profiles build).")
-@click.option("--brand", "brands", multiple=True, help="A brand the shopper is looking at now "
-                                                        "(repeatable).")
-@click.option("--price-band", nargs=2, type=float, metavar="LOW HIGH",
-              help="The shopper's price band in euros.")
+@_shopper_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: int | None,
-               features: bool, rerank_top: int, user_id: str | None, brands: tuple[str, ...],
-               price_band: tuple[float, float] | None, as_json: bool) -> None:
+               features: bool, rerank_top: int, shopper, as_json: bool) -> None:
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
     (a model with personal features uses them; without, the shopper is anonymous)."""
-    from esrank.shopper import ShopperContext
-
-    shopper = ShopperContext(user_id, None, brands, price_band)
     result = _app(ctx).search(query, which, size=size, window=window, features=features,
                               rerank=rerank_top, shopper=shopper)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
@@ -727,19 +743,21 @@ def _eval_options(f):
 @click.option("--engine-rank-eval", "rank_eval", is_flag=True,
               help="Cross-check: the engine's own _rank_eval (NDCG@10 with gain 2^g-1, MRR@10) "
                    "for each configuration's request, next to esrank's.")
+@_shopper_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
                  depth: int, configs: tuple[str, ...], per_query: bool, push: bool,
-                 rank_eval: bool, as_json: bool) -> None:
+                 rank_eval: bool, shopper, as_json: bool) -> None:
     """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
 
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
-    removed before cutting at k. judged@10: share of the top 10 that is judged.
+    removed before cutting at k. judged@10: share of the top 10 that is judged. With
+    --user/--brand/--price-band every query is ranked for that shopper.
     """
     results, checks, run_id = _app(ctx).evaluate(
         judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window, depth=depth,
-        rank_eval=rank_eval, push=push)
+        rank_eval=rank_eval, push=push, shopper=shopper)
     data = {"judgments": str(judgments_file), "run_id": run_id,
             "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
                         for name, ev in results.items()}}

@@ -7,11 +7,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from esrank.errors import InputError
 from esrank.judgments import Judgment, JudgmentList, QidAssigner
-from esrank.ubi import UbiEvent, UbiQuery, read_ndjson
+from esrank.ubi import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +118,6 @@ def sessions_of(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
     if dropped:
         log.warning("%d query_ids have events but no query text; skipped", dropped)
     return out
-
-
-def read_ubi(path: str | Path, weights: Mapping[str, float] = ACTION_WEIGHTS
-             ) -> list[Session]:
-    """Sessions from an OpenSearch UBI ndjson file (see `sessions_of`)."""
-    return sessions_of(*read_ndjson(path), weights)
 
 
 def session_judgments(sessions: Iterable[Session], cuts: Sequence[float] = SESSION_CUTS

@@ -113,10 +113,10 @@ def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
                 encoder: Encoder | None, *, size: int = 10, source: bool = True,
-                batch: int = 32, reranker: CrossEncoder | None = None
-                ) -> dict[str, list[Hit]]:
+                batch: int = 32, reranker: CrossEncoder | None = None,
+                shopper: dict | None = None) -> dict[str, list[Hit]]:
     """Rank each query (msearch batches); query text -> hits in rank order. A ranker with a
-    rerank stage needs `reranker`."""
+    rerank stage needs `reranker`; `shopper` params rank every query for that shopper."""
     if ranker.rerank and reranker is None:
         raise NoCrossEncoderError(ranker.label)
     source = source or bool(ranker.rerank)  # the cross-encoder reads the text
@@ -124,7 +124,8 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
                   if ranker.model is not None else None)
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
-        params = params_for(chunk) if params_for else [None] * len(chunk)
+        params = ([{**p, **(shopper or {})} for p in params_for(chunk)] if params_for
+                  else [None] * len(chunk))
         requests = [ranked_request(q, ranker, p, size, source)
                     for q, p in zip(chunk, params, strict=True)]
         for query, response in zip(chunk, engine.ranked(index, requests), strict=True):

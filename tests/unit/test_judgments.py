@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from esrank.agreement import agreement, cohen_kappa
-from esrank.clicks import Session, Shown, coec, read_ubi, sdbn
+from esrank.clicks import Session, Shown, coec, sdbn, sessions_of
 from esrank.errors import InputError
 from esrank.judgments import (
     Judgment,
@@ -22,6 +22,7 @@ from esrank.judgments import (
     write_srw_json,
     write_trec,
 )
+from esrank.ubi import read_ndjson
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "judgments"
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,7 +207,7 @@ def test_sdbn_by_hand(caplog):
 
 
 def test_read_ubi_sample():
-    sessions = read_ubi(UBI / "ubi_queries_events.ndjson")
+    sessions = sessions_of(*read_ndjson(UBI / "ubi_queries_events.ndjson"))
     clicked = [s for s in sessions if s.clicked]
     assert len(sessions) > 0 and len(clicked) > 0
     first = sessions[0]
@@ -219,7 +220,7 @@ def test_read_ubi_bad_json(tmp_path):
     path = tmp_path / "u.ndjson"
     path.write_text('{"index": {"_index": "ubi_events"}}\n{not json\n')
     with pytest.raises(InputError, match=r"u\.ndjson:2: invalid JSON"):
-        read_ubi(path)
+        read_ndjson(path)
 
 
 # ------------------------------------------------------------------ agreement

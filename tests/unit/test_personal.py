@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from esrank.artifact import ModelArtifact
-from esrank.clicks import Session, Shown, coec, parse_weights, read_ubi, sessions_of
+from esrank.clicks import Session, Shown, coec, parse_weights, sessions_of
 from esrank.errors import InputError
 from esrank.features import load_feature_set
 from esrank.shopper import ProductFacts, Profile, ShopperContext, build_profiles, shopper_params
@@ -221,7 +221,7 @@ def test_action_weights():
 
 
 def test_read_ubi_keeps_the_shopper():
-    sessions = read_ubi(UBI)
+    sessions = sessions_of(*read_ndjson(UBI))
     assert all(isinstance(s, Session) for s in sessions)
     assert sum(s.client_id is not None for s in sessions) == len(sessions)
     assert isinstance(sessions[0].results[0], Shown)
