@@ -27,6 +27,31 @@ if TYPE_CHECKING:
 
 CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
 MAX_RANKERS = 256  # configurations whose lookup the sidecar keeps at once
+MAX_PROFILES = 10_000  # shoppers whose profile the sidecar keeps at once
+
+
+class TtlCache:
+    """Values by key for `ttl` seconds (0: never kept), at most `size` of them: names and
+    shopper ids come from requests, so the cache is bounded (full: it starts over)."""
+
+    def __init__(self, ttl: float, size: int):
+        self.ttl, self.size = ttl, size
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key, load):
+        now = time.monotonic()
+        expires, value = self._items.get(key, (0.0, None))
+        if expires > now:
+            return value
+        value = load()
+        if self.ttl:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (now + self.ttl, value)
+        return value
 
 
 @dataclass
@@ -51,12 +76,14 @@ class App:
     """esrank, configured once. Resources load on first use and are kept."""
 
     def __init__(self, settings: Settings, *, engine=None, encoder=None, reranker=None,
-                 engine_timeout: float | None = None, ranker_ttl: float = 0.0):
+                 engine_timeout: float | None = None, ranker_ttl: float = 0.0,
+                 profile_ttl: float = 0.0):
         self.settings = settings
         self._engine, self._encoder, self._reranker = engine, encoder, reranker
         self._engine_timeout = engine_timeout
-        self._ranker_ttl = ranker_ttl  # seconds a resolved configuration is reused (sidecar)
-        self._rankers: dict[tuple, tuple[float, Any]] = {}
+        # the sidecar reuses a resolved configuration and a shopper's profile for a while
+        self._rankers = TtlCache(ranker_ttl, MAX_RANKERS)
+        self._profiles = TtlCache(profile_ttl, MAX_PROFILES)
         self._evaluators: dict[tuple, Any] = {}
         self._artifacts: dict[str, Any] = {}
 
@@ -157,15 +184,9 @@ class App:
         with a `ranker_ttl`, a name's registry lookup is reused for that many seconds."""
         from esrank.search import resolve_ranker
 
-        key, now = (which, window), time.monotonic()
-        expires, ranker = self._rankers.get(key, (0.0, None))
-        if ranker is None or expires <= now:
-            ranker = resolve_ranker(self.engine, self.settings.active_set, which,
-                                    window or self.settings.rescore_window)
-            if self._ranker_ttl:
-                if len(self._rankers) >= MAX_RANKERS:  # names come from requests: bounded
-                    self._rankers.clear()
-                self._rankers[key] = (now + self._ranker_ttl, ranker)
+        ranker = self._rankers.get((which, window), lambda: resolve_ranker(
+            self.engine, self.settings.active_set, which,
+            window or self.settings.rescore_window))
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         self.require_reranker(bool(ranker.rerank))
         return ranker
@@ -364,10 +385,11 @@ class App:
                               context)
 
     def profile(self, user_id: str):
-        """A shopper's stored Profile, or None."""
+        """A shopper's stored Profile, or None (with a `profile_ttl`, reused that long)."""
         from esrank.shopper import load_profile
 
-        return load_profile(self.engine, user_id, self.settings.profiles_index)
+        return self._profiles.get(user_id, lambda: load_profile(
+            self.engine, user_id, self.settings.profiles_index))
 
     def store_ubi(self, log: Path) -> int:
         """Store a UBI ndjson file in the engine's UBI indices; how many records went in."""

@@ -114,6 +114,9 @@ class ServeSettings(BaseModel):
     # seconds a model lookup (the active pointer) is reused: a deploy or rollback reaches
     # /search within it; 0 looks it up on every request
     model_refresh: float = Field(1.0, ge=0)
+    # seconds a shopper's profile is reused (profiles change when `esrank profiles build`
+    # runs); 0 reads it on every request
+    profile_refresh: float = Field(60.0, ge=0)
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
     # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
     ubi: bool = True

@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     application = App(settings, engine=engine, reranker=reranker,
                       encoder=BatchedEncoder(batcher, cfg.encode_timeout),
                       engine_timeout=cfg.engine_timeout,  # query time: seconds, not the CLI's 30
-                      ranker_ttl=cfg.model_refresh)
+                      ranker_ttl=cfg.model_refresh, profile_ttl=cfg.profile_refresh)
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read

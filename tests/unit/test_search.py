@@ -117,3 +117,17 @@ def test_a_model_lookup_is_reused_for_the_ttl_and_repeated_without_one():
     for window in range(1, 1000):  # request-chosen keys never pile up
         app.ranker("active", window=window)
     assert 0 < len(app._rankers) <= 256
+
+
+def test_a_shoppers_profile_is_reused_for_the_ttl():
+    from esrank.app import App
+    from esrank.config import load_settings
+    from esrank.shopper import ShopperContext
+
+    settings = load_settings(url="http://127.0.0.1:9")
+    for ttl, reads in ((60.0, 1), (0.0, 3)):
+        transport = FakeTransport({})  # no profile stored: an anonymous-like shopper
+        app = App(settings, engine=Engine(transport), profile_ttl=ttl)
+        assert [app.shopper_params(ShopperContext("u1")) for _ in range(3)] == [{}] * 3
+        paths = [path for _, path, _, _ in transport.calls]
+        assert paths == ["/esrank-profiles/_doc/u1"] * reads
