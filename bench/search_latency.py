@@ -12,8 +12,9 @@ the 97 Chorus queries, each configuration in turn per query (so drift hits all a
   an application sees;
 - personal (with --personal-set, whose active model has shopper features: bench/
   personalisation.py leaves one): POST /search to a sidecar over that set, anonymous and with
-  a shopper whose profile it reads (a GET on the profile index) and whose brands and price
-  band it adds: what shopper context costs.
+  a shopper whose profile it keeps (ESRANK_SERVE__PROFILE_REFRESH) or reads on every request
+  (a GET on the profile index: a shopper's first search) and whose brands and price band it
+  adds: what shopper context costs.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def main() -> None:
     result = {name: stats(ms) for name, ms in timings.items()}
     if personal is not None:
         result["personal_model"] = personal.name
-        result["shopper_context_adds_p50_ms"] = round(
-            result["personal_shopper"]["p50_ms"] - result["personal_anonymous"]["p50_ms"], 2)
+        result["shopper_context_adds_p50_ms"] = {
+            name: round(result[row]["p50_ms"] - result["personal_anonymous"]["p50_ms"], 2)
+            for name, row in (("profile_cached", "personal_shopper"),
+                              ("profile_read", "personal_shopper_profile_read"))}
     base = result["bm25"]["p50_ms"]
     result["p50_ratio_vs_bm25"] = {n: round(result[n]["p50_ms"] / base, 2)
                                    for n in ("rescore", "sidecar")}
@@ -115,16 +118,24 @@ def personal_rows(engine, args, queries: list[str], encoder) -> dict[str, list[f
                              active_set=args.personal_set, rescore_window=args.window,
                              profiles_index=index)
     port = start_server(create_app(settings, encoder=encoder), threads=8)
+    # the same, reading the profile on every request: a shopper's first search
+    uncached = settings.model_copy(update={"serve": settings.serve.model_copy(
+        update={"profile_refresh": 0.0})})
+    port_read = start_server(create_app(uncached, encoder=encoder), threads=8)
     shopper = {"user_id": "latency-shopper", "brands": ["Logitech"], "price_band": [20, 200]}
-    out: dict[str, list[float]] = {"personal_anonymous": [], "personal_shopper": []}
+    out: dict[str, list[float]] = {"personal_anonymous": [], "personal_shopper": [],
+                                   "personal_shopper_profile_read": []}
     for q in queries:  # warm-up
-        post(port, "/search", {"query": q, "size": 10, "shopper": shopper})
+        for p in (port, port_read):
+            post(p, "/search", {"query": q, "size": 10, "shopper": shopper})
     for _ in range(args.repeats):
         for q in queries:
-            for name, body in (("personal_anonymous", {"query": q, "size": 10}),
-                               ("personal_shopper", {"query": q, "size": 10,
-                                                     "shopper": shopper})):
-                status, ms = post(port, "/search", body)
+            for name, p, body in (
+                    ("personal_anonymous", port, {"query": q, "size": 10}),
+                    ("personal_shopper", port, {"query": q, "size": 10, "shopper": shopper}),
+                    ("personal_shopper_profile_read", port_read,
+                     {"query": q, "size": 10, "shopper": shopper})):
+                status, ms = post(p, "/search", body)
                 if status != 200:
                     raise SystemExit(f"sidecar answered {status} for {q!r}")
                 out[name].append(ms)
