@@ -1,9 +1,9 @@
 """Personalisation on simulated shoppers (esrank.sim), end to end through the sidecar's HTTP
 API and the engine's UBI indices. Writes bench/results/personalisation.json.
 
-    python bench/personalisation.py [--shoppers 200] [--seed 7]
+    python bench/personalisation.py [--flavor elasticsearch] [--shoppers 200] [--seed 7]
 
-Needs the Chorus catalogue indexed (make demo). Steps, all on the local engine:
+Needs the Chorus catalogue indexed (make demo). Steps, all on the local engine (--flavor):
 1. the non-personal model: the Chorus human judgments logged with chorus_personal (the shopper
    features missing), trained without them, deployed and made active for chorus_personal;
 2. shoppers A and B (disjoint, hidden tastes) search `--history` times each through the
@@ -33,7 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from _report import write_result
+from _report import engine_options, result_path, write_result
 from sidecar import start_server
 
 from esrank.app import App
@@ -109,14 +109,15 @@ def main() -> None:
                     help="Share of a shopper's searches drawn from their interests (0: every "
                          "search a random Chorus query).")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" /
-                    "personalisation.json")
+    engine_options(ap)
+    ap.add_argument("--out", type=Path, help="Default: bench/results/personalisation"
+                                             "[_elasticsearch].json.")
     args = ap.parse_args()
     started = time.monotonic()
     rng = random.Random(args.seed)
     run = uuid.uuid4().hex[:6]
     tmp = Path(tempfile.mkdtemp(prefix="esrank-personal-"))
-    settings = load_settings(active_set="chorus_personal",
+    settings = load_settings(url=args.url, flavor=args.flavor, active_set="chorus_personal",
                              profiles_index=f"bench-profiles-{run}")
     app = App(settings)
     engine, fs = app.engine, load_feature_set(FEATURE_SET)
@@ -241,9 +242,9 @@ def main() -> None:
                          "significant_from_session": first_significant},
         "timings": timings, "seconds": round(time.monotonic() - started, 1),
         "simulator": "esrank/sim.py (assumptions in docs/personalisation.md)",
-        "seed": args.seed, "interest_share": args.interest_share,
+        "seed": args.seed, "interest_share": args.interest_share, "engine": args.flavor,
     }
-    write_result(out, args.out)
+    write_result(out, args.out or result_path("personalisation", args))
 
 
 def app_with(settings):
