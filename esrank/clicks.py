@@ -143,6 +143,18 @@ def session_judgments(sessions: Iterable[Session], cuts: Sequence[float] = SESSI
 # --------------------------------------------------------------------------- click models
 
 
+def position_rates(sessions: Sequence[Session], *, weighted: bool = True) -> dict[int, float]:
+    """Position -> clicks per impression there over the log: the position bias the click
+    models and the signals correct for (`weighted`: each click counts its action weight)."""
+    shown: dict[int, int] = defaultdict(int)
+    clicked: dict[int, float] = defaultdict(float)
+    for s in sessions:
+        for r in s.results:
+            shown[r.position] += 1
+            clicked[r.position] += r.value if weighted else r.clicked
+    return {p: clicked[p] / shown[p] for p in shown}
+
+
 def _grade(score: float, cuts: Sequence[float]) -> int:
     return sum(score >= c for c in cuts)
 
@@ -173,13 +185,7 @@ def coec(sessions: Iterable[Session], min_impressions: int = 10,
     count is logged). Grade = number of ``cuts`` at or below the score (default 0.5/1/2 -> 0..3).
     """
     sessions = list(sessions)
-    pos_imp: dict[int, int] = defaultdict(int)
-    pos_clk: dict[int, float] = defaultdict(float)
-    for s in sessions:
-        for r in s.results:
-            pos_imp[r.position] += 1
-            pos_clk[r.position] += r.value
-    ctr = {p: pos_clk[p] / pos_imp[p] for p in pos_imp}
+    ctr = position_rates(sessions)
     clicks: dict[tuple[str, str], float] = defaultdict(float)
     expected: dict[tuple[str, str], float] = defaultdict(float)
     imps: dict[tuple[str, str], int] = defaultdict(int)

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from esrank.clicks import ACTION_WEIGHTS, Session
+from esrank.clicks import ACTION_WEIGHTS, Session, position_rates
 from esrank.engine import Engine
 from esrank.errors import EngineError
 
@@ -54,13 +54,7 @@ def product_signals(sessions: Iterable[Session], *, prior: float = PRIOR,
     weight of at least `weights["purchase"]`."""
     sessions = list(sessions)
     purchase = weights.get("purchase", 4.0)
-    shown: dict[int, int] = defaultdict(int)
-    clicked: dict[int, int] = defaultdict(int)
-    for s in sessions:
-        for r in s.results:
-            shown[r.position] += 1
-            clicked[r.position] += r.clicked
-    rate = {p: clicked[p] / shown[p] for p in shown}
+    rate = position_rates(sessions, weighted=False)
     imps: dict[str, int] = defaultdict(int)
     clicks: dict[str, int] = defaultdict(int)
     bought: dict[str, int] = defaultdict(int)
