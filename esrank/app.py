@@ -364,16 +364,21 @@ class App:
     def experiment_report(self, experiment=None, log: Path | None = None):
         """The Report of an Experiment (default: the configured one) over a UBI log (default:
         the engine's UBI indices)."""
-        from esrank.experiment import Experiment, report
+        from esrank.experiment import report
 
+        experiment = experiment or self.experiment
         if experiment is None:
-            e = self.settings.serve.experiment
-            if e is None:
-                raise InputError("no experiment: set ESRANK_SERVE__EXPERIMENT__NAME, "
-                                 "__CONTROL and __TREATMENT (or pass --name, --control, "
-                                 "--treatment)")
-            experiment = Experiment(e.name, e.control, e.treatment, e.mode)
+            raise InputError("no experiment: set ESRANK_SERVE__EXPERIMENT__NAME, __CONTROL and "
+                             "__TREATMENT (or pass --name, --control, --treatment)")
         return report(experiment, self.sessions(log))
+
+    @cached_property
+    def experiment(self):
+        """The configured Experiment (ESRANK_SERVE__EXPERIMENT__*), or None."""
+        from esrank.experiment import Experiment
+
+        e = self.settings.serve.experiment
+        return Experiment(e.name, e.control, e.treatment, e.mode) if e else None
 
     def shopper_params(self, context) -> dict:
         """The sltr shopper params for a ShopperContext (None or anonymous: none)."""

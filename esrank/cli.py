@@ -228,15 +228,20 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
     _emit(report, as_json, "\n".join(rows))
 
 
+def _weights_option(help_text: str):
+    """--weights ACTION=W,... (esrank.clicks.ACTION_WEIGHTS by default; clicks.parse_weights
+    reads it)."""
+    return click.option("--weights", default="click=1,add_to_cart=2,purchase=4",
+                        show_default=True, metavar="ACTION=W,...", help=help_text)
+
+
 @judgments.command("from-clicks")
 @click.argument("log", type=click.Path(path_type=Path), required=False)
 @click.option("--model", type=click.Choice(["coec", "sdbn"]), default="sdbn", show_default=True,
               help="Click model correcting for position bias.")
 @click.option("--min-impressions", default=10, show_default=True,
               help="Drop (query, doc) pairs seen fewer times.")
-@click.option("--weights", default="click=1,add_to_cart=2,purchase=4", show_default=True,
-              metavar="ACTION=W,...",
-              help="What each UBI action counts; a doc counts its strongest action.")
+@_weights_option("What each UBI action counts; a doc counts its strongest action.")
 @click.option("-o", "--output", type=OutputFile(), required=True,
               help="Where to write the judgments (format from the extension).")
 @click.pass_context
@@ -263,8 +268,7 @@ def profiles() -> None:
 @profiles.command("build")
 @click.option("--log", "log_path", type=click.Path(path_type=Path),
               help="A UBI ndjson file (default: the engine's ubi_queries/ubi_events indices).")
-@click.option("--weights", default="click=1,add_to_cart=2,purchase=4", show_default=True,
-              metavar="ACTION=W,...", help="What each action counts toward a profile.")
+@_weights_option("What each action counts toward a profile.")
 @click.option("--half-life-days", default=30.0, show_default=True,
               help="An action's weight halves every this many days.")
 @click.option("--json", "as_json", is_flag=True)

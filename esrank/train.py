@@ -226,11 +226,10 @@ def _fit_personal(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, 
     others = [n for n in matrix.feature_names if n not in personal]
     real = _dmatrix(matrix, rows, normalizers)
     masked = _dmatrix(matrix.blank(others), rows, normalizers)
-    zero = _dmatrix(matrix.blank(others), rows, normalizers)
-    zero.set_base_margin(np.zeros(zero.num_row()))
+    masked.set_base_margin(np.zeros(masked.num_row()))  # predict: the first trees alone
     # start each row at the first model's score on its real features: masked + margin = real
     masked.set_base_margin(first.predict(real, output_margin=True)
-                           - first.predict(zero, output_margin=True))
+                           - first.predict(masked, output_margin=True))
     booster = xgb.train(params.xgb(device), masked, num_boost_round=params.num_rounds,
                         xgb_model=first)
     booster.set_attr(best_iteration=str(booster.num_boosted_rounds() - 1))
@@ -350,7 +349,6 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                              f"features that is not excluded ({', '.join(matrix.feature_names)})")
     if base is not None:
         _check_base(base, matrix, personal)
-        normalizer = None
     if personal and (params or TrainParams()).early_stopping:
         raise InputError("a model with personal features trains a fixed number of rounds: "
                          "drop early stopping")

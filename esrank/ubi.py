@@ -130,11 +130,7 @@ def read_ndjson(path: str | Path) -> tuple[list[UbiQuery], list[UbiEvent]]:
     source = str(path)
     queries: dict[str, UbiQuery] = {}
     events: list[UbiEvent] = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").split("\n")
-    except OSError as e:
-        raise InputError(f"cannot read UBI log: {e.strerror}", source=source) from e
-    for line_no, text in enumerate(lines, start=1):
+    for line_no, text in _lines(Path(path)):
         if not text.strip():
             continue
         try:
@@ -155,6 +151,15 @@ def read_ndjson(path: str | Path) -> tuple[list[UbiQuery], list[UbiEvent]]:
         elif record is not None:
             queries[record.query_id] = record
     return list(queries.values()), events
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a file, read as it goes (UBI logs can be large)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            yield from enumerate(f, start=1)
+    except OSError as e:
+        raise InputError(f"cannot read UBI log: {e.strerror}", source=str(path)) from e
 
 
 def ensure_indices(engine: Engine) -> None:

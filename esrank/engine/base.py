@@ -208,8 +208,7 @@ class Engine:
         if version is None:
             params["op_type"] = "create"
         self._call("write document", "PUT", f"/{index}/_doc/{quote(doc_id, safe='')}",
-                   body=source,
-                   params=params, target=index)
+                   body=source, params=params, target=index)
 
     # -- indices ---------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from esrank.app import App
 from esrank.config import Settings, load_settings
 from esrank.engine.auth import redact
 from esrank.errors import EngineError, EsrankError, NoCrossEncoderError, UnknownModelError
-from esrank.experiment import Experiment
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
@@ -54,12 +53,6 @@ class Sidecar:
     @property
     def cfg(self):
         return self.app.settings.serve
-
-    @property
-    def experiment(self):
-        """The running Experiment (ESRANK_SERVE__EXPERIMENT__*), or None."""
-        e = self.cfg.experiment
-        return Experiment(e.name, e.control, e.treatment, e.mode) if e else None
 
     def record_search(self, query_id: str, result, model: str, shopper, params: dict,
                       extra: dict) -> bool:

@@ -46,7 +46,7 @@ def search():
     started = time.perf_counter()
     query_id = uuid.uuid4().hex
     params = sc.app.shopper_params(shopper)
-    experiment = sc.experiment if "model" not in data and not rerank else None
+    experiment = sc.app.experiment if "model" not in data and not rerank else None
     if experiment is not None:
         unit = (shopper.user_id or shopper.session_id if shopper else None) or query_id
         result, attributes = sc.app.experiment_search(query, experiment, unit=unit, size=size,

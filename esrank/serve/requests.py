@@ -123,10 +123,9 @@ def optional_id(data: dict, field: str, where: str) -> str | None:
     return value
 
 
-def shopper(value) -> ShopperContext:
-    """The request's `shopper` object (the spec's Shopper) as a ShopperContext."""
-    if not isinstance(value, dict):
-        raise ClientError(400, f"field 'shopper' must be object, got {type(value).__name__}")
+def shopper(value: dict) -> ShopperContext:
+    """The request's `shopper` object (the spec's Shopper; `body` checked it is an object)
+    as a ShopperContext."""
     unknown = set(value) - {"user_id", "session_id", "brands", "price_band"}
     if unknown:
         raise ClientError(400, f"shopper: unknown field(s) {sorted(unknown)}; expected "
@@ -150,9 +149,10 @@ def shopper(value) -> ShopperContext:
 EVENT_FIELDS = ("action", "query_id", "doc_id", "position", "user_id", "session_id")
 
 
-def events(values, now: float) -> list[UbiEvent]:
-    """The /events body's events (the spec's items) as UBI events stamped `now`."""
-    if not isinstance(values, list) or not 1 <= len(values) <= 100:
+def events(values: list, now: float) -> list[UbiEvent]:
+    """The /events body's events (the spec's items; `body` checked they are a list) as UBI
+    events stamped `now`."""
+    if not 1 <= len(values) <= 100:
         raise ClientError(400, "field 'events' must hold 1..100 events")
     out = []
     for i, e in enumerate(values):
