@@ -226,10 +226,13 @@ def _fit_personal(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, 
     others = [n for n in matrix.feature_names if n not in personal]
     real = _dmatrix(matrix, rows, normalizers)
     masked = _dmatrix(matrix.blank(others), rows, normalizers)
-    masked.set_base_margin(np.zeros(masked.num_row()))  # predict: the first trees alone
+    # a table of its own: the booster keeps the predictions it made for a table, so `masked`
+    # must not be predicted on before training from it
+    zero = _dmatrix(matrix.blank(others), rows, normalizers)
+    zero.set_base_margin(np.zeros(zero.num_row()))
     # start each row at the first model's score on its real features: masked + margin = real
     masked.set_base_margin(first.predict(real, output_margin=True)
-                           - first.predict(masked, output_margin=True))
+                           - first.predict(zero, output_margin=True))
     booster = xgb.train(params.xgb(device), masked, num_boost_round=params.num_rounds,
                         xgb_model=first)
     booster.set_attr(best_iteration=str(booster.num_boosted_rounds() - 1))
