@@ -226,8 +226,8 @@ def _fit_personal(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, 
     others = [n for n in matrix.feature_names if n not in personal]
     real = _dmatrix(matrix, rows, normalizers)
     masked = _dmatrix(matrix.blank(others), rows, normalizers)
-    # a table of its own: the booster keeps the predictions it made for a table, so `masked`
-    # must not be predicted on before training from it
+    # a table of its own: predicting on `masked` before training from it gave another model
+    # (in bench/personalisation.py the personal trees then changed no shopper's ranking)
     zero = _dmatrix(matrix.blank(others), rows, normalizers)
     zero.set_base_margin(np.zeros(zero.num_row()))
     # start each row at the first model's score on its real features: masked + margin = real
