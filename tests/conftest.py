@@ -13,3 +13,11 @@ def encoder():
     from esrank.encoder import load_encoder
 
     return load_encoder(backend="numpy")
+
+
+@pytest.fixture(scope="session")
+def llm():
+    """The packaged SmolLM2-135M (GGUF, run with NumPy), loaded once per test session."""
+    from esrank.llm import load_llm
+
+    return load_llm()

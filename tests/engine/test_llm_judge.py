@@ -1,0 +1,93 @@
+"""`esrank judgments llm` on the real engine: product texts read from the index, graded by the
+packaged SmolLM2 through the OpenAI-compatible API (`esrank llm serve`'s app, served by
+waitress on a local port) and through the library directly, then calibrated and re-graded."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from chorus_slice import SLICE
+
+from esrank.catalogue import index_catalogue
+from esrank.judge import Calibration, read_grades
+from esrank.serve.llm_api import create_llm_app
+
+
+@pytest.fixture()
+def endpoint(llm):
+    from waitress.server import create_server
+
+    server = create_server(create_llm_app(llm), host="127.0.0.1", port=0, threads=1)
+    threading.Thread(target=server.run, daemon=True).start()
+    yield f"http://127.0.0.1:{server.effective_port}/v1"
+    server.close()
+
+
+def _cli(env, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "esrank.cli", "judgments", *args],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_llm_judgments_through_an_endpoint_and_locally_agree_and_calibrate(
+        engine, alias, encoder, cli_env, endpoint, tmp_path, llm):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=12, progress=False)
+    ids = [json.loads(line)["id"] for line in SLICE.read_text().splitlines()[:12]]
+    pairs = tmp_path / "pairs.csv"
+    with pairs.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "docid", "rating"])
+        w.writerows([["usb cable", ids[0], 3], ["usb cable", ids[1], 0],
+                     ["printer", ids[2], 2], ["printer", ids[3], 1],
+                     ["printer", "no-such-product", 0]])
+    env = {**cli_env, "ESRANK_INDEX": alias}
+
+    via_api = _cli(env, "llm", str(pairs), "-o", str(tmp_path / "api.csv"), "--json",
+                   "--endpoint", endpoint)
+    assert via_api.returncode == 0, via_api.stderr
+    report = json.loads(via_api.stdout)
+    assert report["graded"] == 4 and report["not_in_index"] == ["no-such-product"]
+    assert report["model"] == llm.name and report["model_version"] == llm.version
+    api = read_grades(tmp_path / "api.csv")
+    assert [(g.query, g.doc_id) for g in api] == [("usb cable", ids[0]), ("usb cable", ids[1]),
+                                                  ("printer", ids[2]), ("printer", ids[3])]
+    assert all(g.grade in range(4) and 0 <= g.score <= 3 for g in api)
+    assert {g.prompt for g in api} == {report["prompt"]}
+
+    local = _cli(env, "llm", str(pairs), "-o", str(tmp_path / "local.csv"))
+    assert local.returncode == 0, local.stderr
+    direct = read_grades(tmp_path / "local.csv")
+    # the same model behind both: the API passes on the same answer probabilities
+    assert [g.grade for g in direct] == [g.grade for g in api]
+    assert max(abs(a.score - b.score) for a, b in zip(api, direct, strict=True)) < 1e-3
+    assert {g.model_version for g in direct} == {llm.version}
+
+    cal = _cli(env, "calibrate", str(tmp_path / "api.csv"), str(pairs), "-o",
+               str(tmp_path / "cal.json"), "--json")
+    assert cal.returncode == 0, cal.stderr
+    fitted = json.loads(cal.stdout)
+    assert fitted["pairs"] == 4
+    again = _cli(env, "llm", str(pairs), "-o", str(tmp_path / "calibrated.csv"),
+                 "--endpoint", endpoint, "--calibration", str(tmp_path / "cal.json"))
+    assert again.returncode == 0, again.stderr
+    calibrated = read_grades(tmp_path / "calibrated.csv")
+    assert {g.calibration for g in calibrated} == {fitted["calibration"]}
+    mapping = Calibration.load(tmp_path / "cal.json")
+    assert [g.grade for g in calibrated] == [mapping.grade(g.score) for g in api]
+
+
+def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias, encoder,
+                                                                    cli_env, tmp_path):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=2, progress=False)
+    doc = json.loads(SLICE.read_text().splitlines()[0])["id"]
+    (tmp_path / "pairs.csv").write_text(f"query,docid,rating\nusb cable,{doc},3\n")
+    out = tmp_path / "grades.csv"
+    run = _cli({**cli_env, "ESRANK_INDEX": alias}, "llm", str(tmp_path / "pairs.csv"), "-o",
+               str(out), "--endpoint", "http://127.0.0.1:9/v1")
+    assert run.returncode == 1
+    assert "LLM endpoint http://127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
+    assert not out.exists()

@@ -1,0 +1,166 @@
+"""The LLM judge: scores from answer probabilities, calibration, the endpoint client (against
+canned HTTP answers), the grades file, and the local backend over the packaged model."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from esrank.errors import EsrankError, InputError
+from esrank.judge import (
+    PROMPTS,
+    Calibration,
+    LocalBackend,
+    MachineGrade,
+    OpenAIBackend,
+    calibrate,
+    expected_grade,
+    judge,
+    read_grades,
+    write_grades,
+)
+from esrank.judgments import Judgment, JudgmentList, read_csv
+
+
+def test_expected_grade_weights_the_answers_by_probability():
+    answers = PROMPTS["grade"].answers
+    assert expected_grade({"3": 0.0}, answers) == 3
+    assert expected_grade({"0": math.log(0.5), "2": math.log(0.5)}, answers) == pytest.approx(1)
+    # renormalised over the labels the model ranked
+    assert expected_grade({"1": math.log(0.1), "3": math.log(0.1)}, answers) == pytest.approx(2)
+    assert math.isnan(expected_grade({}, answers))
+
+
+def test_calibration_is_monotone_maps_onto_the_human_scale_and_round_trips(tmp_path):
+    scores = [0.1, 0.2, 0.3, 1.5, 1.6, 1.7, 2.5, 2.6]
+    human = [0, 0, 1, 2, 1, 2, 3, 3]
+    cal = Calibration.fit(scores, human, prompt="grade@x", model="m")
+    values = [cal.value(s) for s in np.linspace(0, 3, 31)]
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert cal.grade(0.15) == 0 and cal.grade(2.55) == 3
+    assert math.isnan(cal.value(math.nan))
+    cal.save(tmp_path / "cal.json")
+    assert Calibration.load(tmp_path / "cal.json") == cal
+    (tmp_path / "bad.json").write_text("{\"prompt\": 1}")
+    with pytest.raises(InputError, match="bad.json: not a calibration file"):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def _grade(query, doc, grade, score, prompt="grade@x"):
+    return MachineGrade(query, doc, grade, score, "m", "v1", prompt)
+
+
+def test_grades_file_round_trips_and_reads_as_judgments(tmp_path):
+    grades = [_grade("usb cable", "1", 3, 2.7), _grade("usb cable", "2", 0, math.nan)]
+    path = tmp_path / "llm.csv"
+    assert write_grades(grades, path) == 2
+    back = read_grades(path)
+    assert back[0] == grades[0] and math.isnan(back[1].score)
+    assert [(j.doc_id, j.grade) for j in read_csv(path)] == [("1", 3), ("2", 0)]
+    (tmp_path / "plain.csv").write_text("query,docid,rating\nq,1,2\n")
+    with pytest.raises(InputError, match="plain.csv:1: not a machine-grades file"):
+        read_grades(tmp_path / "plain.csv")
+
+
+def test_calibrate_reports_held_out_agreement_and_refuses_mixed_prompts():
+    grades_of = [0, 1, 2, 3, 3, 0]
+    human = JudgmentList(tuple(Judgment(q, f"q{q}", f"{q}-{d}", g) for q in "12"
+                               for d, g in enumerate(grades_of)))
+    # scores order the pairs as people do, but on another scale; raw grades all say 1
+    scores = [0.5, 0.9, 1.4, 2.0, 2.2, 0.4]
+    grades = [_grade(f"q{q}", f"{q}-{d}", 1, s) for q in "12" for d, s in enumerate(scores)]
+    cal, report = calibrate(grades + [_grade("other", "9", 1, 1.0)], human)
+    assert (report["pairs"], report["queries"]) == (12, 2)
+    # each query is mapped by the calibration the other one fitted: here, exactly
+    assert report["calibrated_held_out"]["exact"] == 1.0
+    assert report["raw"]["exact"] == pytest.approx(2 / 12)
+    assert cal.grade(2.1) == 3 and cal.weighted_kappa == 1.0 and cal.trusted
+    with pytest.raises(InputError, match="mix models or prompts"):
+        calibrate(grades + [_grade("q1", "1-0", 1, 0.1, prompt="yesno@y")], human)
+    with pytest.raises(InputError, match="no scored pair"):
+        calibrate([_grade("x", "1", 1, 1.0)], human)
+    with pytest.raises(InputError, match="at least 2 queries"):
+        calibrate(grades[:6], human)
+
+
+class _Canned(BaseHTTPRequestHandler):
+    """Answers every POST with the class's next canned (status, body); keeps the requests."""
+
+    answers: list = []
+    seen: list = []
+
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        status, body = self.answers.pop(0)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(body).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def canned():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Canned.answers, _Canned.seen = [], []
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Canned
+    server.shutdown()
+    server.server_close()
+
+
+def _reply(top=None, content="2"):
+    choice = {"message": {"role": "assistant", "content": content}}
+    if top is not None:
+        choice["logprobs"] = {"content": [{"token": content, "logprob": -0.1,
+                                           "top_logprobs": top}]}
+    return {"model": "served-model", "system_fingerprint": "fp_1", "choices": [choice]}
+
+
+def test_endpoint_backend_reads_top_logprobs_then_falls_back_to_the_text(canned):
+    url, handler = canned
+    handler.answers = [(200, _reply([{"token": "3", "logprob": -0.2},
+                                     {"token": " 2", "logprob": -1.8},
+                                     {"token": "The", "logprob": -2.5}])),
+                       (200, _reply(None, content="1 - related")),
+                       (200, _reply([{"token": "Sure", "logprob": -0.1}]))]
+    backend = OpenAIBackend(url, "served-model", api_key="k")
+    grades = list(judge([("usb cable", "1", "Belkin USB cable"), ("usb cable", "2", "Toner"),
+                         ("usb cable", "3", "Mouse")], backend))
+    assert grades[0].grade == 3
+    assert grades[0].score == pytest.approx((3 * math.exp(-0.2) + 2 * math.exp(-1.8))
+                                            / (math.exp(-0.2) + math.exp(-1.8)))
+    assert (grades[1].grade, grades[1].score) == (1, 1.0)
+    assert grades[2].grade == 0 and math.isnan(grades[2].score)  # no label answered
+    assert grades[0].model_version == "fp_1" and grades[0].prompt == PROMPTS["grade"].id
+    sent = handler.seen[0]
+    assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0
+    assert "usb cable" in sent["messages"][1]["content"]
+
+
+def test_endpoint_errors_are_clear(canned):
+    url, handler = canned
+    handler.answers = [(400, {"error": {"message": "model not found"}})]
+    with pytest.raises(EsrankError, match="HTTP 400: .*model not found"):
+        OpenAIBackend(url, "m").answer_logprobs("s", "u", ["0"])
+    handler.answers = [(200, {"choices": []})]
+    with pytest.raises(EsrankError, match="unexpected reply"):
+        OpenAIBackend(url, "m").answer_logprobs("s", "u", ["0"])
+    with pytest.raises(EsrankError, match="unreachable"):
+        OpenAIBackend("http://127.0.0.1:9/v1", "m", retries=0).answer_logprobs("s", "u", ["0"])
+
+
+def test_local_backend_grades_with_provenance(llm):
+    backend = LocalBackend(llm)
+    grade = next(judge([("usb cable", "42", "Belkin USB 2.0 cable, 3 m")], backend))
+    assert grade.grade in range(4) and 0 <= grade.score <= 3
+    assert (grade.model, grade.model_version) == (llm.name, llm.version)
+    labels = backend.answer_logprobs("s", "Say a digit.", ["0", "1", "2", "3"])
+    assert set(labels) == {"0", "1", "2", "3"} and all(lp < 0 for lp in labels.values())
