@@ -80,6 +80,35 @@ def test_llm_judgments_through_an_endpoint_and_locally_agree_and_calibrate(
     assert [g.grade for g in calibrated] == [mapping.grade(g.score) for g in api]
 
 
+def test_holes_of_a_ranking_are_graded_and_evaluated_as_machine_grades(
+        engine, alias, encoder, cli_env, endpoint, tmp_path):
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    human = tmp_path / "human.csv"
+    human.write_text("query,docid,rating\n"
+                     + "".join(f"{q},{json.loads(line)['id']},3\n" for q, line in
+                               zip(("usb cable", "printer"), SLICE.read_text().splitlines(),
+                                   strict=False)))
+    env = {**cli_env, "ESRANK_INDEX": alias}
+    holes = _cli(env, "llm", "--holes-of", str(human), "--config", "bm25", "--depth", "3",
+                 "-o", str(tmp_path / "holes.csv"), "--endpoint", endpoint, "--json")
+    assert holes.returncode == 0, holes.stderr
+    graded = read_grades(tmp_path / "holes.csv")
+    judged = {(r.split(",")[0], r.split(",")[1]) for r in human.read_text().splitlines()[1:]}
+    assert graded and len(graded) <= 6
+    assert not judged & {(g.query, g.doc_id) for g in graded}  # only the unjudged
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "esrank.cli", "evaluate", "--judgments", str(human), "--config",
+         "bm25", "--machine-grades", str(tmp_path / "holes.csv"), "--json"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stderr
+    configs = json.loads(evaluated.stdout)["configs"]
+    human_only, both = configs["bm25"]["mean"], configs["bm25 +machine"]["mean"]
+    # every doc of the top 3 is judged once the machine grades fill the holes
+    by_query = configs["bm25 +machine"]["per_query"]
+    assert all(v["judged@10"] >= 0.3 for v in by_query.values())
+    assert both["judged@10"] > human_only["judged@10"]
+
+
 def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias, encoder,
                                                                     cli_env, tmp_path):
     index_catalogue(engine, alias, [SLICE], encoder, limit=2, progress=False)

@@ -22,6 +22,7 @@ from esrank.judge import (
     expected_grade,
     judge,
     read_grades,
+    with_machine_grades,
     write_grades,
 )
 from esrank.judgments import Judgment, JudgmentList, read_csv
@@ -164,3 +165,15 @@ def test_local_backend_grades_with_provenance(llm):
     assert (grade.model, grade.model_version) == (llm.name, llm.version)
     labels = backend.answer_logprobs("s", "Say a digit.", ["0", "1", "2", "3"])
     assert set(labels) == {"0", "1", "2", "3"} and all(lp < 0 for lp in labels.values())
+
+
+def test_machine_grades_fill_only_pairs_no_person_judged():
+    human = JudgmentList((Judgment("1", "usb cable", "a", 3),
+                          Judgment("1", "usb cable", "b", 0)), source="human.csv")
+    merged = with_machine_grades(human, [_grade("usb cable", "b", 3, 2.9),  # a person judged b
+                                         _grade("usb cable", "c", 2, 2.0),
+                                         _grade("usb cable", "c", 1, 1.0),  # first one kept
+                                         _grade("mouse", "d", 3, 3.0)])  # not a judged query
+    assert [(j.qid, j.doc_id, j.grade) for j in merged] == [("1", "a", 3), ("1", "b", 0),
+                                                            ("1", "c", 2)]
+    assert merged.source == "human.csv + machine"
