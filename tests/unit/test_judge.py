@@ -97,7 +97,8 @@ class _Canned(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         self.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        status, body = self.answers.pop(0)
+        status, body = (self.answers(self.seen[-1]) if callable(self.answers)
+                        else self.answers.pop(0))
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -144,6 +145,17 @@ def test_endpoint_backend_reads_top_logprobs_then_falls_back_to_the_text(canned)
     sent = handler.seen[0]
     assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0
     assert "usb cable" in sent["messages"][1]["content"]
+
+
+def test_concurrent_requests_keep_each_grade_with_its_pair(canned):
+    url, handler = canned
+    # the endpoint answers the product's number of words, mod 4
+    handler.answers = staticmethod(lambda body: (200, _reply(None, content=str(
+        len(body["messages"][1]["content"].split("Product: ")[1].split("\n")[0].split()) % 4))))
+    pairs = [("q", str(i), " ".join(["w"] * i)) for i in range(1, 13)]
+    grades = list(judge(pairs, OpenAIBackend(url, "m"), workers=4))
+    assert [g.doc_id for g in grades] == [str(i) for i in range(1, 13)]
+    assert [g.grade for g in grades] == [i % 4 for i in range(1, 13)]
 
 
 def test_endpoint_errors_are_clear(canned):
