@@ -11,9 +11,12 @@ All on the live engine (the full catalogue indexed, the LTR plugin installed):
   docs outside it) and one for esrank's default, which picks between them by serving CV.
 
 Reports NDCG@10, standard and condensed, with judged@10, the ratio to BM25 and paired
-randomization tests. Writes bench/results/relevance[_FLAVOR].json.
+randomization tests. With --machine-grades (`esrank judgments llm --holes-of`), BM25, the
+best single features and the LTR rows are also scored against human + machine grades
+("+machine" rows), and one more LTR row is trained with the machine grades in its table.
+Writes bench/results/relevance[_FLAVOR].json.
 
-    python bench/relevance.py [--window 100] [--flavor elasticsearch]
+    python bench/relevance.py [--window 100] [--flavor elasticsearch] [--machine-grades F]
 """
 
 from __future__ import annotations
@@ -148,6 +151,8 @@ def main() -> None:
                     help="Also fine-tune a cross-encoder per fold (needs torch) and rerank the "
                          "LTR ranking's top --rerank with it.")
     ap.add_argument("--rerank", type=int, default=20)
+    ap.add_argument("--machine-grades", type=Path,
+                    help="LLM grades of unjudged pairs (esrank judgments llm --holes-of).")
     ap.add_argument("--out", type=Path, help="Default: bench/results/relevance[_FLAVOR].json.")
     args = ap.parse_args()
     started = time.monotonic()
@@ -163,16 +168,31 @@ def main() -> None:
     table = log_judgments(engine, args.index, fs, judgments, encoder, window=args.window,
                           first_pass=bm25_query, progress=False).matrix
 
+    machine = None
+    if args.machine_grades:
+        from esrank.judge import read_grades, with_machine_grades
+
+        machine = with_machine_grades(judgments, read_grades(args.machine_grades))
     bm25_run = {q: [h.doc_id for h in hits] for q, hits in search_many(
         engine, args.index, evaluator.queries, Ranker("bm25"), None, size=args.window,
         source=False).items()}
     results = {"bm25": evaluator.evaluate(bm25_run)}
+    runs = {"bm25": bm25_run}
     for name, run in single_feature_runs(table).items():
         results[f"feature:{name}"] = evaluator.evaluate(run)
+        runs[f"feature:{name}"] = run
 
     ltr, folds_cv, parity, ltr_runs, folds, chosen = cross_validated_ltr(
         engine, args, fs, table, evaluator, encoder)
     results["ltr"] = ltr
+    runs["ltr"] = ltr_runs
+    if machine is not None:  # the same folds, the table logged with the machine grades too
+        m_table = log_judgments(engine, args.index, fs, machine, encoder, window=args.window,
+                                first_pass=bm25_query, progress=False).matrix
+        name = "ltr (trained with machine grades)"
+        results[name], _, m_parity, runs[name], _, _ = cross_validated_ltr(
+            engine, args, fs, m_table, evaluator, encoder)
+        parity += m_parity
     for rows in CANDIDATE_SETS:  # each training candidate set on its own, same folds
         results[f"ltr (train on {rows})"], _, rows_parity, _, _, _ = cross_validated_ltr(
             engine, args, fs, table, evaluator, encoder, (rows,))
@@ -197,22 +217,39 @@ def main() -> None:
     bm25 = rows["bm25"]
     singles = {n: r for n, r in rows.items() if n.startswith("feature:")}
     best = {m: max(singles.items(), key=lambda kv: kv[1][m]) for m in SHOWN[:2]}
+    if machine is not None:
+        both = Evaluator(machine)
+        for name in dict.fromkeys(["bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
+                                   *(n for n in runs if n.startswith("ltr"))]):
+            results[f"{name} +machine"] = both.evaluate(runs[name])
+            rows[f"{name} +machine"] = {m: round(results[f"{name} +machine"].mean[m], 4)
+                                        for m in SHOWN}
     print(f"{'configuration':30}" + "".join(f"{m:>19}" for m in SHOWN) + f"{'x BM25':>14}")
     for name, r in rows.items():
-        ratio = (f"{r['ndcg@10'] / bm25['ndcg@10']:.3f}/"
-                 f"{r['ndcg@10_condensed'] / bm25['ndcg@10_condensed']:.3f}")
+        base = rows["bm25 +machine"] if name.endswith("+machine") else bm25
+        ratio = (f"{r['ndcg@10'] / base['ndcg@10']:.3f}/"
+                 f"{r['ndcg@10_condensed'] / base['ndcg@10_condensed']:.3f}")
         print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
     significance = {}
     for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
                   "ltr (no neural features)", *(f"ltr (train on {r})" for r in CANDIDATE_SETS)):
         report = compare((other, results[other]), ("ltr", ltr), SHOWN[:2])
         significance[f"ltr vs {other}"] = paired(report)
+    if machine is not None:
+        significance["ltr (trained with machine grades) vs ltr"] = paired(compare(
+            ("ltr", ltr), ("machine", results["ltr (trained with machine grades)"]), SHOWN[:2]))
+        significance["ltr (trained with machine grades) vs ltr, +machine"] = paired(compare(
+            ("ltr", results["ltr +machine"]),
+            ("machine", results["ltr (trained with machine grades) +machine"]), SHOWN[:2]))
     for name in [n for n in results if "cross-encoder" in n]:
         report = compare(("ltr", ltr), (name, results[name]), SHOWN[:2])
         significance[f"{name} vs ltr"] = paired(report)
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
         "grid_search": not args.no_search, "rows_logged": len(table),
+        "machine_grades": (None if machine is None else
+                           {"file": str(args.machine_grades),
+                            "pairs_added": len(machine) - len(judgments)}),
         "training_rows_chosen_per_fold": chosen,
         "ltr_vs_bm25": {m: round(rows["ltr"][m] / bm25[m], 4) for m in SHOWN[:2]},
         "best_single_feature": {m: {"feature": best[m][0], "value": best[m][1][m]}

@@ -887,9 +887,10 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 def _evaluate_text(results: dict, checks: dict, run_id: str | None, per_query: bool) -> str:
     from esrank.evaluate import METRICS
 
-    header = f"{'metric':20}" + "".join(f"{name:>14}" for name in results)
-    lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:14.4f}" for ev in results.values())
-                        for m in METRICS]
+    width = max(14, *(len(name) + 2 for name in results))
+    header = f"{'metric':20}" + "".join(f"{name:>{width}}" for name in results)
+    lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:{width}.4f}"
+                                            for ev in results.values()) for m in METRICS]
     if per_query:
         for name, ev in results.items():
             lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
