@@ -195,8 +195,12 @@ def judge(pairs: Iterable[tuple[str, str, str]], backend: Backend,
           workers: int = 1) -> Iterator[MachineGrade]:
     """Grade (query, doc id, product text) pairs, in their order, with `workers` questions in
     flight (an endpoint batches them; a local model answers one at a time, and reuses the
-    prompt prefix a query's pairs share: keep them together)."""
+    prompt prefix a query's pairs share: keep them together). A `calibration` fitted on
+    another prompt or model is refused."""
     labels = list(prompt.answers)
+    if calibration is not None and calibration.prompt != prompt.id:
+        raise InputError(f"the calibration {calibration.id} was fitted on prompt "
+                         f"{calibration.prompt}, not {prompt.id}")
 
     def ask(pair: tuple[str, str, str]) -> dict[str, float]:
         return backend.answer_logprobs(prompt.system, prompt.render(pair[0], pair[2]), labels)
@@ -210,6 +214,9 @@ def judge(pairs: Iterable[tuple[str, str, str]], backend: Backend,
                 grade = round(prompt.answers[max(logprobs, key=logprobs.get)])
             else:
                 grade = 0
+            if calibration is not None and backend.model != calibration.model:
+                raise InputError(f"the calibration {calibration.id} was fitted on model "
+                                 f"{calibration.model}, and {backend.model} answered")
             yield MachineGrade(query, doc_id, grade, score, backend.model, backend.version,
                                prompt.id, calibration.id if calibration else "")
 

@@ -158,6 +158,20 @@ def test_concurrent_requests_keep_each_grade_with_its_pair(canned):
     assert [g.grade for g in grades] == [i % 4 for i in range(1, 13)]
 
 
+def test_a_calibration_of_another_prompt_or_model_is_refused(canned):
+    url, handler = canned
+    handler.answers = [(200, _reply(None, content="2"))]
+    backend = OpenAIBackend(url, "m")
+    pair = [("q", "1", "text")]
+    other_prompt = Calibration.fit([0.0, 3.0], [0, 3], prompt=PROMPTS["yesno"].id,
+                                   model="served-model")
+    with pytest.raises(InputError, match="fitted on prompt yesno@"):
+        list(judge(pair, backend, calibration=other_prompt))
+    other_model = Calibration.fit([0.0, 3.0], [0, 3], prompt=PROMPTS["grade"].id, model="x")
+    with pytest.raises(InputError, match="fitted on model x, and served-model answered"):
+        list(judge(pair, backend, calibration=other_model))
+
+
 def test_endpoint_errors_are_clear(canned):
     url, handler = canned
     handler.answers = [(400, {"error": {"message": "model not found"}})]
