@@ -15,7 +15,7 @@ import click
 
 from esrank.app import CHORUS, App
 from esrank.config import Settings, load_settings
-from esrank.errors import EsrankError
+from esrank.errors import EsrankError, InputError
 from esrank.stamps import COMPACT, utc
 
 log = logging.getLogger("esrank")
@@ -292,6 +292,9 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
     wanted = (app.holes(holes_of, configs or ("bm25", "active"), fmt=fmt, depth=depth)
               if holes_of else [(j.query, j.doc_id) for j in read_judgments(pairs, fmt)])
     todo, missing = app.judge_pairs(wanted)
+    if wanted and not todo:
+        raise InputError(f"none of the {len(missing)} products to judge is in index "
+                         f"{s.index} (e.g. {', '.join(missing[:3])}): is ESRANK_INDEX right?")
     todo = todo[:limit]
     backend = s.model_copy(update={"llm": llm}).judge_backend()
     graded = tqdm(judge(todo, backend, PROMPTS[llm.prompt], cal,

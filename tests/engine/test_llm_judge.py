@@ -120,3 +120,9 @@ def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias
     assert run.returncode == 1
     assert "LLM endpoint http://127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
     assert not out.exists()
+    (tmp_path / "elsewhere.csv").write_text("query,docid,rating\nusb cable,no-such-doc,3\n")
+    run = _cli({**cli_env, "ESRANK_INDEX": alias}, "llm", str(tmp_path / "elsewhere.csv"),
+               "-o", str(out))
+    assert run.returncode == 1
+    assert f"none of the 1 products to judge is in index {alias}" in run.stderr
+    assert not out.exists()
