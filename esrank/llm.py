@@ -86,8 +86,9 @@ class GgufLlama:
                         for k in w if k.startswith(f"blk.{i}.")} for i in range(self.layers)]
         self.head_dim = self.embed.shape[1] // self.heads
         self.tokenizer = _tokenizer(reader)
-        self.chat_template = reader.fields["tokenizer.chat_template"].contents() \
-            if "tokenizer.chat_template" in reader.fields else None
+        half = self.head_dim // 2
+        self._inv_freq = self.rope_base ** (-np.arange(half, dtype=np.float64) * 2
+                                            / self.head_dim)
         self._lock = threading.Lock()
         self._ids: list[int] = []
         self._cache: list = []
@@ -109,9 +110,7 @@ class GgufLlama:
 
     def _rope(self, x: np.ndarray, start: int) -> np.ndarray:
         # GGUF stores Llama's q/k rows permuted for rotation of adjacent pairs
-        half = self.head_dim // 2
-        inv = self.rope_base ** (-np.arange(half, dtype=np.float64) * 2 / self.head_dim)
-        angle = np.arange(start, start + x.shape[1])[:, None] * inv[None, :]
+        angle = np.arange(start, start + x.shape[1])[:, None] * self._inv_freq[None, :]
         cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
         even, odd = x[..., 0::2], x[..., 1::2]
         out = np.empty_like(x)

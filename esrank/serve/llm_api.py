@@ -37,7 +37,7 @@ def _messages(body: dict) -> tuple[str | None, str]:
             user.append(m["content"])
         else:
             raise RequestError(f"messages[{i}].role: expected a leading 'system' or 'user', "
-                             f"found {m.get('role')!r}")
+                               f"found {m.get('role')!r}")
     if not user:
         raise RequestError("messages: no user message")
     return system, "\n\n".join(user)
