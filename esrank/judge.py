@@ -155,9 +155,13 @@ class OpenAIBackend:
             self.version = reply.get("system_fingerprint") or self.model
             content = (choice.get("logprobs") or {}).get("content") or []
             if content:
-                top = content[0].get("top_logprobs") or [content[0]]
-                return {t["token"].strip(): float(t["logprob"]) for t in top
-                        if t["token"].strip() in labels}
+                # "3" and " 3" are the same answer: their probabilities add up
+                found: dict[str, float] = {}
+                for t in content[0].get("top_logprobs") or [content[0]]:
+                    label, lp = t["token"].strip(), float(t["logprob"])
+                    if label in labels:
+                        found[label] = float(np.logaddexp(found.get(label, -np.inf), lp))
+                return found
             text = (choice.get("message") or {}).get("content") or ""
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise EsrankError(f"LLM endpoint {self.url}: unexpected reply "

@@ -147,6 +147,16 @@ def test_endpoint_backend_reads_top_logprobs_then_falls_back_to_the_text(canned)
     assert "usb cable" in sent["messages"][1]["content"]
 
 
+def test_tokens_that_are_the_same_label_add_their_probabilities(canned):
+    url, handler = canned
+    handler.answers = [(200, _reply([{"token": "3", "logprob": math.log(0.5)},
+                                     {"token": "0", "logprob": math.log(0.3)},
+                                     {"token": " 3", "logprob": math.log(0.1)}]))]
+    logprobs = OpenAIBackend(url, "m").answer_logprobs("s", "u", ["0", "3"])
+    assert logprobs["3"] == pytest.approx(math.log(0.6))
+    assert logprobs["0"] == pytest.approx(math.log(0.3))
+
+
 def test_concurrent_requests_keep_each_grade_with_its_pair(canned):
     url, handler = canned
     # the endpoint answers the product's number of words, mod 4
