@@ -14,9 +14,15 @@ Reports NDCG@10, standard and condensed, with judged@10, the ratio to BM25 and p
 randomization tests. With --machine-grades (`esrank judgments llm --holes-of`), BM25, the
 best single features and the LTR rows are also scored against human + machine grades
 ("+machine" rows), and one more LTR row is trained with the machine grades in its table.
+With --cross-encoder-epochs N, a cross-encoder is fine-tuned per fold on the other folds'
+judged pairs (torch), and used twice: reranking the LTR ranking's top --rerank, and as the
+`cross_encoder` feature of feature_sets/chorus_ce.yaml (each fold's queries logged with the
+cross-encoder that never saw them; served through the plugin with it): that row against
+"ltr" is the feature's drop-one gain, on held-out queries, with a paired test.
 Writes bench/results/relevance[_FLAVOR].json.
 
     python bench/relevance.py [--window 100] [--flavor elasticsearch] [--machine-grades F]
+                              [--cross-encoder-epochs 2]
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from esrank.engine import Engine
 from esrank.evaluate import Evaluation, Evaluator, compare
 from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
-from esrank.judgments import read_csv
+from esrank.judgments import JudgmentList, read_csv
 from esrank.search import Ranker, bm25_query, run_of, search_many
 from esrank.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
+CE_FEATURE = "cross_encoder"  # the cross-encoder feature of --cross-encoder-feature-set
 
 
 def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
@@ -54,17 +61,19 @@ def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
 
 
 def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder,
-                        candidates=CANDIDATE_SETS
+                        candidates=CANDIDATE_SETS, cross_encoders=None
                         ) -> tuple[Evaluation, list[float], list[float], dict, list, list]:
     """Per fold: train on the other folds' queries (choosing among `candidates` by serving
-    CV), upload through the parity gate, serve as an sltr rescore for the held-out queries.
+    CV), upload through the parity gate, serve as an sltr rescore for the held-out queries
+    (with `cross_encoders`, each fold's own fills the cross-encoder param).
     Returns the held-out evaluation of every query, the inner serving-CV means, the parity max
     |delta| per fold, the held-out runs, each fold's held-out queries and each fold's chosen
     training rows; removes the fold models."""
     per_query, folds_cv, parity, runs, folds, chosen = {}, [], [], {}, [], []
-    params_for = query_params(fs.params, encoder)
     with tempfile.TemporaryDirectory() as tmp:
         for k, (train_rows, test_rows) in enumerate(grouped_folds(table.qids, args.folds)):
+            ce = cross_encoders[k] if cross_encoders else None
+            params_for = query_params(fs.params, encoder, cross_encoder=ce)
             result = train(table.take(train_rows), Path(tmp) / f"fold{k}",
                            params=TrainParams(), search=not args.no_search, device="cpu",
                            candidates=candidates)
@@ -78,10 +87,11 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             parity.append(report.parity.max_delta)
             if not report.parity.passed:
                 raise SystemExit(f"{fs.name} fold {k}: parity failed: {report.to_dict()}")
-            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
+            model = registry.ActiveModel(report.model, fs.engine_name, fs.params,
+                                         cross_encoder=ce.key if ce else None)
             run = search_many(engine, args.index, test_queries,
                               Ranker("ltr", model, args.window), encoder, size=args.window,
-                              source=False)
+                              source=False, reranker=ce)
             ranked = run_of(run)
             fold_eval = evaluator.evaluate(ranked)
             per_query.update({q: fold_eval.per_query[q] for q in test_queries})
@@ -97,40 +107,75 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
     return Evaluation(mean, per_query), folds_cv, parity, runs, folds, chosen
 
 
-def cross_encoder_rerank(engine: Engine, args, judgments, evaluator: Evaluator, runs: dict,
-                         folds: list) -> Evaluation:
-    """Per fold, fine-tune a cross-encoder on the other folds' judged pairs (torch), then
-    rerank the top --rerank of each held-out query's LTR ranking with it (ONNX Runtime)."""
+def fold_cross_encoders(engine: Engine, args, judgments, folds: list, tmp: Path) -> tuple[
+        list, list[dict]]:
+    """Per fold, a cross-encoder fine-tuned on the other folds' judged pairs (torch; run with
+    ONNX Runtime), and its training summary."""
     from esrank.catalogue import fetch_texts
     from esrank.encoder import model_dir
     from esrank.rerank import load_cross_encoder, train_cross_encoder
 
-    texts = fetch_texts(engine, args.index, [j.doc_id for j in judgments]
-                        + [d for docs in runs.values() for d in docs[:args.rerank]])
+    texts = fetch_texts(engine, args.index, [j.doc_id for j in judgments])
+    out, metas = [], []
+    for k, held_out in enumerate(folds):
+        held = set(held_out)
+        pairs = [j for j in judgments if j.query not in held and j.doc_id in texts]
+        meta = train_cross_encoder(model_dir(), [j.query for j in pairs],
+                                   [texts[j.doc_id] for j in pairs], [j.grade for j in pairs],
+                                   tmp / f"ce{k}", epochs=args.cross_encoder_epochs,
+                                   progress=False)
+        print(f"cross-encoder fold {k}: {meta['pairs']} pairs, {meta['seconds']}s", flush=True)
+        out.append(load_cross_encoder(tmp / f"ce{k}", tmp / "onnx"))
+        metas.append(meta)
+    return out, metas
+
+
+def cross_encoder_rerank(engine: Engine, args, evaluator: Evaluator, runs: dict, folds: list,
+                         cross_encoders: list) -> Evaluation:
+    """Each held-out query's LTR ranking with its top --rerank reordered by its fold's
+    cross-encoder."""
+    from esrank.catalogue import fetch_texts
+
+    texts = fetch_texts(engine, args.index, [d for docs in runs.values()
+                                             for d in docs[:args.rerank]])
     per_query = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for k, held_out in enumerate(folds):
-            held = set(held_out)
-            pairs = [j for j in judgments if j.query not in held and j.doc_id in texts]
-            out = Path(tmp) / f"ce{k}"
-            meta = train_cross_encoder(model_dir(), [j.query for j in pairs],
-                                       [texts[j.doc_id] for j in pairs],
-                                       [j.grade for j in pairs], out,
-                                       epochs=args.cross_encoder_epochs, progress=False)
-            print(f"cross-encoder fold {k}: {meta['pairs']} pairs, {meta['seconds']}s",
-                  flush=True)
-            ce = load_cross_encoder(out, Path(tmp) / "onnx")
-            reranked = {}
-            for q in held_out:
-                top = runs[q][:args.rerank]
-                scores = ce.score(q, [texts.get(d, "") or " " for d in top])
-                reranked[q] = ([top[i] for i in np.argsort(-scores, kind="stable")]
-                               + runs[q][args.rerank:])
-            fold_eval = evaluator.evaluate(reranked)
-            per_query.update({q: fold_eval.per_query[q] for q in held_out})
+    for held_out, ce in zip(folds, cross_encoders, strict=True):
+        reranked = {}
+        for q in held_out:
+            top = runs[q][:args.rerank]
+            scores = ce.score(q, [texts.get(d, "") or " " for d in top])
+            reranked[q] = ([top[i] for i in np.argsort(-scores, kind="stable")]
+                           + runs[q][args.rerank:])
+        fold_eval = evaluator.evaluate(reranked)
+        per_query.update({q: fold_eval.per_query[q] for q in held_out})
     mean = {m: float(np.mean([v[m] for v in per_query.values()]))
             for m in next(iter(per_query.values()))}
     return Evaluation(mean, per_query)
+
+
+def out_of_fold_table(engine: Engine, args, fs, judgments, encoder, folds: list,
+                      cross_encoders: list, order: tuple[str, ...]):
+    """The table of `fs` (with a cross-encoder param) where each fold's queries are logged
+    with the cross-encoder that never saw them; rows grouped by query in `order`'s query
+    order, so the CV folds stay those the cross-encoders were trained against."""
+    parts = []
+    for held_out, ce in zip(folds, cross_encoders, strict=True):
+        held = set(held_out)
+        fold = JudgmentList(tuple(j for j in judgments if j.query in held))
+        parts.append(log_judgments(engine, args.index, fs, fold, encoder, window=args.window,
+                                   first_pass=bm25_query, progress=False,
+                                   cross_encoder=ce).matrix)
+    place = {q: i for i, q in enumerate(dict.fromkeys(order))}
+    qids = [q for m in parts for q in m.qids]
+    rows = sorted(range(len(qids)), key=lambda i: place[qids[i]])  # stable: logged order
+    cat = dataclasses.replace(
+        parts[0], qids=tuple(qids), queries=tuple(q for m in parts for q in m.queries),
+        doc_ids=tuple(d for m in parts for d in m.doc_ids),
+        grades=tuple(g for m in parts for g in m.grades),
+        values=np.vstack([m.values for m in parts]),
+        ranks=tuple(r for m in parts for r in m.ranks),
+        judged=tuple(j for m in parts for j in m.judged), cross_encoder=None)
+    return cat.take(rows)
 
 
 def paired(report) -> dict:
@@ -148,8 +193,11 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=100)
     ap.add_argument("--no-search", action="store_true", help="Skip the grid search.")
     ap.add_argument("--cross-encoder-epochs", type=int, default=0,
-                    help="Also fine-tune a cross-encoder per fold (needs torch) and rerank the "
-                         "LTR ranking's top --rerank with it.")
+                    help="Also fine-tune a cross-encoder per fold (needs torch): rerank the "
+                         "LTR ranking's top --rerank with it, and train LTR with its score as "
+                         "a feature (--cross-encoder-feature-set).")
+    ap.add_argument("--cross-encoder-feature-set", type=Path,
+                    default=ROOT / "feature_sets" / "chorus_ce.yaml")
     ap.add_argument("--rerank", type=int, default=20)
     ap.add_argument("--machine-grades", type=Path,
                     help="LLM grades of unjudged pairs (esrank judgments llm --holes-of).")
@@ -197,9 +245,26 @@ def main() -> None:
         results[f"ltr (train on {rows})"], _, rows_parity, _, _, _ = cross_validated_ltr(
             engine, args, fs, table, evaluator, encoder, (rows,))
         parity += rows_parity
-    if args.cross_encoder_epochs:
+    if args.cross_encoder_epochs:  # one cross-encoder per fold: a rerank stage, a feature
+        ce_tmp = tempfile.TemporaryDirectory()
+        cross_encoders, ce_meta = fold_cross_encoders(engine, args, judgments, folds,
+                                                      Path(ce_tmp.name))
         results[f"ltr + cross-encoder top {args.rerank}"] = cross_encoder_rerank(
-            engine, args, judgments, evaluator, ltr_runs, folds)
+            engine, args, evaluator, ltr_runs, folds, cross_encoders)
+        ce_fs = dataclasses.replace(load_feature_set(args.cross_encoder_feature_set),
+                                    name="relbench-ce")
+        engine.put_feature_set(ce_fs)
+        ce_table = out_of_fold_table(engine, args, ce_fs, judgments, encoder, folds,
+                                     cross_encoders, table.qids)
+        col = ce_table.feature_names.index(CE_FEATURE)
+        results[f"feature:{CE_FEATURE}"] = evaluator.evaluate(served_runs(
+            ce_table, np.arange(len(ce_table)),
+            np.nan_to_num(ce_table.values[:, col], nan=-np.inf)))
+        name = f"ltr + {CE_FEATURE} feature"
+        results[name], _, ce_parity, runs[name], _, _ = cross_validated_ltr(
+            engine, args, ce_fs, ce_table, evaluator, encoder, cross_encoders=cross_encoders)
+        parity += ce_parity
+        ce_tmp.cleanup()
     # the same without the neural features (and without the query vector param)
     lexical = dataclasses.replace(
         fs, name="relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
@@ -244,6 +309,11 @@ def main() -> None:
     for name in [n for n in results if "cross-encoder" in n]:
         report = compare(("ltr", ltr), (name, results[name]), SHOWN[:2])
         significance[f"{name} vs ltr"] = paired(report)
+    with_ce = f"ltr + {CE_FEATURE} feature"
+    if with_ce in results:  # the new feature's drop-one gain, and the model against the rest
+        for other in ("ltr", "bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0]):
+            significance[f"{with_ce} vs {other}"] = paired(compare(
+                (other, results[other]), (with_ce, results[with_ce]), SHOWN[:2]))
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
         "grid_search": not args.no_search, "rows_logged": len(table),
@@ -259,6 +329,11 @@ def main() -> None:
         "parity_max_abs_delta": max(parity), "inner_cv_ndcg@10": [round(x, 4) for x in folds_cv],
         "table": rows, "encoder": encoder.name, "seconds": round(time.monotonic() - started, 1),
     }
+    if with_ce in results:
+        summary["cross_encoder"] = {
+            "epochs": args.cross_encoder_epochs, "feature_set": str(args.cross_encoder_feature_set),
+            "folds": ce_meta, f"{with_ce}_vs_bm25": {
+                m: round(rows[with_ce][m] / bm25[m], 4) for m in SHOWN[:2]}}
     write_result(summary, args.out or result_path("relevance", args))
 
 

@@ -14,7 +14,13 @@ the 97 Chorus queries, each configuration in turn per query (so drift hits all a
   personalisation.py leaves one): POST /search to a sidecar over that set, anonymous and with
   a shopper whose profile it keeps (ESRANK_SERVE__PROFILE_REFRESH) or reads on every request
   (a GET on the profile index: a shopper's first search) and whose brands and price band it
-  adds: what shopper context costs.
+  adds: what shopper context costs;
+- cross-encoder (with --cross-encoder PATH and an active model of --ce-set, whose features
+  read the cross-encoder's scores: feature_sets/chorus_ce.yaml): POST /search to a sidecar
+  over that set for each of --ce-windows (the extra first pass, the cross-encoder over the
+  window, the rescore), beside the plain sidecar reranking its top N with the same
+  cross-encoder (`active+rerankN`): the cost of the cross-encoder as a feature against as a
+  rerank stage.
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ def main() -> None:
     ap.add_argument("--personal-set", default="chorus_personal",
                     help="A feature set with personal features and an active model ('' to "
                          "skip the personal rows).")
+    ap.add_argument("--cross-encoder", type=Path,
+                    help="A cross-encoder folder: adds the cross-encoder rows (see above).")
+    ap.add_argument("--ce-set", default="chorus_ce",
+                    help="The feature set whose active model reads cross-encoder scores.")
+    ap.add_argument("--ce-windows", type=lambda v: [int(w) for w in v.split(",")],
+                    default=[20, 100], help="Rescore windows of the cross-encoder rows.")
     ap.add_argument("--out", type=Path, help="Default: bench/results/search_latency[_FLAVOR].json.")
     args = ap.parse_args()
 
@@ -87,6 +99,12 @@ def main() -> None:
     personal = active_model(engine, args.personal_set) if args.personal_set else None
     if personal is not None:
         timings.update(personal_rows(engine, args, queries, encoder))
+    ce_model = active_model(engine, args.ce_set) if args.cross_encoder else None
+    if args.cross_encoder and ce_model is None:
+        raise SystemExit(f"no active model for {args.ce_set!r}: train and deploy one first "
+                         "(docs/learning.md, 'A cross-encoder as a feature')")
+    if ce_model is not None:
+        timings.update(cross_encoder_rows(args, queries, encoder))
     result = {name: stats(ms) for name, ms in timings.items()}
     if personal is not None:
         result["personal_model"] = personal.name
@@ -96,13 +114,46 @@ def main() -> None:
                               ("profile_read", "personal_shopper_profile_read"))}
     base = result["bm25"]["p50_ms"]
     result["p50_ratio_vs_bm25"] = {n: round(result[n]["p50_ms"] / base, 2)
-                                   for n in ("rescore", "sidecar")}
+                                   for n in ("rescore", "sidecar", *(
+                                       r for r in timings if r.startswith("ce_")))}
+    if ce_model is not None:
+        result["ce_model"] = ce_model.name
+        result["cross_encoder"] = str(args.cross_encoder)
     result.update({"model": model.name, "window": args.window, "queries": len(queries),
                    "repeats": args.repeats, "encoder": encoder.name,
                    "note": "sidecar: after the first repeat the query embedding comes from "
                            "its LRU cache; sidecar_uncached is the first repeat alone"})
     result["sidecar_uncached"] = stats(timings["sidecar"][:len(queries)])
     write_result(result, args.out or result_path("search_latency", args))
+
+
+def cross_encoder_rows(args, queries: list[str], encoder) -> dict[str, list[float]]:
+    """POST /search over --ce-set with each of --ce-windows, and over --set reranking the
+    same number of hits with the cross-encoder."""
+    from esrank.serve import create_app
+
+    out: dict[str, list[float]] = {}
+    for window in args.ce_windows:
+        settings = load_settings(url=args.url, flavor=args.flavor, index=args.index,
+                                 active_set=args.ce_set, rescore_window=window,
+                                 cross_encoder=args.cross_encoder)
+        feature_port = start_server(create_app(settings, encoder=encoder), threads=8)
+        rerank_port = start_server(create_app(settings.model_copy(update={
+            "active_set": args.set, "rescore_window": args.window}), encoder=encoder),
+            threads=8)
+        rows = ((f"ce_feature_window{window}", feature_port, {}),
+                (f"ce_rerank_top{window}", rerank_port, {"rerank": window}))
+        for q in queries:  # warm-up
+            for _, port, extra in rows:
+                post(port, "/search", {"query": q, "size": 10, **extra})
+        for _ in range(args.repeats):
+            for q in queries:
+                for name, port, extra in rows:
+                    status, ms = post(port, "/search", {"query": q, "size": 10, **extra})
+                    if status != 200:
+                        raise SystemExit(f"sidecar answered {status} for {q!r} ({name})")
+                    out.setdefault(name, []).append(ms)
+    return out
 
 
 def personal_rows(engine, args, queries: list[str], encoder) -> dict[str, list[float]]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from esrank.config import Settings
 from esrank.errors import InputError, ModelError, NoCrossEncoderError
 from esrank.stamps import COMPACT, utc
+from esrank.types import needs_cross_encoder
 
 if TYPE_CHECKING:
     from esrank.registry import RegistryEntry
@@ -112,6 +113,14 @@ class App:
             self._reranker = load_cross_encoder(self.settings.cross_encoder,
                                                 self.settings.home / "models")
         return self._reranker
+
+    def feature_reranker(self, fs):
+        """The cross-encoder when feature set `fs` has a cross-encoder param (none configured:
+        NoCrossEncoderError), else None."""
+        if not needs_cross_encoder(fs.params):
+            return None
+        self.require_reranker(True)
+        return self.reranker
 
     def require_reranker(self, needed: bool) -> None:
         """NoCrossEncoderError when a rerank stage is asked for and none is configured."""
@@ -242,7 +251,7 @@ class App:
         report = log_judgments(self.engine, self.settings.index, fs, judged, self.encoder,
                                window=window, first_pass=bm25_query,
                                queries_per_request=queries_per_request, progress=progress,
-                               shoppers=shoppers)
+                               shoppers=shoppers, cross_encoder=self.feature_reranker(fs))
         write_table(report.matrix, output, judgments_source=str(judgments or "ubi indices"),
                     window=window)
         write_ranklib(report.matrix, output.with_suffix(".txt"))
@@ -289,9 +298,15 @@ class App:
             raise InputError("no logged table for the parity gate: pass --table")
         encoder = self.encoder if any(p.type == "vector" for p in fs.params) else None
         matrix = read_table(table)
+        reranker = self.feature_reranker(fs)
+        if matrix.cross_encoder and reranker.key != matrix.cross_encoder:
+            raise ModelError(f"{table} was logged with cross-encoder {matrix.cross_encoder}; "
+                             f"the configured one is {reranker.key}: the model would be served "
+                             "other scores than it learned")
         return fs, deploy(self.engine, self.settings.index, artifact, fs,
                           matrix.docs_by_query(parity_queries),
-                          query_params(fs.params, encoder), activate=activate,
+                          query_params(fs.params, encoder, cross_encoder=reranker),
+                          activate=activate,
                           tolerance=tolerance, shoppers=list((matrix.shoppers or {}).values()))
 
     def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
@@ -503,7 +518,9 @@ class App:
                 pushes.append((meta, ranker.label, results[ranker.label],
                                {q: r.hits for q, r in served.items()}, evaluator.graded(),
                                {q: r.features or {} for q, r in served.items()}))
-            if rank_eval and not ranker.rerank:  # the engine cannot run the cross-encoder
+            # the engine cannot run the cross-encoder
+            if rank_eval and not ranker.rerank and not (
+                    ranker.model and needs_cross_encoder(ranker.model.params)):
                 params = (query_params(ranker.model.params, encoder) if ranker.model
                           else lambda qs: [None] * len(qs))
                 checks[ranker.label] = rank_eval_check(
@@ -565,7 +582,8 @@ class App:
         report = build_report(self.engine, self.settings.index, artifact, fs,
                               read_table(Path(artifact.meta["data"]["table"])), ranker,
                               self.evaluator(judgments, fmt), encoder,
-                              query_params(fs.params, encoder))
+                              query_params(fs.params, encoder,
+                                           cross_encoder=self.feature_reranker(fs)))
         write_file(output, to_html(report))
         write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
         return report

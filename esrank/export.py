@@ -30,7 +30,8 @@ from esrank.batches import batched
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
 from esrank.errors import ModelError
-from esrank.types import FeatureSet
+from esrank.feature_log import doc_texts
+from esrank.types import FeatureSet, needs_cross_encoder
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +195,20 @@ def check_parity(engine: Engine, index: str, model: str, artifact: ModelArtifact
                  keep_worst: int = 5) -> ParityReport:
     """Replay `queries` (query text -> doc ids) through the plugin and the local booster:
     each anonymously and, with `shoppers` (shopper params), once more with one of them
-    (round robin), so the personal features are checked too."""
+    (round robin), so the personal features are checked too. A cross-encoder param is
+    computed over each query's docs, as logging computed it."""
     rows: list[ParityRow] = []
     names = feature_set.feature_names
     cases = [(q, docs, {}) for q, docs in queries.items()]
     cases += [(q, docs, shoppers[i % len(shoppers)])
               for i, (q, docs) in enumerate(queries.items())] if shoppers else []
+    scored = needs_cross_encoder(feature_set.params)
     for chunk in batched(cases, batch):
         texts = [q for q, _, _ in chunk]
+        params = (params_for(texts, doc_texts(engine, index, [d for _, d, _ in chunk]))
+                  if scored else params_for(texts))
         requests = [parity_request(model, feature_set, {**p, **shopper}, docs)
-                    for (_, docs, shopper), p in zip(chunk, params_for(texts), strict=True)]
+                    for (_, docs, shopper), p in zip(chunk, params, strict=True)]
         for (query, _, _), response in zip(chunk, engine.ranked(index, requests),
                                            strict=True):
             hits = response["hits"]["hits"]

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from esrank.batches import batched
+from esrank.catalogue import fetch_texts
 from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.errors import InputError
 from esrank.files import new_file
 from esrank.judgments import JudgmentList
+from esrank.rerank import CrossEncoder
 from esrank.types import FeatureMatrix, FeatureSet, QueryParam
 
 log = logging.getLogger(__name__)
@@ -34,47 +36,90 @@ class LogReport:
     seconds: float = 0.0
 
 
-def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
-                 source: str | None = None) -> Callable[[list[str]], list[dict]]:
-    """Build each query's sltr params from its text: strings get the text, vectors its embedding.
+class ParamBuilder:
+    """Builds each query's sltr params: a string param gets the query text, a vector param its
+    embedding, and a `source: cross_encoder` param the relevance of each of the query's docs
+    (`docs`: per query, doc id -> the text the cross-encoder reads). Shopper params are the
+    shopper's, added by the caller.
 
-    `params` are a feature set's declared params; `source` names it in errors.
+    >>> build = query_params(fs.params, encoder, cross_encoder=ce)   # doctest: +SKIP
+    >>> build(["usb cable"], [{"p1": "USB-C cable, 1 m"}])[0]["ce_scores"]  # doctest: +SKIP
+    [{'term': 'p1', 'weight': 0.93}]
     """
-    params = [p for p in params if p.source == "query"]  # shopper params: the shopper's
-    for p in params:
-        if p.type == "number":
-            raise InputError(f"param {p.name!r} is a number: esrank cannot derive it from the "
-                             "query text", source=source)
-        if p.type == "vector" and encoder is None:
-            raise InputError(f"param {p.name!r} needs a query encoder", source=source)
-        if p.type == "vector" and p.dims != encoder.dims:
-            raise InputError(f"param {p.name!r} has {p.dims} dims, the encoder makes "
-                             f"{encoder.dims}", source=source)
 
-    def build(queries: list[str]) -> list[dict]:
-        vectors = (encoder.encode(queries) if encoder is not None and
-                   any(p.type == "vector" for p in params) else None)
+    def __init__(self, params: Sequence[QueryParam], encoder: Encoder | None,
+                 cross_encoder: CrossEncoder | None, source: str | None):
+        self.params = [p for p in params if p.source == "query"]
+        self.scored = [p for p in params if p.source == "cross_encoder"]
+        self.encoder, self.cross_encoder = encoder, cross_encoder
+        for p in self.params:
+            if p.type == "number":
+                raise InputError(f"param {p.name!r} is a number: esrank cannot derive it from "
+                                 "the query text", source=source)
+            if p.type == "vector" and encoder is None:
+                raise InputError(f"param {p.name!r} needs a query encoder", source=source)
+            if p.type == "vector" and p.dims != encoder.dims:
+                raise InputError(f"param {p.name!r} has {p.dims} dims, the encoder makes "
+                                 f"{encoder.dims}", source=source)
+        if self.scored and cross_encoder is None:
+            raise InputError(f"param {self.scored[0].name!r} is filled by a cross-encoder: set "
+                             "ESRANK_CROSS_ENCODER (the one the features were logged with)",
+                             source=source)
+
+    @property
+    def needs_docs(self) -> bool:
+        """Whether each query's params depend on its docs (a cross-encoder param)."""
+        return bool(self.scored)
+
+    def __call__(self, queries: list[str], docs: Sequence[Mapping[str, str]] | None = None
+                 ) -> list[dict]:
+        if self.scored and (docs is None or len(docs) != len(queries)):
+            raise ValueError("cross-encoder params need each query's doc texts")
+        vectors = (self.encoder.encode(queries) if self.encoder is not None and
+                   any(p.type == "vector" for p in self.params) else None)
         out = []
         for i, text in enumerate(queries):
-            out.append({p.name: text if p.type == "string" else vectors[i].tolist()
-                        for p in params})
+            params = {p.name: text if p.type == "string" else vectors[i].tolist()
+                      for p in self.params}
+            if self.scored:
+                ids = list(docs[i])
+                weights = self.cross_encoder.relevance(text, [docs[i][d] for d in ids]) \
+                    if ids else []
+                params.update({p.name: [{"term": d, "weight": float(w)}
+                                        for d, w in zip(ids, weights, strict=True)]
+                               for p in self.scored})
+            out.append(params)
         return out
 
-    return build
+
+def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,
+                 source: str | None = None, cross_encoder: CrossEncoder | None = None
+                 ) -> ParamBuilder:
+    """The `ParamBuilder` for a feature set's declared `params`; `source` names it in errors."""
+    return ParamBuilder(params, encoder, cross_encoder, source)
+
+
+def doc_texts(engine: Engine, index: str, doc_ids: Sequence[Sequence[str]]
+              ) -> list[dict[str, str]]:
+    """Per query, doc id -> the text a cross-encoder reads, for its ids the index holds."""
+    texts = fetch_texts(engine, index, {d for ids in doc_ids for d in ids})
+    return [{d: texts[d] for d in dict.fromkeys(ids) if d in texts} for ids in doc_ids]
 
 
 def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments: JudgmentList,
                   encoder: Encoder | None, *, window: int = 0,
                   first_pass: Callable[[str], dict] | None = None,
                   queries_per_request: int = 16, progress: bool = True,
-                  shoppers: Mapping[str, dict] | None = None) -> LogReport:
+                  shoppers: Mapping[str, dict] | None = None,
+                  cross_encoder: CrossEncoder | None = None) -> LogReport:
     """Log every feature for every judged pair, and for the served window.
 
     With `window=N` and `first_pass` (a query clause built from the text: the BM25 first pass
     a model rescores), every doc of each query's first-pass top N is logged too, unjudged ones
     as grade 0, and each row records its first-pass rank (0 for a judged doc outside the
     window): what training needs to tell served candidates from docs judges found elsewhere,
-    and to estimate what serving does.
+    and to estimate what serving does. A feature set with a cross-encoder param needs
+    `cross_encoder`: it scores each query's logged docs (judged and window alike).
 
     >>> report = log_judgments(engine, "products", fs, judgments, enc, window=100,
     ...                        first_pass=bm25_query)  # doctest: +SKIP
@@ -88,7 +133,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
     if window and first_pass is None:
         raise InputError("logging a window needs the first-pass query to take it from")
     started = time.monotonic()
-    params_for = query_params(feature_set.params, encoder, source=feature_set.source)
+    params_for = query_params(feature_set.params, encoder, source=feature_set.source,
+                              cross_encoder=cross_encoder)
     shopper = dict(shoppers or {})
     groups = list(judgments.by_query().items())
     rows: list[tuple[str, str, str, int, list[float], int, bool]] = []
@@ -101,10 +147,12 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
             texts = [js[0].query for _, js in chunk]
             windows = (_first_pass(engine, index, texts, window, first_pass) if window
                        else [[] for _ in chunk])
-            requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})},
-                                        list(dict.fromkeys([j.doc_id for j in js] + served)))
-                        for (qid, js), served, params in zip(chunk, windows, params_for(texts),
-                                                             strict=True)]
+            ids = [list(dict.fromkeys([j.doc_id for j in js] + served))
+                   for (_, js), served in zip(chunk, windows, strict=True)]
+            docs = doc_texts(engine, index, ids) if params_for.needs_docs else None
+            requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})}, wanted)
+                        for (qid, _), wanted, params in zip(chunk, ids, params_for(texts, docs),
+                                                            strict=True)]
             responses = engine.ranked(index, requests)
             for (qid, js), served, response in zip(chunk, windows, responses, strict=True):
                 logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
@@ -130,7 +178,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                            tuple(r[2] for r in rows), tuple(r[3] for r in rows), values,
                            tuple(r[5] for r in rows) if window else None,
                            tuple(r[6] for r in rows) if window else None,
-                           {q: p for q, p in shopper.items() if p} or None)
+                           {q: p for q, p in shopper.items() if p} or None,
+                           cross_encoder.key if params_for.needs_docs else None)
     return LogReport(matrix, missing, time.monotonic() - started)
 
 
@@ -176,6 +225,7 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
             "window": window, "shoppers": matrix.shoppers,
+            "cross_encoder": matrix.cross_encoder,
             "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
                                 "doc outside it; unjudged window docs have grade 0, judged "
                                 "false") if window else None}
@@ -207,4 +257,4 @@ def read_table(path: Path) -> FeatureMatrix:
                          tuple(int(g) for g in table.column("grade").to_pylist()), values,
                          tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
                          tuple(table.column("judged").to_pylist()) if ranked else None,
-                         meta.get("shoppers"))
+                         meta.get("shoppers"), meta.get("cross_encoder"))

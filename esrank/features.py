@@ -32,7 +32,7 @@ from esrank.types import Feature, FeatureSet, QueryParam
 
 TEMPLATE_LANGUAGES = ("mustache", "derived_expression", "script_feature", COSINE)
 PARAM_TYPES = ("string", "number", "vector", "weights")
-PARAM_SOURCES = ("query", "shopper")
+PARAM_SOURCES = ("query", "shopper", "cross_encoder")
 WEIGHT_KEYS = ("term", "weight")  # the fields of each element of a `weights` param
 FILE_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -316,7 +316,10 @@ class _Parser:
                                  f"{name!r} of type {ptype!r}", key_node)
             if source == "query" and ptype in ("number", "weights"):
                 raise self.error(f"{what}: a {ptype} param cannot come from the query text; "
-                                 "write source: shopper", type_node)
+                                 "write source: shopper or cross_encoder", type_node)
+            if source == "cross_encoder" and ptype != "weights":
+                raise self.error(f"{what}: the cross-encoder fills a weights param (doc id -> "
+                                 f"score), found type {ptype!r}", type_node)
             out.append(QueryParam(name=name, type=ptype, dims=dims, description=description,
                                   source=source))
         return tuple(out)

@@ -52,6 +52,7 @@ class ActiveModel:
     params: tuple[QueryParam, ...]
     feature_names: tuple[str, ...] = ()
     personal: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> params
+    cross_encoder: str | None = None  # the key of the cross-encoder its features need
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class DeployedModel:
 
     def serving(self, name: str) -> ActiveModel:
         return ActiveModel(name, self.feature_set, self.params, self.feature_names,
-                           self.personal)
+                           self.personal, (self.meta.get("data") or {}).get("cross_encoder"))
 
     @property
     def parity_max_delta(self) -> float | None:

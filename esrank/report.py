@@ -4,7 +4,9 @@ Three measurements, all on the live engine except the first:
 - relevance gain per feature: drop-one retraining on the model's logged table (query-grouped
   5-fold CV NDCG@10 with the model's own parameters, without the feature, against with all);
 - latency per feature: the `sltr` rescore of the BM25 top `window` computing that feature
-  alone (a one-feature set in the store), p50 over the judged queries, minus BM25 alone;
+  alone (a one-feature set in the store), p50 over the judged queries, minus BM25 alone; a
+  feature reading cross-encoder scores also costs, outside the engine, the first pass that
+  fetches the window's texts and the cross-encoder scoring them (p50 per query);
 - rescore window: NDCG@10 (standard and condensed) and p50 latency of the model for several
   window sizes.
 """
@@ -23,9 +25,9 @@ import numpy as np
 from esrank.artifact import ModelArtifact
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.evaluate import Evaluator
-from esrank.search import Ranker, ranked_request, run_of, search_many
+from esrank.search import Ranker, ranked_request, run_of, search_many, window_texts
 from esrank.train import TrainParams, cross_validate
-from esrank.types import FeatureMatrix, FeatureSet
+from esrank.types import FeatureMatrix, FeatureSet, needs_cross_encoder
 
 WINDOWS = (10, 25, 50, 100, 200, 400)
 
@@ -61,7 +63,7 @@ def feature_latency(engine: Engine, index: str, feature_set: FeatureSet, queries
     base = Ranker("bm25", window=window)
     plain = [ranked_request(q, base, None, 10, source=False) for q in queries]
     bm25 = _p50(engine, index, plain, repeats)
-    params = params_for(list(queries))
+    params, outside = _params(engine, index, list(queries), base, params_for)
     out = {}
     for feature in feature_set.features:
         single = replace(feature_set, name=f"{feature_set.name}-only-{feature.name}",
@@ -71,24 +73,42 @@ def feature_latency(engine: Engine, index: str, feature_set: FeatureSet, queries
                                                query_weight=1.0))
                     for r, p in zip(plain, params, strict=True)]
         out[feature.name] = _p50(engine, index, requests, repeats) - bm25
-    return {"bm25_p50_ms": bm25, "added_p50_ms": out, "window": window}
+        if needs_cross_encoder([feature_set.param(n) for n in feature.params]):
+            out[feature.name] += outside
+    return {"bm25_p50_ms": bm25, "added_p50_ms": out, "window": window,
+            "cross_encoder_p50_ms": outside if params_for.needs_docs else None}
+
+
+def _params(engine: Engine, index: str, queries: list[str], ranker: Ranker, params_for
+            ) -> tuple[list[dict], float]:
+    """Each query's params (cross-encoder params over its `ranker.window` first-pass docs),
+    and the p50 ms per query of what that takes outside the rescore (0 without a
+    cross-encoder param)."""
+    if not params_for.needs_docs:
+        return params_for(queries), 0.0
+    params, times = [], []
+    for query in queries:
+        started = time.perf_counter()
+        params += params_for([query], window_texts(engine, index, [query], ranker))
+        times.append((time.perf_counter() - started) * 1000)
+    return params, float(np.percentile(times, 50))
 
 
 def window_curve(engine: Engine, index: str, ranker: Ranker, evaluator: Evaluator, encoder,
                  params_for, windows: Sequence[int] = WINDOWS, repeats: int = 2) -> list[dict]:
     """For each rescore window: the model's NDCG@10 (standard, condensed) and p50 ms."""
     rows = []
-    params = params_for(evaluator.queries)
     for window in windows:
         r = replace(ranker, window=window)
+        params, outside = _params(engine, index, evaluator.queries, r, params_for)
         run = search_many(engine, index, evaluator.queries, r, encoder, size=max(window, 10),
-                          source=False)
+                          source=False, reranker=params_for.cross_encoder)
         mean = evaluator.evaluate(run_of(run)).mean
         requests = [ranked_request(q, r, p, 10, source=False)
                     for q, p in zip(evaluator.queries, params, strict=True)]
         rows.append({"window": window, "ndcg@10": mean["ndcg@10"],
                      "ndcg@10_condensed": mean["ndcg@10_condensed"],
-                     "p50_ms": _p50(engine, index, requests, repeats)})
+                     "p50_ms": _p50(engine, index, requests, repeats) + outside})
     return rows
 
 

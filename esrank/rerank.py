@@ -41,6 +41,11 @@ class CrossEncoder:
             raise ConfigError(f"cross-encoder {path}: config.json architectures "
                               f"{cfg.get('architectures')} has no *ForSequenceClassification")
         self.path, self.name = path, f"cross-encoder:{path.name}"
+        digest = hashlib.sha256()
+        with open(path / "model.safetensors", "rb") as weights:
+            for block in iter(lambda: weights.read(1 << 20), b""):
+                digest.update(block)
+        self.key = f"{path.name}@{digest.hexdigest()[:12]}"  # the weights, not the path
         self.labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1)
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tok.enable_truncation(max_tokens, strategy="only_second")
@@ -69,6 +74,13 @@ class CrossEncoder:
                 e = np.exp(logits - logits.max(axis=1, keepdims=True))
                 out[start:start + len(chunk)] = e[:, -1] / e.sum(axis=1)
         return out
+
+    def relevance(self, query: str, docs: Sequence[str]) -> np.ndarray:
+        """`score` as a probability in [0, 1] (the sigmoid of a one-label logit): what a
+        `source: cross_encoder` feature param carries, since the engine refuses negative
+        boosts."""
+        scores = self.score(query, docs)
+        return 1.0 / (1.0 + np.exp(-scores)) if self.labels == 1 else scores
 
 
 def load_cross_encoder(path: Path, cache: Path | None = None) -> CrossEncoder:

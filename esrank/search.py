@@ -2,7 +2,8 @@
 
 A `Ranker` says how to rank: `Ranker("bm25")` is the first pass alone; with a model, the top
 `window` BM25 hits are rescored by the model alone (query_weight 0), which is exactly how the
-parity gate scored it before it went live.
+parity gate scored it before it went live. A model with a cross-encoder feature takes one more
+first pass: the window's texts, which the cross-encoder scores into the rescore's params.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from esrank.catalogue import ID_FIELD, text_of
 from esrank.encoder import Encoder
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
-from esrank.errors import EngineError, InputError, NoCrossEncoderError
-from esrank.feature_log import query_params
+from esrank.errors import ConfigError, EngineError, InputError, NoCrossEncoderError
+from esrank.feature_log import ParamBuilder, query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
 from esrank.types import active_features
@@ -120,11 +121,12 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     if ranker.rerank and reranker is None:
         raise NoCrossEncoderError(ranker.label)
     source = source or bool(ranker.rerank)  # the cross-encoder reads the text
-    params_for = (query_params(ranker.model.params, encoder, source=ranker.model.name)
-                  if ranker.model is not None else None)
+    params_for = model_params(ranker, encoder, reranker) if ranker.model is not None else None
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
-        params = ([{**p, **(shopper or {})} for p in params_for(chunk)] if params_for
+        docs = (window_texts(engine, index, chunk, ranker)
+                if params_for is not None and params_for.needs_docs else None)
+        params = ([{**p, **(shopper or {})} for p in params_for(chunk, docs)] if params_for
                   else [None] * len(chunk))
         requests = [ranked_request(q, ranker, p, size, source)
                     for q, p in zip(chunk, params, strict=True)]
@@ -132,6 +134,27 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
             raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank)
             out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
+
+
+def model_params(ranker: Ranker, encoder: Encoder | None, reranker: CrossEncoder | None
+                 ) -> ParamBuilder:
+    """The builder of `ranker.model`'s params; a model whose features were logged with one
+    cross-encoder is refused with another (its scores would not be the ones it learned)."""
+    model = ranker.model
+    if model.cross_encoder and reranker is not None and reranker.key != model.cross_encoder:
+        raise ConfigError(f"model {model.name} learned from cross-encoder {model.cross_encoder}; "
+                          f"the configured one is {reranker.key}")
+    return query_params(model.params, encoder, source=model.name, cross_encoder=reranker)
+
+
+def window_texts(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker
+                 ) -> list[dict[str, str]]:
+    """Per query, doc id -> text of its first-pass window: what a cross-encoder param scores
+    before the rescore (one msearch)."""
+    requests = [Ranked(bm25_query(q, ranker.fields), ranker.window,
+                       ["title", "short_description"]) for q in queries]
+    return [{h["_id"]: text_of(h["_source"]) for h in response["hits"]["hits"]}
+            for response in engine.ranked(index, requests)]
 
 
 def run_of(hits: dict[str, list[Hit]]) -> dict[str, list[str]]:
@@ -190,11 +213,15 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     degraded, params = None, None
     if ranker.model is not None:
         try:
-            build = query_params(ranker.model.params, encoder, source=ranker.model.name)
-            params = {**build([query])[0], **(shopper or {})}
+            build = model_params(ranker, encoder, reranker)
+            docs = window_texts(engine, index, [query], ranker) if build.needs_docs else None
+            params = {**build([query], docs)[0], **(shopper or {})}
+        except EngineError:
+            raise  # the first pass failed: BM25 would fail the same way
         except Exception as exc:  # any encoder failure degrades; it never fails the search
-            log.warning("search %r: encoder failed (%s); answering with BM25", query, exc)
-            degraded = f"encoder unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
+            what = "cross-encoder" if ranker.model.cross_encoder else "encoder"
+            log.warning("search %r: %s failed (%s); answering with BM25", query, what, exc)
+            degraded = f"{what} unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
             ranker = replace(ranker, name="bm25", model=None)
     try:
         [response] = engine.ranked(index, [ranked_request(query, ranker, params, size,

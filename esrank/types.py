@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 ParamType = Literal["string", "number", "vector", "weights"]
-ParamSource = Literal["query", "shopper"]
+ParamSource = Literal["query", "shopper", "cross_encoder"]
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,10 @@ class QueryParam:
     """A query-time parameter a feature set expects, e.g. ``keywords`` or ``query_vector``.
 
     ``dims`` is the vector length for ``type="vector"`` and ``None`` otherwise. ``source`` says
-    who fills it: esrank from the query text ("query"), or the shopper's context and profile
-    ("shopper"); a feature whose shopper params a request lacks is not computed (missing).
+    who fills it: esrank from the query text ("query"), the shopper's context and profile
+    ("shopper"; a feature whose shopper params a request lacks is not computed: missing), or
+    the cross-encoder ("cross_encoder": a ``weights`` param, one element per first-pass doc,
+    term = doc id, weight = its relevance probability for the query).
     A ``weights`` param is a list of ``{"term": ..., "weight": ...}`` objects.
     """
 
@@ -112,6 +114,11 @@ class FeatureSet:
         raise KeyError(f"feature set {self.name!r} has no param {name!r} (declared: {declared})")
 
 
+def needs_cross_encoder(params: Sequence[QueryParam]) -> bool:
+    """Whether a request's params include the cross-encoder's scores of its docs."""
+    return any(p.source == "cross_encoder" for p in params)
+
+
 def active_features(feature_names: Sequence[str], personal: Mapping[str, Sequence[str]],
                     params: Mapping[str, Any]) -> tuple[str, ...] | None:
     """The features an sltr request computes: all of them when there are no personal
@@ -145,6 +152,7 @@ class FeatureMatrix:
     judged: tuple[bool, ...] | None = None
     # qid -> the shopper params its features were logged with (personal rows only)
     shoppers: dict[str, dict[str, Any]] | None = None
+    cross_encoder: str | None = None  # the key of the cross-encoder that filled its params
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -176,4 +184,4 @@ class FeatureMatrix:
         return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
                              pick(self.queries), pick(self.doc_ids), pick(self.grades),
                              self.values[rows], pick(self.ranks), pick(self.judged),
-                             self.shoppers)
+                             self.shoppers, self.cross_encoder)

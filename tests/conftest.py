@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cross_encoders import build_cross_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,3 +22,17 @@ def llm():
     from esrank.llm import load_llm
 
     return load_llm()
+
+
+@pytest.fixture(scope="session")
+def ce_dir(tmp_path_factory):
+    return build_cross_encoder(tmp_path_factory.mktemp("ce"))
+
+
+@pytest.fixture(scope="session")
+def ce(ce_dir, tmp_path_factory):
+    """The test cross-encoder (build_cross_encoder) on ONNX Runtime, loaded once."""
+    from esrank.rerank import load_cross_encoder
+
+    return load_cross_encoder(ce_dir, tmp_path_factory.mktemp("onnx"))
+

@@ -1,10 +1,10 @@
 """The cross-encoder stage, served through esrank's ONNX export (no torch): a
-BertForSequenceClassification built from the packaged MiniLM with a fixed random head."""
+BertForSequenceClassification built from the packaged MiniLM with a fixed random head
+(conftest.build_cross_encoder)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -12,32 +12,9 @@ from fakes import FakeTransport
 
 from esrank.encoder import NumpyBertEncoder, model_dir
 from esrank.engine.base import Engine
-from esrank.rerank import load_cross_encoder
 from esrank.search import Ranker, search
 
 DOCS = ["Sony Portable Bluetooth Speaker MBS-100", "HP 301 ink cartridge black", "a"]
-
-
-@pytest.fixture(scope="module")
-def ce_dir(tmp_path_factory):
-    from safetensors.numpy import load_file, save_file
-
-    src, out = model_dir(), tmp_path_factory.mktemp("ce")
-    cfg = json.loads((src / "config.json").read_text())
-    cfg.update(architectures=["BertForSequenceClassification"], num_labels=1)
-    (out / "config.json").write_text(json.dumps(cfg))
-    shutil.copy(src / "tokenizer.json", out / "tokenizer.json")
-    weights = {f"bert.{k}": v for k, v in load_file(str(src / "model.safetensors")).items()}
-    rng = np.random.default_rng(0)
-    weights["classifier.weight"] = rng.normal(0, 0.5, (1, 384)).astype(np.float32)
-    weights["classifier.bias"] = np.array([0.1], np.float32)
-    save_file(weights, str(out / "model.safetensors"))
-    return out
-
-
-@pytest.fixture(scope="module")
-def ce(ce_dir, tmp_path_factory):
-    return load_cross_encoder(ce_dir, tmp_path_factory.mktemp("onnx"))
 
 
 def test_scores_equal_a_numpy_reference(ce, ce_dir):

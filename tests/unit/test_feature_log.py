@@ -90,6 +90,30 @@ def test_vector_params_need_a_matching_encoder():
         query_params(FS.params, Small())
 
 
+CE_FS = load_feature_set(ROOT / "feature_sets" / "chorus_ce.yaml")
+
+
+class FakeCrossEncoder:
+    key = "fake@000000000000"
+
+    def relevance(self, query, docs):
+        return np.array([len(d) / 100 for d in docs], dtype=np.float32)
+
+
+def test_cross_encoder_params_score_each_querys_docs():
+    build = query_params(CE_FS.params, FakeEncoder(), cross_encoder=FakeCrossEncoder())
+    assert build.needs_docs and not query_params(FS.params, FakeEncoder()).needs_docs
+    first, empty = build(["tv", "radio"], [{"a": "x" * 10, "b": "x" * 50}, {}])
+    assert first["keywords"] == "tv" and len(first["query_vector"]) == 384
+    assert first["ce_scores"] == [{"term": "a", "weight": pytest.approx(0.1)},
+                                  {"term": "b", "weight": pytest.approx(0.5)}]
+    assert empty["ce_scores"] == []  # no doc scored: the feature is missing for every doc
+    with pytest.raises(ValueError, match="doc texts"):
+        build(["tv"])
+    with pytest.raises(InputError, match="'ce_scores' is filled by a cross-encoder"):
+        query_params(CE_FS.params, FakeEncoder())
+
+
 def test_parquet_table_round_trip_keeps_nan_order_and_feature_set(tmp_path):
     from esrank.feature_log import read_table, write_table
 

@@ -88,6 +88,7 @@ def test_a_weights_section_renders_and_is_checked(tmp_path):
     ("  shopper_brands: {type: string, source: shopper}\n", "of type 'string'"),
     ("  band: {type: number}\n", "a number param cannot come from the query text"),
     ("  x: {type: string, source: cookie}\n", "source expected one of query, shopper"),
+    ("  ce: {type: string, source: cross_encoder}\n", "the cross-encoder fills a weights param"),
     ("  keywords: {type: string}\n", r"param 'keywords' is already declared in .*base\.yaml"),
 ])
 def test_bad_shopper_params_name_the_line(tmp_path, params, message):
