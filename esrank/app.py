@@ -87,6 +87,7 @@ class App:
         self._profiles = TtlCache(profile_ttl, MAX_PROFILES)
         self._evaluators: dict[tuple, Any] = {}
         self._artifacts: dict[str, Any] = {}
+        self._machine: dict[Path, dict] = {}
 
     # -- resources -----------------------------------------------------------------------------
 
@@ -534,9 +535,10 @@ class App:
 
     def compare(self, judgments: Path, a: str, b: str, *, fmt: str | None = None,
                 window: int | None = None, depth: int = 100, push: bool = False,
-                html: Path | None = None) -> dict:
+                html: Path | None = None, machine: Path | None = None) -> dict:
         """B against A on every judged query (evaluate.compare), optionally stored as a
-        comparison and written as the comparison page with its data built in."""
+        comparison and written as the comparison page with its data built in (`machine`:
+        machine grades the page marks)."""
         from esrank.comparison import delta_rows
         from esrank.evaluate import compare
         from esrank.results import push_comparison
@@ -553,7 +555,8 @@ class App:
                             (na, ea), (nb, eb))
         if html:
             self.write_page(html, judgments, (a, b), window, {
-                "a": na, "b": nb, "metric": "ndcg@10", "queries": delta_rows(ea, eb)}, fmt)
+                "a": na, "b": nb, "metric": "ndcg@10", "queries": delta_rows(ea, eb)}, fmt,
+                machine)
         return data
 
     def runs(self, metrics=None, limit: int = 50) -> list[dict]:
@@ -624,7 +627,19 @@ class App:
         configs = self.rankers(names)
         return side_by_side(self.engine, self.settings.index, query, configs,
                             self.query_encoder(configs), self.evaluator(), size=size,
-                            reranker=self.reranker)
+                            reranker=self.reranker, machine=self.machine_grades())
+
+    def machine_grades(self, path: Path | None = None) -> dict:
+        """(query, doc id) -> MachineGrade from `path` (default: ESRANK_MACHINE_GRADES), read
+        once; empty without a file."""
+        from esrank.judge import read_grades
+
+        path = path or self.settings.machine_grades
+        if path is None:
+            return {}
+        if path not in self._machine:
+            self._machine[path] = {(g.query, g.doc_id): g for g in read_grades(path)}
+        return self._machine[path]
 
     def query_deltas(self, a: str, b: str) -> tuple[str, str, list[dict]]:
         from esrank.comparison import query_deltas
@@ -644,10 +659,10 @@ class App:
         if ranker.model is None:
             raise InputError(f"{ranker.name} has no model to explain")
         return why(self.engine, self.settings.index, query, ranker, doc_id,
-                   self.query_encoder([ranker]), self.artifact(ranker.name))
+                   self.query_encoder([ranker]), self.artifact(ranker.name), self.reranker)
 
     def write_page(self, path: Path, judgments: Path, configs, window: int | None,
-                   deltas: dict, fmt: str | None = None) -> None:
+                   deltas: dict, fmt: str | None = None, machine: Path | None = None) -> None:
         """The comparison page as one file with these configurations' data built in."""
         from esrank.comparison import side_by_side, static_page
         from esrank.files import write_file
@@ -658,7 +673,8 @@ class App:
         encoder = self.query_encoder(rankers)
         sides = {q: [s.__dict__ for s in side_by_side(self.engine, self.settings.index, q,
                                                       rankers, encoder, evaluator,
-                                                      reranker=self.reranker)]
+                                                      reranker=self.reranker,
+                                                      machine=self.machine_grades(machine))]
                  for q in evaluator.queries}
         write_file(path, static_page({
             "configs": [r.label for r in rankers], "deltas": deltas, "sides": sides,

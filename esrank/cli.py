@@ -920,15 +920,19 @@ def _evaluate_text(results: dict, checks: dict, run_id: str | None, per_query: b
               help="Store the per-query deltas (esrank-eval-deltas) for the dashboards.")
 @click.option("--html", "html", type=OutputFile(),
               help="Also write the comparison page with this run's data built in (one file).")
+@click.option("--machine-grades", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Machine grades (esrank judgments llm) the page shows, marked, for products "
+                   "no person judged (default: ESRANK_MACHINE_GRADES); the figures stay "
+                   "human-only.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
                 depth: int, config_a: str, config_b: str, push: bool, html: Path | None,
-                as_json: bool) -> None:
+                machine_grades: Path | None, as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
     data = _app(ctx).compare(judgments_file, config_a, config_b, fmt=fmt, window=window,
-                             depth=depth, push=push, html=html)
+                             depth=depth, push=push, html=html, machine=machine_grades)
     na, nb = data["a"], data["b"]
     wa, wb = max(10, len(na) + 2), max(10, len(nb) + 2)
     lines = [f"{nb} vs {na} over {data['queries']} queries",
@@ -1184,9 +1188,10 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     """The whole loop on the Chorus catalogue and its shopper judgments.
 
     engine -> index -> push features -> log (judged docs + the BM25 window) -> train
-    (CV + grid) -> upload -> parity gate -> activate -> compare BM25 with the model (and write
-    the comparison report) -> LLM grades for unjudged docs in the model's top 10, and an
-    evaluation with them -> search -> one sidecar /search. Files go to $ESRANK_HOME/demo.
+    (CV + grid) -> upload -> parity gate -> activate -> LLM grades for unjudged docs in the
+    model's top 10, and an evaluation with them -> compare BM25 with the model (and write the
+    comparison report, machine grades marked) -> search -> one sidecar /search. Files go to
+    $ESRANK_HOME/demo.
     """
     s = _settings(ctx)
     work = s.home / "demo"
@@ -1202,11 +1207,7 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
     ctx.invoke(train_cmd, table=work / "chorus.parquet", output=artifact)
     click.echo("== 6. upload, parity gate, activate")
     ctx.invoke(upload_cmd, artifact=artifact)
-    click.echo("== 7. evaluate BM25 vs the model on every judged query "
-               "(in-sample: bench/relevance.py has the cross-validated figures)")
-    report = work / "compare.html"
-    ctx.invoke(compare_cmd, judgments_file=judgments_file, html=report)
-    click.echo("== 8. LLM judgments: the unjudged docs in the model's top 10 (the first "
+    click.echo("== 7. LLM judgments: the unjudged docs in the model's top 10 (the first "
                f"{DEMO_HOLES}), graded by the packaged SmolLM2-135M, then evaluation with them")
     click.echo("   (a weak judge: bench/llm_judge.py measures it at chance agreement with people;"
                " the '+machine' columns show where machine grades were used)")
@@ -1215,6 +1216,11 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
                limit=DEMO_HOLES)
     ctx.invoke(evaluate_cmd, judgments_file=judgments_file, configs=("bm25", "active"),
                machine_grades=holes)
+    click.echo("== 8. compare BM25 with the model on every judged query, human grades only "
+               "(in-sample: bench/relevance.py has the cross-validated figures); the report "
+               "marks the machine grades")
+    report = work / "compare.html"
+    ctx.invoke(compare_cmd, judgments_file=judgments_file, html=report, machine_grades=holes)
     click.echo(f"== 9. search: {query!r}")
     ctx.invoke(search_cmd, query=query)
     click.echo("== 10. the sidecar: POST /search")

@@ -9,12 +9,13 @@ feature values the plugin logged for it in the same search.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from esrank.engine import Engine
 from esrank.errors import InputError
 from esrank.evaluate import Evaluation, Evaluator
+from esrank.judge import MachineGrade
 from esrank.search import (
     BASELINES,
     Ranker,
@@ -52,16 +53,20 @@ def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) ->
 
 
 def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranker], encoder,
-                 evaluator: Evaluator | None, *, size: int = 10, reranker=None) -> list[Side]:
-    """Each configuration's top `size` for `query`, grades coloured in by the judgments, each
-    product's rank change against the first configuration, and the query's metrics."""
+                 evaluator: Evaluator | None, *, size: int = 10, reranker=None,
+                 machine: Mapping[tuple[str, str], MachineGrade] | None = None) -> list[Side]:
+    """Each configuration's top `size` for `query`, grades coloured in by the judgments (and,
+    marked as such, the `machine` grades of products no person judged), each product's rank
+    change against the first configuration, and the query's metrics (human grades only)."""
     grades = evaluator.grades(query) if evaluator else {}
+    machine = machine or {}
     sides = []
     for ranker in configs:
-        result = search(engine, index, query, ranker, encoder, size=size,
-                        reranker=reranker if ranker.rerank else None)
+        result = search(engine, index, query, ranker, encoder, size=size, reranker=reranker)
         hits = [{"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": h.score,
-                 "grade": grades.get(h.doc_id)} for h in result.hits]
+                 "grade": grades.get(h.doc_id),
+                 "machine": _machine(machine.get((query, h.doc_id)), h.doc_id in grades)}
+                for h in result.hits]
         metrics = {}
         if evaluator is not None and query in evaluator.queries:
             per_query = evaluator.evaluate({query: [h["doc_id"] for h in hits]}).per_query
@@ -76,13 +81,21 @@ def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranke
     return sides
 
 
+def _machine(grade: MachineGrade | None, judged: bool) -> dict | None:
+    """A machine grade as the page shows it, for a product no person judged."""
+    if grade is None or judged:
+        return None
+    return {"grade": grade.grade, "model": grade.model, "prompt": grade.prompt,
+            "calibration": grade.calibration}
+
+
 def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b: Ranker,
                  encoder, metric: str = "ndcg@10", depth: int = 100, reranker=None
                  ) -> list[dict]:
     """Every judged query's `metric` under A and B, worst losses of B first."""
     ea, eb = (evaluator.evaluate(run_of(search_many(
         engine, index, evaluator.queries, ranker, encoder, size=depth, source=False,
-        reranker=reranker if ranker.rerank else None))) for ranker in (a, b))
+        reranker=reranker))) for ranker in (a, b))
     return delta_rows(ea, eb, metric)
 
 
@@ -94,10 +107,12 @@ def delta_rows(ea: Evaluation, eb: Evaluation, metric: str = "ndcg@10") -> list[
 
 
 def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, encoder,
-        artifact) -> dict:
+        artifact, reranker=None) -> dict:
     """The model's score for `doc_id` under `query`, split into per-feature contributions
-    (largest magnitude first) plus the bias; the values are the ones the plugin logged."""
-    result = search(engine, index, query, ranker, encoder, size=ranker.window, features=True)
+    (largest magnitude first) plus the bias; the values are the ones the plugin logged
+    (`reranker`: the cross-encoder a cross-encoder feature needs)."""
+    result = search(engine, index, query, ranker, encoder, size=ranker.window, features=True,
+                    reranker=reranker)
     logged = (result.features or {}).get(doc_id)
     if logged is None:
         raise LookupError(f"{doc_id} is not in {ranker.name}'s top {ranker.window} for "

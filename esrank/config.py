@@ -163,6 +163,8 @@ class Settings(BaseSettings):
     rescore_window: int = Field(100, gt=0, le=10_000)
     cross_encoder: Path | None = None  # a *ForSequenceClassification folder for reranking
     judgments: Path | None = None  # grades shown on the comparison page
+    # LLM grades (esrank judgments llm) the comparison page shows, marked, where no person judged
+    machine_grades: Path | None = None
     profiles_index: str = "esrank-profiles"  # shopper profiles (esrank profiles build)
     encoder: EncoderSettings = EncoderSettings()
     llm: LlmSettings = LlmSettings()

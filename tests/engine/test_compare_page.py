@@ -140,12 +140,21 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
 
     from esrank.comparison import side_by_side, static_page
     from esrank.evaluate import Evaluator
+    from esrank.judge import MachineGrade
     from esrank.judgments import read_judgments
+    from esrank.search import search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "j.csv")))
     configs = rankers(engine, "none", ["bm25", "bm25-title"], 100)
-    sides = {q: [s.__dict__ for s in side_by_side(engine, alias, q, configs, None, evaluator)]
+    # a machine grade for every product of the first five queries: shown only where no
+    # person judged the product, and marked
+    first = {q: search_many(engine, alias, [q], configs[0], None)[q]
+             for q in evaluator.queries[:5]}
+    machine = {(q, h.doc_id): MachineGrade(q, h.doc_id, 2, 2.0, "llm-x", "v", "grade@abc")
+               for q, hits in first.items() for h in hits}
+    sides = {q: [s.__dict__ for s in side_by_side(engine, alias, q, configs, None, evaluator,
+                                                  machine=machine)]
              for q in evaluator.queries[:5]}
     deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
               "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}
@@ -175,4 +184,12 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-query") == second)
     titles = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".col .hit")]
     assert titles and hostile in titles[0]
+    judged = evaluator.grades(second)
+    unjudged = [h for h in sides[second][0]["hits"] if h["doc_id"] not in judged]
+    marked = browser.find_elements(By.CSS_SELECTOR, "#columns .col[data-config='bm25'] "
+                                                    ".hit.machine")
+    assert unjudged and len(marked) == len(unjudged)
+    assert all("g2" in m.get_attribute("class").split() and m.get_attribute("title")
+               .startswith("machine grade 2 (llm-x, prompt grade@abc)") for m in marked)
+    assert {m.get_attribute("data-doc") for m in marked} == {h["doc_id"] for h in unjudged}
     assert browser.execute_script("return window.pwned") is None
