@@ -95,20 +95,24 @@ class LocalBackend:
     def __init__(self, lm):
         self.lm = lm
         self.model, self.version = lm.name, lm.version
-        self._ids: dict[str, int] = {}
+        self._ids: dict[str, list[int]] | None = None  # stripped token text -> token ids
 
-    def _label_id(self, label: str) -> int:
-        if label not in self._ids:
-            ids = self.lm.encode(label)
-            if len(ids) != 1:
-                raise ConfigError(f"answer label {label!r} is {len(ids)} tokens for "
-                                  f"{self.model}; labels must be single tokens")
-            self._ids[label] = ids[0]
+    def _label_ids(self, label: str) -> list[int]:
+        """Every token that reads as `label` once stripped ("3", " 3"): the same answer, as
+        the endpoint client counts it."""
+        if len(self.lm.encode(label)) != 1:
+            raise ConfigError(f"answer label {label!r} is {len(self.lm.encode(label))} tokens "
+                              f"for {self.model}; labels must be single tokens")
+        if self._ids is None:
+            self._ids = {}
+            for i in sorted(self.lm.tokenizer.get_vocab().values()):
+                self._ids.setdefault(self.lm.decode([i]).strip(), []).append(i)
         return self._ids[label]
 
     def answer_logprobs(self, system: str, user: str, labels: Sequence[str]) -> dict[str, float]:
         logprobs = self.lm.next_token_logprobs(self.lm.encode(self.lm.chat(user, system)))
-        return {label: float(logprobs[self._label_id(label)]) for label in labels}
+        return {label: float(np.logaddexp.reduce(logprobs[self._label_ids(label)]))
+                for label in labels}
 
 
 class OpenAIBackend:

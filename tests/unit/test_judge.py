@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from esrank.errors import EsrankError, InputError
+from esrank.errors import ConfigError, EsrankError, InputError
 from esrank.judge import (
     PROMPTS,
     Calibration,
@@ -201,6 +201,36 @@ def test_local_backend_grades_with_provenance(llm):
     assert (grade.model, grade.model_version) == (llm.name, llm.version)
     labels = backend.answer_logprobs("s", "Say a digit.", ["0", "1", "2", "3"])
     assert set(labels) == {"0", "1", "2", "3"} and all(lp < 0 for lp in labels.values())
+
+
+def test_local_backend_adds_the_labels_spelt_with_a_space():
+    """'3' and ' 3' are one answer, as for an endpoint: their probabilities add up."""
+
+    class Vocab:
+        texts = ["0", "3", " 3", "x", " 0 "]
+
+        def get_vocab(self):
+            return {t: i for i, t in enumerate(self.texts)}
+
+    class Lm:
+        name, version, tokenizer = "toy", "1", Vocab()
+
+        def encode(self, text):
+            return [Vocab.texts.index(text)] if text in Vocab.texts else [3, 3]
+
+        def decode(self, ids):
+            return "".join(Vocab.texts[i] for i in ids)
+
+        def chat(self, user, system):
+            return "x"
+
+        def next_token_logprobs(self, ids):
+            return np.log(np.array([0.1, 0.2, 0.3, 0.25, 0.15]))
+
+    labels = LocalBackend(Lm()).answer_logprobs("s", "u", ["0", "3"])
+    assert labels == pytest.approx({"0": np.log(0.25), "3": np.log(0.5)})
+    with pytest.raises(ConfigError, match="labels must be single tokens"):
+        LocalBackend(Lm()).answer_logprobs("s", "u", ["33"])
 
 
 def test_machine_grades_fill_only_pairs_no_person_judged():
