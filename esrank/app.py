@@ -516,9 +516,15 @@ class App:
                 meta = {"model": ranker.model.name if ranker.model else None,
                         "feature_set": ranker.model.feature_set if ranker.model else None,
                         "judgments": str(judgments), "timestamp": utc()}
-                pushes.append((meta, ranker.label, results[ranker.label],
-                               {q: r.hits for q, r in served.items()}, evaluator.graded(),
-                               {q: r.features or {} for q, r in served.items()}))
+                hits = {q: r.hits for q, r in served.items()}
+                features = {q: r.features or {} for q, r in served.items()}
+                graded = self.machine_grades(machine) if machine is not None else None
+                pushes.append((meta, ranker.label, results[ranker.label], hits,
+                               evaluator.graded(), features, graded))
+                if machine is not None:  # the +machine figures, the hits marked the same
+                    pushes.append((meta, f"{ranker.label} +machine",
+                                   results[f"{ranker.label} +machine"], hits,
+                                   evaluator.graded(), features, graded))
             # the engine cannot run the cross-encoder
             if rank_eval and not ranker.rerank and not (
                     ranker.model and needs_cross_encoder(ranker.model.params)):

@@ -875,7 +875,9 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     removed before cutting at k. judged@10: share of the top 10 that is judged. With
     --user/--brand/--price-band every query is ranked for that shopper. With
     --machine-grades each configuration gets a second column, 'NAME +machine', where the
-    machine grades fill the pairs no person judged.
+    machine grades fill the pairs no person judged; with --push too, those columns are stored
+    as configurations of their own and each stored hit no person judged carries its machine
+    grade and model (the dashboard's machine-grades panel).
     """
     results, checks, run_id = _app(ctx).evaluate(
         judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window, depth=depth,

@@ -10,6 +10,8 @@ Visualizations (aggregation-based, which both products import):
 - per-query NDCG@10 deltas of a comparison, worst losses first (table over esrank-eval-deltas);
 - wins / ties / losses of a comparison (pie);
 - grade distribution in the top 10 per configuration (stacked bars; unjudged as its own bar);
+- machine grades of the unjudged docs in the top 10 (`esrank evaluate --push
+  --machine-grades`; stacked bars; no machine grade as its own bar);
 - feature value distributions of the ranked docs (histograms).
 """
 
@@ -90,6 +92,13 @@ def saved_objects(flavor: str = "kibana") -> list[dict]:
               _terms("grade", schema="group", size=10, missingBucket=True,
                      missingBucketLabel="unjudged")],
              {"type": "histogram", "mode": "stacked"}),
+        _vis("machine-grades-top10", "esrank: machine grades of the unjudged in the top 10",
+             "histogram", EVAL_HITS,
+             [{"type": "count", "schema": "metric", "params": {}},
+              _terms("config", schema="segment", size=10),
+              _terms("machine_grade", schema="group", size=10, missingBucket=True,
+                     missingBucketLabel="no machine grade")],
+             {"type": "histogram", "mode": "stacked"}, query="judged:false"),
     ] + [
         _vis(f"feature-{name}", f"esrank: distribution of {name}", "histogram", EVAL_HITS,
              [{"type": "count", "schema": "metric", "params": {}},

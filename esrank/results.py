@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from esrank.errors import EngineError, InputError
 from esrank.evaluate import METRICS, Evaluation
+from esrank.judge import MachineGrade
 from esrank.stamps import COMPACT, utc
 
 EVAL_QUERIES, EVAL_HITS = "esrank-eval-queries", "esrank-eval-hits"
@@ -27,6 +28,9 @@ EVAL_MAPPINGS = {
                 "properties": {**_RUN_FIELDS, "rank": {"type": "integer"},
                                "doc_id": {"type": "keyword"}, "title": {"type": "text"},
                                "grade": {"type": "integer"}, "judged": {"type": "boolean"},
+                               # an LLM's grade of a doc no person judged, and its model
+                               "machine_grade": {"type": "integer"},
+                               "machine_model": {"type": "keyword"},
                                "score": {"type": "float"},
                                "features": {"type": "object", "dynamic": True}}},
     EVAL_DELTAS: {"dynamic": "strict", "properties": {
@@ -40,11 +44,14 @@ EVAL_MAPPINGS = {
 
 
 def _ensure_indices(engine) -> None:
+    """Create the indices, or add the fields a newer esrank maps to ones made before."""
     for index, mapping in EVAL_MAPPINGS.items():
         if not engine.index_exists(index):
             engine.create_index(index, {"settings": {"number_of_shards": 1,
                                                      "auto_expand_replicas": "0-1"},
                                         "mappings": mapping})
+        else:
+            engine.put_mapping(index, {"properties": mapping["properties"]})
 
 
 def _write(engine, index: str, docs: list[tuple[str, dict]]) -> None:
@@ -62,11 +69,12 @@ def new_run_id() -> str:
 
 def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Evaluation,
                     hits: Mapping[str, Sequence], grades: Mapping[tuple[str, str], int],
-                    features: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None
-                    ) -> int:
+                    features: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
+                    machine: Mapping[tuple[str, str], MachineGrade] | None = None) -> int:
     """Store one configuration's evaluation: a document per query (all metrics) in
-    esrank-eval-queries and per (query, rank) in esrank-eval-hits (doc, grade or none, score,
-    feature values). `meta` (model, feature_set, judgments, timestamp) goes on every document.
+    esrank-eval-queries and per (query, rank) in esrank-eval-hits (doc, grade or none, the
+    `machine` grade and its model where no person judged it, score, feature values). `meta`
+    (model, feature_set, judgments, timestamp) goes on every document.
     Returns the number of documents written."""
     _ensure_indices(engine)
     base = {"run_id": run_id, "config": config, **meta}
@@ -78,6 +86,9 @@ def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Ev
             grade = grades.get((q, h.doc_id))
             doc = {**base, "query": q, "rank": h.rank, "doc_id": h.doc_id, "title": h.title,
                    "grade": grade, "judged": grade is not None, "score": h.score}
+            by_llm = (machine or {}).get((q, h.doc_id)) if grade is None else None
+            if by_llm is not None:
+                doc.update(machine_grade=by_llm.grade, machine_model=by_llm.model)
             values = (features or {}).get(q, {}).get(h.doc_id)
             if values:
                 doc["features"] = {k: v for k, v in values.items() if v == v}  # NaN: absent

@@ -14,6 +14,7 @@ import pytest
 
 from esrank.dashboards import FEATURES_SHOWN, FILES
 from esrank.evaluate import METRICS, Evaluation
+from esrank.judge import MachineGrade
 from esrank.results import EVAL_DELTAS, push_comparison, push_evaluation
 from esrank.search import Hit
 
@@ -69,7 +70,12 @@ def pushed(engine, run_tag):
         features = {q: {f"d{rank}": {n: float(rng.random()) for n in FEATURES_SHOWN}
                         for rank in range(1, 11)} for q in queries}
         meta = {"model": None, "feature_set": None, "judgments": "j.csv", "timestamp": stamp}
-        push_evaluation(engine, run_tag, meta, config, evals[config], hits, grades, features)
+        # an LLM graded the unjudged ranks 8 and 9 (rank 10 has no grade at all)
+        machine = {(q, f"d{rank}"): MachineGrade(q, f"d{rank}", rank - 7, rank - 7.0, "llm-x",
+                                                 "v", "grade@abc")
+                   for q in queries for rank in (8, 9)}
+        push_evaluation(engine, run_tag, meta, config, evals[config], hits, grades, features,
+                        machine)
     push_comparison(engine, run_tag, {"judgments": "j.csv", "timestamp": stamp},
                     *evals.items())
     return run_tag
@@ -85,15 +91,22 @@ def test_every_panel_aggregates_the_pushed_data(engine, pushed, flavor):
         state = json.loads(vis["attributes"]["visState"])
         index = index_of[vis["references"][0]["id"]]
         body, metric_ids = _request(state)
-        body["query"] = {"term": {field_of.get(index, "run_id"): pushed}}
+        search = json.loads(vis["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+        body["query"] = {"bool": {"filter": [
+            {"term": {field_of.get(index, "run_id"): pushed}},
+            *([{"query_string": {"query": search["query"]["query"]}}]
+              if search["query"]["query"] else [])]}}
         answer = engine.search(index, body)  # an unaggregatable field is refused here
         leaves = _leaves(answer["aggregations"])
         assert leaves and sum(b["doc_count"] for b in leaves) > 0, state["title"]
         for leaf in leaves:
             for m in metric_ids:
                 assert leaf[m]["value"] is not None, (state["title"], m)
-        if "grades" in state["title"]:  # unjudged ranks (8-10) are a bar of their own
+        if "grades in" in state["title"]:  # unjudged ranks (8-10) are a bar of their own
             assert any(b["key"] == -1 and b["doc_count"] > 0 for b in leaves)
+        if "machine grades" in state["title"]:  # the unjudged only: 1, 2, none, per config
+            assert sorted((b["key"], b["doc_count"]) for b in leaves) == sorted(
+                [(1, 8), (2, 8), (-1, 8)] * 2)
         if "wins" in state["title"]:
             assert {b["key"] for b in leaves} <= {"win", "tie", "loss"}
             assert sum(b["doc_count"] for b in leaves) == 8

@@ -15,6 +15,7 @@ from chorus_slice import SLICE
 
 from esrank.catalogue import index_catalogue
 from esrank.judge import Calibration, read_grades
+from esrank.results import EVAL_HITS, EVAL_QUERIES
 from esrank.serve.llm_api import create_llm_app
 
 
@@ -98,7 +99,7 @@ def test_holes_of_a_ranking_are_graded_and_evaluated_as_machine_grades(
     assert not judged & {(g.query, g.doc_id) for g in graded}  # only the unjudged
     evaluated = subprocess.run(
         [sys.executable, "-m", "esrank.cli", "evaluate", "--judgments", str(human), "--config",
-         "bm25", "--machine-grades", str(tmp_path / "holes.csv"), "--json"],
+         "bm25", "--machine-grades", str(tmp_path / "holes.csv"), "--push", "--json"],
         env=env, capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
     configs = json.loads(evaluated.stdout)["configs"]
@@ -107,6 +108,19 @@ def test_holes_of_a_ranking_are_graded_and_evaluated_as_machine_grades(
     by_query = configs["bm25 +machine"]["per_query"]
     assert all(v["judged@10"] >= 0.3 for v in by_query.values())
     assert both["judged@10"] > human_only["judged@10"]
+    # stored: the +machine figures as a configuration, each graded hole marked on its hit
+    run_id = json.loads(evaluated.stdout)["run_id"]
+    stored = engine.search(EVAL_QUERIES, {"size": 0, "query": {"term": {"run_id": run_id}},
+                                          "aggs": {"c": {"terms": {"field": "config"}}}})
+    assert {b["key"] for b in stored["aggregations"]["c"]["buckets"]} == {"bm25",
+                                                                         "bm25 +machine"}
+    marked = engine.search(EVAL_HITS, {"size": 100, "query": {"bool": {"filter": [
+        {"term": {"run_id": run_id}}, {"term": {"config": "bm25"}},
+        {"exists": {"field": "machine_grade"}}]}}})["hits"]["hits"]
+    by_pair = {(g.query, g.doc_id): g for g in graded}
+    assert marked and all(not h["_source"]["judged"] and h["_source"]["machine_grade"] ==
+                          by_pair[h["_source"]["query"], h["_source"]["doc_id"]].grade
+                          for h in marked)
 
 
 def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias, encoder,
