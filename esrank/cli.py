@@ -517,7 +517,9 @@ def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: P
     the LTR plugin.
 
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
-    judged docs absent from the index are listed and the command exits 1.
+    judged docs absent from the index are listed and the command exits 1. A feature set with a
+    cross-encoder param (feature_sets/chorus_ce.yaml) needs ESRANK_CROSS_ENCODER: it scores
+    every logged doc, and the table records which cross-encoder did.
     """
     if judgments_file is None and not sessions:
         raise click.UsageError("give a JUDGMENTS file (or --sessions for the engine's UBI log)")
