@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chorus_slice import SLICE, write_slice_judgments
+from cleanup import remove_deployed
 from cross_encoders import build_cross_encoder
 
 from esrank import registry
@@ -71,14 +72,7 @@ def ce_loop(engine, encoder, ce, tmp_path_factory):
     yield {"alias": alias, "fs": fs, "matrix": report.matrix, "relevance": relevance,
            "deployed": deployed, "ranker": Ranker(model.name, model, window=WINDOW),
            "artifact": artifact, "tmp": tmp}
-    for name in engine.list_models(f"{fs.name}-v"):
-        if engine.get_model(name) is not None:
-            engine.delete_model(name)
-    if registry.entry(engine, fs.name).models:
-        engine.transport.request("cleanup", "DELETE",
-                                 f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
-    for index in engine.alias_targets(alias):
-        engine.delete_index(index)
+    remove_deployed(engine, fs.name, engine.alias_targets(alias))
 
 
 def test_the_logged_feature_is_the_cross_encoders_relevance(ce_loop, ce):

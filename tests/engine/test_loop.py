@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chorus_slice import SLICE, write_slice_judgments
+from cleanup import remove_deployed
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
@@ -50,14 +51,7 @@ def loop(engine, encoder, tmp_path_factory):
     yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
            "queries": queries, "params_for": query_params(fs.params, encoder),
            "encoder": encoder}
-    for name in engine.list_models(f"{fs.name}-v"):
-        if engine.get_model(name) is not None:  # the listing can lag a delete
-            engine.delete_model(name)
-    if registry.entry(engine, fs.name).models:
-        engine.transport.request("cleanup", "DELETE",
-                                     f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
-    for index in engine.alias_targets(alias):
-        engine.delete_index(index)
+    remove_deployed(engine, fs.name, engine.alias_targets(alias))
 
 
 def _deploy(engine, loop, artifact, **kw):

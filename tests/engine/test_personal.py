@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from chorus_slice import SLICE, write_slice_judgments
+from cleanup import remove_deployed
 
 from esrank import registry, ubi
 from esrank.artifact import ModelArtifact
@@ -99,14 +100,7 @@ def personal(engine, encoder, tmp_path_factory):
            "matrix": report.matrix, "queries": sorted(anonymous), "encoder": encoder,
            "facts": brand_of, "docs": sum(len(d) for d in anonymous.values()),
            "profiles_index": profiles_index}
-    for name in engine.list_models(f"{fs.name}-v"):
-        if engine.get_model(name) is not None:
-            engine.delete_model(name)
-    if registry.entry(engine, fs.name).models:
-        engine.transport.request("cleanup", "DELETE",
-                                 f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
-    for index in [*engine.alias_targets(alias), profiles_index]:
-        engine.delete_index(index)
+    remove_deployed(engine, fs.name, [*engine.alias_targets(alias), profiles_index])
 
 
 def _ranker(engine, personal, name):
