@@ -128,10 +128,10 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
                 if params_for is not None and params_for.needs_docs else None)
         params = ([{**p, **(shopper or {})} for p in params_for(chunk, docs)] if params_for
                   else [None] * len(chunk))
-        requests = [ranked_request(q, ranker, p, size, source)
+        requests = [ranked_request(q, ranker, p, _fetched(ranker, size), source)
                     for q, p in zip(chunk, params, strict=True)]
         for query, response in zip(chunk, engine.ranked(index, requests), strict=True):
-            raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank)
+            raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank, size)
             out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
 
@@ -162,15 +162,22 @@ def run_of(hits: dict[str, list[Hit]]) -> dict[str, list[str]]:
     return {query: [h.doc_id for h in ranked] for query, ranked in hits.items()}
 
 
-def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int
-              ) -> list[dict]:
-    """Hits with the first `top` reordered (and rescored) by the cross-encoder."""
+def _fetched(ranker: Ranker, size: int) -> int:
+    """How many hits to ask the engine for: a rerank stage reorders its top N even when
+    fewer are shown."""
+    return max(size, ranker.rerank)
+
+
+def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int,
+              size: int) -> list[dict]:
+    """The first `size` hits after the first `top` are reordered (and rescored) by the
+    cross-encoder."""
     if reranker is None or top <= 0 or not raw:
-        return raw
+        return raw[:size]
     head = raw[:top]
     scores = reranker.score(query, [text_of(h.get("_source") or {"title": ""}) for h in head])
     order = sorted(range(len(head)), key=lambda i: -scores[i])
-    return [{**head[i], "_score": float(scores[i])} for i in order] + raw[top:]
+    return ([{**head[i], "_score": float(scores[i])} for i in order] + raw[top:])[:size]
 
 
 @dataclass(frozen=True)
@@ -224,8 +231,8 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
             degraded = f"{what} unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
             ranker = replace(ranker, name="bm25", model=None)
     try:
-        [response] = engine.ranked(index, [ranked_request(query, ranker, params, size,
-                                                          log=features)])
+        [response] = engine.ranked(index, [ranked_request(query, ranker, params,
+                                                          _fetched(ranker, size), log=features)])
     except EngineError as exc:
         # the engine answered but could not rescore (a missing or broken model): serve BM25.
         # An engine that did not answer fails BM25 too: that stays an error.
@@ -235,17 +242,15 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
                     ranker.model.name, exc.reason)
         degraded = f"model {ranker.model.name} unavailable ({exc.reason}); ranked by BM25"
         ranker = replace(ranker, name="bm25", model=None)
-        [response] = engine.ranked(index, [ranked_request(query, ranker, None, size)])
-    raw = response["hits"]["hits"]
+        [response] = engine.ranked(index, [ranked_request(query, ranker, None,
+                                                          _fetched(ranker, size))])
+    raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank, size)
     logged = None
     if features and ranker.model is not None:
         names = ranker.model.feature_names
         logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
                   for h in raw if "fields" in h}
-    name = ranker.name
-    if reranker is not None and ranker.rerank > 0 and raw:
-        raw = _reranked(query, raw, reranker, ranker.rerank)
-        name = ranker.label
+    name = ranker.label if reranker is not None and ranker.rerank > 0 and raw else ranker.name
     return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
                         logged)
 

@@ -61,6 +61,27 @@ def test_search_reranks_the_top_hits(ce):
     assert [h.score for h in result.hits[:3]] == pytest.approx(sorted(scores, reverse=True))
 
 
+def test_a_rerank_stage_deeper_than_the_page_scores_its_whole_depth(ce):
+    """rerank 4 with size 2: the engine is asked for 4 hits, all 4 are scored, 2 return."""
+    from esrank.search import search_many
+
+    hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
+            for i, t in enumerate(["USB cable", "a", "HP 301 ink cartridge black",
+                                   "Sony Portable Bluetooth Speaker MBS-100"])]
+    scores = ce.score("bluetooth speaker", [h["_source"]["title"] for h in hits])
+    expected = [f"d{i}" for i in np.argsort(-scores, kind="stable")][:2]
+    for run in (lambda e: search(e, "products", "bluetooth speaker", Ranker("bm25", rerank=4),
+                                 size=2, reranker=ce).hits,
+                lambda e: search_many(e, "products", ["bluetooth speaker"],
+                                      Ranker("bm25", rerank=4), None, size=2,
+                                      reranker=ce)["bluetooth speaker"]):
+        engine = Engine(FakeTransport({("POST", "/_msearch"): {"responses": [
+            {"hits": {"hits": hits}}]}}))
+        assert [h.doc_id for h in run(engine)] == expected
+        sent = json.loads(engine.transport.calls[-1][2].strip().split("\n")[1])
+        assert sent["size"] == 4
+
+
 def test_search_many_reranks_a_rerank_configuration_and_refuses_without_a_model(ce):
     from esrank.errors import ConfigError
     from esrank.search import search_many
