@@ -288,6 +288,7 @@ class App:
                activate: bool = True):
         """Upload a trained artifact, gate it on parity over its logged table, activate."""
         from esrank.artifact import ModelArtifact
+        from esrank.encoder import same_space
         from esrank.feature_log import query_params, read_table
         from esrank.features import load_feature_set
         from esrank.registry import deploy
@@ -304,6 +305,11 @@ class App:
             raise ModelError(f"{table} was logged with cross-encoder {matrix.cross_encoder}; "
                              f"the configured one is {reranker.key}: the model would be served "
                              "other scores than it learned")
+        if matrix.encoder and encoder is not None and not same_space(encoder.key,
+                                                                     matrix.encoder):
+            raise ModelError(f"{table} was logged with encoder {matrix.encoder}; the configured "
+                             f"one is {encoder.key}: the model would be served other cosines "
+                             "than it learned")
         return fs, deploy(self.engine, self.settings.index, artifact, fs,
                           matrix.docs_by_query(parity_queries),
                           query_params(fs.params, encoder, cross_encoder=reranker),

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from esrank.batches import batched
-from esrank.encoder import Encoder
+from esrank.encoder import Encoder, same_space
 from esrank.engine import Engine
 from esrank.engine.dialect import Dialect
-from esrank.errors import EngineError, InputError
+from esrank.errors import ConfigError, EngineError, InputError
 from esrank.shopper import ProductFacts
 from esrank.stamps import DIGITS, utc
 
@@ -210,6 +210,25 @@ def product_facts(engine: Engine, index: str, doc_ids: Iterable[str]
     """doc id -> its brand (supplier) and price, for the ids the index holds (profiles)."""
     return {d: ProductFacts(src.get("supplier"), src.get("price")) for d, src in
             fetch_sources(engine, index, doc_ids, ["supplier", "price"]).items()}
+
+
+def index_encoder(engine: Engine, alias: str) -> str | None:
+    """The key of the encoder that embedded `alias`'s documents (None: an index esrank did not
+    build, or one built before esrank recorded it)."""
+    keys = {(m.get("mappings", {}).get("_meta") or {}).get(ENCODER)
+            for m in engine.mapping(alias).values()}
+    return keys.pop() if len(keys) == 1 else None
+
+
+def check_index_encoder(engine: Engine, alias: str, encoder_key: str) -> None:
+    """ConfigError when `alias`'s documents were embedded by other weights than the encoder
+    with `encoder_key`: cosines between the two would be meaningless."""
+    indexed = index_encoder(engine, alias)
+    if indexed is not None and not same_space(indexed, encoder_key):
+        raise ConfigError(f"index {alias!r} was embedded by encoder {indexed}; the configured "
+                          f"encoder is {encoder_key}: query vectors would not match the "
+                          "documents' (set ESRANK_ENCODER__MODEL to the index's encoder, or "
+                          "run esrank index to re-embed the catalogue)")
 
 
 def index_is_current(engine: Engine, alias: str, encoder_key: str) -> bool:

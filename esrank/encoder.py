@@ -42,6 +42,13 @@ class Encoder(Protocol):
         ...
 
 
+def same_space(key: str, other: str) -> bool:
+    """Whether two encoder keys embed into one vector space: the same weights (the digest), at
+    any precision (an int8 query vector against fp32 document vectors is the designed path:
+    a GPU sidecar beside a CPU indexer)."""
+    return key.split(":")[-2:-1] == other.split(":")[-2:-1]
+
+
 def model_dir(model: str = DEFAULT_MODEL) -> Path:
     """Resolve a model name or path to a local folder holding config.json + weights.
 

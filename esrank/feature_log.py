@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from esrank.batches import batched
-from esrank.catalogue import fetch_texts
+from esrank.catalogue import check_index_encoder, fetch_texts
 from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
@@ -67,6 +67,11 @@ class ParamBuilder:
                              source=source)
 
     @property
+    def embeds(self) -> bool:
+        """Whether the params hold the query's embedding (a vector param)."""
+        return self.encoder is not None and any(p.type == "vector" for p in self.params)
+
+    @property
     def needs_docs(self) -> bool:
         """Whether each query's params depend on its docs (a cross-encoder param)."""
         return bool(self.scored)
@@ -75,8 +80,7 @@ class ParamBuilder:
                  ) -> list[dict]:
         if self.scored and (docs is None or len(docs) != len(queries)):
             raise ValueError("cross-encoder params need each query's doc texts")
-        vectors = (self.encoder.encode(queries) if self.encoder is not None and
-                   any(p.type == "vector" for p in self.params) else None)
+        vectors = self.encoder.encode(queries) if self.embeds else None
         out = []
         for i, text in enumerate(queries):
             params = {p.name: text if p.type == "string" else vectors[i].tolist()
@@ -135,6 +139,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
     started = time.monotonic()
     params_for = query_params(feature_set.params, encoder, source=feature_set.source,
                               cross_encoder=cross_encoder)
+    if params_for.embeds:
+        check_index_encoder(engine, index, encoder.key)
     shopper = dict(shoppers or {})
     groups = list(judgments.by_query().items())
     rows: list[tuple[str, str, str, int, list[float], int, bool]] = []
@@ -179,7 +185,8 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                            tuple(r[5] for r in rows) if window else None,
                            tuple(r[6] for r in rows) if window else None,
                            {q: p for q, p in shopper.items() if p} or None,
-                           cross_encoder.key if params_for.needs_docs else None)
+                           cross_encoder.key if params_for.needs_docs else None,
+                           encoder.key if params_for.embeds else None)
     return LogReport(matrix, missing, time.monotonic() - started)
 
 
@@ -225,7 +232,7 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
             "window": window, "shoppers": matrix.shoppers,
-            "cross_encoder": matrix.cross_encoder,
+            "cross_encoder": matrix.cross_encoder, "encoder": matrix.encoder,
             "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
                                 "doc outside it; unjudged window docs have grade 0, judged "
                                 "false") if window else None}
@@ -257,4 +264,4 @@ def read_table(path: Path) -> FeatureMatrix:
                          tuple(int(g) for g in table.column("grade").to_pylist()), values,
                          tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
                          tuple(table.column("judged").to_pylist()) if ranked else None,
-                         meta.get("shoppers"), meta.get("cross_encoder"))
+                         meta.get("shoppers"), meta.get("cross_encoder"), meta.get("encoder"))

@@ -53,6 +53,7 @@ class ActiveModel:
     feature_names: tuple[str, ...] = ()
     personal: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> params
     cross_encoder: str | None = None  # the key of the cross-encoder its features need
+    encoder: str | None = None  # the key of the encoder its vector features were logged with
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class DeployedModel:
 
     def serving(self, name: str) -> ActiveModel:
         return ActiveModel(name, self.feature_set, self.params, self.feature_names,
-                           self.personal, (self.meta.get("data") or {}).get("cross_encoder"))
+                           self.personal, (self.meta.get("data") or {}).get("cross_encoder"),
+                           (self.meta.get("data") or {}).get("encoder"))
 
     @property
     def parity_max_delta(self) -> float | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from esrank.batches import batched
 from esrank.catalogue import ID_FIELD, text_of
-from esrank.encoder import Encoder
+from esrank.encoder import Encoder, same_space
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
 from esrank.errors import ConfigError, EngineError, InputError, NoCrossEncoderError
@@ -139,11 +139,15 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
 def model_params(ranker: Ranker, encoder: Encoder | None, reranker: CrossEncoder | None
                  ) -> ParamBuilder:
     """The builder of `ranker.model`'s params; a model whose features were logged with one
-    cross-encoder is refused with another (its scores would not be the ones it learned)."""
+    cross-encoder or encoder is refused with another (its features would not be the ones it
+    learned)."""
     model = ranker.model
     if model.cross_encoder and reranker is not None and reranker.key != model.cross_encoder:
         raise ConfigError(f"model {model.name} learned from cross-encoder {model.cross_encoder}; "
                           f"the configured one is {reranker.key}")
+    if model.encoder and encoder is not None and not same_space(encoder.key, model.encoder):
+        raise ConfigError(f"model {model.name} learned from encoder {model.encoder}; the "
+                          f"configured one is {encoder.key}")
     return query_params(model.params, encoder, source=model.name, cross_encoder=reranker)
 
 

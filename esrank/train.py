@@ -403,7 +403,8 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
         "data": {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
                  "trained_rows": len(training_rows(matrix, np.arange(len(matrix)),
                                                    best["candidates"])),
-                 "sha256": data, "cross_encoder": matrix.cross_encoder},
+                 "sha256": data, "cross_encoder": matrix.cross_encoder,
+                 "encoder": matrix.encoder},
         "trained_at": utc(),
     }
     ModelArtifact(out_dir, meta, booster).save()

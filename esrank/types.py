@@ -153,6 +153,7 @@ class FeatureMatrix:
     # qid -> the shopper params its features were logged with (personal rows only)
     shoppers: dict[str, dict[str, Any]] | None = None
     cross_encoder: str | None = None  # the key of the cross-encoder that filled its params
+    encoder: str | None = None  # the key of the encoder that embedded its queries (and index)
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -184,4 +185,4 @@ class FeatureMatrix:
         return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
                              pick(self.queries), pick(self.doc_ids), pick(self.grades),
                              self.values[rows], pick(self.ranks), pick(self.judged),
-                             self.shoppers, self.cross_encoder)
+                             self.shoppers, self.cross_encoder, self.encoder)

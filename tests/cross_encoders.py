@@ -1,4 +1,5 @@
-"""A real cross-encoder for tests, built from the packaged MiniLM without torch."""
+"""Real models for tests, built from the packaged MiniLM without torch: a cross-encoder, and
+another version of the encoder (other weights)."""
 
 from __future__ import annotations
 
@@ -26,5 +27,27 @@ def build_cross_encoder(out: Path, bias: float = 0.1) -> Path:
     rng = np.random.default_rng(0)
     weights["classifier.weight"] = rng.normal(0, 0.5, (1, 384)).astype(np.float32)
     weights["classifier.bias"] = np.array([bias], np.float32)
+    save_file(weights, str(out / "model.safetensors"))
+    return out
+
+
+def build_encoder_version(out: Path, noise: float = 0.02) -> Path:
+    """The packaged MiniLM with noise (seed 0) added to its word embeddings: an encoder with
+    other weights, as `esrank encoder train` makes one, built without torch."""
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from esrank.encoder import model_dir
+
+    src = model_dir()
+    for name in ("config.json", "tokenizer.json", "sentence_bert_config.json"):
+        shutil.copy(src / name, out / name)
+    weights = load_file(str(src / "model.safetensors"))
+    table = weights["embeddings.word_embeddings.weight"]
+    rng = np.random.default_rng(0)
+    weights["embeddings.word_embeddings.weight"] = (
+        table + rng.normal(0, noise, table.shape)).astype(np.float32)
     save_file(weights, str(out / "model.safetensors"))
     return out

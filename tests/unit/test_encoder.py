@@ -50,3 +50,11 @@ def test_int8_onnx_stays_close_to_fp32_and_caches_apart(encoder, tmp_path):
     assert fp32.key == encoder.key != int8.key  # fp32 backends share cached vectors
     with pytest.raises(ConfigError, match="unknown encoder precision"):
         load_encoder(precision="fp8")
+
+
+def test_same_space_compares_weights_not_precision():
+    from esrank.encoder import same_space
+
+    assert same_space("minilm:00aa11bb22cc33dd:int8", "minilm:00aa11bb22cc33dd:fp32")
+    assert same_space("a:00aa11bb22cc33dd:fp32", "b:00aa11bb22cc33dd:fp32")  # folder renamed
+    assert not same_space("minilm:00aa11bb22cc33dd:int8", "minilm:99ee88ff77aa66bb:int8")

@@ -10,7 +10,7 @@ import pytest
 from fakes import FakeTransport, searches
 
 from esrank.engine.base import Engine
-from esrank.errors import InputError
+from esrank.errors import ConfigError, InputError
 from esrank.feature_log import log_judgments, query_params, write_ranklib
 from esrank.features import load_feature_set
 from esrank.judgments import Judgment, JudgmentList
@@ -20,7 +20,7 @@ FS = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
 
 
 class FakeEncoder:
-    name, dims, max_tokens = "fake", 384, 8
+    name, dims, max_tokens, key = "fake", 384, 8, "fake:00aa11bb22cc33dd:fp32"
 
     def encode(self, texts, batch_size=64):
         return np.full((len(texts), 384), 0.5, dtype=np.float32)
@@ -44,7 +44,14 @@ def logging_answers(present):
             responses.append({"hits": {"hits": hits}})
         return {"responses": responses}
 
-    return FakeTransport({("POST", "/_msearch"): answer})
+    return FakeTransport({("POST", "/_msearch"): answer,
+                          **{("GET", f"/{index}/_mapping"): mapping_of(FakeEncoder.key)
+                             for index in ("products", "p")}})
+
+
+def mapping_of(encoder_key: str) -> dict:
+    """A GET _mapping answer of an index esrank built with that encoder."""
+    return {"products-1": {"mappings": {"_meta": {"esrank_encoder": encoder_key}}}}
 
 
 def test_batched_logging_keeps_order_nan_and_reports_missing_docs():
@@ -54,7 +61,7 @@ def test_batched_logging_keeps_order_nan_and_reports_missing_docs():
     transport = logging_answers(present)
     report = log_judgments(Engine(transport), "products", FS, jl, FakeEncoder(),
                            queries_per_request=2, progress=False)
-    assert len(transport.calls) == 3  # 5 queries in batches of 2
+    assert [c[1] for c in transport.calls] == ["/products/_mapping"] + ["/_msearch"] * 3
     m = report.matrix
     assert m.feature_names == FS.feature_names and m.feature_set == FS.engine_name
     assert len(m) == 14 and m.values.shape == (14, len(FS.feature_names))
@@ -77,6 +84,20 @@ def test_ranklib_leaves_missing_features_out(tmp_path):
     assert row.startswith("2 qid:1 1:0 2:1 ") and f" {price_col}:" not in row
     assert row.endswith("# a tv")
     assert not math.isnan(report.matrix.values[0, 0])
+
+
+def test_an_index_embedded_by_other_weights_is_refused_before_any_search():
+    jl = JudgmentList((Judgment("1", "tv", "a", 2),))
+    transport = logging_answers({"a"})
+    transport.answers[("GET", "/products/_mapping")] = mapping_of("tuned:99ee88ff77aa66bb:int8")
+    with pytest.raises(ConfigError, match="index 'products' was embedded by encoder "
+                                          "tuned:99ee88ff77aa66bb:int8; the configured "
+                                          "encoder is fake:00aa11bb22cc33dd:fp32"):
+        log_judgments(Engine(transport), "products", FS, jl, FakeEncoder(), progress=False)
+    assert [c[1] for c in transport.calls] == ["/products/_mapping"]
+    transport.answers[("GET", "/products/_mapping")] = mapping_of("fake:00aa11bb22cc33dd:int8")
+    report = log_judgments(Engine(transport), "products", FS, jl, FakeEncoder(), progress=False)
+    assert report.matrix.encoder == FakeEncoder.key  # int8 documents: the same weights
 
 
 def test_vector_params_need_a_matching_encoder():

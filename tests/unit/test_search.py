@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from fakes import FakeTransport, msearch_answering, searches
 
@@ -18,6 +20,7 @@ MODEL = ActiveModel("chorus-v3", "chorus@abc", (QueryParam("keywords", "string")
 
 class Encoder:
     dims = 3
+    key = "minilm:00aa11bb22cc33dd:int8"
 
     def __init__(self, fail=False):
         self.fail = fail
@@ -58,6 +61,19 @@ def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
     assert result.ranker == "bm25"
     assert "TimeoutError" in result.degraded and "2.0s" in result.degraded
     assert [h.rank for h in result.hits] == [1, 2]
+
+
+def test_a_model_logged_with_other_encoder_weights_degrades_to_bm25(transport):
+    """Same weights at another precision serve; other weights would give other cosines."""
+    same = replace(MODEL, encoder="minilm:00aa11bb22cc33dd:fp32")
+    result = search(Engine(transport), "products", "tv", Ranker(same.name, same), Encoder())
+    assert result.degraded is None and result.ranker == "chorus-v3"
+    tuned = replace(MODEL, encoder="minilm-shop:99ee88ff77aa66bb:int8")
+    result = search(Engine(transport), "products", "tv", Ranker(tuned.name, tuned), Encoder())
+    assert "rescore" not in searches(transport.calls[-1][2])[0]
+    assert result.ranker == "bm25"
+    assert ("learned from encoder minilm-shop:99ee88ff77aa66bb:int8; the configured one is "
+            "minilm:00aa11bb22cc33dd:int8") in result.degraded
 
 
 def test_a_model_the_engine_cannot_use_degrades_to_bm25_and_says_why():

@@ -1,0 +1,93 @@
+"""A model's cosine features are only as good as the encoder pair behind them: the index's
+documents and the query must be embedded by the same weights. esrank records the encoder with
+the index, the logged table, the artifact and the registry, and refuses (logging, deploy) or
+degrades (search) when the configured encoder has other weights."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from chorus_slice import SLICE, write_slice_judgments
+from cleanup import remove_deployed
+from cross_encoders import build_encoder_version
+
+from esrank.app import App
+from esrank.catalogue import index_catalogue, index_encoder
+from esrank.encoder import load_encoder
+from esrank.errors import ConfigError, ModelError
+from esrank.feature_log import log_judgments, read_table, write_table
+from esrank.features import load_feature_set
+from esrank.judgments import read_judgments
+from esrank.registry import active_model, entry
+from esrank.search import Ranker, bm25_query, search
+from esrank.train import TrainParams, train
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+@pytest.fixture(scope="module")
+def versions(engine, encoder, tmp_path_factory):
+    """The slice indexed by the packaged encoder, its judgments logged and a model trained on
+    them, under a private feature set; and another version of the encoder."""
+    tmp = tmp_path_factory.mktemp("encoder-versions")
+    run = uuid.uuid4().hex[:8]
+    alias = f"test-enc-{run}"
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    fs_file = tmp / "fs.yaml"
+    fs_file.write_text((ROOT / "feature_sets" / "chorus.yaml").read_text()
+                       .replace("name: chorus\n", f"name: enc{run}\n", 1))
+    fs = load_feature_set(fs_file)
+    engine.ensure_store()
+    engine.put_feature_set(fs)
+    judgments = read_judgments(write_slice_judgments(tmp / "judgments.csv"))
+    report = log_judgments(engine, alias, fs, judgments, encoder, window=20,
+                           first_pass=bm25_query, progress=False)
+    write_table(report.matrix, tmp / "table.parquet")
+    train(report.matrix, tmp / "model", params=TrainParams(num_rounds=20), search=False,
+          device="cpu", candidates=["window"], table=str(tmp / "table.parquet"))
+    other = load_encoder(str(build_encoder_version(tmp_path_factory.mktemp("enc2"))),
+                         backend="numpy")
+    yield {"alias": alias, "fs": fs, "fs_file": fs_file, "judgments": judgments,
+           "table": tmp / "table.parquet", "model": tmp / "model", "other": other}
+    remove_deployed(engine, fs.name, engine.alias_targets(alias))
+
+
+def test_the_index_and_the_table_name_the_encoder(versions, engine, encoder):
+    assert index_encoder(engine, versions["alias"]) == encoder.key
+    assert read_table(versions["table"]).encoder == encoder.key
+
+
+def test_logging_with_other_weights_is_refused_naming_both(versions, engine, encoder):
+    other = versions["other"]
+    with pytest.raises(ConfigError) as err:
+        log_judgments(engine, versions["alias"], versions["fs"], versions["judgments"], other,
+                      window=20, first_pass=bm25_query, progress=False)
+    assert encoder.key in str(err.value) and other.key in str(err.value)
+    assert "esrank index" in str(err.value)
+
+
+def test_deploy_refuses_another_encoder_and_serving_degrades_with_one(
+        versions, engine, encoder, engine_settings):
+    settings = engine_settings(index=versions["alias"])
+    fs_name = versions["fs"].name
+    with pytest.raises(ModelError, match="logged with encoder .* the model would be served "
+                                         "other cosines"):
+        App(settings, engine=engine, encoder=versions["other"]).deploy(
+            versions["model"], versions["fs_file"], versions["table"])
+    assert not entry(engine, fs_name).models  # nothing uploaded, nothing live
+
+    App(settings, engine=engine, encoder=encoder).deploy(versions["model"],
+                                                         versions["fs_file"], versions["table"])
+    model = active_model(engine, fs_name)
+    assert model.encoder == encoder.key
+    ranker = Ranker(model.name, model, window=20)
+    served = search(engine, versions["alias"], "bluetooth speaker", ranker, encoder)
+    assert served.degraded is None and served.ranker == model.name
+    degraded = search(engine, versions["alias"], "bluetooth speaker", ranker,
+                      versions["other"])
+    assert degraded.ranker == "bm25"
+    assert f"learned from encoder {encoder.key}" in degraded.degraded
+    bm25 = search(engine, versions["alias"], "bluetooth speaker", Ranker(), encoder)
+    assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25.hits]
