@@ -113,7 +113,8 @@ def fold_cross_encoders(engine: Engine, args, judgments, folds: list, tmp: Path)
     ONNX Runtime), and its training summary."""
     from esrank.catalogue import fetch_texts
     from esrank.encoder import model_dir
-    from esrank.rerank import load_cross_encoder, train_cross_encoder
+    from esrank.rerank import load_cross_encoder
+    from esrank.tuning import train_cross_encoder
 
     texts = fetch_texts(engine, args.index, [j.doc_id for j in judgments])
     out, metas = [], []

@@ -316,22 +316,37 @@ class App:
                           activate=activate,
                           tolerance=tolerance, shoppers=list((matrix.shoppers or {}).values()))
 
-    def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
-                            epochs: int = 2, batch_size: int = 16, progress: bool = True) -> dict:
-        """Fine-tune the packaged MiniLM as a cross-encoder on judged pairs whose documents
-        the index holds (esrank.rerank)."""
+    def judged_texts(self, judgments: Path, fmt: str | None = None
+                     ) -> tuple[list[str], list[str], list[int]]:
+        """Queries, document texts (title + short description) and grades of the judged
+        pairs whose documents the index holds: what fine-tuning reads (esrank.tuning)."""
         from esrank.catalogue import fetch_texts
-        from esrank.encoder import model_dir
         from esrank.judgments import read_judgments
-        from esrank.rerank import train_cross_encoder
 
         judged = read_judgments(judgments, fmt)
         texts = fetch_texts(self.engine, self.settings.index, [j.doc_id for j in judged])
         pairs = [j for j in judged if j.doc_id in texts]
+        return [j.query for j in pairs], [texts[j.doc_id] for j in pairs], [j.grade for j in pairs]
+
+    def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
+                            epochs: int = 2, batch_size: int = 16, progress: bool = True) -> dict:
+        """Fine-tune the configured encoder's model as a cross-encoder on judged pairs."""
+        from esrank.encoder import model_dir
+        from esrank.tuning import train_cross_encoder
+
         return train_cross_encoder(model_dir(self.settings.encoder.model),
-                                   [j.query for j in pairs], [texts[j.doc_id] for j in pairs],
-                                   [j.grade for j in pairs], output, epochs=epochs,
+                                   *self.judged_texts(judgments, fmt), output, epochs=epochs,
                                    batch_size=batch_size, progress=progress)
+
+    def train_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
+                      epochs: int = 1, batch_size: int = 32, progress: bool = True) -> dict:
+        """Fine-tune the configured encoder on judged pairs: a new encoder version."""
+        from esrank.encoder import model_dir
+        from esrank.tuning import train_encoder
+
+        return train_encoder(model_dir(self.settings.encoder.model),
+                             *self.judged_texts(judgments, fmt), output, epochs=epochs,
+                             batch_size=batch_size, progress=progress)
 
     def judge_pairs(self, pairs) -> tuple[list[tuple[str, str, str]], list[str]]:
         """(query, doc id, product text) for each (query, doc id) pair whose product the index

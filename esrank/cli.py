@@ -1105,7 +1105,7 @@ def _loopback(host: str) -> bool:
 
 @cli.group()
 def encoder() -> None:
-    """The sentence encoder: which one runs, its embedding cache, the ONNX export."""
+    """The sentence encoder: which one runs, its embedding cache, the ONNX export, fine-tuning."""
 
 
 @encoder.command("info")
@@ -1151,6 +1151,33 @@ def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None
           f"{data['reference']}: {data['min_cosine']:.7f}")
 
 
+@encoder.command("train")
+@click.option("--judgments", "judgments_file", required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Model folder (BertModel + tokenizer + pooling config + meta.json).")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, output: Path,
+                  epochs: int, batch_size: int, as_json: bool) -> None:
+    """Fine-tune the encoder (every layer) on judged pairs: a new encoder version.
+
+    Each query is pulled towards its docs graded 2 or more and away from the batch's other
+    docs and one of its docs graded 0. Documents are read from the index (title + short
+    description). Needs torch (pip install 'esrank[torch]'); running it does not. To use it,
+    set ESRANK_ENCODER__MODEL to the folder and run `esrank index` (it re-embeds the
+    catalogue: the index records its encoder), then log and train again: the cosine
+    features change. Measure it on queries it never saw first: bench/encoder_tuning.py.
+    """
+    meta = _app(ctx).train_encoder(judgments_file, output, fmt=fmt, epochs=epochs,
+                                   batch_size=batch_size, progress=not as_json)
+    _emit(meta, as_json, f"trained on {meta['examples']} examples of {meta['queries']} queries "
+          f"in {meta['seconds']}s (loss {meta['loss_first_epoch']} -> "
+          f"{meta['loss_last_epoch']}) -> {output}")
+
+
 @cli.group("cross-encoder")
 def cross_encoder() -> None:
     """The cross-encoder rerank stage: train one from judgments."""
@@ -1161,8 +1188,8 @@ def cross_encoder() -> None:
 @click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="Model folder (BertForSequenceClassification + tokenizer + meta.json).")
-@click.option("--epochs", default=2, show_default=True)
-@click.option("--batch-size", default=16, show_default=True)
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, output: Path,

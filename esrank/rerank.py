@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from esrank.errors import ConfigError
-from esrank.files import check_new_folder, new_folder
 
 log = logging.getLogger(__name__)
 
@@ -92,70 +91,3 @@ def load_cross_encoder(path: Path, cache: Path | None = None) -> CrossEncoder:
     key = hashlib.sha256(f"{path.resolve()}:{weights.stat().st_mtime_ns}".encode()).hexdigest()
     folder = cache or Path(tempfile.gettempdir()) / "esrank-onnx"
     return CrossEncoder(path, folder / f"cross-encoder-{key[:12]}.onnx")
-
-
-def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
-                        grades: Sequence[int], out: Path, *, epochs: int = 2,
-                        batch_size: int = 16, lr: float = 3e-5, max_tokens: int = 128,
-                        max_grade: int = 3, seed: int = 42, progress: bool = True) -> dict:
-    """Fine-tune a BERT (e.g. the packaged MiniLM) as a one-label cross-encoder on graded
-    (query, doc) pairs: binary cross-entropy on grade / max_grade, every layer trained.
-
-    Needs torch + transformers (pip install 'esrank[torch]'). Writes a standard
-    `BertForSequenceClassification` folder (+ tokenizer, meta.json) to `out`.
-    """
-    try:
-        import torch
-        from transformers import AutoTokenizer, BertForSequenceClassification
-    except ImportError as exc:
-        raise ConfigError("training a cross-encoder needs torch: pip install "
-                          "'esrank[torch]'") from exc
-    import shutil
-
-    check_new_folder(out)  # before the training, not after
-    import time
-
-    from tqdm import tqdm
-
-    torch.manual_seed(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tok = AutoTokenizer.from_pretrained(str(base), local_files_only=True)
-    model = BertForSequenceClassification.from_pretrained(
-        str(base), num_labels=1, local_files_only=True).to(device)
-    labels = torch.tensor([g / max_grade for g in grades], dtype=torch.float32)
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    steps = epochs * ((len(queries) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps))
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    started, losses = time.monotonic(), []
-    model.train()
-    with tqdm(total=steps, desc="cross-encoder", unit="step", disable=not progress) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(queries)).tolist()
-            for i in range(0, len(order), batch_size):
-                idx = order[i:i + batch_size]
-                batch = tok([queries[j] for j in idx], [docs[j] for j in idx], padding=True,
-                            truncation="only_second", max_length=max_tokens,
-                            return_tensors="pt").to(device)
-                logits = model(**batch).logits[:, 0]
-                loss = loss_fn(logits, labels[idx].to(device))
-                loss.backward()
-                optim.step()
-                sched.step()
-                optim.zero_grad()
-                losses.append(loss.item())
-                bar.update(1)
-    meta = {"base": str(base), "pairs": len(queries), "epochs": epochs, "batch_size": batch_size,
-            "lr": lr, "max_tokens": max_tokens, "device": device,
-            "seconds": round(time.monotonic() - started, 1),
-            "loss_first_epoch": round(float(np.mean(losses[:len(losses) // epochs])), 4),
-            "loss_last_epoch": round(float(np.mean(losses[-(len(losses) // epochs):])), 4)}
-    with new_folder(out) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
-                     "special_tokens_map.json"):
-            if (base / name).is_file():
-                shutil.copy(base / name, tmp / name)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
