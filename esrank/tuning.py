@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,24 +41,31 @@ def _torch(what: str, epochs: int):
     return torch, transformers
 
 
-def _schedule(torch, optim, steps: int):
-    """Linear warm-up over the first tenth of the steps, then linear decay to 0."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optim, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps))
-
-
-def _run(what: str, steps: int, epochs: int, step: Callable[[int], float],
-         progress: bool) -> tuple[float, float, float]:
-    """Run `steps` optimiser steps (`step(i)` returns the loss); the first and last epochs'
-    mean loss and the seconds taken."""
+def _fit(torch, model, n: int, loss_of: Callable[[list[int]], Any], *, epochs: int,
+         batch_size: int, lr: float, what: str, progress: bool) -> tuple[float, float, float]:
+    """Train `model` on `n` items for `epochs` (shuffled each epoch; `loss_of(batch)` is the
+    loss of a batch of item indices) with AdamW, a linear warm-up over the first tenth of the
+    steps and a linear decay to 0. The first and last epochs' mean loss, and the seconds."""
     from tqdm import tqdm
 
+    per_epoch = (n + batch_size - 1) // batch_size
+    steps = epochs * per_epoch
+    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optim, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, 1 - s / steps))
+    model.train()
     started, losses = time.monotonic(), []
     with tqdm(total=steps, desc=what, unit="step", disable=not progress) as bar:
-        for i in range(steps):
-            losses.append(step(i))
-            bar.update(1)
-    per_epoch = max(1, len(losses) // epochs)
+        for _ in range(epochs):
+            order = torch.randperm(n).tolist()
+            for start in range(0, n, batch_size):
+                loss = loss_of(order[start:start + batch_size])
+                loss.backward()
+                optim.step()
+                sched.step()
+                optim.zero_grad()
+                losses.append(loss.item())
+                bar.update(1)
     return (round(float(np.mean(losses[:per_epoch])), 4),
             round(float(np.mean(losses[-per_epoch:])), 4), round(time.monotonic() - started, 1))
 
@@ -85,29 +93,17 @@ def train_cross_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
     model = transformers.BertForSequenceClassification.from_pretrained(
         str(base), num_labels=1, local_files_only=True).to(device)
     labels = torch.tensor([g / max_grade for g in grades], dtype=torch.float32)
-    per_epoch = (len(queries) + batch_size - 1) // batch_size
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = _schedule(torch, optim, epochs * per_epoch)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    model.train()
-    order: list[int] = []
 
-    def step(i: int) -> float:
-        nonlocal order
-        if i % per_epoch == 0:
-            order = torch.randperm(len(queries)).tolist()
-        idx = order[(i % per_epoch) * batch_size:(i % per_epoch + 1) * batch_size]
+    def loss_of(idx: list[int]):
         batch = tok([queries[j] for j in idx], [docs[j] for j in idx], padding=True,
                     truncation="only_second", max_length=max_tokens,
                     return_tensors="pt").to(device)
-        loss = loss_fn(model(**batch).logits[:, 0], labels[idx].to(device))
-        loss.backward()
-        optim.step()
-        sched.step()
-        optim.zero_grad()
-        return loss.item()
+        return loss_fn(model(**batch).logits[:, 0], labels[idx].to(device))
 
-    first, last, seconds = _run("cross-encoder", epochs * per_epoch, epochs, step, progress)
+    first, last, seconds = _fit(torch, model, len(queries), loss_of, epochs=epochs,
+                                batch_size=batch_size, lr=lr, what="cross-encoder",
+                                progress=progress)
     meta = {"base": str(base), "pairs": len(queries), "epochs": epochs, "batch_size": batch_size,
             "lr": lr, "max_tokens": max_tokens, "device": device, "seconds": seconds,
             "loss_first_epoch": first, "loss_last_epoch": last}
@@ -159,18 +155,8 @@ def train_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
         pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return torch.nn.functional.normalize(pooled, dim=-1)
 
-    per_epoch = (len(examples) + batch_size - 1) // batch_size
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = _schedule(torch, optim, epochs * per_epoch)
-    model.train()
-    order: list[int] = []
-
-    def step(i: int) -> float:
-        nonlocal order
-        if i % per_epoch == 0:
-            order = torch.randperm(len(examples)).tolist()
-        batch = [examples[j] for j in
-                 order[(i % per_epoch) * batch_size:(i % per_epoch + 1) * batch_size]]
+    def loss_of(idx: list[int]):
+        batch = [examples[j] for j in idx]
         n = len(batch)
         q = embed([b[0] for b in batch])
         d = embed([b[1] for b in batch] + [b[2] for b in batch if b[2] is not None])
@@ -178,14 +164,11 @@ def train_encoder(base: Path, queries: Sequence[str], docs: Sequence[str],
         same = torch.tensor([[batch[a][0] == batch[b][0] and a != b for b in range(n)]
                              for a in range(n)], device=device)
         logits[:, :n] = logits[:, :n].masked_fill(same, -1e4)
-        loss = torch.nn.functional.cross_entropy(logits, torch.arange(n, device=device))
-        loss.backward()
-        optim.step()
-        sched.step()
-        optim.zero_grad()
-        return loss.item()
+        return torch.nn.functional.cross_entropy(logits, torch.arange(n, device=device))
 
-    first, last, seconds = _run("encoder", epochs * per_epoch, epochs, step, progress)
+    first, last, seconds = _fit(torch, model, len(examples), loss_of, epochs=epochs,
+                                batch_size=batch_size, lr=lr, what="encoder",
+                                progress=progress)
     meta = {"base": str(base), "examples": len(examples),
             "queries": len({e[0] for e in examples}), "epochs": epochs,
             "batch_size": batch_size, "lr": lr, "max_tokens": max_tokens, "relevant": relevant,
