@@ -80,7 +80,9 @@ class BatchedEncoder:
 
     def __init__(self, batcher: Batcher, timeout: float):
         self.batcher, self.timeout = batcher, timeout
-        self.dims = batcher.encoder.dims
+        inner = batcher.encoder
+        self.name, self.dims, self.max_tokens, self.key = (inner.name, inner.dims,
+                                                           inner.max_tokens, inner.key)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.batcher.encode(list(texts), timeout=self.timeout)

@@ -137,7 +137,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
 
     # the encoder down: the answer comes from BM25 and says so
     class Down:
-        dims = encoder.dims
+        dims, key = encoder.dims, encoder.key
 
         def encode(self, texts):
             raise ConnectionError("sidecar unreachable")
@@ -281,7 +281,7 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
     assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
 
     class Down:  # the encoder behind the sidecar fails: the shopper still gets results
-        name, dims, max_tokens = "down", encoder.dims, encoder.max_tokens
+        name, dims, max_tokens, key = "down", encoder.dims, encoder.max_tokens, encoder.key
         token_counts = encoder.token_counts
 
         def encode(self, texts, batch_size=64):

@@ -99,7 +99,8 @@ class Slow:
 
     def __init__(self, inner, seconds):
         self.inner, self.seconds = inner, seconds
-        self.name, self.dims, self.max_tokens = inner.name, inner.dims, inner.max_tokens
+        self.name, self.dims, self.max_tokens, self.key = (inner.name, inner.dims,
+                                                           inner.max_tokens, inner.key)
         self.token_counts = inner.token_counts
 
     def encode(self, texts, batch_size=64):
