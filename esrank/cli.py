@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +23,20 @@ log = logging.getLogger("esrank")
 
 
 def _emit(data, as_json: bool, text: str) -> None:
-    click.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+    click.echo(json.dumps(_strict(data), indent=2, default=str, allow_nan=False) if as_json
+               else text)
+
+
+def _strict(value):
+    """`value` with every NaN or infinite float as null: --json output is strict JSON (a
+    feature the plugin did not compute is NaN in esrank, null in JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def _settings(ctx: click.Context) -> Settings:

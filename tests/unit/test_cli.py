@@ -151,3 +151,16 @@ def test_a_missing_extra_is_named_with_its_install_command():
                          timeout=60)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert "this command needs waitress: pip install 'esrank[serve]'" in run.stderr
+
+
+def test_json_output_is_strict_json_with_missing_values_as_null(capsys):
+    import json
+    import math
+
+    from esrank.cli import _emit
+
+    _emit({"features": {"price": math.nan, "recency": 0.5}, "worst": [math.inf, 1.0]}, True, "")
+    out = capsys.readouterr().out
+    assert "NaN" not in out and "Infinity" not in out
+    assert json.loads(out) == {"features": {"price": None, "recency": 0.5},
+                               "worst": [None, 1.0]}
