@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from esrank.config import Settings
-from esrank.errors import InputError, ModelError, NoCrossEncoderError
+from esrank.errors import ConfigError, InputError, ModelError, NoCrossEncoderError
 from esrank.stamps import COMPACT, utc
 from esrank.types import needs_cross_encoder
 
@@ -217,11 +217,39 @@ class App:
 
     # -- indexing, logging, training, deploying ------------------------------------------------
 
-    def index(self, files, alias: str | None = None, **options):
+    def index(self, files, alias: str | None = None, *, allow_encoder_change: bool = False,
+              **options):
+        """Index the catalogue into a new index behind `alias`. Re-embedding an alias with
+        other encoder weights is refused while an active model with vector features was
+        logged with others (its cosines would change live), unless `allow_encoder_change`."""
         from esrank.catalogue import index_catalogue
 
-        return index_catalogue(self.engine, alias or self.settings.index, list(files),
-                               self.encoder, **options)
+        alias = alias or self.settings.index
+        if not allow_encoder_change:
+            self.check_encoder_change(alias)
+        return index_catalogue(self.engine, alias, list(files), self.encoder, **options)
+
+    def check_encoder_change(self, alias: str) -> None:
+        """ConfigError naming the active models that re-embedding `alias` with the
+        configured encoder would feed other cosines than they learned from."""
+        from esrank.catalogue import index_encoder
+        from esrank.encoder import same_space
+        from esrank.registry import active_models
+
+        if not self.engine.alias_targets(alias):
+            return
+        indexed, key = index_encoder(self.engine, alias), self.encoder.key
+        if indexed is None or same_space(indexed, key):
+            return
+        stale = [m.name for m in active_models(self.engine)
+                 if any(p.type == "vector" for p in m.params)
+                 and not (m.encoder and same_space(m.encoder, key))]
+        if stale:
+            raise ConfigError(
+                f"index {alias!r} was embedded by encoder {indexed}; re-embedding it with "
+                f"{key} would change the cosine features of the active models "
+                f"{', '.join(stale)} live. Index into another alias (--alias) and log, train "
+                "and upload against it first, or pass --allow-encoder-change")
 
     def push_feature_sets(self, path: Path | None = None) -> list[dict]:
         from esrank.features import load_feature_sets, push_feature_sets

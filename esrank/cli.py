@@ -763,10 +763,14 @@ def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool
                    "rejection keeps the live index as it is).")
 @click.option("--keep", default=1, show_default=True, metavar="N",
               help="Earlier indices of the alias to keep after the move (to go back to).")
+@click.option("--allow-encoder-change", is_flag=True,
+              help="Re-embed an alias with other encoder weights even though active models "
+                   "were logged with its current ones (their cosine features change live).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, limit: int | None,
-              batch_size: int, allow_rejects: int, keep: int, as_json: bool) -> None:
+              batch_size: int, allow_rejects: int, keep: int, allow_encoder_change: bool,
+              as_json: bool) -> None:
     """Index products (JSON, JSONL or zips of them) with title and text embeddings.
 
     Builds a fresh index and moves the alias onto it when done; the previous index is kept
@@ -781,7 +785,8 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
                                f"esrank index {CHORUS}/*.json.zip)")
     try:
         report = _app(ctx).index(files, alias, batch_size=batch_size, limit=limit,
-                                 allow_rejects=allow_rejects, keep=keep, progress=not as_json)
+                                 allow_rejects=allow_rejects, keep=keep, progress=not as_json,
+                                 allow_encoder_change=allow_encoder_change)
     except RejectedBuildError as exc:
         _emit({**exc.report.to_dict(), "error": str(exc)}, as_json, _rejections(exc.report))
         raise

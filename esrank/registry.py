@@ -211,6 +211,15 @@ def version_of(name: str) -> tuple[str, int | None]:
     return (match["series"], int(match["n"])) if match else (name, None)
 
 
+def active_models(engine: Engine) -> list[ActiveModel]:
+    """The active model of every feature set that has one (one search)."""
+    if not engine.index_exists(REGISTRY_INDEX):
+        return []
+    hits = engine.search(REGISTRY_INDEX, {"size": 1000})
+    entries = [RegistryEntry.from_dict(h["_source"]) for h in hits["hits"]["hits"]]
+    return [e.deployed(e.active).serving(e.active) for e in entries if e.active]
+
+
 def deployed_model(engine: Engine, set_name: str, name: str) -> ActiveModel:
     """A deployed model of the set by name; UnknownModelError naming the deployed ones if
     absent."""

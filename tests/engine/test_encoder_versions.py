@@ -91,3 +91,23 @@ def test_deploy_refuses_another_encoder_and_serving_degrades_with_one(
     assert f"learned from encoder {encoder.key}" in degraded.degraded
     bm25 = search(engine, versions["alias"], "bluetooth speaker", Ranker(), encoder)
     assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25.hits]
+
+
+def test_reembedding_the_alias_is_refused_while_an_active_model_uses_the_old_weights(
+        versions, engine, encoder, engine_settings):
+    """Runs last: it moves the module's alias to the other encoder."""
+    settings = engine_settings(index=versions["alias"])
+    App(settings, engine=engine, encoder=encoder).deploy(versions["model"],
+                                                         versions["fs_file"], versions["table"])
+    active = active_model(engine, versions["fs"].name).name
+    live = engine.alias_targets(versions["alias"])
+    other = App(settings, engine=engine, encoder=versions["other"])
+    with pytest.raises(ConfigError, match=f"would change the cosine features of the active "
+                                          f"models .*{active}"):
+        other.index([SLICE], progress=False)
+    assert engine.alias_targets(versions["alias"]) == live  # nothing built, nothing moved
+    assert index_encoder(engine, versions["alias"]) == encoder.key
+    App(settings, engine=engine, encoder=encoder).index([SLICE], progress=False, keep=0)
+    assert engine.alias_targets(versions["alias"]) != live  # the same weights: no question
+    other.index([SLICE], progress=False, keep=0, allow_encoder_change=True)
+    assert index_encoder(engine, versions["alias"]) == versions["other"].key
