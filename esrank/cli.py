@@ -1170,15 +1170,32 @@ def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None
           f"{data['reference']}: {data['min_cosine']:.7f}")
 
 
+def _tuning_options(folder: str, epochs: int, batch_size: int, min_batch: int = 1):
+    """The options of a fine-tuning command: judgments in, a model `folder` out."""
+
+    def apply(f):
+        for option in reversed([
+                click.option("--judgments", "judgments_file", required=True,
+                             type=click.Path(path_type=Path)),
+                click.option("--format", "fmt", type=FORMATS,
+                             help="Judgment format (default: extension)."),
+                click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+                             help=f"Model folder ({folder})."),
+                click.option("--epochs", default=epochs, show_default=True,
+                             type=click.IntRange(min=1)),
+                click.option("--batch-size", default=batch_size, show_default=True,
+                             type=click.IntRange(min=min_batch)),
+                click.option("--json", "as_json", is_flag=True),
+                click.pass_context]):
+            f = option(f)
+        return f
+
+    return apply
+
+
 @encoder.command("train")
-@click.option("--judgments", "judgments_file", required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Model folder (BertModel + tokenizer + pooling config + meta.json).")
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=2))
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
+@_tuning_options("BertModel + tokenizer + pooling config + meta.json", epochs=1, batch_size=32,
+                 min_batch=2)  # in-batch negatives need a second query
 def encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, output: Path,
                   epochs: int, batch_size: int, as_json: bool) -> None:
     """Fine-tune the encoder (every layer) on judged pairs: a new encoder version.
@@ -1203,14 +1220,8 @@ def cross_encoder() -> None:
 
 
 @cross_encoder.command("train")
-@click.option("--judgments", "judgments_file", required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
-              help="Model folder (BertForSequenceClassification + tokenizer + meta.json).")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True)
-@click.pass_context
+@_tuning_options("BertForSequenceClassification + tokenizer + meta.json", epochs=2,
+                 batch_size=16)
 def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, output: Path,
                         epochs: int, batch_size: int, as_json: bool) -> None:
     """Fine-tune the packaged MiniLM (every layer) as a cross-encoder on judged pairs.
