@@ -366,6 +366,9 @@ def read_judgments(path: str | Path, format: str | None = None, *,
                          "use csv, ranklib, trec or srw", source=str(path))
     try:
         return readers[fmt]()
+    except OSError as exc:
+        raise InputError(f"cannot read judgments file: {exc.strerror}",
+                         source=str(path)) from None
     except UnicodeDecodeError:
         raw = Path(path).read_bytes()
         try:

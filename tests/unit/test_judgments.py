@@ -278,3 +278,12 @@ def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
     path.write_bytes("query,docid,rating\nlaptop,1,2\ncaf\xe9,2,3\n".encode("latin-1"))
     with pytest.raises(InputError, match=r"latin1\.csv:3: not UTF-8 \(byte 0xe9\)"):
         read_judgments(path)
+
+
+def test_a_missing_or_unreadable_file_is_an_input_error_naming_it(tmp_path):
+    for fmt in ("csv", "ranklib", "trec", "srw"):
+        with pytest.raises(InputError, match=f"{tmp_path / 'nope'}: cannot read judgments "
+                                             "file: No such file or directory"):
+            read_judgments(tmp_path / "nope", fmt)
+    with pytest.raises(InputError, match="cannot read judgments file: Is a directory"):
+        read_judgments(tmp_path, "csv")
