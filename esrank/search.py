@@ -174,8 +174,8 @@ def _fetched(ranker: Ranker, size: int) -> int:
 
 def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int,
               size: int) -> list[dict]:
-    """The first `size` hits after the first `top` are reordered (and rescored) by the
-    cross-encoder."""
+    """The hits with their first `top` reordered (and rescored) by the cross-encoder, cut to
+    the first `size`."""
     if reranker is None or top <= 0 or not raw:
         return raw[:size]
     head = raw[:top]
