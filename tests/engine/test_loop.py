@@ -42,9 +42,9 @@ def loop(engine, encoder, tmp_path_factory):
     report = log_judgments(engine, alias, fs, judged, encoder, window=20,
                            first_pass=bm25_query, progress=False)
     write_table(report.matrix, tmp / "table.parquet")
-    # without recency: its value decays with "now" between two searches, and a doc whose
-    # logged value was a split point crosses it minutes later, so two searches of one query
-    # (esrank's run, then the engine's _rank_eval) could score it differently
+    # without recency: its value changes at midnight (UTC), and a doc whose logged value was
+    # a split point would cross it if the two searches of one query (esrank's run, then the
+    # engine's _rank_eval) straddled it
     train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"),
           exclude=["recency"])
     queries = report.matrix.docs_by_query()
