@@ -29,6 +29,23 @@ class NoCrossEncoderError(ConfigError):
                          "(ESRANK_CROSS_ENCODER)")
 
 
+class ScorerError(EsrankError):
+    """The query encoder or the cross-encoder failed while filling a query's params; `scorer`
+    names which ("encoder", "cross-encoder"), the message is the cause's."""
+
+    def __init__(self, scorer: str, cause: Exception):
+        self.scorer = scorer
+        super().__init__(f"{type(cause).__name__}: {cause}")
+
+
+class MissingScorerError(InputError):
+    """A param is filled by a scorer ("encoder", "cross-encoder") that is not configured."""
+
+    def __init__(self, scorer: str, message: str, *, source: str | None = None):
+        self.scorer = scorer
+        super().__init__(message, source=source)
+
+
 class EngineError(EsrankError):
     """The search engine refused or failed an operation, or cannot be reached."""
 

@@ -20,7 +20,7 @@ from esrank.catalogue import check_index_encoder, fetch_texts
 from esrank.encoder import Encoder
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
-from esrank.errors import InputError
+from esrank.errors import InputError, MissingScorerError, ScorerError
 from esrank.files import new_file
 from esrank.judgments import JudgmentList
 from esrank.rerank import CrossEncoder
@@ -57,14 +57,15 @@ class ParamBuilder:
                 raise InputError(f"param {p.name!r} is a number: esrank cannot derive it from "
                                  "the query text", source=source)
             if p.type == "vector" and encoder is None:
-                raise InputError(f"param {p.name!r} needs a query encoder", source=source)
+                raise MissingScorerError("encoder", f"param {p.name!r} needs a query encoder",
+                                         source=source)
             if p.type == "vector" and p.dims != encoder.dims:
                 raise InputError(f"param {p.name!r} has {p.dims} dims, the encoder makes "
                                  f"{encoder.dims}", source=source)
         if self.scored and cross_encoder is None:
-            raise InputError(f"param {self.scored[0].name!r} is filled by a cross-encoder: set "
-                             "ESRANK_CROSS_ENCODER (the one the features were logged with)",
-                             source=source)
+            raise MissingScorerError(
+                "cross-encoder", f"param {self.scored[0].name!r} is filled by a cross-encoder: "
+                "set ESRANK_CROSS_ENCODER (the one the features were logged with)", source=source)
 
     @property
     def embeds(self) -> bool:
@@ -80,20 +81,28 @@ class ParamBuilder:
                  ) -> list[dict]:
         if self.scored and (docs is None or len(docs) != len(queries)):
             raise ValueError("cross-encoder params need each query's doc texts")
-        vectors = self.encoder.encode(queries) if self.embeds else None
+        vectors = _scored("encoder", self.encoder.encode, queries) if self.embeds else None
         out = []
         for i, text in enumerate(queries):
             params = {p.name: text if p.type == "string" else vectors[i].tolist()
                       for p in self.params}
             if self.scored:
                 ids = list(docs[i])
-                weights = self.cross_encoder.relevance(text, [docs[i][d] for d in ids]) \
-                    if ids else []
+                weights = _scored("cross-encoder", self.cross_encoder.relevance, text,
+                                  [docs[i][d] for d in ids]) if ids else []
                 params.update({p.name: [{"term": d, "weight": float(w)}
                                         for d, w in zip(ids, weights, strict=True)]
                                for p in self.scored})
             out.append(params)
         return out
+
+
+def _scored(scorer: str, call: Callable, *args):
+    """`call(*args)`; any failure becomes a ScorerError naming `scorer`."""
+    try:
+        return call(*args)
+    except Exception as exc:
+        raise ScorerError(scorer, exc) from exc
 
 
 def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,

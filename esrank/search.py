@@ -19,7 +19,14 @@ from esrank.catalogue import ID_FIELD, text_of
 from esrank.encoder import Encoder, same_space
 from esrank.engine import Engine, Ranked, Rescore
 from esrank.engine.base import parse_ltr_log
-from esrank.errors import ConfigError, EngineError, InputError, NoCrossEncoderError
+from esrank.errors import (
+    ConfigError,
+    EngineError,
+    InputError,
+    MissingScorerError,
+    NoCrossEncoderError,
+    ScorerError,
+)
 from esrank.feature_log import ParamBuilder, query_params
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
@@ -143,11 +150,13 @@ def model_params(ranker: Ranker, encoder: Encoder | None, reranker: CrossEncoder
     learned)."""
     model = ranker.model
     if model.cross_encoder and reranker is not None and reranker.key != model.cross_encoder:
-        raise ConfigError(f"model {model.name} learned from cross-encoder {model.cross_encoder}; "
-                          f"the configured one is {reranker.key}")
+        raise ScorerError("cross-encoder", ConfigError(
+            f"model {model.name} learned from cross-encoder {model.cross_encoder}; the "
+            f"configured one is {reranker.key}"))
     if model.encoder and encoder is not None and not same_space(encoder.key, model.encoder):
-        raise ConfigError(f"model {model.name} learned from encoder {model.encoder}; the "
-                          f"configured one is {encoder.key}")
+        raise ScorerError("encoder", ConfigError(
+            f"model {model.name} learned from encoder {model.encoder}; the configured one is "
+            f"{encoder.key}"))
     return query_params(model.params, encoder, source=model.name, cross_encoder=reranker)
 
 
@@ -227,12 +236,9 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
             build = model_params(ranker, encoder, reranker)
             docs = window_texts(engine, index, [query], ranker) if build.needs_docs else None
             params = {**build([query], docs)[0], **(shopper or {})}
-        except EngineError:
-            raise  # the first pass failed: BM25 would fail the same way
-        except Exception as exc:  # any encoder failure degrades; it never fails the search
-            what = "cross-encoder" if ranker.model.cross_encoder else "encoder"
-            log.warning("search %r: %s failed (%s); answering with BM25", query, what, exc)
-            degraded = f"{what} unavailable ({type(exc).__name__}: {exc}); ranked by BM25"
+        except (ScorerError, MissingScorerError) as exc:  # degrades; never fails the search
+            log.warning("search %r: %s failed (%s); answering with BM25", query, exc.scorer, exc)
+            degraded = f"{exc.scorer} unavailable ({exc}); ranked by BM25"
             ranker = replace(ranker, name="bm25", model=None)
     try:
         [response] = engine.ranked(index, [ranked_request(query, ranker, params,

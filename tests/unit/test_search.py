@@ -63,6 +63,33 @@ def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
     assert [h.rank for h in result.hits] == [1, 2]
 
 
+class CrossEncoder:
+    key = "ce@0123456789ab"
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    def relevance(self, query, texts):
+        if self.fail:
+            raise RuntimeError("CUDA error: device lost")
+        return [0.5] * len(texts)
+
+
+@pytest.mark.parametrize(("encoder", "reranker", "failed"), [
+    (Encoder(fail=True), CrossEncoder(), "encoder"),
+    (Encoder(), CrossEncoder(fail=True), "cross-encoder"),
+])
+def test_a_degraded_answer_names_the_scorer_that_failed(transport, encoder, reranker, failed):
+    """A model with a cross-encoder feature also embeds the query: either can fail."""
+    model = replace(MODEL, params=(*MODEL.params, QueryParam("ce_scores", "weights",
+                                                             source="cross_encoder")),
+                    cross_encoder=CrossEncoder.key)
+    result = search(Engine(transport), "products", "tv", Ranker(model.name, model), encoder,
+                    reranker=reranker)
+    assert result.ranker == "bm25"
+    assert result.degraded.startswith(f"{failed} unavailable (")
+
+
 def test_a_model_logged_with_other_encoder_weights_degrades_to_bm25(transport):
     """Same weights at another precision serve; other weights would give other cosines."""
     same = replace(MODEL, encoder="minilm:00aa11bb22cc33dd:fp32")
