@@ -108,12 +108,7 @@ class App:
     @cached_property
     def reranker(self):
         """The cross-encoder, or None when ESRANK_CROSS_ENCODER is not set."""
-        if self._reranker is None and self.settings.cross_encoder is not None:
-            from esrank.rerank import load_cross_encoder
-
-            self._reranker = load_cross_encoder(self.settings.cross_encoder,
-                                                self.settings.home / "models")
-        return self._reranker
+        return self._reranker or self.settings.load_cross_encoder()
 
     def feature_reranker(self, fs):
         """The cross-encoder when feature set `fs` has a cross-encoder param (none configured:

@@ -215,6 +215,15 @@ class Settings(BaseSettings):
             encoder = CachedEncoder(encoder, EmbeddingCache(self.home / "cache"))
         return encoder
 
+    def load_cross_encoder(self):
+        """The configured cross-encoder (ONNX export kept under ESRANK_HOME/models), or None
+        when ESRANK_CROSS_ENCODER is not set."""
+        if self.cross_encoder is None:
+            return None
+        from esrank.rerank import load_cross_encoder
+
+        return load_cross_encoder(self.cross_encoder, self.home / "models")
+
     def judge_backend(self):
         """The LLM judge's backend: the OpenAI-compatible endpoint when one is set, else the
         local GGUF model."""

@@ -126,6 +126,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     cfg = settings.serve
     if encoder is None:
         encoder = settings.load_encoder()
+    # at start, not on the first search that needs it: a bad ESRANK_CROSS_ENCODER fails here
+    reranker = reranker or settings.load_cross_encoder()
     metrics = Metrics()
     batcher = Batcher(encoder, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
                       token_budget=cfg.token_budget, max_queue=cfg.max_queue,
@@ -150,7 +152,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     _answers(app, sidecar)
     for blueprint in (embed_search.bp, compare.bp, health.bp):
         app.register_blueprint(blueprint)
-    log.info("sidecar ready: encoder %s, engine %s", encoder.name, redact(settings.engine_url))
+    log.info("sidecar ready: encoder %s, cross-encoder %s, engine %s", encoder.name,
+             reranker.name if reranker is not None else "none", redact(settings.engine_url))
     return app
 
 

@@ -46,6 +46,18 @@ def test_rerank_endpoint_and_missing_cross_encoder(make_app, ce):
                                atol=1e-5)
 
 
+def test_the_configured_cross_encoder_loads_when_the_sidecar_starts(make_app, ce_dir,
+                                                                      tmp_path):
+    """Not on the first search that needs it: a bad ESRANK_CROSS_ENCODER fails the start."""
+    from esrank.errors import ConfigError
+
+    app = make_app(cross_encoder=ce_dir, home=tmp_path)
+    assert list((tmp_path / "models").glob("cross-encoder-*.onnx"))  # exported at start
+    assert app.extensions["esrank"].app.reranker.key.startswith(f"{ce_dir.name}@")
+    with pytest.raises(ConfigError, match="no model.safetensors"):
+        make_app(cross_encoder=tmp_path / "missing", home=tmp_path)
+
+
 def test_search_reranks_the_top_hits(ce):
     hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
             for i, t in enumerate(["HP 301 ink cartridge black", "a",
