@@ -33,9 +33,15 @@ from _report import write_result
 from esrank.catalogue import read_products, text_of, to_document
 from esrank.config import load_settings
 from esrank.encoder import load_encoder
-from esrank.evaluate import Evaluation, compare
+from esrank.evaluate import compare
 from esrank.feature_log import read_table
-from esrank.train import TrainParams, _evaluator, _fit, _predict, grouped_folds, served_runs
+from esrank.train import (
+    TrainParams,
+    cross_validate,
+    grouped_folds,
+    judged_evaluator,
+    served_runs,
+)
 from esrank.tuning import train_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,8 +87,7 @@ def main() -> None:
     e = settings.encoder
     models = settings.home / "models"
     base = load_encoder(e.model, e.backend, e.precision, models)
-    everything = np.arange(len(table))
-    evaluator = _evaluator(table, everything)
+    evaluator = judged_evaluator(table)
     columns = {f: table.feature_names.index(f) for f in COSINES}
     values = {"base": table.values.copy(), "tuned": table.values.copy()}
     runs: dict[str, dict[str, list[str]]] = {f"{f} ({v})": {} for f in COSINES
@@ -106,7 +111,8 @@ def main() -> None:
                     runs[f"{feature} ({name})"].update(served_runs(table, test_rows, scores))
     evaluations = {name: evaluator.evaluate(run) for name, run in runs.items()}
     for name, v in values.items():
-        evaluations[f"ltr ({name})"] = _ltr_per_query(replace(table, values=v), args.folds)
+        cv = cross_validate(replace(table, values=v), TrainParams(), args.folds)
+        evaluations[f"ltr ({name})"] = evaluator.evaluate(cv.runs)
     result = {
         "queries": len(set(table.queries)), "folds": args.folds, "epochs": args.epochs,
         "encoder": base.key, "backend": f"{e.backend}/{e.precision}",
@@ -126,15 +132,6 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
     }
     write_result(result, args.out)
-
-
-def _ltr_per_query(table, folds: int) -> Evaluation:
-    """Served CV of the default model, per held-out query (esrank train's folds)."""
-    runs: dict[str, list[str]] = {}
-    for train_rows, test_rows in grouped_folds(table.qids, folds):
-        booster = _fit(table, train_rows, TrainParams(), "cpu", {}, "window", (), None)
-        runs.update(served_runs(table, test_rows, _predict(booster, table, test_rows, {})))
-    return _evaluator(table, np.arange(len(table))).evaluate(runs)
 
 
 if __name__ == "__main__":

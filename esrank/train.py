@@ -35,7 +35,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import groupby
 from pathlib import Path
 
@@ -96,6 +96,8 @@ class CVScore:
     condensed: tuple[float, ...] = ()
     bm25: tuple[float, ...] = ()
     bm25_condensed: tuple[float, ...] = ()
+    # served view: each held-out query's run, every fold's (for per-query comparisons)
+    runs: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def mean(self) -> float:
@@ -276,8 +278,9 @@ def served_runs(matrix: FeatureMatrix, rows: np.ndarray, scores: np.ndarray | No
     return {q: [d for _, _, d in sorted(docs)] for q, docs in runs.items()}
 
 
-def _evaluator(matrix: FeatureMatrix, rows: np.ndarray):
-    """An Evaluator over the judged rows among `rows` (the held-out queries' judgments)."""
+def judged_evaluator(matrix: FeatureMatrix, rows: np.ndarray | None = None):
+    """An Evaluator over the judged rows among `rows` (all when None): the held-out
+    queries' judgments."""
     from esrank.evaluate import Evaluator
     from esrank.judgments import Judgment, JudgmentList
 
@@ -285,7 +288,7 @@ def _evaluator(matrix: FeatureMatrix, rows: np.ndarray):
     topics = _topics(matrix)
     return Evaluator(JudgmentList(tuple(
         Judgment(matrix.qids[i], topics[i], matrix.doc_ids[i], matrix.grades[i])
-        for i in rows if judged[i])))
+        for i in (range(len(matrix)) if rows is None else rows) if judged[i])))
 
 
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
@@ -299,20 +302,24 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
     served = matrix.ranks is not None
     out: dict[str, list[float]] = {"folds": [], "condensed": [], "bm25": [],
                                    "bm25_condensed": []}
+    runs: dict[str, list[str]] = {}
     for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
         booster = _fit(matrix, train_rows, params, device, normalizers, candidates, personal,
                        base_booster)
         if not served:
             out["folds"].append(_score(booster, matrix, test_rows, normalizers))
             continue
-        evaluator = _evaluator(matrix, test_rows)
-        model = evaluator.evaluate(served_runs(
-            matrix, test_rows, _predict(booster, matrix, test_rows, normalizers))).mean
+        evaluator = judged_evaluator(matrix, test_rows)
+        held_out = served_runs(matrix, test_rows,
+                               _predict(booster, matrix, test_rows, normalizers))
+        runs.update(held_out)
+        model = evaluator.evaluate(held_out).mean
         first = evaluator.evaluate(served_runs(matrix, test_rows)).mean
         for key, value in (("folds", model[METRIC]), ("condensed", model[CONDENSED]),
                            ("bm25", first[METRIC]), ("bm25_condensed", first[CONDENSED])):
             out[key].append(value)
-    return CVScore("served" if served else "in-table", *(tuple(out[k]) for k in out))
+    return CVScore("served" if served else "in-table", *(tuple(out[k]) for k in out),
+                   runs=runs)
 
 
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
