@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from esrank.ubi import UbiEvent, UbiQuery
@@ -63,9 +64,13 @@ class UbiWriter:
             except queue.Empty:
                 self._idle.set()
                 continue
-            while len(pending) < self._batch:
+            # gather for `interval` after the first: one bulk per interval, not one per search
+            # (on a small machine the engine's indexing would slow the searches themselves)
+            deadline = time.monotonic() + self._interval
+            while len(pending) < self._batch and not self._stop.is_set():
                 try:
-                    pending.append(self._queue.get_nowait())
+                    pending.append(self._queue.get(timeout=max(0.0, deadline -
+                                                               time.monotonic())))
                 except queue.Empty:
                     break
             queries = [r for r in pending if isinstance(r, UbiQuery)]

@@ -88,3 +88,19 @@ def test_a_failing_engine_drops_the_batch_and_keeps_going():
     assert writer.flush(5)
     assert dropped == [1] and calls == [1, 1]
     writer.close()
+
+
+def test_searches_within_an_interval_go_in_one_bulk():
+    """One send per interval, not one per search: the engine indexes in the background of
+    the searches it serves."""
+    import time
+
+    sent = []
+    writer = UbiWriter(lambda q, e: sent.append((len(q), len(e))) or 0, interval=1.0)
+    for i in range(5):  # five searches, 10 ms apart, each a query and two impressions
+        writer.put([UbiQuery(f"q{i}", "tv"), UbiEvent("impression", f"q{i}", "d1", 1),
+                    UbiEvent("impression", f"q{i}", "d2", 2)])
+        time.sleep(0.01)
+    assert writer.flush(5)
+    assert sent == [(5, 10)]
+    writer.close()
