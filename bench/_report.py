@@ -1,4 +1,5 @@
-"""What every bench does last: write its figures as JSON and print them."""
+"""What every bench does last: write its figures as JSON and print them; and the pieces
+several benches share."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ def write_result(result: dict, out: Path) -> None:
     width = max(map(len, result)) + 2
     for key, value in result.items():
         print(f"{key:{width}} {value}")
+
+
+def paired(report) -> dict:
+    """A Comparison (esrank.evaluate.compare) as a bench reports it, per metric."""
+    return {m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
+                       "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
+            for m in report.metrics}
 
 
 def engine_options(ap) -> None:

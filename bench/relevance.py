@@ -34,7 +34,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
+from _report import (
+    configured_encoder,
+    connect_engine,
+    engine_options,
+    paired,
+    result_path,
+    write_result,
+)
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
@@ -177,12 +184,6 @@ def out_of_fold_table(engine: Engine, args, fs, judgments, encoder, folds: list,
         ranks=tuple(r for m in parts for r in m.ranks),
         judged=tuple(j for m in parts for j in m.judged), cross_encoder=None)
     return cat.take(rows)
-
-
-def paired(report) -> dict:
-    return {m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
-                       "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
-            for m in report.metrics}
 
 
 def main() -> None:
