@@ -8,8 +8,9 @@ the 97 Chorus queries, each configuration in turn per query (so drift hits all a
 - bm25: the first pass alone (engine time + HTTP);
 - rescore: the same plus the active model as an sltr rescore of the top --window, the query
   vector computed beforehand (what the engine adds);
-- sidecar: POST /search to the sidecar (embedding, BM25, rescore, JSON), the end-to-end cost
-  an application sees;
+- sidecar: POST /search to the sidecar (embedding, BM25, rescore, JSON, and the UBI record of
+  what it served), the end-to-end cost an application sees; sidecar_no_ubi: the same with UBI
+  recording off (ESRANK_SERVE__UBI=false);
 - personal (with --personal-set, whose active model has shopper features: bench/
   personalisation.py leaves one): POST /search to a sidecar over that set, anonymous and with
   a shopper whose profile it keeps (ESRANK_SERVE__PROFILE_REFRESH) or reads on every request
@@ -82,7 +83,11 @@ def main() -> None:
     from esrank.serve import create_app
 
     port = start_server(create_app(settings, encoder=encoder), threads=8)
-    timings: dict[str, list[float]] = {"bm25": [], "rescore": [], "sidecar": []}
+    no_ubi = settings.model_copy(update={"serve": settings.serve.model_copy(
+        update={"ubi": False})})
+    port_no_ubi = start_server(create_app(no_ubi, encoder=encoder), threads=8)
+    timings: dict[str, list[float]] = {"bm25": [], "rescore": [], "sidecar": [],
+                                       "sidecar_no_ubi": []}
     for q in queries:  # warm-up: caches, the compiled model, the query-embedding LRU
         engine.ranked(args.index, [ranked_request(q, rescore, params[q], 10)])
     for _ in range(args.repeats):
@@ -92,10 +97,11 @@ def main() -> None:
                 engine.ranked(args.index, [ranked_request(q, ranker, params[q], 10)])
                 timings[name].append((time.perf_counter() - started) * 1000)
             # the first repeat embeds every query; later ones hit the sidecar's LRU cache
-            status, ms = post(port, "/search", {"query": q, "size": 10})
-            if status != 200:
-                raise SystemExit(f"sidecar answered {status} for {q!r}")
-            timings["sidecar"].append(ms)
+            for name, at in (("sidecar", port), ("sidecar_no_ubi", port_no_ubi)):
+                status, ms = post(at, "/search", {"query": q, "size": 10})
+                if status != 200:
+                    raise SystemExit(f"sidecar answered {status} for {q!r}")
+                timings[name].append(ms)
     personal = active_model(engine, args.personal_set) if args.personal_set else None
     if personal is not None:
         timings.update(personal_rows(engine, args, queries, encoder))
@@ -114,7 +120,7 @@ def main() -> None:
                               ("profile_read", "personal_shopper_profile_read"))}
     base = result["bm25"]["p50_ms"]
     result["p50_ratio_vs_bm25"] = {n: round(result[n]["p50_ms"] / base, 2)
-                                   for n in ("rescore", "sidecar", *(
+                                   for n in ("rescore", "sidecar", "sidecar_no_ubi", *(
                                        r for r in timings if r.startswith("ce_")))}
     if ce_model is not None:
         result["ce_model"] = ce_model.name
