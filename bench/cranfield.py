@@ -28,7 +28,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
+from _report import (
+    configured_encoder,
+    connect_engine,
+    engine_options,
+    paired,
+    result_path,
+    write_result,
+)
 
 from esrank import registry
 from esrank.artifact import ModelArtifact
@@ -154,10 +161,7 @@ def main() -> None:
     for a, b in [("bm25", "ltr (default)"), (best, "ltr (default)"),
                  ("ltr (train on window+judged)", "ltr (train on window)"),
                  ("ltr (train on window+judged)", "ltr (default)")]:
-        report = compare((a, results[a]), (b, results[b]), SHOWN)
-        significance[f"{b} vs {a}"] = {m.metric: {"delta": round(m.delta, 4),
-                                                  "p_randomization": round(m.p_randomization, 4)}
-                                       for m in report.metrics}
+        significance[f"{b} vs {a}"] = paired(compare((a, results[a]), (b, results[b]), SHOWN))
     write_result({
         "training_queries": len(train_j.by_query()), "unseen_queries": len(test_j.by_query()),
         "window": args.window, "rows_logged": len(table),

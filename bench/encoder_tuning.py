@@ -28,7 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _report import write_result
+from _report import paired, write_result
 
 from esrank.catalogue import read_products, text_of, to_document
 from esrank.config import load_settings
@@ -121,11 +121,7 @@ def main() -> None:
         "table_ndcg": {name: {m: round(ev.mean[m], 4) for m in SHOWN}
                        for name, ev in evaluations.items()},
         "significance": {
-            f"{b} vs {a}": {m: {"delta": round(c["delta"], 4),
-                                "p_randomization": round(c["p_randomization"], 4),
-                                "wins/ties/losses": f"{c['wins']}/{c['ties']}/{c['losses']}"}
-                            for m, c in compare((a, evaluations[a]), (b, evaluations[b]),
-                                                SHOWN).to_dict()["metrics"].items()}
+            f"{b} vs {a}": paired(compare((a, evaluations[a]), (b, evaluations[b]), SHOWN))
             for a, b in [*((f"{f} (base)", f"{f} (tuned)") for f in COSINES),
                          ("ltr (base)", "ltr (tuned)"),
                          ("text_cosine (tuned)", "ltr (tuned)")]},
