@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from esrank.engine.auth import Auth, redact, scrub
-from esrank.engine.base import reason_of
+from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
 from esrank.errors import EngineError
 
 
@@ -26,7 +26,8 @@ class ElasticsearchTransport:
         self._raw_url = url
         self._client = Elasticsearch(
             url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
-            ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0)
+            ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0,
+            connections_per_node=CONNECTIONS_PER_NODE)
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from esrank.engine.auth import Auth, redact, scrub
-from esrank.engine.base import reason_of
+from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
 from esrank.errors import EngineError
 
 
@@ -21,7 +21,8 @@ class OpenSearchTransport:
         self._raw_url = url
         self._client = OpenSearch(
             hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
-            ca_certs=auth.ca_certs, timeout=timeout, max_retries=0)
+            ca_certs=auth.ca_certs, timeout=timeout, max_retries=0,
+            pool_maxsize=CONNECTIONS_PER_NODE)
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:
