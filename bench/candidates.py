@@ -6,7 +6,8 @@ hybrid first pass) moves it and the model. Writes bench/results/candidates.json.
 
 On the live engine with the Chorus catalogue indexed (make demo). A model can only reorder
 the docs the first pass hands it, so NDCG@10 has a ceiling: the judged docs of the window in
-grade order. Per candidate set, over the 97 queries:
+grade order; and every judged doc in grade order is the ceiling of any ranking at all (a query
+without a positive judgment scores 0 whatever runs). Per candidate set, over the 97 queries:
 - recall: the share of judged positives (grade > 0) among its docs;
 - ceiling: NDCG@10 (standard, condensed) of its docs in grade order, and its ratio to BM25;
 - for BM25 at --window joined with each --knn K: the features logged for every doc of the
@@ -108,7 +109,13 @@ def main() -> None:
     def joined(k: int) -> dict[str, list[str]]:
         return {q: list(dict.fromkeys(bm25[q][:args.window] + near[q][:k])) for q in queries}
 
-    sets = {f"bm25@{w}": {q: d[:w] for q, d in bm25.items()} for w in widths}
+    judged: dict[str, list[str]] = {}
+    for j in judgments:
+        judged.setdefault(j.query, []).append(j.doc_id)
+    out["queries_without_a_positive"] = sum(
+        not any(grades[(q, d)] > 0 for d in docs) for q, docs in judged.items())
+    sets = {"every judged doc": judged}
+    sets.update({f"bm25@{w}": {q: d[:w] for q, d in bm25.items()} for w in widths})
     sets.update({f"bm25@{args.window} + knn@{k}": joined(k) for k in ks})
     sets.update({f"knn@{k}": {q: near[q][:k] for q in queries} for k in ks})
     for name, candidates in sets.items():
