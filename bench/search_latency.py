@@ -30,13 +30,12 @@ from __future__ import annotations
 import argparse
 import csv
 import http.client
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
-from sidecar import start_server
+from sidecar import start_server, timed_post
 
 from esrank.config import load_settings
 from esrank.feature_log import query_params
@@ -60,13 +59,8 @@ def post(port: int, path: str, body: dict) -> tuple[int, float]:
     """POST to a sidecar on one keep-alive connection per port, as an application's HTTP pool
     would (the engine rows reuse theirs too): (status, ms), no TCP connect timed after the
     first request."""
-    conn = _connections.setdefault(port, http.client.HTTPConnection("127.0.0.1", port,
-                                                                    timeout=60))
-    started = time.perf_counter()
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
-    response = conn.getresponse()
-    response.read()
-    return response.status, (time.perf_counter() - started) * 1000
+    return timed_post(_connections.setdefault(port, http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=60)), path, body)
 
 
 def main() -> None:

@@ -83,14 +83,23 @@ def start_server(app, threads: int) -> int:
     return port
 
 
-def post(port: int, path: str, body: dict) -> tuple[int, float]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def timed_post(conn: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, float]:
+    """POST a JSON body on `conn` and read the whole answer: (status, ms)."""
     started = time.perf_counter()
     conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
     response = conn.getresponse()
     response.read()
-    conn.close()
     return response.status, (time.perf_counter() - started) * 1000
+
+
+def post(port: int, path: str, body: dict) -> tuple[int, float]:
+    """A timed POST on a connection of its own, connect included (a client without a pool)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    started = time.perf_counter()
+    conn.connect()
+    status, _ = timed_post(conn, path, body)
+    conn.close()
+    return status, (time.perf_counter() - started) * 1000
 
 
 def load(port: int, clients: int, seconds: float, texts: list[str]) -> dict:

@@ -1088,7 +1088,7 @@ def llm_serve(ctx: click.Context, host: str, port: int, model: str | None) -> No
 @cli.command("serve")
 @click.option("--host", help="Bind address (default: ESRANK_SERVE__HOST, 127.0.0.1).")
 @click.option("--port", type=int, help="Port (default: ESRANK_SERVE__PORT, 8080).")
-@click.option("--threads", type=int, help="Request threads (default: ESRANK_SERVE__THREADS, 16).")
+@click.option("--threads", type=int, help="Request threads (default: ESRANK_SERVE__THREADS, 32).")
 @click.pass_context
 def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
               threads: int | None) -> None:

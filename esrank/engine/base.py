@@ -22,9 +22,9 @@ from esrank.types import FeatureSet
 
 LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
 BUSY = (429, 503)  # "try again later": bulk retries these
-# kept-alive connections per node: one for each of the sidecar's request threads (16 by
-# default) and its UBI writer; a smaller pool drops and reopens connections under load
-CONNECTIONS_PER_NODE = 32
+# kept-alive connections per node: more than the sidecar's request threads (32 by default)
+# and its UBI writer; a smaller pool drops and reopens connections under load
+CONNECTIONS_PER_NODE = 64
 
 
 @dataclass(frozen=True)
