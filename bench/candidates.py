@@ -10,12 +10,12 @@ grade order; and every judged doc in grade order is the ceiling of any ranking a
 without a positive judgment scores 0 whatever runs). Per candidate set, over the 97 queries:
 - recall: the share of judged positives (grade > 0) among its docs;
 - ceiling: NDCG@10 (standard, condensed) of its docs in grade order, and its ratio to BM25;
-- for BM25 at --window joined with each --knn K: the features logged for every doc of the
-  joined window (the feature set's own, from the engine), then esrank train's served CV
-  (default parameters, the same query folds) against the same on the BM25 window alone, and
-  each single feature reordering the joined window. The nearest products are an exact cosine
-  search over the indexed `text_vector`s (what an exact kNN first pass returns), from the
-  configured encoder behind the embedding cache.
+- for each wider window (BM25 at each --wider width; BM25 at --window joined with each --knn
+  K): the features logged for every doc of the window (the feature set's own, from the
+  engine), then esrank train's served CV (default parameters, the same query folds) against
+  the same on the BM25 window of --window, and each single feature reordering the window.
+  The nearest products are an exact cosine search over the indexed `text_vector`s (what an
+  exact kNN first pass returns), from the configured encoder behind the embedding cache.
 This measures a hybrid first pass before it is built: esrank does not serve one.
 """
 
@@ -104,7 +104,7 @@ def main() -> None:
     # BM25 as served: its window in its order (the condensed view reads past the top 10)
     base = evaluator.evaluate({q: docs[:args.window] for q, docs in bm25.items()}).mean
     out: dict = {"queries": len(queries), "window": args.window, "encoder": encoder.key,
-                 "bm25": {m: round(base[m], 4) for m in SHOWN}, "ceilings": {}, "hybrid": {}}
+                 "bm25": {m: round(base[m], 4) for m in SHOWN}, "ceilings": {}, "wider": {}}
 
     def joined(k: int) -> dict[str, list[str]]:
         return {q: list(dict.fromkeys(bm25[q][:args.window] + near[q][:k])) for q in queries}
@@ -124,12 +124,9 @@ def main() -> None:
         out["ceilings"][name] = row
         print(f"{name:22} {row}", flush=True)
 
-    def model(window: dict[str, list[str]] | None):
-        """The served-CV model and each single feature on a window (BM25's when None)."""
-        first = bm25_query if window is None else (lambda text: {"bool": {
-            "filter": [{"ids": {"values": window[text]}}], "should": [bm25_query(text)]}})
-        table = log_judgments(engine, args.index, fs, judgments, encoder,
-                              window=args.window + (max(ks) if window else 0),
+    def model(first, width: int):
+        """The served-CV model and each single feature on the window `first` hands over."""
+        table = log_judgments(engine, args.index, fs, judgments, encoder, window=width,
                               first_pass=first, progress=False).matrix
         ltr = evaluator.evaluate(cross_validate(table, TrainParams(), args.folds).runs)
         singles = {name: evaluator.evaluate(served_runs(
@@ -137,23 +134,31 @@ def main() -> None:
             for i, name in enumerate(table.feature_names)}
         return ltr, singles, len(table)
 
-    plain, plain_singles, rows = model(None)
+    def joined_pass(window: dict[str, list[str]]):
+        """A first pass that returns exactly `window`'s docs, in BM25 order (the rest last)."""
+        return lambda text: {"bool": {"filter": [{"ids": {"values": window[text]}}],
+                                      "should": [bm25_query(text)]}}
+
+    plain, plain_singles, rows = model(bm25_query, args.window)
     out["bm25_window"] = {"rows_logged": rows, "ltr": {m: round(plain.mean[m], 4) for m in SHOWN},
                           "best_single": _best(plain_singles)}
     print("bm25 window", out["bm25_window"], flush=True)
-    for k in ks:
-        ltr, singles, rows = model(joined(k))
+    wider = {f"bm25@{w}": (bm25_query, w) for w in widths[1:]}
+    wider.update({f"bm25@{args.window} + knn@{k}": (joined_pass(joined(k)), args.window + k)
+                  for k in ks})
+    for name, (first, width) in wider.items():
+        ltr, singles, rows = model(first, width)
         row = {"rows_logged": rows, "ltr": {m: round(ltr.mean[m], 4) for m in SHOWN},
                "ltr_x_bm25": {m: round(ltr.mean[m] / base[m], 4) for m in SHOWN},
                "best_single": _best(singles),
                "ltr_vs_ltr_on_bm25_window": paired(compare(("bm25 window", plain),
-                                                           ("joined", ltr), SHOWN))}
+                                                           ("wider", ltr), SHOWN))}
         for m in SHOWN:
             top = row["best_single"][m]["feature"]
             row[f"ltr_vs_best_single ({m})"] = paired(compare((top, singles[top]),
                                                               ("ltr", ltr), SHOWN))[m]
-        out["hybrid"][f"bm25@{args.window} + knn@{k}"] = row
-        print(f"knn@{k}", row, flush=True)
+        out["wider"][name] = row
+        print(name, row, flush=True)
     out["seconds"] = round(time.monotonic() - started, 1)
     write_result(out, args.out or result_path("candidates", args))
 
