@@ -65,9 +65,7 @@ def ceiling(evaluator: Evaluator, grades: dict, candidates: dict[str, list[str]]
     """Recall of judged positives, and NDCG@10 of each query's candidates in grade order."""
     positives = sum(g > 0 for g in grades.values())
     found = sum(grades.get((q, d), 0) > 0 for q, docs in candidates.items() for d in docs)
-    ideal = {q: sorted(docs, key=lambda d: -grades.get((q, d), -1))
-             for q, docs in candidates.items()}
-    ndcg = evaluator.evaluate(ideal).mean
+    ndcg = evaluator.evaluate(evaluator.ideal(candidates)).mean
     return {"recall": round(found / positives, 4),
             "docs_per_query": round(float(np.mean([len(d) for d in candidates.values()])), 1),
             **{m: round(ndcg[m], 4) for m in SHOWN}}
@@ -94,7 +92,7 @@ def main() -> None:
     judgments = read_csv(CHORUS / "judgments.csv")
     evaluator = Evaluator(judgments)
     queries = evaluator.queries
-    grades = {(j.query, j.doc_id): j.grade for j in judgments}
+    grades = evaluator.graded()
     widths = [args.window, *(int(w) for w in args.wider.split(",") if w)]
     ks = [int(k) for k in args.knn.split(",") if k]
     bm25 = {q: [h.doc_id for h in hits] for q, hits in search_many(

@@ -1043,13 +1043,15 @@ dashboards.add_command(_import_command("opensearch-dashboards", "OpenSearch Dash
 def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which: str,
                feature_set_path: Path, output: Path, as_json: bool) -> None:
     """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
-    feature adds to a rescore, and rescore window vs NDCG vs p50."""
+    feature adds to a rescore, and rescore window vs NDCG vs p50, beside each window's
+    ceiling (its docs in grade order: the most any reranker of it can reach)."""
     report = _app(ctx).report(judgments_file, which, feature_set_path, output, fmt)
     lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
     lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
               for f in report["features"]]
     lines += [f"window {w['window']:>4}: ndcg@10 {w['ndcg@10']:.4f} condensed "
-              f"{w['ndcg@10_condensed']:.4f} p50 {w['p50_ms']:.2f} ms" for w in report["windows"]]
+              f"{w['ndcg@10_condensed']:.4f} ceiling {w['ceiling@10']:.4f} p50 "
+              f"{w['p50_ms']:.2f} ms" for w in report["windows"]]
     lines.append(f"wrote {output} and {output.with_suffix('.json')}")
     _emit(report, as_json, "\n".join(lines))
 

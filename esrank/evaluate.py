@@ -97,6 +97,15 @@ class Evaluator:
         qid = self._by_text.get(query)
         return dict(self._grades[qid]) if qid else {}
 
+    def ideal(self, run: Run) -> Run:
+        """Each query's docs of `run` in grade order, unjudged last: the best a reranker of
+        those docs can do (its ceiling)."""
+        out = {}
+        for query, docs in run.items():
+            grades = self.grades(query)
+            out[query] = sorted(docs, key=lambda d: -grades.get(d, -1))
+        return out
+
     def evaluate(self, run: Run) -> Evaluation:
         """Metrics for `run` (query text -> ranked doc ids); a judged query missing from the
         run scores 0 everywhere."""

@@ -311,6 +311,10 @@ def test_gain_vs_cost_report(engine, loop, encoder):
                for f in result["features"])
     assert [w["window"] for w in result["windows"]] == [10, 50]
     assert all(0 <= w["ndcg@10"] <= 1 and w["p50_ms"] > 0 for w in result["windows"])
+    # no reranker beats its window's grade order, and a wider window never lowers that
+    assert all(max(w["ndcg@10"], w["ndcg@10_condensed"]) <= w["ceiling@10"] + 1e-9
+               for w in result["windows"])
+    assert result["windows"][0]["ceiling@10"] <= result["windows"][1]["ceiling@10"]
     assert result["bm25_p50_ms"] > 0 and report.model in to_html(result)
     # every one-feature set the latency measurement used is in the store
     for name in loop["fs"].feature_names:

@@ -44,6 +44,20 @@ def test_a_query_without_results_scores_zero():
     assert result.mean["ndcg@10"] == pytest.approx(0.5)
 
 
+def test_the_ideal_order_of_a_run_is_its_ceiling():
+    ev = Evaluator(_judgments())
+    run = {"shoes": ["dx", "d2", "d3", "d1"], "hat": ["hy"]}
+    ideal = ev.ideal(run)
+    # its own docs in grade order, unjudged last; a doc the run lacks is not added
+    assert ideal == {"shoes": ["d1", "d3", "d2", "dx"], "hat": ["hy"]}
+    shoes = ev.evaluate(ideal).per_query["shoes"]
+    assert shoes["ndcg@10"] == pytest.approx(1.0) == shoes["ndcg@10_condensed"]
+    assert ev.evaluate(ideal).mean["ndcg@10"] == pytest.approx(0.5)  # "hat" found nothing
+    # what the run missed caps it: without d1, the best is d3 first
+    best = ev.evaluate(ev.ideal({"shoes": ["d2", "d3"]})).per_query["shoes"]["ndcg@10"]
+    assert best == pytest.approx(1 / (2 + 1 / LOG2(3)))
+
+
 def test_compare_counts_wins_ties_losses():
     def ev(values):
         return Evaluation({}, {f"q{i}": dict.fromkeys(METRICS, v) for i, v in enumerate(values)})
