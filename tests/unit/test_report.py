@@ -29,9 +29,10 @@ def test_html_has_every_feature_and_window_and_embeds_the_data():
                            {"feature": "b", "gain_drop_one": 0.01, "importance_gain": 1.0,
                             "added_p50_ms": -0.1}],
               "windows": [{"window": w, "ndcg@10": 0.6, "ndcg@10_condensed": 0.7,
-                           "p50_ms": 2.5} for w in (10, 100)]}
+                           "ceiling@10": c, "p50_ms": 2.5} for w, c in ((10, 0.75), (100, 0.8))]}
     page = to_html(report)
     assert "a&lt;/script&gt;" in page and "<td>b</td>" in page
     assert page.count("<tr><td>10</td>") == 1 and page.count("<tr><td>100</td>") == 1
+    assert "<td>0.7500</td>" in page and "<td>0.8000</td>" in page  # each window's ceiling
     data = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
     assert json.loads(data.group(1)) == report
