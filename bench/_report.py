@@ -22,6 +22,18 @@ def paired(report) -> dict:
             for m in report.metrics}
 
 
+def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
+    """feature -> query -> its served window reordered by that feature alone (an unmatched
+    feature sorts last; ties keep the first pass's order)."""
+    import numpy as np
+
+    from esrank.train import served_runs
+
+    rows = np.arange(len(table))
+    return {name: served_runs(table, rows, np.nan_to_num(table.values[:, i], nan=-np.inf))
+            for i, name in enumerate(table.feature_names)}
+
+
 def engine_options(ap) -> None:
     """--flavor and --url: which local engine (or cluster) a bench runs on."""
     ap.add_argument("--flavor", choices=["opensearch", "elasticsearch"], default="opensearch",

@@ -33,16 +33,17 @@ from _report import (
     engine_options,
     paired,
     result_path,
+    single_feature_runs,
     write_result,
 )
+from query_intent import catalogue
 
-from esrank.catalogue import read_products, text_of, to_document
 from esrank.evaluate import Evaluator, compare
 from esrank.feature_log import log_judgments
 from esrank.features import load_feature_set
 from esrank.judgments import read_csv
 from esrank.search import Ranker, bm25_query, search_many
-from esrank.train import TrainParams, cross_validate, served_runs
+from esrank.train import TrainParams, cross_validate
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -51,11 +52,7 @@ SHOWN = ("ndcg@10", "ndcg@10_condensed")
 
 def nearest(encoder, queries: list[str], k: int) -> dict[str, list[str]]:
     """Per query, the ids of its k nearest products by text embedding (exact cosine)."""
-    ids, texts = [], []
-    for product in read_products(sorted(CHORUS.glob("*.json.zip"))):
-        doc_id, doc = to_document(product)
-        ids.append(doc_id)
-        texts.append(text_of(doc))
+    ids, texts, _, _ = catalogue()
     scores = encoder.encode(queries) @ encoder.encode(texts).T
     top = np.argsort(-scores, axis=1)[:, :k]
     return {q: [ids[j] for j in row] for q, row in zip(queries, top, strict=True)}
@@ -107,9 +104,7 @@ def main() -> None:
     def joined(k: int) -> dict[str, list[str]]:
         return {q: list(dict.fromkeys(bm25[q][:args.window] + near[q][:k])) for q in queries}
 
-    judged: dict[str, list[str]] = {}
-    for j in judgments:
-        judged.setdefault(j.query, []).append(j.doc_id)
+    judged = {js[0].query: [j.doc_id for j in js] for js in judgments.by_query().values()}
     out["queries_without_a_positive"] = sum(
         not any(grades[(q, d)] > 0 for d in docs) for q, docs in judged.items())
     sets = {"every judged doc": judged}
@@ -127,9 +122,8 @@ def main() -> None:
         table = log_judgments(engine, args.index, fs, judgments, encoder, window=width,
                               first_pass=first, progress=False).matrix
         ltr = evaluator.evaluate(cross_validate(table, TrainParams(), args.folds).runs)
-        singles = {name: evaluator.evaluate(served_runs(
-            table, np.arange(len(table)), np.nan_to_num(table.values[:, i], nan=-np.inf)))
-            for i, name in enumerate(table.feature_names)}
+        singles = {name: evaluator.evaluate(run)
+                   for name, run in single_feature_runs(table).items()}
         return ltr, singles, len(table)
 
     def joined_pass(window: dict[str, list[str]]):

@@ -34,6 +34,7 @@ from _report import (
     engine_options,
     paired,
     result_path,
+    single_feature_runs,
     write_result,
 )
 
@@ -45,7 +46,7 @@ from esrank.feature_log import log_judgments, query_params
 from esrank.features import load_feature_set
 from esrank.judgments import Judgment, JudgmentList
 from esrank.search import Ranker, bm25_query, run_of, search_many
-from esrank.train import CANDIDATE_SETS, TrainParams, served_runs, train
+from esrank.train import CANDIDATE_SETS, TrainParams, train
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_ONLY = ("supplier_bm25", "supplier_and", "attributes_bm25", "price", "recency")
@@ -122,10 +123,8 @@ def main() -> None:
         unseen_table = log_judgments(engine, args.index, fs, test_j, encoder,
                                      window=args.window, first_pass=bm25_query,
                                      progress=False).matrix
-        rows = np.arange(len(unseen_table))
-        for i, name in enumerate(fs.feature_names):
-            results[f"feature:{name}"] = evaluator.evaluate(served_runs(
-                unseen_table, rows, np.nan_to_num(unseen_table.values[:, i], nan=-np.inf)))
+        for name, run in single_feature_runs(unseen_table).items():
+            results[f"feature:{name}"] = evaluator.evaluate(run)
         params_for = query_params(fs.params, encoder)
         chosen, cv, parity = {}, {}, []
         for label, candidates in [("ltr (default)", CANDIDATE_SETS),

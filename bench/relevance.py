@@ -40,6 +40,7 @@ from _report import (
     engine_options,
     paired,
     result_path,
+    single_feature_runs,
     write_result,
 )
 
@@ -57,14 +58,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 CE_FEATURE = "cross_encoder"  # the cross-encoder feature of --cross-encoder-feature-set
-
-
-def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
-    """feature -> query -> its window reordered by that feature alone (an unmatched feature
-    sorts last; ties keep BM25 order)."""
-    rows = np.arange(len(table))
-    return {name: served_runs(table, rows, np.nan_to_num(table.values[:, i], nan=-np.inf))
-            for i, name in enumerate(table.feature_names)}
 
 
 def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, encoder,
