@@ -4,11 +4,11 @@ import request the command sends (to a local stand-in HTTP server: no Kibana run
 from __future__ import annotations
 
 import json
-import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+from stand_in import reply_json, serving
 
 from esrank.dashboards import FILES, import_saved_objects, saved_objects, to_ndjson
 from esrank.engine import Auth
@@ -65,12 +65,7 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append((self.path, dict(self.headers), body))
-        data = json.dumps(self.answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply_json(self, 200, self.answer)
 
     def log_message(self, *args):
         pass
@@ -78,12 +73,9 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def stand_in():
-    server = HTTPServer(("127.0.0.1", 0), _Recorder)
     _Recorder.seen = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(_Recorder, HTTPServer) as server:
+        yield f"http://127.0.0.1:{server.server_port}"
 
 
 @pytest.mark.parametrize("flavor,header", [("kibana", "kbn-xsrf"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
+from stand_in import reply_json, serving
 
 from esrank.errors import ConfigError, EsrankError, InputError
 from esrank.judge import (
@@ -99,10 +99,7 @@ class _Canned(BaseHTTPRequestHandler):
         self.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
         status, body = (self.answers(self.seen[-1]) if callable(self.answers)
                         else self.answers.pop(0))
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(json.dumps(body).encode())
+        reply_json(self, status, body)
 
     def log_message(self, *args):
         pass
@@ -110,12 +107,9 @@ class _Canned(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def canned():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     _Canned.answers, _Canned.seen = [], []
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Canned
-    server.shutdown()
-    server.server_close()
+    with serving(_Canned) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Canned
 
 
 def _reply(top=None, content="2"):

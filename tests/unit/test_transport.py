@@ -4,12 +4,12 @@ tests/engine)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from stand_in import reply_json, serving
 
 from esrank.engine.elasticsearch import ElasticsearchTransport
 from esrank.engine.opensearch import OpenSearchTransport
@@ -31,13 +31,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):  # noqa: N802 (http.server's naming)
         time.sleep(0.05)  # long enough for every caller to hold its own connection
-        body = b'{"status": "green"}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("X-Elastic-Product", "Elasticsearch")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, 200, {"status": "green"}, {"X-Elastic-Product": "Elasticsearch"})
 
     def log_message(self, *args):
         pass
@@ -45,11 +39,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = _Counting(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(_Handler, _Counting) as httpd:
+        yield httpd
 
 
 @pytest.mark.parametrize("transport", [OpenSearchTransport, ElasticsearchTransport])

@@ -1,0 +1,36 @@
+"""A local stand-in HTTP server for unit tests that fake an HTTP answer (the real engine and
+sidecar are exercised in tests/engine)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer, ThreadingHTTPServer
+
+
+def reply_json(handler: BaseHTTPRequestHandler, status: int, data, headers: dict | None = None
+               ) -> None:
+    """Answer the handler's request with `data` as JSON."""
+    body = json.dumps(data).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    for name, value in (headers or {}).items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler],
+            server_class: type[HTTPServer] = ThreadingHTTPServer) -> Iterator[HTTPServer]:
+    """`handler` on a free local port, in a thread, for the block."""
+    server = server_class(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
