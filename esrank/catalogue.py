@@ -5,8 +5,9 @@ description, "TITLE. DESCRIPTION"), both from the same encoder as the queries.
 
 Products are read from JSON arrays, JSONL, or zips of those. Each run builds a new concrete
 index and then moves the alias onto it in one step, so searches never see a half-built index
-and a failed run leaves what is live untouched. A build that indexed nothing, or rejected more
-products than allowed, never goes live; the previous index is kept after a move.
+and a failed run leaves what is live untouched. A build that indexed nothing, rejected more
+products than allowed, or would drop more of the live products than allowed, never goes live;
+the previous index is kept after a move. One run at a time per alias (a lease in the engine).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import logging
 import re
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -28,19 +32,26 @@ from esrank.encoder import Encoder, same_space
 from esrank.engine import Engine
 from esrank.engine.dialect import Dialect
 from esrank.errors import ConfigError, EngineError, InputError
+from esrank.lease import TTL, Lease
 from esrank.shopper import ProductFacts
 from esrank.stamps import DIGITS, utc
 
 log = logging.getLogger(__name__)
 
 
+MAX_RECORD_BYTES = 1 << 20  # one product's JSON (the largest Chorus product: 16 KB)
+MAX_ID_BYTES = 512  # the engines' limit on a document id (UTF-8)
+
+
 @dataclass(frozen=True)
 class RawProduct:
-    """One product as read, with where it came from (file and record number)."""
+    """One product as read, with where it came from (file and record number), or why it
+    could not be read."""
 
     source: str
     position: int
-    data: dict
+    data: object = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class IndexReport:
     seconds: float = 0.0
     kept: list[str] = field(default_factory=list)  # earlier complete builds, to go back to
     encoder: str = ""  # the encoder, and the embedding cache's figures when there is one
+    replaced: int = 0  # documents the alias served before the move
 
     @property
     def docs_per_second(self) -> float:
@@ -68,54 +80,94 @@ class IndexReport:
         return {"alias": self.alias, "index": self.index, "indexed": self.indexed,
                 "rejected": [r.__dict__ for r in self.rejected], "seconds": round(self.seconds, 2),
                 "docs_per_second": round(self.docs_per_second, 1), "kept": self.kept,
-                "encoder": self.encoder}
+                "encoder": self.encoder, "replaced": self.replaced}
 
 
 def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
-    """Yield products from .json (array), .jsonl/.ndjson, or .zip files holding those."""
+    """Yield products from .json (array), .jsonl/.ndjson, or .zip files holding those.
+
+    JSONL is streamed line by line; a record over MAX_RECORD_BYTES is rejected unparsed. A file
+    that cannot be read (not UTF-8, a corrupt zip) is an InputError naming it."""
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise InputError("no such file", source=str(path))
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as zf:
-                for member in zf.namelist():
-                    if member.endswith((".json", ".jsonl", ".ndjson")):
-                        yield from _parse(f"{path}!{member}", member, zf.read(member).decode())
-        else:
-            yield from _parse(str(path), path.name, path.read_text())
+        if path.suffix != ".zip":
+            with _reading(str(path)), path.open("rb") as f:
+                yield from _parse(str(path), path.name, f)
+            continue
+        with _reading(str(path)), zipfile.ZipFile(path) as zf:
+            for member in zf.namelist():
+                if member.endswith((".json", ".jsonl", ".ndjson")):
+                    source = f"{path}!{member}"
+                    with _reading(source), zf.open(member) as f:
+                        yield from _parse(source, member, f)
 
 
-def _parse(source: str, name: str, text: str) -> Iterator[RawProduct]:
+@contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """Turn a failure to read `source` into an InputError naming it."""
+    try:
+        yield
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise InputError(f"corrupt or truncated zip ({exc})", source=source) from exc
+    except OSError as exc:
+        raise InputError(f"cannot read it ({exc.strerror or exc})", source=source) from exc
+
+
+def _parse(source: str, name: str, f: IO[bytes]) -> Iterator[RawProduct]:
     if name.endswith((".jsonl", ".ndjson")):
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
+        for line_no, line in enumerate(f, 1):
+            if len(line) > MAX_RECORD_BYTES:
+                yield RawProduct(source, line_no, error=_too_large(len(line)))
+            elif line.strip():
                 try:
-                    yield RawProduct(source, line_no, json.loads(line))
-                except json.JSONDecodeError as exc:
-                    yield RawProduct(source, line_no, {"__error__": f"invalid JSON: {exc.msg}"})
+                    yield RawProduct(source, line_no, _load(line))
+                except ValueError as exc:
+                    yield RawProduct(source, line_no, error=exc.args[0])
         return
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", source=source, line=exc.lineno) from exc
+        data = _load(f.read())
+    except ValueError as exc:
+        raise InputError(exc.args[0], source=source, line=exc.args[1]) from exc
     if not isinstance(data, list):
         raise InputError("expected a JSON array of products", source=source)
     for i, item in enumerate(data, 1):
-        yield RawProduct(source, i, item)
+        size = len(json.dumps(item, ensure_ascii=False).encode())
+        yield (RawProduct(source, i, item) if size <= MAX_RECORD_BYTES else
+               RawProduct(source, i, error=_too_large(size)))
+
+
+def _load(raw: bytes) -> object:
+    """Parse UTF-8 JSON; ValueError(reason, line or None) when it is not that."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 (byte {exc.start})", None) from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON: {exc.msg}", exc.lineno) from exc
+    except RecursionError as exc:
+        raise ValueError("invalid JSON: nested too deeply", None) from exc
+
+
+def _too_large(size: int) -> str:
+    return f"a record of {size:,} bytes; at most {MAX_RECORD_BYTES:,}"
 
 
 def to_document(product: RawProduct) -> tuple[str, dict]:
     """Validate and shape one product; raises InputError naming the record and field."""
     p = product.data
     where = dict(source=product.source, line=product.position)
-    if "__error__" in p:
-        raise InputError(p["__error__"], **where)
+    if product.error is not None:
+        raise InputError(product.error, **where)
     if not isinstance(p, dict):
-        raise InputError("a product must be a JSON object", **where)
+        raise InputError(f"a product must be a JSON object, found {type(p).__name__}", **where)
     doc_id = p.get("id")
     if not isinstance(doc_id, str | int) or isinstance(doc_id, bool) or str(doc_id) == "":
         raise InputError("field 'id': missing or not a string/number", **where)
+    if len(str(doc_id).encode()) > MAX_ID_BYTES:
+        raise InputError(f"field 'id': {len(str(doc_id).encode())} bytes; the engines take at "
+                         f"most {MAX_ID_BYTES}", **where)
     title = p.get("title")
     if not isinstance(title, str) or not title.strip():
         raise InputError(f"product {doc_id}: field 'title': missing or empty", **where)
@@ -243,16 +295,25 @@ def index_is_current(engine: Engine, alias: str, encoder_key: str) -> bool:
                for m in live.values())
 
 
-def _valid_documents(chunk: list[RawProduct], report: IndexReport) -> list[tuple[str, dict]]:
-    """The chunk's products as documents; the invalid ones go to `report.rejected`."""
+def _valid_documents(chunk: list[RawProduct], report: IndexReport, seen: dict[str, str]
+                     ) -> list[tuple[str, dict]]:
+    """The chunk's products as documents; the invalid ones, and a second product with an id
+    seen before (`seen`: id -> where it was first), go to `report.rejected`."""
     docs = []
     for product in chunk:
+        where = f"{product.source}:{product.position}"
         try:
-            docs.append(to_document(product))
+            doc_id, doc = to_document(product)
         except InputError as exc:
             doc_id = str(product.data.get("id", "?")) if isinstance(product.data, dict) else "?"
-            report.rejected.append(Rejected(doc_id, f"{product.source}:{product.position}",
-                                            str(exc)))
+            report.rejected.append(Rejected(doc_id[:100], where, str(exc)))
+            continue
+        first = seen.setdefault(doc_id, where)
+        if first != where:
+            report.rejected.append(Rejected(doc_id, where, f"{where}: duplicate id {doc_id!r}, "
+                                                           f"first at {first}"))
+            continue
+        docs.append((doc_id, doc))
     return docs
 
 
@@ -299,34 +360,84 @@ class RejectedBuildError(InputError):
         super().__init__(f"{what}; {report.alias} still serves what it served before")
 
 
+class ShrinkError(InputError):
+    """A build that would take away more of the live documents than allowed: it was removed
+    and the live index is unchanged."""
+
+    def __init__(self, report: IndexReport, max_shrink: float):
+        self.report = report
+        lost = 1 - report.indexed / report.replaced
+        super().__init__(f"the new build holds {report.indexed} products, {report.alias} serves "
+                         f"{report.replaced}: {lost:.0%} fewer, more than the {max_shrink:.0%} "
+                         f"allowed (--max-shrink); {report.alias} still serves what it served "
+                         "before")
+
+
+MAX_SHRINK = 0.1  # the share of the live documents a build may drop without being told to
+
+
 def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, *,
                     batch_size: int = 256, limit: int | None = None, allow_rejects: int = 0,
-                    keep: int = 1, progress: bool = True) -> IndexReport:
+                    keep: int = 1, max_shrink: float = MAX_SHRINK, progress: bool = True,
+                    lease_ttl: float = TTL) -> IndexReport:
     """Index products into `<alias>-<timestamp>` and point `alias` at it when done.
 
-    Bad products are reported (id, record, reason). While one batch is bulk-sent the next is
-    embedded, so neither the engine nor the encoder waits for the other. The alias moves only
-    when something was indexed and at most `allow_rejects` products were rejected; otherwise
-    the new index is removed and RejectedBuildError raised. After the move the `keep` newest
-    earlier indices stay (to go back to by hand), older ones are deleted.
+    One run at a time per alias: the run holds the alias's lease (esrank.lease) from start to
+    end, and another run on the same alias fails at once with LeaseHeldError, changing
+    nothing. Bad products (and repeated ids) are reported (id, record, reason). While one batch
+    is bulk-sent the next is embedded, so neither the engine nor the encoder waits for the
+    other. The alias moves only when something was indexed, at most `allow_rejects` products
+    were rejected and the build holds at least (1 - `max_shrink`) of the documents the alias
+    serves; otherwise the new index is removed and RejectedBuildError or ShrinkError raised.
+    The move is a compare-and-swap from what the alias pointed at when the run started: the
+    alias ends on the new index alone, or (when it was moved by hand meanwhile) stays where it
+    was moved. After it the `keep` newest earlier
+    indices stay (to go back to by hand), older ones are deleted.
     """
+    if keep < 0 or allow_rejects < 0 or not 0 <= max_shrink <= 1:
+        raise InputError(f"keep ({keep}) and allow_rejects ({allow_rejects}) must be >= 0, "
+                         f"max_shrink ({max_shrink}) in 0..1")
+    started = time.monotonic()
+    with Lease(engine, f"index:{alias}", f"esrank index --alias {alias}",
+               ttl=lease_ttl) as lease:
+        report, old = _build(engine, alias, paths, encoder, lease, batch_size=batch_size,
+                             limit=limit, allow_rejects=allow_rejects, max_shrink=max_shrink,
+                             progress=progress)
+        # only complete builds (and what was live) are kept to go back to; a partial one (a
+        # run killed before it could clean up) can never go live
+        complete = {name: name in old or (m.get("mappings", {}).get("_meta") or {}).get(BUILD)
+                    == "complete" for name, m in engine.mapping(f"{alias}-*").items()
+                    if name != report.index and _is_build(alias, name)}
+        earlier = sorted((name for name, ok in complete.items() if ok), reverse=True)
+        report.kept = earlier[:keep]
+        for name in [*earlier[keep:], *(name for name, ok in complete.items() if not ok)]:
+            engine.delete_index(name)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, lease: Lease,
+           *, batch_size: int, limit: int | None, allow_rejects: int, max_shrink: float,
+           progress: bool) -> tuple[IndexReport, list[str]]:
+    """Build a new index and swap `alias` onto it (index_catalogue, under its lease): the
+    report, and the indices the alias pointed at before."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     from tqdm import tqdm
 
     from esrank.embed_cache import CachedEncoder
 
-    started = time.monotonic()
     index = _build_name(alias)
     if engine.index_exists(alias) and not engine.alias_targets(alias):
         raise EngineError("index catalogue", f"{alias!r} is a concrete index, not an alias; "
                           "esrank manages it as an alias over versioned indices — rename or "
                           "delete it first", target=alias)
-    old = engine.alias_targets(alias)
+    old = engine.alias_targets(alias)  # the swap moves the alias from these, or not at all
     engine.create_index(index, index_body(engine.dialect, encoder.dims, encoder.key))
     report = IndexReport(alias=alias, index=index)
     products = read_products(paths)
     status = encoder.progress if isinstance(encoder, CachedEncoder) else lambda: encoder.name
+    seen: dict[str, str] = {}
     try:
         with (tqdm(desc=f"indexing {alias}", unit="doc", disable=not progress) as bar,
               ThreadPoolExecutor(1, thread_name_prefix="bulk") as sender):
@@ -338,7 +449,7 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
                     if not chunk:
                         break
                 taken += len(chunk)
-                docs = _valid_documents(chunk, report)
+                docs = _valid_documents(chunk, report, seen)
                 _embed(encoder, [doc for _, doc in docs])
                 if sending is not None:
                     sending.result()
@@ -353,22 +464,23 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
             raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
         engine.put_mapping(index, {"_meta": {BUILD: "complete", ENCODER: encoder.key}})
-        engine.swap_alias(alias, index, old)
+        report.replaced = engine.count(alias) if old else 0
+        if report.indexed < (1 - max_shrink) * report.replaced:
+            raise ShrinkError(report, max_shrink)
+        lease.check()
+        try:
+            engine.swap_alias(alias, index, old, clear=f"{alias}-*")
+        except EngineError as exc:
+            if exc.status != 404:
+                raise
+            raise EngineError("swap alias", f"{alias!r} was moved by someone else while this "
+                              f"build ran (it pointed at {', '.join(old) or 'nothing'}); it "
+                              "was left as it is", target=alias) from exc
     except BaseException:
         try:  # leave nothing half-written behind; the alias still points at the old index
             engine.delete_index(index)
         except EngineError as cleanup:
             log.error("could not remove the partial index %s: %s", index, cleanup)
         raise
-    # only complete builds (and what was live) are kept to go back to; a partial one (a run
-    # killed before it could clean up) can never go live
-    complete = {name: name in old or (m.get("mappings", {}).get("_meta") or {}).get(BUILD)
-                == "complete" for name, m in engine.mapping(f"{alias}-*").items()
-                if name != index and _is_build(alias, name)}
-    earlier = sorted((name for name, ok in complete.items() if ok), reverse=True)
-    report.kept = earlier[:keep]
-    for name in [*earlier[keep:], *(name for name, ok in complete.items() if not ok)]:
-        engine.delete_index(name)
-    report.seconds = time.monotonic() - started
     report.encoder = status()
-    return report
+    return report, old

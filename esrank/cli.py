@@ -759,9 +759,14 @@ def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool
 @click.option("--limit", type=int, help="Index at most this many products.")
 @click.option("--batch-size", default=256, show_default=True)
 @click.option("--allow-rejects", default=0, show_default=True, metavar="N",
+              type=click.IntRange(min=0),
               help="Go live even though up to N products were rejected (default: any "
-                   "rejection keeps the live index as it is).")
-@click.option("--keep", default=1, show_default=True, metavar="N",
+                   "rejection, a repeated id included, keeps the live index as it is).")
+@click.option("--max-shrink", default=10.0, show_default=True, metavar="PERCENT",
+              type=click.FloatRange(0, 100),
+              help="Go live only if the build holds at least 100 - PERCENT % of the products "
+                   "the alias serves now (100: any size).")
+@click.option("--keep", default=1, show_default=True, metavar="N", type=click.IntRange(min=0),
               help="Earlier indices of the alias to keep after the move (to go back to).")
 @click.option("--allow-encoder-change", is_flag=True,
               help="Re-embed an alias with other encoder weights even though active models "
@@ -769,16 +774,17 @@ def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, limit: int | None,
-              batch_size: int, allow_rejects: int, keep: int, allow_encoder_change: bool,
-              as_json: bool) -> None:
+              batch_size: int, allow_rejects: int, max_shrink: float, keep: int,
+              allow_encoder_change: bool, as_json: bool) -> None:
     """Index products (JSON, JSONL or zips of them) with title and text embeddings.
 
     Builds a fresh index and moves the alias onto it when done; the previous index is kept
-    (--keep). Bad products are listed with their id and reason. A build that indexed nothing
-    or rejected more than --allow-rejects products is removed and never goes live: exit 1,
-    the alias unchanged.
+    (--keep). Bad products and repeated ids are listed with their id and reason. A build that
+    indexed nothing, rejected more than --allow-rejects products or holds fewer products than
+    --max-shrink allows is removed and never goes live: exit 1, the alias unchanged. One run
+    per alias at a time: a second one exits 1 at once, naming the run that holds the alias.
     """
-    from esrank.catalogue import RejectedBuildError
+    from esrank.catalogue import RejectedBuildError, ShrinkError
 
     if not files:
         raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
@@ -786,14 +792,15 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
     try:
         report = _app(ctx).index(files, alias, batch_size=batch_size, limit=limit,
                                  allow_rejects=allow_rejects, keep=keep, progress=not as_json,
+                                 max_shrink=max_shrink / 100,
                                  allow_encoder_change=allow_encoder_change)
-    except RejectedBuildError as exc:
+    except (RejectedBuildError, ShrinkError) as exc:
         _emit({**exc.report.to_dict(), "error": str(exc)}, as_json, _rejections(exc.report))
         raise
     d = report.to_dict()
     text = (f"indexed {d['indexed']} products into {d['index']} (alias {d['alias']}) in "
             f"{d['seconds']}s, {d['docs_per_second']} docs/s ({d['encoder']}); "
-            f"rejected {len(d['rejected'])}; "
+            f"rejected {len(d['rejected'])}; {d['replaced']} products served before; "
             f"kept {', '.join(d['kept']) or 'no earlier index'}")
     _emit(d, as_json, text + _rejections(report))
 
@@ -1308,7 +1315,8 @@ def _demo_catalogue(ctx: click.Context, s, limit: int | None, reindex: bool) -> 
         click.echo(f"{s.index} is already indexed with the current mapping and encoder "
                    "(--reindex to redo)")
     else:
-        ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit)
+        ctx.invoke(index_cmd, files=tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit,
+                   max_shrink=100.0)  # the demo catalogue replaces what the alias held
     click.echo("== 3. push the feature sets")
     ctx.invoke(features_push)
 

@@ -25,6 +25,9 @@ BUSY = (429, 503)  # "try again later": bulk retries these
 # kept-alive connections per node: more than the sidecar's request threads (32 by default)
 # and its UBI writer; a smaller pool drops and reopens connections under load
 CONNECTIONS_PER_NODE = 64
+# the most source bytes one bulk request carries: well under the engines' 100 MB
+# http.max_content_length, whatever the batch size and document size
+MAX_BULK_BYTES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -204,19 +207,41 @@ class Engine:
                                 "if_primary_term": doc["_primary_term"]}
 
     def put_document(self, index: str, doc_id: str, source: dict,
-                     version: dict | None = None) -> None:
-        """Write a document, visible on return; with `version`, only if nobody changed it
-        since it was read (else EngineError with status 409)."""
-        params = {"refresh": "wait_for", **(version or {})}
+                     version: dict | None = None, *, visible: bool = True) -> dict:
+        """Write a document (`visible`: to searches on return; a GET by id sees it at once
+        either way); with `version`, only if nobody changed it since it was read, without,
+        only if it does not exist (else EngineError with status 409). Returns its new
+        version."""
+        params = {"refresh": "wait_for" if visible else "false", **(version or {})}
         if version is None:
             params["op_type"] = "create"
-        self._call("write document", "PUT", f"/{index}/_doc/{quote(doc_id, safe='')}",
-                   body=source, params=params, target=index)
+        answer = self._call("write document", "PUT", f"/{index}/_doc/{quote(doc_id, safe='')}",
+                            body=source, params=params, target=index)
+        return {"if_seq_no": answer["_seq_no"], "if_primary_term": answer["_primary_term"]}
+
+    def delete_document(self, index: str, doc_id: str, version: dict) -> None:
+        """Delete a document only if nobody changed it since `version` (else EngineError with
+        status 409, or 404 when it is gone)."""
+        self._call("delete document", "DELETE", f"/{index}/_doc/{quote(doc_id, safe='')}",
+                   params=version, target=index)
 
     # -- indices ---------------------------------------------------------------------------------
 
     def create_index(self, index: str, body: dict) -> None:
         self._call("create index", "PUT", f"/{index}", body=body, target=index)
+
+    def ensure_index(self, index: str, body: dict) -> bool:
+        """Create `index` unless it exists (another process creating it at the same moment
+        is fine); True when this call created it."""
+        if self.index_exists(index):
+            return False
+        try:
+            self.create_index(index, body)
+        except EngineError as exc:
+            if exc.reason.startswith("resource_already_exists_exception"):
+                return False
+            raise
+        return True
 
     def delete_index(self, index: str) -> None:
         self._call("delete index", "DELETE", f"/{index}", target=index)
@@ -240,9 +265,15 @@ class Engine:
         """Concrete index name -> {"mappings": {...}} for an index or alias."""
         return self._call("get mapping", "GET", f"/{index}/_mapping", target=index)
 
-    def swap_alias(self, alias: str, new_index: str, old_indices: Sequence[str]) -> None:
-        """Point `alias` at `new_index` in one atomic step."""
-        actions = [{"remove": {"index": old, "alias": alias}} for old in old_indices]
+    def swap_alias(self, alias: str, new_index: str, old_indices: Sequence[str], *,
+                   clear: str | None = None) -> None:
+        """Point `alias` at `new_index` alone, in one atomic step, if it still points at every
+        one of `old_indices` (a compare-and-swap: else EngineError with status 404 and nothing
+        changes); `clear`: an index pattern the alias is also taken off."""
+        actions: list[dict] = [{"remove": {"index": old, "alias": alias, "must_exist": True}}
+                               for old in old_indices]
+        if clear:
+            actions.append({"remove": {"index": clear, "alias": alias}})
         actions.append({"add": {"index": new_index, "alias": alias}})
         self._call("swap alias", "POST", "/_aliases", body={"actions": actions}, target=alias)
 
@@ -251,19 +282,32 @@ class Engine:
         """Index (id, source) pairs (with `update`: merge `source` into the existing documents,
         a partial update); returns (id, reason) for each document the engine refused.
 
-        A busy engine (HTTP 429/503, for the whole request or for some documents) is asked
-        again after 0.5, 1, 2, 4, 8 s, then its refusals are returned like any other.
+        Requests carry at most MAX_BULK_BYTES (a larger document goes alone). A busy engine
+        (HTTP 429/503, for the whole request or for some documents) is asked again after 0.5,
+        1, 2, 4, 8 s, then its refusals are returned like any other.
         """
-        pending = {doc_id: source for doc_id, source in docs}
+        op = "update" if update else "index"
+        group: dict[str, str] = {}
+        size, refused = 0, []
+        for doc_id, source in docs:
+            line = json.dumps({"doc": source} if update else source)
+            if group and size + len(line) > MAX_BULK_BYTES:
+                refused += self._bulk(index, op, group, retries, backoff)
+                group, size = {}, 0
+            group[doc_id] = line
+            size += len(line)
+        return refused + (self._bulk(index, op, group, retries, backoff) if group else [])
+
+    def _bulk(self, index: str, op: str, pending: dict[str, str], retries: int,
+              backoff: float) -> list[tuple[str, str]]:
+        """One bulk request (doc id -> its JSON line), retried while the engine is busy."""
         refused: list[tuple[str, str]] = []
         for attempt in range(retries + 1):
             if not pending:
                 break
             lines = []
-            op = "update" if update else "index"
-            for doc_id, source in pending.items():
-                lines.append(json.dumps({op: {"_index": index, "_id": doc_id}}))
-                lines.append(json.dumps({"doc": source} if update else source))
+            for doc_id, line in pending.items():
+                lines += [json.dumps({op: {"_index": index, "_id": doc_id}}), line]
             busy = attempt < retries
             try:
                 result = self._call("bulk index", "POST", "/_bulk",

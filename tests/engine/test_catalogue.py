@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from esrank.catalogue import (
     RejectedBuildError,
+    ShrinkError,
     fetch_texts,
     index_body,
     index_catalogue,
@@ -14,9 +18,11 @@ from esrank.catalogue import (
 from esrank.embed_cache import CachedEncoder, EmbeddingCache
 from esrank.engine import connect
 from esrank.errors import EngineError
+from esrank.lease import LEASES_INDEX, LeaseHeldError
 from esrank.search import search
 
 DATA = Path(__file__).resolve().parent.parent / "data"
+SLICE = DATA / "chorus_slice.jsonl"
 
 
 def test_slice_indexed_with_vectors_and_searchable(engine, alias, encoder):
@@ -67,7 +73,7 @@ def test_bad_products_reported_and_a_rejecting_build_never_goes_live(engine, ali
     assert engine.alias_targets(alias) == live
     # allowed rejects: the good ones go live
     allowed = index_catalogue(engine, alias, [DATA / "products_bad.jsonl"], encoder,
-                              allow_rejects=5, progress=False)
+                              allow_rejects=5, max_shrink=1, progress=False)
     assert engine.count(alias) == 2 and allowed.kept == live
 
 
@@ -85,7 +91,7 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
     other = index_catalogue(engine, f"{alias}-other", [DATA / "chorus_slice.jsonl"], encoder,
                             limit=3, progress=False)  # another alias sharing the prefix
     third = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=20,
-                            keep=1, progress=False)
+                            keep=1, max_shrink=1, progress=False)
     assert third.kept == second and not engine.index_exists(first[0])  # only the newest kept
     assert engine.index_exists(other.index)  # not one of this alias's builds
 
@@ -109,7 +115,7 @@ def test_reindex_swaps_alias_keeps_the_previous_and_failed_run_keeps_live_index(
     orphan = f"{alias}-29991231235959-000"  # newer than every real build
     engine.create_index(orphan, index_body(engine.dialect, 384))
     fourth = index_catalogue(engine, alias, [DATA / "chorus_slice.jsonl"], encoder, limit=10,
-                             progress=False)
+                             max_shrink=1, progress=False)
     assert fourth.kept == live and not engine.index_exists(orphan)
     for name in engine.indices(f"{alias}-*"):  # the alias fixture removes the live one only
         engine.delete_index(name)
@@ -136,6 +142,112 @@ def test_reindex_from_the_embedding_cache_embeds_nothing_and_indexes_the_same_ve
         assert again["_source"][name] == doc["_source"][name]
     for name in engine.indices(f"{alias}-*"):
         engine.delete_index(name)
+
+
+class SlowEncoder:
+    """The real encoder, `seconds` slower per call; `then` runs once, on the first call."""
+
+    def __init__(self, inner, seconds: float, then=None):
+        self.inner, self.seconds, self.then = inner, seconds, then
+        self.name, self.dims, self.max_tokens, self.key = (inner.name, inner.dims,
+                                                           inner.max_tokens, inner.key)
+
+    def encode(self, texts, batch_size=32):
+        if self.then is not None:
+            self.then, then = None, self.then
+            then()
+        time.sleep(self.seconds)
+        return self.inner.encode(texts)
+
+
+def _builds(engine, alias) -> dict[str, str]:
+    """The alias's build indices -> their build state (complete / partial)."""
+    return {name: m["mappings"]["_meta"]["esrank_build"]
+            for name, m in engine.mapping(f"{alias}-*").items()}
+
+
+def test_concurrent_runs_on_one_alias_one_builds_the_other_changes_nothing(engine, alias,
+                                                                           encoder):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=20, progress=False)
+
+    def run(start: threading.Barrier, outcomes: list) -> None:
+        start.wait()
+        try:
+            outcomes.append(index_catalogue(engine, alias, [SLICE], SlowEncoder(encoder, 0.3),
+                                            limit=40, batch_size=10, keep=0, progress=False))
+        except LeaseHeldError as exc:
+            outcomes.append(exc)
+
+    for _ in range(3):
+        start, outcomes = threading.Barrier(2), []
+        threads = [threading.Thread(target=run, args=(start, outcomes)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        [report] = [o for o in outcomes if not isinstance(o, Exception)]
+        [held] = [o for o in outcomes if isinstance(o, Exception)]
+        assert f"'index:{alias}' is held by esrank index --alias {alias}" in str(held)
+        assert engine.alias_targets(alias) == [report.index] and engine.count(alias) == 40
+        assert _builds(engine, alias) == {report.index: "complete"}  # nothing half-built left
+    assert engine.get_document(LEASES_INDEX, f"index:{alias}") is None  # released
+
+
+def test_a_held_lease_refuses_at_once_and_an_expired_one_is_taken_over(engine, alias, encoder):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=5, progress=False)
+    live, lease = engine.alias_targets(alias), f"index:{alias}"
+    holder = {"operation": "esrank index", "owner": "elsewhere:1", "since": "then",
+              "expires": time.time() + 60}
+    engine.put_document(LEASES_INDEX, lease, holder)
+    with pytest.raises(LeaseHeldError, match="held by esrank index on elsewhere:1"):
+        index_catalogue(engine, alias, [SLICE], encoder, limit=5, progress=False)
+    assert list(_builds(engine, alias)) == live  # no index was even created
+    _, version = engine.get_document(LEASES_INDEX, lease)
+    engine.put_document(LEASES_INDEX, lease, {**holder, "expires": time.time() - 1}, version)
+    report = index_catalogue(engine, alias, [SLICE], encoder, limit=5, progress=False)
+    assert engine.alias_targets(alias) == [report.index]
+
+
+def test_an_alias_moved_during_the_build_is_left_where_it_was_moved(engine, alias, encoder):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=5, progress=False)
+    old = engine.alias_targets(alias)
+    manual = f"{alias}-by-hand"
+    engine.create_index(manual, index_body(engine.dialect, 384))
+
+    def move():  # someone points the alias elsewhere by hand while the build runs
+        engine.swap_alias(alias, manual, old)
+
+    with pytest.raises(EngineError, match="was moved by someone else"):
+        index_catalogue(engine, alias, [SLICE], SlowEncoder(encoder, 0, move), limit=5,
+                        progress=False)
+    assert engine.alias_targets(alias) == [manual]
+    assert set(_builds(engine, alias)) == {*old, manual}  # the refused build is gone
+    for name in old:
+        engine.delete_index(name)
+
+
+def test_a_build_that_drops_too_much_of_the_live_alias_never_goes_live(engine, alias, encoder):
+    index_catalogue(engine, alias, [SLICE], encoder, limit=20, progress=False)
+    live = engine.alias_targets(alias)
+    with pytest.raises(ShrinkError, match="holds 10 products.* serves 20: 50% fewer"):
+        index_catalogue(engine, alias, [SLICE], encoder, limit=10, progress=False)
+    assert engine.alias_targets(alias) == live and engine.count(alias) == 20
+    report = index_catalogue(engine, alias, [SLICE], encoder, limit=10, max_shrink=0.5,
+                             progress=False)
+    assert report.replaced == 20 and engine.count(alias) == 10
+
+
+def test_long_ids_and_repeated_ids_are_rejections_not_a_failed_bulk(engine, alias, encoder,
+                                                                    tmp_path):
+    path = tmp_path / "p.jsonl"
+    rows = [{"id": "1", "title": "kettle"}, {"id": "x" * 600, "title": "long id"},
+            {"id": "2", "title": "toaster"}, {"id": 1, "title": "kettle again"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(RejectedBuildError, match="2 products were rejected"):
+        index_catalogue(engine, alias, [path], encoder, progress=False)
+    report = index_catalogue(engine, alias, [path], encoder, allow_rejects=2, progress=False)
+    assert report.indexed == 2 and engine.count(alias) == 2
+    assert sorted(r.where.rsplit(":", 1)[1] for r in report.rejected) == ["2", "4"]
 
 
 def test_engine_down_is_a_clear_engine_error():

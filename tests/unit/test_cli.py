@@ -42,6 +42,13 @@ def test_engine_down_exits_1_and_changes_nothing(tmp_path):
     assert idx.returncode == 1 and "cannot reach" in idx.stderr
 
 
+def test_index_refuses_negative_counts_before_touching_the_engine():
+    slice_ = str(ROOT / "tests" / "data" / "chorus_slice.jsonl")
+    for option in (["--keep", "-1"], ["--allow-rejects", "-1"], ["--max-shrink", "101"]):
+        run = esrank("index", slice_, *option, ESRANK_URL="http://127.0.0.1:9")
+        assert run.returncode == 2 and f"Invalid value for '{option[0]}'" in run.stderr
+
+
 def test_bad_setting_is_a_config_error():
     bad = esrank("features", "validate", ESRANK_ENGINE__OPENSEARCH__PORT="ninety")
     assert bad.returncode == 1 and "engine.opensearch.port" in bad.stderr

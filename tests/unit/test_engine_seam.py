@@ -3,6 +3,7 @@ is exercised in tests/engine)."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -192,6 +193,17 @@ def test_bulk_retries_a_busy_engine_then_reports_what_is_still_refused():
     assert Engine(always_busy).bulk("products", [("b", {})], retries=2, backoff=0) == [
         ("b", "es_rejected_execution_exception: queue")]
     assert len(always_busy.calls) == 3
+
+
+def test_bulk_requests_stay_under_the_byte_limit_and_a_large_document_goes_alone(
+        monkeypatch):
+    monkeypatch.setattr("esrank.engine.base.MAX_BULK_BYTES", 1000)
+    t = FakeTransport({("POST", "/_bulk"): lambda body: {"items": []}})
+    docs = [(str(i), {"text": "x" * n}) for i, n in enumerate([300, 300, 300, 5000, 10])]
+    assert Engine(t).bulk("products", docs) == []
+    ids = [[json.loads(line)["index"]["_id"] for line in body.splitlines()[::2]]
+           for _, _, body, _ in t.calls]
+    assert ids == [["0", "1", "2"], ["3"], ["4"]]
 
 
 def test_credentials_in_the_url_never_reach_a_message():
