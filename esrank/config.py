@@ -104,7 +104,9 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(64, gt=0)
     # 0: an idle encoder starts at once; requests arriving during a batch form the next one
     max_wait_us: int = Field(0, ge=0)
-    token_budget: int = Field(16_384, gt=0)
+    # tokens per encoder batch, the most a query waits behind (None: 16,384 on a GPU, 1,024
+    # on the CPU)
+    token_budget: int | None = Field(None, gt=0)
     max_queue: int = Field(16, gt=0)  # requests waiting for the encoder
     max_queue_texts: int = Field(2048, gt=0)  # ... and the texts they carry
     cache_size: int = Field(4096, ge=0)

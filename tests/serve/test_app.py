@@ -257,3 +257,49 @@ def test_the_queue_is_bounded_by_texts_and_gives_up_on_abandoned_requests(sideca
     assert batcher.encode(["after"]).shape == (1, sidecar_encoder.dims)
     assert "abandoned" not in encoded and batcher.stats.dropped == 1
     assert encoded == ["first", "after"]
+
+
+class Recording(Slow):
+    """Slow, and records each batch it encodes."""
+
+    def __init__(self, inner, seconds):
+        super().__init__(inner, seconds)
+        self.batches: list[list[str]] = []
+
+    def encode(self, texts, batch_size=64):
+        self.batches.append(list(texts))
+        return super().encode(texts, batch_size)
+
+
+def test_a_large_request_is_spread_over_bounded_batches_and_a_query_goes_first(
+        sidecar_encoder):
+    from esrank.serve.batcher import Batcher
+
+    recording = Recording(sidecar_encoder, 0.2)
+    long = "wireless noise cancelling headphones " * 200  # cut at the model's 256 tokens
+    batcher = Batcher(recording, max_batch=4, token_budget=600)
+    texts = [f"{i} {long}" for i in range(10)]
+    big = []
+    thread = threading.Thread(target=lambda: big.append(batcher.encode(texts)))
+    thread.start()
+    time.sleep(0.1)  # the first batch of the large request is being encoded
+    query = batcher.encode(["bluetooth speaker"])
+    thread.join()
+    # at most 2 long texts (2 x 256 tokens) per batch; the query rode in the second batch
+    assert [len(b) for b in recording.batches] == [2, 3, 2, 2, 2]
+    assert recording.batches[1][0] == "bluetooth speaker"
+    assert np.allclose(big[0], sidecar_encoder.encode(texts), atol=1e-5)
+    assert np.allclose(query, sidecar_encoder.encode(["bluetooth speaker"]), atol=1e-5)
+
+
+def test_an_abandoned_large_request_stops_being_encoded(sidecar_encoder):
+    from esrank.serve.batcher import Batcher
+
+    recording = Recording(sidecar_encoder, 0.2)
+    batcher = Batcher(recording, max_batch=2)
+    with pytest.raises(TimeoutError):
+        batcher.encode([f"text {i}" for i in range(20)], timeout=0.3)
+    assert batcher.encode(["after"]).shape == (1, sidecar_encoder.dims)
+    encoded = sum(len(b) for b in recording.batches)
+    assert encoded < 10 and recording.batches[-1] == ["after"]
+    assert batcher.stats.dropped == 1 and batcher.depth == 0
