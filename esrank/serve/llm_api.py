@@ -15,6 +15,8 @@ import numpy as np
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from esrank.serve.requests import json_value
+
 MAX_TOKENS = 64
 MAX_TOP_LOGPROBS = 20
 
@@ -70,7 +72,10 @@ def create_llm_app(lm) -> Flask:
 
     @app.post("/v1/chat/completions")
     def chat():
-        body = request.get_json(silent=True)
+        try:
+            body = json_value(request.get_data())
+        except ValueError as exc:
+            raise RequestError(str(exc)) from exc
         if not isinstance(body, dict):
             raise RequestError("expected a JSON object body")
         system, user = _messages(body)

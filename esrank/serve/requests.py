@@ -24,20 +24,57 @@ class ClientError(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
+MAX_DEPTH = 16  # the deepest body the API takes is 3 levels (events[i].field)
+
+
+def json_value(raw: bytes) -> object:
+    """`raw` as JSON: UTF-8, well-formed, at most MAX_DEPTH levels deep, every string Unicode
+    text (no lone surrogate such as "\\ud800", which no tokenizer or engine takes); ValueError
+    saying what is wrong."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the body is not UTF-8 (byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON at line {exc.lineno} column {exc.colno}: "
+                         f"{exc.msg}") from exc
+    except RecursionError as exc:
+        raise ValueError(f"the JSON is nested too deeply (at most {MAX_DEPTH} levels)") from exc
+    pending = [(data, "the body", 1)]
+    while pending:
+        value, where, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise ValueError(f"the JSON is nested too deeply (at most {MAX_DEPTH} levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _unicode(key, f"a field name in {where}")
+                pending.append((item, key if where == "the body" else f"{where}.{key}",
+                                depth + 1))
+        elif isinstance(value, list):
+            pending += [(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+        else:
+            _unicode(value, where)
+    return data
+
+
+def _unicode(value: object, where: str) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where} holds a lone surrogate ({value[exc.start]!r} at "
+                             f"character {exc.start}), not Unicode text") from None
+
+
 def body(required: dict[str, type], optional: dict[str, type]) -> dict:
     """The request's JSON object, checked field by field (400 naming the field)."""
     raw = request.get_data(cache=True)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ClientError(400, f"the body is not UTF-8 (byte {exc.start})") from exc
     if not request.is_json:
         raise ClientError(415, "send Content-Type: application/json")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ClientError(400, f"malformed JSON at line {exc.lineno} column {exc.colno}: "
-                               f"{exc.msg}") from exc
+        data = json_value(raw)
+    except ValueError as exc:
+        raise ClientError(400, str(exc)) from exc
     if not isinstance(data, dict):
         raise ClientError(400, "the body must be a JSON object")
     unknown = set(data) - set(required) - set(optional)

@@ -63,6 +63,13 @@ def test_embed_matches_the_encoder_and_says_what_it_truncated(client, sidecar_en
     ({"json": {"texts": ["a"] * 257}}, 400, "at most 256"),
     ({"json": {"texts": ["a" * 10_001]}}, 400, "at most 10000"),
     ({"json": {"texts": ["a"], "extra": 1}}, 400, "unknown field"),
+    ({"data": b'{"texts": ["ok", "\\ud800"]}', "content_type": "application/json"}, 400,
+     "texts[1] holds a lone surrogate"),
+    ({"data": b'{"texts": ["a"], "\\udfff": 1}', "content_type": "application/json"}, 400,
+     "a field name in the body holds a lone surrogate"),
+    ({"data": b"[" * 3000 + b"]" * 3000, "content_type": "application/json"}, 400,
+     "nested too deeply"),
+    ({"json": {"texts": [[[[[[[[[[[[[[[[["a"]]]]]]]]]]]]]]]]]}}, 400, "nested too deeply"),
 ])
 def test_bad_embed_requests_get_a_4xx_naming_the_problem(client, send, status, words):
     r = client.post("/embed", **send)
@@ -78,6 +85,21 @@ def test_bad_search_requests_are_refused_before_the_engine(client):
         r = client.post("/search", json=body)
         assert r.status_code == 400 and words in r.json["error"], (body, r.json)
     assert client.get("/embed").status_code == 405
+
+
+@pytest.mark.parametrize("path", ["/embed", "/search", "/events", "/rerank", "/compare/query",
+                                  "/compare/queries", "/compare/why"])
+def test_every_post_refuses_deep_nesting_and_lone_surrogates_with_a_400(client, path):
+    for raw, words in ((b'{"a": ' * 2500 + b"1" + b"}" * 2500, "nested too deeply"),
+                       (b'{"query": "\\ud800"}', "query holds a lone surrogate")):
+        r = client.post(path, data=raw, content_type="application/json")
+        assert r.status_code == 400 and words in r.json["error"], (path, r.json)
+
+
+def test_a_lone_surrogate_query_never_counts_as_a_degraded_search(client):
+    r = client.post("/search", data=b'{"query": "tv \\udc80"}', content_type="application/json")
+    assert r.status_code == 400
+    assert "esrank_degraded_searches_total 0.0" in client.get("/metrics").text
 
 
 def test_an_unreachable_engine_is_a_502_with_the_reason(client):

@@ -59,3 +59,13 @@ def test_bad_requests_are_400_with_the_field(client, body, message):
 def test_a_body_that_is_not_json_is_400(client):
     r = client.post("/v1/chat/completions", data="no", content_type="text/plain")
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b'{"messages": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply"),
+    (b'{"messages": [{"role": "user", "content": "\\ud800"}]}',
+     r"messages\[0\].content holds a lone surrogate"),
+])
+def test_deep_or_non_unicode_json_is_400(client, raw, message):
+    r = client.post("/v1/chat/completions", data=raw, content_type="application/json")
+    assert r.status_code == 400 and re.search(message, r.get_json()["error"]["message"])
