@@ -446,8 +446,8 @@ class App:
                                 unit)
         hit_of = {h.doc_id: h for h in [*b.hits, *a.hits]}
         hits = [replace(hit_of[d], rank=rank) for rank, d in enumerate(ids, 1)]
-        result = SearchResult(query, f"interleave({a.ranker}, {b.ranker})", hits,
-                              a.degraded or b.degraded)
+        result = SearchResult(a.query, f"interleave({a.ranker}, {b.ranker})", hits,
+                              a.degraded or b.degraded, dropped_terms=a.dropped_terms)
         return result, {"experiment": experiment.name, "arm": None, "teams": teams}
 
     def write_signals(self, log: Path | None = None, *, prior: float | None = None) -> dict:

@@ -848,10 +848,15 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
     (a model with personal features uses them; without, the shopper is anonymous)."""
+    from esrank.search import MAX_QUERY_TERMS
+
     result = _app(ctx).search(query, which, size=size, window=window, features=features,
                               rerank=rerank_top, shopper=shopper)
     text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
                                            if result.degraded else "")
+    if result.dropped_terms:
+        text += (f"\nthe query was cut to its first {MAX_QUERY_TERMS} terms "
+                 f"({result.dropped_terms} dropped): {result.query!r}")
     _emit(result.to_dict(), as_json, text + "\n" + _table(result.hits))
 
 

@@ -65,6 +65,12 @@ class Ranker:
 
 
 BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
+# Terms of a query that are searched; the rest are dropped, and the answer says how many. A
+# match over F fields is F x terms clauses, and OpenSearch refuses a query of more than 1,024
+# (too_many_nested_clauses): 64 terms leave room for feature templates over 16 fields.
+MAX_QUERY_TERMS = 64
+_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"  # one term per character, as the engines split
+_TERM = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
 MAX_RERANK = 100  # the most hits a cross-encoder reranks
 RERANK_TOP = re.compile(r"[1-9][0-9]?|100")  # N of NAME+rerankN: ASCII digits, 1..MAX_RERANK
 
@@ -100,6 +106,19 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ra
     return Ranker(model.name, model, window, rerank=rerank)
 
 
+def bounded_query(query: str) -> tuple[str, int]:
+    """`query` cut after its first MAX_QUERY_TERMS terms (words, and CJK characters one by
+    one, as the engines' standard analyzer splits them, or finer), and how many were cut.
+
+    >>> bounded_query("tv " * 70)[1]
+    6
+    """
+    terms = list(_TERM.finditer(query))
+    if len(terms) <= MAX_QUERY_TERMS:
+        return query, 0
+    return query[:terms[MAX_QUERY_TERMS - 1].end()], len(terms) - MAX_QUERY_TERMS
+
+
 def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
     return {"multi_match": {"query": query, "fields": list(fields), "type": "best_fields"}}
 
@@ -131,14 +150,16 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     params_for = model_params(ranker, encoder, reranker) if ranker.model is not None else None
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
-        docs = (window_texts(engine, index, chunk, ranker)
+        cut = [bounded_query(q)[0] for q in chunk]
+        docs = (window_texts(engine, index, cut, ranker)
                 if params_for is not None and params_for.needs_docs else None)
-        params = ([{**p, **(shopper or {})} for p in params_for(chunk, docs)] if params_for
+        params = ([{**p, **(shopper or {})} for p in params_for(cut, docs)] if params_for
                   else [None] * len(chunk))
         requests = [ranked_request(q, ranker, p, _fetched(ranker, size), source)
-                    for q, p in zip(chunk, params, strict=True)]
-        for query, response in zip(chunk, engine.ranked(index, requests), strict=True):
-            raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank, size)
+                    for q, p in zip(cut, params, strict=True)]
+        for query, searched, response in zip(chunk, cut, engine.ranked(index, requests),
+                                             strict=True):
+            raw = _reranked(searched, response["hits"]["hits"], reranker, ranker.rerank, size)
             out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
 
@@ -195,18 +216,19 @@ def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: i
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One query's answer: the hits, the ranker that produced them, and, when the model could
-    not be used, why (the answer then comes from BM25 alone)."""
+    """One query's answer: the query searched, the hits, the ranker that produced them, and,
+    when the model could not be used, why (the answer then comes from BM25 alone)."""
 
     query: str
     ranker: str
     hits: list[Hit]
     degraded: str | None = None
     features: dict[str, dict[str, float]] | None = None  # doc id -> feature -> value
+    dropped_terms: int = 0  # terms past MAX_QUERY_TERMS, cut from the query searched
 
     def to_dict(self) -> dict:
         out = {"query": self.query, "ranker": self.ranker, "degraded": self.degraded,
-               "hits": [h.__dict__ for h in self.hits]}
+               "dropped_terms": self.dropped_terms, "hits": [h.__dict__ for h in self.hits]}
         if self.features is not None:  # JSON has no NaN: a feature not computed is absent
             out["features"] = {doc: {n: v for n, v in values.items() if not math.isnan(v)}
                                for doc, values in self.features.items()}
@@ -219,9 +241,11 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
            ) -> SearchResult:
     """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
 
-    If the model needs the query vector and the encoder fails (down, slow, overloaded), or the
-    engine cannot rescore with the model (deleted, broken), the answer comes from BM25 alone
-    and says so in `degraded`; an engine that does not answer is an error.
+    A query longer than MAX_QUERY_TERMS terms is cut to them (`dropped_terms` says how many
+    went). If the model needs the query vector and the encoder fails (down, slow,
+    overloaded), or the engine cannot rescore with the model (deleted, broken), the answer
+    comes from BM25 alone and says so in `degraded`; an engine that does not answer is an
+    error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
     With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
     (which replaces their score); the rest keep their order below them. `shopper` holds the
@@ -229,6 +253,7 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
 
     >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
     """
+    query, dropped = bounded_query(query)
     ranker = ranker or Ranker()
     degraded, params = None, None
     if ranker.model is not None:
@@ -262,7 +287,7 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
                   for h in raw if "fields" in h}
     name = ranker.label if reranker is not None and ranker.rerank > 0 and raw else ranker.name
     return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
-                        logged)
+                        logged, dropped)
 
 
 def _hit(rank: int, h: dict) -> Hit:

@@ -279,6 +279,13 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
                       size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
     assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
+    # 300 words is 1,200 clauses over BM25's 4 fields, past OpenSearch's 1,024: the query
+    # is cut to its first 64 terms, and the answer says so
+    words = [w for h in r.json["hits"] for w in h["title"].lower().split()][:300] * 2
+    r = client.post("/search", json={"query": " ".join(words[:300]), "size": 20})
+    assert r.status_code == 200 and r.json["ranker"] == report.model, r.json
+    assert r.json["degraded"] is None and r.json["dropped_terms"] > 200
+    assert r.json["query"] == " ".join(words[:300])[:len(r.json["query"])]
 
     class Down:  # the encoder behind the sidecar fails: the shopper still gets results
         name, dims, max_tokens, key = "down", encoder.dims, encoder.max_tokens, encoder.key

@@ -174,3 +174,16 @@ def test_a_shoppers_profile_is_reused_for_the_ttl():
         assert [app.shopper_params(ShopperContext("u1")) for _ in range(3)] == [{}] * 3
         paths = [path for _, path, _, _ in transport.calls]
         assert paths == ["/esrank-profiles/_doc/u1"] * reads
+
+
+def test_a_long_query_is_cut_to_its_first_terms_as_the_engines_count_them():
+    from esrank.search import MAX_QUERY_TERMS, bounded_query
+
+    assert bounded_query("bluetooth speaker") == ("bluetooth speaker", 0)
+    words = " ".join(f"w{i}" for i in range(300))
+    cut, dropped = bounded_query(words)
+    assert dropped == 300 - MAX_QUERY_TERMS and cut.split() == words.split()[:MAX_QUERY_TERMS]
+    # CJK ideographs are one term each; punctuation splits terms ("wi-fi" is two)
+    cut, dropped = bounded_query("漢" * 70)
+    assert (cut, dropped) == ("漢" * MAX_QUERY_TERMS, 70 - MAX_QUERY_TERMS)
+    assert bounded_query("wi-fi " * 40)[1] == 80 - MAX_QUERY_TERMS
