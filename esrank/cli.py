@@ -848,7 +848,7 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
     (a model with personal features uses them; without, the shopper is anonymous)."""
-    from esrank.search import MAX_QUERY_TERMS
+    from esrank.query_text import MAX_QUERY_TERMS
 
     result = _app(ctx).search(query, which, size=size, window=window, features=features,
                               rerank=rerank_top, shopper=shopper)

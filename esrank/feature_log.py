@@ -23,6 +23,7 @@ from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.errors import InputError, MissingScorerError, ScorerError
 from esrank.files import new_file
 from esrank.judgments import JudgmentList
+from esrank.query_text import bounded_query
 from esrank.rerank import CrossEncoder
 from esrank.types import FeatureMatrix, FeatureSet, QueryParam
 
@@ -159,7 +160,7 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
         if encoder is not None:
             bar.set_postfix_str(f"queries embedded by {encoder.name}", refresh=False)
         for chunk in batched(groups, queries_per_request):
-            texts = [js[0].query for _, js in chunk]
+            texts = [bounded_query(js[0].query)[0] for _, js in chunk]  # as served
             windows = (_first_pass(engine, index, texts, window, first_pass) if window
                        else [[] for _ in chunk])
             ids = [list(dict.fromkeys([j.doc_id for j in js] + served))

@@ -28,6 +28,7 @@ from esrank.errors import (
     ScorerError,
 )
 from esrank.feature_log import ParamBuilder, query_params
+from esrank.query_text import bounded_query
 from esrank.registry import ActiveModel, active_model, deployed_model
 from esrank.rerank import CrossEncoder
 from esrank.types import active_features
@@ -65,12 +66,6 @@ class Ranker:
 
 
 BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
-# Terms of a query that are searched; the rest are dropped, and the answer says how many. A
-# match over F fields is F x terms clauses, and OpenSearch refuses a query of more than 1,024
-# (too_many_nested_clauses): 64 terms leave room for feature templates over 16 fields.
-MAX_QUERY_TERMS = 64
-_CJK = "\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff"  # one term per character, as the engines split
-_TERM = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+")
 MAX_RERANK = 100  # the most hits a cross-encoder reranks
 RERANK_TOP = re.compile(r"[1-9][0-9]?|100")  # N of NAME+rerankN: ASCII digits, 1..MAX_RERANK
 
@@ -104,19 +99,6 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ra
     if model is None:
         return Ranker("bm25", None, window, rerank=rerank)
     return Ranker(model.name, model, window, rerank=rerank)
-
-
-def bounded_query(query: str) -> tuple[str, int]:
-    """`query` cut after its first MAX_QUERY_TERMS terms (words, and CJK characters one by
-    one, as the engines' standard analyzer splits them, or finer), and how many were cut.
-
-    >>> bounded_query("tv " * 70)[1]
-    6
-    """
-    terms = list(_TERM.finditer(query))
-    if len(terms) <= MAX_QUERY_TERMS:
-        return query, 0
-    return query[:terms[MAX_QUERY_TERMS - 1].end()], len(terms) - MAX_QUERY_TERMS
 
 
 def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:

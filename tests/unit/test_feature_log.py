@@ -159,3 +159,17 @@ def test_a_foreign_parquet_file_is_refused(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(InputError, match="not an esrank training table"):
         read_table(tmp_path / "other.parquet")
+
+
+def test_a_long_judged_query_is_logged_with_the_terms_search_sends():
+    from esrank.query_text import MAX_QUERY_TERMS
+
+    words = [f"w{i}" for i in range(100)]
+    jl = JudgmentList((Judgment("1", " ".join(words), "a", 2),))
+    transport = logging_answers({"a"})
+    report = log_judgments(Engine(transport), "p", FS, jl, FakeEncoder(), progress=False)
+    [sltr] = [s["rescore"]["query"]["rescore_query"]["sltr"]
+              for _, path, body, _ in transport.calls if path == "/_msearch"
+              for s in searches(body)]
+    assert sltr["params"]["keywords"] == " ".join(words[:MAX_QUERY_TERMS])
+    assert report.matrix.queries == (" ".join(words),)  # the table keeps the judged text

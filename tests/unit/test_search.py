@@ -177,7 +177,7 @@ def test_a_shoppers_profile_is_reused_for_the_ttl():
 
 
 def test_a_long_query_is_cut_to_its_first_terms_as_the_engines_count_them():
-    from esrank.search import MAX_QUERY_TERMS, bounded_query
+    from esrank.query_text import MAX_QUERY_TERMS, bounded_query
 
     assert bounded_query("bluetooth speaker") == ("bluetooth speaker", 0)
     words = " ".join(f"w{i}" for i in range(300))
