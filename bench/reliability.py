@@ -9,9 +9,17 @@ On the local engine of --flavor (it is killed with SIGKILL and restarted several
 - engine killed mid-index, mid-deploy and mid-search: the live index and the active model
   before and after, partial indices or models left behind, how long searches took to answer
   while the engine was gone, and how long after the engine was back they succeeded again;
-- malformed input: feature-set, judgment, catalogue and model files through the CLI, and bad
-  requests to the sidecar: how many were tried, how many got a clear error (exit 1/2 with a
-  message, or a 4xx with a JSON error), and how many changed anything live (must be 0).
+- malformed input: feature-set, judgment, catalogue and model files, bad settings (URL forms
+  carrying a secret, an engine that never answers, an empty token) and arguments through the
+  CLI, and bad requests to the sidecar: how many were tried, how many got a clear error (exit
+  1/2 with a message and no traceback, or a 4xx with a JSON error), which showed a secret, and
+  how many changed anything live (must be 0);
+- concurrent index runs: two `esrank index` processes on the live alias at once, --rounds
+  times: whether the alias always ends on exactly one complete index holding every product;
+- /embed at the documented limits: `esrank serve` under 4 search clients, then with /embed
+  requests of max_texts texts of ~7,000 characters besides, with the default batch limits and
+  with one pass per request (as before the limits): peak memory, /search p50/p99 and degraded
+  answers.
 
 Writes bench/results/reliability[_FLAVOR].json.
 
@@ -23,15 +31,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
+import io
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -57,21 +68,23 @@ ALIAS, SET = "bench-reliability", "relbench2"
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
-            headers: dict | None = None, timeout: float = 30) -> tuple[int, dict, float]:
-    """(status, headers, ms); status 0 when the connection failed."""
+            headers: dict | None = None, timeout: float = 30
+            ) -> tuple[int, dict, float, bytes]:
+    """(status, headers, ms, body); status 0 when the connection failed."""
     started = time.perf_counter()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.request(method, path, body, {"Content-Type": "application/json", **(headers or {})})
         response = conn.getresponse()
-        response.read()
+        answer = response.read()
         conn.close()
-        return response.status, dict(response.getheaders()), (time.perf_counter() - started) * 1e3
+        return (response.status, dict(response.getheaders()),
+                (time.perf_counter() - started) * 1e3, answer)
     except OSError:
-        return 0, {}, (time.perf_counter() - started) * 1e3
+        return 0, {}, (time.perf_counter() - started) * 1e3, b""
 
 
-def embed(port: int, i: int) -> tuple[int, dict, float]:
+def embed(port: int, i: int) -> tuple[int, dict, float, bytes]:
     return request(port, "POST", "/embed",
                    json.dumps({"texts": [f"wireless headphones model {i}"]}).encode())
 
@@ -84,7 +97,7 @@ def overload(port: int, seconds: float, clients: int) -> dict:
     def closed(k: int) -> None:
         i = k * 1_000_000
         while time.perf_counter() < stop:
-            status, _, _ = embed(port, i)
+            status = embed(port, i)[0]
             i += 1
             if status == 200:
                 done.append(1)
@@ -96,7 +109,7 @@ def overload(port: int, seconds: float, clients: int) -> dict:
         t.join()
     capacity = len(done) / 10
     rate, workers = 2 * capacity, 4 * clients
-    results: list[tuple[int, dict, float]] = []
+    results: list[tuple[int, dict, float, bytes]] = []
     lock = threading.Lock()
     start = time.perf_counter()
 
@@ -117,9 +130,9 @@ def overload(port: int, seconds: float, clients: int) -> dict:
         t.start()
     for t in threads:
         t.join()
-    statuses = [s for s, _, _ in results]
-    accepted = [ms for s, _, ms in results if s == 200]
-    refused_ok = sum(1 for s, h, _ in results if s == 503 and h.get("Retry-After"))
+    statuses = [s for s, _, _, _ in results]
+    accepted = [ms for s, _, ms, _ in results if s == 200]
+    refused_ok = sum(1 for s, h, _, _ in results if s == 503 and h.get("Retry-After"))
     return {"capacity_per_s": round(capacity, 1), "offered_per_s": round(rate, 1),
             "seconds": seconds, "requests": len(results), "accepted": len(accepted),
             "refused_503_with_retry_after": refused_ok,
@@ -220,7 +233,7 @@ def killed_mid_search(settings, node, encoder) -> dict:
         i = 0
         while not stop.is_set():
             body = json.dumps({"query": f"bluetooth speaker {i % 7}", "size": 10}).encode()
-            status, _, ms = request(port, "POST", "/search", body)
+            status, _, ms, _ = request(port, "POST", "/search", body)
             log.append((time.monotonic(), status, ms))
             i += 1
             time.sleep(0.05)
@@ -247,40 +260,218 @@ def killed_mid_search(settings, node, encoder) -> dict:
             "before_ok": sum(1 for t, s, _ in log if t < killed_at and s == 200)}
 
 
+def cli_env(settings, flavor: str, **extra: str) -> dict[str, str]:
+    """The environment of an `esrank` process on the bench's engine, alias and feature set."""
+    return {**os.environ, "ESRANK_FLAVOR": flavor, "ESRANK_INDEX": ALIAS,
+            "ESRANK_ACTIVE_SET": SET, **({"ESRANK_URL": settings.url} if settings.url else {}),
+            **extra}
+
+
+def concurrent_index(settings, flavor: str, rounds: int) -> dict:
+    """Two `esrank index` processes on the live alias at once, `rounds` times: after each, the
+    alias must point at exactly one complete index holding every product, and no half-built
+    index may be left."""
+    engine, env = settings.connect(), cli_env(settings, flavor)
+    expected = len(SLICE.read_text().splitlines())
+    tally = {"rounds": rounds, "alias_on_one_complete_index": 0, "one_run_refused": 0,
+             "both_ran_one_after_the_other": 0, "other_outcomes": [], "refusal_example": None}
+    for _ in range(rounds):
+        runs = [subprocess.Popen([sys.executable, "-m", "esrank.cli", "index", str(SLICE),
+                                  "--alias", ALIAS, "--json"], cwd=ROOT, env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                for _ in range(2)]
+        outcomes = [(run.wait(timeout=600), run.stderr.read()) for run in runs]
+        codes = sorted(code for code, _ in outcomes)
+        refused = [err for code, err in outcomes if code == 1 and "is held by" in err]
+        if codes == [0, 1] and refused and "Traceback" not in refused[0]:
+            tally["one_run_refused"] += 1
+            tally["refusal_example"] = refused[0].strip().splitlines()[-1]
+        elif codes == [0, 0]:
+            tally["both_ran_one_after_the_other"] += 1
+        else:
+            tally["other_outcomes"].append([c for c, _ in outcomes])
+        builds = {name: (m["mappings"].get("_meta") or {}).get("esrank_build")
+                  for name, m in engine.mapping(f"{ALIAS}-*").items()}
+        targets = engine.alias_targets(ALIAS)
+        if (len(targets) == 1 and builds.get(targets[0]) == "complete"
+                and engine.count(ALIAS) == expected and "partial" not in builds.values()):
+            tally["alias_on_one_complete_index"] += 1
+    return tally
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """A process's resident memory now and at its peak (MB)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    field = lambda name: int(status.split(f"{name}:")[1].split()[0]) / 1024  # noqa: E731
+    return {"rss_mb": round(field("VmRSS")), "peak_rss_mb": round(field("VmHWM"))}
+
+
+def embed_at_limits(settings, flavor: str, seconds: float) -> dict:
+    """`esrank serve` under searches alone, then under searches plus /embed requests at the
+    documented limits (max_texts texts of about 7,000 characters: 256 x 256 tokens), with
+    the default batch limits and with batches as large as a request (as before the limits):
+    the sidecar's peak memory, /search p50/p99 and degraded answers, /embed outcomes."""
+    from sidecar import free_port
+
+    cfg = ServeSettings()
+    long = ("wireless noise cancelling over-ear headphones with a 30 hour battery, "
+            "multipoint bluetooth and a foldable design for travel ") * 60
+    rows = {}
+    for name, extra in {"default": {}, "one pass per request": {
+            "ESRANK_SERVE__MAX_BATCH": str(cfg.max_texts),
+            "ESRANK_SERVE__TOKEN_BUDGET": "1000000"}}.items():
+        port = free_port()
+        server = subprocess.Popen([sys.executable, "-m", "esrank.cli", "serve", "--port",
+                                   str(port)], cwd=ROOT, env=cli_env(settings, flavor, **extra),
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 120
+            while request(port, "GET", "/readyz", timeout=5)[0] != 200:
+                if time.monotonic() > deadline:
+                    raise SystemExit("the sidecar did not become ready")
+                time.sleep(0.5)
+            idle = rss_mb(server.pid)
+            alone = _search_load(port, seconds / 2, embedding=None)
+            loaded = _search_load(port, seconds, embedding=[
+                f"{i} {long}"[:cfg.max_chars - 3000] for i in range(cfg.max_texts)])
+            time.sleep(5)
+            rows[name] = {"idle": idle, "searches_alone": alone, "with_embed_load": loaded,
+                          "after": rss_mb(server.pid)}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    default = rows["default"]
+    return {"texts_per_embed": cfg.max_texts, "chars_per_text": len(long[:cfg.max_chars - 3000]),
+            "token_budget": "default (CPU: 1,024)", **rows,
+            "search_p99_ratio_loaded_vs_alone": round(
+                default["with_embed_load"]["search_p99_ms"]
+                / default["searches_alone"]["search_p99_ms"], 2)}
+
+
+def _search_load(port: int, seconds: float, embedding: list[str] | None) -> dict:
+    """4 clients searching unique queries (each one embedded) for `seconds`, and, with
+    `embedding`, one client posting it to /embed back to back."""
+    stop = time.monotonic() + seconds
+    searches: list[tuple[int, float, bool]] = []
+    embeds: list[tuple[int, float]] = []
+
+    def searcher(k: int) -> None:
+        conn, i = http.client.HTTPConnection("127.0.0.1", port, timeout=60), 0
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            conn.request("POST", "/search", json.dumps({"query": f"bluetooth speaker {k} {i}"}),
+                         {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            answer = json.loads(response.read() or b"{}")
+            searches.append((response.status, (time.perf_counter() - started) * 1e3,
+                             bool(answer.get("degraded"))))
+            i += 1
+
+    def embedder() -> None:
+        while time.monotonic() < stop:
+            status, _, ms, _ = request(port, "POST", "/embed",
+                                    json.dumps({"texts": embedding}).encode(), timeout=120)
+            embeds.append((status, ms))
+
+    threads = [threading.Thread(target=searcher, args=(k,)) for k in range(4)]
+    threads += [threading.Thread(target=embedder)] if embedding else []
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = [ms for status, ms, _ in searches if status == 200]
+    out = {"searches": len(searches), "search_non_200": len(searches) - len(ok),
+           "search_degraded": sum(1 for _, _, d in searches if d),
+           "search_p50_ms": round(float(np.percentile(ok, 50)), 1),
+           "search_p99_ms": round(float(np.percentile(ok, 99)), 1)}
+    if embedding:
+        out["embed_statuses"] = {str(s): sum(1 for x, _ in embeds if x == s)
+                                 for s in sorted({s for s, _ in embeds})}
+        out["embed_max_ms"] = round(max(ms for _, ms in embeds), 1) if embeds else None
+    return out
+
+
+def black_hole() -> socket.socket:
+    """A listening socket that never answers: connections open, requests hang."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    return sock
+
+
 def malformed(settings, flavor: str, port: int) -> dict:
-    """Bad files through the CLI, bad requests to the sidecar; count clear errors and changes."""
+    """Bad files, settings and arguments through the CLI, bad requests to the sidecar: count
+    clear errors (exit 1/2 with a message and no traceback; a 4xx with a JSON error), secrets
+    shown, and changes to what is live."""
     engine = settings.connect()
     snapshot = lambda: (live_state(engine), sorted(engine.list_feature_sets()),  # noqa: E731
                         engine.list_models())
     before = snapshot()
-    env = {**os.environ, "ESRANK_FLAVOR": flavor, "ESRANK_INDEX": ALIAS,
-           "ESRANK_ACTIVE_SET": SET, **({"ESRANK_URL": settings.url} if settings.url else {})}
     data = ROOT / "tests" / "data"
     tried: list[tuple[str, bool]] = []
+    leaked: list[str] = []
+    timings: dict[str, dict] = {}
+    hole = black_hole()
+    silent = f"http://127.0.0.1:{hole.getsockname()[1]}"
 
-    def cli(*args: str) -> None:
-        run = subprocess.run([sys.executable, "-m", "esrank.cli", *args], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-        clear = run.returncode in (1, 2) and "Traceback" not in run.stderr and \
-            len(run.stderr.strip()) > 10
-        tried.append((" ".join(args[:2]), clear))
+    def cli(what: str, *args: str, secret: str | None = None, **env: str) -> None:
+        """Run esrank; a run still going after 120 s is killed (no clear error)."""
+        started = time.monotonic()
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            run = subprocess.Popen([sys.executable, "-m", "esrank.cli", *args], cwd=ROOT,
+                                   env=cli_env(settings, flavor, **env), text=True,
+                                   stdout=out, stderr=err)
+            killer = threading.Timer(120, run.kill)
+            killer.start()
+            _, status, usage = os.wait4(run.pid, 0)  # its own peak memory, unlike Popen.wait
+            killer.cancel()
+            run.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            said, complaint = out.read(), err.read()
+        clear = (run.returncode in (1, 2) and "Traceback" not in complaint
+                 and len(complaint.strip()) > 10)
+        tried.append((what, clear))
+        if secret and secret in said + complaint:
+            leaked.append(what)
+        timings[what] = {"seconds": round(time.monotonic() - started, 1),
+                         "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": run.returncode,
+                         "said": complaint.strip().splitlines()[-1][:300] if complaint else ""}
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for bad in sorted((data / "feature_sets" / "bad").glob("*.yaml")):
-            cli("features", "push", str(bad))
+            cli(f"features push {bad.name}", "features", "push", str(bad))
         judgment_files = sorted((data / "judgments").glob("bad_*")) + [
             data / "judgments" / "conflict.csv"]
         (tmp / "no_columns.csv").write_text("q,d\na,b\n")
         (tmp / "latin1.csv").write_bytes("query,docid,rating\ncaf\xe9,1,2\n".encode("latin-1"))
         for bad in [*judgment_files, tmp / "no_columns.csv", tmp / "latin1.csv"]:
-            cli("log", str(bad), "-o", str(tmp / "t.parquet"))
-        (tmp / "all_bad.jsonl").write_text('{"title": "no id"}\n{"id": "x", "title": ""}\n')
-        (tmp / "truncated.json").write_text('[{"id": "1", "title": "a"}, {"id": ')
-        (tmp / "object.json").write_text('{"id": "1", "title": "a"}')
-        for bad in [data / "products_bad.jsonl", tmp / "all_bad.jsonl", tmp / "truncated.json",
-                    tmp / "object.json", tmp / "missing.jsonl"]:
-            cli("index", str(bad), "--alias", ALIAS)
+            cli(f"log {bad.name}", "log", str(bad), "-o", str(tmp / "t.parquet"))
+        slice_ = SLICE.read_text()
+        products = {
+            "all_bad.jsonl": '{"title": "no id"}\n{"id": "x", "title": ""}\n',
+            "truncated.json": '[{"id": "1", "title": "a"}, {"id": ',
+            "object.json": '{"id": "1", "title": "a"}',
+            "null_and_5.jsonl": "null\n5\n",
+            "long_id.jsonl": slice_ + json.dumps({"id": "x" * 600, "title": "long id"}) + "\n",
+            "repeated_ids.jsonl": slice_ + slice_.splitlines()[0] + "\n",
+            "shrinks_the_alias.jsonl": "\n".join(slice_.splitlines()[:5]) + "\n",
+            "huge_line.jsonl": json.dumps({"id": "huge", "title": "x" * 50_000_000}) + "\n",
+        }
+        for name, text in products.items():
+            (tmp / name).write_text(text)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("p.jsonl", slice_)
+        raw = buffer.getvalue()
+        (tmp / "truncated.zip").write_bytes(raw[:len(raw) // 2])
+        start = raw.index(b"p.jsonl") + 40
+        (tmp / "corrupt.zip").write_bytes(raw[:start] + bytes(500) + raw[start + 500:])
+        for bad in [data / "products_bad.jsonl", *(tmp / n for n in products),
+                    tmp / "truncated.zip", tmp / "corrupt.zip", tmp / "missing.jsonl"]:
+            cli(f"index {bad.name}", "index", str(bad), "--alias", ALIAS)
+        cli("index --keep -1", "index", str(SLICE), "--alias", ALIAS, "--keep", "-1")
         for name, files in {"no_meta": {"model.json": "{}"},
                             "bad_json": {"model.json": "{}", "meta.json": "{not json"},
                             "bad_model": {"model.json": "nonsense",
@@ -291,29 +482,67 @@ def malformed(settings, flavor: str, port: int) -> dict:
             folder.mkdir()
             for file, text in files.items():
                 (folder / file).write_text(text)
-            cli("upload", str(folder), "--table", str(tmp / "none.parquet"))
+            cli(f"upload {name}", "upload", str(folder), "--table", str(tmp / "none.parquet"))
+        secret = "s3cr3tpw"
+        for what, url in {"URL without a scheme": f"user:{secret}@127.0.0.1:9200",
+                          "URL with a token as user name": f"https://{secret}@127.0.0.1:9",
+                          "URL with a port that is no number": "http://127.0.0.1:abc"}.items():
+            cli(what, "search", "tv", secret=secret, ESRANK_URL=url, ESRANK_TIMEOUT="2")
+        for engine_flavor in ("opensearch", "elasticsearch"):
+            cli(f"an {engine_flavor} that never answers", "search", "tv", ESRANK_URL=silent,
+                ESRANK_FLAVOR=engine_flavor, ESRANK_TIMEOUT="2")
+        (tmp / "pairs.csv").write_text("query,docid,rating\ntv,1,0\n")
+        cli("LLM endpoint with a password", "judgments", "llm", str(tmp / "pairs.csv"), "-o",
+            str(tmp / "grades.csv"), secret=secret,
+            ESRANK_LLM__ENDPOINT=f"http://user:{secret}@127.0.0.1:9/v1")
+        cli("serve on 0.0.0.0 with an empty token", "serve", "--host", "0.0.0.0", "--port",
+            "1", ESRANK_SERVE__TOKEN="")
+    hole.close()
+    deep = b'{"texts": ' + b"[" * 3000 + b"]" * 3000 + b"}"
     bad_requests = [
         ("/embed", b'{"texts": ["' + b"a" * 3_000_000 + b'"]}'), ("/embed", b"{not json"),
         ("/embed", b'{"texts": "one"}'), ("/embed", b'{"texts": []}'),
+        ("/embed", deep), ("/search", deep), ("/events", deep),
+        ("/embed", b'{"texts": ["\\ud800"]}'), ("/search", b'{"query": "tv \\ud800"}'),
         ("/search", b'{"query": "tv", "model": "bm25+rerank\\u00b9"}'),
         ("/search", b'{"query": "tv", "size": 1000}'), ("/search", b'{"query": 7}'),
         ("/search", b'{"query": "tv", "model": "' + b"9" * 5000 + b'"}'),
+        ("/events", b'{"events": [{"action": "impression", "query_id": "q", "doc_id": "1"}]}'),
+        ("/events", b'{"events": [{"action": "<b>buy</b>", "query_id": "q", "doc_id": "1"}]}'),
+        ("/events", b'{"events": [{"action": "purchase", "query_id": "never-served", '
+                    b'"doc_id": "1"}]}'),
         ("/compare/query", b'{"query": "tv", "configs": ["a","b","c","d","e","f","g","h","i"]}'),
         ("/compare/why", b'{"config": "bm25", "query": "", "doc_id": "1"}'),
         ("/compare/queries", b'{"a": "bm25"}'), ("/rerank", b'{"query": "tv", "texts": [1]}'),
     ]
     for path, body in bad_requests:
-        status, headers, _ = request(port, "POST", path, body)
-        tried.append((path, 400 <= status < 500))
+        status, _, _, answer = request(port, "POST", path, body)
+        try:
+            shaped = isinstance(json.loads(answer).get("error"), str)
+        except (ValueError, AttributeError):
+            shaped = False
+        tried.append((f"POST {path} {body[:40]!r}", 400 <= status < 500 and shaped))
+    long_query = " ".join(f"word{i}" for i in range(300))
+    status, _, _, answer = request(port, "POST", "/search",
+                                   json.dumps({"query": long_query}).encode())
+    long_ok = status == 200 and json.loads(answer)["dropped_terms"] == 300 - 64 and \
+        json.loads(answer)["degraded"] is None
     changed = snapshot() != before
     return {"tried": len(tried), "clear_errors": sum(1 for _, ok in tried if ok),
-            "unclear": [what for what, ok in tried if not ok], "changed_live": int(changed)}
+            "unclear": [what for what, ok in tried if not ok], "secrets_shown": leaked,
+            "changed_live": int(changed), "huge_line_index": timings["index huge_line.jsonl"],
+            "engine_that_never_answers": {f: timings[f"an {f} that never answers"]
+                                          for f in ("opensearch", "elasticsearch")},
+            "300_word_query_answered_with_dropped_terms": long_ok}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     engine_options(ap)
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rounds", type=int, default=20, help="Rounds of two concurrent index runs.")
+    ap.add_argument("--embed-seconds", type=float, default=40.0,
+                    help="Seconds of searches under /embed load per batch configuration.")
     ap.add_argument("--out", type=Path, help="Default: bench/results/reliability[_FLAVOR].json.")
     args = ap.parse_args()
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # the overload is on purpose
@@ -356,6 +585,8 @@ def main() -> None:
         result = {"flavor": args.flavor,
                   "overload": overload(port, args.seconds, serve.threads)}
         result["malformed_input"] = malformed(settings, args.flavor, port)
+        result["concurrent_index"] = concurrent_index(settings, args.flavor, args.rounds)
+        result["embed_at_limits"] = embed_at_limits(settings, args.flavor, args.embed_seconds)
         result["killed_mid_index"] = killed_mid_index(settings, node, encoder)
         result["killed_mid_deploy"] = killed_mid_deploy(settings, node, encoder, artifact, fs,
                                                         queries)
