@@ -510,11 +510,11 @@ class App:
         from esrank.clicks import ACTION_WEIGHTS
         from esrank.shopper import HALF_LIFE_DAYS, build_profiles, save_profiles
 
-        _, events = self.ubi(log)
+        queries, events = self.ubi(log)
         weights = weights or ACTION_WEIGHTS
         acted = {e.doc_id for e in events if e.doc_id and e.action in weights}
         facts = product_facts(self.engine, self.settings.index, acted)
-        profiles = build_profiles(events, facts, now=time.time(), weights=weights,
+        profiles = build_profiles(queries, events, facts, now=time.time(), weights=weights,
                                   half_life_days=half_life_days or HALF_LIFE_DAYS)
         saved = save_profiles(self.engine, profiles.values(), self.settings.profiles_index)
         return {"profiles": saved, "events": len(events), "products": len(facts),

@@ -78,40 +78,70 @@ def parse_weights(text: str) -> dict[str, float]:
     return out
 
 
+def shown_actions(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
+                  weights: Mapping[str, float] = ACTION_WEIGHTS) -> list[UbiEvent]:
+    """The actions in ``weights`` on a doc their query showed: an impression of that doc
+    under the same query id, or the doc in the query's ``query_response_hit_ids``.
+
+    What the click models, the signals and the profiles count. An action on a doc its query
+    never showed (or without a query id or object id) is skipped, and the count is logged: a
+    UBI log may hold what any client reported, and a purchase of a product nobody was shown
+    says nothing about a ranking.
+
+    >>> acted = shown_actions([UbiQuery("q", "tv", hit_ids=("d1",))],
+    ...                       [UbiEvent("click", "q", "d1"), UbiEvent("purchase", "q", "d9")])
+    >>> [(e.action, e.doc_id) for e in acted]
+    [('click', 'd1')]
+    """
+    events = list(events)
+    shown = {(q.query_id, d) for q in queries for d in q.hit_ids}
+    shown |= {(e.query_id, e.doc_id) for e in events if e.action == "impression"}
+    acted = [e for e in events if e.action in weights and e.action != "impression"]
+    trusted = [e for e in acted if e.query_id and e.doc_id is not None
+               and (e.query_id, e.doc_id) in shown]
+    if len(trusted) < len(acted):
+        log.warning("%d action(s) on a doc their query never showed (no impression, not in "
+                    "its query_response_hit_ids); skipped", len(acted) - len(trusted))
+    return trusted
+
+
 def sessions_of(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
                 weights: Mapping[str, float] = ACTION_WEIGHTS) -> list[Session]:
     """UBI queries and events -> one session per query id, results by position.
 
     Impressions give shown docs and positions; an action in ``weights`` marks its doc with the
-    weight (the strongest one counts). An acted-on doc without an impression is added at the
-    action's position. Events without a query id or object id are skipped, and query ids
-    without query text (logged as a warning); sessions keep the order of first appearance.
+    weight (the strongest one counts), only on a doc its query showed (`shown_actions`: an
+    action on any other doc is skipped and counted in the log). A doc the query showed in its
+    ``query_response_hit_ids`` but without an impression is added at the action's position
+    (else its rank there). Query ids without query text are skipped (logged as a warning);
+    sessions keep the order of first appearance.
     """
+    queries, events = list(queries), list(events)
     text = {q.query_id: q for q in queries}
     shown: dict[str, dict[str, int]] = {}  # query_id -> doc -> best position
-    acted: dict[str, dict[str, tuple[float, int | None]]] = defaultdict(dict)
     for e in events:
-        if not e.query_id or e.doc_id is None:
-            continue
-        if e.action == "impression":
-            if e.position is not None:
-                seen = shown.setdefault(e.query_id, {})
-                seen[e.doc_id] = min(e.position, seen.get(e.doc_id, e.position))
-        elif e.action in weights:
-            shown.setdefault(e.query_id, {})
-            value, pos = acted[e.query_id].get(e.doc_id, (0.0, None))
-            acted[e.query_id][e.doc_id] = (max(value, weights[e.action]),
-                                           pos if pos is not None else e.position)
+        if e.action == "impression" and e.query_id and e.doc_id is not None \
+                and e.position is not None:
+            seen = shown.setdefault(e.query_id, {})
+            seen[e.doc_id] = min(e.position, seen.get(e.doc_id, e.position))
+    acted: dict[str, dict[str, tuple[float, int | None]]] = defaultdict(dict)
+    for e in shown_actions(queries, events, weights):
+        shown.setdefault(e.query_id, {})
+        value, pos = acted[e.query_id].get(e.doc_id, (0.0, None))
+        acted[e.query_id][e.doc_id] = (max(value, weights[e.action]),
+                                       pos if pos is not None else e.position)
     out: list[Session] = []
     for qid, docs in shown.items():
         positions = dict(docs)
+        q = text.get(qid)
+        rank = {d: i for i, d in enumerate(q.hit_ids, 1)} if q is not None else {}
         for doc_id, (_, pos) in acted.get(qid, {}).items():
+            pos = pos if pos is not None else rank.get(doc_id)
             if doc_id not in positions and pos is not None:
                 positions[doc_id] = pos
         values = {d: v for d, (v, _) in acted.get(qid, {}).items()}
         results = tuple(Shown(d, p, values.get(d, 0.0))
                         for d, p in sorted(positions.items(), key=lambda kv: (kv[1], kv[0])))
-        q = text.get(qid)
         if results and q is not None:
             out.append(Session(qid, q.query, results, q.client_id, q.attributes))
     dropped = len(shown) - len(out)

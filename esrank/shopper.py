@@ -7,7 +7,7 @@ actions: clicks, carts, purchases) and price band (the weighted geometric mean o
 they acted on, and its spread). A feature set declares which of SHOPPER_PARAMS its features
 use (`source: shopper`); a request that lacks one leaves those features uncomputed.
 
->>> profiles = build_profiles(events, facts, now=time.time())      # doctest: +SKIP
+>>> profiles = build_profiles(queries, events, facts, now=time.time())  # doctest: +SKIP
 >>> shopper_params(profiles["u1"], ShopperContext("u1"))           # doctest: +SKIP
 {'shopper_brands': [{'term': 'HP', 'weight': 0.8}, ...], 'shopper_price': 42.0, ...}
 """
@@ -20,10 +20,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from esrank.clicks import ACTION_WEIGHTS
+from esrank.clicks import ACTION_WEIGHTS, shown_actions
 from esrank.engine import Engine
 from esrank.errors import EngineError, InputError
-from esrank.ubi import SMALL_INDEX, UbiEvent
+from esrank.ubi import SMALL_INDEX, UbiEvent, UbiQuery
 
 PROFILES_INDEX = "esrank-profiles"
 # the shopper params esrank fills, by name and type (a feature set's `source: shopper` params)
@@ -93,11 +93,14 @@ class Profile:
                    float(d.get("updated", 0.0)))
 
 
-def build_profiles(events: Iterable[UbiEvent], products: Mapping[str, ProductFacts], *,
-                   now: float, weights: Mapping[str, float] = ACTION_WEIGHTS,
+def build_profiles(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
+                   products: Mapping[str, ProductFacts], *, now: float,
+                   weights: Mapping[str, float] = ACTION_WEIGHTS,
                    half_life_days: float = HALF_LIFE_DAYS, top_brands: int = TOP_BRANDS
                    ) -> dict[str, Profile]:
-    """A profile per shopper (UBI `client_id`) from their actions on known products.
+    """A profile per shopper (UBI `client_id`) from their actions on known products that
+    their query showed (`esrank.clicks.shown_actions`: an impression, or the query's
+    `query_response_hit_ids`; an action on any other doc is skipped and counted in the log).
 
     Each action weighs its `weights` entry (impressions and unknown actions: nothing) times
     0.5 ** (age / half life). A brand's affinity is its share of the shopper's weight (top
@@ -107,8 +110,8 @@ def build_profiles(events: Iterable[UbiEvent], products: Mapping[str, ProductFac
     brand_w: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     logp: dict[str, list[tuple[float, float]]] = defaultdict(list)
     count: dict[str, int] = defaultdict(int)
-    for e in events:
-        if e.client_id is None or e.doc_id is None or e.action not in weights:
+    for e in shown_actions(queries, events, weights):
+        if e.client_id is None:
             continue
         facts = products.get(e.doc_id)
         if facts is None:

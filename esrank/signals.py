@@ -49,9 +49,10 @@ class ProductSignals:
 
 def product_signals(sessions: Iterable[Session], *, prior: float = PRIOR,
                     weights: Mapping[str, float] = ACTION_WEIGHTS) -> dict[str, ProductSignals]:
-    """Signals of every product the sessions showed or acted on (see the module docstring).
-    A session's results carry their strongest action's weight (`Session`); a purchase is a
-    weight of at least `weights["purchase"]`."""
+    """Signals of every product the sessions showed (see the module docstring). A session's
+    results carry their strongest action's weight (`Session`; from `sessions_of`, only
+    actions on docs the query showed); a purchase is a weight of at least
+    `weights["purchase"]`."""
     sessions = list(sessions)
     purchase = weights.get("purchase", 4.0)
     rate = position_rates(sessions, weighted=False)

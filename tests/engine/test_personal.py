@@ -62,10 +62,10 @@ def personal(engine, encoder, tmp_path_factory):
     # events through the engine's UBI indices, read back, turned into stored profiles
     events = _events(engine, alias, run)
     ubi.store(engine, [ubi.UbiQuery(f"{run}-{u}", "speaker", u) for u in FANS], events)
-    _, stored = ubi.fetch(engine)
+    queries, stored = ubi.fetch(engine)
     mine = [e for e in stored if (e.query_id or "").startswith(run)]
     facts = product_facts(engine, alias, {e.doc_id for e in mine if e.doc_id})
-    save_profiles(engine, build_profiles(mine, facts, now=time.time()).values(),
+    save_profiles(engine, build_profiles(queries, mine, facts, now=time.time()).values(),
                   profiles_index)
     shoppers = {u: shopper_params(load_profile(engine, u, profiles_index), ShopperContext(u))
                 for u in FANS}
@@ -213,7 +213,7 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
         ("click", bought["doc_id"], user), ("purchase", bought["doc_id"], user)}
     # and the events make the new shopper's profile
     facts = product_facts(engine, personal["alias"], [bought["doc_id"]])
-    profile = build_profiles(mine, facts, now=time.time())[user]
+    profile = build_profiles(queries, mine, facts, now=time.time())[user]
     assert profile.brands[0] == (bought["supplier"], 1.0)
     sc.ubi.close()
     # esrank's indices (UBI, profiles) keep a one-node cluster green: no unassigned replica

@@ -22,7 +22,7 @@ from esrank.judgments import (
     write_srw_json,
     write_trec,
 )
-from esrank.ubi import read_ndjson
+from esrank.ubi import UbiEvent, UbiQuery, read_ndjson
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "judgments"
 ROOT = Path(__file__).resolve().parents[2]
@@ -214,6 +214,26 @@ def test_read_ubi_sample():
     assert first.query == "futon frames full size without mattress"
     assert [r.position for r in first.results] == [1, 2, 3, 4, 5]
     assert len(sdbn(sessions, min_impressions=1)) > 0
+
+
+def test_an_action_counts_only_on_a_doc_its_query_showed(caplog):
+    """A UBI log holds what any client reported: a purchase of a product the query never
+    showed is skipped (and counted), not added to the page."""
+    queries = [UbiQuery("q1", "tv"), UbiQuery("q2", "tv", hit_ids=("A", "H"))]
+    events = [UbiEvent("impression", "q1", "A", 1), UbiEvent("impression", "q1", "B", 2),
+              UbiEvent("impression", "q2", "A", 1),
+              UbiEvent("click", "q1", "B", 2),
+              UbiEvent("purchase", "q1", "X", 3),   # q1 never showed X
+              UbiEvent("purchase", "q2", "B", 2),   # B was shown by q1, not by q2
+              UbiEvent("add_to_cart", "q2", "H"),   # in q2's hit ids: at its rank there
+              UbiEvent("click", None, "A", 1)]      # no query: nothing to check it against
+    with caplog.at_level(logging.WARNING, logger="esrank.clicks"):
+        sessions = sessions_of(queries, events)
+    assert [[(r.doc_id, r.position, r.value) for r in s.results] for s in sessions] == [
+        [("A", 1, 0.0), ("B", 2, 1.0)], [("A", 1, 0.0), ("H", 2, 2.0)]]
+    assert "3 action(s) on a doc their query never showed" in caplog.text
+    grades = {(j.query, j.doc_id) for j in coec(sessions, min_impressions=1)}
+    assert ("tv", "X") not in grades
 
 
 def test_read_ubi_bad_json(tmp_path):

@@ -143,13 +143,17 @@ def test_profiles_weigh_actions_by_kind_and_age():
     now = 100 * DAY
     facts = {"h1": ProductFacts("HP", 100.0), "h2": ProductFacts("HP", 400.0),
              "c1": ProductFacts("Canon", 20.0), "x": ProductFacts(None, None)}
+    facts["h3"] = ProductFacts("HP", 2000.0)
+    queries = [UbiQuery("q", "printer", "u", hit_ids=("h1", "h2", "gone"))]
     events = [UbiEvent("purchase", "q", "h1", 1, "u", None, now),       # 4
               UbiEvent("click", "q", "h2", 2, "u", None, now),          # 1
               UbiEvent("click", "q", "c1", 3, "u", None, now - 30 * DAY),  # 1 * 0.5
               UbiEvent("impression", "q", "c1", 3, "u", None, now),    # nothing
               UbiEvent("purchase", "q", "gone", 1, "u", None, now),    # unknown product
+              UbiEvent("purchase", "q", "h3", 4, "u", None, now),      # never shown
+              UbiEvent("purchase", None, "h3", 4, "u", None, now),     # no query
               UbiEvent("click", "q", "h1", 1, None, None, now)]        # nobody
-    [profile] = build_profiles(events, facts, now=now).values()
+    [profile] = build_profiles(queries, events, facts, now=now).values()
     assert profile.user_id == "u" and profile.actions == 3
     assert profile.brands == (("HP", round(5 / 5.5, 4)), ("Canon", round(0.5 / 5.5, 4)))
     log_mean = (4 * math.log(100) + 1 * math.log(400) + 0.5 * math.log(20)) / 5.5
