@@ -206,6 +206,24 @@ class Engine:
         return doc["_source"], {"if_seq_no": doc["_seq_no"],
                                 "if_primary_term": doc["_primary_term"]}
 
+    def get_documents(self, index: str, doc_ids: Iterable[str]) -> dict[str, dict]:
+        """id -> source of the documents among `doc_ids` that `index` holds, in one request
+        (realtime: a bulk's documents count before a refresh); none when the index is
+        missing. Any other per-document failure is an EngineError, never "not there"."""
+        ids = list(dict.fromkeys(doc_ids))
+        if not ids:
+            return {}
+        found = self._call("get documents", "POST", f"/{index}/_mget", body={"ids": ids},
+                           target=index)
+        out = {}
+        for doc in found["docs"]:
+            error = doc.get("error")
+            if isinstance(error, dict) and error.get("type") != "index_not_found_exception":
+                raise EngineError("get documents", reason_of(doc, error), target=index)
+            if doc.get("found"):
+                out[doc["_id"]] = doc["_source"]
+        return out
+
     def put_document(self, index: str, doc_id: str, source: dict,
                      version: dict | None = None, *, visible: bool = True) -> dict:
         """Write a document (`visible`: to searches on return; a GET by id sees it at once

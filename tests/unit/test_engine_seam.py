@@ -223,3 +223,19 @@ def test_a_store_that_does_not_exist_yet_lists_no_models_and_other_errors_stay_e
     denied = EngineError("list models", "forbidden", status=403)
     with pytest.raises(EngineError, match="forbidden"):
         Engine(FakeTransport({("GET", "/_ltr/_model"): denied})).list_models("x-v")
+
+
+def test_documents_by_id_are_one_request_and_a_failure_is_not_a_miss():
+    path = ("POST", "/ubi_queries/_mget")
+    t = FakeTransport({path: {"docs": [{"_id": "q1", "found": True, "_source": {"a": 1}},
+                                       {"_id": "q2", "found": False}]}})
+    assert Engine(t).get_documents("ubi_queries", ["q1", "q2", "q1"]) == {"q1": {"a": 1}}
+    assert [c[2] for c in t.calls] == [{"ids": ["q1", "q2"]}]
+    assert Engine(t).get_documents("ubi_queries", []) == {} and len(t.calls) == 1
+    gone = {"_id": "q1", "error": {"type": "index_not_found_exception", "reason": "no such"}}
+    assert Engine(FakeTransport({path: {"docs": [gone]}})).get_documents("ubi_queries",
+                                                                         ["q1"]) == {}
+    shard = {"_id": "q1", "error": {"type": "no_shard_available_action_exception",
+                                    "reason": "no shard"}}
+    with pytest.raises(EngineError, match="no_shard_available"):
+        Engine(FakeTransport({path: {"docs": [shard]}})).get_documents("ubi_queries", ["q1"])
