@@ -184,6 +184,23 @@ def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent
     return len(docs_q) + len(docs_e)
 
 
+def shown_by(engine: Engine, query_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """query id -> the doc ids it showed (`query_response_hit_ids`), for those of `query_ids`
+    the engine's ubi_queries holds: one realtime request (`store` files a query under its
+    query id, so a query a sidecar just wrote counts before a refresh).
+
+    >>> shown_by(engine, ["5f0c..."])                        # doctest: +SKIP
+    {'5f0c...': ('B07PXGQC1Q', 'B08L5NP6NG', ...)}
+    """
+    found = engine.get_documents(QUERIES_INDEX, query_ids)
+    out = {}
+    for query_id, doc in found.items():
+        record = parse_record(doc)
+        if isinstance(record, UbiQuery):
+            out[query_id] = record.hit_ids
+    return out
+
+
 def fetch(engine: Engine, *, page: int = 5000) -> tuple[list[UbiQuery], list[UbiEvent]]:
     """Every query and event in the engine's UBI indices, oldest first (none when absent)."""
     queries = [r for r in _scan(engine, QUERIES_INDEX, page) if isinstance(r, UbiQuery)]

@@ -6,13 +6,21 @@ from collections.abc import Callable
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.config import SchemathesisConfig
+
+# a schema-valid /events body names query ids no generated request can know this sidecar
+# served: refusing it (422) is the point, not a spec violation
+CONFIG = SchemathesisConfig.from_dict({"operations": [{
+    "include-path": "/events",
+    "checks": {"positive_data_acceptance": {"expected-statuses": [
+        "2XX", "3XX", "401", "403", "404", "409", "422", "429", "5XX"]}}}]})
 
 
 def fuzz(app, examples: int, allowed: Callable[[int], bool]) -> list[int]:
     """Generate `examples` requests per operation of the app's spec, valid and invalid; every
     response must conform to the spec and have a status `allowed` accepts. Returns the
     statuses seen."""
-    schema = schemathesis.openapi.from_wsgi("/openapi.json", app)
+    schema = schemathesis.openapi.from_wsgi("/openapi.json", app, config=CONFIG)
     seen: list[int] = []
     for operation in (result.ok() for result in schema.get_all_operations()):
 

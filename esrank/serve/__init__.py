@@ -15,7 +15,7 @@ import hmac
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
 from esrank.serve.requests import NON_SPACE, ClientError
 from esrank.serve.ubi_writer import UbiWriter
+from esrank.serve.verify import ServedQueries
 from esrank.ubi import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,15 @@ __all__ = ["COMPARE_COOKIE", "NON_SPACE", "SPEC", "ClientError", "create_app"]
 @dataclass
 class Sidecar:
     """What the Flask app holds for its lifetime: the application, the raw encoder behind
-    the batcher, the batcher and the metrics."""
+    the batcher, the batcher, the metrics, the UBI writer and the searches it recorded (what
+    /events verifies against)."""
 
     app: App
     encoder: Any
     batcher: Batcher
     metrics: Any
     ubi: UbiWriter | None = None
+    served: ServedQueries = field(default_factory=ServedQueries)
 
     @property
     def cfg(self):
@@ -65,8 +68,9 @@ class Sidecar:
         session = shopper.session_id if shopper else None
         attributes = {"configuration": model, "ranker": result.ranker,
                       "degraded": result.degraded, "shopper": params, **extra}
-        self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes,
-                               tuple(h.doc_id for h in result.hits)),
+        shown = tuple(h.doc_id for h in result.hits)
+        self.served.add(query_id, shown)
+        self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes, shown),
                       *(UbiEvent("impression", query_id, h.doc_id, h.rank, user, session, now)
                         for h in result.hits)])
         return True
@@ -109,6 +113,9 @@ class Metrics:
                                 "the encoder or the model failed", registry=self.registry)
         self.ubi_dropped = Counter("esrank_ubi_dropped", "UBI records not stored (queue full "
                                    "or engine refused)", registry=self.registry)
+        self.events_rejected = Counter("esrank_events_rejected", "/events events refused "
+                                       "(unknown action, query not served, doc not shown)",
+                                       registry=self.registry)
 
 
 def create_app(settings: Settings | None = None, *, encoder=None, engine=None,

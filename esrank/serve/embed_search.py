@@ -1,4 +1,4 @@
-"""The query-time routes: /embed, /search, /rerank."""
+"""The query-time routes: /embed, /search, /events, /rerank."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from flask import Blueprint, current_app, jsonify
 
 from esrank.search import parse_configuration
 from esrank.serve import requests as rq
+from esrank.serve.verify import verify
+from esrank.ubi import shown_by
 
 bp = Blueprint("embed_search", __name__)
 
@@ -70,8 +72,15 @@ def events():
     if sc.ubi is None:
         raise rq.ClientError(501, "UBI recording is off (ESRANK_SERVE__UBI=false)")
     recorded = rq.events(rq.body({"events": list}, {})["events"], time.time())
-    accepted = sc.ubi.put(recorded)
-    return jsonify(accepted=accepted, dropped=len(recorded) - accepted), 202
+    verified, rejected = verify(recorded, sc.served, lambda ids: shown_by(sc.app.engine, ids))
+    sc.metrics.events_rejected.inc(len(rejected))
+    refused = [r.to_dict() for r in rejected]
+    if not verified:  # well-formed, but nothing this sidecar can vouch for
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        return jsonify(error=f"no event accepted: events[{rejected[0].index}]: "
+                             f"{rejected[0].reason}{more}", rejected=refused), 422
+    accepted = sc.ubi.put(verified)
+    return jsonify(accepted=accepted, dropped=len(verified) - accepted, rejected=refused), 202
 
 
 @bp.post("/rerank")

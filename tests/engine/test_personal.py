@@ -196,7 +196,8 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
          "position": 2, "user_id": user},
         {"action": "purchase", "query_id": answer["query_id"], "doc_id": bought["doc_id"],
          "position": 2, "user_id": user}]})
-    assert sent.status_code == 202 and sent.json == {"accepted": 2, "dropped": 0}
+    assert sent.status_code == 202 and sent.json == {"accepted": 2, "dropped": 0,
+                                                     "rejected": []}
     assert client.post("/events", json={"events": [{"action": "click"}]}).status_code == 400
     assert sc.ubi.flush(10)
     queries, events = ubi.fetch(engine)

@@ -1,9 +1,13 @@
-"""/search on the real engine returns what `esrank search` returns (BM25; no LTR needed)."""
+"""/search on the real engine returns what `esrank search` returns (BM25; no LTR needed), and
+/events verifies an event against the engine's ubi_queries when the sidecar never saw the
+search."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+from esrank import ubi
 from esrank.catalogue import index_catalogue
 from esrank.search import Ranker, search
 from esrank.serve import create_app
@@ -22,3 +26,34 @@ def test_search_endpoint_equals_the_library(engine, alias, encoder, engine_setti
         expected = search(engine, alias, query, Ranker("bm25"), size=20)
         assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
         assert r.json["ranker"] == "bm25" and r.json["degraded"] is None
+
+
+def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, alias, encoder,
+                                                                  engine_settings):
+    """Any sidecar of a deployment takes the events of a search another one served: a fresh
+    app (nothing in memory) finds the query in ubi_queries as soon as the writer sent it (no
+    refresh), takes a doc it showed and refuses one it did not."""
+    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    settings = engine_settings(index=alias)
+    first = create_app(settings, encoder=encoder)
+    found = first.test_client().post("/search", json={"query": "bluetooth speaker",
+                                                      "model": "bm25", "size": 5}).json
+    assert first.extensions["esrank"].ubi.flush(10)
+    first.extensions["esrank"].ubi.close()
+    page = [h["doc_id"] for h in found["hits"]]
+    catalogue = engine.search(alias, {"size": 50, "_source": False,
+                                      "query": {"match_all": {}}})["hits"]["hits"]
+    unshown = next(h["_id"] for h in catalogue if h["_id"] not in page)
+    fresh = create_app(settings, encoder=encoder)
+    sc = fresh.extensions["esrank"]
+    r = fresh.test_client().post("/events", json={"events": [
+        {"action": "purchase", "query_id": found["query_id"], "doc_id": page[1], "position": 2},
+        {"action": "purchase", "query_id": found["query_id"], "doc_id": unshown},
+        {"action": "purchase", "query_id": uuid.uuid4().hex, "doc_id": page[1]}]})
+    assert r.status_code == 202, r.json
+    assert r.json["accepted"] == 1 and [x["index"] for x in r.json["rejected"]] == [1, 2]
+    assert sc.ubi.flush(10)
+    _, events = ubi.fetch(engine)
+    assert [(e.action, e.doc_id) for e in events if e.query_id == found["query_id"]
+            and e.action != "impression"] == [("purchase", page[1])]
+    sc.ubi.close()

@@ -17,13 +17,15 @@ def sidecar_encoder(tmp_path_factory):
 
 @pytest.fixture()
 def make_app(sidecar_encoder):
-    """create_app with settings overrides, e.g. make_app(serve={"token": "t"})."""
+    """create_app with settings overrides, e.g. make_app(serve={"token": "t"}); `engine`: a
+    stand-in for the unreachable one."""
 
-    def make(encoder=None, reranker=None, **overrides):
+    def make(encoder=None, reranker=None, engine=None, **overrides):
         serve = ServeSettings(**overrides.pop("serve", {}))
         settings = load_settings(**{"url": "http://127.0.0.1:9", "timeout": 2, **overrides})
         settings = settings.model_copy(update={"serve": serve})
-        return create_app(settings, encoder=encoder or sidecar_encoder, reranker=reranker)
+        return create_app(settings, encoder=encoder or sidecar_encoder, reranker=reranker,
+                          engine=engine)
 
     return make
 
