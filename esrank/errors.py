@@ -60,6 +60,15 @@ class EngineError(EsrankError):
         super().__init__(f"{operation}{on} failed{code}: {reason}")
 
 
+class EngineTimeoutError(EngineError):
+    """The engine did not answer within the request timeout (the sidecar answers 504)."""
+
+    def __init__(self, operation: str, url: str, timeout: float, *, target: str | None = None):
+        self.timeout = timeout
+        super().__init__(operation, f"no answer from {url} within {timeout:g} s (timed out)",
+                         target=target)
+
+
 class ModelError(EsrankError):
     """A model does not match its feature set or cannot be exported/loaded."""
 

@@ -1,9 +1,10 @@
-"""A local stand-in HTTP server for unit tests that fake an HTTP answer (the real engine and
-sidecar are exercised in tests/engine)."""
+"""A local stand-in HTTP server for unit tests that fake an HTTP answer, and a listener that
+never answers (the real engine and sidecar are exercised in tests/engine)."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,3 +35,20 @@ def serving(handler: type[BaseHTTPRequestHandler],
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def black_hole(connects: bool = True) -> Iterator[str]:
+    """The URL of a local listener that never answers, for the block. Connections open (the
+    kernel completes them; nobody reads) and each request waits for its answer; with
+    `connects` False the listener's backlog is full, and connecting itself waits."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128 if connects else 0)
+    port = listener.getsockname()[1]
+    # a backlog of 0 holds one connection: this one fills it, later connects are dropped
+    filler = None if connects else socket.create_connection(("127.0.0.1", port))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        if filler is not None:
+            filler.close()
+        listener.close()

@@ -12,7 +12,7 @@ from typing import Any
 
 from esrank.engine.auth import Auth, redact, scrub
 from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
-from esrank.errors import EngineError
+from esrank.errors import EngineError, EngineTimeoutError
 
 
 class ElasticsearchTransport:
@@ -24,6 +24,7 @@ class ElasticsearchTransport:
         auth = auth or Auth()
         self.url = redact(url)  # what messages show; the client gets the credentials
         self._raw_url = url
+        self._timeout = timeout
         self._client = Elasticsearch(
             url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
             ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0,
@@ -31,8 +32,9 @@ class ElasticsearchTransport:
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:
+        from elastic_transport import ConnectionError as EsConnectionError
+        from elastic_transport import ConnectionTimeout, TransportError
         from elasticsearch import ApiError
-        from elasticsearch import ConnectionError as EsConnectionError
 
         ndjson = isinstance(body, str)
         kind = "application/x-ndjson" if ndjson else "application/json"
@@ -42,11 +44,16 @@ class ElasticsearchTransport:
         try:
             response = self._client.perform_request(method, path, params=params,
                                                     headers=headers, body=body)
-        except EsConnectionError as err:
+        except ConnectionTimeout as err:
+            raise EngineTimeoutError(operation, self.url, self._timeout, target=target) from err
+        except EsConnectionError as err:  # refused, reset, TLS
             raise EngineError(operation, scrub(f"cannot reach {self.url} ({err}); is the engine "
                                                "up? (esrank engine up --flavor elasticsearch)",
                                                self._raw_url), target=target) from err
         except ApiError as err:
             raise EngineError(operation, scrub(reason_of(err.body, err.message), self._raw_url),
                               target=target, status=err.meta.status) from err
+        except TransportError as err:  # a body it cannot send, an answer it cannot read
+            raise EngineError(operation, scrub(f"{type(err).__name__} talking to {self.url}: "
+                                               f"{err}", self._raw_url), target=target) from err
         return response.body

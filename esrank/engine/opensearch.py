@@ -6,7 +6,7 @@ from typing import Any
 
 from esrank.engine.auth import Auth, redact, scrub
 from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
-from esrank.errors import EngineError
+from esrank.errors import EngineError, EngineTimeoutError
 
 
 class OpenSearchTransport:
@@ -19,6 +19,7 @@ class OpenSearchTransport:
         headers = {"Authorization": f"ApiKey {auth.api_key}"} if auth.api_key else None
         self.url = redact(url)  # what messages show; the client gets the credentials
         self._raw_url = url
+        self._timeout = timeout
         self._client = OpenSearch(
             hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
             ca_certs=auth.ca_certs, timeout=timeout, max_retries=0,
@@ -27,11 +28,19 @@ class OpenSearchTransport:
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:
         from opensearchpy import exceptions as exc
+        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
         try:
             return self._client.transport.perform_request(method, path, params=params,
                                                           body=body)
         except exc.ConnectionError as err:
+            # a read timeout is a ConnectionTimeout; a connect timeout only shows in the cause
+            # (whose subclass NewConnectionError is a refusal)
+            if isinstance(err, exc.ConnectionTimeout) or (
+                    isinstance(err.info, ConnectTimeoutError)
+                    and not isinstance(err.info, NewConnectionError)):
+                raise EngineTimeoutError(operation, self.url, self._timeout,
+                                         target=target) from err
             raise EngineError(operation, scrub(f"cannot reach {self.url} ({err.error}); is the "
                                                "engine up? (esrank engine up)", self._raw_url),
                               target=target) from err
@@ -39,3 +48,6 @@ class OpenSearchTransport:
             status = err.status_code if isinstance(err.status_code, int) else None
             raise EngineError(operation, scrub(reason_of(err.info, err.error), self._raw_url),
                               target=target, status=status) from err
+        except exc.SerializationError as err:  # a body it cannot send, an answer it cannot read
+            raise EngineError(operation, scrub(f"{type(err).__name__} talking to {self.url}: "
+                                               f"{err}", self._raw_url), target=target) from err

@@ -25,7 +25,13 @@ from werkzeug.exceptions import HTTPException
 from esrank.app import App
 from esrank.config import Settings, load_settings
 from esrank.engine.auth import redact
-from esrank.errors import EngineError, EsrankError, NoCrossEncoderError, UnknownModelError
+from esrank.errors import (
+    EngineError,
+    EngineTimeoutError,
+    EsrankError,
+    NoCrossEncoderError,
+    UnknownModelError,
+)
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
@@ -221,9 +227,8 @@ def _answers(app: Flask, sc: Sidecar) -> None:
     app.register_error_handler(TimeoutError, lambda exc: (
         jsonify(error="the encoder did not answer in time; retry later"), 504,
         {"Retry-After": "1"}))
-    app.register_error_handler(EngineError, lambda exc: (
-        jsonify(error=str(exc)), 504 if "timeout" in exc.reason.lower()
-        or "timed out" in exc.reason.lower() else 502))
+    app.register_error_handler(EngineTimeoutError, error(504))
+    app.register_error_handler(EngineError, error(502))
     app.register_error_handler(NoCrossEncoderError, error(501))
     app.register_error_handler(UnknownModelError, error(404))
     app.register_error_handler(LookupError, error(404))

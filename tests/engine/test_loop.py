@@ -195,18 +195,18 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
                                                                             landed):
     """A registry write that timed out may have landed: the model it names must survive (the
     active pointer may name it); one that did not land leaves no model behind."""
-    from esrank.errors import EngineError
+    from esrank.errors import EngineTimeoutError
 
     write = registry._write
 
     def timed_out(*args, **kwargs):
         if landed:
             write(*args, **kwargs)
-        raise EngineError("write document", "Read timed out. (read timeout=30)")
+        raise EngineTimeoutError("write document", "http://127.0.0.1:9200", 30)
 
     uploaded = registry.next_name(engine, loop["fs"].name)  # the name deploy will take
     monkeypatch.setattr(registry, "_write", timed_out)
-    with pytest.raises(EngineError, match="timed out"):
+    with pytest.raises(EngineTimeoutError):
         _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
     monkeypatch.undo()
     doc = registry.entry(engine, loop["fs"].name)

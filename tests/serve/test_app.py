@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 import yaml
+from stand_in import black_hole
 
 from esrank.serve import COMPARE_COOKIE, SPEC
 
@@ -102,9 +103,24 @@ def test_a_lone_surrogate_query_never_counts_as_a_degraded_search(client):
     assert "esrank_degraded_searches_total 0.0" in client.get("/metrics").text
 
 
-def test_an_unreachable_engine_is_a_502_with_the_reason(client):
-    r = client.post("/search", json={"query": "tv", "model": "bm25"})
+@pytest.mark.parametrize("flavor", ["opensearch", "elasticsearch"])
+def test_an_unreachable_engine_is_a_502_with_the_reason(make_app, flavor):
+    r = make_app(flavor=flavor).test_client().post("/search", json={"query": "tv", "model": "bm25"})
     assert r.status_code == 502 and "cannot reach http://127.0.0.1:9" in r.json["error"]
+
+
+@pytest.mark.parametrize("flavor", ["opensearch", "elasticsearch"])
+def test_an_engine_that_does_not_answer_is_a_504_and_not_ready(make_app, flavor):
+    with black_hole() as url:
+        c = make_app(url=url, flavor=flavor, serve={"engine_timeout": 0.5}).test_client()
+        started = time.monotonic()
+        search = c.post("/search", json={"query": "tv", "model": "bm25"})
+        ready = c.get("/readyz")
+        assert time.monotonic() - started < 3
+    timed_out = f"no answer from {url} within 0.5 s (timed out)"
+    assert search.status_code == 504 and timed_out in search.json["error"]
+    assert ready.status_code == 503 and ready.json["ready"] is False
+    assert timed_out in ready.json["engine"]
 
 
 def test_bearer_token(make_app):

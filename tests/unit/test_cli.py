@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from stand_in import black_hole
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 BAD = ROOT / "tests" / "data" / "feature_sets" / "bad"
 
@@ -47,6 +50,15 @@ def test_index_refuses_negative_counts_before_touching_the_engine():
     for option in (["--keep", "-1"], ["--allow-rejects", "-1"], ["--max-shrink", "101"]):
         run = esrank("index", slice_, *option, ESRANK_URL="http://127.0.0.1:9")
         assert run.returncode == 2 and f"Invalid value for '{option[0]}'" in run.stderr
+
+
+@pytest.mark.parametrize("flavor", ["opensearch", "elasticsearch"])
+def test_an_engine_that_does_not_answer_exits_1_with_one_line(flavor):
+    with black_hole() as url:
+        run = esrank("search", "tv", ESRANK_URL=url, ESRANK_FLAVOR=flavor, ESRANK_TIMEOUT="1")
+    assert run.returncode == 1, run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("error: ") and f"no answer from {url} within 1 s (timed out)" in line
 
 
 def test_bad_setting_is_a_config_error():
