@@ -11,15 +11,25 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from esrank.engine.auth import Auth
+from esrank.engine.auth import Auth, redact, url_problem
 from esrank.errors import ConfigError
 
 if TYPE_CHECKING:
     from esrank.encoder import Encoder
     from esrank.engine import Engine
+
+
+def _usable_url(url: str | None, setting: str) -> str | None:
+    """`url` when it can address a cluster or endpoint; else the error names `setting` and
+    shows the URL redacted."""
+    if url is not None and (problem := url_problem(url)):
+        raise PydanticCustomError("url", "{message}", {"message": f"{setting}={redact(url)} "
+                                                                  f"{problem}"})
+    return url
 
 
 def _default_home() -> Path:
@@ -129,7 +139,7 @@ class LlmSettings(BaseModel):
     """The LLM judge (`esrank judgments llm`); env: ESRANK_LLM__ENDPOINT=http://host:8000/v1
     etc."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     # an OpenAI-compatible API (vLLM, TGI, a hosted one); unset: the local model below
     endpoint: str | None = None
@@ -140,12 +150,17 @@ class LlmSettings(BaseModel):
     concurrency: int = Field(8, gt=0, le=256)  # endpoint requests in flight (local model: 1)
     prompt: Literal["grade", "yesno"] = "grade"  # esrank.judge.PROMPTS
 
+    @field_validator("endpoint")
+    @classmethod
+    def _usable_endpoint(cls, url: str | None) -> str | None:
+        return _usable_url(url, "ESRANK_LLM__ENDPOINT")
+
 
 class Settings(BaseSettings):
     """Everything esrank can be told. Secrets are SecretStr and never printed."""
 
     model_config = SettingsConfigDict(env_prefix="ESRANK_", env_nested_delimiter="__",
-                                      extra="forbid")
+                                      extra="forbid", hide_input_in_errors=True)
 
     url: str | None = None
     # the cluster's engine: "auto" asks it; without ESRANK_URL it picks the local node
@@ -172,6 +187,11 @@ class Settings(BaseSettings):
     llm: LlmSettings = LlmSettings()
     engine: LocalEngineSettings = LocalEngineSettings()
     serve: ServeSettings = ServeSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _usable_engine_url(cls, url: str | None) -> str | None:
+        return _usable_url(url, "ESRANK_URL")
 
     @property
     def local_flavor(self) -> str:

@@ -17,6 +17,7 @@ the score onto the human scale. Two backends behind one interface:
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -32,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from esrank.engine.auth import Auth, redact, split_credentials
 from esrank.errors import ConfigError, EsrankError, InputError
 from esrank.files import new_file
 from esrank.judgments import Judgment, JudgmentList
@@ -120,16 +122,22 @@ class OpenAIBackend:
 
     def __init__(self, url: str, model: str, *, api_key: str | None = None,
                  timeout: float = 60.0, retries: int = 2):
-        self.url = url.rstrip("/") + "/chat/completions"
+        self.url = redact(url).rstrip("/") + "/chat/completions"  # what messages show
+        # credentials in the URL (user:password@, a token@) go as basic auth, never in the URL
+        url, auth = split_credentials(url, Auth(api_key=api_key))
+        self._endpoint = url.rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json"}
+        if auth.api_key:
+            self._headers["Authorization"] = f"Bearer {auth.api_key}"
+        elif auth.basic:
+            token = base64.b64encode(":".join(auth.basic).encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
         self.requested = model
         self.model = self.version = model  # then what each reply says served it
-        self.api_key, self.timeout, self.retries = api_key, timeout, retries
+        self.timeout, self.retries = timeout, retries
 
     def _post(self, body: dict) -> dict:
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        request = urllib.request.Request(self.url, json.dumps(body).encode(), headers)
+        request = urllib.request.Request(self._endpoint, json.dumps(body).encode(), self._headers)
         for attempt in range(self.retries + 1):
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:

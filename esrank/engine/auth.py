@@ -1,9 +1,15 @@
-"""Credentials for a cluster; repr never shows secrets, and neither do URLs in messages."""
+"""Credentials for a cluster or an endpoint; repr never shows secrets, and neither do URLs in
+messages."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+import re
+from dataclasses import dataclass, field, replace
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from esrank.errors import ConfigError
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -20,15 +26,59 @@ class Auth:
 
 
 def redact(url: str) -> str:
-    """The URL without the password it may carry (https://user:***@host:9200)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with the credentials it may carry hidden, with or without a scheme: user:password@
+    shows as user:***@, a username alone (often a token) as ***@.
+
+    >>> redact("https://elastic:hunter2@host:9200"), redact("TOKEN@host:9200")
+    ('https://elastic:***@host:9200', '***@host:9200')
+
+    Everything before the last "@" counts as credentials, so a password with a raw "/" or "@"
+    stays hidden (an "@" in a path hides more than it needs to, never less)."""
+    start = m.end() if (m := _SCHEME.match(url)) else 0
+    at = url.rfind("@")
+    if at < start:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    user, colon, _ = url[start:at].partition(":")
+    return f"{url[:start]}{user + ':***' if colon else '***'}@{url[at + 1:]}"
 
 
-def scrub(text: str, url: str) -> str:
-    """`text` with `url`'s password replaced, wherever it appears."""
-    password = urlsplit(url).password
-    return text.replace(url, redact(url)).replace(password, "***") if password else text
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot address a cluster or an endpoint, or None: it needs http:// or
+    https://, a host, and a port (if any) in 1-65535."""
+    try:
+        parts = urlsplit(url)
+        if parts.port == 0:
+            raise ValueError("port 0")
+    except ValueError:  # a port that is no number or out of range, a broken [IPv6] host
+        return "has no valid host and port (a port is a number in 1-65535)"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "needs http:// or https:// before the host"
+    if not parts.hostname:
+        return "has no host"
+    if parts.password is not None and not parts.username:
+        return "has a password but no username"
+    return None
+
+
+def split_credentials(url: str, auth: Auth | None = None) -> tuple[str, Auth]:
+    """`url` without the credentials it carries, and `auth` with them as basic auth:
+    user:password@, or a username alone with an empty password (as curl reads it).
+
+    >>> split_credentials("https://elastic:hunter2@host:9200")
+    ('https://host:9200', Auth(username='elastic', ca_certs=None, verify_certs=True))
+
+    Raises ConfigError (showing the URL redacted) for a URL that `url_problem` refuses, and
+    for credentials given both in the URL and in `auth`."""
+    auth = auth or Auth()
+    if problem := url_problem(url):
+        raise ConfigError(f"the URL {redact(url)} {problem}")
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, auth
+    if auth.username or auth.password or auth.api_key:
+        raise ConfigError(f"the URL {redact(url)} carries credentials, and a username, password "
+                          "or API key is set as well: give them one way")
+    user, _, password = userinfo.partition(":")
+    return (urlunsplit(parts._replace(netloc=host)),
+            replace(auth, username=unquote(user), password=unquote(password)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.engine.auth import Auth, redact, scrub
+from esrank.engine.auth import Auth, redact, split_credentials
 from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
 from esrank.errors import EngineError, EngineTimeoutError
 
@@ -21,9 +21,9 @@ class ElasticsearchTransport:
     def __init__(self, url: str, auth: Auth | None = None, timeout: float = 30.0):
         from elasticsearch import Elasticsearch
 
-        auth = auth or Auth()
-        self.url = redact(url)  # what messages show; the client gets the credentials
-        self._raw_url = url
+        self.url = redact(url)  # what messages show
+        # the client gets the credentials as auth, never in a URL it could log or echo
+        url, auth = split_credentials(url, auth)
         self._timeout = timeout
         self._client = Elasticsearch(
             url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
@@ -47,13 +47,12 @@ class ElasticsearchTransport:
         except ConnectionTimeout as err:
             raise EngineTimeoutError(operation, self.url, self._timeout, target=target) from err
         except EsConnectionError as err:  # refused, reset, TLS
-            raise EngineError(operation, scrub(f"cannot reach {self.url} ({err}); is the engine "
-                                               "up? (esrank engine up --flavor elasticsearch)",
-                                               self._raw_url), target=target) from err
+            raise EngineError(operation, f"cannot reach {self.url} ({err}); is the engine up? "
+                              "(esrank engine up --flavor elasticsearch)", target=target) from err
         except ApiError as err:
-            raise EngineError(operation, scrub(reason_of(err.body, err.message), self._raw_url),
-                              target=target, status=err.meta.status) from err
+            raise EngineError(operation, reason_of(err.body, err.message), target=target,
+                              status=err.meta.status) from err
         except TransportError as err:  # a body it cannot send, an answer it cannot read
-            raise EngineError(operation, scrub(f"{type(err).__name__} talking to {self.url}: "
-                                               f"{err}", self._raw_url), target=target) from err
+            raise EngineError(operation, f"{type(err).__name__} talking to {self.url}: {err}",
+                              target=target) from err
         return response.body

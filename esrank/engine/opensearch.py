@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.engine.auth import Auth, redact, scrub
+from esrank.engine.auth import Auth, redact, split_credentials
 from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
 from esrank.errors import EngineError, EngineTimeoutError
 
@@ -15,10 +15,10 @@ class OpenSearchTransport:
     def __init__(self, url: str, auth: Auth | None = None, timeout: float = 30.0):
         from opensearchpy import OpenSearch
 
-        auth = auth or Auth()
+        self.url = redact(url)  # what messages show
+        # the client gets the credentials as auth, never in a URL it could log or echo
+        url, auth = split_credentials(url, auth)
         headers = {"Authorization": f"ApiKey {auth.api_key}"} if auth.api_key else None
-        self.url = redact(url)  # what messages show; the client gets the credentials
-        self._raw_url = url
         self._timeout = timeout
         self._client = OpenSearch(
             hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
@@ -41,13 +41,12 @@ class OpenSearchTransport:
                     and not isinstance(err.info, NewConnectionError)):
                 raise EngineTimeoutError(operation, self.url, self._timeout,
                                          target=target) from err
-            raise EngineError(operation, scrub(f"cannot reach {self.url} ({err.error}); is the "
-                                               "engine up? (esrank engine up)", self._raw_url),
-                              target=target) from err
+            raise EngineError(operation, f"cannot reach {self.url} ({err.error}); is the engine "
+                              "up? (esrank engine up)", target=target) from err
         except exc.TransportError as err:
             status = err.status_code if isinstance(err.status_code, int) else None
-            raise EngineError(operation, scrub(reason_of(err.info, err.error), self._raw_url),
-                              target=target, status=status) from err
+            raise EngineError(operation, reason_of(err.info, err.error), target=target,
+                              status=status) from err
         except exc.SerializationError as err:  # a body it cannot send, an answer it cannot read
-            raise EngineError(operation, scrub(f"{type(err).__name__} talking to {self.url}: "
-                                               f"{err}", self._raw_url), target=target) from err
+            raise EngineError(operation, f"{type(err).__name__} talking to {self.url}: {err}",
+                              target=target) from err

@@ -256,6 +256,21 @@ def test_engine_down_is_a_clear_engine_error():
         down.health()
 
 
+@pytest.mark.parametrize("userinfo", ["elastic:hunter2", "hunter2"])
+def test_credentials_in_the_url_work_on_either_engine_and_never_show(engine, cli_env, userinfo):
+    import subprocess
+    import sys
+
+    url = engine.transport.url.replace("://", f"://{userinfo}@")
+    assert connect(url, flavor=engine.dialect.name).health()["status"] in ("green", "yellow")
+    for flavor in (engine.dialect.name, "auto"):  # auto: detection sends them too
+        run = subprocess.run([sys.executable, "-m", "esrank.cli", "-vv", "models", "list"],
+                             env={**cli_env, "ESRANK_URL": url, "ESRANK_FLAVOR": flavor},
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        assert "hunter2" not in run.stdout + run.stderr
+
+
 def test_engine_up_is_idempotent_and_reports_plugins(engine):
     import json
     import os

@@ -134,6 +134,11 @@ def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias
     assert run.returncode == 1
     assert "LLM endpoint http://127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
     assert not out.exists()
+    secret = {"ESRANK_LLM__ENDPOINT": "http://user:hunter2@127.0.0.1:9/v1"}
+    run = _cli({**cli_env, "ESRANK_INDEX": alias, **secret}, "llm", str(tmp_path / "pairs.csv"),
+               "-o", str(out))
+    assert run.returncode == 1 and "hunter2" not in run.stdout + run.stderr
+    assert "LLM endpoint http://user:***@127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
     (tmp_path / "elsewhere.csv").write_text("query,docid,rating\nusb cable,no-such-doc,3\n")
     run = _cli({**cli_env, "ESRANK_INDEX": alias}, "llm", str(tmp_path / "elsewhere.csv"),
                "-o", str(out))

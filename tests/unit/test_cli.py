@@ -61,6 +61,21 @@ def test_an_engine_that_does_not_answer_exits_1_with_one_line(flavor):
     assert line.startswith("error: ") and f"no answer from {url} within 1 s (timed out)" in line
 
 
+@pytest.mark.parametrize("env", [
+    {"ESRANK_URL": "elastic:hunter2@127.0.0.1:9"},  # no scheme
+    {"ESRANK_URL": "https://hunter2@127.0.0.1:9", "ESRANK_FLAVOR": "opensearch"},
+    {"ESRANK_URL": "https://hunter2@127.0.0.1:9", "ESRANK_FLAVOR": "elasticsearch"},
+    {"ESRANK_URL": "http://elastic:hunter2@127.0.0.1:abc"},
+    {"ESRANK_LLM__ENDPOINT": "hunter2@127.0.0.1:8000/v1"},
+], ids=["no-scheme", "token-opensearch", "token-elasticsearch", "port", "llm-endpoint"])
+def test_odd_urls_exit_1_with_one_line_and_never_show_their_secret(env):
+    run = esrank("search", "tv", ESRANK_TIMEOUT="2", **env)
+    assert run.returncode == 1, run.stderr
+    [line] = run.stderr.splitlines()
+    assert line.startswith("error: ") and "***@127.0.0.1:" in line
+    assert "hunter2" not in run.stdout + run.stderr
+
+
 def test_bad_setting_is_a_config_error():
     bad = esrank("features", "validate", ESRANK_ENGINE__OPENSEARCH__PORT="ninety")
     assert bad.returncode == 1 and "engine.opensearch.port" in bad.stderr

@@ -38,3 +38,28 @@ def test_bad_values_name_the_field(monkeypatch):
     monkeypatch.setenv("ESRANK_CONFIG", "/nonexistent/esrank.toml")
     with pytest.raises(ConfigError, match="no such file"):
         load_settings()
+
+
+@pytest.mark.parametrize("setting", ["ESRANK_URL", "ESRANK_LLM__ENDPOINT"])
+@pytest.mark.parametrize("url, problem", [
+    ("elastic:hunter2@host:9200", "needs http:// or https://"),  # no scheme
+    ("ftp://hunter2@host", "needs http:// or https://"),
+    ("http://localhost:abc", "has no valid host and port"),
+    ("http://elastic:hun/ter2@host", "has no valid host and port"),  # an unencoded "/"
+])
+def test_an_unusable_url_names_its_setting_and_hides_its_credentials(monkeypatch, setting, url,
+                                                                     problem):
+    monkeypatch.setenv(setting, url)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert f"{setting}=" in str(err.value) and problem in str(err.value)
+    for shown in (str(err.value), str(err.value.__cause__)):  # the cause shows no input
+        assert "hunter2" not in shown and "ter2" not in shown
+
+
+def test_urls_with_credentials_load_as_given(monkeypatch):
+    monkeypatch.setenv("ESRANK_URL", "https://hunter2@search.example")
+    monkeypatch.setenv("ESRANK_LLM__ENDPOINT", "http://user:pw@llm.example:8000/v1")
+    s = load_settings()
+    assert (s.engine_url, s.llm.endpoint) == ("https://hunter2@search.example",
+                                              "http://user:pw@llm.example:8000/v1")

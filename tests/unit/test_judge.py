@@ -3,6 +3,7 @@ canned HTTP answers), the grades file, and the local backend over the packaged m
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from http.server import BaseHTTPRequestHandler
@@ -90,13 +91,16 @@ def test_calibrate_reports_held_out_agreement_and_refuses_mixed_prompts():
 
 
 class _Canned(BaseHTTPRequestHandler):
-    """Answers every POST with the class's next canned (status, body); keeps the requests."""
+    """Answers every POST with the class's next canned (status, body); keeps the requests and
+    their Authorization headers."""
 
     answers: list = []
     seen: list = []
+    auth: list = []
 
     def do_POST(self):  # noqa: N802 (http.server's name)
         self.seen.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.auth.append(self.headers.get("Authorization"))
         status, body = (self.answers(self.seen[-1]) if callable(self.answers)
                         else self.answers.pop(0))
         reply_json(self, status, body)
@@ -107,7 +111,7 @@ class _Canned(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def canned():
-    _Canned.answers, _Canned.seen = [], []
+    _Canned.answers, _Canned.seen, _Canned.auth = [], [], []
     with serving(_Canned) as server:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Canned
 
@@ -137,6 +141,7 @@ def test_endpoint_backend_reads_top_logprobs_then_falls_back_to_the_text(canned)
     assert grades[2].grade == 0 and math.isnan(grades[2].score)  # no label answered
     assert grades[0].model_version == "fp_1" and grades[0].prompt == PROMPTS["grade"].id
     sent = handler.seen[0]
+    assert handler.auth[0] == "Bearer k"
     assert sent["max_tokens"] == 1 and sent["logprobs"] is True and sent["temperature"] == 0
     assert "usb cable" in sent["messages"][1]["content"]
 
@@ -186,6 +191,29 @@ def test_endpoint_errors_are_clear(canned):
         OpenAIBackend(url, "m").answer_logprobs("s", "u", ["0"])
     with pytest.raises(EsrankError, match="unreachable"):
         OpenAIBackend("http://127.0.0.1:9/v1", "m", retries=0).answer_logprobs("s", "u", ["0"])
+
+
+@pytest.mark.parametrize("userinfo, shown", [("user:hunter2", "user:***"), ("hunter2", "***")])
+def test_endpoint_credentials_go_as_basic_auth_and_never_show(canned, userinfo, shown):
+    url, handler = canned
+    handler.answers = [(200, _reply(None, content="2"))]
+    OpenAIBackend(url.replace("://", f"://{userinfo}@"), "m").answer_logprobs("s", "u", ["2"])
+    basic = userinfo if ":" in userinfo else f"{userinfo}:"  # a username alone, as curl reads it
+    assert handler.auth == [f"Basic {base64.b64encode(basic.encode()).decode()}"]
+    with pytest.raises(EsrankError, match="unreachable") as err:
+        OpenAIBackend(f"http://{userinfo}@127.0.0.1:9/v1", "m", retries=0).answer_logprobs(
+            "s", "u", ["0"])
+    assert f"http://{shown}@127.0.0.1:9/v1/chat/completions" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_an_unusable_endpoint_is_a_config_error_without_its_secret():
+    with pytest.raises(ConfigError, match=r"the URL http://user:\*\*\*@localhost:abc/v1 has no "
+                                          "valid host and port"):
+        OpenAIBackend("http://user:hunter2@localhost:abc/v1", "m")
+    with pytest.raises(ConfigError, match="carries credentials, and a username, password or "
+                                          "API key is set as well"):
+        OpenAIBackend("http://user:hunter2@localhost:8000/v1", "m", api_key="k")
 
 
 def test_local_backend_grades_with_provenance(llm):

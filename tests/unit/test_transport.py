@@ -1,9 +1,11 @@
-"""The engine transports keep a connection per concurrent caller, and turn every way a request
-can fail into an EngineError: a timeout (EngineTimeoutError), a refusal, an unreadable answer.
-HTTP answers come from local stand-ins; the real engines are exercised in tests/engine."""
+"""The engine transports keep a connection per concurrent caller, turn every way a request can
+fail into an EngineError (a timeout: EngineTimeoutError, a refusal, an unreadable answer), and
+take credentials out of the URL in every form, sending them as basic auth. HTTP answers come
+from local stand-ins; the real engines are exercised in tests/engine."""
 
 from __future__ import annotations
 
+import base64
 import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,9 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from stand_in import black_hole, reply_json, serving
 
+from esrank.engine.auth import Auth, redact, split_credentials
 from esrank.engine.elasticsearch import ElasticsearchTransport
 from esrank.engine.opensearch import OpenSearchTransport
-from esrank.errors import EngineError, EngineTimeoutError
+from esrank.errors import ConfigError, EngineError, EngineTimeoutError
 
 CALLERS = 8
 TRANSPORTS = [OpenSearchTransport, ElasticsearchTransport]
@@ -99,3 +102,85 @@ def test_an_unreadable_answer_is_an_engine_error(transport):
         url = f"http://127.0.0.1:{httpd.server_address[1]}"
         with pytest.raises(EngineError, match=f"SerializationError talking to {url}"):
             transport(url, timeout=2).request("health", "GET", "/")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://elastic:hunter2@host:9200", "https://elastic:***@host:9200"),
+    ("https://hunter2@host", "https://***@host"),  # a username alone: often a token
+    ("elastic:hunter2@host:9200", "elastic:***@host:9200"),  # no scheme
+    ("hunter2@host:9200/x", "***@host:9200/x"),
+    ("http://elastic:hun/ter2@host", "http://elastic:***@host"),  # a raw "/": malformed
+    ("http://elastic:hun@ter2@host", "http://elastic:***@host"),
+    ("https://host:9200/prefix", "https://host:9200/prefix"),
+])
+def test_redact_hides_credentials_in_every_form(url, shown):
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize("url, clean, basic", [
+    ("https://elastic:hunter2@host:9200/x", "https://host:9200/x", ("elastic", "hunter2")),
+    ("https://hunter2@host", "https://host", ("hunter2", "")),  # as curl reads it
+    ("http://el%40stic:p%3Ass@host", "http://host", ("el@stic", "p:ss")),
+    ("http://host:9200", "http://host:9200", None),
+])
+def test_credentials_leave_the_url_for_basic_auth(url, clean, basic):
+    url, auth = split_credentials(url, Auth(ca_certs="ca.pem"))
+    assert (url, auth.basic, auth.ca_certs) == (clean, basic, "ca.pem")
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("elastic:hunter2@host:9200", "needs http:// or https://"),
+    ("ftp://hunter2@host", "needs http:// or https://"),
+    ("http://localhost:abc", "no valid host and port"),
+    ("http://localhost:0", "no valid host and port"),
+    ("http://localhost:65536", "no valid host and port"),
+    ("http://elastic:hun/ter2@host", "no valid host and port"),
+    ("http://:hunter2@host", "a password but no username"),
+])
+def test_an_unusable_url_is_a_config_error_without_its_secret(url, problem):
+    with pytest.raises(ConfigError, match=problem) as err:
+        split_credentials(url)
+    assert f"the URL {redact(url)} " in str(err.value)
+    assert "hunter2" not in str(err.value) and "ter2" not in str(err.value)
+
+
+def test_credentials_given_twice_are_refused():
+    with pytest.raises(ConfigError, match="carries credentials, and a username, password or "
+                                          "API key is set as well") as err:
+        split_credentials("https://elastic:hunter2@host", Auth(api_key="k"))
+    assert "hunter2" not in str(err.value)
+
+
+class _Recording(BaseHTTPRequestHandler):
+    """Answers every GET, keeping the Authorization header it came with."""
+
+    seen: list = []
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        self.seen.append(self.headers.get("Authorization"))
+        reply_json(self, 200, {"status": "green"}, {"X-Elastic-Product": "Elasticsearch"})
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("userinfo, basic", [("elastic:hunter2", "elastic:hunter2"),
+                                             ("hunter2", "hunter2:")])
+def test_both_transports_send_url_credentials_as_basic_auth(transport, userinfo, basic):
+    _Recording.seen = []
+    with serving(_Recording) as httpd:
+        t = transport(f"http://{userinfo}@127.0.0.1:{httpd.server_address[1]}", timeout=2)
+        assert t.request("health", "GET", "/_cluster/health") == {"status": "green"}
+    assert _Recording.seen == [f"Basic {base64.b64encode(basic.encode()).decode()}"]
+    assert "hunter2" not in t.url
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("userinfo, shown", [("elastic:hunter2", "elastic:***"),
+                                             ("hunter2", "***")])
+def test_url_credentials_never_reach_an_error(transport, userinfo, shown):
+    with pytest.raises(EngineError) as err:
+        transport(f"http://{userinfo}@127.0.0.1:9", timeout=2).request("health", "GET", "/")
+    assert f"cannot reach http://{shown}@127.0.0.1:9 " in str(err.value)
+    assert "hunter2" not in str(err.value)
