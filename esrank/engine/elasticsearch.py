@@ -32,9 +32,8 @@ class ElasticsearchTransport:
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:
-        from elastic_transport import ConnectionError as EsConnectionError
-        from elastic_transport import ConnectionTimeout, TransportError
-        from elasticsearch import ApiError
+        from elasticsearch import ApiError, ConnectionTimeout, TransportError
+        from elasticsearch import ConnectionError as EsConnectionError
 
         ndjson = isinstance(body, str)
         kind = "application/x-ndjson" if ndjson else "application/json"
