@@ -1015,11 +1015,12 @@ def _import_command(flavor: str, product: str, port: int):
     @click.pass_context
     def command(ctx: click.Context, url: str, as_json: bool) -> None:
         from esrank.dashboards import import_saved_objects
+        from esrank.engine.auth import redact
 
         s = _settings(ctx)
         answer = import_saved_objects(url, flavor, s.auth, timeout=s.timeout)
         _emit(answer, as_json, f"imported {answer.get('successCount', 0)} saved objects into "
-              f"{product} at {url}: dashboard 'esrank relevance comparison'")
+              f"{product} at {redact(url)}: dashboard 'esrank relevance comparison'")
 
     command.help = (f"Load esrank's data views, visualizations and the 'esrank relevance "
                     f"comparison' dashboard into {product} (overwrites earlier versions).")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from esrank.engine.auth import Auth
+from esrank.engine.auth import Auth, split_credentials
 from esrank.errors import EngineError
 
 XSRF = {"kibana": "kbn-xsrf", "opensearch-dashboards": "osd-xsrf"}
@@ -18,7 +18,7 @@ def import_ndjson(url: str, product: str, ndjson: bytes, auth: Auth | None = Non
     Honours the same credentials and TLS settings (CA, verification) as the engine."""
     import urllib3
 
-    auth = auth or Auth()
+    url, auth = split_credentials(url, auth)  # the URL's own credentials, never shown
     headers = {XSRF[product]: "esrank"}
     if auth.api_key:
         headers["Authorization"] = f"ApiKey {auth.api_key}"

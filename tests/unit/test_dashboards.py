@@ -100,3 +100,16 @@ def test_a_refused_import_and_an_absent_server_are_errors(stand_in):
         _Recorder.answer = {"success": True, "successCount": 10}
     with pytest.raises(EngineError, match="cannot reach"):
         import_saved_objects("http://127.0.0.1:9", "kibana", timeout=2)
+
+
+def test_credentials_in_the_dashboards_url_are_sent_and_never_shown(stand_in):
+    import base64
+
+    with_token = stand_in.replace("http://", "http://admin:hunter2@")
+    import_saved_objects(with_token, "kibana")
+    (_, headers, _), = _Recorder.seen
+    sent = {k.lower(): v for k, v in headers.items()}["authorization"]
+    assert sent == "Basic " + base64.b64encode(b"admin:hunter2").decode()
+    with pytest.raises(EngineError) as err:
+        import_saved_objects("http://admin:hunter2@127.0.0.1:9", "kibana", timeout=2)
+    assert "hunter2" not in str(err.value) and "admin:***@" not in str(err.value)
