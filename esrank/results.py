@@ -46,11 +46,9 @@ EVAL_MAPPINGS = {
 def _ensure_indices(engine) -> None:
     """Create the indices, or add the fields a newer esrank maps to ones made before."""
     for index, mapping in EVAL_MAPPINGS.items():
-        if not engine.index_exists(index):
-            engine.create_index(index, {"settings": {"number_of_shards": 1,
-                                                     "auto_expand_replicas": "0-1"},
-                                        "mappings": mapping})
-        else:
+        if not engine.ensure_index(index, {"settings": {"number_of_shards": 1,
+                                                        "auto_expand_replicas": "0-1"},
+                                           "mappings": mapping}):
             engine.put_mapping(index, {"properties": mapping["properties"]})
 
 

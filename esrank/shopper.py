@@ -175,11 +175,9 @@ def shopper_params(profile: Profile | None, context: ShopperContext | None = Non
 def save_profiles(engine: Engine, profiles: Iterable[Profile],
                   index: str = PROFILES_INDEX) -> int:
     """Write profiles (one document per shopper, replacing theirs); returns how many."""
-    if not engine.index_exists(index):
-        mapping = {"dynamic": False, "properties": {
-            "user_id": {"type": "keyword"},
-            "updated": {"type": "date", "format": "epoch_second"}}}
-        engine.create_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
+    engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": {
+        "dynamic": False, "properties": {"user_id": {"type": "keyword"},
+                                         "updated": {"type": "date", "format": "epoch_second"}}}})
     docs = [(p.user_id, p.to_dict()) for p in profiles]
     refused = engine.bulk(index, docs) if docs else []
     if refused:

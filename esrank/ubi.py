@@ -166,8 +166,7 @@ def ensure_indices(engine: Engine) -> None:
     """Create the UBI indices when missing (the mappings OpenSearch's UBI plugin uses for the
     fields esrank reads)."""
     for index, mapping in ((QUERIES_INDEX, QUERIES_MAPPING), (EVENTS_INDEX, EVENTS_MAPPING)):
-        if not engine.index_exists(index):
-            engine.create_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
+        engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
 
 
 def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent]) -> int:

@@ -239,3 +239,19 @@ def test_documents_by_id_are_one_request_and_a_failure_is_not_a_miss():
                                     "reason": "no shard"}}
     with pytest.raises(EngineError, match="no_shard_available"):
         Engine(FakeTransport({path: {"docs": [shard]}})).get_documents("ubi_queries", ["q1"])
+
+
+def test_ensure_index_takes_another_process_creating_it_first_as_created():
+    settings_404 = EngineError("check index", "index_not_found_exception", status=404)
+    raced = FakeTransport({("GET", "/x/_settings"): settings_404,
+                           ("PUT", "/x"): EngineError(
+                               "create index", "resource_already_exists_exception: index [x] "
+                               "already exists", status=400)})
+    assert Engine(raced).ensure_index("x", {}) is False
+    refused = FakeTransport({("GET", "/x/_settings"): settings_404,
+                             ("PUT", "/x"): EngineError("create index", "bad mapping",
+                                                        status=400)})
+    with pytest.raises(EngineError, match="bad mapping"):
+        Engine(refused).ensure_index("x", {})
+    fresh = FakeTransport({("GET", "/x/_settings"): settings_404, ("PUT", "/x"): {}})
+    assert Engine(fresh).ensure_index("x", {}) is True
