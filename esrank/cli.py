@@ -1118,7 +1118,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
 
     s = _settings(ctx)
     host, port = host or s.serve.host, port or s.serve.port
-    if s.serve.token is None and not _loopback(host):
+    if s.serve.auth_token is None and not _loopback(host):
         raise click.UsageError(f"--host {host} opens the sidecar to the network: set a token "
                                "first (ESRANK_SERVE__TOKEN); see docs/sidecar.md")
     app = create_app(s)

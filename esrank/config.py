@@ -98,6 +98,9 @@ class ExperimentSettings(BaseModel):
     mode: Literal["ab", "interleave"] = "interleave"
 
 
+MIN_TOKEN = 16  # characters: a shorter bearer token can be guessed over the network
+
+
 class ServeSettings(BaseModel):
     """The sidecar (`esrank serve`); env: ESRANK_SERVE__PORT=8080 etc."""
 
@@ -133,6 +136,32 @@ class ServeSettings(BaseModel):
     # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
     ubi: bool = True
     experiment: ExperimentSettings | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _token_protects(cls, token: SecretStr | None) -> SecretStr | None:
+        """Unset turns authentication off; a set token must be one a client can send and
+        cannot guess (an empty one used to turn it off beyond loopback)."""
+        if token is None:
+            return None
+        value = token.get_secret_value()
+        if not value.strip():
+            raise ValueError("ESRANK_SERVE__TOKEN is empty: set a token of at least "
+                             f"{MIN_TOKEN} characters, or unset it to serve on loopback only")
+        if value != value.strip():
+            raise ValueError("ESRANK_SERVE__TOKEN starts or ends with whitespace, which an "
+                             "Authorization header cannot carry")
+        if len(value) < MIN_TOKEN:
+            raise ValueError(f"ESRANK_SERVE__TOKEN has {len(value)} characters, fewer than "
+                             f"{MIN_TOKEN} (e.g. python -c 'import secrets; "
+                             "print(secrets.token_urlsafe(32))')")
+        return token
+
+    @property
+    def auth_token(self) -> bytes | None:
+        """The bearer token every request but /healthz must carry; None: authentication is
+        off (the CLI then binds to loopback only)."""
+        return self.token.get_secret_value().encode() if self.token is not None else None
 
 
 class LlmSettings(BaseModel):

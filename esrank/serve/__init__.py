@@ -173,10 +173,10 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
 def _authenticate(app: Flask, cfg) -> None:
     """With a token, every route but /healthz needs `Authorization: Bearer <token>`; the
     comparison page may instead carry the cookie /compare?token=... sets."""
-    token = cfg.token.get_secret_value().encode() if cfg.token else None
+    token = cfg.auth_token  # the CLI's bind guard asks the same property
     # the comparison page's cookie: a value derived from the token, not the token itself
     page_key = (hmac.new(token, b"esrank compare page", hashlib.sha256).hexdigest()
-                if token else None)
+                if token is not None else None)
 
     def bearer_ok() -> bool:
         given = request.headers.get("Authorization", "")

@@ -123,13 +123,19 @@ def test_an_engine_that_does_not_answer_is_a_504_and_not_ready(make_app, flavor)
     assert timed_out in ready.json["engine"]
 
 
+TOKEN = "s3cret-token-0123"
+
+
 def test_bearer_token(make_app):
-    c = make_app(serve={"token": "s3cret"}).test_client()
+    c = make_app(serve={"token": TOKEN}).test_client()
     assert c.get("/healthz").status_code == 200
-    assert c.post("/embed", json={"texts": ["a"]}).status_code == 401
-    ok = c.post("/embed", json={"texts": ["a"]}, headers={"Authorization": "Bearer s3cret"})
+    for path, body in (("/embed", {"texts": ["a"]}), ("/search", {"query": "tv"})):
+        assert c.post(path, json=body).status_code == 401
+        assert c.post(path, json=body, headers={"Authorization": "Bearer "}).status_code == 401
+    assert c.get("/readyz").status_code == 401
+    ok = c.post("/embed", json={"texts": ["a"]}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
-    assert "s3cret" not in c.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text
+    assert TOKEN not in c.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).text
 
 
 class Slow:
@@ -220,13 +226,13 @@ def test_every_limit_of_the_spec_is_a_400(make_app, path, body, words):
 
 
 def test_the_comparison_page_with_a_token_uses_a_cookie_scheme(make_app):
-    c = make_app(serve={"token": "s3cret"}).test_client()
+    c = make_app(serve={"token": TOKEN}).test_client()
     assert c.get("/compare").status_code == 401
     assert c.get("/compare?token=wrong").status_code == 401
-    r = c.get("/compare?token=s3cret")
+    r = c.get(f"/compare?token={TOKEN}")
     assert r.status_code == 303 and r.headers["Location"].endswith("/compare")
     cookie = r.headers["Set-Cookie"]
-    assert "s3cret" not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert TOKEN not in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert c.get("/compare").status_code == 200  # the browser now carries the cookie
     # the cookie opens the page and its API, nothing else
     assert c.get("/compare/configs").status_code == 502  # past auth: the engine is absent
@@ -241,9 +247,9 @@ def test_the_token_is_compared_in_constant_time(make_app, monkeypatch):
     compared = []
     real = hmac.compare_digest
     monkeypatch.setattr(hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
-    c = make_app(serve={"token": "s3cret"}).test_client()
+    c = make_app(serve={"token": TOKEN}).test_client()
     assert c.post("/embed", json={"texts": ["a"]},
-                  headers={"Authorization": "Bearer s3creX"}).status_code == 401
+                  headers={"Authorization": f"Bearer {TOKEN[:-1]}X"}).status_code == 401
     assert compared
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 BAD = ROOT / "tests" / "data" / "feature_sets" / "bad"
 
 
-def esrank(*args: str, **env: str) -> subprocess.CompletedProcess:
+def esrank(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "esrank.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, **env}, timeout=60)
+                          capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=timeout)
 
 
 def test_validate_ok_and_json():
@@ -149,6 +151,19 @@ def test_index_without_files_is_a_usage_error_that_names_the_demo_catalogue():
 def test_serving_beyond_loopback_needs_a_token():
     open_ = esrank("serve", "--host", "0.0.0.0", ESRANK_URL="http://127.0.0.1:9")
     assert open_.returncode == 2 and "ESRANK_SERVE__TOKEN" in open_.stderr
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_an_empty_token_is_refused_before_serving(token):
+    # it used to pass the bind guard (token set) and turn authentication off (token falsy):
+    # the sidecar started on every interface; the timeout stops such a start
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    run = esrank("serve", "--host", "0.0.0.0", "--port", port, timeout=20,
+                 ESRANK_URL="http://127.0.0.1:9", ESRANK_SERVE__TOKEN=token)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "ESRANK_SERVE__TOKEN is empty" in run.stderr and "esrank sidecar on" not in run.stdout
 
 
 def test_the_docker_context_leaves_local_config_out():

@@ -63,3 +63,21 @@ def test_urls_with_credentials_load_as_given(monkeypatch):
     s = load_settings()
     assert (s.engine_url, s.llm.endpoint) == ("https://hunter2@search.example",
                                               "http://user:pw@llm.example:8000/v1")
+
+
+@pytest.mark.parametrize("token,words", [("", "is empty"), ("   ", "is empty"),
+                                         (" padded-token-0123456 ", "starts or ends with "
+                                                                    "whitespace"),
+                                         ("s3cret", "has 6 characters, fewer than 16")])
+def test_a_token_that_would_not_protect_is_refused(monkeypatch, token, words):
+    monkeypatch.setenv("ESRANK_SERVE__TOKEN", token)
+    with pytest.raises(ConfigError, match=f"ESRANK_SERVE__TOKEN {words}") as refused:
+        load_settings()
+    secret = token.strip()
+    assert not secret or secret not in str(refused.value)  # the token itself is never shown
+
+
+def test_one_notion_of_authentication_on():
+    assert load_settings().serve.auth_token is None
+    s = load_settings(serve={"token": "a-token-of-16-ch"})
+    assert s.serve.auth_token == b"a-token-of-16-ch"
