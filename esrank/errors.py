@@ -69,6 +69,11 @@ class EngineTimeoutError(EngineError):
                          target=target)
 
 
+class NameTakenError(EngineError):
+    """The LTR plugin refused to store a model under a name that exists (it never overwrites
+    one): another upload took the name first."""
+
+
 class ModelError(EsrankError):
     """A model does not match its feature set or cannot be exported/loaded."""
 

@@ -9,9 +9,13 @@ is never reused). esrank keeps one document per feature set in the `esrank-model
 
 `RegistryEntry` and `DeployedModel` are that document as records (from_dict/to_dict).
 `history` holds the previously active models, most recent last, so `rollback` can restore
-them. Every pointer change is a compare-and-set on the document's version: two deploys racing
-cannot both win. `deploy` uploads, runs the parity gate, and moves the pointer only when the
-gate passes; a failed upload or gate deletes the new model and leaves the live one as it was.
+them. Every pointer change is a compare-and-set on the document's version. Two deploys racing
+both land, as if one ran after the other: the one that loses a version name to the other takes
+the next, the one whose registry write comes second reads the entry again and writes once more
+(and is then the active one). An activate, rollback or delete that loses a race changes
+nothing and says so. `deploy` uploads, runs the parity gate, and moves the pointer only when
+the gate passes; a failed upload or gate deletes the new model and leaves the live one as it
+was.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass, field
 
 from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
-from esrank.errors import EngineError, EsrankError, ModelError, UnknownModelError
+from esrank.errors import EngineError, EsrankError, ModelError, NameTakenError, UnknownModelError
 from esrank.export import ParityReport, check_parity, plugin_model
 from esrank.stamps import utc
 from esrank.types import FeatureSet, QueryParam
@@ -31,6 +35,7 @@ from esrank.types import FeatureSet, QueryParam
 log = logging.getLogger(__name__)
 
 REGISTRY_INDEX = "esrank-models"
+TRIES = 5  # a deploy's attempts at a version name, and at its registry write, under contention
 MAPPING = {
     "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
     "mappings": {"dynamic": "strict", "properties": {
@@ -166,10 +171,20 @@ class DeployReport:
 
 
 def _read(engine: Engine, set_name: str) -> RegistryEntry:
-    """The entry to change (the index is created on first use)."""
+    """The entry to change (the index is created on first use, by whichever of two racing
+    commands gets there first)."""
     if not engine.index_exists(REGISTRY_INDEX):
-        engine.create_index(REGISTRY_INDEX, MAPPING)
+        try:
+            engine.create_index(REGISTRY_INDEX, MAPPING)
+        except EngineError as exc:
+            if "resource_already_exists_exception" not in exc.reason:
+                raise
+    engine.wait_for_index(REGISTRY_INDEX)  # another command's create may still be starting it
     return entry(engine, set_name)
+
+
+class RegistryConflictError(ModelError):
+    """The registry entry changed between this command's read and its write."""
 
 
 def _write(engine: Engine, doc: RegistryEntry) -> None:
@@ -178,9 +193,9 @@ def _write(engine: Engine, doc: RegistryEntry) -> None:
         engine.put_document(REGISTRY_INDEX, doc.feature_set, doc.to_dict(), doc.version)
     except EngineError as exc:
         if exc.status == 409:
-            raise ModelError(f"the registry entry for {doc.feature_set!r} changed while this "
-                             "command ran (another deploy?); nothing was changed, run it "
-                             "again") from exc
+            raise RegistryConflictError(
+                f"the registry entry for {doc.feature_set!r} changed while this command ran "
+                "(another deploy?); nothing was changed, run it again") from exc
         raise
 
 
@@ -190,12 +205,12 @@ def entry(engine: Engine, set_name: str) -> RegistryEntry:
     return RegistryEntry.from_dict(*found) if found else RegistryEntry(set_name)
 
 
-def next_name(engine: Engine, set_name: str) -> str:
-    """NAME-vN with N above every version the plugin or the registry has seen."""
+def next_name(engine: Engine, set_name: str, above: int = 0) -> str:
+    """NAME-vN with N above `above` and every version the plugin or the registry has seen."""
     doc = entry(engine, set_name)
     seen = [*engine.list_models(f"{set_name}-v"), *doc.models, *doc.history]
     versions = [n for series, n in map(version_of, seen) if series == set_name and n]
-    return f"{set_name}-v{max(versions, default=0) + 1}"
+    return f"{set_name}-v{max([*versions, above]) + 1}"
 
 
 VERSIONED = re.compile(r"(?P<series>.+)-v(?P<n>[0-9]+)")
@@ -254,8 +269,7 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
     model = plugin_model(artifact, feature_set)  # refuses a mismatched model before any write
     engine.ensure_store()
     engine.put_feature_set(feature_set)
-    name = next_name(engine, feature_set.name)
-    engine.create_model(feature_set.engine_name, name, model)
+    name = _upload(engine, feature_set, model)
     try:
         parity = check_parity(engine, index, name, artifact, feature_set, queries, params_for,
                               shoppers=shoppers, tolerance=tolerance)
@@ -265,9 +279,7 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
     if not parity.passed:
         engine.delete_model(name)
         return DeployReport(name, parity, False, entry(engine, feature_set.name).active)
-    doc = _read(engine, feature_set.name)
-    previous = doc.active
-    doc.models[name] = DeployedModel(
+    deployed = DeployedModel(
         feature_set.engine_name, tuple(feature_set.params), tuple(feature_set.feature_names),
         str(artifact.path), utc(),
         {k: v for k, v in parity.to_dict().items() if k != "worst"},
@@ -276,14 +288,53 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
                                            "excluded_features", "training_rows",
                                            "personal")},
         feature_set.personal_features)
-    if activate:
-        doc.point(name)
     try:
-        _write(engine, doc)
+        previous = _record(engine, feature_set.name, name, deployed, activate)
     except Exception:
         _remove_unless_recorded(engine, feature_set.name, name)
         raise
     return DeployReport(name, parity, activate, previous)
+
+
+def _upload(engine: Engine, feature_set: FeatureSet, model: dict) -> str:
+    """Store `model` as the set's next version; when a concurrent deploy takes that name
+    first (the plugin refuses an existing one), the next free one. Returns the name."""
+    taken = 0
+    for _ in range(TRIES):
+        name = next_name(engine, feature_set.name, above=taken)
+        try:
+            engine.create_model(feature_set.engine_name, name, model)
+            return name
+        except NameTakenError:
+            # the plugin's listing may not show the winner yet: count past its name
+            taken = version_of(name)[1]
+            log.info("%s was taken by a concurrent deploy; trying the next version", name)
+    raise ModelError(f"concurrent deploys of {feature_set.name!r} took each of the {TRIES} "
+                     f"version names this one tried (last {name}); nothing was uploaded, run "
+                     "it again")
+
+
+def _record(engine: Engine, set_name: str, name: str, deployed: DeployedModel,
+            activate: bool) -> str | None:
+    """Add the deployed model to the registry entry (and point at it); when a concurrent
+    deploy wrote the entry first, read it again and add the model to that. Returns the model
+    that was active."""
+    tries = TRIES
+    while True:
+        doc = _read(engine, set_name)
+        previous = doc.active
+        doc.models[name] = deployed
+        if activate:
+            doc.point(name)
+        try:
+            _write(engine, doc)
+            return previous
+        except RegistryConflictError:
+            tries -= 1
+            if not tries:
+                raise
+            log.info("the registry entry of %r changed under deploy %s; writing again",
+                     set_name, name)
 
 
 def _remove_unless_recorded(engine: Engine, set_name: str, name: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from esrank.engine.dialect import dialect
-from esrank.errors import EngineError
+from esrank.errors import EngineError, NameTakenError
 from esrank.types import FeatureSet
 
 LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
@@ -173,10 +173,20 @@ class Engine:
     # -- models ----------------------------------------------------------------------------------
 
     def create_model(self, feature_set: str, name: str, model: dict) -> None:
-        """Store `model` (the plugin's {"type", "definition", ...}) under `name`; the plugin
-        refuses a name that exists."""
-        self._call("create model", "POST", self._ltr(f"/_featureset/{feature_set}/_createmodel"),
-                   body={"model": {"name": name, "model": model}}, target=name)
+        """Store `model` (the plugin's {"type", "definition", ...}) under `name`; a name that
+        exists is a NameTakenError (the plugin never overwrites a model)."""
+        try:
+            self._call("create model", "POST",
+                       self._ltr(f"/_featureset/{feature_set}/_createmodel"),
+                       body={"model": {"name": name, "model": model}}, target=name)
+        except EngineError as exc:
+            # both plugins: 405 "Element of type [model] are not updatable, please create a
+            # new one instead."
+            if exc.status == 405 and "not updatable" in exc.reason:
+                raise NameTakenError("create model", f"a model named {name} exists already "
+                                     "(the plugin never overwrites one)", target=name,
+                                     status=exc.status) from exc
+            raise
 
     def get_model(self, name: str) -> dict | None:
         """The stored model document (`{"name", "feature_set", "model"}`) or None."""
@@ -275,6 +285,14 @@ class Engine:
 
     def index_exists(self, index: str) -> bool:
         return bool(self._find("check index", f"/{index}/_settings", index))
+
+    def wait_for_index(self, index: str) -> None:
+        """Return once every shard of `index` has started (a create that another client has
+        in flight may still be starting them); the engine waits up to 30 s."""
+        # not wait_for_status=yellow: a new index counts as yellow while its primaries start.
+        # No "timeout" param: opensearch-py would take it for the HTTP request's own.
+        self._call("wait for index", "GET", f"/_cluster/health/{index}",
+                   params={"wait_for_active_shards": "all"}, target=index)
 
     def put_mapping(self, index: str, body: dict) -> None:
         self._call("put mapping", "PUT", f"/{index}/_mapping", body=body, target=index)

@@ -413,3 +413,67 @@ def test_a_model_a_failed_deploy_left_in_the_plugin_is_listed_and_can_be_deleted
     registry.delete(engine, loop["fs"].name, stray)
     assert engine.get_model(stray) is None
     assert registry.unregistered(engine, registry.entry(engine, loop["fs"].name)) == []
+
+
+
+@pytest.fixture()
+def fresh_registry(engine, monkeypatch):
+    """A registry index of the test's own, not created yet (removed afterwards)."""
+    index = f"test-registry-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(registry, "REGISTRY_INDEX", index)
+    yield index
+    if engine.index_exists(index):
+        engine.delete_index(index)
+
+
+def test_two_deploys_at_once_both_land_and_the_later_is_active(engine, loop, monkeypatch,
+                                                               fresh_registry):
+    """Two deploys of one feature set at the same moment, on a registry not created yet. Each
+    picks the next version before either uploads (they used to end in the plugin's cryptic
+    "HTTP 405 ... not updatable"), and each reads the registry entry before either writes it:
+    the loser of each race moves on (the next version; the index the other created; a fresh
+    read), and both end as if one had run after the other."""
+    import threading
+
+    barrier, lock = threading.Barrier(2, timeout=30), threading.Lock()
+    firsts = {"next_name": 2, "_write": 2}  # each thread's first call waits for the other's
+
+    def first_calls_meet(fn, after: bool):
+        def call(*args, **kwargs):
+            with lock:
+                meet = firsts[fn.__name__] > 0
+                firsts[fn.__name__] -= 1
+            if meet and not after:
+                barrier.wait()
+            result = fn(*args, **kwargs)
+            if meet and after:
+                barrier.wait()
+            return result
+        return call
+
+    # both pick a name, then both upload; both read the entry, then both write it
+    monkeypatch.setattr(registry, "next_name", first_calls_meet(registry.next_name, True))
+    monkeypatch.setattr(registry, "_write", first_calls_meet(registry._write, False))
+    art = ModelArtifact.load(loop["tmp"] / "model")
+    reports, errors = [], []
+
+    def deploy():
+        try:
+            reports.append(_deploy(engine, loop, art))
+        except Exception as exc:  # noqa: BLE001 - the assertion below shows it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors, errors
+    first, later = sorted(reports, key=lambda r: r.previous is not None)
+    assert first.previous is None and later.previous == first.model
+    versions = sorted(registry.version_of(r.model)[1] for r in reports)
+    assert versions[1] == versions[0] + 1  # the loser of the name took the next one
+    doc = registry.entry(engine, loop["fs"].name)
+    assert doc.active == later.model and doc.history == [first.model]
+    assert set(doc.models) == {first.model, later.model}
+    assert all(engine.get_model(r.model) is not None for r in reports)
