@@ -43,7 +43,8 @@ from esrank.ubi import UbiEvent, UbiQuery
 log = logging.getLogger(__name__)
 
 COMPARE_COOKIE = "esrank_compare"
-__all__ = ["COMPARE_COOKIE", "NON_SPACE", "SPEC", "ClientError", "create_app"]
+NOSNIFF = ("X-Content-Type-Options", "nosniff")  # on every answer: its type is what it says
+__all__ = ["COMPARE_COOKIE", "NON_SPACE", "NOSNIFF", "SPEC", "ClientError", "create_app"]
 
 
 @dataclass
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
+    app.after_request(_nosniff)
     writer = None
     if cfg.ubi:
         from esrank.ubi import store
@@ -168,6 +170,11 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     log.info("sidecar ready: encoder %s, cross-encoder %s, engine %s", encoder.name,
              reranker.name if reranker is not None else "none", redact(settings.engine_url))
     return app
+
+
+def _nosniff(response: Response) -> Response:
+    response.headers.setdefault(*NOSNIFF)
+    return response
 
 
 def _authenticate(app: Flask, cfg) -> None:

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import hashlib
+import re
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -18,9 +22,27 @@ def _sc():
     return current_app.extensions["esrank"]
 
 
+@functools.cache
+def _page() -> tuple[str, str]:
+    """The page, and its Content-Security-Policy: its own inline script and style (by hash),
+    requests to the sidecar, nothing else; no frame may show it."""
+    html = PAGE.read_text()
+
+    def hashes(tag: str) -> str:  # the browser hashes the text between the tags
+        digests = (hashlib.sha256(block.encode()).digest()
+                   for block in re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.DOTALL))
+        return " ".join(f"'sha256-{base64.b64encode(d).decode()}'" for d in digests)
+
+    return html, (f"default-src 'none'; script-src {hashes('script')}; style-src "
+                  f"{hashes('style')}; connect-src 'self'; base-uri 'none'; "
+                  "form-action 'none'; frame-ancestors 'none'")
+
+
 @bp.get("/compare")
 def page():
-    return Response(PAGE.read_text(), mimetype="text/html")
+    html, policy = _page()
+    return Response(html, mimetype="text/html", headers={"Content-Security-Policy": policy,
+                                                         "X-Frame-Options": "DENY"})
 
 
 @bp.get("/compare/configs")

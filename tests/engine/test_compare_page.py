@@ -76,6 +76,7 @@ def browser(tmp_path):
                  "--disable-component-update", "--disable-sync", "--window-size=1400,900",
                  f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP refusals show there
     b = webdriver.Chrome(options=options, service=Service(executable_path=driver))
     yield b
     b.quit()
@@ -128,6 +129,11 @@ def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-configs")
                == "bm25")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#columns .col")) == 1
+
+    # the sidecar's Content-Security-Policy refused nothing the page needs
+    refused = [e["message"] for e in browser.get_log("browser")
+               if "Content Security Policy" in e["message"]]
+    assert not refused, refused
 
     shot = Path(os.environ.get("ESRANK_SCREENSHOT", tmp_path / "compare.png"))
     assert browser.save_screenshot(str(shot))

@@ -241,6 +241,33 @@ def test_the_comparison_page_with_a_token_uses_a_cookie_scheme(make_app):
     assert c.get("/compare").status_code == 401
 
 
+def test_every_answer_says_nosniff_and_the_page_runs_only_its_own_code(make_app):
+    import base64
+    import hashlib
+    import re
+
+    c = make_app(serve={"token": TOKEN, "max_body_bytes": 1000}).test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    too_big = c.post("/embed", data=b"x" * 2000, content_type="application/json", headers=auth)
+    page = c.get("/compare", headers=auth)
+    answers = [c.get("/healthz"), c.post("/embed", json={"texts": ["a"]}),  # 401
+               c.get("/embed", headers=auth), c.get("/nowhere", headers=auth),  # 405, 404
+               too_big, page]
+    assert all(r.headers["X-Content-Type-Options"] == "nosniff" for r in answers)
+    assert page.status_code == 200 and page.headers["X-Frame-Options"] == "DENY"
+    policy = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"]
+                  .split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert policy["connect-src"] == "'self'"
+    for tag in ("script", "style"):  # each inline block by its hash, nothing else
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page.text, re.DOTALL)
+        assert blocks and policy[f"{tag}-src"].split() == [
+            f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
+            for b in blocks]
+    # no inline style or handler attributes, which a hash cannot allow
+    assert not re.search(r"\sstyle=|\son[a-z]+=", page.text)
+
+
 def test_the_token_is_compared_in_constant_time(make_app, monkeypatch):
     import hmac
 
