@@ -19,7 +19,6 @@ import argparse
 import csv
 import http.client
 import json
-import socket
 import threading
 import time
 import zipfile
@@ -67,20 +66,14 @@ def sentence_transformers_encoder(device: str):
     return lambda texts: model.encode(texts, batch_size=len(texts), normalize_embeddings=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(app, threads: int) -> int:
-    from waitress.server import create_server
+    """Serve the sidecar `app` as `esrank serve` does, on a free port (returned)."""
+    from esrank.serve.server import make_server
 
-    port = free_port()
-    server = create_server(app, host="127.0.0.1", port=port, threads=threads)
+    server = make_server(app, "127.0.0.1", 0, threads)
     threading.Thread(target=server.run, daemon=True).start()
     time.sleep(0.3)
-    return port
+    return server.effective_port
 
 
 def timed_post(conn: http.client.HTTPConnection, path: str, body: dict) -> tuple[int, float]:

@@ -1112,9 +1112,8 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
     One process, one model in memory, one dynamic batcher shared by all request threads.
     The API is described at /openapi.json; see docs/sidecar.md.
     """
-    from waitress import serve
-
     from esrank.serve import create_app
+    from esrank.serve.server import make_server
 
     s = _settings(ctx)
     host, port = host or s.serve.host, port or s.serve.port
@@ -1124,8 +1123,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
     app = create_app(s)
     click.echo(f"esrank sidecar on http://{host}:{port} (encoder "
                f"{app.extensions['esrank'].encoder.name})")
-    serve(app, host=host, port=port, threads=threads or s.serve.threads, ident="esrank",
-          max_request_body_size=s.serve.max_body_bytes)
+    make_server(app, host, port, threads or s.serve.threads).run()
 
 
 def _loopback(host: str) -> bool:
@@ -1370,9 +1368,10 @@ def main() -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     except ModuleNotFoundError as exc:
-        if exc.name not in EXTRAS:
+        package = (exc.name or "").partition(".")[0]  # waitress.channel: waitress's extra
+        if package not in EXTRAS:
             raise
-        click.echo(f"error: this command needs {exc.name}: {EXTRAS[exc.name]}", err=True)
+        click.echo(f"error: this command needs {package}: {EXTRAS[package]}", err=True)
         sys.exit(1)
 
 

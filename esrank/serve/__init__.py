@@ -44,7 +44,13 @@ log = logging.getLogger(__name__)
 
 COMPARE_COOKIE = "esrank_compare"
 NOSNIFF = ("X-Content-Type-Options", "nosniff")  # on every answer: its type is what it says
-__all__ = ["COMPARE_COOKIE", "NON_SPACE", "NOSNIFF", "SPEC", "ClientError", "create_app"]
+__all__ = ["COMPARE_COOKIE", "NON_SPACE", "NOSNIFF", "SPEC", "ClientError", "create_app",
+           "too_large"]
+
+
+def too_large(limit: int) -> str:
+    """The 413 message, the app's and waitress's (server.py) alike."""
+    return f"the request body is over the limit of {limit:,} bytes (ESRANK_SERVE__MAX_BODY_BYTES)"
 
 
 @dataclass
@@ -154,6 +160,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
+    app.register_error_handler(413, lambda _exc: (jsonify(error=too_large(cfg.max_body_bytes)),
+                                                  413))
     app.after_request(_nosniff)
     writer = None
     if cfg.ubi:

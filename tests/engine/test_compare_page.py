@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 from pathlib import Path
 
@@ -47,18 +46,14 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
 
 @pytest.fixture()
 def page_url(engine, alias, encoder, tmp_path, engine_settings):
-    from waitress.server import create_server
+    from esrank.serve.server import make_server
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     settings = engine_settings(index=alias, judgments=write_slice_judgments(tmp_path / "j.csv"),
                                active_set="no-models-here")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = create_server(create_app(settings, encoder=encoder), host="127.0.0.1", port=port,
-                           threads=4)
+    server = make_server(create_app(settings, encoder=encoder), "127.0.0.1", 0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{port}/compare"
+    yield f"http://127.0.0.1:{server.effective_port}/compare"
     server.close()
 
 

@@ -254,6 +254,9 @@ def test_every_answer_says_nosniff_and_the_page_runs_only_its_own_code(make_app)
                c.get("/embed", headers=auth), c.get("/nowhere", headers=auth),  # 405, 404
                too_big, page]
     assert all(r.headers["X-Content-Type-Options"] == "nosniff" for r in answers)
+    assert too_big.status_code == 413 and too_big.json == {
+        "error": "the request body is over the limit of 1,000 bytes "
+                 "(ESRANK_SERVE__MAX_BODY_BYTES)"}
     assert page.status_code == 200 and page.headers["X-Frame-Options"] == "DENY"
     policy = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"]
                   .split(";"))

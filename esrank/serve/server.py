@@ -1,0 +1,51 @@
+"""The waitress server the sidecar runs under (`esrank serve`, bench/sidecar.py, the tests).
+
+waitress answers some requests itself, before the app sees them: a body over its limit (it
+refuses a Content-Length over it unread, and stops reading a chunked body there), a malformed
+request. Those answers take the API's JSON shape, {"error": ...}, as the app's own errors do.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
+
+from esrank.serve import NOSNIFF, too_large
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own refusal as JSON (waitress writes plain text)."""
+
+    def execute(self):
+        error = self.request.error
+        # the app's limit: make_server sets waitress's one byte above it
+        message = (too_large(self.channel.adj.max_request_body_size - 1) if error.code == 413
+                   else f"{error.reason}: {error.body}")
+        body = json.dumps({"error": message}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers += [("Content-Type", "application/json"), NOSNIFF]
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+def make_server(app: Flask, host: str, port: int, threads: int):
+    """A waitress server for the sidecar `app` (`.run()` serves); the body limit is the app's
+    (ESRANK_SERVE__MAX_BODY_BYTES), and waitress refuses a larger body with the app's 413.
+
+    >>> make_server(create_app(), "127.0.0.1", 8080, threads=32).run()  # doctest: +SKIP
+    """
+    # waitress refuses a body of its limit or more, Flask one over its own: one byte above
+    # Flask's, both refuse the same bodies
+    server = create_server(app, host=host, port=port, threads=threads, ident="esrank",
+                           max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1)
+    server.channel_class = _JsonErrorChannel  # the class waitress makes each connection of
+    return server
