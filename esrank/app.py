@@ -11,6 +11,7 @@ engine, registry, evaluation or file-format logic of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
 MAX_RANKERS = 256  # configurations whose lookup the sidecar keeps at once
 MAX_PROFILES = 10_000  # shoppers whose profile the sidecar keeps at once
+MAX_DELTAS = 64  # configuration pairs whose per-query deltas the sidecar keeps at once
 
 
 class TtlCache:
@@ -78,13 +80,14 @@ class App:
 
     def __init__(self, settings: Settings, *, engine=None, encoder=None, reranker=None,
                  engine_timeout: float | None = None, ranker_ttl: float = 0.0,
-                 profile_ttl: float = 0.0):
+                 profile_ttl: float = 0.0, deltas_ttl: float = 0.0):
         self.settings = settings
         self._engine, self._encoder, self._reranker = engine, encoder, reranker
         self._engine_timeout = engine_timeout
         # the sidecar reuses a resolved configuration and a shopper's profile for a while
         self._rankers = TtlCache(ranker_ttl, MAX_RANKERS)
         self._profiles = TtlCache(profile_ttl, MAX_PROFILES)
+        self._deltas = TtlCache(deltas_ttl, MAX_DELTAS)
         self._evaluators: dict[tuple, Any] = {}
         self._artifacts: dict[str, Any] = {}
         self._machine: dict[Path, dict] = {}
@@ -691,16 +694,25 @@ class App:
             self._machine[path] = {(g.query, g.doc_id): g for g in read_grades(path)}
         return self._machine[path]
 
-    def query_deltas(self, a: str, b: str) -> tuple[str, str, list[dict]]:
+    def query_deltas(self, a: str, b: str,
+                     slot: contextlib.AbstractContextManager | None = None
+                     ) -> tuple[str, str, list[dict]]:
+        """Every judged query's NDCG@10 under A and B; with a `deltas_ttl`, reused that many
+        seconds for the same two configurations as resolved (a deploy that moves "active" is
+        a new pair). `slot` is held while they are computed, not while they are reused."""
         from esrank.comparison import query_deltas
 
         evaluator = self.evaluator()
         if evaluator is None:
             raise InputError("no judgments configured (ESRANK_JUDGMENTS)")
         ra, rb = self.rankers([a, b])
-        return ra.label, rb.label, query_deltas(
-            self.engine, self.settings.index, evaluator, ra, rb,
-            self.query_encoder([ra, rb]), reranker=self.reranker)
+
+        def compute() -> list[dict]:
+            with slot or contextlib.nullcontext():
+                return query_deltas(self.engine, self.settings.index, evaluator, ra, rb,
+                                    self.query_encoder([ra, rb]), reranker=self.reranker)
+
+        return ra.label, rb.label, self._deltas.get((ra.label, rb.label), compute)
 
     def why(self, config: str, query: str, doc_id: str) -> dict:
         from esrank.comparison import why

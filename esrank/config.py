@@ -132,6 +132,10 @@ class ServeSettings(BaseModel):
     # seconds a shopper's profile is reused (profiles change when `esrank profiles build`
     # runs); 0 reads it on every request
     profile_refresh: float = Field(60.0, ge=0)
+    # seconds a /compare/queries answer is reused for the same two configurations as resolved
+    # ("active" names its model, so a deploy or rollback is a new pair at once); 0: computed
+    # on every call
+    compare_refresh: float = Field(60.0, ge=0)
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
     # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
     ubi: bool = True

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,8 @@ class Sidecar:
     metrics: Any
     ubi: UbiWriter | None = None
     served: ServedQueries = field(default_factory=ServedQueries)
+    # /compare/queries computes one comparison at a time (seconds each); a second one: 503
+    comparing: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def cfg(self):
@@ -156,7 +159,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     application = App(settings, engine=engine, reranker=reranker,
                       encoder=BatchedEncoder(batcher, cfg.encode_timeout),
                       engine_timeout=cfg.engine_timeout,  # query time: seconds, not the CLI's 30
-                      ranker_ttl=cfg.model_refresh, profile_ttl=cfg.profile_refresh)
+                      ranker_ttl=cfg.model_refresh, profile_ttl=cfg.profile_refresh,
+                      deltas_ttl=cfg.compare_refresh)
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read

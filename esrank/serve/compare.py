@@ -7,6 +7,8 @@ import base64
 import functools
 import hashlib
 import re
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
@@ -16,6 +18,7 @@ from esrank.serve import requests as rq
 
 bp = Blueprint("compare", __name__)
 PAGE = Path(__file__).with_name("static") / "compare.html"
+BUSY_RETRY = 3  # seconds a refused /compare/queries waits: about one comparison of the demo
 
 
 def _sc():
@@ -72,8 +75,21 @@ def queries():
     a, b = rq.name(data, "a"), rq.name(data, "b")
     if sc.app.evaluator() is None:
         raise rq.ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
-    label_a, label_b, rows = sc.app.query_deltas(a, b)
+    label_a, label_b, rows = sc.app.query_deltas(a, b, slot=_one_at_a_time(sc.comparing))
     return jsonify(a=label_a, b=label_b, metric="ndcg@10", queries=rows)
+
+
+@contextmanager
+def _one_at_a_time(lock: threading.Lock):
+    """Hold `lock` for one comparison; while another holds it, 503 with Retry-After."""
+    if not lock.acquire(blocking=False):
+        raise rq.ClientError(503, "another /compare/queries comparison is running (one at a "
+                                  f"time); retry in {BUSY_RETRY} s",
+                             {"Retry-After": str(BUSY_RETRY)})
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @bp.post("/compare/why")

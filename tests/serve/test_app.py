@@ -377,3 +377,58 @@ def test_an_abandoned_large_request_stops_being_encoded(sidecar_encoder):
     encoded = sum(len(b) for b in recording.batches)
     assert encoded < 10 and recording.batches[-1] == ["after"]
     assert batcher.stats.dropped == 1 and batcher.depth == 0
+
+
+@pytest.fixture()
+def deltas(monkeypatch):
+    """comparison.query_deltas counted, answering at once or (`gate` set) when let through."""
+    import esrank.comparison
+
+    calls, entered, gate = [], threading.Event(), []
+
+    def fake(engine, index, evaluator, a, b, encoder, **kw):
+        calls.append((a.label, b.label))
+        entered.set()
+        if gate:
+            assert gate[0].wait(10)
+        return [{"query": "laptop", "a": 0.5, "b": 0.25, "delta": -0.25}]
+
+    monkeypatch.setattr(esrank.comparison, "query_deltas", fake)
+    return {"calls": calls, "entered": entered, "gate": gate}
+
+
+# judgments to compare on; a flavor, so no request asks the (absent) engine which it is
+JUDGED = {"judgments": SPEC.parents[2] / "tests" / "data" / "judgments" / "small.csv",
+          "flavor": "opensearch"}
+
+
+def test_a_comparison_is_reused_for_the_same_pair(make_app, deltas):
+    c = make_app(**JUDGED).test_client()
+    for pair in ({"a": "bm25", "b": "bm25-title"}, {"a": "bm25", "b": "bm25-title"},
+                 {"a": "bm25-title", "b": "bm25"}):
+        r = c.post("/compare/queries", json=pair)
+        assert r.status_code == 200 and r.json["queries"][0]["delta"] == -0.25
+    assert deltas["calls"] == [("bm25", "bm25-title"), ("bm25-title", "bm25")]
+    uncached = make_app(serve={"compare_refresh": 0}, **JUDGED).test_client()
+    for _ in range(2):
+        uncached.post("/compare/queries", json={"a": "bm25", "b": "bm25-title"})
+    assert len(deltas["calls"]) == 4
+
+
+def test_one_comparison_runs_at_a_time_the_others_get_a_503(make_app, deltas):
+    app = make_app(**JUDGED)
+    deltas["gate"].append(threading.Event())
+    first = []
+    running = threading.Thread(target=lambda: first.append(app.test_client().post(
+        "/compare/queries", json={"a": "bm25", "b": "bm25-title"})))
+    running.start()
+    assert deltas["entered"].wait(10)
+    for pair in ({"a": "bm25", "b": "bm25-title"}, {"a": "bm25-title", "b": "bm25"}):
+        busy = app.test_client().post("/compare/queries", json=pair)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "3"
+        assert "another /compare/queries comparison is running" in busy.json["error"]
+    deltas["gate"][0].set()
+    running.join(10)
+    assert first[0].status_code == 200
+    after = app.test_client().post("/compare/queries", json={"a": "bm25-title", "b": "bm25"})
+    assert after.status_code == 200 and len(deltas["calls"]) == 2
