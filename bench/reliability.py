@@ -311,8 +311,6 @@ def embed_at_limits(settings, flavor: str, seconds: float) -> dict:
     documented limits (max_texts texts of about 7,000 characters: 256 x 256 tokens), with
     the default batch limits and with batches as large as a request (as before the limits):
     the sidecar's peak memory, /search p50/p99 and degraded answers, /embed outcomes."""
-    from sidecar import free_port
-
     cfg = ServeSettings()
     long = ("wireless noise cancelling over-ear headphones with a 30 hour battery, "
             "multipoint bluetooth and a foldable design for travel ") * 60
@@ -320,7 +318,9 @@ def embed_at_limits(settings, flavor: str, seconds: float) -> dict:
     for name, extra in {"default": {}, "one pass per request": {
             "ESRANK_SERVE__MAX_BATCH": str(cfg.max_texts),
             "ESRANK_SERVE__TOKEN_BUDGET": "1000000"}}.items():
-        port = free_port()
+        with socket.socket() as probe:  # a free port for `esrank serve --port`
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         server = subprocess.Popen([sys.executable, "-m", "esrank.cli", "serve", "--port",
                                    str(port)], cwd=ROOT, env=cli_env(settings, flavor, **extra),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

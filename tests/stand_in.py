@@ -1,5 +1,6 @@
-"""A local stand-in HTTP server for unit tests that fake an HTTP answer, and a listener that
-never answers (the real engine and sidecar are exercised in tests/engine)."""
+"""A local stand-in HTTP server for unit tests that fake an HTTP answer, a listener that never
+answers (the real engine and sidecar are exercised in tests/engine), and the sidecar's waitress
+server run for a block."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ def black_hole(connects: bool = True) -> Iterator[str]:
         if filler is not None:
             filler.close()
         listener.close()
+
+
+@contextmanager
+def running(server) -> Iterator[int]:
+    """A waitress `server` (esrank.serve.server.make_server) serving in a thread for the block:
+    its port. It stops as waitress can: the request threads first, then the loop closes its
+    own sockets (closed from another thread, a socket the loop is polling fails it)."""
+    from waitress import wasyncore
+
+    loop = threading.Thread(target=server.run, daemon=True)
+    loop.start()
+    try:
+        yield server.effective_port
+    finally:
+        server.task_dispatcher.shutdown()
+        # waitress has no public stop: the loop itself closes every socket in its map (the
+        # server's own, unnamed), then ends
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        loop.join(10)
+        assert not loop.is_alive(), "the server's loop did not stop"

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
 from chorus_slice import SLICE, write_slice_judgments
+from stand_in import running
 
 from esrank.catalogue import index_catalogue
 from esrank.comparison import rankers
@@ -51,10 +51,9 @@ def page_url(engine, alias, encoder, tmp_path, engine_settings):
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     settings = engine_settings(index=alias, judgments=write_slice_judgments(tmp_path / "j.csv"),
                                active_set="no-models-here")
-    server = make_server(create_app(settings, encoder=encoder), "127.0.0.1", 0, threads=4)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}/compare"
-    server.close()
+    with running(make_server(create_app(settings, encoder=encoder), "127.0.0.1", 0,
+                             threads=4)) as port:
+        yield f"http://127.0.0.1:{port}/compare"
 
 
 @pytest.fixture()

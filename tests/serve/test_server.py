@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 
 import pytest
+from stand_in import running
 
 from esrank.serve.server import make_server
 
@@ -16,10 +16,9 @@ LIMIT = 1000  # ESRANK_SERVE__MAX_BODY_BYTES in these tests
 
 @pytest.fixture()
 def port(make_app):
-    server = make_server(make_app(serve={"max_body_bytes": LIMIT}), "127.0.0.1", 0, threads=2)
-    threading.Thread(target=server.run, daemon=True).start()
-    yield server.effective_port
-    server.close()
+    with running(make_server(make_app(serve={"max_body_bytes": LIMIT}), "127.0.0.1", 0,
+                             threads=2)) as port:
+        yield port
 
 
 def _embed(size: int) -> bytes:
@@ -29,19 +28,24 @@ def _embed(size: int) -> bytes:
 
 
 def _send(port: int, headers: dict, body=None, chunked: bool = False):
+    """POST `body` (pieces: chunks when `chunked`) in one write, so that waitress reads all of
+    it before it answers: a server that closes with bytes unread resets the connection, and
+    the client may lose the answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.putrequest("POST", "/embed")
-    for name, value in {"Content-Type": "application/json", **headers}.items():
-        conn.putheader(name, value)
-    conn.endheaders()
-    for piece in body or ():
-        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-    if chunked:
-        conn.send(b"0\r\n\r\n")
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response, data
+    try:
+        conn.putrequest("POST", "/embed")
+        for name, value in {"Content-Type": "application/json", **headers}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        pieces = list(body or ())
+        if chunked:
+            pieces = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+        if pieces:
+            conn.send(b"".join(pieces))
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
 
 
 def _error(response, data) -> str:
