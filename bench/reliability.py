@@ -391,6 +391,19 @@ def _search_load(port: int, seconds: float, embedding: list[str] | None) -> dict
     return out
 
 
+# runs a command (argv[2:]) with a 120 s limit and writes its peak resident memory (KB) to
+# argv[1]: measured from a small parent, so the bench's own memory is not counted in
+PEAK_OF = """
+import resource, subprocess, sys
+try:
+    code = subprocess.run(sys.argv[2:], timeout=120).returncode
+except subprocess.TimeoutExpired:
+    code = -9
+open(sys.argv[1], "w").write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code if code >= 0 else 124)
+"""
+
+
 def black_hole() -> socket.socket:
     """A listening socket that never answers: connections open, requests hang."""
     sock = socket.socket()
@@ -417,26 +430,20 @@ def malformed(settings, flavor: str, port: int) -> dict:
     def cli(what: str, *args: str, secret: str | None = None, **env: str) -> None:
         """Run esrank; a run still going after 120 s is killed (no clear error)."""
         started = time.monotonic()
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            run = subprocess.Popen([sys.executable, "-m", "esrank.cli", *args], cwd=ROOT,
-                                   env=cli_env(settings, flavor, **env), text=True,
-                                   stdout=out, stderr=err)
-            killer = threading.Timer(120, run.kill)
-            killer.start()
-            _, status, usage = os.wait4(run.pid, 0)  # its own peak memory, unlike Popen.wait
-            killer.cancel()
-            run.returncode = os.waitstatus_to_exitcode(status)
-            out.seek(0)
-            err.seek(0)
-            said, complaint = out.read(), err.read()
-        clear = (run.returncode in (1, 2) and "Traceback" not in complaint
-                 and len(complaint.strip()) > 10)
+        with tempfile.TemporaryDirectory() as folder:
+            peak = Path(folder) / "peak"
+            run = subprocess.run([sys.executable, "-c", PEAK_OF, str(peak), sys.executable, "-m",
+                                  "esrank.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                                  env=cli_env(settings, flavor, **env))
+            peak_kb = int(peak.read_text())
+        clear = (run.returncode in (1, 2) and "Traceback" not in run.stderr
+                 and len(run.stderr.strip()) > 10)
         tried.append((what, clear))
-        if secret and secret in said + complaint:
+        if secret and secret in run.stdout + run.stderr:
             leaked.append(what)
         timings[what] = {"seconds": round(time.monotonic() - started, 1),
-                         "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": run.returncode,
-                         "said": complaint.strip().splitlines()[-1][:300] if complaint else ""}
+                         "peak_rss_mb": round(peak_kb / 1024), "exit": run.returncode,
+                         "said": run.stderr.strip().splitlines()[-1][:300] if run.stderr else ""}
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
