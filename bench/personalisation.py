@@ -147,10 +147,10 @@ def main() -> None:
     history = phase(post, group_a + group_b, args.history, queries, judged, facts, rng,
                     args.interest_share, model=base_name)
     time.sleep(1.5)  # the sidecar's UBI writer sends every 0.5 s
-    queries, events = fetch(engine)
+    shown, events = fetch(engine)
     users = {s.user_id for s in group_a + group_b}
     mine = [e for e in events if e.client_id in users and e.query_id in history]
-    profiles = build_profiles(queries, mine, facts, now=time.time())
+    profiles = build_profiles(shown, mine, facts, now=time.time())
     save_profiles(engine, profiles.values(), settings.profiles_index)
     timings["history_s"] = round(time.monotonic() - t, 1)
 
