@@ -35,8 +35,8 @@ class QueueFullError(Exception):
 
 
 def default_token_budget(encoder: Encoder) -> int:
-    """Tokens per batch unless told: 16,384 on a GPU; 1,024 on the CPU, where a batch that
-    large takes about half a second on 2 cores (the longest a query waits behind /embed)."""
+    """Tokens per batch unless told: 16,384 on a GPU; 1,024 on the CPU, where larger batches
+    gain little and each is time a query may wait behind /embed (bench/reliability.py)."""
     return 16_384 if getattr(encoder, "device", "cpu") == "cuda" else 1_024
 
 
