@@ -248,8 +248,14 @@ def main() -> None:
 
 
 def app_with(settings):
+    """The sidecar; it reads each shopper's profile per request, since the profiles are built
+    mid-run: a cached "no profile yet" from the history phase (ESRANK_SERVE__PROFILE_REFRESH,
+    60 s) would hide them from the training phase on a machine fast enough to start it within
+    the minute."""
     from esrank.serve import create_app
 
+    settings = settings.model_copy(update={"serve": settings.serve.model_copy(
+        update={"profile_refresh": 0.0})})
     return create_app(settings, encoder=settings.load_encoder(cached=True))
 
 
