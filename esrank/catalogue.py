@@ -18,7 +18,7 @@ import re
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -391,8 +391,8 @@ def index_catalogue(engine: Engine, alias: str, paths: Iterable[Path], encoder: 
     serves; otherwise the new index is removed and RejectedBuildError or ShrinkError raised.
     The move is a compare-and-swap from what the alias pointed at when the run started: the
     alias ends on the new index alone, or (when it was moved by hand meanwhile) stays where it
-    was moved. After it the `keep` newest earlier
-    indices stay (to go back to by hand), older ones are deleted.
+    was moved. After it the `keep` newest earlier indices stay (to go back to by hand), older
+    ones are deleted.
     """
     if keep < 0 or allow_rejects < 0 or not 0 <= max_shrink <= 1:
         raise InputError(f"keep ({keep}) and allow_rejects ({allow_rejects}) must be >= 0, "
@@ -421,10 +421,6 @@ def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, 
            progress: bool) -> tuple[IndexReport, list[str]]:
     """Build a new index and swap `alias` onto it (index_catalogue, under its lease): the
     report, and the indices the alias pointed at before."""
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from tqdm import tqdm
-
     from esrank.embed_cache import CachedEncoder
 
     index = _build_name(alias)
@@ -435,29 +431,10 @@ def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, 
     old = engine.alias_targets(alias)  # the swap moves the alias from these, or not at all
     engine.create_index(index, index_body(engine.dialect, encoder.dims, encoder.key))
     report = IndexReport(alias=alias, index=index)
-    products = read_products(paths)
     status = encoder.progress if isinstance(encoder, CachedEncoder) else lambda: encoder.name
-    seen: dict[str, str] = {}
     try:
-        with (tqdm(desc=f"indexing {alias}", unit="doc", disable=not progress) as bar,
-              ThreadPoolExecutor(1, thread_name_prefix="bulk") as sender):
-            sending: Future | None = None
-            taken = 0
-            for chunk in batched(products, batch_size):
-                if limit is not None:
-                    chunk = chunk[:max(0, limit - taken)]
-                    if not chunk:
-                        break
-                taken += len(chunk)
-                docs = _valid_documents(chunk, report, seen)
-                _embed(encoder, [doc for _, doc in docs])
-                if sending is not None:
-                    sending.result()
-                sending = sender.submit(_send, engine, index, docs, report)
-                bar.update(len(chunk))
-                bar.set_postfix_str(status(), refresh=False)
-            if sending is not None:
-                sending.result()
+        _fill(engine, report, read_products(paths), encoder, status, batch_size=batch_size,
+              limit=limit, progress=progress)
         for r in report.rejected:
             log.warning("rejected product %s (%s): %s", r.doc_id, r.where, r.reason)
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
@@ -484,3 +461,34 @@ def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, 
         raise
     report.encoder = status()
     return report, old
+
+
+def _fill(engine: Engine, report: IndexReport, products: Iterable[RawProduct], encoder: Encoder,
+          status: Callable[[], str], *, batch_size: int, limit: int | None,
+          progress: bool) -> None:
+    """Embed and bulk-send `products` (at most `limit`) into `report.index`, counting them in
+    `report`; while one batch is sent the next is embedded."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    seen: dict[str, str] = {}
+    with (tqdm(desc=f"indexing {report.alias}", unit="doc", disable=not progress) as bar,
+          ThreadPoolExecutor(1, thread_name_prefix="bulk") as sender):
+        sending: Future | None = None
+        taken = 0
+        for chunk in batched(products, batch_size):
+            if limit is not None:
+                chunk = chunk[:max(0, limit - taken)]
+                if not chunk:
+                    break
+            taken += len(chunk)
+            docs = _valid_documents(chunk, report, seen)
+            _embed(encoder, [doc for _, doc in docs])
+            if sending is not None:
+                sending.result()
+            sending = sender.submit(_send, engine, report.index, docs, report)
+            bar.update(len(chunk))
+            bar.set_postfix_str(status(), refresh=False)
+        if sending is not None:
+            sending.result()
