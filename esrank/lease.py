@@ -22,13 +22,14 @@ import time
 from dataclasses import dataclass
 
 from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
 from esrank.errors import EngineError, EsrankError
 from esrank.stamps import utc
 
 log = logging.getLogger(__name__)
 
 LEASES_INDEX = "esrank-leases"
-MAPPING = {"settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+MAPPING = {"settings": SMALL_INDEX,
            "mappings": {"dynamic": False, "properties": {"expires": {"type": "double"}}}}
 TTL = 60.0  # seconds a lease outlives its holder's last renewal
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
 from esrank.errors import EngineError, EsrankError, ModelError, NameTakenError, UnknownModelError
 from esrank.export import ParityReport, check_parity, plugin_model
 from esrank.stamps import utc
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 REGISTRY_INDEX = "esrank-models"
 TRIES = 5  # a deploy's attempts at a version name, and at its registry write, under contention
 MAPPING = {
-    "settings": {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}},
+    "settings": SMALL_INDEX,
     "mappings": {"dynamic": "strict", "properties": {
         "feature_set": {"type": "keyword"},
         "active": {"type": "keyword"},
@@ -173,12 +174,7 @@ class DeployReport:
 def _read(engine: Engine, set_name: str) -> RegistryEntry:
     """The entry to change (the index is created on first use, by whichever of two racing
     commands gets there first)."""
-    if not engine.index_exists(REGISTRY_INDEX):
-        try:
-            engine.create_index(REGISTRY_INDEX, MAPPING)
-        except EngineError as exc:
-            if "resource_already_exists_exception" not in exc.reason:
-                raise
+    engine.ensure_index(REGISTRY_INDEX, MAPPING)
     engine.wait_for_index(REGISTRY_INDEX)  # another command's create may still be starting it
     return entry(engine, set_name)
 

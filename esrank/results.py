@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 
+from esrank.engine.base import SMALL_INDEX
 from esrank.errors import EngineError, InputError
 from esrank.evaluate import METRICS, Evaluation
 from esrank.judge import MachineGrade
@@ -46,9 +47,7 @@ EVAL_MAPPINGS = {
 def _ensure_indices(engine) -> None:
     """Create the indices, or add the fields a newer esrank maps to ones made before."""
     for index, mapping in EVAL_MAPPINGS.items():
-        if not engine.ensure_index(index, {"settings": {"number_of_shards": 1,
-                                                        "auto_expand_replicas": "0-1"},
-                                           "mappings": mapping}):
+        if not engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": mapping}):
             engine.put_mapping(index, {"properties": mapping["properties"]})
 
 

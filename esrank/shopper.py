@@ -22,8 +22,9 @@ from typing import Any
 
 from esrank.clicks import ACTION_WEIGHTS, shown_actions
 from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
 from esrank.errors import EngineError, InputError
-from esrank.ubi import SMALL_INDEX, UbiEvent, UbiQuery
+from esrank.ubi import UbiEvent, UbiQuery
 
 PROFILES_INDEX = "esrank-profiles"
 # the shopper params esrank fills, by name and type (a feature set's `source: shopper` params)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
 from esrank.errors import EngineError, InputError
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 QUERIES_INDEX = "ubi_queries"
 EVENTS_INDEX = "ubi_events"
 APPLICATION = "esrank"
-# esrank's own small indices: one shard, a replica once the cluster has a second node
-SMALL_INDEX = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
 
 _KEYWORD = {"type": "keyword"}
 QUERIES_MAPPING = {"dynamic": False, "properties": {

@@ -25,6 +25,9 @@ BUSY = (429, 503)  # "try again later": bulk retries these
 # kept-alive connections per node: more than the sidecar's request threads (32 by default)
 # and its UBI writer; a smaller pool drops and reopens connections under load
 CONNECTIONS_PER_NODE = 64
+# the settings of esrank's own small indices (registry, leases, UBI, profiles, results): one
+# shard, and a replica once the cluster has a second node to hold it
+SMALL_INDEX = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
 # the most source bytes one bulk request carries: well under the engines' 100 MB
 # http.max_content_length, whatever the batch size and document size
 MAX_BULK_BYTES = 10_000_000
