@@ -17,7 +17,6 @@ the score onto the human scale. Two backends behind one interface:
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import json
@@ -126,12 +125,7 @@ class OpenAIBackend:
         # credentials in the URL (user:password@, a token@) go as basic auth, never in the URL
         url, auth = split_credentials(url, Auth(api_key=api_key))
         self._endpoint = url.rstrip("/") + "/chat/completions"
-        self._headers = {"Content-Type": "application/json"}
-        if auth.api_key:
-            self._headers["Authorization"] = f"Bearer {auth.api_key}"
-        elif auth.basic:
-            token = base64.b64encode(":".join(auth.basic).encode()).decode()
-            self._headers["Authorization"] = f"Basic {token}"
+        self._headers = {"Content-Type": "application/json", **auth.header("Bearer")}
         self.requested = model
         self.model = self.version = model  # then what each reply says served it
         self.timeout, self.retries = timeout, retries

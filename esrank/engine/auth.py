@@ -3,6 +3,7 @@ messages."""
 
 from __future__ import annotations
 
+import base64
 import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -23,6 +24,16 @@ class Auth:
     @property
     def basic(self) -> tuple[str, str] | None:
         return (self.username, self.password or "") if self.username else None
+
+    def header(self, key_scheme: str) -> dict[str, str]:
+        """The Authorization header for an HTTP client that takes none of these settings:
+        the API key under `key_scheme` ("ApiKey", "Bearer"), else basic auth; {} for none."""
+        if self.api_key:
+            return {"Authorization": f"{key_scheme} {self.api_key}"}
+        if self.basic:
+            token = base64.b64encode(":".join(self.basic).encode()).decode()
+            return {"Authorization": f"Basic {token}"}
+        return {}
 
 
 def redact(url: str) -> str:

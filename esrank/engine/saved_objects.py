@@ -19,11 +19,7 @@ def import_ndjson(url: str, product: str, ndjson: bytes, auth: Auth | None = Non
     import urllib3
 
     url, auth = split_credentials(url, auth)  # the URL's own credentials, never shown
-    headers = {XSRF[product]: "esrank"}
-    if auth.api_key:
-        headers["Authorization"] = f"ApiKey {auth.api_key}"
-    elif auth.basic:
-        headers.update(urllib3.make_headers(basic_auth=":".join(auth.basic)))
+    headers = {XSRF[product]: "esrank", **auth.header("ApiKey")}
     target = f"{url.rstrip('/')}/api/saved_objects/_import?overwrite=true"
     pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED" if auth.verify_certs else "CERT_NONE",
                                ca_certs=auth.ca_certs, retries=False, timeout=timeout)

@@ -164,9 +164,6 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
-    app.register_error_handler(413, lambda _exc: (jsonify(error=too_large(cfg.max_body_bytes)),
-                                                  413))
-    app.after_request(_nosniff)
     writer = None
     if cfg.ubi:
         from esrank.ubi import store
@@ -182,11 +179,6 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     log.info("sidecar ready: encoder %s, cross-encoder %s, engine %s", encoder.name,
              reranker.name if reranker is not None else "none", redact(settings.engine_url))
     return app
-
-
-def _nosniff(response: Response) -> Response:
-    response.headers.setdefault(*NOSNIFF)
-    return response
 
 
 def _authenticate(app: Flask, cfg) -> None:
@@ -225,7 +217,8 @@ def _authenticate(app: Flask, cfg) -> None:
 
 
 def _answers(app: Flask, sc: Sidecar) -> None:
-    """Metrics per request, and one JSON error answer per kind of failure."""
+    """Metrics per request, nosniff on every answer, and one JSON error answer per kind of
+    failure."""
 
     @app.after_request
     def _count(response: Response):
@@ -233,12 +226,15 @@ def _answers(app: Flask, sc: Sidecar) -> None:
         sc.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         sc.metrics.latency.labels(endpoint).observe(time.perf_counter() - g.get(
             "started", time.perf_counter()))
+        response.headers.setdefault(*NOSNIFF)
         return response
 
     def error(status: int, headers: dict | None = None):
         return lambda exc: (jsonify(error=getattr(exc, "message", None) or str(exc)), status,
                             headers or {})
 
+    app.register_error_handler(413, lambda _exc: (
+        jsonify(error=too_large(sc.cfg.max_body_bytes)), 413))
     app.register_error_handler(ClientError, lambda exc: (jsonify(error=exc.message),
                                                          exc.status, exc.headers))
     app.register_error_handler(QueueFullError, lambda exc: (
