@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from esrank import app
+
 
 def write_result(result: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -16,7 +18,7 @@ def write_result(result: dict, out: Path) -> None:
 
 
 def paired(report) -> dict:
-    """A Comparison (esrank.evaluate.compare) as a bench reports it, per metric."""
+    """A Comparison (esrank.judgments.metrics.compare) as a bench reports it, per metric."""
     return {m.metric: {"delta": round(m.delta, 4), "p_randomization": round(m.p_randomization, 4),
                        "wins/ties/losses": f"{m.wins}/{m.ties}/{m.losses}"}
             for m in report.metrics}
@@ -27,7 +29,7 @@ def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
     feature sorts last; ties keep the first pass's order)."""
     import numpy as np
 
-    from esrank.train import served_runs
+    from esrank.learn.train import served_runs
 
     rows = np.arange(len(table))
     return {name: served_runs(table, rows, np.nan_to_num(table.values[:, i], nan=-np.inf))
@@ -44,16 +46,16 @@ def engine_options(ap) -> None:
 
 def connect_engine(args):
     """The engine the bench's --flavor/--url name."""
-    from esrank.config import load_settings
+    from esrank.core.settings import load_settings
 
-    return load_settings(url=args.url, flavor=args.flavor).connect()
+    return app.connect_engine(load_settings(url=args.url, flavor=args.flavor))
 
 
 def configured_encoder():
     """The encoder esrank's commands use (ESRANK_ENCODER__*: on a CPU, ONNX Runtime int8)."""
-    from esrank.config import load_settings
+    from esrank.core.settings import load_settings
 
-    return load_settings().load_encoder()
+    return app.load_encoder(load_settings())
 
 
 def result_path(name: str, args) -> Path:

@@ -38,12 +38,13 @@ from _report import (
 )
 from query_intent import catalogue
 
-from esrank.evaluate import Evaluator, compare
-from esrank.feature_log import log_judgments
-from esrank.features import load_feature_set
-from esrank.judgments import read_csv
-from esrank.search import Ranker, bm25_query, search_many
-from esrank.train import TrainParams, cross_validate
+from esrank.evaluation.significance import compare
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import read_csv
+from esrank.judgments.metrics import Evaluator
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.train import TrainParams, cross_validate
+from esrank.ranking.search import Ranker, bm25_query, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"

@@ -39,14 +39,16 @@ from _report import (
 )
 
 from esrank import registry
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import index_catalogue
-from esrank.evaluate import Evaluator, compare
-from esrank.feature_log import log_judgments, query_params
-from esrank.features import load_feature_set
-from esrank.judgments import Judgment, JudgmentList
-from esrank.search import Ranker, bm25_query, run_of, search_many
-from esrank.train import CANDIDATE_SETS, TrainParams, train
+from esrank.catalogue.index import index_catalogue
+from esrank.evaluation.significance import compare
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import Judgment, JudgmentList
+from esrank.judgments.metrics import Evaluator
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.train import CANDIDATE_SETS, TrainParams, train
+from esrank.ranking.search import Ranker, bm25_query, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_ONLY = ("supplier_bm25", "supplier_and", "attributes_bm25", "price", "recency")

@@ -5,7 +5,7 @@ Writes bench/results/encoder_tuning.json.
 
 Needs torch (pip install 'esrank[torch]') and a logged Chorus table with its first-pass window
 (make demo writes one); no engine: product texts come from the packaged catalogue. Per
-query-grouped fold (the folds esrank train uses): `esrank.tuning.train_encoder` on the other
+query-grouped fold (the folds esrank train uses): `esrank.models.tuning.train_encoder` on the other
 folds' judged pairs, then the held-out queries and their logged docs are embedded by the
 configured encoder and by the tuned one, run the way esrank serves it (ESRANK_ENCODER__*;
 on a CPU, ONNX Runtime int8). Reported, over every query held out once:
@@ -30,19 +30,19 @@ from pathlib import Path
 import numpy as np
 from _report import paired, write_result
 
-from esrank.catalogue import read_products, text_of, to_document
-from esrank.config import load_settings
-from esrank.encoder import load_encoder
-from esrank.evaluate import compare
-from esrank.feature_log import read_table
-from esrank.train import (
+from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.core.settings import load_settings
+from esrank.evaluation.significance import compare
+from esrank.learn.table import read_table
+from esrank.learn.train import (
     TrainParams,
     cross_validate,
     grouped_folds,
     judged_evaluator,
     served_runs,
 )
-from esrank.tuning import train_encoder
+from esrank.models.encoder import load_encoder
+from esrank.models.tuning import train_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"

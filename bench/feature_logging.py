@@ -16,9 +16,10 @@ from pathlib import Path
 from _report import configured_encoder, write_result
 
 from esrank.engine import connect
-from esrank.feature_log import log_judgments, query_params
-from esrank.features import load_feature_set, push_feature_sets
-from esrank.judgments import read_csv
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set, push_feature_sets
+from esrank.judgments.lists import read_csv
+from esrank.learn.feature_log import log_judgments
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"

@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 from _report import engine_options, result_path, write_result
 
-from esrank.catalogue import index_body, index_catalogue, read_products, text_of, to_document
-from esrank.config import load_settings
-from esrank.embed_cache import CachedEncoder, EmbeddingCache
-from esrank.encoder import load_encoder, model_dir
+from esrank.app import connect_engine
+from esrank.catalogue.index import index_body, index_catalogue
+from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.core.settings import load_settings
+from esrank.models.embed_cache import CachedEncoder, EmbeddingCache
+from esrank.models.encoder import load_encoder, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -77,8 +79,8 @@ def main() -> None:
     args = ap.parse_args()
 
     settings = load_settings(url=args.url, flavor=args.flavor)
-    engine = settings.connect()
-    encoder = settings.load_encoder()
+    engine = connect_engine(settings)
+    encoder = load_encoder(settings)
     paths = sorted(CHORUS.glob("*.json.zip"))
     sample = [to_document(p)[1] for _, p in zip(range(args.sample), read_products(paths),
                                                  strict=False)]

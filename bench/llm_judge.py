@@ -2,7 +2,8 @@
 
 A seeded sample of --queries queries from judgments_individual_raters.csv (each pair with the
 product name and description the raters saw) is graded by each --prompts prompt through the
-local judge (esrank.judge.LocalBackend over the packaged GGUF model), and by the obvious cheap
+local judge (esrank.judgments.llm_judge.LocalBackend over the packaged GGUF model), and by the
+obvious cheap
 alternative, the encoder's cosine between query and product text. Half of the queries fit an
 isotonic calibration (score -> consensus grade); on the other half each judge is compared,
 raw and calibrated, with every rater and with the consensus (weighted kappa, kappa, Spearman
@@ -25,9 +26,9 @@ import numpy as np
 from _report import configured_encoder, write_result
 from scipy.stats import spearmanr
 
-from esrank.agreement import pair_stats
-from esrank.judge import PROMPTS, Calibration, LocalBackend, judge
-from esrank.llm import DEFAULT_LLM, load_llm
+from esrank.judgments.agreement import pair_stats
+from esrank.judgments.llm_judge import PROMPTS, Calibration, LocalBackend, judge
+from esrank.models.llm import DEFAULT_LLM, load_llm
 
 ROOT = Path(__file__).resolve().parent.parent
 RATERS = ROOT / "esrank" / "data" / "chorus" / "judgments_individual_raters.csv"

@@ -1,4 +1,5 @@
-"""Personalisation on simulated shoppers (esrank.sim), end to end through the sidecar's HTTP
+"""Personalisation on simulated shoppers (esrank.personal.sim), end to end through the sidecar's
+HTTP
 API and the engine's UBI indices. Writes bench/results/personalisation.json.
 
     python bench/personalisation.py [--flavor elasticsearch] [--shoppers 200] [--seed 7]
@@ -36,20 +37,23 @@ from pathlib import Path
 from _report import engine_options, result_path, write_result
 from sidecar import start_server
 
-from esrank.app import App
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import read_products, to_document
-from esrank.clicks import session_judgments, sessions_of
-from esrank.config import ExperimentSettings, load_settings
-from esrank.evaluate import Evaluation, compare
-from esrank.experiment import Experiment, report, sign_test
-from esrank.feature_log import log_judgments, read_table, write_table
-from esrank.features import load_feature_set
-from esrank.search import bm25_query
-from esrank.shopper import ProductFacts, build_profiles, save_profiles
-from esrank.sim import INTEREST_SHARE, make_shoppers, shop, utility_ndcg
-from esrank.train import TrainParams, train
-from esrank.ubi import fetch
+from esrank.app import App, load_encoder
+from esrank.catalogue.lookup import ProductFacts
+from esrank.catalogue.products import read_products, to_document
+from esrank.core.settings import ExperimentSettings, load_settings
+from esrank.evaluation.significance import compare
+from esrank.features.parser import load_feature_set
+from esrank.judgments.clicks import session_judgments, sessions_of
+from esrank.judgments.metrics import Evaluation
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import read_table, write_table
+from esrank.learn.train import TrainParams, train
+from esrank.personal.experiment import Experiment, report, sign_test
+from esrank.personal.shopper import build_profiles, save_profiles
+from esrank.personal.sim import INTEREST_SHARE, make_shoppers, shop, utility_ndcg
+from esrank.ranking.search import bm25_query
+from esrank.ubi.indices import fetch
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -256,7 +260,7 @@ def app_with(settings):
 
     settings = settings.model_copy(update={"serve": settings.serve.model_copy(
         update={"profile_refresh": 0.0})})
-    return create_app(settings, encoder=settings.load_encoder(cached=True))
+    return create_app(settings, encoder=load_encoder(settings, cached=True))
 
 
 if __name__ == "__main__":

@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 from _report import paired, write_result
 
-from esrank.catalogue import read_products, text_of, to_document
-from esrank.config import load_settings
-from esrank.evaluate import compare
-from esrank.feature_log import read_table
-from esrank.train import TrainParams, cross_validate, judged_evaluator, served_runs
+from esrank.app import load_encoder
+from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.core.settings import load_settings
+from esrank.evaluation.significance import compare
+from esrank.learn.table import read_table
+from esrank.learn.train import TrainParams, cross_validate, judged_evaluator, served_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -97,7 +98,7 @@ def main() -> None:
     started = time.monotonic()
     table = read_table(args.table)
     ids, texts, suppliers, fields = catalogue()
-    encoder = settings.load_encoder(cached=True)
+    encoder = load_encoder(settings, cached=True)
     doc_vectors = encoder.encode(texts)
     queries = sorted(set(table.queries))
     query_vectors = dict(zip(queries, encoder.encode(queries), strict=True))

@@ -45,14 +45,16 @@ from _report import (
 )
 
 from esrank import registry
-from esrank.artifact import ModelArtifact
 from esrank.engine import Engine
-from esrank.evaluate import Evaluation, Evaluator, compare
-from esrank.feature_log import log_judgments, query_params
-from esrank.features import load_feature_set
-from esrank.judgments import JudgmentList, read_csv
-from esrank.search import Ranker, bm25_query, run_of, search_many
-from esrank.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
+from esrank.evaluation.significance import compare
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import JudgmentList, read_csv
+from esrank.judgments.metrics import Evaluation, Evaluator
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
+from esrank.ranking.search import Ranker, bm25_query, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -111,10 +113,10 @@ def fold_cross_encoders(engine: Engine, args, judgments, folds: list, tmp: Path)
         list, list[dict]]:
     """Per fold, a cross-encoder fine-tuned on the other folds' judged pairs (torch; run with
     ONNX Runtime), and its training summary."""
-    from esrank.catalogue import fetch_texts
-    from esrank.encoder import model_dir
-    from esrank.rerank import load_cross_encoder
-    from esrank.tuning import train_cross_encoder
+    from esrank.catalogue.lookup import fetch_texts
+    from esrank.models.cross_encoder import load_cross_encoder
+    from esrank.models.encoder import model_dir
+    from esrank.models.tuning import train_cross_encoder
 
     texts = fetch_texts(engine, args.index, [j.doc_id for j in judgments])
     out, metas = [], []
@@ -135,7 +137,7 @@ def cross_encoder_rerank(engine: Engine, args, evaluator: Evaluator, runs: dict,
                          cross_encoders: list) -> Evaluation:
     """Each held-out query's LTR ranking with its top --rerank reordered by its fold's
     cross-encoder."""
-    from esrank.catalogue import fetch_texts
+    from esrank.catalogue.lookup import fetch_texts
 
     texts = fetch_texts(engine, args.index, [d for docs in runs.values()
                                              for d in docs[:args.rerank]])
@@ -213,7 +215,7 @@ def main() -> None:
 
     machine = None
     if args.machine_grades:
-        from esrank.judge import read_grades, with_machine_grades
+        from esrank.judgments.llm_judge import read_grades, with_machine_grades
 
         machine = with_machine_grades(judgments, read_grades(args.machine_grades))
     bm25_run = {q: [h.doc_id for h in hits] for q, hits in search_many(

@@ -50,16 +50,19 @@ from _report import configured_encoder, engine_options, result_path, write_resul
 from sidecar import start_server
 
 from esrank import registry
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import index_catalogue
-from esrank.config import ServeSettings, load_settings
+from esrank.app import connect_engine
+from esrank.catalogue.index import index_catalogue
+from esrank.core.errors import EsrankError
+from esrank.core.settings import ServeSettings, load_settings
 from esrank.engine.local import LocalEngine, up
-from esrank.errors import EsrankError
-from esrank.feature_log import log_judgments, query_params, write_table
-from esrank.features import load_feature_set
-from esrank.judgments import JudgmentList, read_csv
-from esrank.search import bm25_query
-from esrank.train import TrainParams, train
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import JudgmentList, read_csv
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import write_table
+from esrank.learn.train import TrainParams, train
+from esrank.ranking.search import bm25_query
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
@@ -176,7 +179,7 @@ class SlowEncoder:
 def killed_during(settings, node, work, wait: float) -> dict:
     """Run `work` in a thread, kill the engine after `wait` s, restart it: how `work` failed,
     and whether what is live changed."""
-    before = live_state(settings.connect())
+    before = live_state(connect_engine(settings))
     failure: list[str] = []
 
     def run() -> None:
@@ -191,22 +194,22 @@ def killed_during(settings, node, work, wait: float) -> dict:
     kill(node)
     worker.join()
     restart_s = restart(node)
-    after = live_state(settings.connect())
+    after = live_state(connect_engine(settings))
     return {"failed_with": failure, "live_unchanged": before == after, "before": before,
             "after": after, "restart_s": restart_s}
 
 
 def killed_mid_index(settings, node, encoder) -> dict:
-    engine = settings.connect()
+    engine = connect_engine(settings)
     result = killed_during(settings, node, lambda: index_catalogue(
         engine, ALIAS, [SLICE], SlowEncoder(encoder, 0.3), batch_size=16, progress=False), 1.5)
     live = result["after"]["alias"]
     return {**result, "partial_indices_left": [
-        i for i in settings.connect().indices(f"{ALIAS}-*") if i not in live]}
+        i for i in connect_engine(settings).indices(f"{ALIAS}-*") if i not in live]}
 
 
 def killed_mid_deploy(settings, node, encoder, artifact, fs, queries) -> dict:
-    engine = settings.connect()
+    engine = connect_engine(settings)
     params_for = query_params(fs.params, encoder)
 
     def slow_params(texts):
@@ -215,7 +218,7 @@ def killed_mid_deploy(settings, node, encoder, artifact, fs, queries) -> dict:
 
     result = killed_during(settings, node, lambda: registry.deploy(
         engine, ALIAS, artifact, fs, queries, slow_params), 1.0)
-    engine = settings.connect()
+    engine = connect_engine(settings)
     return {**result, "models_left_unregistered": registry.unregistered(
         engine, registry.entry(engine, SET))}
 
@@ -271,7 +274,7 @@ def concurrent_index(settings, flavor: str, rounds: int) -> dict:
     """Two `esrank index` processes on the live alias at once, `rounds` times: after each, the
     alias must point at exactly one complete index holding every product, and no half-built
     index may be left."""
-    engine, env = settings.connect(), cli_env(settings, flavor)
+    engine, env = connect_engine(settings), cli_env(settings, flavor)
     expected = len(SLICE.read_text().splitlines())
     tally = {"rounds": rounds, "alias_on_one_complete_index": 0, "one_run_refused": 0,
              "both_ran_one_after_the_other": 0, "other_outcomes": [], "refusal_example": None}
@@ -416,7 +419,7 @@ def malformed(settings, flavor: str, port: int) -> dict:
     """Bad files, settings and arguments through the CLI, bad requests to the sidecar: count
     clear errors (exit 1/2 with a message and no traceback; a 4xx with a JSON error), secrets
     shown, and changes to what is live."""
-    engine = settings.connect()
+    engine = connect_engine(settings)
     snapshot = lambda: (live_state(engine), sorted(engine.list_feature_sets()),  # noqa: E731
                         engine.list_models())
     before = snapshot()
@@ -562,7 +565,7 @@ def main() -> None:
                        java_home=n.java_home, maven_repo=e.maven_repo, ltr_plugin=n.ltr_plugin,
                        ltr_plugin_sha256=n.ltr_plugin_sha256)
     encoder = configured_encoder()
-    engine = settings.connect()
+    engine = connect_engine(settings)
     started = time.monotonic()
 
     # a live alias, a feature set and an active model to protect
@@ -598,7 +601,7 @@ def main() -> None:
         result["killed_mid_deploy"] = killed_mid_deploy(settings, node, encoder, artifact, fs,
                                                         queries)
         result["killed_mid_search"] = killed_mid_search(settings, node, encoder)
-    engine = settings.connect()
+    engine = connect_engine(settings)
     for name in engine.list_models(f"{SET}-v"):
         if engine.get_model(name) is not None:
             engine.delete_model(name)

@@ -37,10 +37,10 @@ import numpy as np
 from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
 from sidecar import start_server, timed_post
 
-from esrank.config import load_settings
-from esrank.feature_log import query_params
-from esrank.registry import active_model
-from esrank.search import Ranker, ranked_request
+from esrank.core.settings import load_settings
+from esrank.deploy.registry import active_model
+from esrank.features.params import query_params
+from esrank.ranking.search import Ranker, ranked_request
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -177,8 +177,8 @@ def cross_encoder_rows(args, queries: list[str], encoder) -> dict[str, list[floa
 
 def personal_rows(engine, args, queries: list[str], encoder) -> dict[str, list[float]]:
     """POST /search over the personal set, anonymous and as a shopper with a profile."""
+    from esrank.personal.shopper import Profile, save_profiles
     from esrank.serve import create_app
-    from esrank.shopper import Profile, save_profiles
 
     index = "esrank-profiles-latency"
     save_profiles(engine, [Profile("latency-shopper", (("HP", 0.6), ("Canon", 0.3),

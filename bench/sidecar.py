@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from _report import write_result
 
-from esrank.config import ServeSettings, load_settings
-from esrank.encoder import available_backends, load_encoder, model_dir
+from esrank.core.settings import ServeSettings, load_settings
+from esrank.models.encoder import available_backends, load_encoder, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"
@@ -137,7 +137,7 @@ def main() -> None:
     texts = titles(1024)
     result: dict = {"backends": available_backends(), "throughput_texts_per_s": {}}
 
-    best = load_settings().load_encoder()  # the default: what `esrank serve` runs
+    best = load_encoder(load_settings())  # the default: what `esrank serve` runs
     encoders = {best.name: best, **{e.name: e for e in (load_encoder(backend=b)
                                                         for b in available_backends())}}
     for enc in encoders.values():

@@ -19,18 +19,64 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esrank.config import Settings
-from esrank.errors import ConfigError, InputError, ModelError, NoCrossEncoderError
-from esrank.stamps import COMPACT, utc
-from esrank.types import needs_cross_encoder
+from esrank.core.errors import ConfigError, InputError, ModelError, NoCrossEncoderError
+from esrank.core.feature_set import needs_cross_encoder
+from esrank.core.settings import Settings
+from esrank.core.stamps import COMPACT, utc
 
 if TYPE_CHECKING:
-    from esrank.registry import RegistryEntry
+    from esrank.deploy.registry import RegistryEntry
 
 CHORUS = Path(__file__).resolve().parent / "data" / "chorus"  # the demo data (in the package)
 MAX_RANKERS = 256  # configurations whose lookup the sidecar keeps at once
 MAX_PROFILES = 10_000  # shoppers whose profile the sidecar keeps at once
 MAX_DELTAS = 64  # configuration pairs whose per-query deltas the sidecar keeps at once
+
+
+def connect_engine(settings: Settings, timeout: float | None = None):
+    """The engine `settings` name: ESRANK_URL, else the local node of the flavor; requests wait
+    `timeout` seconds (default ESRANK_TIMEOUT)."""
+    from esrank.engine import connect
+
+    return connect(settings.engine_url, flavor=settings.engine_flavor, auth=settings.auth,
+                   timeout=timeout or settings.timeout, store=settings.store)
+
+
+def load_encoder(settings: Settings, cached: bool = False):
+    """The configured encoder (ONNX graphs kept under ESRANK_HOME/models); `cached`: behind the
+    embedding cache (ESRANK_HOME/cache) unless ESRANK_ENCODER__CACHE=false."""
+    from esrank.models.embed_cache import CachedEncoder, EmbeddingCache
+    from esrank.models.encoder import load_encoder as load
+
+    e = settings.encoder
+    encoder = load(e.model, e.backend, e.precision, settings.home / "models")
+    if cached and e.cache:
+        encoder = CachedEncoder(encoder, EmbeddingCache(settings.home / "cache"))
+    return encoder
+
+
+def load_cross_encoder(settings: Settings):
+    """The configured cross-encoder (ONNX export kept under ESRANK_HOME/models), or None when
+    ESRANK_CROSS_ENCODER is not set."""
+    if settings.cross_encoder is None:
+        return None
+    from esrank.models.cross_encoder import load_cross_encoder as load
+
+    return load(settings.cross_encoder, settings.home / "models")
+
+
+def judge_backend(settings: Settings):
+    """The LLM judge's backend: the OpenAI-compatible endpoint when one is set, else the local
+    GGUF model."""
+    from esrank.judgments.llm_judge import LocalBackend, OpenAIBackend
+
+    c = settings.llm
+    if c.endpoint:
+        return OpenAIBackend(c.endpoint, c.model, timeout=c.timeout,
+                             api_key=c.api_key.get_secret_value() if c.api_key else None)
+    from esrank.models.llm import load_llm
+
+    return LocalBackend(load_llm(c.model))
 
 
 class TtlCache:
@@ -97,7 +143,7 @@ class App:
     @property
     def engine(self):
         if self._engine is None:
-            self._engine = self.settings.connect(timeout=self._engine_timeout)
+            self._engine = connect_engine(self.settings, self._engine_timeout)
         return self._engine
 
     @property
@@ -105,13 +151,13 @@ class App:
         """The query/document encoder, behind the embedding cache (the sidecar passes its
         batched one in)."""
         if self._encoder is None:
-            self._encoder = self.settings.load_encoder(cached=True)
+            self._encoder = load_encoder(self.settings, cached=True)
         return self._encoder
 
     @cached_property
     def reranker(self):
         """The cross-encoder, or None when ESRANK_CROSS_ENCODER is not set."""
-        return self._reranker or self.settings.load_cross_encoder()
+        return self._reranker or load_cross_encoder(self.settings)
 
     def feature_reranker(self, fs):
         """The cross-encoder when feature set `fs` has a cross-encoder param (none configured:
@@ -131,8 +177,8 @@ class App:
         """The judgments (default: ESRANK_JUDGMENTS) bound once, with `machine` the machine
         grades of `esrank judgments llm` filling the pairs no person judged; None without
         any."""
-        from esrank.evaluate import Evaluator
-        from esrank.judgments import read_judgments
+        from esrank.judgments.lists import read_judgments
+        from esrank.judgments.metrics import Evaluator
 
         path = judgments or self.settings.judgments
         if path is None:
@@ -140,7 +186,7 @@ class App:
         if (path, fmt, machine) not in self._evaluators:
             listed = read_judgments(path, fmt)
             if machine is not None:
-                from esrank.judge import read_grades, with_machine_grades
+                from esrank.judgments.llm_judge import read_grades, with_machine_grades
 
                 listed = with_machine_grades(listed, read_grades(machine))
             self._evaluators[path, fmt, machine] = Evaluator(listed)
@@ -149,8 +195,8 @@ class App:
     def artifact(self, model: str):
         """A deployed model's training artifact, loaded once; LookupError when none was
         recorded."""
-        from esrank.artifact import ModelArtifact
-        from esrank.registry import entry
+        from esrank.deploy.registry import entry
+        from esrank.learn.artifact import ModelArtifact
 
         if model not in self._artifacts:
             record = entry(self.engine, self.settings.active_set).models.get(model)
@@ -175,16 +221,16 @@ class App:
 
     def encoder_info(self) -> dict:
         """What the configured encoder resolved to, and the backends installed."""
-        from esrank.encoder import available_backends
+        from esrank.models.encoder import available_backends
 
-        encoder = self.settings.load_encoder()
+        encoder = load_encoder(self.settings)
         return {"encoder": encoder.name, "key": encoder.key, "dims": encoder.dims,
                 "max_tokens": encoder.max_tokens, **self.settings.encoder.model_dump(),
                 "installed_backends": available_backends()}
 
     def embedding_cache(self, clear: bool = False) -> dict:
         """The embedding cache's summary (then emptied, with `clear`)."""
-        from esrank.embed_cache import EmbeddingCache
+        from esrank.models.embed_cache import EmbeddingCache
 
         cache = EmbeddingCache(self.settings.home / "cache")
         summary = cache.summary()
@@ -198,7 +244,7 @@ class App:
     def ranker(self, which: str, window: int | None = None, rerank: int = 0):
         """A configuration by name (search.resolve_ranker), with an optional rerank stage;
         with a `ranker_ttl`, a name's registry lookup is reused for that many seconds."""
-        from esrank.search import resolve_ranker
+        from esrank.ranking.search import resolve_ranker
 
         ranker = self._rankers.get((which, window), lambda: resolve_ranker(
             self.engine, self.settings.active_set, which,
@@ -220,7 +266,7 @@ class App:
         """Index the catalogue into a new index behind `alias`. Re-embedding an alias with
         other encoder weights is refused while an active model with vector features was
         logged with others (its cosines would change live), unless `allow_encoder_change`."""
-        from esrank.catalogue import index_catalogue
+        from esrank.catalogue.index import index_catalogue
 
         alias = alias or self.settings.index
         if not allow_encoder_change:
@@ -230,9 +276,9 @@ class App:
     def check_encoder_change(self, alias: str) -> None:
         """ConfigError naming the active models that re-embedding `alias` with the
         configured encoder would feed other cosines than they learned from."""
-        from esrank.catalogue import index_encoder
-        from esrank.encoder import same_space
-        from esrank.registry import active_models
+        from esrank.catalogue.index import index_encoder
+        from esrank.deploy.registry import active_models
+        from esrank.models.encoder import same_space
 
         if not self.engine.alias_targets(alias):
             return
@@ -250,7 +296,7 @@ class App:
                 "and upload against it first, or pass --allow-encoder-change")
 
     def push_feature_sets(self, path: Path | None = None) -> list[dict]:
-        from esrank.features import load_feature_sets, push_feature_sets
+        from esrank.features.parser import load_feature_sets, push_feature_sets
 
         return push_feature_sets(self.engine, load_feature_sets(path or
                                                                 self.settings.feature_sets))
@@ -262,10 +308,11 @@ class App:
         RankLib text beside it). With `sessions`, the judgments are the shoppers' own
         (`session_judgments` of a UBI log, or of the engine's UBI indices when `judgments`
         is None), each logged with the shopper params its page was served with."""
-        from esrank.feature_log import log_judgments, write_ranklib, write_table
-        from esrank.features import load_feature_set, push_feature_sets
-        from esrank.judgments import read_judgments
-        from esrank.search import bm25_query
+        from esrank.features.parser import load_feature_set, push_feature_sets
+        from esrank.judgments.lists import read_judgments
+        from esrank.learn.feature_log import log_judgments
+        from esrank.learn.table import write_ranklib, write_table
+        from esrank.ranking.search import bm25_query
 
         fs = load_feature_set(feature_set)
         shoppers = None
@@ -287,20 +334,21 @@ class App:
 
     def ubi(self, log: Path | None = None):
         """(queries, events) of a UBI ndjson file, else of the engine's UBI indices."""
-        from esrank.ubi import fetch, read_ndjson
+        from esrank.ubi.indices import fetch
+        from esrank.ubi.log import read_ndjson
 
         return read_ndjson(log) if log else fetch(self.engine)
 
     def sessions(self, log: Path | None = None, weights=None):
-        """The UBI log's sessions (esrank.clicks.sessions_of; default action weights)."""
-        from esrank.clicks import ACTION_WEIGHTS, sessions_of
+        """The UBI log's sessions (esrank.judgments.clicks.sessions_of; default action weights)."""
+        from esrank.judgments.clicks import ACTION_WEIGHTS, sessions_of
 
         return sessions_of(*self.ubi(log), weights or ACTION_WEIGHTS)
 
     def session_judgments(self, log: Path | None = None):
         """(JudgmentList, qid -> shopper params) from a UBI log's acted-on sessions (the
         engine's UBI indices when `log` is None)."""
-        from esrank.clicks import session_judgments
+        from esrank.judgments.clicks import session_judgments
 
         sessions = self.sessions(log)
         judged = session_judgments(sessions)
@@ -313,11 +361,12 @@ class App:
                parity_queries: int | None = None, tolerance: float = 1e-4,
                activate: bool = True):
         """Upload a trained artifact, gate it on parity over its logged table, activate."""
-        from esrank.artifact import ModelArtifact
-        from esrank.encoder import same_space
-        from esrank.feature_log import query_params, read_table
-        from esrank.features import load_feature_set
-        from esrank.registry import deploy
+        from esrank.deploy.upload import deploy
+        from esrank.features.params import query_params
+        from esrank.features.parser import load_feature_set
+        from esrank.learn.artifact import ModelArtifact
+        from esrank.learn.table import read_table
+        from esrank.models.encoder import same_space
 
         artifact = ModelArtifact.load(artifact_path)
         fs = load_feature_set(feature_set)
@@ -345,9 +394,9 @@ class App:
     def judged_texts(self, judgments: Path, fmt: str | None = None
                      ) -> tuple[list[str], list[str], list[int]]:
         """Queries, document texts (title + short description) and grades of the judged
-        pairs whose documents the index holds: what fine-tuning reads (esrank.tuning)."""
-        from esrank.catalogue import fetch_texts
-        from esrank.judgments import read_judgments
+        pairs whose documents the index holds: what fine-tuning reads (esrank.models.tuning)."""
+        from esrank.catalogue.lookup import fetch_texts
+        from esrank.judgments.lists import read_judgments
 
         judged = read_judgments(judgments, fmt)
         texts = fetch_texts(self.engine, self.settings.index, [j.doc_id for j in judged])
@@ -357,8 +406,8 @@ class App:
     def train_cross_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
                             epochs: int = 2, batch_size: int = 16, progress: bool = True) -> dict:
         """Fine-tune the configured encoder's model as a cross-encoder on judged pairs."""
-        from esrank.encoder import model_dir
-        from esrank.tuning import train_cross_encoder
+        from esrank.models.encoder import model_dir
+        from esrank.models.tuning import train_cross_encoder
 
         return train_cross_encoder(model_dir(self.settings.encoder.model),
                                    *self.judged_texts(judgments, fmt), output, epochs=epochs,
@@ -367,8 +416,8 @@ class App:
     def train_encoder(self, judgments: Path, output: Path, *, fmt: str | None = None,
                       epochs: int = 1, batch_size: int = 32, progress: bool = True) -> dict:
         """Fine-tune the configured encoder on judged pairs: a new encoder version."""
-        from esrank.encoder import model_dir
-        from esrank.tuning import train_encoder
+        from esrank.models.encoder import model_dir
+        from esrank.models.tuning import train_encoder
 
         return train_encoder(model_dir(self.settings.encoder.model),
                              *self.judged_texts(judgments, fmt), output, epochs=epochs,
@@ -377,7 +426,7 @@ class App:
     def judge_pairs(self, pairs) -> tuple[list[tuple[str, str, str]], list[str]]:
         """(query, doc id, product text) for each (query, doc id) pair whose product the index
         holds, a query's pairs together; and the doc ids the index lacks."""
-        from esrank.catalogue import fetch_texts
+        from esrank.catalogue.lookup import fetch_texts
 
         pairs = list(pairs)
         texts = fetch_texts(self.engine, self.settings.index, {d for _, d in pairs})
@@ -390,7 +439,7 @@ class App:
               window: int | None = None) -> list[tuple[str, str]]:
         """(query, doc id) for each unjudged doc in the top `depth` of each configuration, for
         every judged query: the pairs an LLM judge fills in."""
-        from esrank.search import run_of, search_many
+        from esrank.ranking.search import run_of, search_many
 
         evaluator = self.evaluator(judgments, fmt)
         rankers = [self.ranker(w, window) for w in configs]
@@ -408,7 +457,7 @@ class App:
 
     def models(self, set_name: str | None = None) -> tuple[RegistryEntry, list[str]]:
         """The registry entry of a feature set and the plugin models it does not know."""
-        from esrank.registry import entry, unregistered
+        from esrank.deploy.registry import entry, unregistered
 
         doc = entry(self.engine, set_name or self.settings.active_set)
         return doc, unregistered(self.engine, doc)
@@ -421,7 +470,7 @@ class App:
         """Rank for one query; `shopper` (a ShopperContext) personalises it through the
         shopper's stored profile and what the context says (or `shopper_params`, already
         resolved)."""
-        from esrank.search import search
+        from esrank.ranking.search import search
 
         ranker = self.ranker(which, window, rerank)
         params = shopper_params if shopper_params is not None else self.shopper_params(shopper)
@@ -434,8 +483,8 @@ class App:
         """One search under an Experiment: (SearchResult, the UBI attributes saying how it
         was served). A/B: `unit` (the shopper, else the query id) picks the arm.
         Interleaving: both arms rank, and team-draft builds the page (seeded by `unit`)."""
-        from esrank.experiment import bucket, team_draft
-        from esrank.search import SearchResult
+        from esrank.personal.experiment import bucket, team_draft
+        from esrank.ranking.search import SearchResult
 
         def run(which: str):
             return self.search(query, which, size=size, window=window,
@@ -455,8 +504,8 @@ class App:
 
     def write_signals(self, log: Path | None = None, *, prior: float | None = None) -> dict:
         """Per-product popularity, CTR and conversion from a UBI log (default: the engine's
-        UBI indices), merged into the catalogue's documents (esrank.signals)."""
-        from esrank.signals import PRIOR, product_signals, write_signals
+        UBI indices), merged into the catalogue's documents (esrank.personal.signals)."""
+        from esrank.personal.signals import PRIOR, product_signals, write_signals
 
         sessions = self.sessions(log)
         signals = product_signals(sessions, prior=PRIOR if prior is None else prior)
@@ -467,7 +516,7 @@ class App:
     def experiment_report(self, experiment=None, log: Path | None = None):
         """The Report of an Experiment (default: the configured one) over a UBI log (default:
         the engine's UBI indices)."""
-        from esrank.experiment import report
+        from esrank.personal.experiment import report
 
         experiment = experiment or self.experiment
         if experiment is None:
@@ -478,14 +527,14 @@ class App:
     @cached_property
     def experiment(self):
         """The configured Experiment (ESRANK_SERVE__EXPERIMENT__*), or None."""
-        from esrank.experiment import Experiment
+        from esrank.personal.experiment import Experiment
 
         e = self.settings.serve.experiment
         return Experiment(e.name, e.control, e.treatment, e.mode) if e else None
 
     def shopper_params(self, context) -> dict:
         """The sltr shopper params for a ShopperContext (None or anonymous: none)."""
-        from esrank.shopper import shopper_params
+        from esrank.personal.shopper import shopper_params
 
         if context is None or context.anonymous:
             return {}
@@ -494,14 +543,14 @@ class App:
 
     def profile(self, user_id: str):
         """A shopper's stored Profile, or None (with a `profile_ttl`, reused that long)."""
-        from esrank.shopper import load_profile
+        from esrank.personal.shopper import load_profile
 
         return self._profiles.get(user_id, lambda: load_profile(
             self.engine, user_id, self.settings.profiles_index))
 
     def store_ubi(self, log: Path) -> int:
         """Store a UBI ndjson file in the engine's UBI indices; how many records went in."""
-        from esrank.ubi import store
+        from esrank.ubi.indices import store
 
         return store(self.engine, *self.ubi(log))
 
@@ -509,9 +558,9 @@ class App:
                        half_life_days: float | None = None) -> dict:
         """Profiles from UBI events (an ndjson file, else the engine's UBI indices), with each
         product's brand and price read from the catalogue; stored in the profile index."""
-        from esrank.catalogue import product_facts
-        from esrank.clicks import ACTION_WEIGHTS
-        from esrank.shopper import HALF_LIFE_DAYS, build_profiles, save_profiles
+        from esrank.catalogue.lookup import product_facts
+        from esrank.judgments.clicks import ACTION_WEIGHTS
+        from esrank.personal.shopper import HALF_LIFE_DAYS, build_profiles, save_profiles
 
         queries, events = self.ubi(log)
         weights = weights or ACTION_WEIGHTS
@@ -534,10 +583,10 @@ class App:
         each configuration's metrics and top 10 (with feature values) are stored under a new
         run id (returned; None without push), once every configuration ran. `shopper` (a
         ShopperContext) ranks every query for that shopper."""
-        from esrank.evaluate import rank_eval_check
-        from esrank.feature_log import query_params
-        from esrank.results import new_run_id, push_evaluation
-        from esrank.search import ranked_request, run_of, search, search_many
+        from esrank.evaluation.rank_eval import rank_eval_check
+        from esrank.evaluation.runs import new_run_id, push_evaluation
+        from esrank.features.params import query_params
+        from esrank.ranking.search import ranked_request, run_of, search, search_many
 
         engine, index = self.engine, self.settings.index
         personal = self.shopper_params(shopper)
@@ -592,9 +641,9 @@ class App:
         """B against A on every judged query (evaluate.compare), optionally stored as a
         comparison and written as the comparison page with its data built in (`machine`:
         machine grades the page marks)."""
-        from esrank.comparison import delta_rows
-        from esrank.evaluate import compare
-        from esrank.results import push_comparison
+        from esrank.evaluation.comparison import delta_rows
+        from esrank.evaluation.runs import push_comparison
+        from esrank.evaluation.significance import compare
 
         results, _, _ = self.evaluate(judgments, (a, b), fmt=fmt, window=window, depth=depth)
         if len(results) < 2:
@@ -613,18 +662,19 @@ class App:
         return data
 
     def runs(self, metrics=None, limit: int = 50) -> list[dict]:
-        from esrank.results import HISTORY_METRICS, run_history
+        from esrank.evaluation.runs import HISTORY_METRICS, run_history
 
         return run_history(self.engine, metrics or HISTORY_METRICS, runs=limit)
 
     def report(self, judgments: Path, which: str, feature_set: Path, output: Path,
                fmt: str | None = None) -> dict:
-        """Gain vs cost of a deployed model's features (esrank.report), written as HTML and
-        JSON."""
-        from esrank.feature_log import query_params, read_table
-        from esrank.features import load_feature_set
-        from esrank.files import write_file
-        from esrank.report import build_report, to_html
+        """Gain vs cost of a deployed model's features (esrank.evaluation.report), written as
+        HTML and JSON."""
+        from esrank.core.files import write_file
+        from esrank.evaluation.report import build_report, to_html
+        from esrank.features.params import query_params
+        from esrank.features.parser import load_feature_set
+        from esrank.learn.table import read_table
 
         ranker = self.ranker(which)
         if ranker.model is None:
@@ -648,8 +698,8 @@ class App:
 
     def rankers(self, names) -> list:
         """The configurations the page names; LookupError naming them when one is unknown."""
-        from esrank.comparison import rankers
-        from esrank.search import parse_configuration
+        from esrank.evaluation.comparison import rankers
+        from esrank.ranking.search import parse_configuration
 
         for name in names:  # a malformed name is an InputError before any engine call
             parse_configuration(name)
@@ -664,8 +714,8 @@ class App:
     def configurations(self) -> dict:
         """What the page can compare: baselines, deployed models (the active one first), a
         rerank stage when a cross-encoder is loaded; notes and CV figures per model."""
-        from esrank.registry import version_of
-        from esrank.search import BASELINES
+        from esrank.deploy.registry import version_of
+        from esrank.ranking.search import BASELINES
 
         doc, _ = self.models()
         models = sorted(doc.models, key=lambda m: (m != doc.active, -(version_of(m)[1] or 0)))
@@ -675,7 +725,7 @@ class App:
                 "cv": {m: doc.models[m].cv_text for m in models}}
 
     def side_by_side(self, query: str, names, size: int = 10) -> list:
-        from esrank.comparison import side_by_side
+        from esrank.evaluation.comparison import side_by_side
 
         configs = self.rankers(names)
         return side_by_side(self.engine, self.settings.index, query, configs,
@@ -685,7 +735,7 @@ class App:
     def machine_grades(self, path: Path | None = None) -> dict:
         """(query, doc id) -> MachineGrade from `path` (default: ESRANK_MACHINE_GRADES), read
         once; empty without a file."""
-        from esrank.judge import read_grades
+        from esrank.judgments.llm_judge import read_grades
 
         path = path or self.settings.machine_grades
         if path is None:
@@ -700,7 +750,7 @@ class App:
         """Every judged query's NDCG@10 under A and B; with a `deltas_ttl`, reused that many
         seconds for the same two configurations as resolved (a deploy that moves "active" is
         a new pair). `slot` is held while they are computed, not while they are reused."""
-        from esrank.comparison import query_deltas
+        from esrank.evaluation.comparison import query_deltas
 
         evaluator = self.evaluator()
         if evaluator is None:
@@ -715,7 +765,7 @@ class App:
         return ra.label, rb.label, self._deltas.get((ra.label, rb.label), compute)
 
     def why(self, config: str, query: str, doc_id: str) -> dict:
-        from esrank.comparison import why
+        from esrank.evaluation.comparison import why
 
         (ranker,) = self.rankers([config])
         if ranker.model is None:
@@ -726,9 +776,9 @@ class App:
     def write_page(self, path: Path, judgments: Path, configs, window: int | None,
                    deltas: dict, fmt: str | None = None, machine: Path | None = None) -> None:
         """The comparison page as one file with these configurations' data built in."""
-        from esrank.comparison import side_by_side, static_page
-        from esrank.files import write_file
-        from esrank.results import HISTORY_METRICS, run_history
+        from esrank.core.files import write_file
+        from esrank.evaluation.comparison import side_by_side, static_page
+        from esrank.evaluation.runs import HISTORY_METRICS, run_history
 
         rankers = [self.ranker(w, window) for w in configs]
         evaluator = self.evaluator(judgments, fmt)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import click
 
-from esrank.app import CHORUS, App
-from esrank.config import Settings, load_settings
-from esrank.errors import EsrankError, InputError
-from esrank.stamps import COMPACT, utc
+from esrank.app import CHORUS, App, judge_backend
+from esrank.core.errors import EsrankError, InputError
+from esrank.core.settings import Settings, load_settings
+from esrank.core.stamps import COMPACT, utc
 
 log = logging.getLogger("esrank")
 
@@ -142,7 +142,7 @@ def features() -> None:
 
 
 def _sets(ctx: click.Context, path: Path | None):
-    from esrank.features import load_feature_sets
+    from esrank.features.parser import load_feature_sets
 
     return load_feature_sets(path or _settings(ctx).feature_sets)
 
@@ -181,7 +181,7 @@ def features_push(ctx: click.Context, path: Path | None, as_json: bool) -> None:
 @click.pass_context
 def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     """Show how local files differ from what the engine holds (exit 0 either way)."""
-    from esrank.features import diff_against_engine
+    from esrank.features.parser import diff_against_engine
 
     results = [diff_against_engine(_app(ctx).engine, fs) for fs in _sets(ctx, path)]
     lines = []
@@ -231,8 +231,8 @@ def judgments_agree(a: Path, b: Path, format_a: str | None, format_b: str | None
 
     Cohen's kappa, quadratic-weighted kappa, Spearman and Kendall, overall and per query.
     """
-    from esrank.agreement import agreement
-    from esrank.judgments import read_judgments
+    from esrank.judgments.agreement import agreement
+    from esrank.judgments.lists import read_judgments
 
     report = agreement(read_judgments(a, format_a), read_judgments(b, format_b))
     keys = ("n", "exact", "kappa", "weighted_kappa", "spearman", "kendall")
@@ -289,8 +289,8 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
     """
     from tqdm import tqdm
 
-    from esrank.judge import PROMPTS, Calibration, judge, write_grades
-    from esrank.judgments import read_judgments
+    from esrank.judgments.lists import read_judgments
+    from esrank.judgments.llm_judge import PROMPTS, Calibration, judge, write_grades
 
     if (pairs is None) == (holes_of is None):
         raise click.UsageError("give PAIRS or --holes-of, not both")
@@ -310,7 +310,7 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
         raise InputError(f"none of the {len(missing)} products to judge is in index "
                          f"{s.index} (e.g. {', '.join(missing[:3])}): is ESRANK_INDEX right?")
     todo = todo[:limit]
-    backend = s.model_copy(update={"llm": llm}).judge_backend()
+    backend = judge_backend(s.model_copy(update={"llm": llm}))
     graded = tqdm(judge(todo, backend, PROMPTS[llm.prompt], cal,
                         workers=llm.concurrency if llm.endpoint else 1),
                   total=len(todo), desc="judging", unit="pair", disable=as_json)
@@ -339,8 +339,8 @@ def judgments_calibrate(grades: Path, human: Path, fmt: str | None, output: Path
     mapped by a calibration fitted on the other. The file keeps its weighted kappa; `esrank
     judgments llm --calibration` warns when it is below 0.4.
     """
-    from esrank.judge import calibrate, read_grades
-    from esrank.judgments import read_judgments
+    from esrank.judgments.lists import read_judgments
+    from esrank.judgments.llm_judge import calibrate, read_grades
 
     cal, report = calibrate(read_grades(grades), read_judgments(human, fmt))
     cal.save(output)
@@ -356,7 +356,8 @@ def judgments_calibrate(grades: Path, human: Path, fmt: str | None, output: Path
 
 
 def _weights_option(help_text: str):
-    """--weights ACTION=W,... (esrank.clicks.ACTION_WEIGHTS by default; clicks.parse_weights
+    """--weights ACTION=W,... (esrank.judgments.clicks.ACTION_WEIGHTS by default;
+    clicks.parse_weights
     reads it)."""
     return click.option("--weights", default="click=1,add_to_cart=2,purchase=4",
                         show_default=True, metavar="ACTION=W,...", help=help_text)
@@ -377,8 +378,8 @@ def judgments_from_clicks(ctx: click.Context, log: Path | None, model: str,
     """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson; omitted:
     the engine's ubi_queries/ubi_events): clicks, carts and purchases, weighted, through a
     click model correcting for position."""
-    from esrank import clicks
-    from esrank.judgments import write_judgments
+    from esrank.judgments import clicks
+    from esrank.judgments.lists import write_judgments
 
     sessions = _app(ctx).sessions(log, clicks.parse_weights(weights))
     derived = getattr(clicks, model)(sessions, min_impressions=min_impressions)
@@ -403,7 +404,7 @@ def profiles() -> None:
 def profiles_build(ctx: click.Context, log_path: Path | None, weights: str,
                    half_life_days: float, as_json: bool) -> None:
     """Build every shopper's profile from their actions and store it (replacing theirs)."""
-    from esrank.clicks import parse_weights
+    from esrank.judgments.clicks import parse_weights
 
     data = _app(ctx).build_profiles(log_path, weights=parse_weights(weights),
                                     half_life_days=half_life_days)
@@ -418,7 +419,7 @@ def profiles_build(ctx: click.Context, log_path: Path | None, weights: str,
 @click.pass_context
 def profiles_show(ctx: click.Context, user_id: str, as_json: bool) -> None:
     """One shopper's stored profile and the shopper params it gives."""
-    from esrank.shopper import ShopperContext
+    from esrank.personal.shopper import ShopperContext
 
     app = _app(ctx)
     profile = app.profile(user_id)
@@ -454,7 +455,7 @@ def experiment_report(ctx: click.Context, name: str | None, control: str | None,
     """Per-arm click, add-to-cart and purchase rates (sessions with the action, Wilson 95%
     intervals) and, for interleaving, each arm's wins, the sign test's p-value and the
     sessions a test with 80% power would need."""
-    from esrank.experiment import Experiment
+    from esrank.personal.experiment import Experiment
 
     chosen = None
     if name:
@@ -597,9 +598,9 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int, search: boo
     that query's judgments, NDCG@10 standard and condensed, as `esrank evaluate` does; BM25's
     order of the same windows is shown beside it. Every choice (grid, rows) is made on it.
     """
-    from esrank.artifact import ModelArtifact
-    from esrank.feature_log import read_table
-    from esrank.train import CANDIDATE_SETS, TrainParams, train
+    from esrank.learn.artifact import ModelArtifact
+    from esrank.learn.table import read_table
+    from esrank.learn.train import CANDIDATE_SETS, TrainParams, train
 
     params = TrainParams(objective=objective, max_depth=max_depth, num_rounds=rounds,
                          early_stopping=early_stopping)
@@ -713,7 +714,7 @@ def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None
 @click.pass_context
 def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None:
     """Make a deployed model the one search uses."""
-    from esrank.registry import activate
+    from esrank.deploy.registry import activate
 
     previous = activate(_app(ctx).engine, set_name or _settings(ctx).active_set, name)
     click.echo(f"{name} is active (was {previous or 'none'})")
@@ -727,7 +728,7 @@ def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None
 @click.pass_context
 def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) -> None:
     """Re-activate the model that was active before the current one (or --to NAME)."""
-    from esrank.registry import rollback
+    from esrank.deploy.registry import rollback
 
     current, target = rollback(_app(ctx).engine, set_name or _settings(ctx).active_set, to)
     click.echo(f"{target} was already active: nothing changed" if current == target else
@@ -742,7 +743,7 @@ def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) ->
 @click.pass_context
 def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool) -> None:
     """Delete an inactive model from the engine and the registry (the active one is refused)."""
-    from esrank.registry import delete
+    from esrank.deploy.registry import delete
 
     if not yes:
         raise click.UsageError(f"deleting {name} cannot be undone: add --yes")
@@ -784,7 +785,7 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
     --max-shrink allows is removed and never goes live: exit 1, the alias unchanged. One run
     per alias at a time: a second one exits 1 at once, naming the run that holds the alias.
     """
-    from esrank.catalogue import RejectedBuildError, ShrinkError
+    from esrank.catalogue.index import RejectedBuildError, ShrinkError
 
     if not files:
         raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
@@ -814,7 +815,7 @@ def _shopper_options(f):
 
     @functools.wraps(f)
     def wrapper(*args, user_id=None, brands=(), price_band=None, **kwargs):
-        from esrank.shopper import ShopperContext
+        from esrank.personal.shopper import ShopperContext
 
         return f(*args, shopper=ShopperContext(user_id, None, tuple(brands), price_band),
                  **kwargs)
@@ -848,7 +849,7 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
     (a model with personal features uses them; without, the shopper is anonymous)."""
-    from esrank.query_text import MAX_QUERY_TERMS
+    from esrank.core.query_text import MAX_QUERY_TERMS
 
     result = _app(ctx).search(query, which, size=size, window=window, features=features,
                               rerank=rerank_top, shopper=shopper)
@@ -923,7 +924,7 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 
 
 def _evaluate_text(results: dict, checks: dict, run_id: str | None, per_query: bool) -> str:
-    from esrank.evaluate import METRICS
+    from esrank.judgments.metrics import METRICS
 
     width = max(14, *(len(name) + 2 for name in results))
     header = f"{'metric':20}" + "".join(f"{name:>{width}}" for name in results)
@@ -995,7 +996,7 @@ def runs_cmd(ctx: click.Context, limit: int, metrics: tuple[str, ...], as_json: 
     """Evaluation runs stored by `esrank evaluate --push`, oldest first: each configuration's
     mean metrics per run, so a model's history reads top to bottom (the comparison page plots
     it)."""
-    from esrank.results import HISTORY_METRICS
+    from esrank.evaluation.runs import HISTORY_METRICS
 
     metrics = metrics or HISTORY_METRICS
     rows = _app(ctx).runs(metrics, limit)
@@ -1014,8 +1015,8 @@ def _import_command(flavor: str, product: str, port: int):
     @click.option("--json", "as_json", is_flag=True)
     @click.pass_context
     def command(ctx: click.Context, url: str, as_json: bool) -> None:
-        from esrank.dashboards import import_saved_objects
-        from esrank.engine.auth import redact
+        from esrank.core.auth import redact
+        from esrank.evaluation.dashboards import import_saved_objects
 
         s = _settings(ctx)
         answer = import_saved_objects(url, flavor, s.auth, timeout=s.timeout)
@@ -1086,7 +1087,7 @@ def llm_serve(ctx: click.Context, host: str, port: int, model: str | None) -> No
     time. Point `esrank judgments llm --endpoint http://HOST:PORT/v1` at it."""
     from waitress import serve
 
-    from esrank.llm import load_llm
+    from esrank.models.llm import load_llm
     from esrank.serve.llm_api import create_llm_app
 
     if not _loopback(host):
@@ -1175,8 +1176,8 @@ def encoder_cache(ctx: click.Context, clear: bool, as_json: bool) -> None:
 def encoder_export_onnx(ctx: click.Context, output: Path, as_json: bool) -> None:
     """Export the encoder to ONNX (no torch needed) and check it: every test sentence's
     cosine to the reference (torch when installed, else the NumPy backend) must be ≥ 0.9999."""
-    from esrank.encoder import model_dir
-    from esrank.onnx_export import export_and_check
+    from esrank.models.encoder import model_dir
+    from esrank.models.onnx_check import export_and_check
 
     data = export_and_check(model_dir(_settings(ctx).encoder.model), output)
     _emit(data, as_json, f"exported {output} ({data['bytes'] / 1e6:.1f} MB); min cosine vs "
@@ -1308,7 +1309,7 @@ def demo_cmd(ctx: click.Context, limit: int | None, reindex: bool, query: str) -
 def _demo_catalogue(ctx: click.Context, s, limit: int | None, reindex: bool) -> None:
     """Steps 1-3: the local engine, the catalogue indexed (unless it is current), the feature
     sets pushed."""
-    from esrank.catalogue import index_is_current
+    from esrank.catalogue.index import index_is_current
 
     if s.uses_local_engine:
         click.echo(f"== 1. local engine ({s.local_flavor})")

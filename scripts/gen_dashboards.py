@@ -1,8 +1,9 @@
-"""Write the saved-object ndjson files shipped in esrank/dashboards/ (a test checks drift)."""
+"""Write the saved-object ndjson files shipped in esrank/evaluation/saved_objects/ (a test checks
+drift)."""
 
 from __future__ import annotations
 
-from esrank.dashboards import FILES, saved_objects, to_ndjson
+from esrank.evaluation.dashboards import FILES, saved_objects, to_ndjson
 
 if __name__ == "__main__":
     for flavor, path in FILES.items():

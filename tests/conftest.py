@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def encoder():
     """The shipped MiniLM on the NumPy backend (the reference), loaded once per test session."""
-    from esrank.encoder import load_encoder
+    from esrank.models.encoder import load_encoder
 
     return load_encoder(backend="numpy")
 
@@ -19,7 +19,7 @@ def encoder():
 @pytest.fixture(scope="session")
 def llm():
     """The packaged SmolLM2-135M (GGUF, run with NumPy), loaded once per test session."""
-    from esrank.llm import load_llm
+    from esrank.models.llm import load_llm
 
     return load_llm()
 
@@ -32,7 +32,7 @@ def ce_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def ce(ce_dir, tmp_path_factory):
     """The test cross-encoder (build_cross_encoder) on ONNX Runtime, loaded once."""
-    from esrank.rerank import load_cross_encoder
+    from esrank.models.cross_encoder import load_cross_encoder
 
     return load_cross_encoder(ce_dir, tmp_path_factory.mktemp("onnx"))
 

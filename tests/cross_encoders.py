@@ -16,7 +16,7 @@ def build_cross_encoder(out: Path, bias: float = 0.1) -> Path:
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from esrank.encoder import model_dir
+    from esrank.models.encoder import model_dir
 
     src = model_dir()
     cfg = json.loads((src / "config.json").read_text())
@@ -39,7 +39,7 @@ def build_encoder_version(out: Path, noise: float = 0.02) -> Path:
     import numpy as np
     from safetensors.numpy import load_file, save_file
 
-    from esrank.encoder import model_dir
+    from esrank.models.encoder import model_dir
 
     src = model_dir()
     for name in ("config.json", "tokenizer.json", "sentence_bert_config.json"):

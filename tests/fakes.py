@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from esrank.errors import EngineError
+from esrank.core.errors import EngineError
 
 
 class FakeTransport:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from esrank.types import FeatureMatrix
+from esrank.learn.table import FeatureMatrix
 
 
 def synthetic(queries: int = 30, docs: int = 12, seed: int = 0) -> FeatureMatrix:

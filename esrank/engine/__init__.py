@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from esrank.engine.auth import Auth, redact
+from esrank.core.auth import Auth, redact
+from esrank.core.errors import ConfigError, EngineError
 from esrank.engine.base import Engine, Ranked, Rescore, Transport
-from esrank.errors import ConfigError, EngineError
 
 FLAVORS = ("opensearch", "elasticsearch")
 
@@ -44,4 +44,6 @@ def _transport(flavor: str, url: str, auth: Auth | None, timeout: float) -> Tran
     return ElasticsearchTransport(url, auth, timeout)
 
 
-__all__ = ["Auth", "Engine", "FLAVORS", "Ranked", "Rescore", "connect", "detect"]
+__all__ = [
+    "Auth", "Engine", "FLAVORS", "Ranked", "Rescore", "connect", "detect",
+]

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from esrank.core.errors import EngineError, NameTakenError
+from esrank.core.feature_set import FeatureSet
 from esrank.engine.dialect import dialect
-from esrank.errors import EngineError, NameTakenError
-from esrank.types import FeatureSet
 
 LOG_NAME = "esrank"  # the sltr query's _name and the ltr_log spec's name
 BUSY = (429, 503)  # "try again later": bulk retries these

@@ -25,8 +25,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from esrank.errors import ConfigError
-from esrank.types import Feature, FeatureSet
+from esrank.core.errors import ConfigError
+from esrank.core.feature_set import Feature, FeatureSet
 
 COSINE = "vector_cosine"  # esrank's template language, rendered per engine below
 WINDOW_PARAM = "esrank_window"  # Elasticsearch: ids of the docs a cosine feature scores

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.engine.auth import Auth, redact, split_credentials
+from esrank.core.auth import Auth, redact, split_credentials
+from esrank.core.errors import EngineError, EngineTimeoutError
 from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
-from esrank.errors import EngineError, EngineTimeoutError
 
 
 class ElasticsearchTransport:

@@ -27,7 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from esrank.errors import ConfigError, EngineError
+from esrank.core.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 

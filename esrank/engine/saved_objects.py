@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from esrank.engine.auth import Auth, split_credentials
-from esrank.errors import EngineError
+from esrank.core.auth import Auth, split_credentials
+from esrank.core.errors import EngineError
 
 XSRF = {"kibana": "kbn-xsrf", "opensearch-dashboards": "osd-xsrf"}
 

@@ -23,23 +23,23 @@ import numpy as np
 from flask import Flask, Response, g, jsonify, redirect, request
 from werkzeug.exceptions import HTTPException
 
-from esrank.app import App
-from esrank.config import Settings, load_settings
-from esrank.engine.auth import redact
-from esrank.errors import (
+from esrank.app import App, load_cross_encoder, load_encoder
+from esrank.core.auth import redact
+from esrank.core.errors import (
     EngineError,
     EngineTimeoutError,
     EsrankError,
     NoCrossEncoderError,
     UnknownModelError,
 )
+from esrank.core.settings import Settings, load_settings
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
 from esrank.serve.requests import NON_SPACE, ClientError
 from esrank.serve.ubi_writer import UbiWriter
 from esrank.serve.verify import ServedQueries
-from esrank.ubi import UbiEvent, UbiQuery
+from esrank.ubi.log import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,9 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     settings = settings or load_settings()
     cfg = settings.serve
     if encoder is None:
-        encoder = settings.load_encoder()
+        encoder = load_encoder(settings)
     # at start, not on the first search that needs it: a bad ESRANK_CROSS_ENCODER fails here
-    reranker = reranker or settings.load_cross_encoder()
+    reranker = reranker or load_cross_encoder(settings)
     metrics = Metrics()
     batcher = Batcher(encoder, max_batch=cfg.max_batch, max_wait_us=cfg.max_wait_us,
                       token_budget=cfg.token_budget, max_queue=cfg.max_queue,
@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
     writer = None
     if cfg.ubi:
-        from esrank.ubi import store
+        from esrank.ubi.indices import store
 
         writer = UbiWriter(lambda queries, events: store(application.engine, queries, events),
                            on_drop=metrics.ubi_dropped.inc)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from esrank.encoder import Encoder
+from esrank.models.encoder import Encoder
 
 
 class QueueFullError(Exception):

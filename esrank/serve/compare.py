@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from esrank.results import HISTORY_METRICS
+from esrank.evaluation.runs import HISTORY_METRICS
 from esrank.serve import requests as rq
 
 bp = Blueprint("compare", __name__)

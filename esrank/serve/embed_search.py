@@ -8,10 +8,10 @@ import uuid
 import numpy as np
 from flask import Blueprint, current_app, jsonify
 
-from esrank.search import parse_configuration
+from esrank.ranking.search import parse_configuration
 from esrank.serve import requests as rq
 from esrank.serve.verify import verify
-from esrank.ubi import shown_by
+from esrank.ubi.indices import shown_by
 
 bp = Blueprint("embed_search", __name__)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from esrank.errors import EsrankError
+from esrank.core.errors import EsrankError
 
 bp = Blueprint("health", __name__)
 SPEC = Path(__file__).with_name("openapi.yaml")

@@ -53,7 +53,7 @@ def _int(body: dict, name: str, default: int, lo: int, hi: int) -> int:
 
 
 def create_llm_app(lm) -> Flask:
-    """The API over `lm` (an `esrank.llm.GgufLlama`, loaded once)."""
+    """The API over `lm` (an `esrank.models.llm.GgufLlama`, loaded once)."""
     app = Flask(__name__)
     app.extensions["llm"] = lm
 

@@ -8,9 +8,9 @@ import re
 
 from flask import request
 
-from esrank.errors import InputError
-from esrank.shopper import MAX_BRANDS, ShopperContext
-from esrank.ubi import UbiEvent
+from esrank.core.errors import InputError
+from esrank.personal.shopper import MAX_BRANDS, ShopperContext
+from esrank.ubi.log import UbiEvent
 
 # the spec's `pattern: "\S"` as JSON Schema (ECMAScript) reads it: Python's \s also counts
 # the control characters \x1c-\x1f and \x85 as space

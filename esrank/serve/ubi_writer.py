@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from esrank.ubi import UbiEvent, UbiQuery
+from esrank.ubi.log import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from esrank.clicks import ACTION_WEIGHTS
-from esrank.ubi import UbiEvent
+from esrank.judgments.clicks import ACTION_WEIGHTS
+from esrank.ubi.log import UbiEvent
 
 ACTIONS = tuple(ACTION_WEIGHTS)  # click, add_to_cart, purchase
 # doc ids remembered (about 9 MB): 10,000 pages of 10, 1,000 of 100; far more than a

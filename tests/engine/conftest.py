@@ -14,10 +14,10 @@ import uuid
 
 import pytest
 
-from esrank.config import load_settings
+from esrank.core.errors import EngineError
+from esrank.core.settings import load_settings
 from esrank.engine import FLAVORS, Engine, connect
-from esrank.errors import EngineError
-from esrank.results import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
+from esrank.evaluation.runs import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
 
 DEFAULT_URLS = {"opensearch": "http://127.0.0.1:9200", "elasticsearch": "http://127.0.0.1:9201"}
 TESTED = [f for f in os.environ.get("ESRANK_TEST_FLAVORS", ",".join(FLAVORS)).split(",") if f]

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from esrank.catalogue import (
+from esrank.catalogue.index import (
     RejectedBuildError,
     ShrinkError,
-    fetch_texts,
     index_body,
     index_catalogue,
     index_is_current,
 )
-from esrank.embed_cache import CachedEncoder, EmbeddingCache
+from esrank.catalogue.lookup import fetch_texts
+from esrank.core.errors import EngineError
 from esrank.engine import connect
-from esrank.errors import EngineError
-from esrank.lease import LEASES_INDEX, LeaseHeldError
-from esrank.search import search
+from esrank.engine.lease import LEASES_INDEX, LeaseHeldError
+from esrank.models.embed_cache import CachedEncoder, EmbeddingCache
+from esrank.ranking.search import search
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SLICE = DATA / "chorus_slice.jsonl"

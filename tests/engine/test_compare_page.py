@@ -12,8 +12,8 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 from stand_in import running
 
-from esrank.catalogue import index_catalogue
-from esrank.comparison import rankers
+from esrank.catalogue.index import index_catalogue
+from esrank.evaluation.comparison import rankers
 from esrank.serve import create_app
 
 
@@ -23,10 +23,10 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
     them: bm25 alone, then bm25 and bm25-title. Their ids (removed afterwards)."""
     import time
 
-    from esrank.evaluate import Evaluator
-    from esrank.judgments import read_judgments
-    from esrank.results import push_evaluation
-    from esrank.search import run_of, search_many
+    from esrank.evaluation.runs import push_evaluation
+    from esrank.judgments.lists import read_judgments
+    from esrank.judgments.metrics import Evaluator
+    from esrank.ranking.search import run_of, search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "runs.csv")))
@@ -138,11 +138,11 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from esrank.comparison import side_by_side, static_page
-    from esrank.evaluate import Evaluator
-    from esrank.judge import MachineGrade
-    from esrank.judgments import read_judgments
-    from esrank.search import search_many
+    from esrank.evaluation.comparison import side_by_side, static_page
+    from esrank.judgments.lists import read_judgments
+    from esrank.judgments.llm_judge import MachineGrade
+    from esrank.judgments.metrics import Evaluator
+    from esrank.ranking.search import search_many
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "j.csv")))

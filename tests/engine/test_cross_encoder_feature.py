@@ -16,15 +16,18 @@ from cross_encoders import build_cross_encoder
 
 from esrank import registry
 from esrank.app import App
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import fetch_texts, index_catalogue
-from esrank.errors import InputError, ModelError
-from esrank.feature_log import log_judgments, query_params, write_table
-from esrank.features import load_feature_set
-from esrank.judgments import Judgment, JudgmentList, read_judgments
-from esrank.rerank import load_cross_encoder
-from esrank.search import Ranker, bm25_query, run_of, search, search_many
-from esrank.train import TrainParams, train
+from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.lookup import fetch_texts
+from esrank.core.errors import InputError, ModelError
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import write_table
+from esrank.learn.train import TrainParams, train
+from esrank.models.cross_encoder import load_cross_encoder
+from esrank.ranking.search import Ranker, bm25_query, run_of, search, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WINDOW = 20

@@ -12,11 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from esrank.dashboards import FEATURES_SHOWN, FILES
-from esrank.evaluate import METRICS, Evaluation
-from esrank.judge import MachineGrade
-from esrank.results import EVAL_DELTAS, push_comparison, push_evaluation
-from esrank.search import Hit
+from esrank.evaluation.dashboards import FEATURES_SHOWN, FILES
+from esrank.evaluation.runs import EVAL_DELTAS, push_comparison, push_evaluation
+from esrank.judgments.llm_judge import MachineGrade
+from esrank.judgments.metrics import METRICS, Evaluation
+from esrank.ranking.search import Hit
 
 
 def _request(vis_state: dict) -> tuple[dict, list[str]]:

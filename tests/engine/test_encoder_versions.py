@@ -14,15 +14,16 @@ from cleanup import remove_deployed
 from cross_encoders import build_encoder_version
 
 from esrank.app import App
-from esrank.catalogue import index_catalogue, index_encoder
-from esrank.encoder import load_encoder
-from esrank.errors import ConfigError, ModelError
-from esrank.feature_log import log_judgments, read_table, write_table
-from esrank.features import load_feature_set
-from esrank.judgments import read_judgments
-from esrank.registry import active_model, entry
-from esrank.search import Ranker, bm25_query, search
-from esrank.train import TrainParams, train
+from esrank.catalogue.index import index_catalogue, index_encoder
+from esrank.core.errors import ConfigError, ModelError
+from esrank.deploy.registry import active_model, entry
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import read_judgments
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import read_table, write_table
+from esrank.learn.train import TrainParams, train
+from esrank.models.encoder import load_encoder
+from esrank.ranking.search import Ranker, bm25_query, search
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

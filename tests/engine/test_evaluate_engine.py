@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from chorus_slice import SLICE, write_slice_judgments
 
-from esrank.catalogue import index_catalogue
-from esrank.evaluate import Evaluator
-from esrank.judgments import read_judgments
-from esrank.search import Ranker, run_of, search_many
+from esrank.catalogue.index import index_catalogue
+from esrank.judgments.lists import read_judgments
+from esrank.judgments.metrics import Evaluator
+from esrank.ranking.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -56,8 +56,8 @@ def test_evaluate_json_shape(engine, alias, encoder, slice_judgments, cli_env):
 
 
 def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slice_judgments):
-    from esrank.evaluate import rank_eval_check
-    from esrank.search import ranked_request
+    from esrank.evaluation.rank_eval import rank_eval_check
+    from esrank.ranking.search import ranked_request
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(slice_judgments)
@@ -86,7 +86,7 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
 
 def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments,
                                                    run_tag):
-    from esrank.results import EVAL_HITS, EVAL_QUERIES, push_evaluation
+    from esrank.evaluation.runs import EVAL_HITS, EVAL_QUERIES, push_evaluation
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(slice_judgments)
@@ -119,8 +119,8 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
 
 def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder,
                                                          slice_judgments, run_tag):
-    from esrank.evaluate import compare
-    from esrank.results import EVAL_DELTAS, push_comparison
+    from esrank.evaluation.runs import EVAL_DELTAS, push_comparison
+    from esrank.evaluation.significance import compare
 
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(slice_judgments))
@@ -148,9 +148,9 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine, ru
 
     import numpy as np
 
-    from esrank.errors import InputError
-    from esrank.evaluate import METRICS, Evaluation
-    from esrank.results import push_evaluation, run_history
+    from esrank.core.errors import InputError
+    from esrank.evaluation.runs import push_evaluation, run_history
+    from esrank.judgments.metrics import METRICS, Evaluation
 
     rng = np.random.default_rng(7)
     pushed = {}

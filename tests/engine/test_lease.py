@@ -1,4 +1,4 @@
-"""Leases in the engine (esrank.lease), as both engines hold them."""
+"""Leases in the engine (esrank.engine.lease), as both engines hold them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from esrank.lease import LEASES_INDEX, Lease, LeaseHeldError, LeaseLostError
+from esrank.engine.lease import LEASES_INDEX, Lease, LeaseHeldError, LeaseLostError
 
 
 @pytest.fixture()

@@ -13,9 +13,9 @@ import threading
 import pytest
 from chorus_slice import SLICE
 
-from esrank.catalogue import index_catalogue
-from esrank.judge import Calibration, read_grades
-from esrank.results import EVAL_HITS, EVAL_QUERIES
+from esrank.catalogue.index import index_catalogue
+from esrank.evaluation.runs import EVAL_HITS, EVAL_QUERIES
+from esrank.judgments.llm_judge import Calibration, read_grades
 from esrank.serve.llm_api import create_llm_app
 
 

@@ -15,15 +15,18 @@ from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 
 from esrank import registry
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import index_catalogue
-from esrank.errors import ModelError
-from esrank.evaluate import Evaluator, rank_eval_check
-from esrank.feature_log import log_judgments, query_params, write_table
-from esrank.features import load_feature_set
-from esrank.judgments import read_judgments
-from esrank.search import Ranker, bm25_query, ranked_request, run_of, search, search_many
-from esrank.train import train
+from esrank.catalogue.index import index_catalogue
+from esrank.core.errors import ModelError
+from esrank.evaluation.rank_eval import rank_eval_check
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import read_judgments
+from esrank.judgments.metrics import Evaluator
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import write_table
+from esrank.learn.train import train
+from esrank.ranking.search import Ranker, bm25_query, ranked_request, run_of, search, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -62,7 +65,7 @@ def _deploy(engine, loop, artifact, **kw):
 def _broken_export(kind: str):
     """plugin_model with a classic export bug: feature names shifted by one, or a logistic
     objective the model was not trained with."""
-    from esrank.export import plugin_model
+    from esrank.deploy.export import plugin_model
 
     def export(artifact, feature_set):
         model = plugin_model(artifact, feature_set)
@@ -195,7 +198,7 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
                                                                             landed):
     """A registry write that timed out may have landed: the model it names must survive (the
     active pointer may name it); one that did not land leaves no model behind."""
-    from esrank.errors import EngineTimeoutError
+    from esrank.core.errors import EngineTimeoutError
 
     write = registry._write
 
@@ -233,8 +236,8 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
 
 
 def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder):
-    from esrank.feature_log import read_table
-    from esrank.search import bm25_query
+    from esrank.learn.table import read_table
+    from esrank.ranking.search import bm25_query
 
     judged = loop["judged"]
     report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder, window=10,
@@ -304,8 +307,8 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
 
 
 def test_gain_vs_cost_report(engine, loop, encoder):
-    from esrank.evaluate import Evaluator
-    from esrank.report import build_report, to_html
+    from esrank.evaluation.report import build_report, to_html
+    from esrank.judgments.metrics import Evaluator
 
     art = ModelArtifact.load(loop["tmp"] / "model")
     report = _deploy(engine, loop, art)
@@ -403,7 +406,7 @@ def test_search_degrades_to_bm25_when_the_active_model_is_gone(engine, loop, enc
 
 def test_a_model_a_failed_deploy_left_in_the_plugin_is_listed_and_can_be_deleted(engine,
                                                                                    loop):
-    from esrank.export import plugin_model
+    from esrank.deploy.export import plugin_model
 
     art = ModelArtifact.load(loop["tmp"] / "model")
     stray = registry.next_name(engine, loop["fs"].name)

@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.catalogue import index_catalogue, text_of
-from esrank.features import diff_against_engine, load_feature_set, push_feature_sets
-from esrank.types import QueryParam
+from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.products import text_of
+from esrank.core.feature_set import QueryParam
+from esrank.features.parser import diff_against_engine, load_feature_set, push_feature_sets
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"
@@ -109,8 +110,9 @@ def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, chorus_index, e
 
 
 def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_path):
-    from esrank.feature_log import log_judgments, write_ranklib
-    from esrank.judgments import JudgmentList, read_csv
+    from esrank.judgments.lists import JudgmentList, read_csv
+    from esrank.learn.feature_log import log_judgments
+    from esrank.learn.table import write_ranklib
 
     fs = load_feature_set(CHORUS_SET)
     push_feature_sets(engine, [fs])
@@ -140,8 +142,8 @@ def test_how_each_plugin_routes_a_missing_feature(engine, chorus_index, missing_
     """One split on a feature that does not match: OpenSearch's plugin sends it "no" whatever
     the model says; o19s follows the split's `missing` child. esrank writes `missing` as the
     "no" child and trains NaN to go "no", so both serve what was trained."""
+    from esrank.core.feature_set import Feature, FeatureSet
     from esrank.engine import Ranked, Rescore
-    from esrank.types import Feature, FeatureSet
 
     fs = FeatureSet(f"miss{uuid.uuid4().hex[:6]}", "", (QueryParam("keywords", "string"),),
                     (Feature("f", ("keywords",), "mustache",

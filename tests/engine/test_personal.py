@@ -15,21 +15,24 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 
-from esrank import registry, ubi
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import index_catalogue, product_facts
-from esrank.feature_log import log_judgments, query_params
-from esrank.features import load_feature_set
-from esrank.judgments import Judgment, JudgmentList, read_judgments
-from esrank.search import bm25_query, search
-from esrank.shopper import (
+from esrank import registry
+from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.lookup import product_facts
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.train import TrainParams, train
+from esrank.personal.shopper import (
     ShopperContext,
     build_profiles,
     load_profile,
     save_profiles,
     shopper_params,
 )
-from esrank.train import TrainParams, train
+from esrank.ranking.search import bm25_query, search
+from esrank.ubi import ubi
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FANS = {"fan-philips": "Philips", "fan-hp": "HP"}  # shopper -> the brand they buy
@@ -104,7 +107,7 @@ def personal(engine, encoder, tmp_path_factory):
 
 
 def _ranker(engine, personal, name):
-    from esrank.search import Ranker
+    from esrank.ranking.search import Ranker
 
     model = registry.deployed_model(engine, personal["fs"].name,
                                     personal["deployed"][name].model)
@@ -222,9 +225,9 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
 
 
 def test_signals_are_partial_updates_a_feature_can_read(engine, personal):
-    from esrank.clicks import Session, Shown
-    from esrank.signals import product_signals, write_signals
-    from esrank.types import Feature, FeatureSet
+    from esrank.core.feature_set import Feature, FeatureSet
+    from esrank.judgments.clicks import Session, Shown
+    from esrank.personal.signals import product_signals, write_signals
 
     alias = personal["alias"]
     docs = [h["_id"] for h in engine.search(alias, {"size": 3, "_source": False,
@@ -254,9 +257,9 @@ def test_the_loop_ends_in_an_experiment(engine, personal, engine_settings_factor
     """The fixture went events -> UBI -> profiles -> personal features -> models; here the
     sidecar interleaves the two models for a fan, records the teams, takes their clicks, and
     the report credits the team whose documents were clicked."""
-    from esrank.clicks import sessions_of
-    from esrank.config import ExperimentSettings
-    from esrank.experiment import Experiment, report
+    from esrank.core.settings import ExperimentSettings
+    from esrank.judgments.clicks import sessions_of
+    from esrank.personal.experiment import Experiment, report
     from esrank.serve import create_app
 
     base = personal["deployed"]["base"].model

@@ -13,14 +13,16 @@ from chorus_slice import SLICE, write_slice_judgments
 from fuzzing import fuzz
 
 from esrank import registry
-from esrank.artifact import ModelArtifact
-from esrank.catalogue import index_catalogue
-from esrank.feature_log import log_judgments, query_params, write_table
-from esrank.features import load_feature_set
-from esrank.judgments import read_judgments
-from esrank.search import bm25_query
+from esrank.catalogue.index import index_catalogue
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import read_judgments
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import write_table
+from esrank.learn.train import TrainParams, train
+from esrank.ranking.search import bm25_query
 from esrank.serve import create_app
-from esrank.train import TrainParams, train
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from esrank.config import ServeSettings, load_settings
+from esrank.core.settings import ServeSettings, load_settings
 from esrank.serve import create_app
 
 
 @pytest.fixture(scope="session")
 def sidecar_encoder(tmp_path_factory):
-    from esrank.encoder import load_encoder
+    from esrank.models.encoder import load_encoder
 
     return load_encoder(backend="auto", onnx_dir=tmp_path_factory.mktemp("onnx"))
 

@@ -40,7 +40,7 @@ def test_the_spec_is_valid_and_matches_the_app(make_app):
 
 
 def test_embed_matches_the_encoder_and_says_what_it_truncated(client, sidecar_encoder):
-    from esrank.encoder import load_encoder
+    from esrank.models.encoder import load_encoder
 
     long = "wireless bluetooth headphones " * 200
     r = client.post("/embed", json={"texts": ["bluetooth speaker", long]})
@@ -382,7 +382,7 @@ def test_an_abandoned_large_request_stops_being_encoded(sidecar_encoder):
 @pytest.fixture()
 def deltas(monkeypatch):
     """comparison.query_deltas counted, answering at once or (`gate` set) when let through."""
-    import esrank.comparison
+    import esrank.evaluation.comparison
 
     calls, entered, gate = [], threading.Event(), []
 
@@ -393,7 +393,7 @@ def deltas(monkeypatch):
             assert gate[0].wait(10)
         return [{"query": "laptop", "a": 0.5, "b": 0.25, "delta": -0.25}]
 
-    monkeypatch.setattr(esrank.comparison, "query_deltas", fake)
+    monkeypatch.setattr(esrank.evaluation.comparison, "query_deltas", fake)
     return {"calls": calls, "entered": entered, "gate": gate}
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fuzzing import fuzz
 
-from esrank.config import load_settings
-from esrank.encoder import load_encoder
+from esrank.core.settings import load_settings
+from esrank.models.encoder import load_encoder
 from esrank.serve import create_app
 
 

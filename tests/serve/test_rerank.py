@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from fakes import FakeTransport
 
-from esrank.encoder import NumpyBertEncoder, model_dir
 from esrank.engine.base import Engine
-from esrank.search import Ranker, search
+from esrank.models.encoder import NumpyBertEncoder, model_dir
+from esrank.ranking.search import Ranker, search
 
 DOCS = ["Sony Portable Bluetooth Speaker MBS-100", "HP 301 ink cartridge black", "a"]
 
@@ -49,7 +49,7 @@ def test_rerank_endpoint_and_missing_cross_encoder(make_app, ce):
 def test_the_configured_cross_encoder_loads_when_the_sidecar_starts(make_app, ce_dir,
                                                                       tmp_path):
     """Not on the first search that needs it: a bad ESRANK_CROSS_ENCODER fails the start."""
-    from esrank.errors import ConfigError
+    from esrank.core.errors import ConfigError
 
     app = make_app(cross_encoder=ce_dir, home=tmp_path)
     assert list((tmp_path / "models").glob("cross-encoder-*.onnx"))  # exported at start
@@ -75,7 +75,7 @@ def test_search_reranks_the_top_hits(ce):
 
 def test_a_rerank_stage_deeper_than_the_page_scores_its_whole_depth(ce):
     """rerank 4 with size 2: the engine is asked for 4 hits, all 4 are scored, 2 return."""
-    from esrank.search import search_many
+    from esrank.ranking.search import search_many
 
     hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
             for i, t in enumerate(["USB cable", "a", "HP 301 ink cartridge black",
@@ -95,8 +95,8 @@ def test_a_rerank_stage_deeper_than_the_page_scores_its_whole_depth(ce):
 
 
 def test_search_many_reranks_a_rerank_configuration_and_refuses_without_a_model(ce):
-    from esrank.errors import ConfigError
-    from esrank.search import search_many
+    from esrank.core.errors import ConfigError
+    from esrank.ranking.search import search_many
 
     hits = [{"_id": f"d{i}", "_score": 10.0 - i, "_source": {"title": t}}
             for i, t in enumerate(["HP 301 ink cartridge black", "a",
@@ -117,7 +117,7 @@ def test_search_many_reranks_a_rerank_configuration_and_refuses_without_a_model(
 
 
 def test_configuration_names_with_a_rerank_stage():
-    from esrank.comparison import rankers
+    from esrank.evaluation.comparison import rankers
 
     engine = Engine(FakeTransport({}))  # baselines need no engine call
     found = rankers(engine, "chorus", ["bm25", "bm25+rerank5", "bm25-title+rerank20",

@@ -13,7 +13,7 @@ from fakes import FakeTransport, msearch_answering
 from esrank.engine.base import Engine
 from esrank.serve.ubi_writer import UbiWriter
 from esrank.serve.verify import ServedQueries
-from esrank.ubi import UbiEvent, UbiQuery
+from esrank.ubi.log import UbiEvent, UbiQuery
 
 CLICK = {"action": "click", "query_id": "q1", "doc_id": "d1", "position": 2}
 PAGE = ("d1", "d2", "d3")  # what every /search shows

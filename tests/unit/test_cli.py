@@ -183,7 +183,7 @@ def test_encoder_info_follows_the_settings_and_the_cache_lists_and_clears(tmp_pa
     bad = esrank("encoder", "info", ESRANK_ENCODER__PRECISION="fp8", **home)
     assert bad.returncode == 1 and "encoder.precision" in bad.stderr
 
-    from esrank.embed_cache import EmbeddingCache
+    from esrank.models.embed_cache import EmbeddingCache
 
     EmbeddingCache(tmp_path / "cache").put("m:1:fp32", ["a", "b"], [[1.0, 0.0]] * 2)
     listed = json.loads(esrank("encoder", "cache", "--json", **home).stdout)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from esrank.config import load_settings
-from esrank.errors import ConfigError
+from esrank.core.errors import ConfigError
+from esrank.core.settings import load_settings
 
 
 def test_env_overrides_file_and_defaults(tmp_path, monkeypatch):

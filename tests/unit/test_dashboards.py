@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from stand_in import reply_json, serving
 
-from esrank.dashboards import FILES, import_saved_objects, saved_objects, to_ndjson
+from esrank.core.errors import EngineError
 from esrank.engine import Auth
-from esrank.errors import EngineError
-from esrank.features import load_feature_set
-from esrank.results import EVAL_MAPPINGS
+from esrank.evaluation.dashboards import FILES, import_saved_objects, saved_objects, to_ndjson
+from esrank.evaluation.runs import EVAL_MAPPINGS
+from esrank.features.parser import load_feature_set
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

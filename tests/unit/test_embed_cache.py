@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from esrank.embed_cache import CachedEncoder, EmbeddingCache
+from esrank.models.embed_cache import CachedEncoder, EmbeddingCache
 
 
 class Counting:

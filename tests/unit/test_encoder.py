@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.encoder import load_encoder, model_dir
-from esrank.errors import ConfigError
+from esrank.core.errors import ConfigError
+from esrank.models.encoder import load_encoder, model_dir
 
 GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "minilm_golden.json").read_text())
 
@@ -53,7 +53,7 @@ def test_int8_onnx_stays_close_to_fp32_and_caches_apart(encoder, tmp_path):
 
 
 def test_same_space_compares_weights_not_precision():
-    from esrank.encoder import same_space
+    from esrank.models.encoder import same_space
 
     assert same_space("minilm:00aa11bb22cc33dd:int8", "minilm:00aa11bb22cc33dd:fp32")
     assert same_space("a:00aa11bb22cc33dd:fp32", "b:00aa11bb22cc33dd:fp32")  # folder renamed

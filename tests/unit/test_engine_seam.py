@@ -10,10 +10,10 @@ from dataclasses import replace
 import pytest
 from fakes import FakeTransport, msearch_answering, searches
 
+from esrank.core.errors import EngineError
+from esrank.core.feature_set import FeatureSet
 from esrank.engine.base import Engine, Ranked, Rescore, logging_request, parse_ltr_log, reason_of
 from esrank.engine.dialect import WINDOW_PARAM
-from esrank.errors import EngineError
-from esrank.types import FeatureSet
 
 
 def test_store_created_only_when_missing():

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from esrank.evaluate import METRICS, Evaluation, Evaluator, compare
-from esrank.judgments import Judgment, JudgmentList
+from esrank.evaluation.significance import compare
+from esrank.judgments.lists import Judgment, JudgmentList
+from esrank.judgments.metrics import METRICS, Evaluation, Evaluator
 
 LOG2 = math.log2
 

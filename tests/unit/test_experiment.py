@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from esrank.clicks import Session, Shown
-from esrank.errors import InputError
-from esrank.experiment import (
+from esrank.catalogue.lookup import ProductFacts
+from esrank.core.errors import InputError
+from esrank.judgments.clicks import Session, Shown
+from esrank.personal.experiment import (
     Experiment,
     Rate,
     bucket,
@@ -19,8 +20,7 @@ from esrank.experiment import (
     sign_test,
     team_draft,
 )
-from esrank.shopper import ProductFacts
-from esrank.sim import SimShopper, browse, utility, utility_ndcg
+from esrank.personal.sim import SimShopper, browse, utility, utility_ndcg
 
 
 def test_bucketing_is_stable_balanced_and_per_experiment():
@@ -129,7 +129,7 @@ def test_utility_ndcg():
 
 
 def test_signals_by_hand():
-    from esrank.signals import product_signals
+    from esrank.personal.signals import product_signals
 
     # position click rates: p1 1/3, p2 1/3; A shown p1, p2, p2 -> expects 1 click, got 2
     # (one bought); B shown p2, p1, p1 -> expects 1, got 0
@@ -148,7 +148,7 @@ def test_signals_by_hand():
 
 
 def test_simulated_shoppers_search_their_interests():
-    from esrank.sim import make_shoppers
+    from esrank.personal.sim import make_shoppers
 
     facts = {"hp1": ProductFacts("HP", 100.0), "cn1": ProductFacts("Canon", 50.0),
              "hp2": ProductFacts("HP", 300.0)}

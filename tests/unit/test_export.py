@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.artifact import MISSING_AS, ModelArtifact
-from esrank.errors import ModelError
-from esrank.export import plugin_model
-from esrank.types import Feature, FeatureSet, QueryParam
+from esrank.core.errors import ModelError
+from esrank.core.feature_set import Feature, FeatureSet, QueryParam
+from esrank.deploy.export import plugin_model
+from esrank.learn.artifact import MISSING_AS, ModelArtifact
 
 NAMES = ("f_a", "f_b", "f_c")
 

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from fakes import FakeTransport, searches
 
+from esrank.core.errors import ConfigError, InputError
 from esrank.engine.base import Engine
-from esrank.errors import ConfigError, InputError
-from esrank.feature_log import log_judgments, query_params, write_ranklib
-from esrank.features import load_feature_set
-from esrank.judgments import Judgment, JudgmentList
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import Judgment, JudgmentList
+from esrank.learn.feature_log import log_judgments
+from esrank.learn.table import write_ranklib
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FS = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
@@ -136,7 +138,7 @@ def test_cross_encoder_params_score_each_querys_docs():
 
 
 def test_parquet_table_round_trip_keeps_nan_order_and_feature_set(tmp_path):
-    from esrank.feature_log import read_table, write_table
+    from esrank.learn.table import read_table, write_table
 
     jl = JudgmentList(tuple(Judgment("1", "tv", d, g) for d, g in (("a", 3), ("b", 0))))
     m = log_judgments(Engine(logging_answers({"a", "b"})), "p", FS, jl, FakeEncoder(),
@@ -154,7 +156,7 @@ def test_a_foreign_parquet_file_is_refused(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from esrank.feature_log import read_table
+    from esrank.learn.table import read_table
 
     pq.write_table(pa.table({"x": [1]}), tmp_path / "other.parquet")
     with pytest.raises(InputError, match="not an esrank training table"):
@@ -162,7 +164,7 @@ def test_a_foreign_parquet_file_is_refused(tmp_path):
 
 
 def test_a_long_judged_query_is_logged_with_the_terms_search_sends():
-    from esrank.query_text import MAX_QUERY_TERMS
+    from esrank.core.query_text import MAX_QUERY_TERMS
 
     words = [f"w{i}" for i in range(100)]
     jl = JudgmentList((Judgment("1", " ".join(words), "a", 2),))

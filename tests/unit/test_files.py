@@ -7,10 +7,10 @@ import json
 import pytest
 from tables import synthetic
 
-from esrank.errors import InputError
-from esrank.feature_log import write_table
-from esrank.files import new_file, new_folder, write_file
-from esrank.train import TrainParams, train
+from esrank.core.errors import InputError
+from esrank.core.files import new_file, new_folder, write_file
+from esrank.learn.table import write_table
+from esrank.learn.train import TrainParams, train
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

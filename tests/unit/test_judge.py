@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from stand_in import reply_json, serving
 
-from esrank.errors import ConfigError, EsrankError, InputError
-from esrank.judge import (
+from esrank.core.errors import ConfigError, EsrankError, InputError
+from esrank.judgments.lists import Judgment, JudgmentList, read_csv
+from esrank.judgments.llm_judge import (
     PROMPTS,
     Calibration,
     LocalBackend,
@@ -26,7 +27,6 @@ from esrank.judge import (
     with_machine_grades,
     write_grades,
 )
-from esrank.judgments import Judgment, JudgmentList, read_csv
 
 
 def test_expected_grade_weights_the_answers_by_probability():

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from esrank.agreement import agreement, cohen_kappa
-from esrank.clicks import Session, Shown, coec, sdbn, sessions_of
-from esrank.errors import InputError
-from esrank.judgments import (
+from esrank.core.errors import InputError
+from esrank.judgments.agreement import agreement, cohen_kappa
+from esrank.judgments.clicks import Session, Shown, coec, sdbn, sessions_of
+from esrank.judgments.lists import (
     Judgment,
     JudgmentList,
     read_csv,
@@ -22,7 +22,7 @@ from esrank.judgments import (
     write_srw_json,
     write_trec,
 )
-from esrank.ubi import UbiEvent, UbiQuery, read_ndjson
+from esrank.ubi.log import UbiEvent, UbiQuery, read_ndjson
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "judgments"
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,7 @@ def test_srw_json_refuses_grade_4(tmp_path):
 
 
 def test_duplicate_collapsed_with_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="esrank.judgments"):
+    with caplog.at_level(logging.WARNING, logger="esrank.judgments.lists"):
         jl = read_csv(DATA / "duplicate.csv")
     assert len(jl) == 2
     assert "line 4" in caplog.text and "line 2" in caplog.text
@@ -187,7 +187,7 @@ def test_coec_by_hand(caplog):
     assert {j.doc_id: j.grade for j in jl} == {"A": 1, "B": 2, "C": 2}
     assert jl.queries() == {"1": "q"}
     # every doc has 3 impressions: a threshold of 4 drops all three, and says so
-    with caplog.at_level(logging.INFO, logger="esrank.clicks"):
+    with caplog.at_level(logging.INFO, logger="esrank.judgments.clicks"):
         assert len(coec(_sessions(), min_impressions=4)) == 0
     assert "dropped 3" in caplog.text
 
@@ -200,7 +200,7 @@ def test_sdbn_by_hand(caplog):
     jl = sdbn(_sessions(), min_impressions=1)
     assert {j.doc_id: j.grade for j in jl} == {"A": 2, "B": 3, "C": 3}
     # min_impressions counts examinations: C (1) is dropped at 2
-    with caplog.at_level(logging.INFO, logger="esrank.clicks"):
+    with caplog.at_level(logging.INFO, logger="esrank.judgments.clicks"):
         jl2 = sdbn(_sessions(), min_impressions=2)
     assert {j.doc_id for j in jl2} == {"A", "B"}
     assert "dropped 1" in caplog.text
@@ -227,7 +227,7 @@ def test_an_action_counts_only_on_a_doc_its_query_showed(caplog):
               UbiEvent("purchase", "q2", "B", 2),   # B was shown by q1, not by q2
               UbiEvent("add_to_cart", "q2", "H"),   # in q2's hit ids: at its rank there
               UbiEvent("click", None, "A", 1)]      # no query: nothing to check it against
-    with caplog.at_level(logging.WARNING, logger="esrank.clicks"):
+    with caplog.at_level(logging.WARNING, logger="esrank.judgments.clicks"):
         sessions = sessions_of(queries, events)
     assert [[(r.doc_id, r.position, r.value) for r in s.results] for s in sessions] == [
         [("A", 1, 0.0), ("B", 2, 1.0)], [("A", 1, 0.0), ("H", 2, 2.0)]]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.errors import ConfigError
-from esrank.llm import llm_path
+from esrank.core.errors import ConfigError
+from esrank.models.llm import llm_path
 
 GOLDEN = json.loads((Path(__file__).parent.parent / "data" / "smollm2_golden.json").read_text())
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from esrank.core.errors import ConfigError, EngineError
 from esrank.engine.local import (
     DISTRIBUTIONS,
     PINNED_LTR,
@@ -15,7 +16,6 @@ from esrank.engine.local import (
     ltr_plugin,
     status,
 )
-from esrank.errors import ConfigError, EngineError
 
 
 def test_maven_coordinates_follow_the_engine_version():

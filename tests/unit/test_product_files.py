@@ -9,14 +9,9 @@ import zipfile
 
 import pytest
 
-from esrank.catalogue import (
-    MAX_RECORD_BYTES,
-    IndexReport,
-    _valid_documents,
-    read_products,
-    to_document,
-)
-from esrank.errors import InputError
+from esrank.catalogue.index import IndexReport, _valid_documents
+from esrank.catalogue.products import MAX_RECORD_BYTES, read_products, to_document
+from esrank.core.errors import InputError
 
 
 def _reasons(path) -> dict[int, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from esrank.errors import UnknownModelError
-from esrank.registry import DeployedModel, RegistryEntry, version_of
-from esrank.types import QueryParam
+from esrank.core.errors import UnknownModelError
+from esrank.core.feature_set import QueryParam
+from esrank.deploy.registry import DeployedModel, RegistryEntry, version_of
 
 
 def _model(excluded=None, cv=None) -> DeployedModel:

@@ -7,8 +7,8 @@ import re
 
 from tables import synthetic
 
-from esrank.report import feature_gain, to_html
-from esrank.train import TrainParams
+from esrank.evaluation.report import feature_gain, to_html
+from esrank.learn.train import TrainParams
 
 
 def test_dropping_the_signal_costs_the_most():

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 from fakes import FakeTransport, msearch_answering, searches
 
+from esrank.core.feature_set import QueryParam
+from esrank.deploy.registry import ActiveModel
 from esrank.engine.base import Engine
-from esrank.registry import ActiveModel
-from esrank.search import Ranker, search
-from esrank.types import QueryParam
+from esrank.ranking.search import Ranker, search
 
 HITS = {"hits": {"hits": [{"_id": "d1", "_score": 2.0, "_source": {"title": "Speaker"}},
                           {"_id": "d2", "_score": 1.0, "_source": {"title": "Case"}}]}}
@@ -120,7 +120,7 @@ def test_a_model_the_engine_cannot_use_degrades_to_bm25_and_says_why():
 
 
 def test_an_engine_that_does_not_answer_is_an_error_not_a_degraded_answer():
-    from esrank.errors import EngineError
+    from esrank.core.errors import EngineError
 
     down = EngineError("multi-search", "cannot reach http://127.0.0.1:9200")
     transport = FakeTransport({("POST", "/_msearch"): down})
@@ -130,7 +130,7 @@ def test_an_engine_that_does_not_answer_is_an_error_not_a_degraded_answer():
 
 
 def test_resolving_the_active_model_is_one_registry_read():
-    from esrank.search import resolve_ranker
+    from esrank.ranking.search import resolve_ranker
 
     record = {"feature_set": "chorus@abc", "params": [{"name": "keywords", "type": "string",
                                                        "dims": None}],
@@ -145,7 +145,7 @@ def test_resolving_the_active_model_is_one_registry_read():
 
 def test_a_model_lookup_is_reused_for_the_ttl_and_repeated_without_one():
     from esrank.app import App
-    from esrank.config import load_settings
+    from esrank.core.settings import load_settings
 
     settings = load_settings(url="http://127.0.0.1:9")
     for ttl, lookups in ((60.0, 1), (0.0, 3)):
@@ -164,8 +164,8 @@ def test_a_model_lookup_is_reused_for_the_ttl_and_repeated_without_one():
 
 def test_a_shoppers_profile_is_reused_for_the_ttl():
     from esrank.app import App
-    from esrank.config import load_settings
-    from esrank.shopper import ShopperContext
+    from esrank.core.settings import load_settings
+    from esrank.personal.shopper import ShopperContext
 
     settings = load_settings(url="http://127.0.0.1:9")
     for ttl, reads in ((60.0, 1), (0.0, 3)):
@@ -177,7 +177,7 @@ def test_a_shoppers_profile_is_reused_for_the_ttl():
 
 
 def test_a_long_query_is_cut_to_its_first_terms_as_the_engines_count_them():
-    from esrank.query_text import MAX_QUERY_TERMS, bounded_query
+    from esrank.core.query_text import MAX_QUERY_TERMS, bounded_query
 
     assert bounded_query("bluetooth speaker") == ("bluetooth speaker", 0)
     words = " ".join(f"w{i}" for i in range(300))

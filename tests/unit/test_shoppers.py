@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.artifact import ModelArtifact
-from esrank.clicks import Session, Shown, coec, parse_weights, sessions_of
-from esrank.errors import InputError
-from esrank.features import load_feature_set
-from esrank.shopper import ProductFacts, Profile, ShopperContext, build_profiles, shopper_params
-from esrank.train import TrainParams, train
-from esrank.types import FeatureMatrix, active_features
-from esrank.ubi import UbiEvent, UbiQuery, parse_record, read_ndjson
+from esrank.catalogue.lookup import ProductFacts
+from esrank.core.errors import InputError
+from esrank.core.feature_set import active_features
+from esrank.features.parser import load_feature_set
+from esrank.judgments.clicks import Session, Shown, coec, parse_weights, sessions_of
+from esrank.learn.artifact import ModelArtifact
+from esrank.learn.table import FeatureMatrix
+from esrank.learn.train import TrainParams, train
+from esrank.personal.shopper import Profile, ShopperContext, build_profiles, shopper_params
+from esrank.ubi.log import UbiEvent, UbiQuery, parse_record, read_ndjson
 
 REPO = Path(__file__).resolve().parents[2]
 UBI = REPO / "tests" / "data" / "ubi_esci_sample" / "ubi_queries_events.ndjson"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from tables import synthetic
 
-from esrank.errors import InputError
-from esrank.evaluate import Evaluator
-from esrank.judgments import Judgment, JudgmentList
-from esrank.train import TrainParams, cross_validate, grouped_folds, served_runs, train
-from esrank.types import FeatureMatrix
+from esrank.core.errors import InputError
+from esrank.judgments.lists import Judgment, JudgmentList
+from esrank.judgments.metrics import Evaluator
+from esrank.learn.table import FeatureMatrix
+from esrank.learn.train import TrainParams, cross_validate, grouped_folds, served_runs, train
 
 
 def test_grouped_folds_never_split_a_query():
@@ -87,7 +87,7 @@ def test_unknown_objective_and_empty_table_are_refused(tmp_path):
 def test_missing_values_train_as_the_largest_float_like_the_plugin_serves_them(tmp_path):
     import xgboost as xgb
 
-    from esrank.artifact import MISSING_AS
+    from esrank.learn.artifact import MISSING_AS
 
     # relevance is "the feature is missing": only learnable if missing is a consistent value
     rng = np.random.default_rng(1)

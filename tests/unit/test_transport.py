@@ -13,10 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from stand_in import black_hole, reply_json, serving
 
-from esrank.engine.auth import Auth, redact, split_credentials
+from esrank.core.auth import Auth, redact, split_credentials
+from esrank.core.errors import ConfigError, EngineError, EngineTimeoutError
 from esrank.engine.elasticsearch import ElasticsearchTransport
 from esrank.engine.opensearch import OpenSearchTransport
-from esrank.errors import ConfigError, EngineError, EngineTimeoutError
 
 CALLERS = 8
 TRANSPORTS = [OpenSearchTransport, ElasticsearchTransport]

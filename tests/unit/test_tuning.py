@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from esrank.errors import ConfigError
-from esrank.tuning import encoder_examples, train_cross_encoder, train_encoder
+from esrank.core.errors import ConfigError
+from esrank.models.tuning import encoder_examples, train_cross_encoder, train_encoder
 
 QUERIES = ["tv", "tv", "tv", "tv", "mouse", "mouse", "cable"]
 DOCS = ["tv a", "tv b", "remote", "bracket", "mouse a", "pad", "cable a"]

@@ -1,0 +1,147 @@
+"""Configurations side by side for one query, the queries that moved most, and why a product
+moved: what the comparison page (/compare) and `esrank compare --html` show.
+
+A configuration is "bm25", "bm25-title" (BM25 over the title alone, a plainer baseline) or a
+deployed model. "Why it moved" is the model's per-feature contribution to that product's
+score (XGBoost `pred_contribs`, SHAP values in margin space, plus the bias), computed on the
+feature values the plugin logged for it in the same search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from esrank.core.errors import InputError
+from esrank.engine import Engine
+from esrank.judgments.llm_judge import MachineGrade
+from esrank.judgments.metrics import Evaluation, Evaluator
+from esrank.ranking.search import (
+    BASELINES,
+    Ranker,
+    parse_configuration,
+    resolve_ranker,
+    run_of,
+    search,
+    search_many,
+)
+
+
+@dataclass
+class Side:
+    """One configuration's answer to one query."""
+
+    config: str
+    hits: list[dict]  # rank, doc_id, title, score, grade, moved (rank change vs the first)
+    metrics: dict[str, float]
+    degraded: str | None = None
+
+
+def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) -> list[Ranker]:
+    """Rankers for the configuration names that exist (see `resolve_ranker`); a malformed
+    name, or "active" when no model is active, is left out."""
+    out = []
+    for label in names:
+        try:
+            ranker = resolve_ranker(engine, set_name, label, window)
+        except InputError:
+            continue  # not a configuration name
+        if ranker.model is None and parse_configuration(label)[0] not in BASELINES:
+            continue  # "active" without an active model
+        out.append(ranker)
+    return out
+
+
+def side_by_side(engine: Engine, index: str, query: str, configs: Sequence[Ranker], encoder,
+                 evaluator: Evaluator | None, *, size: int = 10, reranker=None,
+                 machine: Mapping[tuple[str, str], MachineGrade] | None = None) -> list[Side]:
+    """Each configuration's top `size` for `query`, grades coloured in by the judgments (and,
+    marked as such, the `machine` grades of products no person judged), each product's rank
+    change against the first configuration, and the query's metrics (human grades only)."""
+    grades = evaluator.grades(query) if evaluator else {}
+    machine = machine or {}
+    sides = []
+    for ranker in configs:
+        result = search(engine, index, query, ranker, encoder, size=size, reranker=reranker)
+        hits = [{"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": h.score,
+                 "grade": grades.get(h.doc_id),
+                 "machine": _machine(machine.get((query, h.doc_id)), h.doc_id in grades)}
+                for h in result.hits]
+        metrics = {}
+        if evaluator is not None and query in evaluator.queries:
+            per_query = evaluator.evaluate({query: [h["doc_id"] for h in hits]}).per_query
+            metrics = {k: per_query[query][k] for k in ("ndcg@10", "ndcg@10_condensed",
+                                                        "judged@10")}
+        sides.append(Side(result.ranker, hits, metrics, result.degraded))
+    first = {h["doc_id"]: h["rank"] for h in sides[0].hits} if sides else {}
+    for side in sides:
+        for h in side.hits:
+            before = first.get(h["doc_id"])
+            h["moved"] = None if before is None else before - h["rank"]  # + means up
+    return sides
+
+
+def _machine(grade: MachineGrade | None, judged: bool) -> dict | None:
+    """A machine grade as the page shows it, for a product no person judged."""
+    if grade is None or judged:
+        return None
+    return {"grade": grade.grade, "model": grade.model, "prompt": grade.prompt,
+            "calibration": grade.calibration}
+
+
+def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b: Ranker,
+                 encoder, metric: str = "ndcg@10", depth: int = 100, reranker=None
+                 ) -> list[dict]:
+    """Every judged query's `metric` under A and B, worst losses of B first."""
+    ea, eb = (evaluator.evaluate(run_of(search_many(
+        engine, index, evaluator.queries, ranker, encoder, size=depth, source=False,
+        reranker=reranker))) for ranker in (a, b))
+    return delta_rows(ea, eb, metric)
+
+
+def delta_rows(ea: Evaluation, eb: Evaluation, metric: str = "ndcg@10") -> list[dict]:
+    """Per query: `metric` under A and B and B - A, worst losses of B first."""
+    rows = [{"query": q, "a": ea.per_query[q][metric], "b": eb.per_query[q][metric],
+             "delta": eb.per_query[q][metric] - ea.per_query[q][metric]} for q in ea.per_query]
+    return sorted(rows, key=lambda r: (r["delta"], r["query"]))
+
+
+def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, encoder,
+        artifact, reranker=None) -> dict:
+    """The model's score for `doc_id` under `query`, split into per-feature contributions
+    (largest magnitude first) plus the bias; the values are the ones the plugin logged
+    (`reranker`: the cross-encoder a cross-encoder feature needs)."""
+    result = search(engine, index, query, ranker, encoder, size=ranker.window, features=True,
+                    reranker=reranker)
+    logged = (result.features or {}).get(doc_id)
+    if logged is None:
+        raise LookupError(f"{doc_id} is not in {ranker.name}'s top {ranker.window} for "
+                          f"{query!r}")
+    import numpy as np
+
+    names = artifact.feature_names
+    values = np.array([[logged[n] for n in names]], dtype=np.float32)
+    contributions = artifact.contributions(values)[0]
+    score = next(h.score for h in result.hits if h.doc_id == doc_id)
+    features = sorted(({"feature": n, "value": None if v != v else float(v),
+                        "contribution": float(c)}
+                       for n, v, c in zip(names, values[0], contributions[:-1], strict=True)),
+                      key=lambda f: -abs(f["contribution"]))
+    return {"config": ranker.name, "query": query, "doc_id": doc_id, "score": score,
+            "bias": float(contributions[-1]), "features": features}
+
+
+def static_page(data: dict) -> str:
+    """The comparison page with `data` ({"configs", "deltas", "sides": {query: [Side]}})
+    built in: a single file that opens without the sidecar (no explanations)."""
+    import json
+    from pathlib import Path
+
+    page = (Path(__file__).parent / "serve" / "static" / "compare.html").read_text()
+    # Inside <script> the HTML parser still reacts to "</script", "<!--" and "<script" (a
+    # product titled "<!--<script" would swallow the rest of the page): no "<", ">" or "&"
+    # reaches it. JSON only has them in strings, where unicode escapes mean the same.
+    payload = json.dumps(data)
+    for char in "<>&\u2028\u2029":
+        payload = payload.replace(char, f"\\u{ord(char):04x}")
+    return page.replace("/*ESRANK_DATA*/null", payload, 1)

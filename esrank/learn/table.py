@@ -1,0 +1,146 @@
+"""The training table: logged feature values per (query, doc), and its Parquet/RankLib files.
+
+`FeatureMatrix` is the record; `write_table`/`read_table` are its one writer and reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from esrank.core.errors import InputError
+from esrank.core.files import new_file
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Logged features: one row per (query, doc), columns in feature-set order.
+
+    Missing values are NaN (the plugin logged no value); nothing is filled in here.
+    `ranks` is each row's place in its query's first pass (1 = top; 0 = outside the served
+    window: a judged doc the judges found elsewhere); `judged` says whether the grade came from
+    a judgment (else: an unjudged window doc, grade 0). Both are None for a table logged
+    without a first pass, which cannot estimate what serving does.
+    """
+
+    feature_set: str  # the engine name, NAME@HASH
+    feature_names: tuple[str, ...]
+    qids: tuple[str, ...]
+    queries: tuple[str, ...]
+    doc_ids: tuple[str, ...]
+    grades: tuple[int, ...]
+    values: Any  # numpy.ndarray, shape (rows, len(feature_names)), float32
+    ranks: tuple[int, ...] | None = None
+    judged: tuple[bool, ...] | None = None
+    # qid -> the shopper params its features were logged with (personal rows only)
+    shoppers: dict[str, dict[str, Any]] | None = None
+    cross_encoder: str | None = None  # the key of the cross-encoder that filled its params
+    encoder: str | None = None  # the key of the encoder that embedded its queries (and index)
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def blank(self, names: Sequence[str]) -> FeatureMatrix:
+        """The matrix with these features' values removed (NaN everywhere): a model trained
+        on it cannot split on them, yet keeps the feature set's order."""
+        values = self.values.copy()
+        for name in names:
+            values[:, self.feature_names.index(name)] = float("nan")
+        return replace(self, values=values)
+
+    def docs_by_query(self, limit: int | None = None) -> dict[str, list[str]]:
+        """Query text -> its rows' doc ids, each once, in table order (the first `limit`
+        queries): what the parity gate replays."""
+        out: dict[str, dict[str, None]] = {}  # a dict keeps each doc once, in order
+        for query, doc in zip(self.queries, self.doc_ids, strict=True):
+            if query in out or limit is None or len(out) < limit:
+                out.setdefault(query, {})[doc] = None
+        return {query: list(docs) for query, docs in out.items()}
+
+    def take(self, rows: Sequence[int]) -> FeatureMatrix:
+        """The matrix restricted to `rows` (in the order given)."""
+        rows = list(rows)
+
+        def pick(column: tuple | None) -> tuple | None:
+            return None if column is None else tuple(column[i] for i in rows)
+
+        return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
+                             pick(self.queries), pick(self.doc_ids), pick(self.grades),
+                             self.values[rows], pick(self.ranks), pick(self.judged),
+                             self.shoppers, self.cross_encoder, self.encoder)
+
+
+def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
+    """SVMrank/RankLib text; a missing (NaN) feature is left out of its row, which XGBoost
+    reads back as missing. The header names the features in order."""
+    with new_file(path) as tmp, open(tmp, "w") as out:
+        out.write(f"# feature_set: {matrix.feature_set}\n")
+        for i, name in enumerate(matrix.feature_names, 1):
+            out.write(f"# feature {i}: {name}\n")
+        for qid, query, doc, grade, row in zip(matrix.qids, matrix.queries, matrix.doc_ids,
+                                               matrix.grades, matrix.values, strict=True):
+            feats = " ".join(f"{i}:{v:.9g}" for i, v in enumerate(row, 1) if not np.isnan(v))
+            out.write(f"{grade} qid:{qid} {feats} # {doc} {query}\n")
+
+
+
+def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None,
+                window: int = 0) -> None:
+    """Parquet: qid, query, doc_id, grade, [first_pass_rank, judged], then one float32 column
+    per feature (NaN kept).
+
+    The file's metadata names the feature set and the feature order, so a reader can refuse a
+    table that does not match the feature set it trains for.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = {"qid": list(matrix.qids), "query": list(matrix.queries),
+               "doc_id": list(matrix.doc_ids), "grade": pa.array(matrix.grades, pa.int8())}
+    if matrix.ranks is not None:
+        columns["first_pass_rank"] = pa.array(matrix.ranks, pa.int32())
+        columns["judged"] = pa.array(matrix.judged, pa.bool_())
+    for i, name in enumerate(matrix.feature_names):
+        columns[name] = pa.array(matrix.values[:, i], pa.float32())
+    meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
+            "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
+            "window": window, "shoppers": matrix.shoppers,
+            "cross_encoder": matrix.cross_encoder, "encoder": matrix.encoder,
+            "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
+                                "doc outside it; unjudged window docs have grade 0, judged "
+                                "false") if window else None}
+    table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
+    with new_file(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+
+def read_table(path: Path) -> FeatureMatrix:
+    """Read a table written by `write_table`."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(b"esrank")
+    if raw is None:
+        raise InputError("not an esrank training table (no esrank metadata)", source=str(path))
+    meta = json.loads(raw)
+    names = tuple(meta["feature_names"])
+    missing = [n for n in names if n not in table.column_names]
+    if missing:
+        raise InputError(f"columns {missing} named in the metadata are absent", source=str(path))
+    values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]
+                             ).astype(np.float32) if names else np.zeros((table.num_rows, 0))
+    ranked = "first_pass_rank" in table.column_names
+    return FeatureMatrix(meta["feature_set"], names,
+                         tuple(table.column("qid").to_pylist()),
+                         tuple(table.column("query").to_pylist()),
+                         tuple(table.column("doc_id").to_pylist()),
+                         tuple(int(g) for g in table.column("grade").to_pylist()), values,
+                         tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
+                         tuple(table.column("judged").to_pylist()) if ranked else None,
+                         meta.get("shoppers"), meta.get("cross_encoder"), meta.get("encoder"))

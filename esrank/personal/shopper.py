@@ -1,0 +1,184 @@
+"""Shoppers: what a request says about the person searching (`ShopperContext`), what their
+behaviour says (`Profile`, built from UBI events and kept in an engine index), and the
+`sltr` params both turn into, which personal features read at rescore time.
+
+A profile holds the shopper's brand affinities (each brand's share of their recency-weighted
+actions: clicks, carts, purchases) and price band (the weighted geometric mean of the prices
+they acted on, and its spread). A feature set declares which of SHOPPER_PARAMS its features
+use (`source: shopper`); a request that lacks one leaves those features uncomputed.
+
+>>> profiles = build_profiles(queries, events, facts, now=time.time())  # doctest: +SKIP
+>>> shopper_params(profiles["u1"], ShopperContext("u1"))           # doctest: +SKIP
+{'shopper_brands': [{'term': 'HP', 'weight': 0.8}, ...], 'shopper_price': 42.0, ...}
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from esrank.catalogue.lookup import ProductFacts
+from esrank.core.errors import EngineError, InputError
+from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
+from esrank.judgments.clicks import ACTION_WEIGHTS, shown_actions
+from esrank.ubi.log import UbiEvent, UbiQuery
+
+PROFILES_INDEX = "esrank-profiles"
+TOP_BRANDS = 5  # brands a profile keeps
+HALF_LIFE_DAYS = 30.0  # an action's weight halves every 30 days
+MIN_SPREAD = 0.25  # the narrowest price band: +-25% around its centre (log scale)
+MAX_BRANDS = 20  # brands a request may name
+
+
+@dataclass(frozen=True)
+class ShopperContext:
+    """What a request tells about its shopper: ids, and what the application knows now
+    (brands on the page or in the cart, a price band the shopper chose: [low, high] in
+    euros, kept in order; low == high is a single price)."""
+
+    user_id: str | None = None
+    session_id: str | None = None
+    brands: tuple[str, ...] = ()
+    price_band: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.brands) > MAX_BRANDS:
+            raise InputError(f"shopper brands: at most {MAX_BRANDS}, got {len(self.brands)}")
+        band = self.price_band
+        if band is not None:
+            if not (len(band) == 2 and all(math.isfinite(x) and x >= 0 for x in band)):
+                raise InputError(f"shopper price band {list(band)}: expected [low, high] in "
+                                 "euros, both >= 0")
+            object.__setattr__(self, "price_band", (min(band), max(band)))
+
+    @property
+    def anonymous(self) -> bool:
+        return self.user_id is None and not self.brands and self.price_band is None
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One shopper's preferences, from their behaviour."""
+
+    user_id: str
+    brands: tuple[tuple[str, float], ...]  # (brand, share of weighted actions), descending
+    price: float | None  # centre of the price band, euros
+    price_scale: float | None  # half-width of the band, euros
+    actions: int  # actions it was built from
+    updated: float  # seconds since the epoch
+
+    def to_dict(self) -> dict:
+        return {"user_id": self.user_id,
+                "brands": [{"term": b, "weight": w} for b, w in self.brands],
+                "price": self.price, "price_scale": self.price_scale,
+                "actions": self.actions, "updated": self.updated}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Profile:
+        return cls(d["user_id"], tuple((b["term"], float(b["weight"])) for b in d["brands"]),
+                   d.get("price"), d.get("price_scale"), int(d.get("actions", 0)),
+                   float(d.get("updated", 0.0)))
+
+
+def build_profiles(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
+                   products: Mapping[str, ProductFacts], *, now: float,
+                   weights: Mapping[str, float] = ACTION_WEIGHTS,
+                   half_life_days: float = HALF_LIFE_DAYS, top_brands: int = TOP_BRANDS
+                   ) -> dict[str, Profile]:
+    """A profile per shopper (UBI `client_id`) from their actions on known products that
+    their query showed (`esrank.judgments.clicks.shown_actions`: an impression, or the query's
+    `query_response_hit_ids`; an action on any other doc is skipped and counted in the log).
+
+    Each action weighs its `weights` entry (impressions and unknown actions: nothing) times
+    0.5 ** (age / half life). A brand's affinity is its share of the shopper's weight (top
+    `top_brands` kept); the price band is centred on the weighted geometric mean price, with a
+    half-width from the weighted spread of log prices (at least MIN_SPREAD).
+    """
+    brand_w: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    logp: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    count: dict[str, int] = defaultdict(int)
+    for e in shown_actions(queries, events, weights):
+        if e.client_id is None:
+            continue
+        facts = products.get(e.doc_id)
+        if facts is None:
+            continue
+        age_days = max(0.0, now - e.timestamp) / 86_400.0
+        w = weights[e.action] * 0.5 ** (age_days / half_life_days)
+        count[e.client_id] += 1
+        if facts.brand:
+            brand_w[e.client_id][facts.brand] += w
+        if facts.price and facts.price > 0:
+            logp[e.client_id].append((math.log(facts.price), w))
+    out = {}
+    for user in count:
+        total = sum(brand_w[user].values())
+        top = sorted(brand_w[user].items(), key=lambda kv: (-kv[1], kv[0]))[:top_brands]
+        brands = tuple((b, round(w / total, 4)) for b, w in top) if total else ()
+        price = scale = None
+        if logp[user]:
+            wsum = sum(w for _, w in logp[user])
+            mu = sum(x * w for x, w in logp[user]) / wsum
+            sigma = math.sqrt(sum(w * (x - mu) ** 2 for x, w in logp[user]) / wsum)
+            price = round(math.exp(mu), 2)
+            scale = round(price * (math.exp(max(sigma, MIN_SPREAD)) - 1.0), 2)
+        out[user] = Profile(user, brands, price, scale, count[user], now)
+    return out
+
+
+def shopper_params(profile: Profile | None, context: ShopperContext | None = None
+                   ) -> dict[str, Any]:
+    """The sltr shopper params for a request: the profile's, with what the context knows
+    mixed in (its brands share half the affinity; its price band replaces the profile's).
+    Empty for an anonymous shopper, so every personal feature stays uncomputed."""
+    brands: dict[str, float] = dict(profile.brands) if profile else {}
+    if context is not None and context.brands:
+        share = 1.0 / len(context.brands)
+        mix = 0.5 if brands else 1.0
+        brands = {b: w * (1 - mix) for b, w in brands.items()}
+        for b in context.brands:
+            brands[b] = brands.get(b, 0.0) + share * mix
+    params: dict[str, Any] = {}
+    if brands:
+        params["shopper_brands"] = [{"term": b, "weight": round(w, 4)} for b, w in
+                                    sorted(brands.items(), key=lambda kv: (-kv[1], kv[0]))
+                                    if w > 0]
+    if context is not None and context.price_band is not None:
+        low, high = context.price_band
+        centre = (low + high) / 2
+        params["shopper_price"] = centre
+        # a single price: the narrowest band around it
+        params["shopper_price_scale"] = ((high - low) / 2 if high > low else
+                                         max(centre * (math.exp(MIN_SPREAD) - 1.0), 1.0))
+    elif profile is not None and profile.price is not None and profile.price_scale:
+        params["shopper_price"] = profile.price
+        params["shopper_price_scale"] = profile.price_scale
+    return params
+
+
+# --------------------------------------------------------------------------- the profile store
+
+
+def save_profiles(engine: Engine, profiles: Iterable[Profile],
+                  index: str = PROFILES_INDEX) -> int:
+    """Write profiles (one document per shopper, replacing theirs); returns how many."""
+    engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": {
+        "dynamic": False, "properties": {"user_id": {"type": "keyword"},
+                                         "updated": {"type": "date", "format": "epoch_second"}}}})
+    docs = [(p.user_id, p.to_dict()) for p in profiles]
+    refused = engine.bulk(index, docs) if docs else []
+    if refused:
+        raise EngineError("save profiles", f"{len(refused)} refused, the first "
+                          f"({refused[0][0]}): {refused[0][1]}", target=index)
+    engine.refresh(index)
+    return len(docs)
+
+
+def load_profile(engine: Engine, user_id: str, index: str = PROFILES_INDEX) -> Profile | None:
+    """A shopper's stored profile; None when they (or the store) have none."""
+    found = engine.get_document(index, user_id)
+    return Profile.from_dict(found[0]) if found else None

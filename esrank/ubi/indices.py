@@ -1,0 +1,103 @@
+"""UBI in the engine: the ubi_queries and ubi_events indices, written and read back."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Iterator
+
+from esrank.core.errors import EngineError
+from esrank.engine import Engine
+from esrank.engine.base import SMALL_INDEX
+from esrank.ubi.log import UbiEvent, UbiQuery, parse_record
+
+log = logging.getLogger(__name__)
+
+
+QUERIES_INDEX = "ubi_queries"
+EVENTS_INDEX = "ubi_events"
+
+
+
+_KEYWORD = {"type": "keyword"}
+QUERIES_MAPPING = {"dynamic": False, "properties": {
+    "query_id": _KEYWORD, "client_id": _KEYWORD, "session_id": _KEYWORD,
+    "application": _KEYWORD, "user_query": _KEYWORD, "timestamp": {"type": "date"},
+    "query_response_hit_ids": _KEYWORD,
+    "query_attributes": {"type": "object", "enabled": False}}}
+
+
+
+EVENTS_MAPPING = {"dynamic": False, "properties": {
+    "action_name": _KEYWORD, "query_id": _KEYWORD, "client_id": _KEYWORD,
+    "session_id": _KEYWORD, "application": _KEYWORD, "timestamp": {"type": "date"},
+    "event_attributes": {"properties": {
+        "object": {"properties": {"object_id": _KEYWORD, "object_id_field": _KEYWORD}},
+        "position": {"properties": {"ordinal": {"type": "integer"}}}}}}}
+
+
+def ensure_indices(engine: Engine) -> None:
+    """Create the UBI indices when missing (the mappings OpenSearch's UBI plugin uses for the
+    fields esrank reads)."""
+    for index, mapping in ((QUERIES_INDEX, QUERIES_MAPPING), (EVENTS_INDEX, EVENTS_MAPPING)):
+        engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
+
+
+
+def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent]) -> int:
+    """Write queries and events into the UBI indices; returns how many documents went in."""
+    ensure_indices(engine)
+    docs_q = [(q.query_id, q.to_doc()) for q in queries]
+    docs_e = [(uuid.uuid4().hex, e.to_doc()) for e in events]
+    for index, docs in ((QUERIES_INDEX, docs_q), (EVENTS_INDEX, docs_e)):
+        refused = engine.bulk(index, docs) if docs else []
+        if refused:
+            doc_id, reason = refused[0]
+            raise EngineError("store UBI records", f"{len(refused)} refused, the first "
+                              f"({doc_id}): {reason}", target=index)
+    return len(docs_q) + len(docs_e)
+
+
+
+def shown_by(engine: Engine, query_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """query id -> the doc ids it showed (`query_response_hit_ids`), for those of `query_ids`
+    the engine's ubi_queries holds: one realtime request (`store` files a query under its
+    query id, so a query a sidecar just wrote counts before a refresh).
+
+    >>> shown_by(engine, ["5f0c..."])                        # doctest: +SKIP
+    {'5f0c...': ('B07PXGQC1Q', 'B08L5NP6NG', ...)}
+    """
+    found = engine.get_documents(QUERIES_INDEX, query_ids)
+    out = {}
+    for query_id, doc in found.items():
+        record = parse_record(doc)
+        if isinstance(record, UbiQuery):
+            out[query_id] = record.hit_ids
+    return out
+
+
+
+def fetch(engine: Engine, *, page: int = 5000) -> tuple[list[UbiQuery], list[UbiEvent]]:
+    """Every query and event in the engine's UBI indices, oldest first (none when absent)."""
+    queries = [r for r in _scan(engine, QUERIES_INDEX, page) if isinstance(r, UbiQuery)]
+    events = [r for r in _scan(engine, EVENTS_INDEX, page) if isinstance(r, UbiEvent)]
+    return queries, events
+
+
+
+def _scan(engine: Engine, index: str, page: int) -> Iterator[UbiQuery | UbiEvent | None]:
+    if not engine.index_exists(index):
+        return
+    engine.refresh(index)
+    after: list | None = None
+    while True:
+        body: dict = {"size": page, "sort": [{"timestamp": "asc"}, {"_doc": "asc"}],
+                      "query": {"match_all": {}}}
+        if after is not None:
+            body["search_after"] = after
+        hits = engine.search(index, body)["hits"]["hits"]
+        for hit in hits:
+            yield parse_record(hit["_source"])
+        if len(hits) < page:
+            return
+        after = hits[-1]["sort"]

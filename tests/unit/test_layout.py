@@ -1,0 +1,90 @@
+"""The package's shape: stages import only earlier stages (and core), no import circles, and the
+size limits a reader can hold in their head."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "esrank"
+# the pipeline's order: a stage may import itself and the stages before it
+STAGES = ("core", "engine", "models", "catalogue", "features", "ubi", "judgments", "learn",
+          "deploy", "ranking", "evaluation", "personal", "app", "serve", "cli")
+
+
+def _modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = ast.parse(path.read_text(), str(path))
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, tree: ast.Module) -> set[str]:
+    """The esrank modules `name` imports, anywhere in it (function-level imports count)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("esrank"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in MODULES else node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("esrank")}
+    return {m for m in found if m in MODULES and m != name}
+
+
+GRAPH = {name: _imports(name, tree) for name, tree in MODULES.items()}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "core"  # esrank/__init__ holds the version only
+
+
+def test_every_module_belongs_to_a_stage():
+    assert {_stage(m) for m in MODULES} <= set(STAGES)
+
+
+def test_no_stage_imports_a_later_stage():
+    wrong = [f"{m} imports {d}" for m, deps in GRAPH.items() for d in deps
+             if STAGES.index(_stage(d)) > STAGES.index(_stage(m))]
+    assert wrong == []
+
+
+def _cycle_from(start: str) -> list[str] | None:
+    stack, path = [(start, iter(sorted(GRAPH[start])))], [start]
+    seen = {start}
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            path.pop()
+        elif child == start:
+            return [*path, start]
+        elif child not in seen:
+            seen.add(child)
+            stack.append((child, iter(sorted(GRAPH[child]))))
+            path.append(child)
+    return None
+
+
+def test_no_import_circles():
+    circles = [c for c in map(_cycle_from, sorted(GRAPH)) if c]
+    assert circles == []
+
+
+def test_the_layout_checks_can_fail(monkeypatch):
+    """A circle and a backwards import planted in the graph are found."""
+    monkeypatch.setitem(GRAPH, "esrank.core.errors", {"esrank.ranking.search"})
+    monkeypatch.setitem(GRAPH, "esrank.ranking.search", {"esrank.core.errors"})
+    assert _cycle_from("esrank.core.errors") == ["esrank.core.errors", "esrank.ranking.search",
+                                                 "esrank.core.errors"]
+    with pytest.raises(AssertionError):
+        test_no_stage_imports_a_later_stage()
