@@ -19,7 +19,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from esrank.core.errors import ConfigError, InputError, ModelError, NoCrossEncoderError
+from esrank.core.errors import (
+    ConfigError,
+    InputError,
+    ModelError,
+    NoCrossEncoderError,
+    NotFoundError,
+)
 from esrank.core.feature_set import needs_cross_encoder
 from esrank.core.settings import Settings
 from esrank.core.stamps import COMPACT, utc
@@ -193,7 +199,7 @@ class App:
         return self._evaluators[path, fmt, machine]
 
     def artifact(self, model: str):
-        """A deployed model's training artifact, loaded once; LookupError when none was
+        """A deployed model's training artifact, loaded once; NotFoundError when none was
         recorded."""
         from esrank.deploy.registry import entry
         from esrank.learn.artifact import ModelArtifact
@@ -201,7 +207,7 @@ class App:
         if model not in self._artifacts:
             record = entry(self.engine, self.settings.active_set).models.get(model)
             if not record or not record.artifact:
-                raise LookupError(f"no training artifact recorded for {model!r}")
+                raise NotFoundError(f"no training artifact recorded for {model!r}")
             self._artifacts[model] = ModelArtifact.load(Path(record.artifact))
         return self._artifacts[model]
 
@@ -241,14 +247,22 @@ class App:
 
     # -- configurations ------------------------------------------------------------------------
 
+    def window(self, value: int | None = None) -> int:
+        """The rescore window: `value`, else ESRANK_RESCORE_WINDOW; the one place its default
+        is resolved. 0 means no window (`esrank log`: the judged docs only); no ranker serves
+        it."""
+        return self.settings.rescore_window if value is None else value
+
     def ranker(self, which: str, window: int | None = None, rerank: int = 0):
         """A configuration by name (search.resolve_ranker), with an optional rerank stage;
         with a `ranker_ttl`, a name's registry lookup is reused for that many seconds."""
         from esrank.ranking.search import resolve_ranker
 
+        window = self.window(window)
+        if window < 1:
+            raise InputError(f"a rescore window must be at least 1, got {window}")
         ranker = self._rankers.get((which, window), lambda: resolve_ranker(
-            self.engine, self.settings.active_set, which,
-            window or self.settings.rescore_window))
+            self.engine, self.settings.active_set, which, window))
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         self.require_reranker(bool(ranker.rerank))
         return ranker
@@ -321,7 +335,7 @@ class App:
         else:
             judged = read_judgments(judgments, fmt)
         push_feature_sets(self.engine, [fs])
-        window = self.settings.rescore_window if window is None else window
+        window = self.window(window)
         report = log_judgments(self.engine, self.settings.index, fs, judged, self.encoder,
                                window=window, first_pass=bm25_query,
                                queries_per_request=queries_per_request, progress=progress,
@@ -477,6 +491,25 @@ class App:
         return search(self.engine, self.settings.index, query, ranker,
                       self.query_encoder([ranker]), size=size, features=features,
                       reranker=self.reranker, shopper=params)
+
+    def served_search(self, query: str, which: str | None = None, *, unit: str, size: int = 10,
+                      window: int | None = None, features: bool = False, rerank: int = 0,
+                      shopper=None) -> tuple[Any, dict]:
+        """What the sidecar serves for a search: (SearchResult, how it was served: the shopper
+        params and, under an experiment, its name and arm, as UBI records them). A request that
+        names no configuration (`which` None) and no rerank stage is served by the configured
+        experiment when there is one (the arm picked by the shopper's user or session id, else
+        `unit`); otherwise by `which` (default: the active model)."""
+        params = self.shopper_params(shopper)
+        if which is None and not rerank and self.experiment is not None:
+            unit = (shopper.user_id or shopper.session_id if shopper else None) or unit
+            result, attributes = self.experiment_search(query, self.experiment, unit=unit,
+                                                        size=size, window=window,
+                                                        shopper_params=params)
+            return result, {"shopper": params, **attributes}
+        return self.search(query, which or "active", size=size, window=window,
+                           features=features, rerank=rerank,
+                           shopper_params=params), {"shopper": params}
 
     def experiment_search(self, query: str, experiment, *, unit: str, size: int = 10,
                           window: int | None = None, shopper_params: dict | None = None):
@@ -697,16 +730,16 @@ class App:
     # -- the comparison page -------------------------------------------------------------------
 
     def rankers(self, names) -> list:
-        """The configurations the page names; LookupError naming them when one is unknown."""
+        """The configurations the page names; NotFoundError naming them when one is unknown."""
         from esrank.evaluation.comparison import rankers
         from esrank.ranking.search import parse_configuration
 
         for name in names:  # a malformed name is an InputError before any engine call
             parse_configuration(name)
         found = rankers(self.engine, self.settings.active_set, list(names),
-                        self.settings.rescore_window)
+                        self.window())
         if len(found) != len(names):
-            raise LookupError(f"unknown configuration among {list(names)}; see "
+            raise NotFoundError(f"unknown configuration among {list(names)}; see "
                               "/compare/configs")
         self.require_reranker(any(r.rerank for r in found))
         return found

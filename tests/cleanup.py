@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from esrank import registry
+from esrank.deploy import registry
 
 
 def remove_deployed(engine, set_name: str, indices: Iterable[str] = ()) -> None:

@@ -78,5 +78,10 @@ class ModelError(EsrankError):
     """A model does not match its feature set or cannot be exported/loaded."""
 
 
-class UnknownModelError(ModelError, LookupError):
-    """A model name that names no deployed model (the sidecar answers 404)."""
+class NotFoundError(EsrankError, LookupError):
+    """Something asked for by name does not exist: a configuration, a model's training
+    artifact, a doc outside a ranking (the sidecar answers 404; the CLI prints one line)."""
+
+
+class UnknownModelError(ModelError, NotFoundError):
+    """A model name that names no deployed model."""

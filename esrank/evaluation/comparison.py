@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from esrank.core.errors import InputError
+from esrank.core.errors import InputError, NotFoundError
 from esrank.engine import Engine
 from esrank.judgments.llm_judge import MachineGrade
 from esrank.judgments.metrics import Evaluation, Evaluator
@@ -115,7 +115,7 @@ def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, enc
                     reranker=reranker)
     logged = (result.features or {}).get(doc_id)
     if logged is None:
-        raise LookupError(f"{doc_id} is not in {ranker.name}'s top {ranker.window} for "
+        raise NotFoundError(f"{doc_id} is not in {ranker.name}'s top {ranker.window} for "
                           f"{query!r}")
     import numpy as np
 

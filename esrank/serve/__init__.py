@@ -30,7 +30,7 @@ from esrank.core.errors import (
     EngineTimeoutError,
     EsrankError,
     NoCrossEncoderError,
-    UnknownModelError,
+    NotFoundError,
 )
 from esrank.core.settings import Settings, load_settings
 from esrank.serve import requests as rq
@@ -73,17 +73,16 @@ class Sidecar:
     def cfg(self):
         return self.app.settings.serve
 
-    def record_search(self, query_id: str, result, model: str, shopper, params: dict,
-                      extra: dict) -> bool:
+    def record_search(self, query_id: str, result, model: str, shopper, served: dict) -> bool:
         """Queue the UBI query and impressions of a search served (False when UBI recording
-        is off); `extra`: how an experiment served it."""
+        is off); `served`: how it was served (shopper params, experiment arm)."""
         if self.ubi is None:
             return False
         now = time.time()
         user = shopper.user_id if shopper else None
         session = shopper.session_id if shopper else None
         attributes = {"configuration": model, "ranker": result.ranker,
-                      "degraded": result.degraded, "shopper": params, **extra}
+                      "degraded": result.degraded, **served}
         shown = tuple(h.doc_id for h in result.hits)
         self.served.add(query_id, shown)
         self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes, shown),
@@ -245,8 +244,7 @@ def _answers(app: Flask, sc: Sidecar) -> None:
     app.register_error_handler(EngineTimeoutError, error(504))
     app.register_error_handler(EngineError, error(502))
     app.register_error_handler(NoCrossEncoderError, error(501))
-    app.register_error_handler(UnknownModelError, error(404))
-    app.register_error_handler(LookupError, error(404))
+    app.register_error_handler(NotFoundError, error(404))
     app.register_error_handler(EsrankError, error(400))
 
     @app.errorhandler(HTTPException)

@@ -39,7 +39,7 @@ def search():
                                     "features": bool, "rerank": int, "shopper": dict})
     query = sc.texts([data["query"]], "query")[0]
     size = rq.bounded(data, "size", 10, 1, 100)
-    window = rq.bounded(data, "window", sc.app.settings.rescore_window, 1, 10_000)
+    window = rq.bounded(data, "window", sc.app.window(), 1, 10_000)
     rerank = rq.bounded(data, "rerank", 0, 0, 100)
     model = rq.name(data, "model", "active")
     parse_configuration(model)  # a malformed name is a 400 before any engine call
@@ -47,21 +47,13 @@ def search():
     sc.app.require_reranker(bool(rerank))
     started = time.perf_counter()
     query_id = uuid.uuid4().hex
-    params = sc.app.shopper_params(shopper)
-    experiment = sc.app.experiment if "model" not in data and not rerank else None
-    if experiment is not None:
-        unit = (shopper.user_id or shopper.session_id if shopper else None) or query_id
-        result, attributes = sc.app.experiment_search(query, experiment, unit=unit, size=size,
-                                                      window=window, shopper_params=params)
-    else:
-        result = sc.app.search(query, model, size=size, window=window,
-                               features=data.get("features", False), rerank=rerank,
-                               shopper_params=params)
-        attributes = {}
+    result, attributes = sc.app.served_search(query, data.get("model"), unit=query_id, size=size,
+                                              window=window, features=data.get("features", False),
+                                              rerank=rerank, shopper=shopper)
     if result.degraded:
         sc.metrics.degraded.inc()
     took = round((time.perf_counter() - started) * 1000, 2)
-    recorded = sc.record_search(query_id, result, model, shopper, params, attributes)
+    recorded = sc.record_search(query_id, result, model, shopper, attributes)
     return jsonify(**({"query_id": query_id} if recorded else {}), **result.to_dict(),
                    took_ms=took)
 

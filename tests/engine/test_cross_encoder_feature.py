@@ -14,11 +14,11 @@ from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 from cross_encoders import build_cross_encoder
 
-from esrank import registry
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.lookup import fetch_texts
 from esrank.core.errors import InputError, ModelError
+from esrank.deploy import registry, upload
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
@@ -68,7 +68,7 @@ def ce_loop(engine, encoder, ce, tmp_path_factory):
           device="cpu", candidates=["window"],
           exclude=[n for n in fs.feature_names if n != "cross_encoder"])
     artifact = ModelArtifact.load(tmp / "model")
-    deployed = registry.deploy(engine, alias, artifact, fs, report.matrix.docs_by_query(),
+    deployed = upload.deploy(engine, alias, artifact, fs, report.matrix.docs_by_query(),
                                query_params(fs.params, encoder, cross_encoder=ce),
                                activate=False)
     model = registry.deployed_model(engine, fs.name, deployed.model)

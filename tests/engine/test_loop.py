@@ -14,9 +14,9 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 
-from esrank import registry
 from esrank.catalogue.index import index_catalogue
 from esrank.core.errors import ModelError
+from esrank.deploy import registry, upload
 from esrank.evaluation.rank_eval import rank_eval_check
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -58,7 +58,7 @@ def loop(engine, encoder, tmp_path_factory):
 
 
 def _deploy(engine, loop, artifact, **kw):
-    return registry.deploy(engine, loop["alias"], artifact, loop["fs"], loop["queries"],
+    return upload.deploy(engine, loop["alias"], artifact, loop["fs"], loop["queries"],
                            loop["params_for"], **kw)
 
 
@@ -228,7 +228,7 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
     other = dataclasses.replace(loop["fs"], features=loop["fs"].features[::-1])
     before = engine.list_models(f"{loop['fs'].name}-v")
     with pytest.raises(ModelError, match="different order"):
-        registry.deploy(engine, loop["alias"], art, other, loop["queries"],
+        upload.deploy(engine, loop["alias"], art, other, loop["queries"],
                         loop["params_for"])
     # nothing uploaded (the listing is a search and may still show an earlier test's delete)
     assert set(engine.list_models(f"{loop['fs'].name}-v")) <= set(before)

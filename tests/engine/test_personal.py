@@ -15,9 +15,10 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 
-from esrank import registry
+from esrank import ubi
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.lookup import product_facts
+from esrank.deploy import registry, upload
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
@@ -32,7 +33,6 @@ from esrank.personal.shopper import (
     shopper_params,
 )
 from esrank.ranking.search import bm25_query, search
-from esrank.ubi import ubi
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FANS = {"fan-philips": "Philips", "fan-hp": "HP"}  # shopper -> the brand they buy
@@ -95,7 +95,7 @@ def personal(engine, encoder, tmp_path_factory):
     anonymous = report.matrix.docs_by_query()
     deployed = {}
     for name in ("base", "personal"):
-        rep = registry.deploy(engine, alias, ModelArtifact.load(tmp / name), fs, anonymous,
+        rep = upload.deploy(engine, alias, ModelArtifact.load(tmp / name), fs, anonymous,
                               query_params(fs.params, encoder),
                               shoppers=list(shoppers.values()), activate=False)
         deployed[name] = rep

@@ -7,10 +7,10 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+from esrank import ubi
 from esrank.catalogue.index import index_catalogue
 from esrank.ranking.search import Ranker, search
 from esrank.serve import create_app
-from esrank.ubi import ubi
 
 SLICE = Path(__file__).resolve().parent.parent / "data" / "chorus_slice.jsonl"
 

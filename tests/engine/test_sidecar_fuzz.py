@@ -12,8 +12,8 @@ import pytest
 from chorus_slice import SLICE, write_slice_judgments
 from fuzzing import fuzz
 
-from esrank import registry
 from esrank.catalogue.index import index_catalogue
+from esrank.deploy import registry, upload
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_judgments
@@ -41,7 +41,7 @@ def live_app(engine, encoder, engine_settings_factory, tmp_path_factory):
     write_table(table, tmp / "t.parquet")
     train(table, tmp / "m", search=False, device="cpu", params=TrainParams(num_rounds=20),
           table=str(tmp / "t.parquet"))
-    report = registry.deploy(engine, alias, ModelArtifact.load(tmp / "m"), fs,
+    report = upload.deploy(engine, alias, ModelArtifact.load(tmp / "m"), fs,
                              table.docs_by_query(), query_params(fs.params, encoder))
     assert report.activated
     yield create_app(engine_settings_factory(index=alias, active_set=fs.name,
