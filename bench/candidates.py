@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import JUDGMENTS, catalogue_documents
 from _report import (
     configured_encoder,
     connect_engine,
@@ -36,8 +37,8 @@ from _report import (
     single_feature_runs,
     write_result,
 )
-from query_intent import catalogue
 
+from esrank.catalogue.products import text_of
 from esrank.evaluation.significance import compare
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_csv
@@ -47,13 +48,13 @@ from esrank.learn.train import TrainParams, cross_validate
 from esrank.ranking.search import Ranker, bm25_query, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed")
 
 
 def nearest(encoder, queries: list[str], k: int) -> dict[str, list[str]]:
     """Per query, the ids of its k nearest products by text embedding (exact cosine)."""
-    ids, texts, _, _ = catalogue()
+    docs = list(catalogue_documents())
+    ids, texts = [d for d, _ in docs], [text_of(doc) for _, doc in docs]
     scores = encoder.encode(queries) @ encoder.encode(texts).T
     top = np.argsort(-scores, axis=1)[:, :k]
     return {q: [ids[j] for j in row] for q, row in zip(queries, top, strict=True)}
@@ -87,7 +88,7 @@ def main() -> None:
     fs = dataclasses.replace(load_feature_set(args.feature_set), name="candbench")
     engine.ensure_store()
     engine.put_feature_set(fs)
-    judgments = read_csv(CHORUS / "judgments.csv")
+    judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
     queries = evaluator.queries
     grades = evaluator.graded()

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import FEATURE_SETS
 from _report import (
     configured_encoder,
     connect_engine,
@@ -108,7 +109,7 @@ def main() -> None:
         products = Path(tmp) / "cranfield.jsonl"
         products.write_text("".join(json.dumps(d) + "\n" for d in docs))
         index_catalogue(engine, args.index, [products], encoder, progress=False)
-        chorus = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
+        chorus = load_feature_set(FEATURE_SETS / "chorus.yaml")
         fs = dataclasses.replace(chorus, name="cranbench", features=tuple(
             f for f in chorus.features if f.name not in PRODUCT_ONLY))
         engine.ensure_store()

@@ -28,9 +28,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _chorus import catalogue_documents
 from _report import paired, write_result
 
-from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.catalogue.products import text_of
 from esrank.core.settings import load_settings
 from esrank.evaluation.significance import compare
 from esrank.learn.table import read_table
@@ -45,18 +46,14 @@ from esrank.models.encoder import load_encoder
 from esrank.models.tuning import train_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 COSINES = {"text_cosine": "text", "title_cosine": "title"}  # feature -> what it embeds
 SHOWN = ("ndcg@10", "ndcg@10_condensed")
 
 
 def catalogue_texts() -> dict[str, dict[str, str]]:
     """Doc id -> {"text": title + short description, "title": title}."""
-    out = {}
-    for product in read_products(sorted(CHORUS.glob("*.json.zip"))):
-        doc_id, doc = to_document(product)
-        out[doc_id] = {"text": text_of(doc), "title": doc["title"]}
-    return out
+    return {doc_id: {"text": text_of(doc), "title": doc["title"]}
+            for doc_id, doc in catalogue_documents()}
 
 
 def cosines(encoder, table, rows, texts) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
+from _chorus import FEATURE_SETS, JUDGMENTS
 from _report import configured_encoder, write_result
 
 from esrank.engine import connect
@@ -22,7 +23,6 @@ from esrank.judgments.lists import read_csv
 from esrank.learn.feature_log import log_judgments
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def main() -> None:
@@ -35,9 +35,9 @@ def main() -> None:
 
     engine = connect(args.url)
     encoder = configured_encoder()
-    fs = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
+    fs = load_feature_set(FEATURE_SETS / "chorus.yaml")
     push_feature_sets(engine, [fs])
-    judgments = read_csv(CHORUS / "judgments.csv")
+    judgments = read_csv(JUDGMENTS)
 
     batched_s = []
     for _ in range(args.repeats):

@@ -26,17 +26,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import catalogue_documents, catalogue_files
 from _report import engine_options, result_path, write_result
 
 from esrank.app import connect_engine
 from esrank.catalogue.index import index_body, index_catalogue
-from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.catalogue.products import text_of
 from esrank.core.settings import load_settings
 from esrank.models.embed_cache import CachedEncoder, EmbeddingCache
 from esrank.models.encoder import load_encoder, model_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 ALIAS = "bench-catalogue"
 
 
@@ -81,9 +80,8 @@ def main() -> None:
     settings = load_settings(url=args.url, flavor=args.flavor)
     engine = connect_engine(settings)
     encoder = load_encoder(settings)
-    paths = sorted(CHORUS.glob("*.json.zip"))
-    sample = [to_document(p)[1] for _, p in zip(range(args.sample), read_products(paths),
-                                                 strict=False)]
+    paths = catalogue_files()
+    sample = [doc for _, doc in catalogue_documents(args.sample)]
     tokens = {"title": encoder.token_counts([d["title"] for d in sample]),
               "title_and_description": encoder.token_counts([text_of(d) for d in sample])}
     result: dict = {
@@ -104,8 +102,7 @@ def main() -> None:
                                        / result["cold_cache"]["docs_per_s"], 2)
 
         # bulk only: the cached vectors, so no embedding at all
-        docs = [to_document(p)[1] for _, p in zip(range(args.limit or 10**9),
-                                                   read_products(paths), strict=False)]
+        docs = [doc for _, doc in catalogue_documents(args.limit or None)]
         index = "bench-bulk-only"
         if engine.index_exists(index):
             engine.delete_index(index)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import CHORUS
 from _report import configured_encoder, write_result
 from scipy.stats import spearmanr
 
@@ -31,7 +32,7 @@ from esrank.judgments.llm_judge import PROMPTS, Calibration, LocalBackend, judge
 from esrank.models.llm import DEFAULT_LLM, load_llm
 
 ROOT = Path(__file__).resolve().parent.parent
-RATERS = ROOT / "esrank" / "data" / "chorus" / "judgments_individual_raters.csv"
+RATERS = CHORUS / "judgments_individual_raters.csv"
 SVG = ROOT / "docs" / "images" / "llm-judge-confusion.svg"
 HUMANS = ("agent_1_rating", "agent_2_rating", "agent_3_rating", "final_rating")
 

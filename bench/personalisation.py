@@ -34,12 +34,12 @@ import time
 import uuid
 from pathlib import Path
 
+from _chorus import FEATURE_SETS, JUDGMENTS, catalogue_documents
 from _report import engine_options, result_path, write_result
 from sidecar import start_server
 
 from esrank.app import App, load_encoder
 from esrank.catalogue.lookup import ProductFacts
-from esrank.catalogue.products import read_products, to_document
 from esrank.core.settings import ExperimentSettings, load_settings
 from esrank.evaluation.significance import compare
 from esrank.features.parser import load_feature_set
@@ -55,9 +55,7 @@ from esrank.personal.sim import INTEREST_SHARE, make_shoppers, shop, utility_ndc
 from esrank.ranking.search import bm25_query
 from esrank.ubi.indices import fetch
 
-ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
-FEATURE_SET = ROOT / "feature_sets" / "chorus_personal.yaml"
+FEATURE_SET = FEATURE_SETS / "chorus_personal.yaml"
 METRIC = "utility_ndcg@10"
 
 
@@ -75,16 +73,13 @@ def poster(port: int):
 
 
 def catalogue_facts() -> dict[str, ProductFacts]:
-    out = {}
-    for product in read_products(sorted(CHORUS.glob("*.json.zip"))):
-        doc_id, doc = to_document(product)
-        out[doc_id] = ProductFacts(doc.get("supplier"), doc.get("price"))
-    return out
+    return {doc_id: ProductFacts(doc.get("supplier"), doc.get("price"))
+            for doc_id, doc in catalogue_documents()}
 
 
 def judged_grades() -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    with open(CHORUS / "judgments.csv") as f:
+    with open(JUDGMENTS) as f:
         for row in csv.DictReader(f):
             out.setdefault(row["query"], {})[row["docid"]] = int(row["rating"])
     return out
@@ -132,8 +127,7 @@ def main() -> None:
 
     # 1. the non-personal model, on the human judgments
     t = time.monotonic()
-    human = app.log(CHORUS / "judgments.csv", FEATURE_SET, tmp / "human.parquet",
-                    progress=False)
+    human = app.log(JUDGMENTS, FEATURE_SET, tmp / "human.parquet", progress=False)
     params = TrainParams(eta=0.1, num_rounds=100)
     train(read_table(human.table), tmp / "base", params=params, search=False,
           exclude=personal_features, table=str(human.table))
@@ -197,7 +191,7 @@ def main() -> None:
     timings["evaluate_b_s"] = round(time.monotonic() - t, 1)
 
     # 5. anonymous shoppers on the human judgments
-    evaluation, _, _ = app.evaluate(CHORUS / "judgments.csv", [base_name, personal_name])
+    evaluation, _, _ = app.evaluate(JUDGMENTS, [base_name, personal_name])
     anonymous = compare((base_name, evaluation[base_name]),
                         (personal_name, evaluation[personal_name]),
                         ("ndcg@10", "ndcg@10_condensed")).to_dict()

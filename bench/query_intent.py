@@ -26,17 +26,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from _chorus import catalogue_documents
 from _report import paired, write_result
 
 from esrank.app import load_encoder
-from esrank.catalogue.products import read_products, text_of, to_document
+from esrank.catalogue.products import text_of
 from esrank.core.settings import load_settings
 from esrank.evaluation.significance import compare
 from esrank.learn.table import read_table
 from esrank.learn.train import TrainParams, cross_validate, judged_evaluator, served_runs
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed")
 CANDIDATES = [("kind_intent", 60, 30), ("kind_intent", 120, 50), ("brand_intent", 0, 30)]
 MIN_FIELD = 20  # attr_* fields on fewer products do not count towards a kind
@@ -45,8 +45,7 @@ MIN_FIELD = 20  # attr_* fields on fewer products do not count towards a kind
 def catalogue() -> tuple[list[str], list[str], list[str], list[set[str]]]:
     """Doc ids, texts (as text_vector embeds them), suppliers and attribute-field sets."""
     ids, texts, suppliers, fields = [], [], [], []
-    for product in read_products(sorted(CHORUS.glob("*.json.zip"))):
-        doc_id, doc = to_document(product)
+    for doc_id, doc in catalogue_documents():
         ids.append(doc_id)
         texts.append(text_of(doc))
         suppliers.append(doc["supplier"] or "")

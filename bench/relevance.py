@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import JUDGMENTS
 from _report import (
     configured_encoder,
     connect_engine,
@@ -57,7 +58,6 @@ from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, serve
 from esrank.ranking.search import Ranker, bm25_query, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 CE_FEATURE = "cross_encoder"  # the cross-encoder feature of --cross-encoder-feature-set
 
@@ -208,7 +208,7 @@ def main() -> None:
     fs = dataclasses.replace(load_feature_set(args.feature_set), name="relbench")
     engine.ensure_store()
     engine.put_feature_set(fs)
-    judgments = read_csv(CHORUS / "judgments.csv")
+    judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
     table = log_judgments(engine, args.index, fs, judgments, encoder, window=args.window,
                           first_pass=bm25_query, progress=False).matrix

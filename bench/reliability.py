@@ -46,6 +46,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+from _chorus import FEATURE_SETS, JUDGMENTS
 from _report import configured_encoder, engine_options, result_path, write_result
 from sidecar import start_server
 
@@ -66,7 +67,6 @@ from esrank.ranking.search import bm25_query
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 ALIAS, SET = "bench-reliability", "relbench2"
 
 
@@ -570,11 +570,11 @@ def main() -> None:
 
     # a live alias, a feature set and an active model to protect
     index_catalogue(engine, ALIAS, [SLICE], encoder, progress=False)
-    fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus.yaml"), name=SET)
+    fs = dataclasses.replace(load_feature_set(FEATURE_SETS / "chorus.yaml"), name=SET)
     engine.ensure_store()
     engine.put_feature_set(fs)
     ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
-    judged = JudgmentList(tuple(j for j in read_csv(CHORUS / "judgments.csv") if j.doc_id in ids))
+    judged = JudgmentList(tuple(j for j in read_csv(JUDGMENTS) if j.doc_id in ids))
     table = log_judgments(engine, ALIAS, fs, judged, encoder, window=20, first_pass=bm25_query,
                           progress=False).matrix
     queries = table.docs_by_query()

@@ -28,12 +28,12 @@ engine and each sidecar are reached over one kept-alive connection each:
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import time
 from pathlib import Path
 
 import numpy as np
+from _chorus import judged_queries
 from _report import configured_encoder, connect_engine, engine_options, result_path, write_result
 from sidecar import start_server, timed_post
 
@@ -41,9 +41,6 @@ from esrank.core.settings import load_settings
 from esrank.deploy.registry import active_model
 from esrank.features.params import query_params
 from esrank.ranking.search import Ranker, ranked_request
-
-ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def stats(ms: list[float]) -> dict:
@@ -87,8 +84,7 @@ def main() -> None:
     if model is None:
         raise SystemExit(f"no active model for {args.set!r}: run make demo first")
     encoder = configured_encoder()
-    with open(CHORUS / "judgments.csv") as f:
-        queries = sorted({row["query"] for row in csv.DictReader(f)})
+    queries = judged_queries()
     params = dict(zip(queries, query_params(model.params, encoder)(queries), strict=True))
     bm25, rescore = Ranker("bm25", window=args.window), Ranker(model.name, model, args.window)
     settings = load_settings(url=args.url, flavor=args.flavor, index=args.index,

@@ -16,33 +16,25 @@ whether the server still answers.
 from __future__ import annotations
 
 import argparse
-import csv
 import http.client
 import json
 import threading
 import time
-import zipfile
 from pathlib import Path
 
 import numpy as np
+from _chorus import catalogue_documents, judged_queries
 from _report import write_result
 
 from esrank.core.settings import ServeSettings, load_settings
 from esrank.models.encoder import available_backends, load_encoder, model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-CHORUS = ROOT / "esrank" / "data" / "chorus"
 
 
 def titles(n: int) -> list[str]:
-    with zipfile.ZipFile(CHORUS / "1.json.zip") as z:
-        products = json.loads(z.read(z.namelist()[0]))
-    return [p["title"] for p in products[:n]]
-
-
-def queries() -> list[str]:
-    with open(CHORUS / "judgments.csv") as f:
-        return sorted({row["query"] for row in csv.DictReader(f)})
+    """The first `n` Chorus product titles."""
+    return [doc["title"] for _, doc in catalogue_documents(n)]
 
 
 def throughput(encode, texts: list[str], batch: int, seconds: float) -> float:
@@ -158,7 +150,7 @@ def main() -> None:
 
     app = create_app(load_settings(url="http://127.0.0.1:9"), encoder=best)
     port = start_server(app, threads=64)
-    qs = queries()
+    qs = judged_queries()
     result["http_embed_one_query"] = [load(port, c, seconds, qs) for c in (1, 8, 64)]
     for row in result["http_embed_one_query"]:
         print("http", row, flush=True)
