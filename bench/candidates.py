@@ -22,12 +22,11 @@ This measures a hybrid first pass before it is built: esrank does not serve one.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
-from _chorus import JUDGMENTS, catalogue_documents
+from _chorus import JUDGMENTS, catalogue_documents, private_feature_set
 from _report import (
     configured_encoder,
     connect_engine,
@@ -85,9 +84,7 @@ def main() -> None:
 
     engine = connect_engine(args)
     encoder = configured_encoder()
-    fs = dataclasses.replace(load_feature_set(args.feature_set), name="candbench")
-    engine.ensure_store()
-    engine.put_feature_set(fs)
+    fs = private_feature_set(engine, load_feature_set(args.feature_set), "candbench")
     judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
     queries = evaluator.queries

@@ -20,7 +20,6 @@ the window. Writes bench/results/cranfield[_FLAVOR].json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 import tempfile
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _chorus import FEATURE_SETS
+from _chorus import FEATURE_SETS, private_feature_set, remove_deployed
 from _report import (
     configured_encoder,
     connect_engine,
@@ -110,10 +109,8 @@ def main() -> None:
         products.write_text("".join(json.dumps(d) + "\n" for d in docs))
         index_catalogue(engine, args.index, [products], encoder, progress=False)
         chorus = load_feature_set(FEATURE_SETS / "chorus.yaml")
-        fs = dataclasses.replace(chorus, name="cranbench", features=tuple(
+        fs = private_feature_set(engine, chorus, "cranbench", features=tuple(
             f for f in chorus.features if f.name not in PRODUCT_ONLY))
-        engine.ensure_store()
-        engine.put_feature_set(fs)
         table = log_judgments(engine, args.index, fs, train_j, encoder, window=args.window,
                               first_pass=bm25_query, progress=False).matrix
         positives = [i for i in range(len(table)) if table.judged[i] and table.grades[i] > 0]
@@ -145,13 +142,7 @@ def main() -> None:
                               Ranker(label, model, args.window), encoder, size=args.window,
                               source=False)
             results[label] = evaluator.evaluate(run_of(run))
-        for name in engine.list_models(f"{fs.name}-v"):
-            if engine.get_model(name) is not None:
-                engine.delete_model(name)
-        engine.transport.request("bench cleanup", "DELETE",
-                                 f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
-        for index in engine.alias_targets(args.index):
-            engine.delete_index(index)
+        remove_deployed(engine, fs.name, engine.alias_targets(args.index))
 
     table_rows = {n: {m: round(ev.mean[m], 4) for m in SHOWN} for n, ev in results.items()}
     singles = {n: r for n, r in table_rows.items() if n.startswith("feature:")}

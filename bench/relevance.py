@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _chorus import JUDGMENTS
+from _chorus import JUDGMENTS, private_feature_set, remove_deployed
 from _report import (
     configured_encoder,
     connect_engine,
@@ -99,11 +99,7 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             per_query.update({q: fold_eval.per_query[q] for q in test_queries})
             runs.update(ranked)
             folds.append(test_queries)
-    for name in engine.list_models(f"{fs.name}-v"):
-        if engine.get_model(name) is not None:
-            engine.delete_model(name)
-    engine.transport.request("bench cleanup", "DELETE",
-                             f"/{registry.REGISTRY_INDEX}/_doc/{fs.name}")
+    remove_deployed(engine, fs.name)
     mean = {m: float(np.mean([v[m] for v in per_query.values()]))
             for m in next(iter(per_query.values()))}
     return Evaluation(mean, per_query), folds_cv, parity, runs, folds, chosen
@@ -204,10 +200,7 @@ def main() -> None:
 
     engine = connect_engine(args)
     encoder = configured_encoder()
-    # a private name: the bench's fold models and registry entry never touch a live set
-    fs = dataclasses.replace(load_feature_set(args.feature_set), name="relbench")
-    engine.ensure_store()
-    engine.put_feature_set(fs)
+    fs = private_feature_set(engine, load_feature_set(args.feature_set), "relbench")
     judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
     table = log_judgments(engine, args.index, fs, judgments, encoder, window=args.window,
@@ -248,9 +241,8 @@ def main() -> None:
                                                       Path(ce_tmp.name))
         results[f"ltr + cross-encoder top {args.rerank}"] = cross_encoder_rerank(
             engine, args, evaluator, ltr_runs, folds, cross_encoders)
-        ce_fs = dataclasses.replace(load_feature_set(args.cross_encoder_feature_set),
-                                    name="relbench-ce")
-        engine.put_feature_set(ce_fs)
+        ce_fs = private_feature_set(engine, load_feature_set(args.cross_encoder_feature_set),
+                                    "relbench-ce")
         ce_table = out_of_fold_table(engine, args, ce_fs, judgments, encoder, folds,
                                      cross_encoders, table.qids)
         col = ce_table.feature_names.index(CE_FEATURE)
@@ -263,11 +255,10 @@ def main() -> None:
         parity += ce_parity
         ce_tmp.cleanup()
     # the same without the neural features (and without the query vector param)
-    lexical = dataclasses.replace(
-        fs, name="relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
+    lexical = private_feature_set(
+        engine, fs, "relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
         features=tuple(f for f in fs.features if not any(
             fs.param(n).type == "vector" for n in f.params)))
-    engine.put_feature_set(lexical)
     lex_table = log_judgments(engine, args.index, lexical, judgments, None,
                               window=args.window, first_pass=bm25_query,
                               progress=False).matrix

@@ -29,7 +29,6 @@ Writes bench/results/reliability[_FLAVOR].json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import http.client
 import io
 import json
@@ -46,7 +45,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from _chorus import FEATURE_SETS, JUDGMENTS
+from _chorus import FEATURE_SETS, JUDGMENTS, private_feature_set, remove_deployed
 from _report import configured_encoder, engine_options, result_path, write_result
 from sidecar import start_server
 
@@ -570,9 +569,7 @@ def main() -> None:
 
     # a live alias, a feature set and an active model to protect
     index_catalogue(engine, ALIAS, [SLICE], encoder, progress=False)
-    fs = dataclasses.replace(load_feature_set(FEATURE_SETS / "chorus.yaml"), name=SET)
-    engine.ensure_store()
-    engine.put_feature_set(fs)
+    fs = private_feature_set(engine, load_feature_set(FEATURE_SETS / "chorus.yaml"), SET)
     ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
     judged = JudgmentList(tuple(j for j in read_csv(JUDGMENTS) if j.doc_id in ids))
     table = log_judgments(engine, ALIAS, fs, judged, encoder, window=20, first_pass=bm25_query,
@@ -602,13 +599,7 @@ def main() -> None:
                                                         queries)
         result["killed_mid_search"] = killed_mid_search(settings, node, encoder)
     engine = connect_engine(settings)
-    for name in engine.list_models(f"{SET}-v"):
-        if engine.get_model(name) is not None:
-            engine.delete_model(name)
-    engine.transport.request("bench cleanup", "DELETE",
-                             f"/{registry.REGISTRY_INDEX}/_doc/{SET}")
-    for index in engine.indices(f"{ALIAS}-*"):
-        engine.delete_index(index)
+    remove_deployed(engine, SET, engine.indices(f"{ALIAS}-*"))
     result["seconds"] = round(time.monotonic() - started, 1)
     write_result(result, args.out or result_path("reliability", args))
 
