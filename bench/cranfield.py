@@ -38,8 +38,9 @@ from _report import (
     write_result,
 )
 
-from esrank import registry
 from esrank.catalogue.index import index_catalogue
+from esrank.deploy.registry import ActiveModel
+from esrank.deploy.upload import deploy
 from esrank.evaluation.significance import compare
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -132,12 +133,12 @@ def main() -> None:
             result = train(table, Path(tmp) / label, params=TrainParams(), device="cpu",
                            candidates=candidates)
             chosen[label], cv[label] = result.candidates, result.cv.to_dict()
-            report = registry.deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
-                                     table.docs_by_query(), params_for, activate=False)
+            report = deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
+                            table.docs_by_query(), params_for, activate=False)
             parity.append(report.parity.max_delta)
             if not report.parity.passed:
                 raise SystemExit(f"{label}: parity failed: {report.to_dict()}")
-            model = registry.ActiveModel(report.model, fs.engine_name, fs.params)
+            model = ActiveModel(report.model, fs.engine_name, fs.params)
             run = search_many(engine, args.index, evaluator.queries,
                               Ranker(label, model, args.window), encoder, size=args.window,
                               source=False)

@@ -45,7 +45,8 @@ from _report import (
     write_result,
 )
 
-from esrank import registry
+from esrank.deploy.registry import ActiveModel
+from esrank.deploy.upload import deploy
 from esrank.engine import Engine
 from esrank.evaluation.significance import compare
 from esrank.features.params import query_params
@@ -84,13 +85,13 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             test_queries = list(dict.fromkeys(table.queries[i] for i in test_rows))
             held_out = {q: [table.doc_ids[i] for i in test_rows if table.queries[i] == q]
                         for q in test_queries}
-            report = registry.deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
-                                     held_out, params_for, activate=False)
+            report = deploy(engine, args.index, ModelArtifact.load(result.artifact), fs,
+                            held_out, params_for, activate=False)
             parity.append(report.parity.max_delta)
             if not report.parity.passed:
                 raise SystemExit(f"{fs.name} fold {k}: parity failed: {report.to_dict()}")
-            model = registry.ActiveModel(report.model, fs.engine_name, fs.params,
-                                         cross_encoder=ce.key if ce else None)
+            model = ActiveModel(report.model, fs.engine_name, fs.params,
+                                cross_encoder=ce.key if ce else None)
             run = search_many(engine, args.index, test_queries,
                               Ranker("ltr", model, args.window), encoder, size=args.window,
                               source=False, reranker=ce)

@@ -49,11 +49,12 @@ from _chorus import FEATURE_SETS, JUDGMENTS, private_feature_set, remove_deploye
 from _report import configured_encoder, engine_options, result_path, write_result
 from sidecar import start_server
 
-from esrank import registry
 from esrank.app import connect_engine
 from esrank.catalogue.index import index_catalogue
 from esrank.core.errors import EsrankError
 from esrank.core.settings import ServeSettings, load_settings
+from esrank.deploy.registry import entry, unregistered
+from esrank.deploy.upload import deploy
 from esrank.engine.local import LocalEngine, up
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -159,7 +160,7 @@ def restart(node: LocalEngine) -> float:
 def live_state(engine) -> dict:
     """What is live: the bench alias (targets, count) and the bench set's active model."""
     return {"alias": engine.alias_targets(ALIAS), "docs": engine.count(ALIAS),
-            "active": registry.entry(engine, SET).active}
+            "active": entry(engine, SET).active}
 
 
 class SlowEncoder:
@@ -215,11 +216,10 @@ def killed_mid_deploy(settings, node, encoder, artifact, fs, queries) -> dict:
         time.sleep(0.5)  # the parity gate is under way when the engine dies
         return params_for(texts)
 
-    result = killed_during(settings, node, lambda: registry.deploy(
+    result = killed_during(settings, node, lambda: deploy(
         engine, ALIAS, artifact, fs, queries, slow_params), 1.0)
     engine = connect_engine(settings)
-    return {**result, "models_left_unregistered": registry.unregistered(
-        engine, registry.entry(engine, SET))}
+    return {**result, "models_left_unregistered": unregistered(engine, entry(engine, SET))}
 
 
 def killed_mid_search(settings, node, encoder) -> dict:
@@ -581,7 +581,7 @@ def main() -> None:
               params=TrainParams(num_rounds=20), table=str(Path(tmp) / "t.parquet"))
         artifact = ModelArtifact.load(Path(tmp) / "m")
         params_for = query_params(fs.params, encoder)
-        registry.deploy(engine, ALIAS, artifact, fs, queries, params_for)
+        deploy(engine, ALIAS, artifact, fs, queries, params_for)
 
         from esrank.serve import create_app
 
