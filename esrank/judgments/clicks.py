@@ -261,3 +261,20 @@ def sdbn(sessions: Iterable[Session], min_impressions: int = 10,
         sat = last[k] / clicks[k] if clicks[k] else 0.0
         scores[k] = a * sat
     return _to_judgments(scores, examined, min_impressions, cuts, "sdbn")
+
+
+# the click models `esrank judgments from-clicks --model` offers, by name
+CLICK_MODELS = {"coec": coec, "sdbn": sdbn}
+
+
+def click_model(name: str):
+    """The click model called `name` (a key of CLICK_MODELS).
+
+    >>> click_model("sdbn") is sdbn
+    True
+    """
+    try:
+        return CLICK_MODELS[name]
+    except KeyError:
+        raise InputError(f"no click model {name!r} (choices: "
+                         f"{', '.join(sorted(CLICK_MODELS))})") from None

@@ -265,3 +265,38 @@ def test_machine_grades_fill_only_pairs_no_person_judged():
     assert [(j.qid, j.doc_id, j.grade) for j in merged] == [("1", "a", 3), ("1", "b", 0),
                                                             ("1", "c", 2)]
     assert merged.source == "human.csv + machine"
+
+
+class _Fixed:
+    """A judge answering every pair with the same label."""
+
+    model, version = "fixed", "1"
+
+    def answer_logprobs(self, system, user, labels):
+        return {labels[-1]: 0.0}
+
+
+def test_a_judging_run_grades_the_first_pairs_and_reports_what_it_could_not(tmp_path):
+    from esrank.judgments.judging import judge_into
+
+    todo = [("usb cable", "1", "Belkin USB cable"), ("usb cable", "2", "HDMI cable"),
+            ("mouse", "3", "Logitech mouse")]
+    report = judge_into(todo, ["9"], _Fixed, tmp_path / "grades.csv", limit=2)
+    assert report.to_dict() == {"graded": 2, "output": str(tmp_path / "grades.csv"),
+                                "model": "fixed", "model_version": "1",
+                                "prompt": PROMPTS["grade"].id, "calibration": None,
+                                "not_in_index": ["9"]}
+    assert [(g.doc_id, g.grade) for g in read_grades(tmp_path / "grades.csv")] == [("1", 3),
+                                                                                  ("2", 3)]
+
+
+def test_a_judging_run_with_no_product_in_the_index_is_refused_before_the_judge_loads(tmp_path):
+    from esrank.judgments.judging import judge_into
+
+    def never():
+        raise AssertionError("the judge was built")
+
+    with pytest.raises(InputError, match=r"none of the 2 products to judge is in index "
+                                         r"products \(e.g. 7, 8\): is ESRANK_INDEX right"):
+        judge_into([], ["7", "8"], never, tmp_path / "grades.csv", index="products")
+    assert not (tmp_path / "grades.csv").exists()

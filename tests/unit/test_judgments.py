@@ -307,3 +307,12 @@ def test_a_missing_or_unreadable_file_is_an_input_error_naming_it(tmp_path):
             read_judgments(tmp_path / "nope", fmt)
     with pytest.raises(InputError, match="cannot read judgments file: Is a directory"):
         read_judgments(tmp_path, "csv")
+
+
+def test_click_models_are_looked_up_by_name_and_an_unknown_one_names_the_choices():
+    from esrank.judgments.clicks import CLICK_MODELS, click_model
+
+    assert click_model("coec") is coec and click_model("sdbn") is sdbn
+    assert sorted(CLICK_MODELS) == ["coec", "sdbn"]  # esrank judgments from-clicks --model
+    with pytest.raises(InputError, match=r"no click model 'ubm' \(choices: coec, sdbn\)"):
+        click_model("ubm")
