@@ -47,7 +47,7 @@ from esrank.core.files import check_new_folder
 from esrank.core.stamps import utc
 from esrank.learn.artifact import MISSING_AS, ModelArtifact
 from esrank.learn.normalizers import fit_normalizers, normalize
-from esrank.learn.table import FeatureMatrix
+from esrank.learn.table import FeatureMatrix, read_table
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,15 @@ class TrainResult:
     @property
     def cv_mean(self) -> float:
         return self.cv.mean
+
+    def to_dict(self) -> dict:
+        """The run in brief: artifact, serving-CV scores, the rows and params it chose."""
+        return {"artifact": str(self.artifact), "cv": self.cv.to_dict(),
+                "training_rows": self.candidates,
+                "params": {"max_depth": self.params.max_depth,
+                           "rounds": self.best_iteration + 1, "eta": self.params.eta,
+                           "objective": self.params.objective},
+                "search": list(self.search), "seconds": round(self.seconds, 1)}
 
 
 def pick_device() -> str:
@@ -448,3 +457,22 @@ def data_hash(matrix: FeatureMatrix) -> str:
     h.update(json.dumps([matrix.grades, matrix.qids, matrix.doc_ids,
                          matrix.feature_names]).encode())
     return h.hexdigest()[:16]
+
+
+def train_file(table: Path, out_dir: Path, *, params: TrainParams | None = None,
+               folds: int = 5, search: bool = True, device: str = "auto",
+               normalizer: str | None = None, exclude: Sequence[str] = (),
+               candidates: str = "auto", personal: Sequence[str] = (),
+               base: Path | None = None) -> TrainResult:
+    """`train` on the table file `table` (an `esrank log` output, recorded as the data's
+    source), in the CLI's terms: `device` "auto" picks one, `candidates` "auto" tries every
+    CANDIDATE_SETS (else one of them), `base` is an artifact folder.
+
+    >>> train_file(Path("chorus.parquet"), Path("models/v1")).cv_mean     # doctest: +SKIP
+    0.61
+    """
+    return train(read_table(table), out_dir, params=params, folds=folds, search=search,
+                 device=None if device == "auto" else device, normalizer=normalizer,
+                 table=str(table.resolve()), exclude=exclude,
+                 candidates=CANDIDATE_SETS if candidates == "auto" else (candidates,),
+                 personal=personal, base=ModelArtifact.load(base) if base else None)

@@ -188,3 +188,20 @@ def test_serving_cv_scores_the_window_against_every_judgment():
     ranked = served_runs(table, np.arange(len(table)))
     assert len(ranked) == 20 and all(len(docs) == 30 for docs in ranked.values())
     assert ranked["query 0"][:2] == ["d0", "d1"]  # by first-pass rank when unscored
+
+
+def test_a_table_file_trains_in_the_cli_terms_and_the_result_reads_in_brief(tmp_path):
+    from esrank.learn.table import write_table
+    from esrank.learn.train import train_file
+
+    write_table(synthetic(), tmp_path / "t.parquet")
+    result = train_file(tmp_path / "t.parquet", tmp_path / "model", folds=3, search=False,
+                        device="cpu", candidates="window+judged",
+                        params=TrainParams(num_rounds=20))
+    brief = result.to_dict()
+    assert brief["artifact"] == str(tmp_path / "model") and len(brief["search"]) == 1
+    assert brief["training_rows"] == "window+judged" and brief["cv"]["folds"]
+    assert brief["params"] == {"max_depth": 3, "rounds": 20, "eta": 0.1,
+                               "objective": "rank:ndcg"}
+    meta = json.loads((tmp_path / "model" / "meta.json").read_text())
+    assert meta["data"]["table"] == str((tmp_path / "t.parquet").resolve())
