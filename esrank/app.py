@@ -824,3 +824,68 @@ class App:
         write_file(path, static_page({
             "configs": [r.label for r in rankers], "deltas": deltas, "sides": sides,
             "runs": {"metrics": list(HISTORY_METRICS), "runs": run_history(self.engine)}}))
+
+    # -- the doors of commands that reached past the app ---------------------------------------
+
+    def feature_diffs(self, path: Path | None = None) -> list[dict]:
+        """How each feature set of `path` (default: the settings' folder) differs from the
+        versions the engine holds (esrank.features.parser.diff_against_engine)."""
+        from esrank.features.parser import diff_against_engine, load_feature_sets
+
+        return [diff_against_engine(self.engine, fs)
+                for fs in load_feature_sets(path or self.settings.feature_sets)]
+
+    def activate_model(self, name: str, set_name: str | None = None) -> str | None:
+        """Make the deployed `name` live for `set_name` (default: the active set); returns the
+        model it replaced."""
+        from esrank.deploy.registry import activate
+
+        return activate(self.engine, set_name or self.settings.active_set, name)
+
+    def rollback_model(self, set_name: str | None = None, to: str | None = None
+                       ) -> tuple[str, str]:
+        """Re-activate the model before the live one (or `to`); returns (from, to)."""
+        from esrank.deploy.registry import rollback
+
+        return rollback(self.engine, set_name or self.settings.active_set, to)
+
+    def delete_model(self, name: str, set_name: str | None = None) -> None:
+        """Delete an inactive model from the plugin and the registry."""
+        from esrank.deploy.registry import delete
+
+        delete(self.engine, set_name or self.settings.active_set, name)
+
+    def click_judgments(self, log: Path | None, output: Path, *, model: str = "sdbn",
+                        weights=None, min_impressions: int = 10):
+        """Judgments graded by the click model `model` (esrank.judgments.clicks.CLICK_MODELS)
+        from the sessions of a UBI log (default: the engine's UBI indices), written to
+        `output`; returns them."""
+        from esrank.judgments.clicks import click_model
+        from esrank.judgments.lists import write_judgments
+
+        derived = click_model(model)(self.sessions(log, weights),
+                                     min_impressions=min_impressions)
+        write_judgments(derived, output)
+        return derived
+
+    def judge_llm(self, judgments: Path, output: Path, *, holes: bool = False,
+                  configs=("bm25", "active"), fmt: str | None = None, depth: int = 10,
+                  calibration=None, limit: int | None = None, progress: bool = True,
+                  **llm):
+        """Grade with the LLM judge the pairs of `judgments` (their grades ignored), or with
+        `holes` the unjudged docs that `configs` rank in their top `depth` for its queries;
+        write the machine grades to `output` (esrank.judgments.judging.judge_into). `llm`
+        overrides the judge's settings (endpoint, model, prompt, concurrency; None keeps
+        one)."""
+        from esrank.judgments.judging import judge_into
+        from esrank.judgments.lists import read_judgments
+        from esrank.judgments.llm_judge import PROMPTS
+
+        c = self.settings.llm.model_copy(update={k: v for k, v in llm.items() if v is not None})
+        wanted = (self.holes(judgments, configs, fmt=fmt, depth=depth) if holes
+                  else [(j.query, j.doc_id) for j in read_judgments(judgments, fmt)])
+        todo, missing = self.judge_pairs(wanted)
+        return judge_into(todo, missing, lambda: judge_backend(self.settings.model_copy(
+                              update={"llm": c})), output, prompt=PROMPTS[c.prompt],
+                          calibration=calibration, limit=limit, progress=progress,
+                          workers=c.concurrency if c.endpoint else 1, index=self.settings.index)

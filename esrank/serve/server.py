@@ -49,3 +49,31 @@ def make_server(app: Flask, host: str, port: int, threads: int):
                            max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1)
     server.channel_class = _JsonErrorChannel  # the class waitress makes each connection of
     return server
+
+
+def search_once(settings, query: str, size: int = 3) -> dict:
+    """Start the sidecar of `settings` on a free loopback port, answer one POST /search for
+    `query`, stop it; returns the answer (the demo's proof that the sidecar ranks).
+
+    >>> search_once(load_settings(), "bluetooth speaker")["ranker"]     # doctest: +SKIP
+    'chorus-v3'
+    """
+    import socket
+    import threading
+    import urllib.request
+
+    from esrank.serve import create_app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = make_server(create_app(settings), "127.0.0.1", port, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/search", data=json.dumps({"query": query, "size": size})
+            .encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    finally:
+        server.close()

@@ -11,7 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "esrank"
 # the pipeline's order: a stage may import itself and the stages before it
 STAGES = ("core", "engine", "models", "catalogue", "features", "ubi", "judgments", "learn",
-          "deploy", "ranking", "evaluation", "personal", "app", "serve", "cli")
+          "deploy", "ranking", "evaluation", "personal", "app", "loop", "serve", "cli")
 
 
 def _modules() -> dict[str, ast.Module]:

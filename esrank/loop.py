@@ -1,0 +1,130 @@
+"""The whole loop on the Chorus catalogue and its shopper judgments, as one sequence of steps:
+engine -> index -> push features -> log -> train -> upload (parity gate, activate) -> LLM
+grades for the model's unjudged top docs -> evaluate -> compare -> search -> one sidecar
+/search.
+
+`demo` runs the steps lazily and yields each one's result as it is done, so a front door
+shows progress between them (`esrank demo` prints each as the command of that name would):
+
+>>> for step in demo(App(load_settings())):                           # doctest: +SKIP
+...     print(step.kind)
+say
+engine
+...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esrank.app import CHORUS, App
+from esrank.core.stamps import COMPACT, utc
+
+DEMO_HOLES = 20  # pairs the demo's LLM judge grades (0.7 s each on 2 CPU cores)
+FEATURE_SET = Path("feature_sets/chorus.yaml")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step's outcome. `kind` "say" is a line to show as it is; any other kind names the
+    command whose result `value` is: "engine" (up's info), "index" (IndexReport), "features"
+    (push results), "log" (LogResult), "train" (TrainResult), "deploy" (DeployReport, feature
+    set name), "judge" (JudgingReport), "evaluate" (App.evaluate's triple), "compare" (App.compare's
+    data, the page written), "search" (SearchResult), "sidecar" (the port `esrank serve` listens
+    on, the query, the /search answer)."""
+
+    kind: str
+    value: Any
+
+
+def demo(app: App, *, limit: int | None = None, reindex: bool = False,
+         query: str = "bluetooth speaker", sidecar: Callable[[str], dict] | None = None
+         ) -> Iterator[Step]:
+    """The loop's steps on `app`, files under $ESRANK_HOME/demo. `limit` indexes only that
+    many products; `reindex` indexes even when the index is current; `sidecar(query)`
+    answers one /search through the sidecar (esrank.serve.server.search_once; None skips it).
+    A deploy whose parity gate fails is the last step."""
+    s = app.settings
+    work = s.home / "demo"
+    work.mkdir(parents=True, exist_ok=True)
+    judgments = CHORUS / "judgments.csv"
+    yield from _catalogue(app, limit, reindex)
+    yield Step("say", f"== 4. log features for every judgment and the BM25 top "
+                      f"{s.rescore_window}")
+    yield Step("log", app.log(judgments, FEATURE_SET, work / "chorus.parquet"))
+    yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search)")
+    artifact = work / "models" / utc(COMPACT)
+    yield Step("train", _train(work / "chorus.parquet", artifact))
+    yield Step("say", "== 6. upload, parity gate, activate")
+    fs, report = app.deploy(artifact, FEATURE_SET)
+    yield Step("deploy", (report, fs.name))
+    if not report.parity.passed:
+        return
+    holes, page = work / "llm_holes.csv", work / "compare.html"
+    yield from _judged(app, judgments, holes, page)
+    yield Step("say", f"== 9. search: {query!r}")
+    yield Step("search", app.search(query, "active", shopper=_anonymous()))
+    if sidecar is not None:
+        yield Step("say", "== 10. the sidecar: POST /search")
+        yield Step("sidecar", (s.serve.port, query, sidecar(query)))
+    yield Step("say", "== 11. look at it")
+    yield Step("say", f"comparison report: {page}")
+    yield Step("say", f"live comparison page: ESRANK_JUDGMENTS={judgments} esrank serve, then "
+                      f"http://{s.serve.host}:{s.serve.port}/compare")
+
+
+def _catalogue(app: App, limit: int | None, reindex: bool) -> Iterator[Step]:
+    """Steps 1-3: the local engine, the catalogue indexed (unless it is current), the feature
+    sets pushed."""
+    from esrank.catalogue.index import index_is_current
+    from esrank.engine.local import up
+
+    s = app.settings
+    if s.uses_local_engine:
+        yield Step("say", f"== 1. local engine ({s.local_flavor})")
+        yield Step("engine", up(app.local_engine(s.local_flavor), progress=True))
+    yield Step("say", "== 2. index the Chorus catalogue")
+    if not reindex and limit is None and index_is_current(app.engine, s.index, app.encoder.key):
+        yield Step("say", f"{s.index} is already indexed with the current mapping and encoder "
+                          "(--reindex to redo)")
+    else:  # the demo catalogue replaces whatever the alias held: any size goes live
+        yield Step("index", app.index(tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit,
+                                      max_shrink=1.0))
+    yield Step("say", "== 3. push the feature sets")
+    yield Step("features", app.push_feature_sets())
+
+
+def _train(table: Path, artifact: Path):
+    from esrank.learn.train import train_file
+
+    return train_file(table, artifact)
+
+
+def _judged(app: App, judgments: Path, holes: Path, page: Path) -> Iterator[Step]:
+    """Steps 7-8: LLM grades for the unjudged docs in the model's top 10, an evaluation with
+    them, and BM25 compared with the model (the report marks the machine grades)."""
+    yield Step("say", "== 7. LLM judgments: the unjudged docs in the model's top 10 (the "
+                      f"first {DEMO_HOLES}), graded by the packaged SmolLM2-135M, then "
+                      "evaluation with them")
+    yield Step("say", "   (a weak judge: bench/llm_judge.py measures it at chance agreement "
+                      "with people; the '+machine' columns show where machine grades were "
+                      "used)")
+    yield Step("judge", app.judge_llm(judgments, holes, holes=True, configs=("active",),
+                                      limit=DEMO_HOLES))
+    yield Step("evaluate", app.evaluate(judgments, ("bm25", "active"), shopper=_anonymous(),
+                                        machine=holes))
+    yield Step("say", "== 8. compare BM25 with the model on every judged query, human grades "
+                      "only (in-sample: bench/relevance.py has the cross-validated figures); "
+                      "the report marks the machine grades")
+    yield Step("compare", (app.compare(judgments, "bm25", "active", html=page, machine=holes),
+                           page))
+
+
+def _anonymous():
+    """The shopper a command without --user/--brand/--price-band ranks for."""
+    from esrank.personal.shopper import ShopperContext
+
+    return ShopperContext(None, None, (), None)
