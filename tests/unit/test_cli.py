@@ -206,9 +206,9 @@ def test_json_output_is_strict_json_with_missing_values_as_null(capsys):
     import json
     import math
 
-    from esrank.cli import _emit
+    from esrank.cli.common import emit
 
-    _emit({"features": {"price": math.nan, "recency": 0.5}, "worst": [math.inf, 1.0]}, True, "")
+    emit({"features": {"price": math.nan, "recency": 0.5}, "worst": [math.inf, 1.0]}, True, "")
     out = capsys.readouterr().out
     assert "NaN" not in out and "Infinity" not in out
     assert json.loads(out) == {"features": {"price": None, "recency": 0.5},

@@ -1,0 +1,5 @@
+"""`python -m esrank.cli`: the esrank command."""
+
+from esrank.cli import main
+
+main()
