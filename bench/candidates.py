@@ -38,13 +38,14 @@ from _report import (
 )
 
 from esrank.catalogue.products import text_of
+from esrank.catalogue.query import bm25_query
 from esrank.evaluation.significance import compare
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_csv
 from esrank.judgments.metrics import Evaluator
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.train import TrainParams, cross_validate
-from esrank.ranking.search import Ranker, bm25_query, search_many
+from esrank.ranking.search import Ranker, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN = ("ndcg@10", "ndcg@10_condensed")

@@ -39,6 +39,7 @@ from _report import (
 )
 
 from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.query import bm25_query
 from esrank.deploy.registry import ActiveModel
 from esrank.deploy.upload import deploy
 from esrank.evaluation.significance import compare
@@ -49,7 +50,7 @@ from esrank.judgments.metrics import Evaluator
 from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.train import CANDIDATE_SETS, TrainParams, train
-from esrank.ranking.search import Ranker, bm25_query, run_of, search_many
+from esrank.ranking.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT_ONLY = ("supplier_bm25", "supplier_and", "attributes_bm25", "price", "recency")

@@ -40,19 +40,21 @@ from sidecar import start_server
 
 from esrank.app import App, load_encoder
 from esrank.catalogue.lookup import ProductFacts
+from esrank.catalogue.query import bm25_query
 from esrank.core.settings import ExperimentSettings, load_settings
+from esrank.deploy.upload import upload
+from esrank.evaluation.evaluate import evaluate
 from esrank.evaluation.significance import compare
 from esrank.features.parser import load_feature_set
 from esrank.judgments.clicks import session_judgments, sessions_of
 from esrank.judgments.metrics import Evaluation
 from esrank.learn.artifact import ModelArtifact
-from esrank.learn.feature_log import log_judgments
+from esrank.learn.feature_log import log_judgments, log_table
 from esrank.learn.table import read_table, write_table
 from esrank.learn.train import TrainParams, train
 from esrank.personal.experiment import Experiment, report, sign_test
 from esrank.personal.shopper import build_profiles, save_profiles
 from esrank.personal.sim import INTEREST_SHARE, make_shoppers, shop, utility_ndcg
-from esrank.ranking.search import bm25_query
 from esrank.ubi.indices import fetch
 
 FEATURE_SET = FEATURE_SETS / "chorus_personal.yaml"
@@ -127,11 +129,11 @@ def main() -> None:
 
     # 1. the non-personal model, on the human judgments
     t = time.monotonic()
-    human = app.log(JUDGMENTS, FEATURE_SET, tmp / "human.parquet", progress=False)
+    human = log_table(app, JUDGMENTS, FEATURE_SET, tmp / "human.parquet", progress=False)
     params = TrainParams(eta=0.1, num_rounds=100)
     train(read_table(human.table), tmp / "base", params=params, search=False,
           exclude=personal_features, table=str(human.table))
-    _, base_report = app.deploy(tmp / "base", FEATURE_SET)
+    _, base_report = upload(app, tmp / "base", FEATURE_SET)
     base_name = base_report.model
     timings["base_model_s"] = round(time.monotonic() - t, 1)
 
@@ -166,8 +168,8 @@ def main() -> None:
     personal = train(logged.matrix, tmp / "personal", params=params, search=False,
                      personal=personal_features, base=ModelArtifact.load(tmp / "base"),
                      table=str(tmp / "sessions.parquet"))
-    _, personal_report = app.deploy(tmp / "personal", FEATURE_SET,
-                                    table=tmp / "sessions.parquet")
+    _, personal_report = upload(app, tmp / "personal", FEATURE_SET,
+                                table=tmp / "sessions.parquet")
     personal_name = personal_report.model
     timings["train_personal_s"] = round(time.monotonic() - t, 1)
 
@@ -191,7 +193,7 @@ def main() -> None:
     timings["evaluate_b_s"] = round(time.monotonic() - t, 1)
 
     # 5. anonymous shoppers on the human judgments
-    evaluation, _, _ = app.evaluate(JUDGMENTS, [base_name, personal_name])
+    evaluation = evaluate(app, JUDGMENTS, [base_name, personal_name]).results
     anonymous = compare((base_name, evaluation[base_name]),
                         (personal_name, evaluation[personal_name]),
                         ("ndcg@10", "ndcg@10_condensed")).to_dict()

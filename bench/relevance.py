@@ -45,6 +45,7 @@ from _report import (
     write_result,
 )
 
+from esrank.catalogue.query import bm25_query
 from esrank.deploy.registry import ActiveModel
 from esrank.deploy.upload import deploy
 from esrank.engine import Engine
@@ -56,7 +57,7 @@ from esrank.judgments.metrics import Evaluation, Evaluator
 from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
-from esrank.ranking.search import Ranker, bm25_query, run_of, search_many
+from esrank.ranking.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN = ("ndcg@10", "ndcg@10_condensed", "judged@10")

@@ -51,6 +51,7 @@ from sidecar import start_server
 
 from esrank.app import connect_engine
 from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.query import bm25_query
 from esrank.core.errors import EsrankError
 from esrank.core.settings import ServeSettings, load_settings
 from esrank.deploy.registry import entry, unregistered
@@ -63,7 +64,6 @@ from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import write_table
 from esrank.learn.train import TrainParams, train
-from esrank.ranking.search import bm25_query
 
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"

@@ -15,6 +15,7 @@ engine
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,13 @@ from typing import Any
 
 from esrank.app import CHORUS, App
 from esrank.core.stamps import COMPACT, utc
+from esrank.deploy.reindex import index
+from esrank.deploy.upload import upload
+from esrank.evaluation.evaluate import compare, evaluate
+from esrank.evaluation.holes import judge_llm
+from esrank.features.parser import load_feature_sets, push_feature_sets
+from esrank.learn.feature_log import log_table
+from esrank.personal.serving import served_search
 
 DEMO_HOLES = 20  # pairs the demo's LLM judge grades (0.7 s each on 2 CPU cores)
 FEATURE_SET = Path("feature_sets/chorus.yaml")
@@ -32,7 +40,7 @@ class Step:
     """One step's outcome. `kind` "say" is a line to show as it is; any other kind names the
     command whose result `value` is: "engine" (up's info), "index" (IndexReport), "features"
     (push results), "log" (LogResult), "train" (TrainResult), "deploy" (DeployReport, feature
-    set name), "judge" (JudgingReport), "evaluate" (App.evaluate's triple), "compare" (App.compare's
+    set name), "judge" (JudgingReport), "evaluate" (EvaluationRun), "compare" (the comparison's
     data, the page written), "search" (SearchResult), "sidecar" (the port `esrank serve` listens
     on, the query, the /search answer)."""
 
@@ -54,19 +62,19 @@ def demo(app: App, *, limit: int | None = None, reindex: bool = False,
     yield from _catalogue(app, limit, reindex)
     yield Step("say", f"== 4. log features for every judgment and the BM25 top "
                       f"{s.rescore_window}")
-    yield Step("log", app.log(judgments, FEATURE_SET, work / "chorus.parquet"))
+    yield Step("log", log_table(app, judgments, FEATURE_SET, work / "chorus.parquet"))
     yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search)")
     artifact = work / "models" / utc(COMPACT)
     yield Step("train", _train(work / "chorus.parquet", artifact))
     yield Step("say", "== 6. upload, parity gate, activate")
-    fs, report = app.deploy(artifact, FEATURE_SET)
+    fs, report = upload(app, artifact, FEATURE_SET)
     yield Step("deploy", (report, fs.name))
     if not report.parity.passed:
         return
     holes, page = work / "llm_holes.csv", work / "compare.html"
     yield from _judged(app, judgments, holes, page)
     yield Step("say", f"== 9. search: {query!r}")
-    yield Step("search", app.search(query, "active", shopper=_anonymous()))
+    yield Step("search", served_search(app, query, unit=uuid.uuid4().hex)[0])
     if sidecar is not None:
         yield Step("say", "== 10. the sidecar: POST /search")
         yield Step("sidecar", (s.serve.port, query, sidecar(query)))
@@ -91,10 +99,10 @@ def _catalogue(app: App, limit: int | None, reindex: bool) -> Iterator[Step]:
         yield Step("say", f"{s.index} is already indexed with the current mapping and encoder "
                           "(--reindex to redo)")
     else:  # the demo catalogue replaces whatever the alias held: any size goes live
-        yield Step("index", app.index(tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit,
-                                      max_shrink=1.0))
+        yield Step("index", index(app, tuple(sorted(CHORUS.glob("*.json.zip"))), limit=limit,
+                                  max_shrink=1.0))
     yield Step("say", "== 3. push the feature sets")
-    yield Step("features", app.push_feature_sets())
+    yield Step("features", push_feature_sets(app.engine, load_feature_sets(s.feature_sets)))
 
 
 def _train(table: Path, artifact: Path):
@@ -112,19 +120,12 @@ def _judged(app: App, judgments: Path, holes: Path, page: Path) -> Iterator[Step
     yield Step("say", "   (a weak judge: bench/llm_judge.py measures it at chance agreement "
                       "with people; the '+machine' columns show where machine grades were "
                       "used)")
-    yield Step("judge", app.judge_llm(judgments, holes, holes=True, configs=("active",),
-                                      limit=DEMO_HOLES))
-    yield Step("evaluate", app.evaluate(judgments, ("bm25", "active"), shopper=_anonymous(),
-                                        machine=holes))
+    yield Step("judge", judge_llm(app, judgments, holes, holes_only=True, configs=("active",),
+                                  limit=DEMO_HOLES))
+    yield Step("evaluate", evaluate(app, judgments, ("bm25", "active"), machine=holes))
     yield Step("say", "== 8. compare BM25 with the model on every judged query, human grades "
                       "only (in-sample: bench/relevance.py has the cross-validated figures); "
                       "the report marks the machine grades")
-    yield Step("compare", (app.compare(judgments, "bm25", "active", html=page, machine=holes),
+    yield Step("compare", (compare(app, judgments, "bm25", "active", html=page, machine=holes),
                            page))
 
-
-def _anonymous():
-    """The shopper a command without --user/--brand/--price-band ranks for."""
-    from esrank.personal.shopper import ShopperContext
-
-    return ShopperContext(None, None, (), None)

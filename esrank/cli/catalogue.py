@@ -42,11 +42,13 @@ def index_cmd(ctx: click.Context, files: tuple[Path, ...], alias: str | None, li
     --max-shrink allows is removed and never goes live: exit 1, the alias unchanged. One run
     per alias at a time: a second one exits 1 at once, naming the run that holds the alias.
     """
+    from esrank.deploy.reindex import index
+
     if not files:
         raise click.UsageError("no product files given (the demo catalogue: esrank demo, or "
                                f"esrank index {CHORUS}/*.json.zip)")
     with showing_rejections(as_json):
-        report = app_of(ctx).index(files, alias, batch_size=batch_size, limit=limit,
+        report = index(app_of(ctx), files, alias, batch_size=batch_size, limit=limit,
                                    allow_rejects=allow_rejects, keep=keep,
                                    progress=not as_json, max_shrink=max_shrink / 100,
                                    allow_encoder_change=allow_encoder_change)

@@ -60,7 +60,7 @@ def _sidecar_text(port: int, query: str, answer: dict) -> str:
 _TEXT = {
     "say": str, "engine": up_text, "index": index_text, "features": push_text,
     "log": log_text, "train": train_text, "deploy": lambda v: deploy_text(*v),
-    "judge": judging_text, "evaluate": lambda v: evaluate_text(*v, per_query=False),
+    "judge": judging_text, "evaluate": lambda v: evaluate_text(v, per_query=False),
     "compare": lambda v: compare_text(*v, push=False),
     "search": search_text, "sidecar": lambda v: _sidecar_text(*v),
 }

@@ -35,7 +35,9 @@ def upload_cmd(ctx: click.Context, artifact: Path, feature_set_path: Path, table
     on the values the plugin logged: every doc must agree within --tolerance. On failure the
     new model is deleted, the live one stays, the worst docs are listed, and the exit code is 1.
     """
-    fs, report = app_of(ctx).deploy(artifact, feature_set_path, table,
+    from esrank.deploy.upload import upload
+
+    fs, report = upload(app_of(ctx), artifact, feature_set_path, table,
                                     parity_queries=parity_queries, tolerance=tolerance,
                                     activate=activate)
     emit(report.to_dict(), as_json, deploy_text(report, fs.name))
@@ -79,7 +81,10 @@ _SET = click.option("--set", "set_name", help="Feature set name (default: ESRANK
 @click.pass_context
 def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None:
     """Deployed models with their CV score and parity result; * marks the active one."""
-    doc, stray = app_of(ctx).models(set_name)
+    from esrank.deploy.registry import listing
+
+    app = app_of(ctx)
+    doc, stray = listing(app.engine, set_name or app.settings.active_set)
     lines = [f"{doc.feature_set}: active {doc.active or 'none'}"]
     for name, rec in sorted(doc.models.items(), key=lambda kv: kv[1].uploaded_at):
         lines.append(f"{'*' if name == doc.active else ' '} {name:16} {rec.feature_set:22} "
@@ -96,7 +101,10 @@ def models_list(ctx: click.Context, set_name: str | None, as_json: bool) -> None
 @click.pass_context
 def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None:
     """Make a deployed model the one search uses."""
-    previous = app_of(ctx).activate_model(name, set_name)
+    from esrank.deploy.registry import activate
+
+    app = app_of(ctx)
+    previous = activate(app.engine, set_name or app.settings.active_set, name)
     click.echo(f"{name} is active (was {previous or 'none'})")
 
 
@@ -108,7 +116,10 @@ def models_activate(ctx: click.Context, name: str, set_name: str | None) -> None
 @click.pass_context
 def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) -> None:
     """Re-activate the model that was active before the current one (or --to NAME)."""
-    current, target = app_of(ctx).rollback_model(set_name, to)
+    from esrank.deploy.registry import rollback
+
+    app = app_of(ctx)
+    current, target = rollback(app.engine, set_name or app.settings.active_set, to)
     click.echo(f"{target} was already active: nothing changed" if current == target else
                f"rolled back: {target} is active (was {current}); to repeat safely: "
                f"esrank models rollback --to {target}")
@@ -121,9 +132,12 @@ def models_rollback(ctx: click.Context, set_name: str | None, to: str | None) ->
 @click.pass_context
 def models_delete(ctx: click.Context, name: str, set_name: str | None, yes: bool) -> None:
     """Delete an inactive model from the engine and the registry (the active one is refused)."""
+    from esrank.deploy.registry import delete
+
     if not yes:
         raise click.UsageError(f"deleting {name} cannot be undone: add --yes")
-    app_of(ctx).delete_model(name, set_name)
+    app = app_of(ctx)
+    delete(app.engine, set_name or app.settings.active_set, name)
     click.echo(f"deleted {name}")
 
 

@@ -56,19 +56,27 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     as configurations of their own and each stored hit no person judged carries its machine
     grade and model (the dashboard's machine-grades panel).
     """
-    results, checks, run_id = app_of(ctx).evaluate(
-        judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window, depth=depth,
-        rank_eval=rank_eval, push=push, shopper=shopper, machine=machine_grades)
-    data = {"judgments": str(judgments_file), "run_id": run_id,
+    from esrank.evaluation.evaluate import evaluate
+    from esrank.personal.serving import params_for
+
+    app = app_of(ctx)
+    run = evaluate(app, judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window,
+                   depth=depth, rank_eval=rank_eval, push=push, machine=machine_grades,
+                   shopper_params=params_for(app, shopper))
+    data = {"judgments": str(judgments_file), "run_id": run.run_id,
             "machine_grades": str(machine_grades) if machine_grades else None,
-            "configs": {name: ev.to_dict() | ({"rank_eval": checks[name]} if checks else {})
-                        for name, ev in results.items()}}
-    emit(data, as_json, evaluate_text(results, checks, run_id, per_query))
+            "configs": {name: ev.to_dict() | ({"rank_eval": run.checks[name]}
+                                              if run.checks else {})
+                        for name, ev in run.results.items()}}
+    emit(data, as_json, evaluate_text(run, per_query))
 
 
-def evaluate_text(results: dict, checks: dict, run_id: str | None, per_query: bool) -> str:
+def evaluate_text(run, per_query: bool) -> str:
+    """An EvaluationRun as text: the mean metrics per configuration (and per query), where it
+    was stored, and the _rank_eval checks."""
     from esrank.judgments.metrics import METRICS
 
+    results, checks, run_id = run.results, run.checks, run.run_id
     width = max(14, *(len(name) + 2 for name in results))
     header = f"{'metric':20}" + "".join(f"{name:>{width}}" for name in results)
     lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:{width}.4f}"
@@ -110,7 +118,9 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                 machine_grades: Path | None, as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
     p-values, and wins/ties/losses per metric."""
-    data = app_of(ctx).compare(judgments_file, config_a, config_b, fmt=fmt, window=window,
+    from esrank.evaluation.evaluate import compare
+
+    data = compare(app_of(ctx), judgments_file, config_a, config_b, fmt=fmt, window=window,
                                depth=depth, push=push, html=html, machine=machine_grades)
     emit(data, as_json, compare_text(data, html, push=push))
 
@@ -143,10 +153,10 @@ def runs_cmd(ctx: click.Context, limit: int, metrics: tuple[str, ...], as_json: 
     """Evaluation runs stored by `esrank evaluate --push`, oldest first: each configuration's
     mean metrics per run, so a model's history reads top to bottom (the comparison page plots
     it)."""
-    from esrank.evaluation.runs import HISTORY_METRICS
+    from esrank.evaluation.runs import HISTORY_METRICS, run_history
 
     metrics = metrics or HISTORY_METRICS
-    rows = app_of(ctx).runs(metrics, limit)
+    rows = run_history(app_of(ctx).engine, metrics, runs=limit)
     lines = [f"{'time':20} {'run':28} {'config':24}" + "".join(f"{m:>20}" for m in metrics)
              + f"{'queries':>9}"]
     lines += [f"{r['timestamp'][:19]:20} {r['run_id']:28} {r['config']:24}"
@@ -206,7 +216,9 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
     """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
     feature adds to a rescore, and rescore window vs NDCG vs p50, beside each window's
     ceiling (its docs in grade order: the most any reranker of it can reach)."""
-    report = app_of(ctx).report(judgments_file, which, feature_set_path, output, fmt)
+    from esrank.evaluation.report import write_report
+
+    report = write_report(app_of(ctx), judgments_file, which, feature_set_path, output, fmt)
     lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
     lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
               for f in report["features"]]

@@ -82,12 +82,14 @@ def judgments_llm(ctx: click.Context, pairs: Path | None, fmt: str | None,
     them: `esrank evaluate --machine-grades OUTPUT`; calibrate first: `esrank judgments
     calibrate`.
     """
+    from esrank.evaluation.holes import judge_llm
+
     if (pairs is None) == (holes_of is None):
         raise click.UsageError("give PAIRS or --holes-of, not both")
-    report = app_of(ctx).judge_llm(
-        pairs or holes_of, output, holes=holes_of is not None, configs=configs or ("bm25",
-        "active"), fmt=fmt, depth=depth, calibration=_calibration(calibration), limit=limit,
-        progress=not as_json, **llm)
+    report = judge_llm(
+        app_of(ctx), pairs or holes_of, output, holes_only=holes_of is not None,
+        configs=configs or ("bm25", "active"), fmt=fmt, depth=depth,
+        calibration=_calibration(calibration), limit=limit, progress=not as_json, **llm)
     emit(report.to_dict(), as_json, judging_text(report))
 
 
@@ -159,9 +161,9 @@ def judgments_from_clicks(ctx: click.Context, log: Path | None, model: str,
     """Grade (query, doc) pairs 0..3 from an OpenSearch UBI query/event log (ndjson; omitted:
     the engine's ubi_queries/ubi_events): clicks, carts and purchases, weighted, through a
     click model correcting for position."""
-    from esrank.judgments.clicks import parse_weights
+    from esrank.judgments.clicks import click_judgments, parse_weights
 
-    derived = app_of(ctx).click_judgments(log, output, model=model,
+    derived = click_judgments(app_of(ctx).engine, log, output, model=model,
                                           weights=parse_weights(weights),
                                           min_impressions=min_impressions)
     click.echo(f"{len(derived)} judgments for {len(derived.queries())} queries -> {output}")

@@ -43,11 +43,13 @@ def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: P
     cross-encoder param (feature_sets/chorus_ce.yaml) needs ESRANK_CROSS_ENCODER: it scores
     every logged doc, and the table records which cross-encoder did.
     """
+    from esrank.learn.feature_log import log_table
+
     if judgments_file is None and not sessions:
         raise click.UsageError("give a JUDGMENTS file (or --sessions for the engine's UBI log)")
-    report = app_of(ctx).log(judgments_file, feature_set_path, output, fmt=fmt, window=window,
-                             queries_per_request=queries_per_request, progress=not as_json,
-                             sessions=sessions)
+    report = log_table(app_of(ctx), judgments_file, feature_set_path, output, fmt=fmt,
+                       window=window, queries_per_request=queries_per_request,
+                       progress=not as_json, sessions=sessions)
     emit(report.to_dict(), as_json, log_text(report))
     if report.missing_docs:
         sys.exit(1)

@@ -22,7 +22,9 @@ def encoder_info(ctx: click.Context, as_json: bool) -> None:
     """The encoder every command and the sidecar use (ESRANK_ENCODER__MODEL, __BACKEND,
     __PRECISION): backend, device and precision it resolved to, and the backends installed.
     The log (-v) says which ONNX Runtime provider runs it, and why the CPU when it is."""
-    data = app_of(ctx).encoder_info()
+    from esrank.app import encoder_info as describe_encoder
+
+    data = describe_encoder(settings_of(ctx))
     emit(data, as_json, "\n".join(f"{k:18} {v}" for k, v in data.items()))
 
 
@@ -36,7 +38,9 @@ def encoder_cache(ctx: click.Context, clear: bool, as_json: bool) -> None:
     `esrank index` takes a product text's vector from it when the same encoder embedded the
     same text before, so re-indexing an unchanged catalogue costs bulk time only. Turn it off
     with ESRANK_ENCODER__CACHE=false."""
-    data = app_of(ctx).embedding_cache(clear=clear)
+    from esrank.app import embedding_cache
+
+    data = embedding_cache(settings_of(ctx), clear=clear)
     entries = "".join(f"\n  {key}: {n:,} vectors" for key, n in data["entries"].items())
     cleared = f"\ncleared {data['cleared']:,} vectors" if clear else ""
     emit(data, as_json, f"{data['path']} ({data['bytes'] / 2**20:.1f} MB){entries or ' empty'}"
@@ -87,7 +91,9 @@ def encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | None, out
     catalogue: the index records its encoder), then log and train again: the cosine
     features change. Measure it on queries it never saw first: bench/encoder_tuning.py.
     """
-    meta = app_of(ctx).train_encoder(judgments_file, output, fmt=fmt, epochs=epochs,
+    from esrank.learn.tuning import tune_encoder
+
+    meta = tune_encoder(app_of(ctx), judgments_file, output, fmt=fmt, epochs=epochs,
                                      batch_size=batch_size, progress=not as_json)
     emit(meta, as_json, f"trained on {meta['examples']} examples of {meta['queries']} queries "
          f"in {meta['seconds']}s (loss {meta['loss_first_epoch']} -> "
@@ -110,7 +116,9 @@ def cross_encoder_train(ctx: click.Context, judgments_file: Path, fmt: str | Non
     (pip install 'esrank[torch]'); serving it does not (ONNX Runtime). Evaluate it on queries
     it was not trained on: bench/relevance.py does, per CV fold.
     """
-    meta = app_of(ctx).train_cross_encoder(judgments_file, output, fmt=fmt, epochs=epochs,
+    from esrank.learn.tuning import tune_cross_encoder
+
+    meta = tune_cross_encoder(app_of(ctx), judgments_file, output, fmt=fmt, epochs=epochs,
                                            batch_size=batch_size, progress=not as_json)
     emit(meta, as_json, f"trained on {meta['pairs']} pairs in {meta['seconds']}s "
          f"(loss {meta['loss_first_epoch']} -> {meta['loss_last_epoch']}) -> {output}")

@@ -28,8 +28,9 @@ def profiles_build(ctx: click.Context, log_path: Path | None, weights: str,
                    half_life_days: float, as_json: bool) -> None:
     """Build every shopper's profile from their actions and store it (replacing theirs)."""
     from esrank.judgments.clicks import parse_weights
+    from esrank.personal.shopper import rebuild_profiles
 
-    data = app_of(ctx).build_profiles(log_path, weights=parse_weights(weights),
+    data = rebuild_profiles(app_of(ctx), log_path, weights=parse_weights(weights),
                                       half_life_days=half_life_days)
     emit(data, as_json, f"{data['profiles']} profiles from {data['events']} events "
                         f"({data['products']} products; {data['unknown_products']} not in "
@@ -42,6 +43,7 @@ def profiles_build(ctx: click.Context, log_path: Path | None, weights: str,
 @click.pass_context
 def profiles_show(ctx: click.Context, user_id: str, as_json: bool) -> None:
     """One shopper's stored profile and the shopper params it gives."""
+    from esrank.personal.serving import params_for
     from esrank.personal.shopper import ShopperContext
 
     app = app_of(ctx)
@@ -49,7 +51,7 @@ def profiles_show(ctx: click.Context, user_id: str, as_json: bool) -> None:
     if profile is None:
         raise click.ClickException(f"no profile for {user_id!r} in "
                                    f"{app.settings.profiles_index} (esrank profiles build)")
-    data = {**profile.to_dict(), "params": app.shopper_params(ShopperContext(user_id))}
+    data = {**profile.to_dict(), "params": params_for(app, ShopperContext(user_id))}
     brands = ", ".join(f"{b} {w:.2f}" for b, w in profile.brands) or "none"
     band = (f"{profile.price:.2f} +- {profile.price_scale:.2f} EUR" if profile.price
             else "unknown")
@@ -79,11 +81,12 @@ def experiment_report(ctx: click.Context, name: str | None, control: str | None,
     intervals) and, for interleaving, each arm's wins, the sign test's p-value and the
     sessions a test with 80% power would need."""
     from esrank.personal.experiment import Experiment
+    from esrank.personal.experiment import experiment_report as report_of
 
     if name and not (control and treatment):
         raise click.UsageError("--name needs --control and --treatment")
     chosen = Experiment(name, control, treatment, mode) if name else None
-    result = app_of(ctx).experiment_report(chosen, log_path)
+    result = report_of(app_of(ctx), chosen, log_path)
     emit(result.to_dict(), as_json, _experiment_text(result))
 
 
@@ -114,7 +117,9 @@ def signals_cmd(ctx: click.Context, log_path: Path | None, prior: float, as_json
     its positions predict; 1.0 = average, also for a product never shown), signals.conversion
     (purchases per click) and signals.popularity (log of its weighted actions). Partial
     updates: vectors and text are not touched. Feature templates can read them."""
-    data = app_of(ctx).write_signals(log_path, prior=prior)
+    from esrank.personal.signals import update_signals
+
+    data = update_signals(app_of(ctx), log_path, prior=prior)
     emit(data, as_json, f"signals of {data['products']} products from {data['sessions']} "
                         f"sessions -> {data['index']} ({data['updated']} updated, "
                         f"{data['not_in_index']} not in the index)")
@@ -125,7 +130,9 @@ def signals_cmd(ctx: click.Context, log_path: Path | None, prior: float, as_json
 @click.pass_context
 def ubi_load(ctx: click.Context, log: Path) -> None:
     """Store a UBI ndjson file (queries and events) in the engine's UBI indices."""
-    count = app_of(ctx).store_ubi(log)
+    from esrank.ubi.indices import store_file
+
+    count = store_file(app_of(ctx).engine, log)
     click.echo(f"{count} UBI records -> ubi_queries, ubi_events")
 
 

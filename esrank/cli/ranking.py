@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import click
 
 from esrank.cli.common import app_of, emit, shopper_options
@@ -10,8 +12,10 @@ from esrank.cli.common import app_of, emit, shopper_options
 @click.command("search")
 @click.argument("query")
 @click.option("--size", default=10, show_default=True)
-@click.option("--model", "which", default="active", show_default=True,
-              help="'active' (the live model; BM25 when none), 'bm25', or a model name.")
+@click.option("--model", "which", metavar="CONFIG",
+              help="'active' (the live model; BM25 when none), 'bm25', or a model name. "
+                   "Default: what the sidecar serves a request that names none: the "
+                   "configured experiment's arm (ESRANK_SERVE__EXPERIMENT__*), else 'active'.")
 @click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW, 100).")
 @click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
 @click.option("--rerank", "rerank_top", default=0, show_default=True, metavar="N",
@@ -24,16 +28,23 @@ def search_cmd(ctx: click.Context, query: str, size: int, which: str, window: in
     """Search the catalogue: BM25 (title, description, supplier, attributes), then the
     model rescoring the top --window hits; with --user/--brand/--price-band, for that shopper
     (a model with personal features uses them; without, the shopper is anonymous)."""
-    result = app_of(ctx).search(query, which, size=size, window=window, features=features,
-                                rerank=rerank_top, shopper=shopper)
-    emit(result.to_dict(), as_json, search_text(result))
+    from esrank.personal.serving import served_search
+
+    result, served = served_search(app_of(ctx), query, which, unit=uuid.uuid4().hex, size=size,
+                                   window=window, features=features, rerank=rerank_top,
+                                   shopper=shopper)
+    emit(result.to_dict(), as_json, search_text(result, served))
 
 
-def search_text(result) -> str:
+def search_text(result, served: dict | None = None) -> str:
+    """A search's answer as text; `served` says how (an experiment's arm)."""
     from esrank.core.query_text import MAX_QUERY_TERMS
 
-    text = f"ranked by {result.ranker}" + (f" (DEGRADED: {result.degraded})"
-                                           if result.degraded else "")
+    served = served or {}
+    arm = (f" (experiment {served['experiment']}, arm {served['arm'] or 'interleaved'})"
+           if "experiment" in served else "")
+    text = f"ranked by {result.ranker}{arm}" + (f" (DEGRADED: {result.degraded})"
+                                                if result.degraded else "")
     if result.dropped_terms:
         text += (f"\nthe query was cut to its first {MAX_QUERY_TERMS} terms "
                  f"({result.dropped_terms} dropped): {result.query!r}")

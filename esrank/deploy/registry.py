@@ -333,3 +333,9 @@ def delete(engine: Engine, set_name: str, name: str) -> None:
     _write(engine, doc)
     if engine.get_model(name) is not None:
         engine.delete_model(name)
+
+
+def listing(engine: Engine, set_name: str) -> tuple[RegistryEntry, list[str]]:
+    """The registry entry of a feature set and the plugin models it does not know."""
+    doc = entry(engine, set_name)
+    return doc, unregistered(engine, doc)

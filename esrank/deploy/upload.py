@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from esrank.core.errors import (
+    InputError,
     ModelError,
     NameTakenError,
 )
@@ -24,7 +26,11 @@ from esrank.deploy.registry import (
     version_of,
 )
 from esrank.engine import Engine
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
 from esrank.learn.artifact import ModelArtifact
+from esrank.learn.table import FeatureMatrix, read_table
+from esrank.models.encoder import same_space
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +106,37 @@ def _upload(engine: Engine, feature_set: FeatureSet, model: dict) -> str:
     raise ModelError(f"concurrent deploys of {feature_set.name!r} took each of the {TRIES} "
                      f"version names this one tried (last {name}); nothing was uploaded, run "
                      "it again")
+
+
+def upload(app, artifact_path: Path, feature_set: Path, table: Path | None = None, *,
+           parity_queries: int | None = None, tolerance: float = 1e-4, activate: bool = True
+           ) -> tuple[FeatureSet, DeployReport]:
+    """Upload a trained artifact with `app`'s engine, gate it on parity over its logged table
+    (replayed with the encoders it was logged with, else refused), activate."""
+    artifact = ModelArtifact.load(artifact_path)
+    fs = load_feature_set(feature_set)
+    table = table or Path((artifact.meta.get("data") or {}).get("table") or "")
+    if not table.is_file():
+        raise InputError("no logged table for the parity gate: pass --table")
+    encoder = app.encoder if any(p.type == "vector" for p in fs.params) else None
+    matrix = read_table(table)
+    reranker = app.feature_reranker(fs)
+    _check_logged_with(table, matrix, encoder, reranker)
+    return fs, deploy(app.engine, app.settings.index, artifact, fs,
+                      matrix.docs_by_query(parity_queries),
+                      query_params(fs.params, encoder, cross_encoder=reranker),
+                      activate=activate, tolerance=tolerance,
+                      shoppers=list((matrix.shoppers or {}).values()))
+
+
+def _check_logged_with(table: Path, matrix: FeatureMatrix, encoder, reranker) -> None:
+    """ModelError when the table was logged with other encoders than the configured ones: the
+    model would be served other scores than it learned."""
+    if matrix.cross_encoder and reranker.key != matrix.cross_encoder:
+        raise ModelError(f"{table} was logged with cross-encoder {matrix.cross_encoder}; "
+                         f"the configured one is {reranker.key}: the model would be served "
+                         "other scores than it learned")
+    if matrix.encoder and encoder is not None and not same_space(encoder.key, matrix.encoder):
+        raise ModelError(f"{table} was logged with encoder {matrix.encoder}; the configured "
+                         f"one is {encoder.key}: the model would be served other cosines "
+                         "than it learned")

@@ -19,14 +19,19 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
+from esrank.core.errors import ModelError
 from esrank.core.feature_set import FeatureSet, needs_cross_encoder
+from esrank.core.files import write_file
 from esrank.engine import Engine, Ranked, Rescore
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
 from esrank.judgments.metrics import Evaluator
 from esrank.learn.artifact import ModelArtifact
-from esrank.learn.table import FeatureMatrix
+from esrank.learn.table import FeatureMatrix, read_table
 from esrank.learn.train import TrainParams, cross_validate
 from esrank.ranking.search import Ranker, ranked_request, run_of, search_many, window_texts
 
@@ -180,3 +185,25 @@ can reach (both views).</p>
 <script type="application/json" id="data">{payload}</script>
 </body></html>
 """
+
+
+def write_report(app, judgments: Path, which: str, feature_set: Path, output: Path,
+                 fmt: str | None = None) -> dict:
+    """Gain vs cost of a deployed model's features, written as HTML (`output`) and JSON
+    beside it, with `app`'s engine and encoders."""
+    ranker = app.ranker(which)
+    if ranker.model is None:
+        raise ModelError(f"no active model for {app.settings.active_set!r}: pass --model")
+    artifact = app.artifact(ranker.name)
+    fs = load_feature_set(feature_set)
+    if fs.engine_name != ranker.model.feature_set:
+        raise ModelError(f"{feature_set} is {fs.engine_name}; {ranker.name} was trained on "
+                         f"{ranker.model.feature_set}")
+    encoder = app.query_encoder([ranker])
+    report = build_report(app.engine, app.settings.index, artifact, fs,
+                          read_table(Path(artifact.meta["data"]["table"])), ranker,
+                          app.evaluator(judgments, fmt), encoder,
+                          query_params(fs.params, encoder, cross_encoder=app.feature_reranker(fs)))
+    write_file(output, to_html(report))
+    write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    return report

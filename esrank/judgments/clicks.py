@@ -7,9 +7,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from esrank.core.errors import InputError
-from esrank.judgments.lists import Judgment, JudgmentList, QidAssigner
+from esrank.engine import Engine
+from esrank.judgments.lists import Judgment, JudgmentList, QidAssigner, write_judgments
+from esrank.ubi.indices import load
 from esrank.ubi.log import UbiEvent, UbiQuery
 
 log = logging.getLogger(__name__)
@@ -278,3 +281,33 @@ def click_model(name: str):
     except KeyError:
         raise InputError(f"no click model {name!r} (choices: "
                          f"{', '.join(sorted(CLICK_MODELS))})") from None
+
+
+def logged_sessions(engine: Engine, log_path: Path | None = None,
+                    weights: Mapping[str, float] | None = None) -> list[Session]:
+    """The sessions of a UBI log: an ndjson file, else the engine's UBI indices (default
+    action weights)."""
+    return sessions_of(*load(engine, log_path), weights or ACTION_WEIGHTS)
+
+
+def judged_sessions(engine: Engine, log_path: Path | None = None
+                    ) -> tuple[JudgmentList, dict[str, dict]]:
+    """(JudgmentList, qid -> shopper params) from a UBI log's acted-on sessions (the engine's
+    UBI indices when `log_path` is None)."""
+    sessions = logged_sessions(engine, log_path)
+    judged = session_judgments(sessions)
+    if not len(judged):
+        raise InputError("no session with a click, cart or purchase to learn from",
+                         source=str(log_path or "the engine's UBI indices"))
+    return judged, {s.query_id: s.attributes.get("shopper") or {} for s in sessions}
+
+
+def click_judgments(engine: Engine, log_path: Path | None, output: Path, *,
+                    model: str = "sdbn", weights: Mapping[str, float] | None = None,
+                    min_impressions: int = 10) -> JudgmentList:
+    """Judgments graded by the click model `model` (CLICK_MODELS) from the sessions of a UBI
+    log (default: the engine's UBI indices), written to `output`; returns them."""
+    derived = click_model(model)(logged_sessions(engine, log_path, weights),
+                                 min_impressions=min_impressions)
+    write_judgments(derived, output)
+    return derived

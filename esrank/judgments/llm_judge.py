@@ -32,9 +32,11 @@ from typing import Protocol
 
 import numpy as np
 
+from esrank.catalogue.lookup import fetch_texts
 from esrank.core.auth import Auth, redact, split_credentials
 from esrank.core.errors import ConfigError, EsrankError, InputError
 from esrank.core.files import new_file
+from esrank.engine import Engine
 from esrank.judgments.lists import Judgment, JudgmentList
 
 log = logging.getLogger(__name__)
@@ -402,3 +404,14 @@ def read_grades(path: Path) -> list[MachineGrade]:
         except ValueError as exc:
             raise InputError(f"bad rating or score: {exc}", source=str(path),
                              line=reader.line_num) from exc
+
+
+def pair_texts(engine: Engine, index: str, pairs: Iterable[tuple[str, str]]
+               ) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(query, doc id, product text) for each (query, doc id) pair whose product the index
+    holds, a query's pairs together; and the doc ids the index lacks."""
+    pairs = list(pairs)
+    texts = fetch_texts(engine, index, {d for _, d in pairs})
+    order = {q: i for i, q in enumerate(dict.fromkeys(q for q, _ in pairs))}
+    found = sorted(((q, d, texts[d]) for q, d in pairs if d in texts), key=lambda p: order[p[0]])
+    return found, sorted({d for _, d in pairs if d not in texts})

@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from esrank.catalogue.index import check_index_encoder
 from esrank.catalogue.lookup import fetch_texts
+from esrank.catalogue.query import bm25_query
 from esrank.core.batches import batched
 from esrank.core.errors import InputError
 from esrank.core.feature_set import FeatureSet
@@ -22,8 +24,10 @@ from esrank.core.query_text import bounded_query
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.features.params import query_params
-from esrank.judgments.lists import JudgmentList
-from esrank.learn.table import FeatureMatrix
+from esrank.features.parser import load_feature_set, push_feature_sets
+from esrank.judgments.clicks import judged_sessions
+from esrank.judgments.lists import JudgmentList, read_judgments
+from esrank.learn.table import FeatureMatrix, write_ranklib, write_table
 from esrank.models.cross_encoder import CrossEncoder
 from esrank.models.encoder import Encoder
 
@@ -132,3 +136,48 @@ def _first_pass(engine: Engine, index: str, texts: list[str], k: int,
             for response in engine.msearch(index, bodies)]
 
 
+@dataclass
+class LogResult:
+    """What `esrank log` wrote: the table (and its RankLib text) and how it went."""
+
+    feature_set: str
+    rows: int
+    table: Path
+    ranklib: Path
+    seconds: float
+    judgments: int
+    missing_docs: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        rate = self.judgments / self.seconds if self.seconds else 0.0
+        return {"feature_set": self.feature_set, "rows": self.rows, "table": str(self.table),
+                "ranklib": str(self.ranklib), "seconds": round(self.seconds, 2),
+                "judgments_per_second": round(rate, 1),
+                "missing_docs": [{"query": q, "doc_id": d} for q, d in self.missing_docs]}
+
+
+def log_table(app, judgments: Path | None, feature_set: Path, output: Path, *,
+              fmt: str | None = None, window: int | None = None, queries_per_request: int = 16,
+              progress: bool = True, sessions: bool = False) -> LogResult:
+    """Log the judged docs and the BM25 window of every judged query into a table (+ the
+    RankLib text beside it), with `app`'s engine, index and encoders. With `sessions`, the
+    judgments are the shoppers' own (`judged_sessions` of a UBI log, or of the engine's UBI
+    indices when `judgments` is None), each logged with the shopper params its page was
+    served with."""
+    fs = load_feature_set(feature_set)
+    shoppers = None
+    if sessions:
+        judged, shoppers = judged_sessions(app.engine, judgments)
+    else:
+        judged = read_judgments(judgments, fmt)
+    push_feature_sets(app.engine, [fs])
+    window = app.window(window)
+    report = log_judgments(app.engine, app.settings.index, fs, judged, app.encoder,
+                           window=window, first_pass=bm25_query,
+                           queries_per_request=queries_per_request, progress=progress,
+                           shoppers=shoppers, cross_encoder=app.feature_reranker(fs))
+    write_table(report.matrix, output, judgments_source=str(judgments or "ubi indices"),
+                window=window)
+    write_ranklib(report.matrix, output.with_suffix(".txt"))
+    return LogResult(fs.engine_name, len(report.matrix), output, output.with_suffix(".txt"),
+                     report.seconds, len(judged), report.missing_docs)

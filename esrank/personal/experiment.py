@@ -18,10 +18,12 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from esrank.core.errors import InputError
-from esrank.judgments.clicks import Session
+from esrank.core.settings import ExperimentSettings
+from esrank.judgments.clicks import Session, logged_sessions
 
 Mode = Literal["ab", "interleave"]
 ACTIONS = ("click", "add_to_cart", "purchase")
@@ -195,3 +197,20 @@ def sessions_needed(preference: float, decided_share: float) -> int | None:
     p = preference
     n = ((z_a * 0.5 + z_b * math.sqrt(p * (1 - p))) / effect) ** 2
     return math.ceil(n / decided_share)
+
+
+def configured(settings: ExperimentSettings | None) -> Experiment | None:
+    """The experiment ESRANK_SERVE__EXPERIMENT__* configure, or None."""
+    e = settings
+    return Experiment(e.name, e.control, e.treatment, e.mode) if e else None
+
+
+def experiment_report(app, experiment: Experiment | None = None, log_path: Path | None = None
+                      ) -> Report:
+    """The Report of an Experiment (default: the configured one) over a UBI log (default: the
+    engine's UBI indices)."""
+    experiment = experiment or configured(app.settings.serve.experiment)
+    if experiment is None:
+        raise InputError("no experiment: set ESRANK_SERVE__EXPERIMENT__NAME, __CONTROL and "
+                         "__TREATMENT (or pass --name, --control, --treatment)")
+    return report(experiment, logged_sessions(app.engine, log_path))

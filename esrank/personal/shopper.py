@@ -15,16 +15,19 @@ use (`source: shopper`); a request that lacks one leaves those features uncomput
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from esrank.catalogue.lookup import ProductFacts
+from esrank.catalogue.lookup import ProductFacts, product_facts
 from esrank.core.errors import EngineError, InputError
 from esrank.engine import Engine
 from esrank.engine.base import SMALL_INDEX
 from esrank.judgments.clicks import ACTION_WEIGHTS, shown_actions
+from esrank.ubi.indices import load
 from esrank.ubi.log import UbiEvent, UbiQuery
 
 PROFILES_INDEX = "esrank-profiles"
@@ -182,3 +185,20 @@ def load_profile(engine: Engine, user_id: str, index: str = PROFILES_INDEX) -> P
     """A shopper's stored profile; None when they (or the store) have none."""
     found = engine.get_document(index, user_id)
     return Profile.from_dict(found[0]) if found else None
+
+
+def rebuild_profiles(app, log_path: Path | None = None, *,
+                     weights: Mapping[str, float] | None = None,
+                     half_life_days: float | None = None) -> dict:
+    """Profiles from UBI events (an ndjson file, else the engine's UBI indices), with each
+    product's brand and price read from the catalogue; stored in the profile index."""
+    engine, index = app.engine, app.settings.profiles_index
+    queries, events = load(engine, log_path)
+    weights = weights or ACTION_WEIGHTS
+    acted = {e.doc_id for e in events if e.doc_id and e.action in weights}
+    facts = product_facts(engine, app.settings.index, acted)
+    profiles = build_profiles(queries, events, facts, now=time.time(), weights=weights,
+                              half_life_days=half_life_days or HALF_LIFE_DAYS)
+    saved = save_profiles(engine, profiles.values(), index)
+    return {"profiles": saved, "events": len(events), "products": len(facts),
+            "unknown_products": len(acted) - len(facts), "index": index}

@@ -20,10 +20,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from esrank.core.errors import EngineError
 from esrank.engine import Engine
-from esrank.judgments.clicks import ACTION_WEIGHTS, Session, position_rates
+from esrank.judgments.clicks import ACTION_WEIGHTS, Session, logged_sessions, position_rates
 
 PRIOR = 10.0  # pseudo-observations pulling a seldom-seen product toward the average
 FIELD = "signals"
@@ -89,3 +90,13 @@ def write_signals(engine: Engine, index: str, signals: Mapping[str, ProductSigna
                           f"{other[0][1]}", target=index)
     engine.refresh(index)
     return {"updated": len(signals) - len(missing), "not_in_index": len(missing)}
+
+
+def update_signals(app, log_path: Path | None = None, *, prior: float | None = None) -> dict:
+    """Per-product popularity, CTR and conversion from a UBI log (default: the engine's UBI
+    indices), merged into the catalogue's documents."""
+    sessions = logged_sessions(app.engine, log_path)
+    signals = product_signals(sessions, prior=PRIOR if prior is None else prior)
+    written = write_signals(app.engine, app.settings.index, signals)
+    return {"sessions": len(sessions), "products": len(signals), **written,
+            "index": app.settings.index}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from esrank.catalogue.index import ID_FIELD
 from esrank.catalogue.products import text_of
+from esrank.catalogue.query import DEFAULT_FIELDS, bm25_query
 from esrank.core.batches import batched
 from esrank.core.errors import (
     ConfigError,
@@ -36,7 +37,6 @@ from esrank.models.encoder import Encoder, same_space
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FIELDS = ("title^2", "short_description", "supplier", "attributes")
 SOURCE_FIELDS = ["title", "short_description", "supplier", "price"]
 
 
@@ -100,10 +100,6 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ra
     if model is None:
         return Ranker("bm25", None, window, rerank=rerank)
     return Ranker(model.name, model, window, rerank=rerank)
-
-
-def bm25_query(query: str, fields: Sequence[str] = DEFAULT_FIELDS) -> dict:
-    return {"multi_match": {"query": query, "fields": list(fields), "type": "best_fields"}}
 
 
 def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
@@ -277,3 +273,13 @@ def _hit(rank: int, h: dict) -> Hit:
     src = h.get("_source") or {}
     return Hit(rank, h["_id"], float(h["_score"]), src.get("title", ""), src.get("supplier"),
                src.get("price"))
+
+
+def rank(app, query: str, which: str = "active", *, size: int = 10, window: int | None = None,
+         features: bool = False, rerank: int = 0, shopper_params: dict | None = None
+         ) -> SearchResult:
+    """Rank one query under configuration `which` with `app`'s engine, index and encoders;
+    `shopper_params` (esrank.personal.serving.params_for) personalise it."""
+    ranker = app.ranker(which, window, rerank)
+    return search(app.engine, app.settings.index, query, ranker, app.query_encoder([ranker]),
+                  size=size, features=features, reranker=app.reranker, shopper=shopper_params)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from esrank.evaluation.runs import HISTORY_METRICS
+from esrank.evaluation import page as pages
+from esrank.evaluation.runs import HISTORY_METRICS, run_history
 from esrank.serve import requests as rq
 
 bp = Blueprint("compare", __name__)
@@ -50,12 +51,12 @@ def page():
 
 @bp.get("/compare/configs")
 def configs():
-    return jsonify(_sc().app.configurations())
+    return jsonify(pages.configurations(_sc().app))
 
 
 @bp.get("/compare/runs")
 def runs():
-    return jsonify(metrics=list(HISTORY_METRICS), runs=_sc().app.runs())
+    return jsonify(metrics=list(HISTORY_METRICS), runs=run_history(_sc().app.engine))
 
 
 @bp.post("/compare/query")
@@ -64,7 +65,7 @@ def query():
     data = rq.body({"query": str, "configs": list}, {"size": int})
     text = sc.texts([data["query"]], "query")[0]
     names = rq.names(data["configs"], "configs")
-    sides = sc.app.side_by_side(text, names, rq.bounded(data, "size", 10, 1, 100))
+    sides = pages.side_by_side(sc.app, text, names, rq.bounded(data, "size", 10, 1, 100))
     return jsonify(query=text, sides=[s.__dict__ for s in sides])
 
 
@@ -75,7 +76,7 @@ def queries():
     a, b = rq.name(data, "a"), rq.name(data, "b")
     if sc.app.evaluator() is None:
         raise rq.ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
-    label_a, label_b, rows = sc.app.query_deltas(a, b, slot=_one_at_a_time(sc.comparing))
+    label_a, label_b, rows = pages.query_deltas(sc.app, a, b, slot=_one_at_a_time(sc.comparing))
     return jsonify(a=label_a, b=label_b, metric="ndcg@10", queries=rows)
 
 
@@ -97,5 +98,5 @@ def why():
     sc = _sc()
     data = rq.body({"config": str, "query": str, "doc_id": str}, {})
     text = sc.texts([data["query"]], "query")[0]
-    return jsonify(sc.app.why(rq.name(data, "config"), text, rq.name(data, "doc_id",
+    return jsonify(pages.why(sc.app, rq.name(data, "config"), text, rq.name(data, "doc_id",
                                                                      max_chars=512)))

@@ -8,6 +8,7 @@ import uuid
 import numpy as np
 from flask import Blueprint, current_app, jsonify
 
+from esrank.personal.serving import served_search
 from esrank.ranking.search import parse_configuration
 from esrank.serve import requests as rq
 from esrank.serve.verify import verify
@@ -47,9 +48,9 @@ def search():
     sc.app.require_reranker(bool(rerank))
     started = time.perf_counter()
     query_id = uuid.uuid4().hex
-    result, attributes = sc.app.served_search(query, data.get("model"), unit=query_id, size=size,
-                                              window=window, features=data.get("features", False),
-                                              rerank=rerank, shopper=shopper)
+    result, attributes = served_search(sc.app, query, data.get("model"), unit=query_id,
+                                       size=size, window=window, rerank=rerank,
+                                       features=data.get("features", False), shopper=shopper)
     if result.degraded:
         sc.metrics.degraded.inc()
     took = round((time.perf_counter() - started) * 1000, 2)

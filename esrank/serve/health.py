@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Blueprint, Response, current_app, jsonify
 
 from esrank.core.errors import EsrankError
+from esrank.deploy.registry import entry
 
 bp = Blueprint("health", __name__)
 SPEC = Path(__file__).with_name("openapi.yaml")
@@ -28,7 +29,7 @@ def readyz():
              "backend": sc.encoder.name.split(":", 1)[0]}
     try:
         sc.app.engine.health()
-        doc, _ = sc.app.models()
+        doc = entry(sc.app.engine, sc.app.settings.active_set)
     except EsrankError as exc:
         return jsonify(ready=False, **state, engine=f"unreachable: {exc}"), 503
     return jsonify(ready=True, **state, engine="reachable", active_model=doc.active)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from esrank.core.errors import EngineError
 from esrank.engine import Engine
 from esrank.engine.base import SMALL_INDEX
-from esrank.ubi.log import UbiEvent, UbiQuery, parse_record
+from esrank.ubi.log import UbiEvent, UbiQuery, parse_record, read_ndjson
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +18,12 @@ log = logging.getLogger(__name__)
 QUERIES_INDEX = "ubi_queries"
 EVENTS_INDEX = "ubi_events"
 
-
-
 _KEYWORD = {"type": "keyword"}
 QUERIES_MAPPING = {"dynamic": False, "properties": {
     "query_id": _KEYWORD, "client_id": _KEYWORD, "session_id": _KEYWORD,
     "application": _KEYWORD, "user_query": _KEYWORD, "timestamp": {"type": "date"},
     "query_response_hit_ids": _KEYWORD,
     "query_attributes": {"type": "object", "enabled": False}}}
-
-
-
 EVENTS_MAPPING = {"dynamic": False, "properties": {
     "action_name": _KEYWORD, "query_id": _KEYWORD, "client_id": _KEYWORD,
     "session_id": _KEYWORD, "application": _KEYWORD, "timestamp": {"type": "date"},
@@ -101,3 +97,13 @@ def _scan(engine: Engine, index: str, page: int) -> Iterator[UbiQuery | UbiEvent
         if len(hits) < page:
             return
         after = hits[-1]["sort"]
+
+
+def load(engine: Engine, path: Path | None = None) -> tuple[list[UbiQuery], list[UbiEvent]]:
+    """(queries, events) of a UBI ndjson file, else of the engine's UBI indices."""
+    return read_ndjson(path) if path else fetch(engine)
+
+
+def store_file(engine: Engine, path: Path) -> int:
+    """Store a UBI ndjson file in the engine's UBI indices; how many records went in."""
+    return store(engine, *read_ndjson(path))

@@ -17,6 +17,7 @@ from cross_encoders import build_cross_encoder
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.lookup import fetch_texts
+from esrank.catalogue.query import bm25_query
 from esrank.core.errors import InputError, ModelError
 from esrank.deploy import registry, upload
 from esrank.features.params import query_params
@@ -27,7 +28,7 @@ from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import write_table
 from esrank.learn.train import TrainParams, train
 from esrank.models.cross_encoder import load_cross_encoder
-from esrank.ranking.search import Ranker, bm25_query, run_of, search, search_many
+from esrank.ranking.search import Ranker, run_of, search, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 WINDOW = 20
@@ -147,7 +148,7 @@ def test_deploy_refuses_a_table_logged_with_another_cross_encoder(
               reranker=other)
     before = engine.list_models(f"{ce_loop['fs'].name}-v")
     with pytest.raises(ModelError, match=f"logged with cross-encoder .*{other.key}"):
-        app.deploy(ce_loop["tmp"] / "model", ROOT / "feature_sets" / "chorus_ce.yaml",
-                   ce_loop["tmp"] / "table.parquet")
+        upload.upload(app, ce_loop["tmp"] / "model", ROOT / "feature_sets" / "chorus_ce.yaml",
+                      ce_loop["tmp"] / "table.parquet")
     assert engine.list_models(f"{ce_loop['fs'].name}-v") == before  # nothing uploaded
 

@@ -15,15 +15,18 @@ from cross_encoders import build_encoder_version
 
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue, index_encoder
+from esrank.catalogue.query import bm25_query
 from esrank.core.errors import ConfigError, ModelError
 from esrank.deploy.registry import active_model, entry
+from esrank.deploy.reindex import index
+from esrank.deploy.upload import upload
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_judgments
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import read_table, write_table
 from esrank.learn.train import TrainParams, train
 from esrank.models.encoder import load_encoder
-from esrank.ranking.search import Ranker, bm25_query, search
+from esrank.ranking.search import Ranker, search
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -75,12 +78,12 @@ def test_deploy_refuses_another_encoder_and_serving_degrades_with_one(
     fs_name = versions["fs"].name
     with pytest.raises(ModelError, match="logged with encoder .* the model would be served "
                                          "other cosines"):
-        App(settings, engine=engine, encoder=versions["other"]).deploy(
-            versions["model"], versions["fs_file"], versions["table"])
+        upload(App(settings, engine=engine, encoder=versions["other"]), versions["model"],
+               versions["fs_file"], versions["table"])
     assert not entry(engine, fs_name).models  # nothing uploaded, nothing live
 
-    App(settings, engine=engine, encoder=encoder).deploy(versions["model"],
-                                                         versions["fs_file"], versions["table"])
+    upload(App(settings, engine=engine, encoder=encoder), versions["model"],
+           versions["fs_file"], versions["table"])
     model = active_model(engine, fs_name)
     assert model.encoder == encoder.key
     ranker = Ranker(model.name, model, window=20)
@@ -98,17 +101,17 @@ def test_reembedding_the_alias_is_refused_while_an_active_model_uses_the_old_wei
         versions, engine, encoder, engine_settings):
     """Runs last: it moves the module's alias to the other encoder."""
     settings = engine_settings(index=versions["alias"])
-    App(settings, engine=engine, encoder=encoder).deploy(versions["model"],
-                                                         versions["fs_file"], versions["table"])
+    upload(App(settings, engine=engine, encoder=encoder), versions["model"],
+           versions["fs_file"], versions["table"])
     active = active_model(engine, versions["fs"].name).name
     live = engine.alias_targets(versions["alias"])
     other = App(settings, engine=engine, encoder=versions["other"])
     with pytest.raises(ConfigError, match=f"would change the cosine features of the active "
                                           f"models .*{active}"):
-        other.index([SLICE], progress=False)
+        index(other, [SLICE], progress=False)
     assert engine.alias_targets(versions["alias"]) == live  # nothing built, nothing moved
     assert index_encoder(engine, versions["alias"]) == encoder.key
-    App(settings, engine=engine, encoder=encoder).index([SLICE], progress=False, keep=0)
+    index(App(settings, engine=engine, encoder=encoder), [SLICE], progress=False, keep=0)
     assert engine.alias_targets(versions["alias"]) != live  # the same weights: no question
-    other.index([SLICE], progress=False, keep=0, allow_encoder_change=True)
+    index(other, [SLICE], progress=False, keep=0, allow_encoder_change=True)
     assert index_encoder(engine, versions["alias"]) == versions["other"].key

@@ -15,6 +15,7 @@ from chorus_slice import SLICE, write_slice_judgments
 from cleanup import remove_deployed
 
 from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.query import bm25_query
 from esrank.core.errors import ModelError
 from esrank.deploy import registry, upload
 from esrank.evaluation.rank_eval import rank_eval_check
@@ -26,7 +27,7 @@ from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import write_table
 from esrank.learn.train import train
-from esrank.ranking.search import Ranker, bm25_query, ranked_request, run_of, search, search_many
+from esrank.ranking.search import Ranker, ranked_request, run_of, search, search_many
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -236,8 +237,8 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
 
 
 def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder):
+    from esrank.catalogue.query import bm25_query
     from esrank.learn.table import read_table
-    from esrank.ranking.search import bm25_query
 
     judged = loop["judged"]
     report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder, window=10,

@@ -18,6 +18,7 @@ from cleanup import remove_deployed
 from esrank import ubi
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.lookup import product_facts
+from esrank.catalogue.query import bm25_query
 from esrank.deploy import registry, upload
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -32,7 +33,7 @@ from esrank.personal.shopper import (
     save_profiles,
     shopper_params,
 )
-from esrank.ranking.search import bm25_query, search
+from esrank.ranking.search import search
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FANS = {"fan-philips": "Philips", "fan-hp": "HP"}  # shopper -> the brand they buy

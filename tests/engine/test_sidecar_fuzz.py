@@ -13,6 +13,7 @@ from chorus_slice import SLICE, write_slice_judgments
 from fuzzing import fuzz
 
 from esrank.catalogue.index import index_catalogue
+from esrank.catalogue.query import bm25_query
 from esrank.deploy import registry, upload
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -21,7 +22,6 @@ from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import write_table
 from esrank.learn.train import TrainParams, train
-from esrank.ranking.search import bm25_query
 from esrank.serve import create_app
 
 

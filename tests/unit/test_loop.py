@@ -10,25 +10,37 @@ import pytest
 
 from esrank import loop
 
+USE_CASES = ("index", "push_feature_sets", "log_table", "upload", "judge_llm", "evaluate",
+             "compare", "served_search")
+
 
 class _App:
-    """Records the calls the loop makes; answers each with a stand-in."""
+    """The resources the loop reads: settings (and an engine nobody calls here)."""
 
-    def __init__(self, home, passed=True):
+    def __init__(self, home):
         self.settings = SimpleNamespace(home=home, rescore_window=100, uses_local_engine=False,
-                                        index="products",
+                                        index="products", feature_sets=home / "sets",
                                         serve=SimpleNamespace(host="127.0.0.1", port=8080))
-        self.passed, self.calls = passed, []
+        self.engine = object()
 
-    def __getattr__(self, name):
+
+def _stage_calls(monkeypatch, passed: bool) -> list[tuple]:
+    """Each use case the loop calls, recorded and answered with a stand-in."""
+    calls = []
+    answers = {"upload": (SimpleNamespace(name="chorus"),
+                          SimpleNamespace(parity=SimpleNamespace(passed=passed))),
+               "served_search": ("found", {})}
+
+    def recorder(name):
         def call(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-            if name == "deploy":
-                return SimpleNamespace(name="chorus"), SimpleNamespace(
-                    parity=SimpleNamespace(passed=self.passed))
-            return name
-
+            calls.append((name, args, kwargs))
+            return answers.get(name, name)
         return call
+
+    for name in USE_CASES:
+        monkeypatch.setattr(loop, name, recorder(name))
+    monkeypatch.setattr(loop, "load_feature_sets", lambda path: [])
+    return calls
 
 
 @pytest.fixture
@@ -40,28 +52,32 @@ def trained(monkeypatch):
     return tables
 
 
-def test_the_demo_runs_every_stage_in_order_on_the_files_of_the_one_before(tmp_path, trained):
+def test_the_demo_runs_every_stage_in_order_on_the_files_of_the_one_before(
+        tmp_path, trained, monkeypatch):
+    calls = _stage_calls(monkeypatch, passed=True)
     app = _App(tmp_path)
     steps = list(loop.demo(app, reindex=True, query="tv", sidecar=lambda q: {"query": q}))
     kinds = [s.kind for s in steps if s.kind != "say"]
     assert kinds == ["index", "features", "log", "train", "deploy", "judge", "evaluate",
                      "compare", "search", "sidecar"]
-    assert [c[0] for c in app.calls] == ["index", "push_feature_sets", "log", "deploy",
-                                         "judge_llm", "evaluate", "compare", "search"]
+    assert [c[0] for c in calls] == list(USE_CASES)
+    assert all(args[0] is app for name, args, _ in calls if name != "push_feature_sets")
     work = tmp_path / "demo"
-    calls = {name: (args, kwargs) for name, args, kwargs in app.calls}
-    assert calls["log"][0][2] == trained[0][0] == work / "chorus.parquet"
-    assert calls["deploy"][0][0] == trained[0][1]  # the artifact just trained
-    holes = calls["judge_llm"][0][1]
-    assert calls["judge_llm"][1] == {"holes": True, "configs": ("active",),
-                                     "limit": loop.DEMO_HOLES}
-    assert calls["evaluate"][1]["machine"] == calls["compare"][1]["machine"] == holes
+    by_name = {name: (args, kwargs) for name, args, kwargs in calls}
+    assert by_name["log_table"][0][3] == trained[0][0] == work / "chorus.parquet"
+    assert by_name["upload"][0][1] == trained[0][1]  # the artifact just trained
+    holes = by_name["judge_llm"][0][2]
+    assert by_name["judge_llm"][1] == {"holes_only": True, "configs": ("active",),
+                                       "limit": loop.DEMO_HOLES}
+    assert by_name["evaluate"][1]["machine"] == by_name["compare"][1]["machine"] == holes
+    assert by_name["served_search"][0][1] == "tv"
+    assert [s.value for s in steps if s.kind == "search"] == ["found"]
     assert steps[-4].value == (8080, "tv", {"query": "tv"})
     assert steps[-1].value.startswith("live comparison page: ESRANK_JUDGMENTS=")
 
 
-def test_a_failed_parity_gate_is_the_last_step(tmp_path, trained):
-    app = _App(tmp_path, passed=False)
-    steps = list(loop.demo(app, reindex=True, sidecar=lambda q: {}))
+def test_a_failed_parity_gate_is_the_last_step(tmp_path, trained, monkeypatch):
+    calls = _stage_calls(monkeypatch, passed=False)
+    steps = list(loop.demo(_App(tmp_path), reindex=True, sidecar=lambda q: {}))
     assert steps[-1].kind == "deploy" and not steps[-1].value[0].parity.passed
-    assert "judge_llm" not in [c[0] for c in app.calls]
+    assert "judge_llm" not in [c[0] for c in calls]

@@ -10,6 +10,7 @@ from fakes import FakeTransport, msearch_answering, searches
 from esrank.core.feature_set import QueryParam
 from esrank.deploy.registry import ActiveModel
 from esrank.engine.base import Engine
+from esrank.personal.serving import params_for
 from esrank.ranking.search import Ranker, search
 
 HITS = {"hits": {"hits": [{"_id": "d1", "_score": 2.0, "_source": {"title": "Speaker"}},
@@ -171,7 +172,7 @@ def test_a_shoppers_profile_is_reused_for_the_ttl():
     for ttl, reads in ((60.0, 1), (0.0, 3)):
         transport = FakeTransport({})  # no profile stored: an anonymous-like shopper
         app = App(settings, engine=Engine(transport), profile_ttl=ttl)
-        assert [app.shopper_params(ShopperContext("u1")) for _ in range(3)] == [{}] * 3
+        assert [params_for(app, ShopperContext("u1")) for _ in range(3)] == [{}] * 3
         paths = [path for _, path, _, _ in transport.calls]
         assert paths == ["/esrank-profiles/_doc/u1"] * reads
 
