@@ -52,6 +52,27 @@ def _int(body: dict, name: str, default: int, lo: int, hi: int) -> int:
     return value
 
 
+def _body() -> dict:
+    """The request's JSON object (RequestError otherwise)."""
+    try:
+        body = json_value(request.get_data())
+    except ValueError as exc:
+        raise RequestError(str(exc)) from exc
+    if not isinstance(body, dict):
+        raise RequestError("expected a JSON object body")
+    return body
+
+
+def _logprobs(lm, ids: list[int], first, top: int) -> dict:
+    """The first token's log-probability and the `top` likeliest first tokens'."""
+    token = ids[0] if ids else int(np.argmax(first))
+    best = np.argsort(-first)[:top]
+    return {"content": [{
+        "token": lm.decode([token]), "logprob": float(first[token]),
+        "top_logprobs": [{"token": lm.decode([int(t)]), "logprob": float(first[t])}
+                         for t in best]}]}
+
+
 def create_llm_app(lm) -> Flask:
     """The API over `lm` (an `esrank.models.llm.GgufLlama`, loaded once)."""
     app = Flask(__name__)
@@ -72,12 +93,7 @@ def create_llm_app(lm) -> Flask:
 
     @app.post("/v1/chat/completions")
     def chat():
-        try:
-            body = json_value(request.get_data())
-        except ValueError as exc:
-            raise RequestError(str(exc)) from exc
-        if not isinstance(body, dict):
-            raise RequestError("expected a JSON object body")
+        body = _body()
         system, user = _messages(body)
         max_tokens = _int(body, "max_tokens", 16, 1, MAX_TOKENS)
         top = _int(body, "top_logprobs", 0, 0, MAX_TOP_LOGPROBS)
@@ -89,12 +105,7 @@ def create_llm_app(lm) -> Flask:
         choice = {"index": 0, "message": {"role": "assistant", "content": lm.decode(ids)},
                   "finish_reason": "length" if len(ids) == max_tokens else "stop"}
         if body.get("logprobs"):
-            token = ids[0] if ids else int(np.argmax(first))
-            best = np.argsort(-first)[:top]
-            choice["logprobs"] = {"content": [{
-                "token": lm.decode([token]), "logprob": float(first[token]),
-                "top_logprobs": [{"token": lm.decode([int(t)]), "logprob": float(first[t])}
-                                 for t in best]}]}
+            choice["logprobs"] = _logprobs(lm, ids, first, top)
         return jsonify({"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
                         "created": int(time.time()), "model": lm.name,
                         "system_fingerprint": lm.version, "choices": [choice],
