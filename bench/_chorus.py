@@ -14,7 +14,7 @@ from esrank.catalogue.products import read_products, to_document
 from esrank.core.feature_set import FeatureSet
 from esrank.deploy.registry import REGISTRY_INDEX
 from esrank.engine.base import Engine
-from esrank.features.parser import push_feature_sets
+from esrank.features.sync import push_feature_sets
 
 ROOT = Path(__file__).resolve().parent.parent
 CHORUS = ROOT / "esrank" / "data" / "chorus"  # the demo data, as packaged

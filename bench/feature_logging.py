@@ -18,7 +18,8 @@ from _report import configured_encoder, write_result
 
 from esrank.engine import connect
 from esrank.features.params import query_params
-from esrank.features.parser import load_feature_set, push_feature_sets
+from esrank.features.parser import load_feature_set
+from esrank.features.sync import push_feature_sets
 from esrank.judgments.lists import read_csv
 from esrank.learn.feature_log import log_judgments
 

@@ -27,7 +27,8 @@ from esrank.deploy.reindex import index
 from esrank.deploy.upload import upload
 from esrank.evaluation.evaluate import compare, evaluate
 from esrank.evaluation.holes import judge_llm
-from esrank.features.parser import load_feature_sets, push_feature_sets
+from esrank.features.parser import load_feature_sets
+from esrank.features.sync import push_feature_sets
 from esrank.learn.feature_log import log_table
 from esrank.personal.serving import served_search
 

@@ -39,7 +39,8 @@ def features_push(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     A set is stored as NAME@HASH of its content: editing a file makes a new version and
     never touches the one a live model uses.
     """
-    from esrank.features.parser import load_feature_sets, push_feature_sets
+    from esrank.features.parser import load_feature_sets
+    from esrank.features.sync import push_feature_sets
 
     app = app_of(ctx)
     results = push_feature_sets(app.engine, load_feature_sets(path or app.settings.feature_sets))
@@ -57,7 +58,8 @@ def push_text(results: list[dict]) -> str:
 @click.pass_context
 def features_diff(ctx: click.Context, path: Path | None, as_json: bool) -> None:
     """Show how local files differ from what the engine holds (exit 0 either way)."""
-    from esrank.features.parser import diff_against_engine, load_feature_sets
+    from esrank.features.parser import load_feature_sets
+    from esrank.features.sync import diff_against_engine
 
     app = app_of(ctx)
     results = [diff_against_engine(app.engine, fs)

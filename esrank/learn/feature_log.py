@@ -24,7 +24,8 @@ from esrank.core.query_text import bounded_query
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
 from esrank.features.params import query_params
-from esrank.features.parser import load_feature_set, push_feature_sets
+from esrank.features.parser import load_feature_set
+from esrank.features.sync import push_feature_sets
 from esrank.judgments.clicks import judged_sessions
 from esrank.judgments.lists import JudgmentList, read_judgments
 from esrank.learn.table import FeatureMatrix, write_ranklib, write_table

@@ -14,7 +14,8 @@ import pytest
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.products import text_of
 from esrank.core.feature_set import QueryParam
-from esrank.features.parser import diff_against_engine, load_feature_set, push_feature_sets
+from esrank.features.parser import load_feature_set
+from esrank.features.sync import diff_against_engine, push_feature_sets
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"

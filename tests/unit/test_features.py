@@ -11,7 +11,8 @@ import pytest
 from esrank.core.errors import InputError
 from esrank.core.feature_set import FeatureSet
 from esrank.engine.dialect import DIALECTS
-from esrank.features.parser import diff_feature_sets, load_feature_set, load_feature_sets
+from esrank.features.parser import load_feature_set, load_feature_sets
+from esrank.features.sync import diff_feature_sets
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "feature_sets"
