@@ -33,7 +33,7 @@ from esrank.core.errors import (
 from esrank.core.feature_set import QueryParam
 from esrank.core.stamps import utc
 from esrank.engine import Engine
-from esrank.engine.base import SMALL_INDEX
+from esrank.engine.cluster import SMALL_INDEX
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from esrank.core.auth import Auth, redact
 from esrank.core.errors import ConfigError, EngineError
-from esrank.engine.base import Engine, Ranked, Rescore, Transport
+from esrank.engine.base import Engine, Ranked, Rescore
+from esrank.engine.cluster import Transport
 
 FLAVORS = ("opensearch", "elasticsearch")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from esrank.core.errors import EngineError, EsrankError
 from esrank.core.stamps import utc
 from esrank.engine import Engine
-from esrank.engine.base import SMALL_INDEX
+from esrank.engine.cluster import SMALL_INDEX
 
 log = logging.getLogger(__name__)
 

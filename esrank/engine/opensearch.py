@@ -6,7 +6,7 @@ from typing import Any
 
 from esrank.core.auth import Auth, redact, split_credentials
 from esrank.core.errors import EngineError, EngineTimeoutError
-from esrank.engine.base import CONNECTIONS_PER_NODE, reason_of
+from esrank.engine.cluster import CONNECTIONS_PER_NODE, reason_of
 
 
 class OpenSearchTransport:

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 from esrank.core.errors import EngineError, InputError
 from esrank.core.stamps import COMPACT, utc
-from esrank.engine.base import SMALL_INDEX
+from esrank.engine.cluster import SMALL_INDEX
 from esrank.judgments.llm_judge import MachineGrade
 from esrank.judgments.metrics import METRICS, Evaluation
 

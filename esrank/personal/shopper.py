@@ -25,7 +25,7 @@ from typing import Any
 from esrank.catalogue.lookup import ProductFacts, product_facts
 from esrank.core.errors import EngineError, InputError
 from esrank.engine import Engine
-from esrank.engine.base import SMALL_INDEX
+from esrank.engine.cluster import SMALL_INDEX
 from esrank.judgments.clicks import ACTION_WEIGHTS, shown_actions
 from esrank.ubi.indices import load
 from esrank.ubi.log import UbiEvent, UbiQuery

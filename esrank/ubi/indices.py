@@ -9,7 +9,7 @@ from pathlib import Path
 
 from esrank.core.errors import EngineError
 from esrank.engine import Engine
-from esrank.engine.base import SMALL_INDEX
+from esrank.engine.cluster import SMALL_INDEX
 from esrank.ubi.log import UbiEvent, UbiQuery, parse_record, read_ndjson
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from fakes import FakeTransport, msearch_answering, searches
 
 from esrank.core.errors import EngineError
 from esrank.core.feature_set import FeatureSet
-from esrank.engine.base import Engine, Ranked, Rescore, logging_request, parse_ltr_log, reason_of
+from esrank.engine.base import Engine, Ranked, Rescore, logging_request, parse_ltr_log
+from esrank.engine.cluster import reason_of
 from esrank.engine.dialect import WINDOW_PARAM
 
 
@@ -197,7 +198,7 @@ def test_bulk_retries_a_busy_engine_then_reports_what_is_still_refused():
 
 def test_bulk_requests_stay_under_the_byte_limit_and_a_large_document_goes_alone(
         monkeypatch):
-    monkeypatch.setattr("esrank.engine.base.MAX_BULK_BYTES", 1000)
+    monkeypatch.setattr("esrank.engine.cluster.MAX_BULK_BYTES", 1000)
     t = FakeTransport({("POST", "/_bulk"): lambda body: {"items": []}})
     docs = [(str(i), {"text": "x" * n}) for i, n in enumerate([300, 300, 300, 5000, 10])]
     assert Engine(t).bulk("products", docs) == []
