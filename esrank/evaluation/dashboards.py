@@ -71,7 +71,14 @@ def saved_objects(flavor: str = "kibana") -> list[dict]:
     """Every object, data views first, the dashboard last (import order)."""
     if flavor not in FILES:
         raise ValueError(f"flavor {flavor!r}: expected one of {sorted(FILES)}")
-    visualizations = [
+    visualizations = _visualizations()
+    patterns = [_pattern(i) for i in (EVAL_QUERIES, EVAL_HITS, EVAL_DELTAS)]
+    return [*patterns, *visualizations, _dashboard(visualizations, flavor)]
+
+
+def _visualizations() -> list[dict]:
+    """The dashboard's panels, in order: the two wide tables first."""
+    return [
         _vis("mean-metrics", "esrank: mean metrics per run and configuration", "table",
              EVAL_QUERIES, [_avg(m) for m in ("ndcg@10", "ndcg@10_condensed", "mrr",
                                               "err@10", "judged@10")]
@@ -110,6 +117,9 @@ def saved_objects(flavor: str = "kibana") -> list[dict]:
              {"type": "histogram", "mode": "grouped"})
         for name in FEATURES_SHOWN
     ]
+
+
+def _dashboard(visualizations: list[dict], flavor: str) -> dict:
     panels, refs = [], []
     for i, vis in enumerate(visualizations):
         wide = i < 2
@@ -120,18 +130,16 @@ def saved_objects(flavor: str = "kibana") -> list[dict]:
                                     "y": 15 * i, "w": 48 if wide else 24, "h": 15,
                                     "i": str(i + 1)}})
         refs.append({"name": f"panel_{i}", "type": "visualization", "id": vis["id"]})
-    dashboard = {"id": _id("dashboard"), "type": "dashboard",
-                 "attributes": {"title": "esrank relevance comparison",
-                                "description": "Runs written by esrank evaluate --push and "
-                                               "esrank compare --push",
-                                "panelsJSON": json.dumps(panels), "timeRestore": False,
-                                "optionsJSON": json.dumps({"useMargins": True}),
-                                "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
-                                    {"query": {"query": "", "language": "kuery"},
-                                     "filter": []})}},
-                 "references": refs}
-    patterns = [_pattern(i) for i in (EVAL_QUERIES, EVAL_HITS, EVAL_DELTAS)]
-    return [*patterns, *visualizations, dashboard]
+    return {"id": _id("dashboard"), "type": "dashboard",
+            "attributes": {"title": "esrank relevance comparison",
+                           "description": "Runs written by esrank evaluate --push and "
+                                          "esrank compare --push",
+                           "panelsJSON": json.dumps(panels), "timeRestore": False,
+                           "optionsJSON": json.dumps({"useMargins": True}),
+                           "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(
+                               {"query": {"query": "", "language": "kuery"},
+                                "filter": []})}},
+            "references": refs}
 
 
 def to_ndjson(objects: list[dict]) -> str:
