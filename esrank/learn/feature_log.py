@@ -23,16 +23,20 @@ from esrank.core.feature_set import FeatureSet
 from esrank.core.query_text import bounded_query
 from esrank.engine import Engine
 from esrank.engine.base import logging_request, parse_ltr_log
-from esrank.features.params import query_params
+from esrank.features.params import ParamBuilder, query_params
 from esrank.features.parser import load_feature_set
 from esrank.features.sync import push_feature_sets
 from esrank.judgments.clicks import judged_sessions
-from esrank.judgments.lists import JudgmentList, read_judgments
+from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
 from esrank.learn.table import FeatureMatrix, write_ranklib, write_table
 from esrank.models.cross_encoder import CrossEncoder
 from esrank.models.encoder import Encoder
 
 log = logging.getLogger(__name__)
+
+# one logged pair: qid, query, doc id, grade, feature values, first-pass rank (0: outside the
+# window), judged
+_Row = tuple[str, str, str, int, list[float], int, bool]
 
 
 @dataclass
@@ -82,36 +86,19 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
         check_index_encoder(engine, index, encoder.key)
     shopper = dict(shoppers or {})
     groups = list(judgments.by_query().items())
-    rows: list[tuple[str, str, str, int, list[float], int, bool]] = []
+    rows: list[_Row] = []
     missing: list[tuple[str, str]] = []
     with tqdm(total=len(judgments), desc="logging features", unit="pair",
               disable=not progress) as bar:
         if encoder is not None:
             bar.set_postfix_str(f"queries embedded by {encoder.name}", refresh=False)
         for chunk in batched(groups, queries_per_request):
-            texts = [bounded_query(js[0].query)[0] for _, js in chunk]  # as served
-            windows = (_first_pass(engine, index, texts, window, first_pass) if window
-                       else [[] for _ in chunk])
-            ids = [list(dict.fromkeys([j.doc_id for j in js] + served))
-                   for (_, js), served in zip(chunk, windows, strict=True)]
-            docs = doc_texts(engine, index, ids) if params_for.needs_docs else None
-            requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})}, wanted)
-                        for (qid, _), wanted, params in zip(chunk, ids, params_for(texts, docs),
-                                                            strict=True)]
-            responses = engine.ranked(index, requests)
-            for (qid, js), served, response in zip(chunk, windows, responses, strict=True):
-                logged = {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
-                          for h in response["hits"]["hits"]}
-                rank = {d: r for r, d in enumerate(served, 1)}
-                for j in js:
-                    if j.doc_id in logged:
-                        rows.append((qid, j.query, j.doc_id, j.grade, logged[j.doc_id],
-                                     rank.get(j.doc_id, 0), True))
-                    else:
-                        missing.append((j.query, j.doc_id))
-                judged = {j.doc_id for j in js}
-                rows += [(qid, js[0].query, d, 0, logged[d], rank[d], False)
-                         for d in served if d not in judged and d in logged]
+            logged = _log_chunk(engine, index, feature_set, chunk, params_for, shopper,
+                                window, first_pass)
+            for (qid, js), (served, values) in zip(chunk, logged, strict=True):
+                query_rows, query_missing = _query_rows(qid, js, served, values)
+                rows += query_rows
+                missing += query_missing
                 bar.update(len(js))
     if missing:
         log.warning("%d judged docs are not in %s (first: %s)", len(missing), index,
@@ -127,6 +114,47 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
                            cross_encoder.key if params_for.needs_docs else None,
                            encoder.key if params_for.embeds else None)
     return LogReport(matrix, missing, time.monotonic() - started)
+
+
+def _log_chunk(engine: Engine, index: str, feature_set: FeatureSet,
+               chunk: Sequence[tuple[str, tuple[Judgment, ...]]], params_for: ParamBuilder,
+               shopper: Mapping[str, dict], window: int,
+               first_pass: Callable[[str], dict] | None
+               ) -> list[tuple[list[str], dict[str, list[float]]]]:
+    """Log one batch of queries in one ranked msearch (after one for their first-pass
+    windows): per query, its served window's doc ids and doc id -> logged values."""
+    texts = [bounded_query(js[0].query)[0] for _, js in chunk]  # as served
+    windows = (_first_pass(engine, index, texts, window, first_pass) if window
+               else [[] for _ in chunk])
+    ids = [list(dict.fromkeys([j.doc_id for j in js] + served))
+           for (_, js), served in zip(chunk, windows, strict=True)]
+    docs = doc_texts(engine, index, ids) if params_for.needs_docs else None
+    requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})}, wanted)
+                for (qid, _), wanted, params in zip(chunk, ids, params_for(texts, docs),
+                                                    strict=True)]
+    responses = engine.ranked(index, requests)
+    return [(served, {h["_id"]: parse_ltr_log(h, feature_set.feature_names)
+                      for h in response["hits"]["hits"]})
+            for served, response in zip(windows, responses, strict=True)]
+
+
+def _query_rows(qid: str, js: tuple[Judgment, ...], served: list[str],
+                logged: dict[str, list[float]]) -> tuple[list[_Row], list[tuple[str, str]]]:
+    """One query's rows: its judged docs the engine logged (the others are missing), then the
+    unjudged docs of its served window, as grade 0."""
+    rank = {d: r for r, d in enumerate(served, 1)}
+    rows: list[_Row] = []
+    missing: list[tuple[str, str]] = []
+    for j in js:
+        if j.doc_id in logged:
+            rows.append((qid, j.query, j.doc_id, j.grade, logged[j.doc_id],
+                         rank.get(j.doc_id, 0), True))
+        else:
+            missing.append((j.query, j.doc_id))
+    judged = {j.doc_id for j in js}
+    rows += [(qid, js[0].query, d, 0, logged[d], rank[d], False)
+             for d in served if d not in judged and d in logged]
+    return rows, missing
 
 
 def _first_pass(engine: Engine, index: str, texts: list[str], k: int,
