@@ -356,6 +356,37 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     if len(matrix) == 0:
         raise InputError("the training table is empty")
     check_new_folder(out_dir)  # before any work
+    _check_choices(matrix, exclude, personal, base, params)
+    data = data_hash(matrix)
+    matrix = matrix.blank(exclude)
+    device = device or pick_device()
+    normalizers = (base.normalizers if base is not None else
+                   fit_normalizers(matrix, normalizer) if normalizer else {})
+    start = params or TrainParams()
+    grid = ([replace(start, eta=e, num_rounds=n) for e in GRID["eta"]
+             for n in GRID["num_rounds"]] if search else [start])
+    if matrix.ranks is None:  # no window to select on: every row is all there is
+        candidates = ["window+judged"]
+    tried = _search(matrix, grid, candidates, folds, device, normalizers, personal,
+                    base.booster if base is not None else None)
+    best = max(tried, key=lambda t: t["cv_mean"])  # the first of equals: window before more
+    chosen: TrainParams = best["params"]
+    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers,
+                   best["candidates"], personal, base.booster if base is not None else None)
+    best_iteration = int(booster.best_iteration)
+    booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
+    meta = _meta(matrix, chosen, best, tried, booster, best_iteration, device=device,
+                 normalizers=normalizers, exclude=exclude, personal=personal, base=base,
+                 folds=folds, table=table, data=data)
+    ModelArtifact(out_dir, meta, booster).save()
+    return TrainResult(out_dir, chosen, best["candidates"], best["score"],
+                       tuple(_summary(t) for t in tried), best_iteration,
+                       time.monotonic() - started)
+
+
+def _check_choices(matrix: FeatureMatrix, exclude: Sequence[str], personal: Sequence[str],
+                   base: ModelArtifact | None, params: TrainParams | None) -> None:
+    """The excluded and personal features name the table's, and a base suits them."""
     unknown = [n for n in exclude if n not in matrix.feature_names]
     if unknown:
         raise InputError(f"cannot exclude feature {unknown[0]!r}: {matrix.feature_set} has "
@@ -371,34 +402,32 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     if personal and (params or TrainParams()).early_stopping:
         raise InputError("a model with personal features trains a fixed number of rounds: "
                          "drop early stopping")
-    data = data_hash(matrix)
-    matrix = matrix.blank(exclude)
-    device = device or pick_device()
-    normalizers = (base.normalizers if base is not None else
-                   fit_normalizers(matrix, normalizer) if normalizer else {})
-    start = params or TrainParams()
-    grid = ([replace(start, eta=e, num_rounds=n) for e in GRID["eta"]
-             for n in GRID["num_rounds"]] if search else [start])
-    if matrix.ranks is None:  # no window to select on: every row is all there is
-        candidates = ["window+judged"]
+
+
+def _search(matrix: FeatureMatrix, grid: Sequence[TrainParams], candidates: Sequence[str],
+            folds: int, device: str, normalizers: dict, personal: Sequence[str],
+            base_booster) -> list[dict]:
+    """Cross-validate every candidate set with every point of the grid, in that order."""
     tried = []
     for rows in candidates:
         for candidate in grid:
             score = cross_validate(matrix, candidate, folds, device, normalizers, rows,
-                                   personal, base.booster if base is not None else None)
+                                   personal, base_booster)
             tried.append({"candidates": rows, "eta": candidate.eta,
                           "num_rounds": candidate.num_rounds, "cv_mean": round(score.mean, 5),
                           "score": score, "params": candidate})
             log.info("%s eta=%g rounds=%d: %s CV %s %.4f", rows, candidate.eta,
                      candidate.num_rounds, score.view, METRIC, score.mean)
-    best = max(tried, key=lambda t: t["cv_mean"])  # the first of equals: window before more
-    chosen: TrainParams = best["params"]
-    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers,
-                   best["candidates"], personal, base.booster if base is not None else None)
-    best_iteration = int(booster.best_iteration)
-    booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
+    return tried
+
+
+def _meta(matrix: FeatureMatrix, chosen: TrainParams, best: dict, tried: list[dict],
+          booster, best_iteration: int, *, device: str, normalizers: dict, exclude: Sequence[str],
+          personal: Sequence[str], base: ModelArtifact | None, folds: int, table: str | None,
+          data: str) -> dict:
+    """What meta.json records of a trained model: how it was made, from what, how it scored."""
     importance = booster.get_score(importance_type="gain")
-    meta = {
+    return {
         "esrank_version": __version__,
         "feature_set": matrix.feature_set,
         "feature_set_hash": matrix.feature_set.rsplit("@", 1)[-1],
@@ -423,10 +452,6 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  "encoder": matrix.encoder},
         "trained_at": utc(),
     }
-    ModelArtifact(out_dir, meta, booster).save()
-    return TrainResult(out_dir, chosen, best["candidates"], best["score"],
-                       tuple(_summary(t) for t in tried), best_iteration,
-                       time.monotonic() - started)
 
 
 def _check_base(base: ModelArtifact, matrix: FeatureMatrix, personal: Sequence[str]) -> None:
