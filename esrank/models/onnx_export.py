@@ -50,6 +50,9 @@ class _Graph:
         self.nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
         return out
 
+    def ints(self, name: str, value: int | list[int]) -> str:
+        return self.const(name, np.array(value, dtype=np.int64))
+
     def dense(self, x: str, name: str) -> str:
         w = self.const(name + ".wT", np.ascontiguousarray(self.w[name + ".weight"].T))
         return self.op("Add", self.op("MatMul", x, w), self.const(name + ".b",
@@ -74,17 +77,37 @@ def export_onnx(path: Path, out: Path) -> Path:
     cfg = json.loads((path / "config.json").read_text())
     if cfg.get("model_type") != "bert" or cfg.get("hidden_act") != "gelu":
         raise ConfigError(f"{path}: the ONNX export handles BERT models with GELU only")
-    d, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     eps = float(cfg.get("layer_norm_eps", 1e-12))
     w = {k.removeprefix("bert."): v.astype(np.float32)
          for k, v in load_file(str(path / "model.safetensors")).items()}
     classifier = is_classifier(cfg)
     g = _Graph(w)
-    i64 = lambda name, v: g.const(name, np.array(v, dtype=np.int64))  # noqa: E731
+    x = _embeddings(g, classifier, eps)
+    one = g.const("one_f", np.array(1.0, np.float32))
+    x = _encoder(g, x, cfg, one, eps)
+    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT,
+                                            ["batch", "tokens"])]
+    if classifier:
+        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64,
+                                                    ["batch", "tokens"]))
+        output = _classifier_head(g, x)
+    else:
+        output = _embedding_head(g, x, int(cfg["hidden_size"]))
+    graph = helper.make_graph(g.nodes, "bert", inputs, [output], g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="esrank")
+    onnx.checker.check_model(model)
+    with new_file(out) as tmp:  # never a half-written model where a loader would find it
+        onnx.save(model, str(tmp))
+    return out
 
-    # embeddings: word + position (0..T-1) + token type 0
-    t = g.op("Gather", g.op("Shape", "input_ids"), i64("one", 1), axis=0)
-    positions = g.op("Range", i64("zero", 0), t, i64("step", 1))
+
+def _embeddings(g: _Graph, classifier: bool, eps: float) -> str:
+    """Word + position (0..T-1) + token type (0, or the input's for a classifier), normed."""
+    w = g.w
+    t = g.op("Gather", g.op("Shape", "input_ids"), g.ints("one", 1), axis=0)
+    positions = g.op("Range", g.ints("zero", 0), t, g.ints("step", 1))
     x = g.op("Add", g.op("Gather", g.const("word_emb", w["embeddings.word_embeddings.weight"]),
                          "input_ids"),
              g.op("Gather", g.const("pos_emb", w["embeddings.position_embeddings.weight"]),
@@ -92,14 +115,18 @@ def export_onnx(path: Path, out: Path) -> Path:
     types = w["embeddings.token_type_embeddings.weight"]
     x = g.op("Add", x, g.op("Gather", g.const("type_emb", types), "token_type_ids")
              if classifier else g.const("type0", types[0]))
-    x = g.norm(x, "embeddings.LayerNorm", eps)
+    return g.norm(x, "embeddings.LayerNorm", eps)
+
+
+def _encoder(g: _Graph, x: str, cfg: dict, one: str, eps: float) -> str:
+    """The N encoder layers: self-attention, then the GELU feed-forward, each post-normed."""
+    d, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     # additive attention bias: 0 for tokens, -1e9 for padding, shape (N, 1, 1, T)
-    one = g.const("one_f", np.array(1.0, np.float32))
     bias = g.op("Mul", g.op("Sub", one, "attention_mask"), g.const("neg", np.array(-1e9,
                                                                                  np.float32)))
-    bias = g.op("Unsqueeze", bias, i64("axes12", [1, 2]))
-    split_heads = i64("split_heads", [0, 0, heads, d // heads])
-    merge_heads = i64("merge_heads", [0, 0, d])
+    bias = g.op("Unsqueeze", bias, g.ints("axes12", [1, 2]))
+    split_heads = g.ints("split_heads", [0, 0, heads, d // heads])
+    merge_heads = g.ints("merge_heads", [0, 0, d])
     scale = g.const("scale", np.array(1 / np.sqrt(d // heads), np.float32))
     for layer in range(int(cfg["num_hidden_layers"])):
         p = f"encoder.layer.{layer}."
@@ -121,36 +148,34 @@ def export_onnx(path: Path, out: Path) -> Path:
                      g.op("Add", one, g.op("Erf", g.op("Div", inner, g.const(
                          f"sqrt2_{layer}", np.array(np.sqrt(2.0), np.float32))))))
         x = g.norm(g.op("Add", x, g.dense(inner, p + "output.dense")), p + "output.LayerNorm", eps)
-    inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
-              helper.make_tensor_value_info("attention_mask", TensorProto.FLOAT,
-                                            ["batch", "tokens"])]
-    if classifier:
-        inputs.append(helper.make_tensor_value_info("token_type_ids", TensorProto.INT64,
-                                                    ["batch", "tokens"]))
-        first = g.op("Gather", x, i64("first", 0), axis=1)
-        pooled = g.op("Tanh", g.dense(first, "pooler.dense"))
-        labels = int(w["classifier.weight"].shape[0])
-        head = g.dense(pooled, "classifier")
-        g.nodes.append(helper.make_node("Identity", [head], ["logits"]))
-        output = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])
-    else:  # masked mean, then L2 norm
-        mask3 = g.op("Unsqueeze", "attention_mask", i64("axis2", [2]))
-        summed = g.op("ReduceSum", g.op("Mul", x, mask3), i64("axis1", [1]), keepdims=0)
-        count = g.op("Max", g.op("ReduceSum", mask3, i64("axis1b", [1]), keepdims=0),
-                     g.const("tiny", np.array(1e-9, np.float32)))
-        pooled = g.op("Div", summed, count)
-        length = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1),
-                      g.const("tiny2", np.array(1e-12, np.float32)))
-        g.nodes.append(helper.make_node("Div", [pooled, length], ["sentence_embedding"]))
-        output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT,
-                                               ["batch", d])
-    graph = helper.make_graph(g.nodes, "bert", inputs, [output], g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="esrank")
-    onnx.checker.check_model(model)
-    with new_file(out) as tmp:  # never a half-written model where a loader would find it
-        onnx.save(model, str(tmp))
-    return out
+    return x
+
+
+def _classifier_head(g: _Graph, x: str):
+    """The first token -> pooler (dense + tanh) -> classifier -> `logits`; its output info."""
+    from onnx import TensorProto, helper
+
+    first = g.op("Gather", x, g.ints("first", 0), axis=1)
+    pooled = g.op("Tanh", g.dense(first, "pooler.dense"))
+    labels = int(g.w["classifier.weight"].shape[0])
+    head = g.dense(pooled, "classifier")
+    g.nodes.append(helper.make_node("Identity", [head], ["logits"]))
+    return helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", labels])
+
+
+def _embedding_head(g: _Graph, x: str, d: int):
+    """Masked mean, then L2 norm -> `sentence_embedding`; its output info."""
+    from onnx import TensorProto, helper
+
+    mask3 = g.op("Unsqueeze", "attention_mask", g.ints("axis2", [2]))
+    summed = g.op("ReduceSum", g.op("Mul", x, mask3), g.ints("axis1", [1]), keepdims=0)
+    count = g.op("Max", g.op("ReduceSum", mask3, g.ints("axis1b", [1]), keepdims=0),
+                 g.const("tiny", np.array(1e-9, np.float32)))
+    pooled = g.op("Div", summed, count)
+    length = g.op("Max", g.op("ReduceL2", pooled, axes=[1], keepdims=1),
+                  g.const("tiny2", np.array(1e-12, np.float32)))
+    g.nodes.append(helper.make_node("Div", [pooled, length], ["sentence_embedding"]))
+    return helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", d])
 
 
 def quantize_int8(onnx_file: Path) -> Path:
