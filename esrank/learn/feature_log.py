@@ -8,6 +8,7 @@ silently dropped.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,6 @@ def log_judgments(engine: Engine, index: str, feature_set: FeatureSet, judgments
     >>> report.matrix.values.shape  # doctest: +SKIP
     (8557, 15)
     """
-    import time
-
     from tqdm import tqdm
 
     if window and first_pass is None:
