@@ -29,7 +29,7 @@ def single_feature_runs(table) -> dict[str, dict[str, list[str]]]:
     feature sorts last; ties keep the first pass's order)."""
     import numpy as np
 
-    from esrank.learn.train import served_runs
+    from esrank.learn.served import served_runs
 
     rows = np.arange(len(table))
     return {name: served_runs(table, rows, np.nan_to_num(table.values[:, i], nan=-np.inf))

@@ -34,14 +34,9 @@ from _report import paired, write_result
 from esrank.catalogue.products import text_of
 from esrank.core.settings import load_settings
 from esrank.evaluation.significance import compare
+from esrank.learn.served import judged_evaluator, served_runs
 from esrank.learn.table import read_table
-from esrank.learn.train import (
-    TrainParams,
-    cross_validate,
-    grouped_folds,
-    judged_evaluator,
-    served_runs,
-)
+from esrank.learn.train import TrainParams, cross_validate, grouped_folds
 from esrank.models.encoder import load_encoder
 from esrank.models.tuning import train_encoder
 

@@ -33,8 +33,9 @@ from esrank.app import load_encoder
 from esrank.catalogue.products import text_of
 from esrank.core.settings import load_settings
 from esrank.evaluation.significance import compare
+from esrank.learn.served import judged_evaluator, served_runs
 from esrank.learn.table import read_table
-from esrank.learn.train import TrainParams, cross_validate, judged_evaluator, served_runs
+from esrank.learn.train import TrainParams, cross_validate
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN = ("ndcg@10", "ndcg@10_condensed")

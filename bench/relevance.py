@@ -56,7 +56,8 @@ from esrank.judgments.lists import JudgmentList, read_csv
 from esrank.judgments.metrics import Evaluation, Evaluator
 from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
-from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, served_runs, train
+from esrank.learn.served import served_runs
+from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, train
 from esrank.ranking.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,6 +3,7 @@
 - feature_log: judged (and first-pass) docs -> feature values through the plugin
 - table: FeatureMatrix and its Parquet/RankLib files
 - train: query-grouped CV, the grid, the final XGBoost LambdaMART fit
+- served: what serving shows for a table's queries (window runs) and the judged evaluator
 - normalizers: per-feature normalization baked into the model
 - artifact: a model folder with its meta.json
 """

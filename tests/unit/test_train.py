@@ -9,8 +9,9 @@ from tables import synthetic
 from esrank.core.errors import InputError
 from esrank.judgments.lists import Judgment, JudgmentList
 from esrank.judgments.metrics import Evaluator
+from esrank.learn.served import served_runs
 from esrank.learn.table import FeatureMatrix
-from esrank.learn.train import TrainParams, cross_validate, grouped_folds, served_runs, train
+from esrank.learn.train import TrainParams, cross_validate, grouped_folds, train
 
 
 def test_grouped_folds_never_split_a_query():
