@@ -15,9 +15,9 @@ STAGES = ("core", "engine", "models", "catalogue", "features", "ubi", "judgments
 # the size limits: lines of a module, and of a function or class from its `def`/`class` line
 # (decorators excluded) to its last
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_CLASS_LINES = 500, 60, 300
-# being split on other branches: exempt from the size limits until those splits land, then
-# empty this set (a name covers its submodules too: "esrank.cli" covers esrank.cli.engine)
-NOT_YET_SPLIT = {"esrank.app", "esrank.cli"}
+# being split on another branch: exempt from the size limits until that split lands, then
+# empty this set (a name covers its submodules too: "esrank.app" would cover esrank.app.x)
+NOT_YET_SPLIT = {"esrank.app"}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -147,5 +147,5 @@ def test_the_size_checks_can_fail():
     assert _too_long("esrank.planted", ast.parse(source)) == [
         f"esrank.planted:{2 + 60} too_long is 61 lines (limit {MAX_FUNCTION_LINES})",
         f"esrank.planted:{2 + 60 + 61 + 300} TooLong is 301 lines (limit {MAX_CLASS_LINES})"]
-    assert _not_yet_split("esrank.cli") and _not_yet_split("esrank.cli.engine")
-    assert not _not_yet_split("esrank.client") and not _not_yet_split("esrank.engine.local")
+    assert _not_yet_split("esrank.app") and _not_yet_split("esrank.app.x")
+    assert not _not_yet_split("esrank.apps") and not _not_yet_split("esrank.engine.local")
