@@ -63,12 +63,7 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
     run = evaluate(app, judgments_file, configs or ("bm25", "active"), fmt=fmt, window=window,
                    depth=depth, rank_eval=rank_eval, push=push, machine=machine_grades,
                    shopper_params=params_for(app, shopper))
-    data = {"judgments": str(judgments_file), "run_id": run.run_id,
-            "machine_grades": str(machine_grades) if machine_grades else None,
-            "configs": {name: ev.to_dict() | ({"rank_eval": run.checks[name]}
-                                              if run.checks else {})
-                        for name, ev in run.results.items()}}
-    emit(data, as_json, evaluate_text(run, per_query))
+    emit(run.to_dict(judgments_file, machine_grades), as_json, evaluate_text(run, per_query))
 
 
 def evaluate_text(run, per_query: bool) -> str:

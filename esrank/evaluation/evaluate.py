@@ -29,6 +29,15 @@ class EvaluationRun:
     checks: dict[str, dict]
     run_id: str | None = None
 
+    def to_dict(self, judgments: Path, machine: Path | None = None) -> dict:
+        """The run as `esrank evaluate --json` prints it (`judgments`, `machine`: the files
+        it was measured on)."""
+        return {"judgments": str(judgments), "run_id": self.run_id,
+                "machine_grades": str(machine) if machine else None,
+                "configs": {name: ev.to_dict() | ({"rank_eval": self.checks[name]}
+                                                  if self.checks else {})
+                            for name, ev in self.results.items()}}
+
 
 def evaluate(app, judgments: Path, configs, *, fmt: str | None = None,
              window: int | None = None, depth: int = 100, rank_eval: bool = False,
