@@ -168,3 +168,15 @@ def test_the_door_check_can_fail():
               "@click.command('c')\ndef command():\n    pass\n")
     assert _long_doors("esrank.planted", ast.parse(source)) == [
         "esrank.planted:2 route is 26 lines"]
+
+
+def test_the_package_map_in_the_docs_matches_the_code():
+    """docs/concepts.md opens with the package map: one line per stage package or top-level
+    module, each of them there, none that is gone."""
+    doc = (PACKAGE.parent / "docs" / "concepts.md").read_text()
+    tree = doc.split("```")[1]
+    mapped = {line.split()[0].rstrip("/") for line in tree.splitlines()
+              if line.startswith("  ") and not line.startswith("   ")}
+    actual = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    actual |= {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
+    assert mapped == actual
