@@ -9,8 +9,10 @@ feature values the plugin logged for it in the same search.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from esrank.core.errors import InputError, NotFoundError
 from esrank.engine import Engine
@@ -25,6 +27,9 @@ from esrank.ranking.search import (
     search,
     search_many,
 )
+
+# the comparison page: the sidecar serves it, `static_page` writes it with its data built in
+PAGE = Path(__file__).parents[1] / "serve" / "static" / "compare.html"
 
 
 @dataclass
@@ -134,10 +139,7 @@ def why(engine: Engine, index: str, query: str, ranker: Ranker, doc_id: str, enc
 def static_page(data: dict) -> str:
     """The comparison page with `data` ({"configs", "deltas", "sides": {query: [Side]}})
     built in: a single file that opens without the sidecar (no explanations)."""
-    import json
-    from pathlib import Path
-
-    page = (Path(__file__).parent / "serve" / "static" / "compare.html").read_text()
+    page = PAGE.read_text()
     # Inside <script> the HTML parser still reacts to "</script", "<!--" and "<script" (a
     # product titled "<!--<script" would swallow the rest of the page): no "<", ">" or "&"
     # reaches it. JSON only has them in strings, where unicode escapes mean the same.

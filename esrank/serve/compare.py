@@ -9,16 +9,15 @@ import hashlib
 import re
 import threading
 from contextlib import contextmanager
-from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify
 
 from esrank.evaluation import page as pages
+from esrank.evaluation.comparison import PAGE
 from esrank.evaluation.runs import HISTORY_METRICS, run_history
 from esrank.serve import requests as rq
 
 bp = Blueprint("compare", __name__)
-PAGE = Path(__file__).with_name("static") / "compare.html"
 BUSY_RETRY = 3  # seconds a refused /compare/queries waits: about one comparison of the demo
 
 
