@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cross_encoders import build_cross_encoder
+from support.cross_encoders import build_cross_encoder
 
 ROOT = Path(__file__).resolve().parent.parent
 

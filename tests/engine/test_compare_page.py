@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
-from stand_in import running
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.stand_in import running
 
 from esrank.catalogue.index import index_catalogue
 from esrank.evaluation.comparison import rankers

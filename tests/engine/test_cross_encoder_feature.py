@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
-from cleanup import remove_deployed
-from cross_encoders import build_cross_encoder
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.cleanup import remove_deployed
+from support.cross_encoders import build_cross_encoder
 
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue

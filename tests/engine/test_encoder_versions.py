@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
-from cleanup import remove_deployed
-from cross_encoders import build_encoder_version
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.cleanup import remove_deployed
+from support.cross_encoders import build_encoder_version
 
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue, index_encoder

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
+from support.chorus_slice import SLICE, write_slice_judgments
 
 from esrank.catalogue.index import index_catalogue
 from esrank.judgments.lists import read_judgments

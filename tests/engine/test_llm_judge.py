@@ -11,7 +11,7 @@ import sys
 import threading
 
 import pytest
-from chorus_slice import SLICE
+from support.chorus_slice import SLICE
 
 from esrank.catalogue.index import index_catalogue
 from esrank.evaluation.runs import EVAL_HITS, EVAL_QUERIES

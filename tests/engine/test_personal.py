@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
-from cleanup import remove_deployed
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.cleanup import remove_deployed
 
 from esrank import ubi
 from esrank.catalogue.index import index_catalogue

@@ -9,8 +9,8 @@ import dataclasses
 import uuid
 
 import pytest
-from chorus_slice import SLICE, write_slice_judgments
-from fuzzing import fuzz
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.fuzzing import fuzz
 
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.query import bm25_query

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from stand_in import black_hole
+from support.stand_in import black_hole
 
 from esrank.serve import COMPARE_COOKIE, SPEC
 

@@ -5,7 +5,7 @@ purpose (tests/engine/test_sidecar_fuzz.py runs the same pass with a live engine
 
 from __future__ import annotations
 
-from fuzzing import fuzz
+from support.fuzzing import fuzz
 
 from esrank.core.settings import load_settings
 from esrank.models.encoder import load_encoder

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from fakes import FakeTransport
+from support.fakes import FakeTransport
 
 from esrank.engine.base import Engine
 from esrank.models.encoder import NumpyBertEncoder, model_dir

@@ -7,7 +7,7 @@ import http.client
 import json
 
 import pytest
-from stand_in import running
+from support.stand_in import running
 
 from esrank.serve.server import make_server
 

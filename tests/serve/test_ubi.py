@@ -8,7 +8,7 @@ import json
 import threading
 
 import pytest
-from fakes import FakeTransport, msearch_answering
+from support.fakes import FakeTransport, msearch_answering
 
 from esrank.engine.base import Engine
 from esrank.serve.ubi_writer import UbiWriter

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from stand_in import black_hole
+from support.stand_in import black_hole
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 BAD = ROOT / "tests" / "data" / "feature_sets" / "bad"

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
-from stand_in import reply_json, serving
+from support.stand_in import reply_json, serving
 
 from esrank.core.errors import EngineError
 from esrank.engine import Auth

@@ -8,7 +8,7 @@ import math
 from dataclasses import replace
 
 import pytest
-from fakes import FakeTransport, msearch_answering, searches
+from support.fakes import FakeTransport, msearch_answering, searches
 
 from esrank.core.errors import EngineError
 from esrank.core.feature_set import FeatureSet

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import FakeTransport, searches
+from support.fakes import FakeTransport, searches
 
 from esrank.core.errors import ConfigError, InputError
 from esrank.engine.base import Engine

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tables import synthetic
+from support.tables import synthetic
 
 from esrank.core.errors import InputError
 from esrank.core.files import new_file, new_folder, write_file

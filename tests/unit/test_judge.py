@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
-from stand_in import reply_json, serving
+from support.stand_in import reply_json, serving
 
 from esrank.core.errors import ConfigError, EsrankError, InputError
 from esrank.judgments.lists import Judgment, JudgmentList, read_csv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tables import synthetic
+from support.tables import synthetic
 
 from esrank.evaluation.report import feature_gain, to_html
 from esrank.learn.train import TrainParams

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fakes import FakeTransport, msearch_answering, searches
+from support.fakes import FakeTransport, msearch_answering, searches
 
 from esrank.core.feature_set import QueryParam
 from esrank.deploy.registry import ActiveModel

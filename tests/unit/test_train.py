@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from tables import synthetic
+from support.tables import synthetic
 
 from esrank.core.errors import InputError
 from esrank.judgments.lists import Judgment, JudgmentList

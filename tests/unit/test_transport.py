@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from stand_in import black_hole, reply_json, serving
+from support.stand_in import black_hole, reply_json, serving
 
 from esrank.core.auth import Auth, redact, split_credentials
 from esrank.core.errors import ConfigError, EngineError, EngineTimeoutError

@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
 JUDGMENTS = ROOT / "esrank" / "data" / "chorus" / "judgments.csv"
 
