@@ -13,7 +13,9 @@ import os
 import uuid
 
 import pytest
+from support.chorus_slice import SLICE
 
+from esrank.catalogue.index import index_catalogue
 from esrank.core.errors import EngineError
 from esrank.core.settings import load_settings
 from esrank.engine import FLAVORS, Engine, connect
@@ -76,6 +78,33 @@ def alias(engine: Engine):
     yield name
     for index in engine.alias_targets(name):
         engine.delete_index(index)
+
+
+def _writes(engine: Engine, index: str) -> tuple[int, int]:
+    """The documents ever indexed (updates count) and deleted in `index`."""
+    stats = engine.transport.request("index stats", "GET", f"/{index}/_stats/indexing")
+    total = stats["indices"][index]["primaries"]["indexing"]
+    return total["index_total"], total["delete_total"]
+
+
+@pytest.fixture(scope="session")
+def slice_alias(engine: Engine, encoder) -> str:
+    """The alias of the Chorus slice (tests/data/chorus_slice.jsonl, 301 products) indexed
+    once per engine by the shared encoder, for every test that only reads it. A test that
+    changes the index (re-index, alias swap, other weights, partial updates) builds its own
+    under `alias`: the teardown fails when anything wrote to this one."""
+    alias = f"test-slice-{uuid.uuid4().hex[:8]}"
+    report = index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+    assert report.indexed == 301 and engine.alias_targets(alias) == [report.index]
+    written = _writes(engine, report.index)
+    yield alias
+    try:
+        assert engine.alias_targets(alias) == [report.index], "a test moved the slice's alias"
+        assert _writes(engine, report.index) == written, "a test wrote to the read-only slice"
+    finally:
+        for index in {*engine.alias_targets(alias), report.index}:
+            if engine.index_exists(index):
+                engine.delete_index(index)
 
 
 @pytest.fixture()

@@ -9,16 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support.chorus_slice import SLICE, write_slice_judgments
+from support.chorus_slice import write_slice_judgments
 from support.stand_in import running
 
-from esrank.catalogue.index import index_catalogue
 from esrank.evaluation.comparison import rankers
 from esrank.serve import create_app
 
 
 @pytest.fixture()
-def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
+def pushed_runs(engine, slice_alias, tmp_path, run_tag):
     """Two evaluation runs of the slice in the engine, as `esrank evaluate --push` stores
     them: bm25 alone, then bm25 and bm25-title. Their ids (removed afterwards)."""
     import time
@@ -28,14 +27,13 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
     from esrank.judgments.metrics import Evaluator
     from esrank.ranking.search import run_of, search_many
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "runs.csv")))
     ids = [f"{run_tag}-0", f"{run_tag}-1"]
     for i, (run_id, configs) in enumerate(zip(ids, (["bm25"], ["bm25", "bm25-title"]),
                                               strict=True)):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + i))
         for ranker in rankers(engine, "none", configs, 100):
-            hits = search_many(engine, alias, evaluator.queries, ranker, None, size=10)
+            hits = search_many(engine, slice_alias, evaluator.queries, ranker, None, size=10)
             push_evaluation(engine, run_id, {"model": None, "feature_set": None,
                                              "judgments": "slice.csv", "timestamp": stamp},
                             ranker.label, evaluator.evaluate(
@@ -45,12 +43,11 @@ def pushed_runs(engine, alias, encoder, tmp_path, run_tag):
 
 
 @pytest.fixture()
-def page_url(engine, alias, encoder, tmp_path, engine_settings):
+def page_url(engine, slice_alias, encoder, tmp_path, engine_settings):
     from esrank.serve.server import make_server
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    settings = engine_settings(index=alias, judgments=write_slice_judgments(tmp_path / "j.csv"),
-                               active_set="no-models-here")
+    settings = engine_settings(index=slice_alias, active_set="no-models-here",
+                               judgments=write_slice_judgments(tmp_path / "j.csv"))
     with running(make_server(create_app(settings, encoder=encoder), "127.0.0.1", 0,
                              threads=4)) as port:
         yield f"http://127.0.0.1:{port}/compare"
@@ -134,7 +131,7 @@ def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
 
 
-def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, browser, tmp_path):
+def test_the_static_report_opens_without_the_sidecar(engine, slice_alias, browser, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -144,17 +141,16 @@ def test_the_static_report_opens_without_the_sidecar(engine, alias, encoder, bro
     from esrank.judgments.metrics import Evaluator
     from esrank.ranking.search import search_many
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(write_slice_judgments(tmp_path / "j.csv")))
     configs = rankers(engine, "none", ["bm25", "bm25-title"], 100)
     # a machine grade for every product of the first five queries: shown only where no
     # person judged the product, and marked
-    first = {q: search_many(engine, alias, [q], configs[0], None)[q]
+    first = {q: search_many(engine, slice_alias, [q], configs[0], None)[q]
              for q in evaluator.queries[:5]}
     machine = {(q, h.doc_id): MachineGrade(q, h.doc_id, 2, 2.0, "llm-x", "v", "grade@abc")
                for q, hits in first.items() for h in hits}
-    sides = {q: [s.__dict__ for s in side_by_side(engine, alias, q, configs, None, evaluator,
-                                                  machine=machine)]
+    sides = {q: [s.__dict__ for s in side_by_side(engine, slice_alias, q, configs, None,
+                                                  evaluator, machine=machine)]
              for q in evaluator.queries[:5]}
     deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
               "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.chorus_slice import SLICE, write_slice_judgments
+from support.chorus_slice import write_slice_judgments
 
-from esrank.catalogue.index import index_catalogue
 from esrank.judgments.lists import read_judgments
 from esrank.judgments.metrics import Evaluator
 from esrank.ranking.search import Ranker, run_of, search_many
@@ -23,10 +22,9 @@ def slice_judgments(tmp_path) -> Path:
     return write_slice_judgments(tmp_path / "j.csv")
 
 
-def test_bm25_run_in_both_views(engine, alias, encoder, slice_judgments):
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+def test_bm25_run_in_both_views(engine, slice_alias, slice_judgments):
     evaluator = Evaluator(read_judgments(slice_judgments))
-    run = search_many(engine, alias, evaluator.queries, Ranker("bm25"), None, size=50,
+    run = search_many(engine, slice_alias, evaluator.queries, Ranker("bm25"), None, size=50,
                       source=False)
     result = evaluator.evaluate({q: [h.doc_id for h in hits] for q, hits in run.items()})
     assert len(result.per_query) == len(evaluator.queries) >= 10
@@ -40,12 +38,11 @@ def test_bm25_run_in_both_views(engine, alias, encoder, slice_judgments):
     assert 0 < result.mean["ndcg@10"] < result.mean["ndcg@10_condensed"] <= 1
 
 
-def test_evaluate_json_shape(engine, alias, encoder, slice_judgments, cli_env):
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+def test_evaluate_json_shape(engine, slice_alias, slice_judgments, cli_env):
     out = subprocess.run([sys.executable, "-m", "esrank.cli", "evaluate", "--judgments",
                           str(slice_judgments), "--config", "bm25", "--json"],
                          capture_output=True, text=True, cwd=ROOT, timeout=120,
-                         env={**cli_env, "ESRANK_INDEX": alias})
+                         env={**cli_env, "ESRANK_INDEX": slice_alias})
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     bm25 = data["configs"]["bm25"]
@@ -55,21 +52,20 @@ def test_evaluate_json_shape(engine, alias, encoder, slice_judgments, cli_env):
     assert set(metrics) == set(bm25["mean"]) and isinstance(query, str)
 
 
-def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slice_judgments):
+def test_esrank_metrics_equal_the_engines_rank_eval(engine, slice_alias, slice_judgments):
     from esrank.evaluation.rank_eval import rank_eval_check
     from esrank.ranking.search import ranked_request
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(slice_judgments)
     evaluator = Evaluator(judged)
     ranker = Ranker("bm25")
     run = {q: [h.doc_id for h in hits] for q, hits in search_many(
-        engine, alias, evaluator.queries, ranker, None, size=10, source=False).items()}
+        engine, slice_alias, evaluator.queries, ranker, None, size=10, source=False).items()}
 
     def body(q):
         return ranked_request(q, ranker, None, 10, source=False)
 
-    check = rank_eval_check(engine, alias, evaluator, body, run)
+    check = rank_eval_check(engine, slice_alias, evaluator, body, run)
     if engine.dialect.name == "elasticsearch":  # the integ-test node has no rank-eval module
         assert check == {"unavailable": "the engine (elasticsearch) has no _rank_eval (its "
                                         "rank-eval module is not installed)"}
@@ -79,20 +75,19 @@ def test_esrank_metrics_equal_the_engines_rank_eval(engine, alias, encoder, slic
         assert c["max_abs_diff"] < 1e-9, (name, c)
         assert 0 < c["engine"] < 1
     # the check is sensitive: a different ranking on esrank's side no longer agrees
-    flipped = rank_eval_check(engine, alias, evaluator, body,
+    flipped = rank_eval_check(engine, slice_alias, evaluator, body,
                               {q: d[::-1] for q, d in run.items()})
     assert max(c["max_abs_diff"] for c in flipped.values()) > 0.01
 
 
-def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slice_judgments,
+def test_push_stores_the_run_with_explicit_mappings(engine, slice_alias, slice_judgments,
                                                    run_tag):
     from esrank.evaluation.runs import EVAL_HITS, EVAL_QUERIES, push_evaluation
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     judged = read_judgments(slice_judgments)
     evaluator = Evaluator(judged)
-    hits = {q: r[:10] for q, r in search_many(engine, alias, evaluator.queries, Ranker("bm25"),
-                                              None, size=50).items()}
+    hits = {q: r[:10] for q, r in search_many(engine, slice_alias, evaluator.queries,
+                                              Ranker("bm25"), None, size=50).items()}
     result = evaluator.evaluate(run_of(hits))
     grades = {(j.query, j.doc_id): j.grade for j in judged}
     features = {q: {hs[0].doc_id: {"title_bm25": 1.5, "price": float("nan")}}
@@ -117,16 +112,16 @@ def test_push_stores_the_run_with_explicit_mappings(engine, alias, encoder, slic
     assert metrics["ndcg@10_condensed"]["type"] == "float"
 
 
-def test_compare_push_stores_deltas_that_match_the_report(engine, alias, encoder,
+def test_compare_push_stores_deltas_that_match_the_report(engine, slice_alias,
                                                          slice_judgments, run_tag):
     from esrank.evaluation.runs import EVAL_DELTAS, push_comparison
     from esrank.evaluation.significance import compare
 
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
     evaluator = Evaluator(read_judgments(slice_judgments))
     evals = {}
     for ranker in (Ranker("bm25"), Ranker("title-only", fields=("title",))):
-        run = search_many(engine, alias, evaluator.queries, ranker, None, size=50, source=False)
+        run = search_many(engine, slice_alias, evaluator.queries, ranker, None, size=50,
+                          source=False)
         evals[ranker.name] = evaluator.evaluate(run_of(run))
     a, b = ("bm25", evals["bm25"]), ("title-only", evals["title-only"])
     assert push_comparison(engine, run_tag, {"judgments": "slice.csv",

@@ -13,7 +13,6 @@ import threading
 import pytest
 from support.chorus_slice import SLICE
 
-from esrank.catalogue.index import index_catalogue
 from esrank.evaluation.runs import EVAL_HITS, EVAL_QUERIES
 from esrank.judgments.llm_judge import Calibration, read_grades
 from esrank.serve.llm_api import create_llm_app
@@ -35,8 +34,7 @@ def _cli(env, *args) -> subprocess.CompletedProcess:
 
 
 def test_llm_judgments_through_an_endpoint_and_locally_agree_and_calibrate(
-        engine, alias, encoder, cli_env, endpoint, tmp_path, llm):
-    index_catalogue(engine, alias, [SLICE], encoder, limit=12, progress=False)
+        engine, slice_alias, cli_env, endpoint, tmp_path, llm):
     ids = [json.loads(line)["id"] for line in SLICE.read_text().splitlines()[:12]]
     pairs = tmp_path / "pairs.csv"
     with pairs.open("w", newline="") as f:
@@ -45,7 +43,7 @@ def test_llm_judgments_through_an_endpoint_and_locally_agree_and_calibrate(
         w.writerows([["usb cable", ids[0], 3], ["usb cable", ids[1], 0],
                      ["printer", ids[2], 2], ["printer", ids[3], 1],
                      ["printer", "no-such-product", 0]])
-    env = {**cli_env, "ESRANK_INDEX": alias}
+    env = {**cli_env, "ESRANK_INDEX": slice_alias}
 
     via_api = _cli(env, "llm", str(pairs), "-o", str(tmp_path / "api.csv"), "--json",
                    "--endpoint", endpoint)
@@ -82,14 +80,13 @@ def test_llm_judgments_through_an_endpoint_and_locally_agree_and_calibrate(
 
 
 def test_holes_of_a_ranking_are_graded_and_evaluated_as_machine_grades(
-        engine, alias, encoder, cli_env, endpoint, tmp_path):
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
+        engine, slice_alias, cli_env, endpoint, tmp_path):
     human = tmp_path / "human.csv"
     human.write_text("query,docid,rating\n"
                      + "".join(f"{q},{json.loads(line)['id']},3\n" for q, line in
                                zip(("usb cable", "printer"), SLICE.read_text().splitlines(),
                                    strict=False)))
-    env = {**cli_env, "ESRANK_INDEX": alias}
+    env = {**cli_env, "ESRANK_INDEX": slice_alias}
     holes = _cli(env, "llm", "--holes-of", str(human), "--config", "bm25", "--depth", "3",
                  "-o", str(tmp_path / "holes.csv"), "--endpoint", endpoint, "--json")
     assert holes.returncode == 0, holes.stderr
@@ -123,25 +120,23 @@ def test_holes_of_a_ranking_are_graded_and_evaluated_as_machine_grades(
                           for h in marked)
 
 
-def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, alias, encoder,
+def test_an_endpoint_that_is_down_fails_clearly_and_writes_nothing(engine, slice_alias,
                                                                     cli_env, tmp_path):
-    index_catalogue(engine, alias, [SLICE], encoder, limit=2, progress=False)
     doc = json.loads(SLICE.read_text().splitlines()[0])["id"]
     (tmp_path / "pairs.csv").write_text(f"query,docid,rating\nusb cable,{doc},3\n")
     out = tmp_path / "grades.csv"
-    run = _cli({**cli_env, "ESRANK_INDEX": alias}, "llm", str(tmp_path / "pairs.csv"), "-o",
-               str(out), "--endpoint", "http://127.0.0.1:9/v1")
+    env = {**cli_env, "ESRANK_INDEX": slice_alias}
+    run = _cli(env, "llm", str(tmp_path / "pairs.csv"), "-o", str(out), "--endpoint",
+               "http://127.0.0.1:9/v1")
     assert run.returncode == 1
     assert "LLM endpoint http://127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
     assert not out.exists()
     secret = {"ESRANK_LLM__ENDPOINT": "http://user:hunter2@127.0.0.1:9/v1"}
-    run = _cli({**cli_env, "ESRANK_INDEX": alias, **secret}, "llm", str(tmp_path / "pairs.csv"),
-               "-o", str(out))
+    run = _cli({**env, **secret}, "llm", str(tmp_path / "pairs.csv"), "-o", str(out))
     assert run.returncode == 1 and "hunter2" not in run.stdout + run.stderr
     assert "LLM endpoint http://user:***@127.0.0.1:9/v1/chat/completions unreachable" in run.stderr
     (tmp_path / "elsewhere.csv").write_text("query,docid,rating\nusb cable,no-such-doc,3\n")
-    run = _cli({**cli_env, "ESRANK_INDEX": alias}, "llm", str(tmp_path / "elsewhere.csv"),
-               "-o", str(out))
+    run = _cli(env, "llm", str(tmp_path / "elsewhere.csv"), "-o", str(out))
     assert run.returncode == 1
-    assert f"none of the 1 products to judge is in index {alias}" in run.stderr
+    assert f"none of the 1 products to judge is in index {slice_alias}" in run.stderr
     assert not out.exists()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.products import text_of
 from esrank.core.feature_set import QueryParam
 from esrank.features.parser import load_feature_set
@@ -19,16 +18,6 @@ from esrank.features.sync import diff_against_engine, push_feature_sets
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CHORUS_SET = ROOT / "feature_sets" / "chorus.yaml"
-
-
-@pytest.fixture(scope="module")
-def chorus_index(engine, encoder):
-    alias = f"test-ltr-{uuid.uuid4().hex[:8]}"
-    index_catalogue(engine, alias, [ROOT / "tests" / "data" / "chorus_slice.jsonl"],
-                    encoder, progress=False)
-    yield alias
-    for index in engine.alias_targets(alias):
-        engine.delete_index(index)
 
 
 def _renamed(fs, name):
@@ -71,15 +60,15 @@ def test_push_then_diff_round_trip(engine):
     assert changed.engine_name != fs.engine_name
 
 
-def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, chorus_index, encoder):
+def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, slice_alias, encoder):
     fs = load_feature_set(CHORUS_SET)
     push_feature_sets(engine, [fs])
     query = "bluetooth speaker"
     params = {"keywords": query, "query_vector": encoder.encode([query])[0].tolist()}
-    hits = engine.search(chorus_index, {"size": 20, "query": {"match": {"title": query}}})
+    hits = engine.search(slice_alias, {"size": 20, "query": {"match": {"title": query}}})
     ids = [h["_id"] for h in hits["hits"]["hits"]]
     assert len(ids) >= 10
-    logged = engine.log_features(chorus_index, fs, params, ids)
+    logged = engine.log_features(slice_alias, fs, params, ids)
     assert set(logged) == set(ids)
     names = list(fs.feature_names)
     for doc_id, values in logged.items():
@@ -89,8 +78,8 @@ def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, chorus_index, e
         assert not math.isnan(values[names.index("title_bm25")])
     # the engine's cosines are the encoder's, (1 + cos) / 2, for every logged doc (on
     # Elasticsearch a knn query: exact for each doc, not only for the nearest ones)
-    docs = engine.search(chorus_index, {"size": len(ids), "query": {"ids": {"values": ids}},
-                                        "_source": ["title", "short_description"]})
+    docs = engine.search(slice_alias, {"size": len(ids), "query": {"ids": {"values": ids}},
+                                       "_source": ["title", "short_description"]})
     q = encoder.encode([query])[0]
     for doc in docs["hits"]["hits"]:
         title = float(encoder.encode([doc["_source"]["title"]])[0] @ q)
@@ -102,15 +91,15 @@ def test_sltr_logs_every_chorus_feature_for_a_real_query(engine, chorus_index, e
     fired = set()
     for q in (query, "xerox"):
         params = {"keywords": q, "query_vector": encoder.encode([q])[0].tolist()}
-        top = engine.search(chorus_index, {"size": 20, "query": {"match": {"title": q}}})
-        logged = engine.log_features(chorus_index, fs, params,
-                                         [h["_id"] for h in top["hits"]["hits"]])
+        top = engine.search(slice_alias, {"size": 20, "query": {"match": {"title": q}}})
+        logged = engine.log_features(slice_alias, fs, params,
+                                     [h["_id"] for h in top["hits"]["hits"]])
         fired |= {name for i, name in enumerate(names)
                   if any(not math.isnan(v[i]) and v[i] != 0 for v in logged.values())}
     assert fired == set(names)
 
 
-def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_path):
+def test_log_judgments_through_the_plugin(engine, slice_alias, encoder, tmp_path):
     from esrank.judgments.lists import JudgmentList, read_csv
     from esrank.learn.feature_log import log_judgments
     from esrank.learn.table import write_ranklib
@@ -121,14 +110,14 @@ def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_pat
     judged = JudgmentList(tuple(j for j in chorus if j.query == "bluetooth speaker"))
     extra = JudgmentList(judged.judgments + (dataclasses.replace(judged.judgments[0],
                                                                  doc_id="no-such-doc"),))
-    report = log_judgments(engine, chorus_index, fs, extra, encoder, progress=False)
+    report = log_judgments(engine, slice_alias, fs, extra, encoder, progress=False)
     assert len(report.matrix) == len(judged) == 52
     assert report.missing_docs == [("bluetooth speaker", "no-such-doc")]
     names = list(fs.feature_names)
     cos = report.matrix.values[:, names.index("title_cosine")]
     assert np.all((cos >= 0) & (cos <= 1))
     # same values as the single-query logger
-    direct = engine.log_features(chorus_index, fs, {
+    direct = engine.log_features(slice_alias, fs, {
         "keywords": "bluetooth speaker",
         "query_vector": encoder.encode(["bluetooth speaker"])[0].tolist()},
         list(report.matrix.doc_ids))
@@ -139,7 +128,7 @@ def test_log_judgments_through_the_plugin(engine, chorus_index, encoder, tmp_pat
 
 
 @pytest.mark.parametrize("missing_goes", ["yes", "no"])
-def test_how_each_plugin_routes_a_missing_feature(engine, chorus_index, missing_goes):
+def test_how_each_plugin_routes_a_missing_feature(engine, slice_alias, missing_goes):
     """One split on a feature that does not match: OpenSearch's plugin sends it "no" whatever
     the model says; o19s follows the split's `missing` child. esrank writes `missing` as the
     "no" child and trains NaN to go "no", so both serve what was trained."""
@@ -159,7 +148,7 @@ def test_how_each_plugin_routes_a_missing_feature(engine, chorus_index, missing_
         "type": "model/xgboost+json",
         "definition": json.dumps({"objective": "reg:linear", "splits": [split]})})
     try:
-        [response] = engine.ranked(chorus_index, [Ranked(
+        [response] = engine.ranked(slice_alias, [Ranked(
             {"match_all": {}}, size=3, rescore=Rescore(fs.engine_name, {"keywords": "zzqxj"},
                                                        model=name, window=3))])
         scores = {h["_score"] for h in response["hits"]["hits"]}

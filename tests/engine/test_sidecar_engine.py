@@ -5,44 +5,38 @@ search."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from esrank import ubi
-from esrank.catalogue.index import index_catalogue
 from esrank.ranking.search import Ranker, search
 from esrank.serve import create_app
 
-SLICE = Path(__file__).resolve().parent.parent / "data" / "chorus_slice.jsonl"
 
-
-def test_search_endpoint_equals_the_library(engine, alias, encoder, engine_settings):
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    app = create_app(engine_settings(index=alias), encoder=encoder)
+def test_search_endpoint_equals_the_library(engine, slice_alias, encoder, engine_settings):
+    app = create_app(engine_settings(index=slice_alias), encoder=encoder)
     client = app.test_client()
     assert client.get("/readyz").json["engine"] == "reachable"
     for query in ("bluetooth speaker", "laptop bag", "wireless headphones"):
         r = client.post("/search", json={"query": query, "model": "bm25", "size": 20})
         assert r.status_code == 200, r.json
-        expected = search(engine, alias, query, Ranker("bm25"), size=20)
+        expected = search(engine, slice_alias, query, Ranker("bm25"), size=20)
         assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
         assert r.json["ranker"] == "bm25" and r.json["degraded"] is None
 
 
-def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, alias, encoder,
-                                                                  engine_settings):
+def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, slice_alias,
+                                                                  encoder, engine_settings):
     """Any sidecar of a deployment takes the events of a search another one served: a fresh
     app (nothing in memory) finds the query in ubi_queries as soon as the writer sent it (no
     refresh), takes a doc it showed and refuses one it did not."""
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    settings = engine_settings(index=alias)
+    settings = engine_settings(index=slice_alias)
     first = create_app(settings, encoder=encoder)
     found = first.test_client().post("/search", json={"query": "bluetooth speaker",
                                                       "model": "bm25", "size": 5}).json
     assert first.extensions["esrank"].ubi.flush(10)
     first.extensions["esrank"].ubi.close()
     page = [h["doc_id"] for h in found["hits"]]
-    catalogue = engine.search(alias, {"size": 50, "_source": False,
-                                      "query": {"match_all": {}}})["hits"]["hits"]
+    catalogue = engine.search(slice_alias, {"size": 50, "_source": False,
+                                            "query": {"match_all": {}}})["hits"]["hits"]
     unshown = next(h["_id"] for h in catalogue if h["_id"] not in page)
     fresh = create_app(settings, encoder=encoder)
     sc = fresh.extensions["esrank"]
