@@ -11,16 +11,21 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
-from support.chorus_slice import SLICE
+from support.chorus_slice import SLICE, write_slice_judgments
+from support.cleanup import remove_deployed
+from support.loops import Loop, log_loop, private_feature_set
 
 from esrank.catalogue.index import index_catalogue
 from esrank.core.errors import EngineError
 from esrank.core.settings import load_settings
 from esrank.engine import FLAVORS, Engine, connect
 from esrank.evaluation.runs import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
+from esrank.judgments.lists import read_judgments
 
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URLS = {"opensearch": "http://127.0.0.1:9200", "elasticsearch": "http://127.0.0.1:9201"}
 TESTED = [f for f in os.environ.get("ESRANK_TEST_FLAVORS", ",".join(FLAVORS)).split(",") if f]
 
@@ -105,6 +110,22 @@ def slice_alias(engine: Engine, encoder) -> str:
         for index in {*engine.alias_targets(alias), report.index}:
             if engine.index_exists(index):
                 engine.delete_index(index)
+
+
+@pytest.fixture(scope="session")
+def loop(engine: Engine, encoder, slice_alias, tmp_path_factory) -> Loop:
+    """The learning loop on the slice, once per engine: feature_sets/chorus.yaml under a
+    private name, the slice's judgments logged with the BM25 window, a model trained; nothing
+    deployed (tests deploy it as they need). Its models and registry entry are removed after."""
+    tmp = tmp_path_factory.mktemp("loop")
+    judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
+    fs = private_feature_set(ROOT / "feature_sets" / "chorus.yaml", "loop")
+    chain = log_loop(engine, encoder, slice_alias, fs, judged, tmp)
+    # without recency: its value changes at midnight (UTC), and a doc whose logged value was
+    # a split point would cross it if the two searches of one query (esrank's run, then the
+    # engine's _rank_eval) straddled it
+    yield chain.trained(tmp / "model", exclude=["recency"])
+    remove_deployed(engine, fs.name)
 
 
 @pytest.fixture()

@@ -12,6 +12,7 @@ import pytest
 from support.chorus_slice import SLICE, write_slice_judgments
 from support.cleanup import remove_deployed
 from support.cross_encoders import build_encoder_version
+from support.loops import Loop, log_loop
 
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue, index_encoder
@@ -23,8 +24,8 @@ from esrank.deploy.upload import upload
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_judgments
 from esrank.learn.feature_log import log_judgments
-from esrank.learn.table import read_table, write_table
-from esrank.learn.train import TrainParams, train
+from esrank.learn.table import read_table
+from esrank.learn.train import TrainParams
 from esrank.models.encoder import load_encoder
 from esrank.ranking.search import Ranker, search
 
@@ -32,86 +33,87 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 @pytest.fixture(scope="module")
-def versions(engine, encoder, tmp_path_factory):
-    """The slice indexed by the packaged encoder, its judgments logged and a model trained on
-    them, under a private feature set; and another version of the encoder."""
+def fs_file(tmp_path_factory) -> Path:
+    """feature_sets/chorus.yaml under a private name, as a file (App.deploy reads one)."""
+    path = tmp_path_factory.mktemp("fs") / "fs.yaml"
+    path.write_text((ROOT / "feature_sets" / "chorus.yaml").read_text()
+                    .replace("name: chorus\n", f"name: enc{uuid.uuid4().hex[:8]}\n", 1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def other(tmp_path_factory):
+    """Another version of the encoder: the packaged MiniLM with other weights."""
+    return load_encoder(str(build_encoder_version(tmp_path_factory.mktemp("enc2"))),
+                        backend="numpy")
+
+
+@pytest.fixture(scope="module")
+def versions(engine, encoder, fs_file, tmp_path_factory) -> Loop:
+    """The slice indexed by the packaged encoder under an alias of the module's own (the last
+    test re-embeds it), its judgments logged and a model trained on them."""
     tmp = tmp_path_factory.mktemp("encoder-versions")
-    run = uuid.uuid4().hex[:8]
-    alias = f"test-enc-{run}"
+    alias = f"test-enc-{uuid.uuid4().hex[:8]}"
     index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    fs_file = tmp / "fs.yaml"
-    fs_file.write_text((ROOT / "feature_sets" / "chorus.yaml").read_text()
-                       .replace("name: chorus\n", f"name: enc{run}\n", 1))
-    fs = load_feature_set(fs_file)
-    engine.ensure_store()
-    engine.put_feature_set(fs)
     judgments = read_judgments(write_slice_judgments(tmp / "judgments.csv"))
-    report = log_judgments(engine, alias, fs, judgments, encoder, window=20,
-                           first_pass=bm25_query, progress=False)
-    write_table(report.matrix, tmp / "table.parquet")
-    train(report.matrix, tmp / "model", params=TrainParams(num_rounds=20), search=False,
-          device="cpu", candidates=["window"], table=str(tmp / "table.parquet"))
-    other = load_encoder(str(build_encoder_version(tmp_path_factory.mktemp("enc2"))),
-                         backend="numpy")
-    yield {"alias": alias, "fs": fs, "fs_file": fs_file, "judgments": judgments,
-           "table": tmp / "table.parquet", "model": tmp / "model", "other": other}
+    fs = load_feature_set(fs_file)
+    chain = log_loop(engine, encoder, alias, fs, judgments, tmp)
+    yield chain.trained(tmp / "model", params=TrainParams(num_rounds=20), device="cpu",
+                        candidates=["window"])
     remove_deployed(engine, fs.name, engine.alias_targets(alias))
 
 
 def test_the_index_and_the_table_name_the_encoder(versions, engine, encoder):
-    assert index_encoder(engine, versions["alias"]) == encoder.key
-    assert read_table(versions["table"]).encoder == encoder.key
+    assert index_encoder(engine, versions.alias) == encoder.key
+    assert read_table(versions.table_path).encoder == encoder.key
 
 
-def test_logging_with_other_weights_is_refused_naming_both(versions, engine, encoder):
-    other = versions["other"]
+def test_logging_with_other_weights_is_refused_naming_both(versions, engine, encoder, other):
     with pytest.raises(ConfigError) as err:
-        log_judgments(engine, versions["alias"], versions["fs"], versions["judgments"], other,
+        log_judgments(engine, versions.alias, versions.feature_set, versions.judged, other,
                       window=20, first_pass=bm25_query, progress=False)
     assert encoder.key in str(err.value) and other.key in str(err.value)
     assert "esrank index" in str(err.value)
 
 
 def test_deploy_refuses_another_encoder_and_serving_degrades_with_one(
-        versions, engine, encoder, engine_settings):
-    settings = engine_settings(index=versions["alias"])
-    fs_name = versions["fs"].name
+        versions, engine, encoder, engine_settings, fs_file, other):
+    settings = engine_settings(index=versions.alias)
+    fs_name = versions.feature_set.name
+    model_dir, table = versions.artifact.path, versions.table_path
     with pytest.raises(ModelError, match="logged with encoder .* the model would be served "
                                          "other cosines"):
-        upload(App(settings, engine=engine, encoder=versions["other"]), versions["model"],
-               versions["fs_file"], versions["table"])
+        upload(App(settings, engine=engine, encoder=other), model_dir, fs_file, table)
     assert not entry(engine, fs_name).models  # nothing uploaded, nothing live
 
-    upload(App(settings, engine=engine, encoder=encoder), versions["model"],
-           versions["fs_file"], versions["table"])
+    upload(App(settings, engine=engine, encoder=encoder), model_dir, fs_file, table)
     model = active_model(engine, fs_name)
     assert model.encoder == encoder.key
     ranker = Ranker(model.name, model, window=20)
-    served = search(engine, versions["alias"], "bluetooth speaker", ranker, encoder)
+    served = search(engine, versions.alias, "bluetooth speaker", ranker, encoder)
     assert served.degraded is None and served.ranker == model.name
-    degraded = search(engine, versions["alias"], "bluetooth speaker", ranker,
-                      versions["other"])
+    degraded = search(engine, versions.alias, "bluetooth speaker", ranker, other)
     assert degraded.ranker == "bm25"
     assert f"learned from encoder {encoder.key}" in degraded.degraded
-    bm25 = search(engine, versions["alias"], "bluetooth speaker", Ranker(), encoder)
+    bm25 = search(engine, versions.alias, "bluetooth speaker", Ranker(), encoder)
     assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25.hits]
 
 
 def test_reembedding_the_alias_is_refused_while_an_active_model_uses_the_old_weights(
-        versions, engine, encoder, engine_settings):
+        versions, engine, encoder, engine_settings, fs_file, other):
     """Runs last: it moves the module's alias to the other encoder."""
-    settings = engine_settings(index=versions["alias"])
-    upload(App(settings, engine=engine, encoder=encoder), versions["model"],
-           versions["fs_file"], versions["table"])
-    active = active_model(engine, versions["fs"].name).name
-    live = engine.alias_targets(versions["alias"])
-    other = App(settings, engine=engine, encoder=versions["other"])
+    settings = engine_settings(index=versions.alias)
+    upload(App(settings, engine=engine, encoder=encoder), versions.artifact.path, fs_file,
+           versions.table_path)
+    active = active_model(engine, versions.feature_set.name).name
+    live = engine.alias_targets(versions.alias)
+    with_other = App(settings, engine=engine, encoder=other)
     with pytest.raises(ConfigError, match=f"would change the cosine features of the active "
                                           f"models .*{active}"):
-        index(other, [SLICE], progress=False)
-    assert engine.alias_targets(versions["alias"]) == live  # nothing built, nothing moved
-    assert index_encoder(engine, versions["alias"]) == encoder.key
+        index(with_other, [SLICE], progress=False)
+    assert engine.alias_targets(versions.alias) == live  # nothing built, nothing moved
+    assert index_encoder(engine, versions.alias) == encoder.key
     index(App(settings, engine=engine, encoder=encoder), [SLICE], progress=False, keep=0)
-    assert engine.alias_targets(versions["alias"]) != live  # the same weights: no question
-    index(other, [SLICE], progress=False, keep=0, allow_encoder_change=True)
-    assert index_encoder(engine, versions["alias"]) == versions["other"].key
+    assert engine.alias_targets(versions.alias) != live  # the same weights: no question
+    index(with_other, [SLICE], progress=False, keep=0, allow_encoder_change=True)
+    assert index_encoder(engine, versions.alias) == other.key

@@ -7,60 +7,18 @@ import dataclasses
 import json
 import math
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
-from support.chorus_slice import SLICE, write_slice_judgments
-from support.cleanup import remove_deployed
+from support.chorus_slice import write_slice_judgments
 
-from esrank.catalogue.index import index_catalogue
-from esrank.catalogue.query import bm25_query
 from esrank.core.errors import ModelError
 from esrank.deploy import registry, upload
 from esrank.evaluation.rank_eval import rank_eval_check
-from esrank.features.params import query_params
-from esrank.features.parser import load_feature_set
-from esrank.judgments.lists import read_judgments
 from esrank.judgments.metrics import Evaluator
-from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.table import write_table
-from esrank.learn.train import train
 from esrank.ranking.search import Ranker, ranked_request, run_of, search, search_many
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-@pytest.fixture(scope="module")
-def loop(engine, encoder, tmp_path_factory):
-    """Index the slice, log the judgments of its docs, train once; clean everything after."""
-    tmp = tmp_path_factory.mktemp("loop")
-    alias = f"test-loop-{uuid.uuid4().hex[:8]}"
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
-    fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus.yaml"),
-                             name=f"loop{uuid.uuid4().hex[:6]}")
-    engine.ensure_store()
-    engine.put_feature_set(fs)
-    report = log_judgments(engine, alias, fs, judged, encoder, window=20,
-                           first_pass=bm25_query, progress=False)
-    write_table(report.matrix, tmp / "table.parquet")
-    # without recency: its value changes at midnight (UTC), and a doc whose logged value was
-    # a split point would cross it if the two searches of one query (esrank's run, then the
-    # engine's _rank_eval) straddled it
-    train(report.matrix, tmp / "model", search=False, table=str(tmp / "table.parquet"),
-          exclude=["recency"])
-    queries = report.matrix.docs_by_query()
-    yield {"alias": alias, "fs": fs, "matrix": report.matrix, "judged": judged, "tmp": tmp,
-           "queries": queries, "params_for": query_params(fs.params, encoder),
-           "encoder": encoder}
-    remove_deployed(engine, fs.name, engine.alias_targets(alias))
-
-
-def _deploy(engine, loop, artifact, **kw):
-    return upload.deploy(engine, loop["alias"], artifact, loop["fs"], loop["queries"],
-                           loop["params_for"], **kw)
 
 
 def _broken_export(kind: str):
@@ -89,49 +47,50 @@ def _broken_export(kind: str):
 
 
 def test_the_loop_serves_what_was_trained(engine, loop, encoder):
-    m = loop["matrix"]
+    m = loop.table
     assert len(set(m.qids)) >= 10 and np.isnan(m.values).any()  # NaN rows take part
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    report = _deploy(engine, loop, art)
+    art = loop.artifact
+    report = loop.deploy(engine)
     assert report.parity.passed, report.to_dict()
     assert report.parity.docs == len(m) and report.parity.max_delta <= 1e-4
     assert report.activated and report.previous is None
-    active = registry.active_model(engine, loop["fs"].name)
-    assert active.name == report.model == f"{loop['fs'].name}-v1"
+    active = registry.active_model(engine, loop.feature_set.name)
+    assert active.name == report.model == f"{loop.feature_set.name}-v1"
 
     # search rescoring with the active model ranks by the booster's score of the logged values
     query = "bluetooth speaker"
-    result = search(engine, loop["alias"], query, Ranker(active.name, active, window=20),
+    result = search(engine, loop.alias, query, Ranker(active.name, active, window=20),
                     encoder, size=20, features=True)
     hits = result.hits
     assert result.ranker == active.name and result.degraded is None
     # the features the plugin logged for each hit, scored by the booster, give the hit's score
-    local = art.predict(np.array([[result.features[h.doc_id][n] for n in loop["fs"].feature_names]
-                                  for h in hits], dtype=np.float32))
+    names = loop.feature_set.feature_names
+    local = art.predict(np.array([[result.features[h.doc_id][n] for n in names] for h in hits],
+                                 dtype=np.float32))
     np.testing.assert_allclose([h.score for h in hits], local, atol=1e-4)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     # every doc of the window got both cosines (Elasticsearch: through the window's ids)
     assert all(0 < result.features[h.doc_id][n] <= 1 for h in hits
                for n in ("title_cosine", "text_cosine"))
-    bm25 = search(engine, loop["alias"], query, Ranker("bm25"), size=20).hits
+    bm25 = search(engine, loop.alias, query, Ranker("bm25"), size=20).hits
     assert {h.doc_id for h in bm25} == {h.doc_id for h in hits}  # rescore reorders the window
     assert [h.doc_id for h in bm25] != [h.doc_id for h in hits]
 
-    evaluator = Evaluator(loop["judged"])
+    evaluator = Evaluator(loop.judged)
     means = {}
     for ranker in (Ranker("bm25"), Ranker(active.name, active)):
-        run = search_many(engine, loop["alias"], evaluator.queries, ranker, encoder,
+        run = search_many(engine, loop.alias, evaluator.queries, ranker, encoder,
                           size=50, source=False)
         means[ranker.name] = evaluator.evaluate(
             run_of(run)).mean
     assert all(0 <= v <= 1 for mean in means.values() for v in mean.values())
     assert means[active.name]["ndcg@10_condensed"] > means["bm25"]["ndcg@10_condensed"]
     # the engine's own _rank_eval scores the model's requests as esrank does, where it has one
-    params_for = loop["params_for"]
-    check = rank_eval_check(engine, loop["alias"], evaluator,
+    params_for = loop.params_for
+    check = rank_eval_check(engine, loop.alias, evaluator,
                             lambda q: ranked_request(q, Ranker(active.name, active),
                                                      params_for([q])[0], 10, source=False),
-                            run_of(search_many(engine, loop["alias"], evaluator.queries,
+                            run_of(search_many(engine, loop.alias, evaluator.queries,
                                                Ranker(active.name, active), encoder, size=10,
                                                source=False)))
     if engine.dialect.name == "opensearch":
@@ -146,7 +105,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
         def encode(self, texts):
             raise ConnectionError("sidecar unreachable")
 
-    degraded = search(engine, loop["alias"], query, Ranker(active.name, active, window=20),
+    degraded = search(engine, loop.alias, query, Ranker(active.name, active, window=20),
                       Down(), size=20)
     assert degraded.ranker == "bm25" and "sidecar unreachable" in degraded.degraded
     assert [h.doc_id for h in degraded.hits] == [h.doc_id for h in bm25]
@@ -154,47 +113,47 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
 
 @pytest.mark.parametrize("bug", ["feature order", "objective"])
 def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeypatch, bug):
-    before = registry.entry(engine, loop["fs"].name)
+    before = registry.entry(engine, loop.feature_set.name)
     monkeypatch.setattr(registry, "plugin_model", _broken_export(bug))
-    report = _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
+    report = loop.deploy(engine)
     assert not report.parity.passed and not report.activated
     assert report.parity.max_delta > 1e-4
     worst = report.parity.worst[0]
     assert worst.delta == report.parity.max_delta and set(worst.features) == set(
-        loop["fs"].feature_names)
+        loop.feature_set.feature_names)
     assert engine.get_model(report.model) is None  # removed from the plugin
-    after = registry.entry(engine, loop["fs"].name)
+    after = registry.entry(engine, loop.feature_set.name)
     assert after.active == before.active and after.models == before.models
 
 
 def test_rollback_restores_the_previous_model_and_delete_guards_the_active(engine, loop):
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    first = _deploy(engine, loop, art)
-    second = _deploy(engine, loop, art)
+    first = loop.deploy(engine)
+    second = loop.deploy(engine)
     assert second.activated and second.previous == first.model
-    assert registry.active_model(engine, loop["fs"].name).name == second.model
+    assert registry.active_model(engine, loop.feature_set.name).name == second.model
     with pytest.raises(ModelError, match="is the active model"):
-        registry.delete(engine, loop["fs"].name, second.model)
-    assert registry.rollback(engine, loop["fs"].name) == (second.model, first.model)
-    assert registry.active_model(engine, loop["fs"].name).name == first.model
-    registry.delete(engine, loop["fs"].name, second.model)
+        registry.delete(engine, loop.feature_set.name, second.model)
+    assert registry.rollback(engine, loop.feature_set.name) == (second.model, first.model)
+    assert registry.active_model(engine, loop.feature_set.name).name == first.model
+    registry.delete(engine, loop.feature_set.name, second.model)
     assert engine.get_model(second.model) is None
-    assert second.model not in registry.entry(engine, loop["fs"].name).models
+    assert second.model not in registry.entry(engine, loop.feature_set.name).models
     # version numbers are never reused, even after a delete
-    assert registry.next_name(engine, loop["fs"].name) != second.model
+    assert registry.next_name(engine, loop.feature_set.name) != second.model
     # rolling back *to* a model is idempotent: a repeat after a lost answer changes nothing
-    third = _deploy(engine, loop, art)
-    assert registry.rollback(engine, loop["fs"].name, to=first.model) == (third.model,
+    third = loop.deploy(engine)
+    assert registry.rollback(engine, loop.feature_set.name, to=first.model) == (third.model,
                                                                          first.model)
-    assert registry.rollback(engine, loop["fs"].name, to=first.model) == (first.model,
+    assert registry.rollback(engine, loop.feature_set.name, to=first.model) == (first.model,
                                                                          first.model)
-    assert registry.active_model(engine, loop["fs"].name).name == first.model
+    assert registry.active_model(engine, loop.feature_set.name).name == first.model
     with pytest.raises(ModelError, match="not a deployed model"):
-        registry.rollback(engine, loop["fs"].name, to="no-such-model")
+        registry.rollback(engine, loop.feature_set.name, to="no-such-model")
 
 
 @pytest.mark.parametrize("landed", [True, False])
 def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engine, loop,
+                                                                            encoder,
                                                                             monkeypatch,
                                                                             landed):
     """A registry write that timed out may have landed: the model it names must survive (the
@@ -208,60 +167,59 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
             write(*args, **kwargs)
         raise EngineTimeoutError("write document", "http://127.0.0.1:9200", 30)
 
-    uploaded = registry.next_name(engine, loop["fs"].name)  # the name deploy will take
+    uploaded = registry.next_name(engine, loop.feature_set.name)  # the name deploy will take
     monkeypatch.setattr(registry, "_write", timed_out)
     with pytest.raises(EngineTimeoutError):
-        _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
+        loop.deploy(engine)
     monkeypatch.undo()
-    doc = registry.entry(engine, loop["fs"].name)
+    doc = registry.entry(engine, loop.feature_set.name)
     if landed:  # the registry names it as active: it is still in the plugin and serves
         assert doc.active == uploaded and engine.get_model(uploaded) is not None
-        hits = search(engine, loop["alias"], "bluetooth speaker",
-                      Ranker(uploaded, registry.active_model(engine, loop["fs"].name)),
-                      loop["encoder"], size=5)
+        hits = search(engine, loop.alias, "bluetooth speaker",
+                      Ranker(uploaded, registry.active_model(engine, loop.feature_set.name)),
+                      encoder, size=5)
         assert hits.degraded is None and hits.ranker == uploaded
     else:
         assert uploaded not in doc.models and engine.get_model(uploaded) is None
 
 
 def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, loop):
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    other = dataclasses.replace(loop["fs"], features=loop["fs"].features[::-1])
-    before = engine.list_models(f"{loop['fs'].name}-v")
+    art = loop.artifact
+    other = dataclasses.replace(loop.feature_set, features=loop.feature_set.features[::-1])
+    before = engine.list_models(f"{loop.feature_set.name}-v")
     with pytest.raises(ModelError, match="different order"):
-        upload.deploy(engine, loop["alias"], art, other, loop["queries"],
-                        loop["params_for"])
+        upload.deploy(engine, loop.alias, art, other, loop.queries, loop.params_for)
     # nothing uploaded (the listing is a search and may still show an earlier test's delete)
-    assert set(engine.list_models(f"{loop['fs'].name}-v")) <= set(before)
+    assert set(engine.list_models(f"{loop.feature_set.name}-v")) <= set(before)
     assert not math.isnan(art.meta["missing_as"])
 
 
-def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder):
+def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder, tmp_path):
     from esrank.catalogue.query import bm25_query
     from esrank.learn.table import read_table
 
-    judged = loop["judged"]
-    report = log_judgments(engine, loop["alias"], loop["fs"], judged, encoder, window=10,
+    judged = loop.judged
+    report = log_judgments(engine, loop.alias, loop.feature_set, judged, encoder, window=10,
                            first_pass=bm25_query, progress=False)
     m = report.matrix
     pairs = {(j.query, j.doc_id) for j in judged}
     extra = [i for i, (q, d) in enumerate(zip(m.queries, m.doc_ids, strict=True))
              if (q, d) not in pairs]
     assert extra and all(m.grades[i] == 0 and not m.judged[i] for i in extra)
-    assert sum(m.judged) == sum(loop["matrix"].judged) == len(m) - len(extra)
+    assert sum(m.judged) == sum(loop.table.judged) == len(m) - len(extra)
     # each row's rank is its place in the BM25 first pass; judged docs outside it have 0
     for query in list(dict.fromkeys(m.queries))[:4]:
-        top = [h.doc_id for h in search(engine, loop["alias"], query, Ranker("bm25"),
+        top = [h.doc_id for h in search(engine, loop.alias, query, Ranker("bm25"),
                                         size=10).hits]
         ranks = {m.doc_ids[i]: m.ranks[i] for i in range(len(m)) if m.queries[i] == query}
         assert {d: r for d, r in ranks.items() if r} == {d: r for r, d in enumerate(top, 1)}
         assert all(d not in top for d, r in ranks.items() if r == 0)
-    write_table(m, loop["tmp"] / "window.parquet", window=10)
+    write_table(m, tmp_path / "window.parquet", window=10)
     import pyarrow.parquet as pq
 
-    meta = json.loads(pq.read_schema(loop["tmp"] / "window.parquet").metadata[b"esrank"])
+    meta = json.loads(pq.read_schema(tmp_path / "window.parquet").metadata[b"esrank"])
     assert meta["window"] == 10 and "top 10" in meta["first_pass_rank"]
-    again = read_table(loop["tmp"] / "window.parquet")
+    again = read_table(tmp_path / "window.parquet")
     assert again.ranks == m.ranks and again.judged == m.judged
 
 
@@ -269,17 +227,15 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
                                                              engine_settings):
     from esrank.serve import create_app
 
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    report = _deploy(engine, loop, art)
-    settings = engine_settings(index=loop["alias"],
-                                active_set=loop["fs"].name)
+    report = loop.deploy(engine)
+    settings = engine_settings(index=loop.alias, active_set=loop.feature_set.name)
     client = create_app(settings, encoder=encoder).test_client()
     assert client.get("/readyz").json["active_model"] == report.model
     query = "bluetooth speaker"
     r = client.post("/search", json={"query": query, "size": 20, "features": True})
     assert r.status_code == 200 and r.json["ranker"] == report.model
-    model = registry.active_model(engine, loop["fs"].name)
-    expected = search(engine, loop["alias"], query, Ranker(model.name, model), encoder,
+    model = registry.active_model(engine, loop.feature_set.name)
+    expected = search(engine, loop.alias, query, Ranker(model.name, model), encoder,
                       size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
     assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
@@ -302,7 +258,7 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
     r = down.post("/search", json={"query": query, "size": 20})
     assert r.status_code == 200 and r.json["ranker"] == "bm25"
     assert "device lost" in r.json["degraded"]
-    bm25 = search(engine, loop["alias"], query, Ranker("bm25"), size=20)
+    bm25 = search(engine, loop.alias, query, Ranker("bm25"), size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
     assert "esrank_degraded_searches_total 1.0" in down.get("/metrics").text
 
@@ -311,13 +267,13 @@ def test_gain_vs_cost_report(engine, loop, encoder):
     from esrank.evaluation.report import build_report, to_html
     from esrank.judgments.metrics import Evaluator
 
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    report = _deploy(engine, loop, art)
-    model = registry.deployed_model(engine, loop["fs"].name, report.model)
-    result = build_report(engine, loop["alias"], art, loop["fs"], loop["matrix"],
-                          Ranker(model.name, model), Evaluator(loop["judged"]), encoder,
-                          loop["params_for"], windows=(10, 50))
-    assert [f["feature"] for f in result["features"]] == list(loop["fs"].feature_names)
+    art = loop.artifact
+    report = loop.deploy(engine)
+    model = registry.deployed_model(engine, loop.feature_set.name, report.model)
+    result = build_report(engine, loop.alias, art, loop.feature_set, loop.table,
+                          Ranker(model.name, model), Evaluator(loop.judged), encoder,
+                          loop.params_for, windows=(10, 50))
+    assert [f["feature"] for f in result["features"]] == list(loop.feature_set.feature_names)
     assert all(np.isfinite(f["added_p50_ms"]) and np.isfinite(f["gain_drop_one"])
                for f in result["features"])
     assert [w["window"] for w in result["windows"]] == [10, 50]
@@ -328,19 +284,17 @@ def test_gain_vs_cost_report(engine, loop, encoder):
     assert result["windows"][0]["ceiling@10"] <= result["windows"][1]["ceiling@10"]
     assert result["bm25_p50_ms"] > 0 and report.model in to_html(result)
     # every one-feature set the latency measurement used is in the store
-    for name in loop["fs"].feature_names:
-        assert engine.list_feature_sets(f"{loop['fs'].name}-only-{name}@")
+    for name in loop.feature_set.feature_names:
+        assert engine.list_feature_sets(f"{loop.feature_set.name}-only-{name}@")
 
 
 def test_compare_why_splits_the_score_into_feature_contributions(engine, loop, encoder,
-                                                                  engine_settings):
+                                                                  engine_settings, tmp_path):
     from esrank.serve import create_app
 
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    report = _deploy(engine, loop, art)
-    settings = engine_settings(index=loop["alias"],
-                                active_set=loop["fs"].name,
-                             judgments=write_slice_judgments(loop["tmp"] / "jw.csv"))
+    report = loop.deploy(engine)
+    settings = engine_settings(index=loop.alias, active_set=loop.feature_set.name,
+                               judgments=write_slice_judgments(tmp_path / "jw.csv"))
     client = create_app(settings, encoder=encoder).test_client()
     assert report.model in client.get("/compare/configs").json["configs"]
     side = client.post("/compare/query", json={"query": "bluetooth speaker",
@@ -353,7 +307,7 @@ def test_compare_why_splits_the_score_into_feature_contributions(engine, loop, e
     total = why["bias"] + sum(f["contribution"] for f in why["features"])
     assert total == pytest.approx(why["score"], abs=1e-4) == pytest.approx(
         model_hits[0]["score"], abs=1e-4)
-    assert {f["feature"] for f in why["features"]} == set(loop["fs"].feature_names)
+    assert {f["feature"] for f in why["features"]} == set(loop.feature_set.feature_names)
     missing = client.post("/compare/why", json={"config": report.model, "query": "bluetooth "
                                                 "speaker", "doc_id": "no-such-doc"})
     assert missing.status_code == 404
@@ -361,21 +315,18 @@ def test_compare_why_splits_the_score_into_feature_contributions(engine, loop, e
 
 def test_a_model_without_the_neural_features_deploys_beside_the_full_one(engine, loop,
                                                                          encoder,
-                                                                         engine_settings):
+                                                                         engine_settings,
+                                                                         tmp_path):
     from esrank.serve import create_app
 
-    fs = loop["fs"]
+    fs = loop.feature_set
     neural = [f.name for f in fs.features
               if any(fs.param(p).type == "vector" for p in f.params)]
     assert neural
-    train(loop["matrix"], loop["tmp"] / "lexical", search=False, exclude=neural,
-          table=str(loop["tmp"] / "table.parquet"))
-    art = ModelArtifact.load(loop["tmp"] / "lexical")
-    report = _deploy(engine, loop, art, activate=False)
+    report = loop.trained(tmp_path / "lexical", exclude=neural).deploy(engine, activate=False)
     assert report.parity.passed  # the plugin still computes them; no tree reads them
-    settings = engine_settings(index=loop["alias"],
-                                active_set=fs.name,
-                             judgments=write_slice_judgments(loop["tmp"] / "jl.csv"))
+    settings = engine_settings(index=loop.alias, active_set=fs.name,
+                               judgments=write_slice_judgments(tmp_path / "jl.csv"))
     client = create_app(settings, encoder=encoder).test_client()
     notes = client.get("/compare/configs").json["notes"]
     assert notes[report.model] == f"without {', '.join(sorted(neural))}"
@@ -393,14 +344,14 @@ def test_search_degrades_to_bm25_when_the_active_model_is_gone(engine, loop, enc
                                                                engine_settings):
     from esrank.serve import create_app
 
-    report = _deploy(engine, loop, ModelArtifact.load(loop["tmp"] / "model"))
+    report = loop.deploy(engine)
     engine.delete_model(report.model)  # the registry still names it as active
-    client = create_app(engine_settings(index=loop["alias"], active_set=loop["fs"].name),
+    client = create_app(engine_settings(index=loop.alias, active_set=loop.feature_set.name),
                         encoder=encoder).test_client()
     r = client.post("/search", json={"query": "bluetooth speaker", "size": 10})
     assert r.status_code == 200 and r.json["ranker"] == "bm25"
     assert f"model {report.model} unavailable" in r.json["degraded"]
-    bm25 = search(engine, loop["alias"], "bluetooth speaker", Ranker("bm25"), size=10)
+    bm25 = search(engine, loop.alias, "bluetooth speaker", Ranker("bm25"), size=10)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in bm25.hits]
     assert "esrank_degraded_searches_total 1.0" in client.get("/metrics").text
 
@@ -409,14 +360,14 @@ def test_a_model_a_failed_deploy_left_in_the_plugin_is_listed_and_can_be_deleted
                                                                                    loop):
     from esrank.deploy.export import plugin_model
 
-    art = ModelArtifact.load(loop["tmp"] / "model")
-    stray = registry.next_name(engine, loop["fs"].name)
-    engine.create_model(loop["fs"].engine_name, stray, plugin_model(art, loop["fs"]))
-    doc = registry.entry(engine, loop["fs"].name)
+    fs = loop.feature_set
+    stray = registry.next_name(engine, fs.name)
+    engine.create_model(fs.engine_name, stray, plugin_model(loop.artifact, fs))
+    doc = registry.entry(engine, fs.name)
     assert registry.unregistered(engine, doc) == [stray]
-    registry.delete(engine, loop["fs"].name, stray)
+    registry.delete(engine, fs.name, stray)
     assert engine.get_model(stray) is None
-    assert registry.unregistered(engine, registry.entry(engine, loop["fs"].name)) == []
+    assert registry.unregistered(engine, registry.entry(engine, fs.name)) == []
 
 
 
@@ -458,12 +409,11 @@ def test_two_deploys_at_once_both_land_and_the_later_is_active(engine, loop, mon
     # both pick a name, then both upload; both read the entry, then both write it
     monkeypatch.setattr(registry, "next_name", first_calls_meet(registry.next_name, True))
     monkeypatch.setattr(registry, "_write", first_calls_meet(registry._write, False))
-    art = ModelArtifact.load(loop["tmp"] / "model")
     reports, errors = [], []
 
     def deploy():
         try:
-            reports.append(_deploy(engine, loop, art))
+            reports.append(loop.deploy(engine))
         except Exception as exc:  # noqa: BLE001 - the assertion below shows it
             errors.append(exc)
 
@@ -477,7 +427,7 @@ def test_two_deploys_at_once_both_land_and_the_later_is_active(engine, loop, mon
     assert first.previous is None and later.previous == first.model
     versions = sorted(registry.version_of(r.model)[1] for r in reports)
     assert versions[1] == versions[0] + 1  # the loser of the name took the next one
-    doc = registry.entry(engine, loop["fs"].name)
+    doc = registry.entry(engine, loop.feature_set.name)
     assert doc.active == later.model and doc.history == [first.model]
     assert set(doc.models) == {first.model, later.model}
     assert all(engine.get_model(r.model) is not None for r in reports)

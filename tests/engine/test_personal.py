@@ -4,28 +4,24 @@ non-personal one -> parity gate (anonymous and personalised) -> sltr rescore."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from support.chorus_slice import SLICE, write_slice_judgments
 from support.cleanup import remove_deployed
+from support.loops import Loop, log_loop, private_feature_set
 
 from esrank import ubi
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.lookup import product_facts
-from esrank.catalogue.query import bm25_query
 from esrank.deploy import registry, upload
-from esrank.features.params import query_params
-from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import Judgment, JudgmentList, read_judgments
-from esrank.learn.artifact import ModelArtifact
-from esrank.learn.feature_log import log_judgments
-from esrank.learn.train import TrainParams, train
+from esrank.learn.train import TrainParams
 from esrank.personal.shopper import (
     ShopperContext,
     build_profiles,
@@ -53,22 +49,31 @@ def _events(engine, alias, run: str) -> list[ubi.UbiEvent]:
     return out
 
 
+@dataclass(frozen=True)
+class Personal:
+    """The personalisation chain: one table logged with the anonymous judgments and each
+    fan's own (`loop`), the base and personal models trained on it, both deployed, neither
+    active (`deployed`), the fans' shopper params, each judged doc's brand, the profiles."""
+
+    loop: Loop
+    deployed: dict[str, upload.DeployReport]  # "base", "personal"
+    shoppers: dict[str, dict]
+    brand_of: dict[str, str]
+    profiles_index: str
+
+
 @pytest.fixture(scope="module")
-def personal(engine, encoder, tmp_path_factory):
+def personal(engine, encoder, slice_alias, tmp_path_factory) -> Personal:
     tmp = tmp_path_factory.mktemp("personal")
     run = uuid.uuid4().hex[:8]
-    alias, profiles_index = f"test-personal-{run}", f"test-profiles-{run}"
-    index_catalogue(engine, alias, [SLICE], encoder, progress=False)
-    fs = dataclasses.replace(load_feature_set(ROOT / "feature_sets" / "chorus_personal.yaml"),
-                             name=f"personal{run}")
-    engine.ensure_store()
-    engine.put_feature_set(fs)
+    profiles_index = f"test-profiles-{run}"
+    fs = private_feature_set(ROOT / "feature_sets" / "chorus_personal.yaml", "personal")
     # events through the engine's UBI indices, read back, turned into stored profiles
-    events = _events(engine, alias, run)
+    events = _events(engine, slice_alias, run)
     ubi.store(engine, [ubi.UbiQuery(f"{run}-{u}", "speaker", u) for u in FANS], events)
     queries, stored = ubi.fetch(engine)
     mine = [e for e in stored if (e.query_id or "").startswith(run)]
-    facts = product_facts(engine, alias, {e.doc_id for e in mine if e.doc_id})
+    facts = product_facts(engine, slice_alias, {e.doc_id for e in mine if e.doc_id})
     save_profiles(engine, build_profiles(queries, mine, facts, now=time.time()).values(),
                   profiles_index)
     shoppers = {u: shopper_params(load_profile(engine, u, profiles_index), ShopperContext(u))
@@ -76,7 +81,7 @@ def personal(engine, encoder, tmp_path_factory):
     # anonymous judged pairs, and each fan's own grades: their brand is what they want
     judged = read_judgments(write_slice_judgments(tmp / "j.csv"))
     brand_of = {d: f.brand for d, f in product_facts(
-        engine, alias, {j.doc_id for j in judged}).items()}
+        engine, slice_alias, {j.doc_id for j in judged}).items()}
     rows = list(judged)
     qid_shopper = {}
     for user, brand in FANS.items():
@@ -85,50 +90,42 @@ def personal(engine, encoder, tmp_path_factory):
             qid_shopper[qid] = shoppers[user]
             grade = 3 if brand_of.get(j.doc_id) == brand else max(0, j.grade - 1)
             rows.append(Judgment(qid, j.query, j.doc_id, grade))
-    report = log_judgments(engine, alias, fs, JudgmentList(tuple(rows)), encoder, window=20,
-                           first_pass=bm25_query, progress=False, shoppers=qid_shopper)
+    chain = log_loop(engine, encoder, slice_alias, fs, JudgmentList(tuple(rows)), tmp,
+                     shoppers=qid_shopper)
     params = TrainParams(num_rounds=30)
     personal_features = list(fs.personal_features)
-    train(report.matrix, tmp / "base", params=params, search=False, exclude=personal_features,
-          device="cpu", candidates=["window+judged"])
-    train(report.matrix, tmp / "personal", params=params, search=False, personal=personal_features,
-          device="cpu", candidates=["window+judged"], base=ModelArtifact.load(tmp / "base"))
-    anonymous = report.matrix.docs_by_query()
-    deployed = {}
-    for name in ("base", "personal"):
-        rep = upload.deploy(engine, alias, ModelArtifact.load(tmp / name), fs, anonymous,
-                              query_params(fs.params, encoder),
-                              shoppers=list(shoppers.values()), activate=False)
-        deployed[name] = rep
-    yield {"alias": alias, "fs": fs, "shoppers": shoppers, "deployed": deployed,
-           "matrix": report.matrix, "queries": sorted(anonymous), "encoder": encoder,
-           "facts": brand_of, "docs": sum(len(d) for d in anonymous.values()),
-           "profiles_index": profiles_index}
-    remove_deployed(engine, fs.name, [*engine.alias_targets(alias), profiles_index])
+    base = chain.trained(tmp / "base", params=params, exclude=personal_features,
+                         device="cpu", candidates=["window+judged"])
+    on_top = chain.trained(tmp / "personal", params=params, personal=personal_features,
+                           device="cpu", candidates=["window+judged"], base=base.artifact)
+    deployed = {name: model.deploy(engine, shoppers=list(shoppers.values()), activate=False)
+                for name, model in (("base", base), ("personal", on_top))}
+    yield Personal(base, deployed, shoppers, brand_of, profiles_index)
+    remove_deployed(engine, fs.name, [profiles_index])
 
 
 def _ranker(engine, personal, name):
     from esrank.ranking.search import Ranker
 
-    model = registry.deployed_model(engine, personal["fs"].name,
-                                    personal["deployed"][name].model)
+    model = registry.deployed_model(engine, personal.loop.feature_set.name,
+                                    personal.deployed[name].model)
     return Ranker(model.name, model, window=20)
 
 
 def test_profiles_come_from_the_ubi_events(personal):
     for user, brand in FANS.items():
-        params = personal["shoppers"][user]
+        params = personal.shoppers[user]
         assert params["shopper_brands"][0] == {"term": brand, "weight": 1.0}
         assert params["shopper_price"] > 0 and params["shopper_price_scale"] > 0
 
 
 def test_the_personal_model_passes_parity_personalised_and_anonymous(personal):
     for name in ("base", "personal"):
-        parity = personal["deployed"][name].parity
+        parity = personal.deployed[name].parity
         assert parity.passed, parity.to_dict()
         # every logged doc replayed twice: anonymously and with a fan's params
-        assert parity.docs == 2 * personal["docs"]
-    logged = personal["matrix"]
+        assert parity.docs == 2 * sum(len(d) for d in personal.loop.queries.values())
+    logged = personal.loop.table
     col = logged.feature_names.index("shopper_brand")
     shopper_rows = [i for i, q in enumerate(logged.qids) if "|" in q]
     anonymous_rows = [i for i, q in enumerate(logged.qids) if "|" not in q]
@@ -136,20 +133,20 @@ def test_the_personal_model_passes_parity_personalised_and_anonymous(personal):
     assert np.nanmax(logged.values[shopper_rows, col]) == pytest.approx(1.0)
 
 
-def test_an_anonymous_shopper_gets_the_non_personal_ranking(engine, personal):
+def test_an_anonymous_shopper_gets_the_non_personal_ranking(engine, personal, encoder):
     base, pers = _ranker(engine, personal, "base"), _ranker(engine, personal, "personal")
     compared = 0
-    for query in personal["queries"]:
-        a = search(engine, personal["alias"], query, base, personal["encoder"], size=20,
+    for query in sorted(personal.loop.queries):
+        a = search(engine, personal.loop.alias, query, base, encoder, size=20,
                    features=True)
-        b = search(engine, personal["alias"], query, pers, personal["encoder"], size=20,
+        b = search(engine, personal.loop.alias, query, pers, encoder, size=20,
                    features=True)
         assert {h.doc_id for h in a.hits} == {h.doc_id for h in b.hits}
         if not a.hits:  # nothing in the slice matches
             continue
         # no personal feature computed, and every document moved by the same constant
         assert all(math.isnan(values[name]) for values in b.features.values()
-                   for name in personal["fs"].personal_features)
+                   for name in personal.loop.feature_set.personal_features)
         score_a = {h.doc_id: h.score for h in a.hits}
         shift = {round(h.score - score_a[h.doc_id], 4) for h in b.hits}
         assert len(shift) == 1, (query, shift, a.features, b.features)
@@ -159,16 +156,16 @@ def test_an_anonymous_shopper_gets_the_non_personal_ranking(engine, personal):
     assert compared >= 30
 
 
-def test_a_fan_sees_more_of_their_brand(engine, personal):
+def test_a_fan_sees_more_of_their_brand(engine, personal, encoder):
     base, pers = _ranker(engine, personal, "base"), _ranker(engine, personal, "personal")
-    brand_of = personal["facts"]
+    brand_of = personal.brand_of
     gained = 0
     for user, brand in FANS.items():
         for query in ("bluetooth speaker", "laptop bag", "headset"):
-            shopper = personal["shoppers"][user]
-            a = search(engine, personal["alias"], query, base, personal["encoder"], size=10,
+            shopper = personal.shoppers[user]
+            a = search(engine, personal.loop.alias, query, base, encoder, size=10,
                        shopper=shopper)
-            b = search(engine, personal["alias"], query, pers, personal["encoder"], size=10,
+            b = search(engine, personal.loop.alias, query, pers, encoder, size=10,
                        shopper=shopper)
             count = [sum(brand_of.get(h.doc_id) == brand or h.supplier == brand
                          for h in r.hits) for r in (a, b)]
@@ -177,17 +174,17 @@ def test_a_fan_sees_more_of_their_brand(engine, personal):
     assert gained > 0
 
 
-def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
+def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal, encoder,
                                                         engine_settings_factory):
     from esrank.serve import create_app
 
-    app = create_app(engine_settings_factory(index=personal["alias"],
-                                             active_set=personal["fs"].name,
-                                             profiles_index=personal["profiles_index"]),
-                     encoder=personal["encoder"])
+    app = create_app(engine_settings_factory(index=personal.loop.alias,
+                                             active_set=personal.loop.feature_set.name,
+                                             profiles_index=personal.profiles_index),
+                     encoder=encoder)
     sc = app.extensions["esrank"]
     client = app.test_client()
-    model = personal["deployed"]["personal"].model
+    model = personal.deployed["personal"].model
     user = f"shopper-{uuid.uuid4().hex[:6]}"
     found = client.post("/search", json={"query": "bluetooth speaker", "model": model,
                                          "shopper": {"user_id": "fan-philips",
@@ -209,7 +206,7 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
     assert query.query == "bluetooth speaker" and query.session_id == user
     assert query.attributes["configuration"] == model
     # the shopper params it was served with: what training logs the features with
-    assert query.attributes["shopper"] == personal["shoppers"]["fan-philips"]
+    assert query.attributes["shopper"] == personal.shoppers["fan-philips"]
     mine = [e for e in events if e.query_id == answer["query_id"]]
     shown = [e for e in mine if e.action == "impression"]
     assert [(e.doc_id, e.position) for e in shown] == [(h["doc_id"], h["rank"])
@@ -217,7 +214,7 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
     assert {(e.action, e.doc_id, e.client_id) for e in mine if e.action != "impression"} == {
         ("click", bought["doc_id"], user), ("purchase", bought["doc_id"], user)}
     # and the events make the new shopper's profile
-    facts = product_facts(engine, personal["alias"], [bought["doc_id"]])
+    facts = product_facts(engine, personal.loop.alias, [bought["doc_id"]])
     profile = build_profiles(queries, mine, facts, now=time.time())[user]
     assert profile.brands[0] == (bought["supplier"], 1.0)
     sc.ubi.close()
@@ -225,12 +222,13 @@ def test_the_sidecar_records_searches_and_events_as_ubi(engine, personal,
     assert engine.health()["status"] == "green"
 
 
-def test_signals_are_partial_updates_a_feature_can_read(engine, personal):
+def test_signals_are_partial_updates_a_feature_can_read(engine, alias, encoder):
+    """On three products of the slice indexed for this test: signals change the index."""
     from esrank.core.feature_set import Feature, FeatureSet
     from esrank.judgments.clicks import Session, Shown
     from esrank.personal.signals import product_signals, write_signals
 
-    alias = personal["alias"]
+    index_catalogue(engine, alias, [SLICE], encoder, limit=3, progress=False)
     docs = [h["_id"] for h in engine.search(alias, {"size": 3, "_source": False,
                                                     "query": {"match_all": {}}})["hits"]["hits"]]
     before = {d: engine.get_document(alias, d)[0] for d in docs}
@@ -254,7 +252,7 @@ def test_signals_are_partial_updates_a_feature_can_read(engine, personal):
     assert logged[docs[2]][0] == 1.0  # never shown: the prior's 1.0
 
 
-def test_the_loop_ends_in_an_experiment(engine, personal, engine_settings_factory):
+def test_the_loop_ends_in_an_experiment(engine, personal, encoder, engine_settings_factory):
     """The fixture went events -> UBI -> profiles -> personal features -> models; here the
     sidecar interleaves the two models for a fan, records the teams, takes their clicks, and
     the report credits the team whose documents were clicked."""
@@ -263,14 +261,15 @@ def test_the_loop_ends_in_an_experiment(engine, personal, engine_settings_factor
     from esrank.personal.experiment import Experiment, report
     from esrank.serve import create_app
 
-    base = personal["deployed"]["base"].model
-    pers = personal["deployed"]["personal"].model
+    base = personal.deployed["base"].model
+    pers = personal.deployed["personal"].model
     name = f"exp-{uuid.uuid4().hex[:6]}"
-    settings = engine_settings_factory(index=personal["alias"], active_set=personal["fs"].name,
-                                       profiles_index=personal["profiles_index"])
+    settings = engine_settings_factory(index=personal.loop.alias,
+                                       active_set=personal.loop.feature_set.name,
+                                       profiles_index=personal.profiles_index)
     settings = settings.model_copy(update={"serve": settings.serve.model_copy(update={
         "experiment": ExperimentSettings(name=name, control=base, treatment=pers)})})
-    app = create_app(settings, encoder=personal["encoder"])
+    app = create_app(settings, encoder=encoder)
     client = app.test_client()
     served = []
     for query in ("bluetooth speaker", "laptop bag", "headset", "bluetooth speakers"):
