@@ -114,7 +114,7 @@ def test_the_loop_serves_what_was_trained(engine, loop, encoder):
 @pytest.mark.parametrize("bug", ["feature order", "objective"])
 def test_a_broken_export_fails_the_gate_and_stays_inactive(engine, loop, monkeypatch, bug):
     before = registry.entry(engine, loop.feature_set.name)
-    monkeypatch.setattr(registry, "plugin_model", _broken_export(bug))
+    monkeypatch.setattr(upload, "plugin_model", _broken_export(bug))
     report = loop.deploy(engine)
     assert not report.parity.passed and not report.activated
     assert report.parity.max_delta > 1e-4
@@ -407,7 +407,7 @@ def test_two_deploys_at_once_both_land_and_the_later_is_active(engine, loop, mon
         return call
 
     # both pick a name, then both upload; both read the entry, then both write it
-    monkeypatch.setattr(registry, "next_name", first_calls_meet(registry.next_name, True))
+    monkeypatch.setattr(upload, "next_name", first_calls_meet(registry.next_name, True))
     monkeypatch.setattr(registry, "_write", first_calls_meet(registry._write, False))
     reports, errors = [], []
 
