@@ -46,7 +46,7 @@ class Loop:
         return self.table.docs_by_query()
 
     def trained(self, out: Path, **kwargs) -> Loop:
-        """The record with a model trained on its table, saved to `out` (esrank.train.train's
+        """The record with a model trained on its table, saved to `out` (esrank.learn.train.train's
         keywords; no grid search)."""
         train(self.table, out, search=False, table=str(self.table_path), **kwargs)
         return dataclasses.replace(self, artifact=ModelArtifact.load(out), deployed=None)
@@ -56,7 +56,7 @@ class Loop:
         """upload.deploy of `artifact` (by default the record's model) on the record's
         alias, gated on its logged queries (upload.deploy's keywords)."""
         return upload.deploy(engine, self.alias, artifact or self.artifact, self.feature_set,
-                               self.queries, self.params_for, **kwargs)
+                             self.queries, self.params_for, **kwargs)
 
     def with_deploy(self, engine, **kwargs) -> Loop:
         """The record with its model deployed (upload.deploy's keywords)."""
