@@ -180,3 +180,10 @@ def test_the_package_map_in_the_docs_matches_the_code():
     actual = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     actual |= {p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py"}
     assert mapped == actual
+
+
+def test_test_module_names_are_unique():
+    """The test folders have no __init__.py, so two test modules with one basename stop a
+    whole-suite run at collection ("import file mismatch")."""
+    names = [p.name for p in (PACKAGE.parent / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
