@@ -60,20 +60,6 @@ def load_cross_encoder(settings: Settings):
     return load(settings.cross_encoder, settings.home / "models")
 
 
-def judge_backend(settings: Settings):
-    """The LLM judge's backend: the OpenAI-compatible endpoint when one is set, else the local
-    GGUF model."""
-    from esrank.judgments.llm_judge import LocalBackend, OpenAIBackend
-
-    c = settings.llm
-    if c.endpoint:
-        return OpenAIBackend(c.endpoint, c.model, timeout=c.timeout,
-                             api_key=c.api_key.get_secret_value() if c.api_key else None)
-    from esrank.models.llm import load_llm
-
-    return LocalBackend(load_llm(c.model))
-
-
 def encoder_info(settings: Settings) -> dict:
     """What the configured encoder resolves to, and the backends installed."""
     from esrank.models.encoder import available_backends
@@ -174,9 +160,17 @@ class App:
             raise NoCrossEncoderError()
 
     def judge_backend(self, llm=None):
-        """The LLM judge's backend for `llm` (LlmSettings; default: the configured ones)."""
-        return judge_backend(self.settings if llm is None
-                             else self.settings.model_copy(update={"llm": llm}))
+        """The LLM judge's backend for `llm` (LlmSettings; default: the configured ones): the
+        OpenAI-compatible endpoint when one is set, else the local GGUF model."""
+        from esrank.judgments.llm_judge import LocalBackend, OpenAIBackend
+
+        c = llm or self.settings.llm
+        if c.endpoint:
+            return OpenAIBackend(c.endpoint, c.model, timeout=c.timeout,
+                                 api_key=c.api_key.get_secret_value() if c.api_key else None)
+        from esrank.models.llm import load_llm
+
+        return LocalBackend(load_llm(c.model))
 
     def evaluator(self, judgments: Path | None = None, fmt: str | None = None,
                   machine: Path | None = None):
