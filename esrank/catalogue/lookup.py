@@ -24,12 +24,10 @@ def fetch_sources(engine: Engine, index: str, doc_ids: Iterable[str], fields: li
     return out
 
 
-
 def fetch_texts(engine: Engine, index: str, doc_ids: Iterable[str]) -> dict[str, str]:
     """doc id -> the text a cross-encoder reads (`text_of`), for the ids the index holds."""
     return {d: text_of(src) for d, src in fetch_sources(
         engine, index, doc_ids, ["title", "short_description"]).items()}
-
 
 
 def product_facts(engine: Engine, index: str, doc_ids: Iterable[str]

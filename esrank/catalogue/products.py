@@ -22,7 +22,6 @@ MAX_RECORD_BYTES = 1 << 20  # one product's JSON (the largest Chorus product: 16
 MAX_ID_BYTES = 512  # the engines' limit on a document id (UTF-8)
 
 
-
 @dataclass(frozen=True)
 class RawProduct:
     """One product as read, with where it came from (file and record number), or why it
@@ -32,7 +31,6 @@ class RawProduct:
     position: int
     data: object = None
     error: str | None = None
-
 
 
 def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
@@ -56,7 +54,6 @@ def read_products(paths: Iterable[Path]) -> Iterator[RawProduct]:
                         yield from _parse(source, member, f)
 
 
-
 @contextmanager
 def _reading(source: str) -> Iterator[None]:
     """Turn a failure to read `source` into an InputError naming it."""
@@ -66,7 +63,6 @@ def _reading(source: str) -> Iterator[None]:
         raise InputError(f"corrupt or truncated zip ({exc})", source=source) from exc
     except OSError as exc:
         raise InputError(f"cannot read it ({exc.strerror or exc})", source=source) from exc
-
 
 
 def _parse(source: str, name: str, f: IO[bytes]) -> Iterator[RawProduct]:
@@ -92,7 +88,6 @@ def _parse(source: str, name: str, f: IO[bytes]) -> Iterator[RawProduct]:
                RawProduct(source, i, error=_too_large(size)))
 
 
-
 def _load(raw: bytes) -> object:
     """Parse UTF-8 JSON; ValueError(reason, line or None) when it is not that."""
     try:
@@ -105,10 +100,8 @@ def _load(raw: bytes) -> object:
         raise ValueError("invalid JSON: nested too deeply", None) from exc
 
 
-
 def _too_large(size: int) -> str:
     return f"a record of {size:,} bytes; at most {MAX_RECORD_BYTES:,}"
-
 
 
 def to_document(product: RawProduct) -> tuple[str, dict]:
@@ -154,7 +147,6 @@ def to_document(product: RawProduct) -> tuple[str, dict]:
         "attrs": {k: v for k, v in p.items() if k.startswith("attr_")},
     }
     return str(doc_id), doc
-
 
 
 def text_of(doc: dict) -> str:

@@ -47,7 +47,6 @@ class DeployReport:
                 "parity": self.parity.to_dict()}
 
 
-
 def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: FeatureSet,
            queries: dict[str, list[str]], params_for: Callable[[list[str]], list[dict]], *,
            activate: bool = True, tolerance: float = 1e-4, shoppers: Sequence[dict] = ()
@@ -87,7 +86,6 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
         remove_unless_recorded(engine, feature_set.name, name)
         raise
     return DeployReport(name, parity, activate, previous)
-
 
 
 def _upload(engine: Engine, feature_set: FeatureSet, model: dict) -> str:

@@ -55,7 +55,6 @@ class Ranked:
         return max(self.rescore.window, self.size) if self.rescore else self.size
 
 
-
 class Engine(Cluster):
     """Plugin operations on one cluster (and one feature store); the index, document and
     search operations are its Cluster's.

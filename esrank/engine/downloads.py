@@ -38,7 +38,6 @@ class MavenArtifact:
         return f"{repo.rstrip('/')}/{group}/{self.name}/{self.version}/{self.filename}"
 
 
-
 def download(artifact: MavenArtifact, cache: Path, repo: str, progress: bool = True) -> Path:
     """Fetch an artifact into the cache once, verified by a pinned sha256 or Maven's .sha1."""
     target = cache / artifact.filename

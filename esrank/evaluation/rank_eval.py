@@ -17,7 +17,6 @@ RANK_EVAL = {
 }
 
 
-
 def rank_eval_check(engine, index: str, evaluator: Evaluator,
                     request_for: Callable[[str], Ranked], run: Run) -> dict:
     """esrank's metrics next to the engine's `_rank_eval` for one configuration.

@@ -32,7 +32,6 @@ class MetricComparison:
         return self.delta / self.mean_a if self.mean_a else math.inf
 
 
-
 @dataclass(frozen=True)
 class Comparison:
     """B against A over the same queries: a paired test and wins/ties/losses per metric."""
@@ -48,7 +47,6 @@ class Comparison:
                        "p_ttest": m.p_ttest, "p_randomization": m.p_randomization,
                        "wins": m.wins, "ties": m.ties, "losses": m.losses}
             for m in self.metrics}}
-
 
 
 def compare(a: tuple[str, Evaluation], b: tuple[str, Evaluation],

@@ -75,14 +75,12 @@ class ParamBuilder:
         return out
 
 
-
 def _scored(scorer: str, call: Callable, *args):
     """`call(*args)`; any failure becomes a ScorerError naming `scorer`."""
     try:
         return call(*args)
     except Exception as exc:
         raise ScorerError(scorer, exc) from exc
-
 
 
 def query_params(params: Sequence[QueryParam], encoder: Encoder | None, *,

@@ -43,7 +43,6 @@ SRW_RATING_TO_GRADE: dict[float, int] = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 GRADE_TO_SRW_RATING: dict[int, str] = {g: f"{r:.3f}" for r, g in SRW_RATING_TO_GRADE.items()}
 
 
-
 # --------------------------------------------------------------------------- records
 
 

@@ -88,7 +88,6 @@ def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
             out.write(f"{grade} qid:{qid} {feats} # {doc} {query}\n")
 
 
-
 def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None,
                 window: int = 0) -> None:
     """Parquet: qid, query, doc_id, grade, [first_pass_rank, judged], then one float32 column
@@ -117,7 +116,6 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
     table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
     with new_file(path) as tmp:
         pq.write_table(table, tmp)
-
 
 
 def read_table(path: Path) -> FeatureMatrix:

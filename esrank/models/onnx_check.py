@@ -16,7 +16,6 @@ CHECK_SENTENCES = ["bluetooth speaker", "HP 301 black ink cartridge", "a",
                    "wireless noise cancelling over-ear headphones with 30 hours of battery " * 20]
 
 
-
 def export_and_check(model: Path, out: Path, *, min_cosine: float = 0.9999) -> dict:
     """Export `model` to `out` and check it: every test sentence's cosine to the reference
     (torch when installed, else the NumPy backend) must reach `min_cosine` (ModelError)."""

@@ -39,7 +39,6 @@ def ensure_indices(engine: Engine) -> None:
         engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": mapping})
 
 
-
 def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent]) -> int:
     """Write queries and events into the UBI indices; returns how many documents went in."""
     ensure_indices(engine)
@@ -52,7 +51,6 @@ def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent
             raise EngineError("store UBI records", f"{len(refused)} refused, the first "
                               f"({doc_id}): {reason}", target=index)
     return len(docs_q) + len(docs_e)
-
 
 
 def shown_by(engine: Engine, query_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
@@ -72,13 +70,11 @@ def shown_by(engine: Engine, query_ids: Iterable[str]) -> dict[str, tuple[str, .
     return out
 
 
-
 def fetch(engine: Engine, *, page: int = 5000) -> tuple[list[UbiQuery], list[UbiEvent]]:
     """Every query and event in the engine's UBI indices, oldest first (none when absent)."""
     queries = [r for r in _scan(engine, QUERIES_INDEX, page) if isinstance(r, UbiQuery)]
     events = [r for r in _scan(engine, EVENTS_INDEX, page) if isinstance(r, UbiEvent)]
     return queries, events
-
 
 
 def _scan(engine: Engine, index: str, page: int) -> Iterator[UbiQuery | UbiEvent | None]:
