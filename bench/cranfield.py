@@ -39,7 +39,7 @@ from _report import (
 )
 
 from esrank.catalogue.index import index_catalogue
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.deploy.registry import ActiveModel
 from esrank.deploy.upload import deploy
 from esrank.evaluation.significance import compare
@@ -113,8 +113,8 @@ def main() -> None:
         chorus = load_feature_set(FEATURE_SETS / "chorus.yaml")
         fs = private_feature_set(engine, chorus, "cranbench", features=tuple(
             f for f in chorus.features if f.name not in PRODUCT_ONLY))
-        table = log_judgments(engine, args.index, fs, train_j, encoder, window=args.window,
-                              first_pass=bm25_query, progress=False).matrix
+        table = log_judgments(engine, args.index, fs, train_j, encoder, recall=Recall(args.window),
+                              progress=False).matrix
         positives = [i for i in range(len(table)) if table.judged[i] and table.grades[i] > 0]
         in_window = sum(1 for i in positives if table.ranks[i] > 0)
 
@@ -123,7 +123,7 @@ def main() -> None:
             engine, args.index, evaluator.queries, Ranker("bm25"), None, size=args.window,
             source=False)))}
         unseen_table = log_judgments(engine, args.index, fs, test_j, encoder,
-                                     window=args.window, first_pass=bm25_query,
+                                     recall=Recall(args.window),
                                      progress=False).matrix
         for name, run in single_feature_runs(unseen_table).items():
             results[f"feature:{name}"] = evaluator.evaluate(run)

@@ -40,7 +40,7 @@ from sidecar import start_server
 
 from esrank.app import App, load_encoder
 from esrank.catalogue.lookup import ProductFacts
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.core.settings import ExperimentSettings, load_settings
 from esrank.deploy.upload import upload
 from esrank.evaluation.evaluate import evaluate
@@ -162,9 +162,9 @@ def main() -> None:
     sessions = [s for s in sessions_of(*fetch(engine)) if s.query_id in served]
     judgments = session_judgments(sessions)
     shoppers = {s.query_id: s.attributes.get("shopper") or {} for s in sessions}
-    logged = log_judgments(engine, settings.index, fs, judgments, app.encoder, window=20,
-                           first_pass=bm25_query, progress=False, shoppers=shoppers)
-    write_table(logged.matrix, tmp / "sessions.parquet", window=20)
+    logged = log_judgments(engine, settings.index, fs, judgments, app.encoder, recall=Recall(20),
+                           progress=False, shoppers=shoppers)
+    write_table(logged.matrix, tmp / "sessions.parquet")
     personal = train(logged.matrix, tmp / "personal", params=params, search=False,
                      personal=personal_features, base=ModelArtifact.load(tmp / "base"),
                      table=str(tmp / "sessions.parquet"))

@@ -45,7 +45,7 @@ from _report import (
     write_result,
 )
 
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.deploy.registry import ActiveModel
 from esrank.deploy.upload import deploy
 from esrank.engine import Engine
@@ -164,8 +164,8 @@ def out_of_fold_table(engine: Engine, args, fs, judgments, encoder, folds: list,
     for held_out, ce in zip(folds, cross_encoders, strict=True):
         held = set(held_out)
         fold = JudgmentList(tuple(j for j in judgments if j.query in held))
-        parts.append(log_judgments(engine, args.index, fs, fold, encoder, window=args.window,
-                                   first_pass=bm25_query, progress=False,
+        parts.append(log_judgments(engine, args.index, fs, fold, encoder,
+                                   recall=Recall(args.window), progress=False,
                                    cross_encoder=ce).matrix)
     place = {q: i for i, q in enumerate(dict.fromkeys(order))}
     qids = [q for m in parts for q in m.qids]
@@ -206,8 +206,8 @@ def main() -> None:
     fs = private_feature_set(engine, load_feature_set(args.feature_set), "relbench")
     judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
-    table = log_judgments(engine, args.index, fs, judgments, encoder, window=args.window,
-                          first_pass=bm25_query, progress=False).matrix
+    table = log_judgments(engine, args.index, fs, judgments, encoder, recall=Recall(args.window),
+                          progress=False).matrix
 
     machine = None
     if args.machine_grades:
@@ -228,8 +228,8 @@ def main() -> None:
     results["ltr"] = ltr
     runs["ltr"] = ltr_runs
     if machine is not None:  # the same folds, the table logged with the machine grades too
-        m_table = log_judgments(engine, args.index, fs, machine, encoder, window=args.window,
-                                first_pass=bm25_query, progress=False).matrix
+        m_table = log_judgments(engine, args.index, fs, machine, encoder,
+                                recall=Recall(args.window), progress=False).matrix
         name = "ltr (trained with machine grades)"
         results[name], _, m_parity, runs[name], _, _ = cross_validated_ltr(
             engine, args, fs, m_table, evaluator, encoder)
@@ -263,7 +263,7 @@ def main() -> None:
         features=tuple(f for f in fs.features if not any(
             fs.param(n).type == "vector" for n in f.params)))
     lex_table = log_judgments(engine, args.index, lexical, judgments, None,
-                              window=args.window, first_pass=bm25_query,
+                              recall=Recall(args.window),
                               progress=False).matrix
     results["ltr (no neural features)"], _, lex_parity, _, _, _ = cross_validated_ltr(
         engine, args, lexical, lex_table, evaluator, None)

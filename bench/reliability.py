@@ -51,7 +51,7 @@ from sidecar import start_server
 
 from esrank.app import connect_engine
 from esrank.catalogue.index import index_catalogue
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import EsrankError
 from esrank.core.settings import ServeSettings, load_settings
 from esrank.deploy.registry import entry, unregistered
@@ -572,7 +572,7 @@ def main() -> None:
     fs = private_feature_set(engine, load_feature_set(FEATURE_SETS / "chorus.yaml"), SET)
     ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
     judged = JudgmentList(tuple(j for j in read_csv(JUDGMENTS) if j.doc_id in ids))
-    table = log_judgments(engine, ALIAS, fs, judged, encoder, window=20, first_pass=bm25_query,
+    table = log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(20),
                           progress=False).matrix
     queries = table.docs_by_query()
     with tempfile.TemporaryDirectory() as tmp:

@@ -236,15 +236,17 @@ class App:
         window = self.window(window)
         if window < 1:
             raise InputError(f"a rescore window must be at least 1, got {window}")
+        s = self.settings
         ranker = self._rankers.get((which, window), lambda: resolve_ranker(
-            self.engine, self.settings.active_set, which, window))
+            self.engine, s.active_set, which, window, s.recall_knn, s.linear_weight))
         ranker = replace(ranker, rerank=rerank or ranker.rerank)
         self.require_reranker(bool(ranker.rerank))
         return ranker
 
     def query_encoder(self, rankers) -> Any:
-        """The encoder when any of `rankers` has a model that needs query vectors."""
-        needs = any(r.model and any(p.type == "vector" for p in r.model.params)
+        """The encoder when any of `rankers` searches the nearest products or has a model that
+        needs query vectors."""
+        needs = any(r.knn or (r.model and any(p.type == "vector" for p in r.model.params))
                     for r in rankers)
         return self.encoder if needs else None
 

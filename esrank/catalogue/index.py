@@ -65,17 +65,22 @@ class IndexReport:
 ID_FIELD = "id"  # each document's id again, as a keyword with doc values (fast to read back)
 BUILD = "esrank_build"  # the mapping's _meta key: is the index a complete build
 ENCODER = "esrank_encoder"  # ... and the key of the encoder that embedded it (Encoder.key)
+GRAPH = "esrank_graph"  # ... and whether its vectors carry the kNN graph
+VECTOR_FIELD = "text_vector"  # the vector the recall stage's kNN searches
 
 
-def index_body(dialect: Dialect, dims: int, encoder_key: str = "") -> dict:
+def index_body(dialect: Dialect, dims: int, encoder_key: str = "", graph: bool = True) -> dict:
     """Explicit mappings: analysed text, keywords, numbers, and the vectors in the engine's
-    vector type; `_meta` records the build state and the encoder."""
+    vector type, `text_vector` with the kNN graph the recall stage searches (`graph`; the
+    title's too where the engine graphs every vector); `_meta` records the build state, the
+    encoder and whether there is a graph."""
     text_kw = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
     return {
         "settings": {"number_of_shards": 1, "number_of_replicas": 0,
-                     **dialect.index_settings()},
+                     **dialect.index_settings(graph)},
         "mappings": {
-            "_meta": {BUILD: "partial", ENCODER: encoder_key},  # complete: every product in
+            # complete: every product in
+            "_meta": {BUILD: "partial", ENCODER: encoder_key, GRAPH: graph},
             "dynamic": "strict",
             "properties": {
                 ID_FIELD: {"type": "keyword"},
@@ -90,8 +95,8 @@ def index_body(dialect: Dialect, dims: int, encoder_key: str = "") -> dict:
                 "attributes": {"type": "text"},
                 # thousands of typed attributes: kept in _source, not mapped field by field
                 "attrs": {"type": "object", "enabled": False},
-                "title_vector": dialect.vector_field(dims),
-                "text_vector": dialect.vector_field(dims),
+                "title_vector": dialect.vector_field(dims, graph and dialect.graphs_every_vector),
+                VECTOR_FIELD: dialect.vector_field(dims, graph),
             },
         },
     }
@@ -118,14 +123,21 @@ def check_index_encoder(engine: Engine, alias: str, encoder_key: str) -> None:
 
 def index_is_current(engine: Engine, alias: str, encoder_key: str) -> bool:
     """True when `alias` holds documents under the mapping this version of esrank writes,
-    embedded by the encoder with `encoder_key` (another model or precision: not current)."""
+    embedded by the encoder with `encoder_key` (another model or precision: not current), with
+    the kNN graph the recall stage searches."""
     if not engine.alias_targets(alias) or engine.count(alias) == 0:
         return False
     live = engine.mapping(alias)
     wanted = index_body(engine.dialect, 0)["mappings"]["properties"]
     return all(set(m.get("mappings", {}).get("properties", {})) == set(wanted)
                and (m.get("mappings", {}).get("_meta") or {}).get(ENCODER) == encoder_key
-               for m in live.values())
+               and has_graph(m) for m in live.values())
+
+
+def has_graph(mapping: dict) -> bool:
+    """Whether an index's mapping (one of `Engine.mapping`'s values) says its vectors carry the
+    kNN graph."""
+    return bool((mapping.get("mappings", {}).get("_meta") or {}).get(GRAPH))
 
 
 def _valid_documents(chunk: list[RawProduct], report: IndexReport, seen: dict[str, str]
@@ -273,7 +285,8 @@ def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, 
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
             raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
-        engine.put_mapping(index, {"_meta": {BUILD: "complete", ENCODER: encoder.key}})
+        engine.put_mapping(index, {"_meta": {BUILD: "complete", ENCODER: encoder.key,
+                                             GRAPH: True}})
         report.replaced = engine.count(alias) if old else 0
         if report.indexed < (1 - max_shrink) * report.replaced:
             raise ShrinkError(report, max_shrink)

@@ -25,6 +25,10 @@ from esrank.cli.common import FORMATS, OutputFile, app_of, emit
                    "rescores (unjudged ones as grade 0), with each row's first-pass rank: "
                    "what training selects on (default: ESRANK_RESCORE_WINDOW, 100; 0: judged "
                    "docs only).")
+@click.option("--knn", type=int, metavar="K",
+              help="Join each query's K nearest products (kNN over the catalogue's graph) to "
+                   "its BM25 window: the recall stage a model trained on the table serves "
+                   "(default: ESRANK_RECALL_KNN; 0: BM25 alone).")
 @click.option("--sessions", is_flag=True,
               help="Learn from shoppers: JUDGMENTS is a UBI log (ndjson; omitted: the "
                    "engine's UBI indices). Each served search with an action is a query of its "
@@ -34,7 +38,7 @@ from esrank.cli.common import FORMATS, OutputFile, app_of, emit
 @click.pass_context
 def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: Path,
             fmt: str | None, output: Path, queries_per_request: int, window: int | None,
-            sessions: bool, as_json: bool) -> None:
+            knn: int | None, sessions: bool, as_json: bool) -> None:
     """Log every feature for every judged (query, doc), and for the served window, through
     the LTR plugin.
 
@@ -48,7 +52,7 @@ def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: P
     if judgments_file is None and not sessions:
         raise click.UsageError("give a JUDGMENTS file (or --sessions for the engine's UBI log)")
     report = log_table(app_of(ctx), judgments_file, feature_set_path, output, fmt=fmt,
-                       window=window, queries_per_request=queries_per_request,
+                       window=window, knn=knn, queries_per_request=queries_per_request,
                        progress=not as_json, sessions=sessions)
     emit(report.to_dict(), as_json, log_text(report))
     if report.missing_docs:

@@ -24,6 +24,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import (
     EngineError,
     EsrankError,
@@ -62,6 +63,7 @@ class ActiveModel:
     personal: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> params
     cross_encoder: str | None = None  # the key of the cross-encoder its features need
     encoder: str | None = None  # the key of the encoder its vector features were logged with
+    recall: Recall | None = None  # the candidate set it was trained for (None: BM25's window)
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,10 @@ class DeployedModel:
                 "personal": {f: list(ps) for f, ps in self.personal.items()}}
 
     def serving(self, name: str) -> ActiveModel:
+        data = self.meta.get("data") or {}
+        recall = Recall.from_dict(data["recall"]) if data.get("recall") else None
         return ActiveModel(name, self.feature_set, self.params, self.feature_names,
-                           self.personal, (self.meta.get("data") or {}).get("cross_encoder"),
-                           (self.meta.get("data") or {}).get("encoder"))
+                           self.personal, data.get("cross_encoder"), data.get("encoder"), recall)
 
     @property
     def parity_max_delta(self) -> float | None:

@@ -180,9 +180,9 @@ class Engine(Cluster):
         """The search bodies for `requests`. Where a rescored feature set needs the scored
         docs' ids (Elasticsearch cosine features), the first pass runs here to find them and
         the body scores exactly those docs, as the one-request rescore would."""
-        needs = [r.rescore is not None and self._needs_window(r.rescore.feature_set)
+        needs = [r.rescore is not None and self.needs_window(r.rescore.feature_set)
                  for r in requests]
-        first = [_first_pass(r) for r, need in zip(requests, needs, strict=True)
+        first = [first_pass_body(r) for r, need in zip(requests, needs, strict=True)
                  if need and r.ids is None]
         windows = iter(self.msearch(index, first) if first else [])
         bodies = []
@@ -219,7 +219,8 @@ class Engine(Cluster):
                                                      "missing_as_zero": False}}}
         return body
 
-    def _needs_window(self, feature_set: str) -> bool:
+    def needs_window(self, feature_set: str) -> bool:
+        """Whether the stored feature set's features need the scored docs' ids (WINDOW_PARAM)."""
         param = self.dialect.window_param
         if param is None:
             return False
@@ -243,7 +244,7 @@ class Engine(Cluster):
                 for hit in result["hits"]["hits"]}
 
 
-def _first_pass(r: Ranked) -> dict:
+def first_pass_body(r: Ranked) -> dict:
     """The search for a request's window: its first-pass top `window`, ids only."""
     body = {"size": r.window, "query": r.query, "_source": False}
     if r.id_field:

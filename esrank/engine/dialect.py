@@ -1,6 +1,7 @@
 """What differs between OpenSearch and Elasticsearch beyond the transport, written once each.
 
-- the vector field of the catalogue mapping (`knn_vector` vs `dense_vector`);
+- the vector field of the catalogue mapping (`knn_vector` vs `dense_vector`), with or without
+  an HNSW graph, and the kNN query that searches the graph;
 - the `vector_cosine` feature of a feature-set file, rendered for the engine's LTR plugin;
 - the LTR plugin's name in `_cat/plugins`.
 
@@ -15,8 +16,14 @@ integ-test node has none). A knn query only scores the documents it retrieves, s
 is restricted by an `ids` filter to the documents being scored (the rescore window, or the
 logged docs): with at most `k` candidates Lucene searches exactly (every filtered doc, exact
 cosine), so every document in the window gets its value. The ids travel as the sltr param
-WINDOW_PARAM, which the seam fills in (`Engine.ranked`). Vectors are mapped with
-`index_options: flat` (raw float32, no quantization, no graph to build).
+WINDOW_PARAM, which the seam fills in (`Engine.ranked`).
+
+The recall stage's vectors (`graph=True`) get an HNSW graph over raw float32 vectors on both
+engines: OpenSearch k-NN's Lucene engine (it needs no native library; the default Faiss engine
+does, and a node without it exits on the first refresh), Elasticsearch's `hnsw` (no
+quantization: the exact cosine features read the same vectors). A vector without a graph is
+`flat` on Elasticsearch; OpenSearch builds a graph for every `knn_vector` of an index with
+`index.knn: true`, so there both vectors carry one. Both engines score a kNN hit (1 + cos) / 2.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from esrank.core.feature_set import Feature, FeatureSet
 COSINE = "vector_cosine"  # esrank's template language, rendered per engine below
 WINDOW_PARAM = "esrank_window"  # Elasticsearch: ids of the docs a cosine feature scores
 MAX_WINDOW = 10_000  # Elasticsearch's largest knn `k` / `num_candidates`
+HNSW_M, HNSW_EF_CONSTRUCTION = 16, 100  # the graph's links per node and build beam (both
+# engines' defaults)
+KNN_CANDIDATES = 100  # Elasticsearch: the fewest candidates per shard a kNN search explores
 
 
 @dataclass(frozen=True)
@@ -39,12 +49,18 @@ class Dialect:
 
     name: str
     ltr_plugin: str  # the component name in _cat/plugins
+    graphs_every_vector: bool = False  # an index with one graph has one on every vector
 
-    def vector_field(self, dims: int) -> dict:
+    def vector_field(self, dims: int, graph: bool = False) -> dict:
+        """The mapping of a vector field; `graph`: searchable by kNN (an HNSW graph)."""
         raise NotImplementedError
 
-    def index_settings(self) -> dict:
+    def index_settings(self, graph: bool = False) -> dict:
         return {}
+
+    def knn_query(self, field: str, vector: list[float], k: int) -> dict:
+        """The query clause for the `k` nearest documents to `vector` in `field`'s graph."""
+        raise NotImplementedError
 
     def cosine(self, field: str, vector_param: str) -> dict:
         """A `vector_cosine` feature's plugin dict, less its name."""
@@ -70,12 +86,18 @@ class Dialect:
 
 
 class OpenSearchDialect(Dialect):
-    def vector_field(self, dims: int) -> dict:
-        return {"type": "knn_vector", "dimension": dims}
+    def vector_field(self, dims: int, graph: bool = False) -> dict:
+        if not graph:  # exact vectors from doc values, in an index without k-NN
+            return {"type": "knn_vector", "dimension": dims}
+        return {"type": "knn_vector", "dimension": dims, "method": {
+            "name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
+            "parameters": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}}}
 
-    def index_settings(self) -> dict:
-        # exact vectors from doc values: no native k-NN library needed
-        return {"index.knn": False}
+    def index_settings(self, graph: bool = False) -> dict:
+        return {"index.knn": graph}
+
+    def knn_query(self, field: str, vector: list[float], k: int) -> dict:
+        return {"knn": {field: {"vector": vector, "k": k}}}
 
     def cosine(self, field: str, vector_param: str) -> dict:
         return {"params": [vector_param], "template_language": "script_feature",
@@ -86,9 +108,15 @@ class OpenSearchDialect(Dialect):
 
 
 class ElasticsearchDialect(Dialect):
-    def vector_field(self, dims: int) -> dict:
+    def vector_field(self, dims: int, graph: bool = False) -> dict:
+        options = ({"type": "hnsw", "m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION}
+                   if graph else {"type": "flat"})
         return {"type": "dense_vector", "dims": dims, "index": True, "similarity": "cosine",
-                "index_options": {"type": "flat"}}
+                "index_options": options}
+
+    def knn_query(self, field: str, vector: list[float], k: int) -> dict:
+        return {"knn": {"field": field, "query_vector": vector, "k": k,
+                        "num_candidates": min(MAX_WINDOW, max(2 * k, KNN_CANDIDATES))}}
 
     @property
     def window_param(self) -> str | None:
@@ -104,7 +132,7 @@ class ElasticsearchDialect(Dialect):
 
 
 DIALECTS: dict[str, Dialect] = {
-    "opensearch": OpenSearchDialect("opensearch", "opensearch-ltr"),
+    "opensearch": OpenSearchDialect("opensearch", "opensearch-ltr", graphs_every_vector=True),
     "elasticsearch": ElasticsearchDialect("elasticsearch", "ltr"),
 }
 

@@ -59,14 +59,14 @@ class ParamBuilder:
                  ) -> list[dict]:
         if self.scored and (docs is None or len(docs) != len(queries)):
             raise ValueError("cross-encoder params need each query's doc texts")
-        vectors = _scored("encoder", self.encoder.encode, queries) if self.embeds else None
+        vectors = scored("encoder", self.encoder.encode, queries) if self.embeds else None
         out = []
         for i, text in enumerate(queries):
             params = {p.name: text if p.type == "string" else vectors[i].tolist()
                       for p in self.params}
             if self.scored:
                 ids = list(docs[i])
-                weights = _scored("cross-encoder", self.cross_encoder.relevance, text,
+                weights = scored("cross-encoder", self.cross_encoder.relevance, text,
                                   [docs[i][d] for d in ids]) if ids else []
                 params.update({p.name: [{"term": d, "weight": float(w)}
                                         for d, w in zip(ids, weights, strict=True)]
@@ -75,7 +75,7 @@ class ParamBuilder:
         return out
 
 
-def _scored(scorer: str, call: Callable, *args):
+def scored(scorer: str, call: Callable, *args):
     """`call(*args)`; any failure becomes a ScorerError naming `scorer`."""
     try:
         return call(*args)

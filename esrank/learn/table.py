@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import InputError
 from esrank.core.files import new_file
 
@@ -22,10 +23,12 @@ class FeatureMatrix:
     """Logged features: one row per (query, doc), columns in feature-set order.
 
     Missing values are NaN (the plugin logged no value); nothing is filled in here.
-    `ranks` is each row's place in its query's first pass (1 = top; 0 = outside the served
-    window: a judged doc the judges found elsewhere); `judged` says whether the grade came from
-    a judgment (else: an unjudged window doc, grade 0). Both are None for a table logged
-    without a first pass, which cannot estimate what serving does.
+    `ranks` is each row's place among its query's candidates (1 = top; 0 = outside them: a
+    judged doc the judges found elsewhere); `judged` says whether the grade came from a
+    judgment (else: an unjudged candidate, grade 0). Both are None for a table logged without
+    candidates, which cannot estimate what serving does. `recall` names the candidate set
+    (esrank.catalogue.recall), `lists` each row's (BM25 rank, kNN rank), 0 where a list
+    lacks the doc.
     """
 
     feature_set: str  # the engine name, NAME@HASH
@@ -41,6 +44,8 @@ class FeatureMatrix:
     shoppers: dict[str, dict[str, Any]] | None = None
     cross_encoder: str | None = None  # the key of the cross-encoder that filled its params
     encoder: str | None = None  # the key of the encoder that embedded its queries (and index)
+    recall: Recall | None = None
+    lists: tuple[tuple[int, int], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -72,7 +77,8 @@ class FeatureMatrix:
         return FeatureMatrix(self.feature_set, self.feature_names, pick(self.qids),
                              pick(self.queries), pick(self.doc_ids), pick(self.grades),
                              self.values[rows], pick(self.ranks), pick(self.judged),
-                             self.shoppers, self.cross_encoder, self.encoder)
+                             self.shoppers, self.cross_encoder, self.encoder, self.recall,
+                             pick(self.lists))
 
 
 def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
@@ -88,10 +94,10 @@ def write_ranklib(matrix: FeatureMatrix, path: Path) -> None:
             out.write(f"{grade} qid:{qid} {feats} # {doc} {query}\n")
 
 
-def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None,
-                window: int = 0) -> None:
-    """Parquet: qid, query, doc_id, grade, [first_pass_rank, judged], then one float32 column
-    per feature (NaN kept).
+def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | None = None
+                ) -> None:
+    """Parquet: qid, query, doc_id, grade, [first_pass_rank, judged, bm25_rank, knn_rank], then
+    one float32 column per feature (NaN kept).
 
     The file's metadata names the feature set and the feature order, so a reader can refuse a
     table that does not match the feature set it trains for.
@@ -104,15 +110,21 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
     if matrix.ranks is not None:
         columns["first_pass_rank"] = pa.array(matrix.ranks, pa.int32())
         columns["judged"] = pa.array(matrix.judged, pa.bool_())
+    if matrix.lists is not None:
+        columns["bm25_rank"] = pa.array([b for b, _ in matrix.lists], pa.int32())
+        columns["knn_rank"] = pa.array([k for _, k in matrix.lists], pa.int32())
     for i, name in enumerate(matrix.feature_names):
         columns[name] = pa.array(matrix.values[:, i], pa.float32())
     meta = {"feature_set": matrix.feature_set, "feature_names": list(matrix.feature_names),
             "judgments": judgments_source, "missing": "NaN: the plugin logged no value",
-            "window": window, "shoppers": matrix.shoppers,
+            "recall": matrix.recall.to_dict() if matrix.recall else None,
+            "shoppers": matrix.shoppers,
             "cross_encoder": matrix.cross_encoder, "encoder": matrix.encoder,
-            "first_pass_rank": (f"rank in the query's first-pass top {window}; 0: a judged "
-                                "doc outside it; unjudged window docs have grade 0, judged "
-                                "false") if window else None}
+            "first_pass_rank": (f"place among the query's candidates ({matrix.recall.label}: "
+                                "the BM25 list, then the nearest products it lacks); 0: a "
+                                "judged doc outside them; unjudged candidates have grade 0, "
+                                "judged false; bm25_rank, knn_rank: the doc's rank in each "
+                                "list, 0: not in it") if matrix.recall else None}
     table = pa.table(columns).replace_schema_metadata({"esrank": json.dumps(meta)})
     with new_file(path) as tmp:
         pq.write_table(table, tmp)
@@ -134,6 +146,10 @@ def read_table(path: Path) -> FeatureMatrix:
     values = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]
                              ).astype(np.float32) if names else np.zeros((table.num_rows, 0))
     ranked = "first_pass_rank" in table.column_names
+    listed = "bm25_rank" in table.column_names
+    # a table from before the recall stage names its BM25 window
+    recall = (Recall.from_dict(meta["recall"]) if meta.get("recall")
+              else Recall(meta["window"]) if meta.get("window") else None)
     return FeatureMatrix(meta["feature_set"], names,
                          tuple(table.column("qid").to_pylist()),
                          tuple(table.column("query").to_pylist()),
@@ -141,4 +157,7 @@ def read_table(path: Path) -> FeatureMatrix:
                          tuple(int(g) for g in table.column("grade").to_pylist()), values,
                          tuple(table.column("first_pass_rank").to_pylist()) if ranked else None,
                          tuple(table.column("judged").to_pylist()) if ranked else None,
-                         meta.get("shoppers"), meta.get("cross_encoder"), meta.get("encoder"))
+                         meta.get("shoppers"), meta.get("cross_encoder"), meta.get("encoder"),
+                         recall, tuple(zip(table.column("bm25_rank").to_pylist(),
+                                           table.column("knn_rank").to_pylist(), strict=True))
+                         if listed else None)

@@ -417,7 +417,8 @@ def _meta(matrix: FeatureMatrix, chosen: TrainParams, best: dict, tried: list[di
                  "trained_rows": len(training_rows(matrix, np.arange(len(matrix)),
                                                    best["candidates"])),
                  "sha256": data, "cross_encoder": matrix.cross_encoder,
-                 "encoder": matrix.encoder},
+                 "encoder": matrix.encoder,
+                 "recall": matrix.recall.to_dict() if matrix.recall else None},
         "trained_at": utc(),
     }
 

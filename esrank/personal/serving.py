@@ -42,12 +42,14 @@ def experiment_search(app, query: str, experiment: Experiment, *, unit: str, siz
 
 def served_search(app, query: str, which: str | None = None, *, unit: str, size: int = 10,
                   window: int | None = None, features: bool = False, rerank: int = 0,
-                  shopper: ShopperContext | None = None) -> tuple[SearchResult, dict]:
+                  shopper: ShopperContext | None = None, requests: bool = False
+                  ) -> tuple[SearchResult, dict]:
     """What a shopper is served: (SearchResult, how it was served: the shopper params and,
     under an experiment, its name and arm, as UBI records them). A request that names no
     configuration (`which` None) and no rerank stage is served by the configured experiment
     when there is one (the arm picked by the shopper's user or session id, else `unit`);
-    otherwise by `which` (default: the active model)."""
+    otherwise by `which` (default: the active model). `requests`: the answer carries the
+    engine requests that served it."""
     params = params_for(app, shopper)
     experiment = configured(app.settings.serve.experiment)
     if which is None and not rerank and experiment is not None:
@@ -56,4 +58,4 @@ def served_search(app, query: str, which: str | None = None, *, unit: str, size:
                                                window=window, shopper_params=params)
         return result, {"shopper": params, **attributes}
     return rank(app, query, which or "active", size=size, window=window, features=features,
-                rerank=rerank, shopper_params=params), {"shopper": params}
+                rerank=rerank, shopper_params=params, requests=requests), {"shopper": params}

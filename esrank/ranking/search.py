@@ -1,9 +1,13 @@
-"""The query-time pipeline: BM25 first pass, then the active model as an `sltr` rescore.
+"""The query-time pipeline: the recall stage, then the active model as an `sltr` rescore.
 
-A `Ranker` says how to rank: `Ranker("bm25")` is the first pass alone; with a model, the top
-`window` BM25 hits are rescored by the model alone (query_weight 0), which is exactly how the
-parity gate scored it before it went live. A model with a cross-encoder feature takes one more
-first pass: the window's texts, which the cross-encoder scores into the rescore's params.
+A `Ranker` says how to rank: `Ranker("bm25")` is the BM25 first pass alone; with a model, the
+top `window` BM25 hits (and, for a model trained over the recall stage, the `knn` nearest
+products too: esrank.catalogue.recall) are rescored by the model alone (query_weight 0), which
+is exactly how the parity gate scored it before it went live. BM25 alone is one search; the
+recall stage is one msearch for the two lists, then the rescore of exactly their union. The
+fused baselines (`knn`, `rrf`, `linear`: esrank.ranking.fusion) rank the same two lists
+without a model. A model with a cross-encoder feature takes one more first pass: the
+candidates' texts, which the cross-encoder scores into the rescore's params.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from esrank.catalogue.index import ID_FIELD
+from esrank.catalogue.lookup import fetch_sources, fetch_texts
 from esrank.catalogue.products import text_of
 from esrank.catalogue.query import DEFAULT_FIELDS, bm25_query
+from esrank.catalogue.recall import Candidates, Recall, recall_bodies, retrieve
 from esrank.core.batches import batched
 from esrank.core.errors import (
     ConfigError,
@@ -30,10 +36,11 @@ from esrank.core.feature_set import active_features
 from esrank.core.query_text import bounded_query
 from esrank.deploy.registry import ActiveModel, active_model, deployed_model
 from esrank.engine import Engine, Ranked, Rescore
-from esrank.engine.base import parse_ltr_log
-from esrank.features.params import ParamBuilder, query_params
+from esrank.engine.base import first_pass_body, parse_ltr_log
+from esrank.features.params import ParamBuilder, query_params, scored
 from esrank.models.cross_encoder import CrossEncoder
 from esrank.models.encoder import Encoder, same_space
+from esrank.ranking.fusion import FUSED, RRF_K, fuse
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +59,27 @@ class Hit:
 
 @dataclass(frozen=True)
 class Ranker:
-    """A ranking configuration: its name, and the model that rescores BM25 (None: BM25)."""
+    """A ranking configuration: its name, the model that rescores its candidates (None: BM25,
+    or a fused baseline), and the candidates: the BM25 top `window`, joined with the `knn`
+    nearest products when `knn` > 0."""
 
     name: str = "bm25"
     model: ActiveModel | None = None
     window: int = 100
     fields: tuple[str, ...] = DEFAULT_FIELDS
     rerank: int = 0  # with a cross-encoder: rerank the top N
+    knn: int = 0
+    weight: float = 0.5  # `linear`: BM25's weight (the cosine's is 1 - weight)
 
     @property
     def label(self) -> str:
         """The configuration's name, with its rerank stage (e.g. chorus-v7+rerank20)."""
         return f"{self.name}+rerank{self.rerank}" if self.rerank else self.name
+
+    @property
+    def recall(self) -> Recall:
+        """The candidates it ranks (`knn`: the nearest products alone)."""
+        return Recall(0 if self.name == "knn" else self.window, self.knn)
 
 
 BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
@@ -84,10 +100,13 @@ def parse_configuration(which: str) -> tuple[str, int]:
     return name, int(top) if marker else 0
 
 
-def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ranker:
-    """A configuration by name: "bm25", "bm25-title" (BM25 over titles alone), "active" (the
-    feature set's active model, or BM25 when none is active) or a deployed model's name, each
-    optionally `+rerankN` (the cross-encoder reranks the top N).
+def resolve_ranker(engine: Engine, set_name: str, which: str, window: int, knn: int = 0,
+                   weight: float = 0.5) -> Ranker:
+    """A configuration by name: "bm25", "bm25-title" (BM25 over titles alone), a fused
+    baseline over the BM25 top `window` and the `knn` nearest products ("knn", "rrf",
+    "linear" with BM25 weight `weight`), "active" (the feature set's active model, or BM25
+    when none is active) or a deployed model's name, each optionally `+rerankN` (the
+    cross-encoder reranks the top N). A model ranks the candidate set it was trained for.
 
     >>> resolve_ranker(engine, "chorus", "active+rerank20", 100).label  # doctest: +SKIP
     'chorus-v7+rerank20'
@@ -95,26 +114,48 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int) -> Ra
     name, rerank = parse_configuration(which)
     if name in BASELINES:
         return Ranker(name, None, window, BASELINES[name], rerank)
+    if name in FUSED:
+        if knn < 1:
+            raise InputError(f"{name} ranks the nearest products: set ESRANK_RECALL_KNN above 0")
+        return Ranker(name, None, window, rerank=rerank, knn=knn, weight=weight)
     model = (active_model(engine, set_name) if name == "active"
              else deployed_model(engine, set_name, name))
     if model is None:
         return Ranker("bm25", None, window, rerank=rerank)
-    return Ranker(model.name, model, window, rerank=rerank)
+    return Ranker(model.name, model, window, rerank=rerank,
+                  knn=model.recall.knn if model.recall else 0)
 
 
 def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
-                   source: bool = True, log: bool = False) -> Ranked:
+                   source: bool = True, log: bool = False,
+                   candidates: Sequence[str] | None = None) -> Ranked:
     """The search for one query under `ranker` (params: the model's sltr params, shopper
-    params included); `log` adds each rescored doc's feature values. A personal feature whose
+    params included): the BM25 first pass, or exactly the recall stage's `candidates`, then
+    the rescore; `log` adds each rescored doc's feature values. A personal feature whose
     shopper params are absent is not computed (missing)."""
     rescore = None
+    window = len(candidates) if candidates is not None else ranker.window
     if ranker.model is not None:
         params = params or {}
         rescore = Rescore(ranker.model.feature_set, params, model=ranker.model.name,
-                          window=ranker.window, log=log, active_features=active_features(
+                          window=max(window, 1), log=log, active_features=active_features(
                               ranker.model.feature_names, ranker.model.personal, params))
+    if candidates is not None:
+        return Ranked(None, size, SOURCE_FIELDS if source else False, rescore,
+                      ids=tuple(candidates), id_field=ID_FIELD)
     return Ranked(bm25_query(query, ranker.fields), size, SOURCE_FIELDS if source else False,
                   rescore, id_field=ID_FIELD)
+
+
+def candidates_of(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
+                  encoder: Encoder | None) -> list[Candidates]:
+    """The recall stage's two lists for each query under `ranker` (one msearch; the queries
+    embedded by `encoder`, whose failure is a ScorerError)."""
+    if encoder is None:
+        raise MissingScorerError("encoder", f"{ranker.name} searches the nearest products: "
+                                 "it needs the query encoder")
+    vectors = scored("encoder", encoder.encode, list(queries))
+    return retrieve(engine, index, queries, ranker.recall, vectors, ranker.fields)
 
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
@@ -130,17 +171,34 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
         cut = [bounded_query(q)[0] for q in chunk]
-        docs = (window_texts(engine, index, cut, ranker)
-                if params_for is not None and params_for.needs_docs else None)
-        params = ([{**p, **(shopper or {})} for p in params_for(cut, docs)] if params_for
-                  else [None] * len(chunk))
-        requests = [ranked_request(q, ranker, p, _fetched(ranker, size), source)
-                    for q, p in zip(cut, params, strict=True)]
-        for query, searched, response in zip(chunk, cut, engine.ranked(index, requests),
-                                             strict=True):
-            raw = _reranked(searched, response["hits"]["hits"], reranker, ranker.rerank, size)
+        found = candidates_of(engine, index, cut, ranker, encoder) if ranker.knn else None
+        ids = [c.ids for c in found] if found is not None else [None] * len(chunk)
+        if ranker.model is None and found is not None:  # a fused baseline
+            raws = fused_hits(engine, index, ranker, found, _fetched(ranker, size), source)
+        else:
+            docs = (window_texts(engine, index, cut, ranker, found)
+                    if params_for is not None and params_for.needs_docs else None)
+            params = ([{**p, **(shopper or {})} for p in params_for(cut, docs)] if params_for
+                      else [None] * len(chunk))
+            requests = [ranked_request(q, ranker, p, _fetched(ranker, size), source,
+                                       candidates=c)
+                        for q, p, c in zip(cut, params, ids, strict=True)]
+            raws = [r["hits"]["hits"] for r in engine.ranked(index, requests)]
+        for query, searched, raw in zip(chunk, cut, raws, strict=True):
+            raw = _reranked(searched, raw, reranker, ranker.rerank, size)
             out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
     return out
+
+
+def fused_hits(engine: Engine, index: str, ranker: Ranker, found: Sequence[Candidates],
+               size: int, source: bool) -> list[list[dict]]:
+    """Per query, the top `size` of the fused baseline `ranker` as engine hits (with their
+    `_source` when `source`, read in one search)."""
+    ranked = [fuse(ranker.name, c, ranker.weight)[:size] for c in found]
+    shown = (fetch_sources(engine, index, {d for top in ranked for d, _ in top}, SOURCE_FIELDS)
+             if source else {})
+    return [[{"_id": d, "_score": score, "_source": shown.get(d, {})} for d, score in top]
+            for top in ranked]
 
 
 def model_params(ranker: Ranker, encoder: Encoder | None, reranker: CrossEncoder | None
@@ -160,10 +218,13 @@ def model_params(ranker: Ranker, encoder: Encoder | None, reranker: CrossEncoder
     return query_params(model.params, encoder, source=model.name, cross_encoder=reranker)
 
 
-def window_texts(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker
-                 ) -> list[dict[str, str]]:
-    """Per query, doc id -> text of its first-pass window: what a cross-encoder param scores
-    before the rescore (one msearch)."""
+def window_texts(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
+                 found: Sequence[Candidates] | None = None) -> list[dict[str, str]]:
+    """Per query, doc id -> text of its candidates (the recall stage's `found`, else the BM25
+    window): what a cross-encoder param scores before the rescore (one request)."""
+    if found is not None:
+        texts = fetch_texts(engine, index, {d for c in found for d in c.ids})
+        return [{d: texts[d] for d in c.ids if d in texts} for c in found]
     requests = [Ranked(bm25_query(q, ranker.fields), ranker.window,
                        ["title", "short_description"]) for q in queries]
     return [{h["_id"]: text_of(h["_source"]) for h in response["hits"]["hits"]}
@@ -204,10 +265,13 @@ class SearchResult:
     degraded: str | None = None
     features: dict[str, dict[str, float]] | None = None  # doc id -> feature -> value
     dropped_terms: int = 0  # terms past MAX_QUERY_TERMS, cut from the query searched
+    requests: list[dict] | None = None  # the engine requests that served it (shown_requests)
 
     def to_dict(self) -> dict:
         out = {"query": self.query, "ranker": self.ranker, "degraded": self.degraded,
                "dropped_terms": self.dropped_terms, "hits": [h.__dict__ for h in self.hits]}
+        if self.requests is not None:
+            out["requests"] = self.requests
         if self.features is not None:  # JSON has no NaN: a feature not computed is absent
             out["features"] = {doc: {n: v for n, v in values.items() if not math.isnan(v)}
                                for doc, values in self.features.items()}
@@ -216,9 +280,10 @@ class SearchResult:
 
 def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
            encoder: Encoder | None = None, *, size: int = 10, features: bool = False,
-           reranker: CrossEncoder | None = None, shopper: dict | None = None
-           ) -> SearchResult:
-    """Rank products for a shopper's query: embed -> BM25 -> sltr rescore.
+           reranker: CrossEncoder | None = None, shopper: dict | None = None,
+           requests: bool = False) -> SearchResult:
+    """Rank products for a shopper's query: embed -> recall (BM25, with the nearest products
+    for a model trained over them) -> sltr rescore.
 
     A query longer than MAX_QUERY_TERMS terms is cut to them (`dropped_terms` says how many
     went). If the model needs the query vector and the encoder fails (down, slow,
@@ -229,24 +294,25 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
     (which replaces their score); the rest keep their order below them. `shopper` holds the
     shopper params (esrank.personal.shopper.shopper_params) the model's personal features read.
+    With `requests`, the answer carries the engine requests that served it (shown_requests).
 
     >>> search(engine, "products", "bluetooth speaker").hits[0].title  # doctest: +SKIP
     """
     query, dropped = bounded_query(query)
-    ranker = ranker or Ranker()
-    degraded, params = None, None
-    if ranker.model is not None:
-        try:
-            build = model_params(ranker, encoder, reranker)
-            docs = window_texts(engine, index, [query], ranker) if build.needs_docs else None
-            params = {**build([query], docs)[0], **(shopper or {})}
-        except (ScorerError, MissingScorerError) as exc:  # degrades; never fails the search
-            log.warning("search %r: %s failed (%s); answering with BM25", query, exc.scorer, exc)
-            degraded = f"{exc.scorer} unavailable ({exc}); ranked by BM25"
-            ranker = replace(ranker, name="bm25", model=None)
+    ranker, params, found, degraded = _prepared(engine, index, query, ranker or Ranker(),
+                                                encoder, reranker, shopper)
+    shown = shown_requests(engine, index, query, ranker, encoder, params, found,
+                           _fetched(ranker, size)) if requests else None
+    if ranker.model is None and found is not None:  # a fused baseline
+        [raw] = fused_hits(engine, index, ranker, found, _fetched(ranker, size), True)
+        raw = _reranked(query, raw, reranker, ranker.rerank, size)
+        return SearchResult(query, _served_name(ranker, reranker, raw),
+                            [_hit(r, h) for r, h in enumerate(raw, 1)], degraded, None, dropped,
+                            shown)
     try:
-        [response] = engine.ranked(index, [ranked_request(query, ranker, params,
-                                                          _fetched(ranker, size), log=features)])
+        [response] = engine.ranked(index, [ranked_request(
+            query, ranker, params, _fetched(ranker, size), log=features,
+            candidates=found[0].ids if found else None)])
     except EngineError as exc:
         # the engine answered but could not rescore (a missing or broken model): serve BM25.
         # An engine that did not answer fails BM25 too: that stays an error.
@@ -255,18 +321,72 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
         log.warning("search %r: model %s failed (%s); answering with BM25", query,
                     ranker.model.name, exc.reason)
         degraded = f"model {ranker.model.name} unavailable ({exc.reason}); ranked by BM25"
-        ranker = replace(ranker, name="bm25", model=None)
+        ranker = replace(ranker, name="bm25", model=None, knn=0)
         [response] = engine.ranked(index, [ranked_request(query, ranker, None,
                                                           _fetched(ranker, size))])
+        shown = shown_requests(engine, index, query, ranker, None, None, None,
+                               _fetched(ranker, size)) if requests else None
     raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank, size)
     logged = None
     if features and ranker.model is not None:
         names = ranker.model.feature_names
         logged = {h["_id"]: dict(zip(names, parse_ltr_log(h, names), strict=True))
                   for h in raw if "fields" in h}
-    name = ranker.label if reranker is not None and ranker.rerank > 0 and raw else ranker.name
-    return SearchResult(query, name, [_hit(r, h) for r, h in enumerate(raw, 1)], degraded,
-                        logged, dropped)
+    return SearchResult(query, _served_name(ranker, reranker, raw),
+                        [_hit(r, h) for r, h in enumerate(raw, 1)], degraded, logged, dropped,
+                        shown)
+
+
+def _prepared(engine: Engine, index: str, query: str, ranker: Ranker, encoder: Encoder | None,
+              reranker: CrossEncoder | None, shopper: dict | None
+              ) -> tuple[Ranker, dict | None, list[Candidates] | None, str | None]:
+    """What `search` sends for one query: (the ranker, the model's params, the recall stage's
+    candidates, why it degraded). A scorer that fails degrades the answer to BM25."""
+    try:
+        found = candidates_of(engine, index, [query], ranker, encoder) if ranker.knn else None
+        if ranker.model is None:
+            return ranker, None, found, None
+        build = model_params(ranker, encoder, reranker)
+        docs = (window_texts(engine, index, [query], ranker, found) if build.needs_docs
+                else None)
+        return ranker, {**build([query], docs)[0], **(shopper or {})}, found, None
+    except (ScorerError, MissingScorerError) as exc:  # degrades; never fails the search
+        log.warning("search %r: %s failed (%s); answering with BM25", query, exc.scorer, exc)
+        return (replace(ranker, name="bm25", model=None, knn=0), None, None,
+                f"{exc.scorer} unavailable ({exc}); ranked by BM25")
+
+
+def shown_requests(engine: Engine, index: str, query: str, ranker: Ranker,
+                   encoder: Encoder | None, params: dict | None,
+                   found: Sequence[Candidates] | None, size: int) -> list[dict]:
+    """The engine requests that serve `query` under `ranker`, in order, as an application
+    that calls the engine itself would send them: the recall stage's msearch (its kNN search
+    carrying the query vector), the first pass that finds a window's ids where the engine's
+    features need them, and the ranked search with the rescore clause and its params; a fused
+    baseline's last step is esrank's own fusion of the two lists."""
+    shown: list[dict] = []
+    msearch, search_path = f"/{index}/_msearch", f"/{index}/_search"
+    if found is not None:
+        vectors = encoder.encode([query])
+        shown.append({"step": "recall", "method": "POST", "path": msearch, "searches":
+                      recall_bodies(engine, [query], ranker.recall, vectors, ranker.fields)})
+        if ranker.model is None:
+            how = (f"RRF (k={RRF_K})" if ranker.name == "rrf" else "the kNN order"
+                   if ranker.name == "knn" else f"min-max linear, BM25 weight {ranker.weight}")
+            return [*shown, {"step": "fuse", "by": f"esrank: {how}"}]
+    request = ranked_request(query, ranker, params, size, source=True,
+                             candidates=found[0].ids if found else None)
+    bodies = engine.ranked_bodies(index, [request])
+    if request.ids is None and request.rescore and engine.needs_window(
+            request.rescore.feature_set):
+        shown.append({"step": "window", "method": "POST", "path": search_path,
+                      "body": first_pass_body(request)})
+    return [*shown, {"step": "rank", "method": "POST", "path": search_path, "body": bodies[0]}]
+
+
+def _served_name(ranker: Ranker, reranker: CrossEncoder | None, raw: list[dict]) -> str:
+    """The configuration that ranked the answer: with its rerank stage only when it ran."""
+    return ranker.label if reranker is not None and ranker.rerank > 0 and raw else ranker.name
 
 
 def _hit(rank: int, h: dict) -> Hit:
@@ -276,10 +396,12 @@ def _hit(rank: int, h: dict) -> Hit:
 
 
 def rank(app, query: str, which: str = "active", *, size: int = 10, window: int | None = None,
-         features: bool = False, rerank: int = 0, shopper_params: dict | None = None
-         ) -> SearchResult:
+         features: bool = False, rerank: int = 0, shopper_params: dict | None = None,
+         requests: bool = False) -> SearchResult:
     """Rank one query under configuration `which` with `app`'s engine, index and encoders;
-    `shopper_params` (esrank.personal.serving.params_for) personalise it."""
+    `shopper_params` (esrank.personal.serving.params_for) personalise it; `requests`: the
+    answer carries the engine requests that served it."""
     ranker = app.ranker(which, window, rerank)
     return search(app.engine, app.settings.index, query, ranker, app.query_encoder([ranker]),
-                  size=size, features=features, reranker=app.reranker, shopper=shopper_params)
+                  size=size, features=features, reranker=app.reranker, shopper=shopper_params,
+                  requests=requests)

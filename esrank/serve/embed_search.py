@@ -37,7 +37,8 @@ def embed():
 def search():
     sc = _sc()
     data = rq.body({"query": str}, {"size": int, "model": str, "window": int,
-                                    "features": bool, "rerank": int, "shopper": dict})
+                                    "features": bool, "rerank": int, "shopper": dict,
+                                    "show_requests": bool})
     query = sc.texts([data["query"]], "query")[0]
     size = rq.bounded(data, "size", 10, 1, 100)
     window = rq.bounded(data, "window", sc.app.window(), 1, 10_000)
@@ -50,7 +51,8 @@ def search():
     query_id = uuid.uuid4().hex
     result, attributes = served_search(sc.app, query, data.get("model"), unit=query_id,
                                        size=size, window=window, rerank=rerank,
-                                       features=data.get("features", False), shopper=shopper)
+                                       features=data.get("features", False), shopper=shopper,
+                                       requests=data.get("show_requests", False))
     if result.degraded:
         sc.metrics.degraded.inc()
     took = round((time.perf_counter() - started) * 1000, 2)

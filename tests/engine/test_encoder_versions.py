@@ -16,7 +16,7 @@ from support.loops import Loop, log_loop
 
 from esrank.app import App
 from esrank.catalogue.index import index_catalogue, index_encoder
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import ConfigError, ModelError
 from esrank.deploy.registry import active_model, entry
 from esrank.deploy.reindex import index
@@ -71,7 +71,7 @@ def test_the_index_and_the_table_name_the_encoder(versions, engine, encoder):
 def test_logging_with_other_weights_is_refused_naming_both(versions, engine, encoder, other):
     with pytest.raises(ConfigError) as err:
         log_judgments(engine, versions.alias, versions.feature_set, versions.judged, other,
-                      window=20, first_pass=bm25_query, progress=False)
+                      recall=Recall(20), progress=False)
     assert encoder.key in str(err.value) and other.key in str(err.value)
     assert "esrank index" in str(err.value)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from support.chorus_slice import write_slice_judgments
 
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import ModelError
 from esrank.deploy import registry, upload
 from esrank.evaluation.rank_eval import rank_eval_check
@@ -195,12 +196,11 @@ def test_a_model_for_another_feature_set_is_refused_before_any_upload(engine, lo
 
 
 def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder, tmp_path):
-    from esrank.catalogue.query import bm25_query
     from esrank.learn.table import read_table
 
     judged = loop.judged
-    report = log_judgments(engine, loop.alias, loop.feature_set, judged, encoder, window=10,
-                           first_pass=bm25_query, progress=False)
+    report = log_judgments(engine, loop.alias, loop.feature_set, judged, encoder,
+                           recall=Recall(10), progress=False)
     m = report.matrix
     pairs = {(j.query, j.doc_id) for j in judged}
     extra = [i for i, (q, d) in enumerate(zip(m.queries, m.doc_ids, strict=True))
@@ -214,13 +214,14 @@ def test_the_window_is_logged_with_its_first_pass_ranks(engine, loop, encoder, t
         ranks = {m.doc_ids[i]: m.ranks[i] for i in range(len(m)) if m.queries[i] == query}
         assert {d: r for d, r in ranks.items() if r} == {d: r for r, d in enumerate(top, 1)}
         assert all(d not in top for d, r in ranks.items() if r == 0)
-    write_table(m, tmp_path / "window.parquet", window=10)
+    write_table(m, tmp_path / "window.parquet")
     import pyarrow.parquet as pq
 
     meta = json.loads(pq.read_schema(tmp_path / "window.parquet").metadata[b"esrank"])
-    assert meta["window"] == 10 and "top 10" in meta["first_pass_rank"]
+    assert meta["recall"] == {"bm25": 10, "knn": 0} and "bm25@10" in meta["first_pass_rank"]
     again = read_table(tmp_path / "window.parquet")
-    assert again.ranks == m.ranks and again.judged == m.judged
+    assert again.ranks == m.ranks and again.judged == m.judged and again.recall == Recall(10)
+    assert again.lists == m.lists and all(k == 0 for _, k in m.lists)
 
 
 def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encoder,

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.recall import Recall
 from esrank.core.feature_set import FeatureSet
 from esrank.deploy import upload
 from esrank.features.params import query_params
@@ -69,14 +69,16 @@ def private_feature_set(path: Path, prefix: str) -> FeatureSet:
 
 
 def log_loop(engine, encoder, alias: str, feature_set: FeatureSet, judged: JudgmentList,
-             out: Path, *, cross_encoder=None, **kwargs) -> Loop:
-    """Push `feature_set`, log `judged` on `alias` with the BM25 window (log_judgments'
-    keywords, e.g. `shoppers`) and save the table in `out`: a record without a model yet."""
+             out: Path, *, cross_encoder=None, recall: Recall | None = None,
+             **kwargs) -> Loop:
+    """Push `feature_set`, log `judged` on `alias` over `recall` (default: the BM25 window;
+    log_judgments' keywords, e.g. `shoppers`) and save the table in `out`: a record without a
+    model yet."""
     engine.ensure_store()
     engine.put_feature_set(feature_set)
-    report = log_judgments(engine, alias, feature_set, judged, encoder, window=WINDOW,
-                           first_pass=bm25_query, progress=False, cross_encoder=cross_encoder,
-                           **kwargs)
+    report = log_judgments(engine, alias, feature_set, judged, encoder,
+                           recall=recall or Recall(WINDOW), progress=False,
+                           cross_encoder=cross_encoder, **kwargs)
     write_table(report.matrix, out / "table.parquet")
     return Loop(alias, feature_set, judged, report.matrix, out / "table.parquet",
                 query_params(feature_set.params, encoder, cross_encoder=cross_encoder))
