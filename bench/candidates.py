@@ -1,22 +1,21 @@
-"""The ceiling of reranking: how far a perfect reranker of the served window could go, and how
-far a wider candidate set (the BM25 window plus the query's nearest products by embedding, a
-hybrid first pass) moves it and the model. Writes bench/results/candidates.json.
+"""The recall stage against what a search team would run instead: for each candidate set (the
+BM25 top --window joined with the K nearest products over the catalogue's HNSW graph, for each
+--knn K), its ceiling, the model's served CV over it, and the fused baselines over the same two
+lists. Writes bench/results/candidates.json.
 
-    python bench/candidates.py [--flavor elasticsearch] [--knn 20,50,100]
+    python bench/candidates.py [--flavor elasticsearch] [--knn 0,25,50,100,200]
 
-On the live engine with the Chorus catalogue indexed (make demo). A model can only reorder
-the docs the first pass hands it, so NDCG@10 has a ceiling: the judged docs of the window in
-grade order; and every judged doc in grade order is the ceiling of any ranking at all (a query
-without a positive judgment scores 0 whatever runs). Per candidate set, over the 97 queries:
-- recall: the share of judged positives (grade > 0) among its docs;
-- ceiling: NDCG@10 (standard, condensed) of its docs in grade order, and its ratio to BM25;
-- for each wider window (BM25 at each --wider width; BM25 at --window joined with each --knn
-  K): the features logged for every doc of the window (the feature set's own, from the
-  engine), then esrank train's served CV (default parameters, the same query folds) against
-  the same on the BM25 window of --window, and each single feature reordering the window.
-  The nearest products are an exact cosine search over the indexed `text_vector`s (what an
-  exact kNN first pass returns), from the configured encoder behind the embedding cache.
-This measures a hybrid first pass before it is built: esrank does not serve one.
+On the live engine with the Chorus catalogue indexed (make demo). Per K, over the 97 queries:
+- ceiling: recall of judged positives, and NDCG@10 (standard, condensed) of the candidates in
+  grade order (what a perfect reordering reaches), and its ratio to BM25;
+- ltr: the feature set (feature_sets/chorus.yaml, a private copy) logged through the plugin
+  over the candidate set (esrank log --knn K), then esrank train's served CV (default
+  parameters, 5 query-grouped folds): each held-out query's candidates reordered by a model
+  that never saw it;
+- the baselines over the same lists: knn (vector search alone, K), rrf (k 60), linear
+  (min-max mix, the BM25 weight tuned by the same 5-fold query-grouped CV over 0..1 by 0.1);
+- per configuration the share of the BM25 -> ceiling gap it closes, and the model against
+  the best baseline and against the model over BM25 alone (paired randomization test).
 """
 
 from __future__ import annotations
@@ -25,49 +24,32 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-from _chorus import JUDGMENTS, catalogue_documents, private_feature_set
+from _chorus import JUDGMENTS, private_feature_set
 from _report import (
     configured_encoder,
     connect_engine,
     engine_options,
     paired,
     result_path,
-    single_feature_runs,
     write_result,
 )
 
-from esrank.catalogue.products import text_of
-from esrank.catalogue.query import bm25_query
+from esrank.catalogue.query import DEFAULT_FIELDS
+from esrank.catalogue.recall import Recall
+from esrank.evaluation.ceilings import SHOWN, candidate_sets, ceiling, gap_closed, tuned_linear
 from esrank.evaluation.significance import compare
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import read_csv
-from esrank.judgments.metrics import Evaluator
+from esrank.judgments.metrics import Evaluation, Evaluator
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.train import TrainParams, cross_validate
-from esrank.ranking.search import Ranker, search_many
+from esrank.ranking.fusion import fuse
 
 ROOT = Path(__file__).resolve().parent.parent
-SHOWN = ("ndcg@10", "ndcg@10_condensed")
 
 
-def nearest(encoder, queries: list[str], k: int) -> dict[str, list[str]]:
-    """Per query, the ids of its k nearest products by text embedding (exact cosine)."""
-    docs = list(catalogue_documents())
-    ids, texts = [d for d, _ in docs], [text_of(doc) for _, doc in docs]
-    scores = encoder.encode(queries) @ encoder.encode(texts).T
-    top = np.argsort(-scores, axis=1)[:, :k]
-    return {q: [ids[j] for j in row] for q, row in zip(queries, top, strict=True)}
-
-
-def ceiling(evaluator: Evaluator, grades: dict, candidates: dict[str, list[str]]) -> dict:
-    """Recall of judged positives, and NDCG@10 of each query's candidates in grade order."""
-    positives = sum(g > 0 for g in grades.values())
-    found = sum(grades.get((q, d), 0) > 0 for q, docs in candidates.items() for d in docs)
-    ndcg = evaluator.evaluate(evaluator.ideal(candidates)).mean
-    return {"recall": round(found / positives, 4),
-            "docs_per_query": round(float(np.mean([len(d) for d in candidates.values()])), 1),
-            **{m: round(ndcg[m], 4) for m in SHOWN}}
+def means(evaluation: Evaluation) -> dict[str, float]:
+    return {m: round(evaluation.mean[m], 4) for m in SHOWN}
 
 
 def main() -> None:
@@ -76,8 +58,7 @@ def main() -> None:
     ap.add_argument("--index", default="products")
     ap.add_argument("--feature-set", type=Path, default=ROOT / "feature_sets" / "chorus.yaml")
     ap.add_argument("--window", type=int, default=100)
-    ap.add_argument("--wider", default="200,400", help="Larger BM25 windows (ceiling only).")
-    ap.add_argument("--knn", default="20,50,100", help="Nearest products joined to the window.")
+    ap.add_argument("--knn", default="0,25,50,100,200", help="Nearest products joined (K).")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--out", type=Path, help="Default: bench/results/candidates[_FLAVOR].json.")
     args = ap.parse_args()
@@ -88,77 +69,50 @@ def main() -> None:
     fs = private_feature_set(engine, load_feature_set(args.feature_set), "candbench")
     judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
-    queries = evaluator.queries
     grades = evaluator.graded()
-    widths = [args.window, *(int(w) for w in args.wider.split(",") if w)]
-    ks = [int(k) for k in args.knn.split(",") if k]
-    bm25 = {q: [h.doc_id for h in hits] for q, hits in search_many(
-        engine, args.index, queries, Ranker("bm25"), None, size=max(widths),
-        source=False).items()}
-    near = nearest(encoder, queries, max(ks))
-    # BM25 as served: its window in its order (the condensed view reads past the top 10)
-    base = evaluator.evaluate({q: docs[:args.window] for q, docs in bm25.items()}).mean
-    out: dict = {"queries": len(queries), "window": args.window, "encoder": encoder.key,
-                 "bm25": {m: round(base[m], 4) for m in SHOWN}, "ceilings": {}, "wider": {}}
-
-    def joined(k: int) -> dict[str, list[str]]:
-        return {q: list(dict.fromkeys(bm25[q][:args.window] + near[q][:k])) for q in queries}
-
-    judged = {js[0].query: [j.doc_id for j in js] for js in judgments.by_query().values()}
-    out["queries_without_a_positive"] = sum(
-        not any(grades[(q, d)] > 0 for d in docs) for q, docs in judged.items())
-    sets = {"every judged doc": judged}
-    sets.update({f"bm25@{w}": {q: d[:w] for q, d in bm25.items()} for w in widths})
-    sets.update({f"bm25@{args.window} + knn@{k}": joined(k) for k in ks})
-    sets.update({f"knn@{k}": {q: near[q][:k] for q in queries} for k in ks})
-    for name, candidates in sets.items():
-        row = ceiling(evaluator, grades, candidates)
-        row["x_bm25"] = {m: round(row[m] / base[m], 4) for m in SHOWN}
-        out["ceilings"][name] = row
-        print(f"{name:22} {row}", flush=True)
-
-    def model(first, width: int):
-        """The served-CV model and each single feature on the window `first` hands over."""
-        table = log_judgments(engine, args.index, fs, judgments, encoder, window=width,
-                              first_pass=first, progress=False).matrix
-        ltr = evaluator.evaluate(cross_validate(table, TrainParams(), args.folds).runs)
-        singles = {name: evaluator.evaluate(run)
-                   for name, run in single_feature_runs(table).items()}
-        return ltr, singles, len(table)
-
-    def joined_pass(window: dict[str, list[str]]):
-        """A first pass that returns exactly `window`'s docs, in BM25 order (the rest last)."""
-        return lambda text: {"bool": {"filter": [{"ids": {"values": window[text]}}],
-                                      "should": [bm25_query(text)]}}
-
-    plain, plain_singles, rows = model(bm25_query, args.window)
-    out["bm25_window"] = {"rows_logged": rows, "ltr": {m: round(plain.mean[m], 4) for m in SHOWN},
-                          "best_single": _best(plain_singles)}
-    print("bm25 window", out["bm25_window"], flush=True)
-    wider = {f"bm25@{w}": (bm25_query, w) for w in widths[1:]}
-    wider.update({f"bm25@{args.window} + knn@{k}": (joined_pass(joined(k)), args.window + k)
-                  for k in ks})
-    for name, (first, width) in wider.items():
-        ltr, singles, rows = model(first, width)
-        row = {"rows_logged": rows, "ltr": {m: round(ltr.mean[m], 4) for m in SHOWN},
-               "ltr_x_bm25": {m: round(ltr.mean[m] / base[m], 4) for m in SHOWN},
-               "best_single": _best(singles),
-               "ltr_vs_ltr_on_bm25_window": paired(compare(("bm25 window", plain),
-                                                           ("wider", ltr), SHOWN))}
-        for m in SHOWN:
-            top = row["best_single"][m]["feature"]
-            row[f"ltr_vs_best_single ({m})"] = paired(compare((top, singles[top]),
-                                                              ("ltr", ltr), SHOWN))[m]
-        out["wider"][name] = row
-        print(name, row, flush=True)
+    positives = sum(g > 0 for g in grades.values())
+    out: dict = {"queries": len(evaluator.queries), "window": args.window, "encoder": encoder.key,
+                 "flavor": args.flavor, "folds": args.folds, "sets": {}}
+    ltr_runs: dict[int, Evaluation] = {}
+    for k in (int(k) for k in args.knn.split(",")):
+        recall = Recall(args.window, k)
+        found = candidate_sets(engine, args.index, evaluator.queries, recall,
+                               encoder if k else None, DEFAULT_FIELDS)
+        top = ceiling(evaluator, found)
+        runs = {"bm25": {q: [d for d, _ in c.bm25] for q, c in found.items()}}
+        if k:
+            runs["knn"] = {q: [d for d, _ in fuse("knn", c)] for q, c in found.items()}
+            runs["rrf"] = {q: [d for d, _ in fuse("rrf", c)] for q, c in found.items()}
+            runs["linear"], weights = tuned_linear(evaluator, found, args.folds)
+        table = log_judgments(engine, args.index, fs, judgments, encoder, recall=recall,
+                              progress=False).matrix
+        results = {n: evaluator.evaluate(r) for n, r in runs.items()}
+        results["ltr"] = ltr_runs[k] = evaluator.evaluate(
+            cross_validate(table, TrainParams(), args.folds).runs)
+        base = results["bm25"].mean
+        row = {"candidates": recall.label, "rows_logged": len(table),
+               "recall_of_positives": round(sum(
+                   grades.get((q, d), 0) > 0 for q, c in found.items() for d in c.ids)
+                   / positives, 4),
+               "docs_per_query": round(sum(len(c.ids) for c in found.values())
+                                       / len(found), 1),
+               "ceiling@10": top, "ceiling_x_bm25": {m: round(top[m] / base[m], 4)
+                                                     for m in SHOWN},
+               "configs": {n: {**means(e), "gap_closed": gap_closed(e.mean, base, top)}
+                           for n, e in results.items()}}
+        if k:
+            row["linear_weights"] = weights
+            best = max(("knn", "rrf", "linear"), key=lambda n: results[n].mean["ndcg@10"])
+            row["best_baseline"] = best
+            row["ltr_vs_best_baseline"] = paired(compare((best, results[best]),
+                                                         ("ltr", results["ltr"]), SHOWN))
+        if k and 0 in ltr_runs:
+            row["ltr_vs_ltr_over_bm25"] = paired(compare(
+                ("ltr bm25", ltr_runs[0]), ("ltr recall", results["ltr"]), SHOWN))
+        out["sets"][recall.label] = row
+        print(recall.label, row, flush=True)
     out["seconds"] = round(time.monotonic() - started, 1)
     write_result(out, args.out or result_path("candidates", args))
-
-
-def _best(singles: dict) -> dict:
-    """Per metric, the single feature that scores best alone, and its NDCG@10."""
-    return {m: {"feature": (top := max(singles, key=lambda n: singles[n].mean[m])),
-                "value": round(singles[top].mean[m], 4)} for m in SHOWN}
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from esrank.app import CHORUS, App
+from esrank.catalogue.recall import Recall
 from esrank.core.stamps import COMPACT, utc
 from esrank.deploy.reindex import index
 from esrank.deploy.upload import upload
@@ -31,6 +32,7 @@ from esrank.features.parser import load_feature_sets
 from esrank.features.sync import push_feature_sets
 from esrank.learn.feature_log import log_table
 from esrank.personal.serving import served_search
+from esrank.ranking.fusion import FUSED
 
 DEMO_HOLES = 20  # pairs the demo's LLM judge grades (0.7 s each on 2 CPU cores)
 FEATURE_SET = Path("feature_sets/chorus.yaml")
@@ -61,12 +63,13 @@ def demo(app: App, *, limit: int | None = None, reindex: bool = False,
     work.mkdir(parents=True, exist_ok=True)
     judgments = CHORUS / "judgments.csv"
     yield from _catalogue(app, limit, reindex)
-    yield Step("say", f"== 4. log features for every judgment and the BM25 top "
-                      f"{s.rescore_window}")
+    recall = Recall(s.rescore_window, s.recall_knn)
+    yield Step("say", f"== 4. log features for every judgment and its candidates, {recall.label}"
+                      " (the BM25 top N and the K nearest products)")
     yield Step("log", log_table(app, judgments, FEATURE_SET, work / "chorus.parquet"))
-    yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search)")
-    artifact = work / "models" / utc(COMPACT)
-    yield Step("train", _train(work / "chorus.parquet", artifact))
+    yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search) over the candidates "
+                      "and over BM25 alone; the better in served CV is served")
+    artifact = yield from _train(work / "chorus.parquet", work / "models" / utc(COMPACT))
     yield Step("say", "== 6. upload, parity gate, activate")
     fs, report = upload(app, artifact, FEATURE_SET)
     yield Step("deploy", (report, fs.name))
@@ -106,15 +109,37 @@ def _catalogue(app: App, limit: int | None, reindex: bool) -> Iterator[Step]:
     yield Step("features", push_feature_sets(app.engine, load_feature_sets(s.feature_sets)))
 
 
-def _train(table: Path, artifact: Path):
+def _train(table: Path, artifacts: Path) -> Iterator[Step]:
+    """Step 5: a model over the logged candidate set and, when it joins the nearest products,
+    one over BM25 alone (the same rows, narrowed); returns the artifact of the one with the
+    higher served CV (BM25 alone on a tie: the recall stage must earn its cost)."""
+    from esrank.learn.table import read_table, write_table
     from esrank.learn.train import train_file
 
-    return train_file(table, artifact)
+    logged = read_table(table)
+    tried = {logged.recall.label: (table, artifacts / "recall")}
+    if logged.recall.knn:
+        bm25 = Recall(logged.recall.bm25)
+        narrow = table.with_name(f"{table.stem}_bm25.parquet")
+        write_table(logged.narrowed(bm25), narrow, judgments_source=str(table))
+        tried = {bm25.label: (narrow, artifacts / "bm25"), **tried}
+    results = {}
+    for label, (path, out) in tried.items():
+        results[label] = train_file(path, out)
+        yield Step("train", results[label])
+    best = max(results, key=lambda label: results[label].cv_mean)
+    yield Step("say", "served CV ndcg@10: " + ", ".join(
+        f"{label} {r.cv_mean:.3f}" for label, r in results.items()) + f"; serving {best}"
+        + (" (the only candidate set logged)" if len(results) == 1 else
+           " (the recall stage beats BM25 alone)" if best != next(iter(results))
+           else " (the nearest products do not beat BM25 alone here)"))
+    return tried[best][1]
 
 
 def _judged(app: App, judgments: Path, holes: Path, page: Path) -> Iterator[Step]:
     """Steps 7-8: LLM grades for the unjudged docs in the model's top 10, an evaluation with
-    them, and BM25 compared with the model (the report marks the machine grades)."""
+    them (BM25, the fused baselines and the model), and BM25 compared with the model (the
+    report marks the machine grades)."""
     yield Step("say", "== 7. LLM judgments: the unjudged docs in the model's top 10 (the "
                       f"first {DEMO_HOLES}), graded by the packaged SmolLM2-135M, then "
                       "evaluation with them")
@@ -123,7 +148,8 @@ def _judged(app: App, judgments: Path, holes: Path, page: Path) -> Iterator[Step
                       "used)")
     yield Step("judge", judge_llm(app, judgments, holes, holes_only=True, configs=("active",),
                                   limit=DEMO_HOLES))
-    yield Step("evaluate", evaluate(app, judgments, ("bm25", "active"), machine=holes))
+    configs = ("bm25", *(FUSED if app.settings.recall_knn else ()), "active")
+    yield Step("evaluate", evaluate(app, judgments, configs, machine=holes))
     yield Step("say", "== 8. compare BM25 with the model on every judged query, human grades "
                       "only (in-sample: bench/relevance.py has the cross-validated figures); "
                       "the report marks the machine grades")

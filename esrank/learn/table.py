@@ -67,6 +67,31 @@ class FeatureMatrix:
                 out.setdefault(query, {})[doc] = None
         return {query: list(docs) for query, docs in out.items()}
 
+    def narrowed(self, recall: Recall) -> FeatureMatrix:
+        """The table as logging over the smaller candidate set `recall` would have written it:
+        the candidates it lacks dropped (judged ones kept, outside it), first-pass ranks
+        renumbered. Features do not depend on the candidate set, so the values are the same."""
+        if self.recall is None or self.lists is None:
+            raise InputError("the table records no candidate lists to narrow")
+        if recall.bm25 > self.recall.bm25 or recall.knn > self.recall.knn:
+            raise InputError(f"{recall.label} is not within {self.recall.label}, the candidate "
+                             "set the table was logged over")
+        inside = [(0 < b <= recall.bm25) or (0 < k <= recall.knn) for b, k in self.lists]
+        rows = [i for i in range(len(self)) if inside[i] or self.judged[i]]
+        order: dict[str, list[int]] = {}
+        for i in rows:
+            if inside[i]:
+                order.setdefault(self.qids[i], []).append(i)
+        ranks = dict.fromkeys(rows, 0)
+        for members in order.values():  # BM25's docs in its order, then the nearest ones
+            members.sort(key=lambda i: (0, self.lists[i][0]) if 0 < self.lists[i][0] <= recall.bm25
+                         else (1, self.lists[i][1]))
+            ranks.update({i: r for r, i in enumerate(members, 1)})
+        narrow = self.take(rows)
+        lists = tuple((b if b <= recall.bm25 else 0, k if k <= recall.knn else 0)
+                      for b, k in narrow.lists)
+        return replace(narrow, ranks=tuple(ranks[i] for i in rows), recall=recall, lists=lists)
+
     def take(self, rows: Sequence[int]) -> FeatureMatrix:
         """The matrix restricted to `rows` (in the order given)."""
         rows = list(rows)

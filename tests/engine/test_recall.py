@@ -132,3 +132,20 @@ def test_fused_baselines_rank_the_two_lists(engine, encoder, slice_alias, kind):
     assert [h.doc_id for h in result.hits] == [d for d, _ in fuse(kind, c, 0.3)][:10]
     assert all(h.title for h in result.hits)
     assert result.requests[-1]["step"] == "fuse"
+
+
+def test_a_narrowed_table_is_the_table_logged_over_the_narrower_set(recall_loop, loop):
+    narrow = recall_loop.table.narrowed(Recall(loop.table.recall.bm25))
+    assert narrow.recall == loop.table.recall
+
+    def rows(m):
+        return {(m.qids[i], m.doc_ids[i]): (m.ranks[i], m.judged[i], m.grades[i])
+                for i in range(len(m))}
+
+    assert rows(narrow) == rows(loop.table)
+    names = list(loop.table.feature_names)
+    same = [names.index(n) for n in names if n != "recency"]
+    at = {(narrow.qids[i], narrow.doc_ids[i]): i for i in range(len(narrow))}
+    for i in range(len(loop.table)):
+        j = at[(loop.table.qids[i], loop.table.doc_ids[i])]
+        assert np.allclose(loop.table.values[i, same], narrow.values[j, same], equal_nan=True)

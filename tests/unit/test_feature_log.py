@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from support.fakes import FakeTransport, searches
 
+from esrank.catalogue.recall import Recall
 from esrank.core.errors import ConfigError, InputError
 from esrank.engine.base import Engine
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import Judgment, JudgmentList
 from esrank.learn.feature_log import log_judgments
-from esrank.learn.table import write_ranklib
+from esrank.learn.table import FeatureMatrix, write_ranklib
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 FS = load_feature_set(ROOT / "feature_sets" / "chorus.yaml")
@@ -175,3 +176,19 @@ def test_a_long_judged_query_is_logged_with_the_terms_search_sends():
               for s in searches(body)]
     assert sltr["params"]["keywords"] == " ".join(words[:MAX_QUERY_TERMS])
     assert report.matrix.queries == (" ".join(words),)  # the table keeps the judged text
+
+
+def test_a_table_narrows_to_a_smaller_candidate_set():
+    # one query: a, b from BM25 (b also 1st by kNN), c kNN-only 2nd, d judged outside, e kNN 3rd
+    m = FeatureMatrix("s@0", ("f",), ("q",) * 5, ("x",) * 5, ("a", "b", "c", "d", "e"),
+                      (2, 1, 0, 3, 0), np.arange(5, dtype=np.float32).reshape(5, 1),
+                      (1, 2, 3, 0, 4), (True, True, False, True, False), recall=Recall(2, 3),
+                      lists=((1, 0), (2, 1), (0, 2), (0, 0), (0, 3)))
+    bm25 = m.narrowed(Recall(1))
+    assert bm25.doc_ids == ("a", "b", "d") and bm25.ranks == (1, 0, 0)
+    assert bm25.lists == ((1, 0), (0, 0), (0, 0)) and bm25.recall == Recall(1)
+    two = m.narrowed(Recall(1, 2))
+    assert two.doc_ids == ("a", "b", "c", "d") and two.ranks == (1, 2, 3, 0)
+    assert two.values[:, 0].tolist() == [0, 1, 2, 3]
+    with pytest.raises(InputError, match="not within"):
+        m.narrowed(Recall(3, 0))
