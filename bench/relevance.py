@@ -10,6 +10,12 @@ All on the live engine (the full catalogue indexed, the LTR plugin installed):
   it. One row per training candidate set (the window's rows only; the window plus the judged
   docs outside it) and one for esrank's default, which picks between them by serving CV.
 
+With --knn K the candidates are the recall stage's (the BM25 top --window joined with the K
+nearest products): the table is logged over them, each fold's model is served over them, and
+the baselines a search team would run instead are rows of their own over the same lists
+(knn, rrf, linear with its weight tuned by query-grouped CV), each configuration beside its
+candidates' ceiling@10 and the share of the BM25 -> ceiling gap it closes.
+
 Reports NDCG@10, standard and condensed, with judged@10, the ratio to BM25 and paired
 randomization tests. With --machine-grades (`esrank judgments llm --holes-of`), BM25, the
 best single features and the LTR rows are also scored against human + machine grades
@@ -21,8 +27,8 @@ cross-encoder that never saw them; served through the plugin with it): that row 
 "ltr" is the feature's drop-one gain, on held-out queries, with a paired test.
 Writes bench/results/relevance[_FLAVOR].json.
 
-    python bench/relevance.py [--window 100] [--flavor elasticsearch] [--machine-grades F]
-                              [--cross-encoder-epochs 2]
+    python bench/relevance.py [--window 100] [--knn 200] [--flavor elasticsearch]
+                              [--machine-grades F] [--cross-encoder-epochs 2]
 """
 
 from __future__ import annotations
@@ -45,10 +51,12 @@ from _report import (
     write_result,
 )
 
+from esrank.catalogue.query import DEFAULT_FIELDS
 from esrank.catalogue.recall import Recall
 from esrank.deploy.registry import ActiveModel
 from esrank.deploy.upload import deploy
 from esrank.engine import Engine
+from esrank.evaluation.ceilings import candidate_sets, ceiling, gap_closed, tuned_linear
 from esrank.evaluation.significance import compare
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -58,6 +66,7 @@ from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.served import served_runs
 from esrank.learn.train import CANDIDATE_SETS, TrainParams, grouped_folds, train
+from esrank.ranking.fusion import FUSED, fuse
 from esrank.ranking.search import Ranker, run_of, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,10 +102,10 @@ def cross_validated_ltr(engine: Engine, args, fs, table, evaluator: Evaluator, e
             if not report.parity.passed:
                 raise SystemExit(f"{fs.name} fold {k}: parity failed: {report.to_dict()}")
             model = ActiveModel(report.model, fs.engine_name, fs.params,
-                                cross_encoder=ce.key if ce else None)
+                                cross_encoder=ce.key if ce else None, recall=table.recall)
             run = search_many(engine, args.index, test_queries,
-                              Ranker("ltr", model, args.window), encoder, size=args.window,
-                              source=False, reranker=ce)
+                              Ranker("ltr", model, args.window, knn=args.knn), encoder,
+                              size=args.window, source=False, reranker=ce)
             ranked = run_of(run)
             fold_eval = evaluator.evaluate(ranked)
             per_query.update({q: fold_eval.per_query[q] for q in test_queries})
@@ -187,6 +196,8 @@ def main() -> None:
     ap.add_argument("--feature-set", type=Path, default=ROOT / "feature_sets" / "chorus.yaml")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--window", type=int, default=100)
+    ap.add_argument("--knn", type=int, default=0,
+                    help="Join the K nearest products to the window (the recall stage).")
     ap.add_argument("--no-search", action="store_true", help="Skip the grid search.")
     ap.add_argument("--cross-encoder-epochs", type=int, default=0,
                     help="Also fine-tune a cross-encoder per fold (needs torch): rerank the "
@@ -206,7 +217,9 @@ def main() -> None:
     fs = private_feature_set(engine, load_feature_set(args.feature_set), "relbench")
     judgments = read_csv(JUDGMENTS)
     evaluator = Evaluator(judgments)
-    table = log_judgments(engine, args.index, fs, judgments, encoder, recall=Recall(args.window),
+    recall = Recall(args.window, args.knn)
+    baselines = FUSED if args.knn else ()  # what a search team would run instead
+    table = log_judgments(engine, args.index, fs, judgments, encoder, recall=recall,
                           progress=False).matrix
 
     machine = None
@@ -219,6 +232,14 @@ def main() -> None:
         source=False).items()}
     results = {"bm25": evaluator.evaluate(bm25_run)}
     runs = {"bm25": bm25_run}
+    found = candidate_sets(engine, args.index, evaluator.queries, recall,
+                           encoder if args.knn else None, DEFAULT_FIELDS)
+    if args.knn:  # the baselines over the same two lists
+        for kind in ("knn", "rrf"):
+            runs[kind] = {q: [d for d, _ in fuse(kind, c)] for q, c in found.items()}
+            results[kind] = evaluator.evaluate(runs[kind])
+        runs["linear"], linear_weights = tuned_linear(evaluator, found, args.folds)
+        results["linear"] = evaluator.evaluate(runs["linear"])
     for name, run in single_feature_runs(table).items():
         results[f"feature:{name}"] = evaluator.evaluate(run)
         runs[f"feature:{name}"] = run
@@ -229,7 +250,7 @@ def main() -> None:
     runs["ltr"] = ltr_runs
     if machine is not None:  # the same folds, the table logged with the machine grades too
         m_table = log_judgments(engine, args.index, fs, machine, encoder,
-                                recall=Recall(args.window), progress=False).matrix
+                                recall=recall, progress=False).matrix
         name = "ltr (trained with machine grades)"
         results[name], _, m_parity, runs[name], _, _ = cross_validated_ltr(
             engine, args, fs, m_table, evaluator, encoder)
@@ -262,15 +283,16 @@ def main() -> None:
         engine, fs, "relbench-lex", params=tuple(p for p in fs.params if p.type != "vector"),
         features=tuple(f for f in fs.features if not any(
             fs.param(n).type == "vector" for n in f.params)))
-    lex_table = log_judgments(engine, args.index, lexical, judgments, None,
-                              recall=Recall(args.window),
-                              progress=False).matrix
+    lex_encoder = encoder if args.knn else None  # the nearest products need it
+    lex_table = log_judgments(engine, args.index, lexical, judgments, lex_encoder,
+                              recall=recall, progress=False).matrix
     results["ltr (no neural features)"], _, lex_parity, _, _, _ = cross_validated_ltr(
-        engine, args, lexical, lex_table, evaluator, None)
+        engine, args, lexical, lex_table, evaluator, lex_encoder)
     parity += lex_parity
 
     rows = {name: {m: round(ev.mean[m], 4) for m in SHOWN} for name, ev in results.items()}
     bm25 = rows["bm25"]
+    top = ceiling(evaluator, found)
     singles = {n: r for n, r in rows.items() if n.startswith("feature:")}
     best = {m: max(singles.items(), key=lambda kv: kv[1][m]) for m in SHOWN[:2]}
     if machine is not None:
@@ -287,8 +309,9 @@ def main() -> None:
                  f"{r['ndcg@10_condensed'] / base['ndcg@10_condensed']:.3f}")
         print(f"{name:30}" + "".join(f"{r[m]:19.4f}" for m in SHOWN) + f"{ratio:>14}")
     significance = {}
-    for other in ("bm25", best["ndcg@10"][0], best["ndcg@10_condensed"][0],
-                  "ltr (no neural features)", *(f"ltr (train on {r})" for r in CANDIDATE_SETS)):
+    for other in ("bm25", *baselines, best["ndcg@10"][0],
+                  best["ndcg@10_condensed"][0], "ltr (no neural features)",
+                  *(f"ltr (train on {r})" for r in CANDIDATE_SETS)):
         report = compare((other, results[other]), ("ltr", ltr), SHOWN[:2])
         significance[f"ltr vs {other}"] = paired(report)
     if machine is not None:
@@ -307,6 +330,10 @@ def main() -> None:
                 (other, results[other]), (with_ce, results[with_ce]), SHOWN[:2]))
     summary = {
         "queries": len(evaluator.queries), "folds": args.folds, "window": args.window,
+        "candidates": recall.label, "ceiling@10": top,
+        "gap_closed": {n: gap_closed(results[n].mean, results["bm25"].mean, top)
+                       for n in ("ltr", *baselines)},
+        "linear_weights": linear_weights if args.knn else None,
         "grid_search": not args.no_search, "rows_logged": len(table),
         "machine_grades": (None if machine is None else
                            {"file": str(args.machine_grades),

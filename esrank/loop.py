@@ -67,9 +67,11 @@ def demo(app: App, *, limit: int | None = None, reindex: bool = False,
     yield Step("say", f"== 4. log features for every judgment and its candidates, {recall.label}"
                       " (the BM25 top N and the K nearest products)")
     yield Step("log", log_table(app, judgments, FEATURE_SET, work / "chorus.parquet"))
-    yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search) over the candidates "
-                      "and over BM25 alone; the better in served CV is served")
-    artifact = yield from _train(work / "chorus.parquet", work / "models" / utc(COMPACT))
+    yield Step("say", "== 5. train (query-grouped 5-fold CV, grid search)" + (
+        " over the candidates and over BM25 alone; the better in served CV is served"
+        if recall.knn else ""))
+    artifact = yield from _train(work / "chorus.parquet", work / "models" / utc(COMPACT),
+                                 recall)
     yield Step("say", "== 6. upload, parity gate, activate")
     fs, report = upload(app, artifact, FEATURE_SET)
     yield Step("deploy", (report, fs.name))
@@ -109,30 +111,31 @@ def _catalogue(app: App, limit: int | None, reindex: bool) -> Iterator[Step]:
     yield Step("features", push_feature_sets(app.engine, load_feature_sets(s.feature_sets)))
 
 
-def _train(table: Path, artifacts: Path) -> Iterator[Step]:
-    """Step 5: a model over the logged candidate set and, when it joins the nearest products,
-    one over BM25 alone (the same rows, narrowed); returns the artifact of the one with the
-    higher served CV (BM25 alone on a tie: the recall stage must earn its cost)."""
+def _train(table: Path, artifacts: Path, recall: Recall) -> Iterator[Step]:
+    """Step 5: a model over the candidate set `recall` the table was logged over and, when it
+    joins the nearest products, one over BM25 alone (the same rows, narrowed); returns the
+    artifact of the one with the higher served CV (BM25 alone on a tie: the recall stage must
+    earn its cost)."""
     from esrank.learn.table import read_table, write_table
     from esrank.learn.train import train_file
 
-    logged = read_table(table)
-    tried = {logged.recall.label: (table, artifacts / "recall")}
-    if logged.recall.knn:
-        bm25 = Recall(logged.recall.bm25)
+    tried = {recall.label: (table, artifacts / "recall")}
+    if recall.knn:
+        bm25 = Recall(recall.bm25)
         narrow = table.with_name(f"{table.stem}_bm25.parquet")
-        write_table(logged.narrowed(bm25), narrow, judgments_source=str(table))
+        write_table(read_table(table).narrowed(bm25), narrow, judgments_source=str(table))
         tried = {bm25.label: (narrow, artifacts / "bm25"), **tried}
     results = {}
     for label, (path, out) in tried.items():
         results[label] = train_file(path, out)
         yield Step("train", results[label])
+    if len(results) == 1:
+        return tried[recall.label][1]
     best = max(results, key=lambda label: results[label].cv_mean)
     yield Step("say", "served CV ndcg@10: " + ", ".join(
-        f"{label} {r.cv_mean:.3f}" for label, r in results.items()) + f"; serving {best}"
-        + (" (the only candidate set logged)" if len(results) == 1 else
-           " (the recall stage beats BM25 alone)" if best != next(iter(results))
-           else " (the nearest products do not beat BM25 alone here)"))
+        f"{label} {r.cv_mean:.3f}" for label, r in results.items()) + f"; serving {best} ("
+        + ("the recall stage beats BM25 alone)" if best == recall.label
+           else "the nearest products do not beat BM25 alone here)"))
     return tried[best][1]
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import uuid
 
 from esrank import ubi
+from esrank.catalogue.recall import Candidates
+from esrank.ranking.fusion import fuse
 from esrank.ranking.search import Ranker, search
 from esrank.serve import create_app
 
@@ -51,3 +53,24 @@ def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, slice_
     assert [(e.action, e.doc_id) for e in events if e.query_id == found["query_id"]
             and e.action != "impression"] == [("purchase", page[1])]
     sc.ubi.close()
+
+
+def test_search_shows_the_requests_that_served_a_fused_baseline(engine, slice_alias, encoder,
+                                                                 engine_settings):
+    client = create_app(engine_settings(index=slice_alias, recall_knn=10),
+                        encoder=encoder).test_client()
+    r = client.post("/search", json={"query": "laptop bag", "model": "rrf", "size": 5,
+                                     "show_requests": True})
+    assert r.status_code == 200, r.json
+    recall, fused = r.json["requests"]
+    assert recall["path"] == f"/{slice_alias}/_msearch" and len(recall["searches"]) == 2
+    assert fused == {"step": "fuse", "by": "esrank: RRF (k=60)"}
+    # the shown searches return the lists the answer was fused from
+    answers = engine.msearch(slice_alias, recall["searches"])
+    listed = [[(h["fields"]["id"][0], h["_score"]) for h in a["hits"]["hits"]] for a in answers]
+    fused_ids = [d for d, _ in fuse("rrf", Candidates(tuple(listed[0]), tuple(listed[1])))]
+    assert [h["doc_id"] for h in r.json["hits"]] == fused_ids[:5]
+    plain = client.post("/search", json={"query": "laptop bag", "model": "rrf", "size": 5})
+    assert "requests" not in plain.json
+    bad = client.post("/search", json={"query": "laptop bag", "show_requests": "yes"})
+    assert bad.status_code == 400

@@ -17,8 +17,9 @@ USE_CASES = ("index", "push_feature_sets", "log_table", "upload", "judge_llm", "
 class _App:
     """The resources the loop reads: settings (and an engine nobody calls here)."""
 
-    def __init__(self, home):
-        self.settings = SimpleNamespace(home=home, rescore_window=100, uses_local_engine=False,
+    def __init__(self, home, knn: int = 0):
+        self.settings = SimpleNamespace(home=home, rescore_window=100, recall_knn=knn,
+                                        uses_local_engine=False,
                                         index="products", feature_sets=home / "sets",
                                         serve=SimpleNamespace(host="127.0.0.1", port=8080))
         self.engine = object()
@@ -81,3 +82,33 @@ def test_a_failed_parity_gate_is_the_last_step(tmp_path, trained, monkeypatch):
     steps = list(loop.demo(_App(tmp_path), reindex=True, sidecar=lambda q: {}))
     assert steps[-1].kind == "deploy" and not steps[-1].value[0].parity.passed
     assert "judge_llm" not in [c[0] for c in calls]
+
+
+@pytest.mark.parametrize("bm25_cv, served", [(0.60, "recall"), (0.70, "bm25"), (0.65, "bm25")])
+def test_the_demo_serves_the_recall_stage_only_when_it_beats_bm25_alone(
+        tmp_path, monkeypatch, bm25_cv, served):
+    import numpy as np
+
+    from esrank.catalogue.recall import Recall
+    from esrank.learn.table import FeatureMatrix, read_table, write_table
+
+    calls = _stage_calls(monkeypatch, passed=True)
+    work = tmp_path / "demo"
+    work.mkdir()
+    # one query: a from BM25, b from kNN alone, c judged outside both
+    write_table(FeatureMatrix("s@0", ("f",), ("q",) * 3, ("x",) * 3, ("a", "b", "c"), (1, 0, 2),
+                              np.zeros((3, 1), np.float32), (1, 2, 0), (True, False, True),
+                              recall=Recall(100, 200), lists=((1, 0), (0, 1), (0, 0))),
+                work / "chorus.parquet")
+    tables = {}
+    cv = {"bm25": bm25_cv, "recall": 0.65}
+    monkeypatch.setattr(importlib.import_module("esrank.learn.train"), "train_file",
+                        lambda table, out: tables.setdefault(out.name, read_table(table))
+                        and SimpleNamespace(cv_mean=cv[out.name]))
+    steps = list(loop.demo(_App(tmp_path, knn=200), reindex=True))
+    assert tables["bm25"].doc_ids == ("a", "c") and tables["bm25"].recall == Recall(100)
+    assert tables["recall"].doc_ids == ("a", "b", "c")
+    uploaded = next(args for name, args, _ in calls if name == "upload")[1]
+    assert uploaded.name == served
+    said = [s.value for s in steps if s.kind == "say" and "served CV ndcg" in s.value]
+    assert said and f"serving {'bm25@100+knn@200' if served == 'recall' else 'bm25@100'}" in said[0]
