@@ -286,8 +286,9 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     for a model trained over them) -> sltr rescore.
 
     A query longer than MAX_QUERY_TERMS terms is cut to them (`dropped_terms` says how many
-    went). If the model needs the query vector and the encoder fails (down, slow,
-    overloaded), or the engine cannot rescore with the model (deleted, broken), the answer
+    went). A model served over other candidates than it was trained over (another window)
+    says so in `degraded`. If the model needs the query vector and the encoder fails (down,
+    slow, overloaded), or the engine cannot rescore with the model (deleted, broken), the answer
     comes from BM25 alone and says so in `degraded`; an engine that does not answer is an
     error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
@@ -341,7 +342,8 @@ def _prepared(engine: Engine, index: str, query: str, ranker: Ranker, encoder: E
               reranker: CrossEncoder | None, shopper: dict | None
               ) -> tuple[Ranker, dict | None, list[Candidates] | None, str | None]:
     """What `search` sends for one query: (the ranker, the model's params, the recall stage's
-    candidates, why it degraded). A scorer that fails degrades the answer to BM25."""
+    candidates, why it degraded). A scorer that fails degrades the answer to BM25; a model
+    served over another candidate set than it learned is named."""
     try:
         found = candidates_of(engine, index, [query], ranker, encoder) if ranker.knn else None
         if ranker.model is None:
@@ -349,7 +351,10 @@ def _prepared(engine: Engine, index: str, query: str, ranker: Ranker, encoder: E
         build = model_params(ranker, encoder, reranker)
         docs = (window_texts(engine, index, [query], ranker, found) if build.needs_docs
                 else None)
-        return ranker, {**build([query], docs)[0], **(shopper or {})}, found, None
+        trained = ranker.model.recall
+        unlike = (f"model {ranker.model.name} was trained over {trained.label}, served over "
+                  f"{ranker.recall.label}" if trained and ranker.recall != trained else None)
+        return ranker, {**build([query], docs)[0], **(shopper or {})}, found, unlike
     except (ScorerError, MissingScorerError) as exc:  # degrades; never fails the search
         log.warning("search %r: %s failed (%s); answering with BM25", query, exc.scorer, exc)
         return (replace(ranker, name="bm25", model=None, knn=0), None, None,

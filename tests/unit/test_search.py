@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from support.fakes import FakeTransport, msearch_answering, searches
 
+from esrank.catalogue.recall import Recall
 from esrank.core.feature_set import QueryParam
 from esrank.deploy.registry import ActiveModel
 from esrank.engine.base import Engine
@@ -188,3 +189,13 @@ def test_a_long_query_is_cut_to_its_first_terms_as_the_engines_count_them():
     cut, dropped = bounded_query("漢" * 70)
     assert (cut, dropped) == ("漢" * MAX_QUERY_TERMS, 70 - MAX_QUERY_TERMS)
     assert bounded_query("wi-fi " * 40)[1] == 80 - MAX_QUERY_TERMS
+
+
+def test_a_model_served_over_other_candidates_than_it_learned_says_so(transport):
+    model = replace(MODEL, recall=Recall(100))
+    same = search(Engine(transport), "products", "speaker", Ranker(MODEL.name, model, 100),
+                  Encoder())
+    other = search(Engine(transport), "products", "speaker", Ranker(MODEL.name, model, 50),
+                   Encoder())
+    assert same.degraded is None and same.ranker == other.ranker == MODEL.name
+    assert other.degraded == "model chorus-v3 was trained over bm25@100, served over bm25@50"
