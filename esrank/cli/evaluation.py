@@ -71,8 +71,9 @@ def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, wind
 
 
 def evaluate_text(run, per_query: bool) -> str:
-    """An EvaluationRun as text: the mean metrics per configuration (and per query), where it
-    was stored, and the _rank_eval checks."""
+    """An EvaluationRun as text: the mean metrics per configuration, each beside its
+    candidates' ceiling (figures_text), each query's metrics, where it was stored, and the
+    _rank_eval checks."""
     from esrank.judgments.metrics import METRICS
 
     results, checks, run_id = run.results, run.checks, run.run_id
@@ -80,6 +81,7 @@ def evaluate_text(run, per_query: bool) -> str:
     header = f"{'metric':20}" + "".join(f"{name:>{width}}" for name in results)
     lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:{width}.4f}"
                                             for ev in results.values()) for m in METRICS]
+    lines += ["", *figures_text({n: run.figures(n) for n in results if n in run.ceilings})]
     if per_query:
         for name, ev in results.items():
             lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
@@ -96,6 +98,30 @@ def evaluate_text(run, per_query: bool) -> str:
         lines += [f"  {m:22} esrank {c['esrank']:.6f}  engine {c['engine']:.6f}  "
                   f"max |diff| per query {c['max_abs_diff']:.2g}" for m, c in check.items()]
     return "\n".join(lines)
+
+
+def figures_text(rows: dict[str, dict]) -> list[str]:
+    """One line per configuration (label -> EvaluationRun.figures): its candidate set, its
+    NDCG@10 beside that set's ceiling@10 and the share of the BM25 -> ceiling gap it closes
+    (each standard / condensed), and `linear`'s BM25 weight per CV fold."""
+    from esrank.evaluation.ceilings import SHOWN
+
+    if not rows:
+        return []
+
+    def pair(values: dict, fmt: str) -> str:
+        return " / ".join("n/a" if values[m] is None else format(values[m], fmt) for m in SHOWN)
+
+    width = max(14, *(len(name) + 2 for name in rows))
+    lines = [f"{'config':{width}}{'candidates':20}{'NDCG@10':>17}{'ceiling@10':>17}"
+             f"{'gap closed':>17}   (standard / condensed)"]
+    for name, r in rows.items():
+        weights = r.get("linear_weights")
+        lines.append(f"{name:{width}}{r['candidates']:20}{pair(r, '.4f'):>17}"
+                     f"{pair(r['ceiling@10'], '.4f'):>17}{pair(r['gap_closed'], '.1%'):>17}"
+                     + (f"   BM25 weight per fold {' '.join(f'{w:g}' for w in weights)}"
+                        if weights else ""))
+    return lines
 
 
 @click.command("compare")
@@ -116,7 +142,8 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
                 depth: int, config_a: str, config_b: str, push: bool, html: Path | None,
                 machine_grades: Path | None, as_json: bool) -> None:
     """B vs A on every judged query: means, delta, paired t-test and randomization test
-    p-values, and wins/ties/losses per metric."""
+    p-values, and wins/ties/losses per metric; each beside its candidates' ceiling@10 and the
+    share of the BM25 -> ceiling gap it closes."""
     from esrank.evaluation.evaluate import compare
 
     data = compare(app_of(ctx), judgments_file, config_a, config_b, fmt=fmt, window=window,
@@ -125,6 +152,8 @@ def compare_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, windo
 
 
 def compare_text(data: dict, html: Path | None, *, push: bool) -> str:
+    """compare's answer as text: per metric both means, the delta, both tests and W/T/L; then
+    each side beside its candidates' ceiling (figures_text)."""
     na, nb = data["a"], data["b"]
     wa, wb = max(10, len(na) + 2), max(10, len(nb) + 2)
     lines = [f"{nb} vs {na} over {data['queries']} queries",
@@ -135,6 +164,7 @@ def compare_text(data: dict, html: Path | None, *, push: bool) -> str:
         lines.append(f"{metric:20}{m['a']:{wa}.4f}{m['b']:{wb}.4f}{m['delta']:+9.4f}"
                      f"{m['relative']:+8.1%}{m['p_ttest']:8.3f}{m['p_randomization']:9.4f}"
                      f"{wtl:>12}")
+    lines += ["", *figures_text(data["configs"])]
     if push:
         lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
     if html:
@@ -214,18 +244,27 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
                feature_set_path: Path, output: Path, as_json: bool) -> None:
     """Gain vs cost of a deployed model's features: drop-one retraining gain, the latency each
     feature adds to a rescore, and rescore window vs NDCG vs p50, beside each window's
-    ceiling (its docs in grade order: the most any reranker of it can reach)."""
+    ceiling (its docs in grade order: the most any reranker of it can reach); and the model
+    against BM25, knn, rrf and linear, each beside its candidates' ceiling@10 and the share
+    of the BM25 -> ceiling gap it closes."""
     from esrank.evaluation.report import write_report
 
     report = write_report(app_of(ctx), judgments_file, which, feature_set_path, output, fmt)
+    emit(report, as_json, report_text(report, output))
+
+
+def report_text(report: dict, output: Path) -> str:
+    """write_report's answer as text: gain and cost per feature, the window curve, the model
+    against the baselines (figures_text) and where it was written."""
     lines = [f"{'feature':22}{'NDCG@10 w/o':>12}{'+p50 ms':>10}"]
     lines += [f"{f['feature']:22}{f['gain_drop_one']:+12.4f}{f['added_p50_ms']:+10.2f}"
               for f in report["features"]]
     lines += [f"window {w['window']:>4}: ndcg@10 {w['ndcg@10']:.4f} condensed "
               f"{w['ndcg@10_condensed']:.4f} ceiling {w['ceiling@10']:.4f} p50 "
               f"{w['p50_ms']:.2f} ms" for w in report["windows"]]
-    lines.append(f"wrote {output} and {output.with_suffix('.json')}")
-    emit(report, as_json, "\n".join(lines))
+    lines += ["", "against the baselines:", *figures_text(report["baselines"]),
+              f"wrote {output} and {output.with_suffix('.json')}"]
+    return "\n".join(lines)
 
 
 COMMANDS = (evaluate_cmd, compare_cmd, runs_cmd, kibana, dashboards, report_cmd)

@@ -1,10 +1,11 @@
 """Configurations side by side for one query, the queries that moved most, and why a product
 moved: what the comparison page (/compare) and `esrank compare --html` show.
 
-A configuration is "bm25", "bm25-title" (BM25 over the title alone, a plainer baseline) or a
-deployed model. "Why it moved" is the model's per-feature contribution to that product's
-score (XGBoost `pred_contribs`, SHAP values in margin space, plus the bias), computed on the
-feature values the plugin logged for it in the same search.
+A configuration is "bm25", "bm25-title" (BM25 over the title alone, a plainer baseline), a
+fused baseline over the recall stage's two lists ("knn", "rrf", "linear") or a deployed
+model. "Why it moved" is the model's per-feature contribution to that product's score (XGBoost
+`pred_contribs`, SHAP values in margin space, plus the bias), computed on the feature values
+the plugin logged for it in the same search.
 """
 
 from __future__ import annotations
@@ -18,14 +19,13 @@ from esrank.core.errors import InputError, NotFoundError
 from esrank.engine import Engine
 from esrank.judgments.llm_judge import MachineGrade
 from esrank.judgments.metrics import Evaluation, Evaluator
+from esrank.ranking.fusion import FUSED
 from esrank.ranking.search import (
     BASELINES,
     Ranker,
     parse_configuration,
     resolve_ranker,
-    run_of,
     search,
-    search_many,
 )
 
 # the comparison page: the sidecar serves it, `static_page` writes it with its data built in
@@ -42,16 +42,18 @@ class Side:
     degraded: str | None = None
 
 
-def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int) -> list[Ranker]:
-    """Rankers for the configuration names that exist (see `resolve_ranker`); a malformed
-    name, or "active" when no model is active, is left out."""
+def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int, knn: int = 0,
+            weight: float = 0.5) -> list[Ranker]:
+    """Rankers for the configuration names that exist (see `resolve_ranker`; the fused
+    baselines with the `knn` nearest products and `linear`'s BM25 `weight`); a malformed
+    name, a fused one without `knn`, or "active" when no model is active, is left out."""
     out = []
     for label in names:
         try:
-            ranker = resolve_ranker(engine, set_name, label, window)
+            ranker = resolve_ranker(engine, set_name, label, window, knn, weight)
         except InputError:
             continue  # not a configuration name
-        if ranker.model is None and parse_configuration(label)[0] not in BASELINES:
+        if ranker.model is None and parse_configuration(label)[0] not in (*BASELINES, *FUSED):
             continue  # "active" without an active model
         out.append(ranker)
     return out
@@ -94,14 +96,16 @@ def _machine(grade: MachineGrade | None, judged: bool) -> dict | None:
             "calibration": grade.calibration}
 
 
-def query_deltas(engine: Engine, index: str, evaluator: Evaluator, a: Ranker, b: Ranker,
-                 encoder, metric: str = "ndcg@10", depth: int = 100, reranker=None
-                 ) -> list[dict]:
-    """Every judged query's `metric` under A and B, worst losses of B first."""
-    ea, eb = (evaluator.evaluate(run_of(search_many(
-        engine, index, evaluator.queries, ranker, encoder, size=depth, source=False,
-        reranker=reranker))) for ranker in (a, b))
-    return delta_rows(ea, eb, metric)
+def delta_table(run) -> dict:
+    """What the comparison page lists from an EvaluationRun of A and B (B may be A: one
+    result), without machine grades: every judged query's NDCG@10 under each and B - A,
+    worst losses of B first, and each one's figures (EvaluationRun.figures: mean NDCG@10
+    beside its candidates' ceiling@10 and the gap it closes)."""
+    labels = list(run.results)
+    a, b = labels[0], labels[-1]
+    return {"a": a, "b": b, "metric": "ndcg@10",
+            "queries": delta_rows(run.results[a], run.results[b]),
+            "configs": {label: run.figures(label) for label in (a, b)}}
 
 
 def delta_rows(ea: Evaluation, eb: Evaluation, metric: str = "ndcg@10") -> list[dict]:

@@ -1,6 +1,7 @@
 """Configurations measured on judgments: each configuration's metrics over every judged query
 beside the ceiling of the candidates it ranks (stored as a run on request), two configurations
-compared, and the unjudged docs they show."""
+compared (and written as the comparison page with the comparison built in), and the unjudged
+docs they show."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ from pathlib import Path
 
 from esrank.core.errors import InputError
 from esrank.core.feature_set import needs_cross_encoder
+from esrank.core.files import write_file
 from esrank.core.stamps import COMPACT, utc
-from esrank.evaluation.ceilings import candidate_sets, ceiling, tuned_linear, with_ceilings
-from esrank.evaluation.comparison import delta_rows
-from esrank.evaluation.page import write_page
+from esrank.evaluation.ceilings import (
+    SHOWN,
+    candidate_sets,
+    ceiling,
+    tuned_linear,
+    with_ceilings,
+)
+from esrank.evaluation.comparison import delta_table, side_by_side, static_page
 from esrank.evaluation.rank_eval import rank_eval_check
-from esrank.evaluation.runs import new_run_id, push_comparison, push_evaluation
+from esrank.evaluation.runs import (
+    HISTORY_METRICS,
+    new_run_id,
+    push_comparison,
+    push_evaluation,
+    run_history,
+)
 from esrank.evaluation.significance import compare as paired
 from esrank.features.params import query_params
 from esrank.judgments.metrics import Evaluation, Evaluator, Run
@@ -44,21 +57,36 @@ class EvaluationRun:
                 "machine_grades": str(machine) if machine else None,
                 "configs": {name: ev.to_dict() | ({"rank_eval": self.checks[name]}
                                                   if self.checks else {})
-                            | self.ceilings.get(name, {})
-                            | ({"linear_weights": self.weights[name]}
-                               if name in self.weights else {})
-                            for name, ev in self.results.items()}}
+                            | self.beside(name) for name, ev in self.results.items()}}
+
+    def beside(self, label: str) -> dict:
+        """What `label` is reported beside: its candidate set, that set's ceiling@10 and the
+        share of the BM25 -> ceiling gap it closes, and `linear`'s weight per fold (empty for
+        a "+machine" column)."""
+        return self.ceilings.get(label, {}) | (
+            {"linear_weights": self.weights[label]} if label in self.weights else {})
+
+    def figures(self, label: str) -> dict:
+        """`label`'s mean NDCG@10 (both views) and what it is reported beside: one
+        configuration as `esrank compare`, the comparison page and the report show it.
+
+        >>> run.figures("bm25")  # doctest: +SKIP
+        {'ndcg@10': 0.588, 'ndcg@10_condensed': 0.701, 'candidates': 'bm25@100',
+         'ceiling@10': {...}, 'gap_closed': {'ndcg@10': 0.0, 'ndcg@10_condensed': 0.0}}
+        """
+        mean = self.results[label].mean
+        return {m: mean[m] for m in SHOWN} | self.beside(label)
 
 
-def evaluate(app, judgments: Path, configs, *, fmt: str | None = None,
+def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
              window: int | None = None, depth: int = 100, rank_eval: bool = False,
              push: bool = False, shopper_params: dict | None = None,
              machine: Path | None = None) -> EvaluationRun:
-    """Each configuration over every judged query, with `app`'s engine and encoders. With
-    `machine`, also against the human and machine grades together; with `rank_eval`, beside
-    the engine's `_rank_eval`; with `push`, each configuration's metrics and top 10 (with
-    feature values) are stored under a new run id once every configuration ran.
-    `shopper_params` rank every query for that shopper."""
+    """Each configuration over every judged query (`judgments` None: ESRANK_JUDGMENTS), with
+    `app`'s engine and encoders. With `machine`, also against the human and machine grades
+    together; with `rank_eval`, beside the engine's `_rank_eval`; with `push`, each
+    configuration's metrics and top 10 (with feature values) are stored under a new run id
+    once every configuration ran. `shopper_params` rank every query for that shopper."""
     personal = shopper_params or {}
     evaluator = app.evaluator(judgments, fmt)
     rankers = [app.ranker(w, window) for w in configs]
@@ -157,22 +185,36 @@ def _rank_eval(app, evaluator: Evaluator, ranker: Ranker, encoder, personal: dic
 def compare(app, judgments: Path, a: str, b: str, *, fmt: str | None = None,
             window: int | None = None, depth: int = 100, push: bool = False,
             html: Path | None = None, machine: Path | None = None) -> dict:
-    """B against A on every judged query (significance.compare), optionally stored as a
-    comparison and written as the comparison page with its data built in (`machine`:
-    machine grades the page marks)."""
-    results = evaluate(app, judgments, (a, b), fmt=fmt, window=window, depth=depth).results
-    if len(results) < 2:
+    """B against A on every judged query (significance.compare), each beside its candidates'
+    ceiling@10 and the share of the BM25 -> ceiling gap it closes ("configs":
+    EvaluationRun.figures); optionally stored as a comparison and written as the comparison
+    page with its data built in (`machine`: machine grades the page marks)."""
+    run = evaluate(app, judgments, (a, b), fmt=fmt, window=window, depth=depth)
+    if len(run.results) < 2:
         raise InputError(f"{a} and {b} are the same configuration")
-    (na, ea), (nb, eb) = results.items()
-    data = paired((na, ea), (nb, eb)).to_dict()
+    (na, ea), (nb, eb) = run.results.items()
+    data = paired((na, ea), (nb, eb)).to_dict() | {"configs": {n: run.figures(n)
+                                                               for n in (na, nb)}}
     if push:
         data["comparison_id"] = f"{utc(COMPACT)}-{na}-vs-{nb}"
         push_comparison(app.engine, data["comparison_id"],
                         {"judgments": str(judgments), "timestamp": utc()}, (na, ea), (nb, eb))
     if html:
-        write_page(app, html, judgments, (a, b), window, {
-            "a": na, "b": nb, "metric": "ndcg@10", "queries": delta_rows(ea, eb)}, fmt,
-            machine)
+        _write_page(app, html, judgments, (a, b), window, delta_table(run), fmt, machine)
     return data
 
 
+def _write_page(app, path: Path, judgments: Path, configs, window: int | None, deltas: dict,
+                fmt: str | None = None, machine: Path | None = None) -> None:
+    """The comparison page as one file with these configurations' data built in (`deltas`:
+    comparison.delta_table)."""
+    configured = [app.ranker(w, window) for w in configs]
+    evaluator = app.evaluator(judgments, fmt)
+    encoder = app.query_encoder(configured)
+    sides = {q: [s.__dict__ for s in side_by_side(
+        app.engine, app.settings.index, q, configured, encoder, evaluator,
+        reranker=app.reranker, machine=app.machine_grades(machine))]
+        for q in evaluator.queries}
+    write_file(path, static_page({
+        "configs": [r.label for r in configured], "deltas": deltas, "sides": sides,
+        "runs": {"metrics": list(HISTORY_METRICS), "runs": run_history(app.engine)}}))

@@ -1,17 +1,16 @@
-"""The comparison page's use cases (/compare and `esrank compare --html`): the configurations
-it can show, side by side for a query, the queries that moved, why a product moved, and the
-page as one file."""
+"""The comparison page's use cases (/compare; `esrank compare --html` writes it as one file,
+esrank.evaluation.evaluate): the configurations it can show, side by side for a query, the
+queries that moved with each configuration beside its ceiling, and why a product moved."""
 
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 from esrank.core.errors import InputError, NotFoundError
-from esrank.core.files import write_file
 from esrank.deploy.registry import listing, version_of
 from esrank.evaluation import comparison
-from esrank.evaluation.runs import HISTORY_METRICS, run_history
+from esrank.evaluation.evaluate import evaluate
+from esrank.ranking.fusion import FUSED
 from esrank.ranking.search import BASELINES, Ranker, parse_configuration
 
 
@@ -19,7 +18,9 @@ def rankers(app, names) -> list[Ranker]:
     """The configurations the page names; NotFoundError naming them when one is unknown."""
     for name in names:  # a malformed name is an InputError before any engine call
         parse_configuration(name)
-    found = comparison.rankers(app.engine, app.settings.active_set, list(names), app.window())
+    s = app.settings
+    found = comparison.rankers(app.engine, s.active_set, list(names), app.window(),
+                               s.recall_knn, s.linear_weight)
     if len(found) != len(names):
         raise NotFoundError(f"unknown configuration among {list(names)}; see /compare/configs")
     app.require_reranker(any(r.rerank for r in found))
@@ -27,12 +28,16 @@ def rankers(app, names) -> list[Ranker]:
 
 
 def configurations(app) -> dict:
-    """What the page can compare: baselines, deployed models (the active one first), a
-    rerank stage when a cross-encoder is loaded; notes and CV figures per model."""
+    """What the page can compare: the BM25 baselines, deployed models (the active one first),
+    a rerank stage when a cross-encoder is loaded, then the fused baselines when the recall
+    stage has a kNN list; which of them have no model to explain; notes and CV figures per
+    model."""
     doc, _ = listing(app.engine, app.settings.active_set)
     models = sorted(doc.models, key=lambda m: (m != doc.active, -(version_of(m)[1] or 0)))
     reranked = [f"{doc.active or 'bm25'}+rerank20"] if app.reranker else []
-    return {"configs": [*BASELINES, *models, *reranked], "active": doc.active,
+    fused = list(FUSED) if app.settings.recall_knn else []
+    return {"configs": [*BASELINES, *models, *reranked, *fused], "active": doc.active,
+            "baselines": [*BASELINES, *fused],
             "notes": {m: text for m in models if (text := doc.models[m].note)},
             "cv": {m: doc.models[m].cv_text for m in models}}
 
@@ -45,21 +50,21 @@ def side_by_side(app, query: str, names, size: int = 10) -> list:
 
 
 def query_deltas(app, a: str, b: str, slot: contextlib.AbstractContextManager | None = None
-                 ) -> tuple[str, str, list[dict]]:
-    """Every judged query's NDCG@10 under A and B; reused from `app.deltas` (a TtlCache) for
-    the same two configurations as resolved (a deploy that moves "active" is a new pair).
-    `slot` is held while they are computed, not while they are reused."""
-    evaluator = app.evaluator()
-    if evaluator is None:
+                 ) -> dict:
+    """Every judged query's NDCG@10 under A and B and each one's figures beside its ceiling
+    (comparison.delta_table of `evaluate` on ESRANK_JUDGMENTS, as `esrank compare --html`
+    builds it in); reused from `app.deltas` (a TtlCache) for the same two configurations
+    as resolved (a deploy that moves "active" is a new pair). `slot` is held while they are
+    computed, not while they are reused."""
+    if app.evaluator() is None:
         raise InputError("no judgments configured (ESRANK_JUDGMENTS)")
     ra, rb = rankers(app, [a, b])
 
-    def compute() -> list[dict]:
+    def compute() -> dict:
         with slot or contextlib.nullcontext():
-            return comparison.query_deltas(app.engine, app.settings.index, evaluator, ra, rb,
-                                           app.query_encoder([ra, rb]), reranker=app.reranker)
+            return comparison.delta_table(evaluate(app, None, (ra.label, rb.label)))
 
-    return ra.label, rb.label, app.deltas.get((ra.label, rb.label), compute)
+    return app.deltas.get((ra.label, rb.label), compute)
 
 
 def why(app, config: str, query: str, doc_id: str) -> dict:
@@ -69,18 +74,3 @@ def why(app, config: str, query: str, doc_id: str) -> dict:
         raise InputError(f"{ranker.name} has no model to explain")
     return comparison.why(app.engine, app.settings.index, query, ranker, doc_id,
                           app.query_encoder([ranker]), app.artifact(ranker.name), app.reranker)
-
-
-def write_page(app, path: Path, judgments: Path, configs, window: int | None, deltas: dict,
-               fmt: str | None = None, machine: Path | None = None) -> None:
-    """The comparison page as one file with these configurations' data built in."""
-    configured = [app.ranker(w, window) for w in configs]
-    evaluator = app.evaluator(judgments, fmt)
-    encoder = app.query_encoder(configured)
-    sides = {q: [s.__dict__ for s in comparison.side_by_side(
-        app.engine, app.settings.index, q, configured, encoder, evaluator,
-        reranker=app.reranker, machine=app.machine_grades(machine))]
-        for q in evaluator.queries}
-    write_file(path, comparison.static_page({
-        "configs": [r.label for r in configured], "deltas": deltas, "sides": sides,
-        "runs": {"metrics": list(HISTORY_METRICS), "runs": run_history(app.engine)}}))

@@ -1,6 +1,6 @@
 """Gain vs cost of a model's features: is each feature worth its milliseconds?
 
-Three measurements, all on the live engine except the first:
+Four measurements, all on the live engine except the first:
 - relevance gain per feature: drop-one retraining on the model's logged table (query-grouped
   5-fold CV NDCG@10 with the model's own parameters, without the feature, against with all);
 - latency per feature: the `sltr` rescore of the BM25 top `window` computing that feature
@@ -8,7 +8,10 @@ Three measurements, all on the live engine except the first:
   feature reading cross-encoder scores also costs, outside the engine, the first pass that
   fetches the window's texts and the cross-encoder scoring them (p50 per query);
 - rescore window: NDCG@10 (standard and condensed) and p50 latency of the model for several
-  window sizes.
+  window sizes;
+- against the baselines: BM25, the fused baselines over the recall stage's lists (`knn`,
+  `rrf`, `linear` with its weight tuned by CV) and the model, each beside the ceiling of the
+  candidates it ranks and the share of the BM25 -> ceiling gap it closes.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from esrank.core.errors import ModelError
 from esrank.core.feature_set import FeatureSet, needs_cross_encoder
 from esrank.core.files import write_file
 from esrank.engine import Engine, Ranked, Rescore
+from esrank.evaluation.ceilings import SHOWN
+from esrank.evaluation.evaluate import BM25, evaluate
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.metrics import Evaluator
 from esrank.learn.artifact import ModelArtifact
 from esrank.learn.table import FeatureMatrix, read_table
 from esrank.learn.train import TrainParams, cross_validate
+from esrank.ranking.fusion import FUSED
 from esrank.ranking.search import Ranker, ranked_request, run_of, search_many, window_texts
 
 WINDOWS = (10, 25, 50, 100, 200, 400)
@@ -140,6 +146,37 @@ def build_report(engine: Engine, index: str, artifact: ModelArtifact, feature_se
                                     windows)}
 
 
+def against_baselines(app, judgments: Path, model: str, fmt: str | None = None
+                      ) -> dict[str, dict]:
+    """BM25, the fused baselines (when the recall stage has a kNN list) and `model` over
+    every judged query: label -> its mean NDCG@10 beside its candidates' ceiling@10 and the
+    share of the BM25 -> ceiling gap it closes (EvaluationRun.figures)."""
+    configs = (BM25, *(FUSED if app.settings.recall_knn else ()), model)
+    run = evaluate(app, judgments, configs, fmt=fmt)
+    return {label: run.figures(label) for label in run.results}
+
+
+def _baselines_html(rows: dict[str, dict]) -> str:
+    """The "Against the baselines" table: both views of NDCG@10, ceiling@10 and gap closed."""
+    def cells(values: dict, fmt: str) -> str:
+        return "".join(f"<td>{'n/a' if values[m] is None else format(values[m], fmt)}</td>"
+                       for m in SHOWN)
+
+    def name(label: str, r: dict) -> str:
+        weights = r.get("linear_weights")
+        return html.escape(label) + (f" <small>(BM25 weight per fold "
+                                     f"{' '.join(f'{w:g}' for w in weights)})</small>"
+                                     if weights else "")
+
+    body = "".join(f"<tr><td>{name(label, r)}</td><td>{html.escape(r['candidates'])}</td>"
+                   f"{cells(r, '.4f')}{cells(r['ceiling@10'], '.4f')}"
+                   f"{cells(r['gap_closed'], '.1%')}</tr>" for label, r in rows.items())
+    return ("<table><tr><th rowspan=\"2\">configuration</th><th rowspan=\"2\">candidates</th>"
+            "<th colspan=\"2\">NDCG@10</th><th colspan=\"2\">ceiling@10</th>"
+            "<th colspan=\"2\">gap closed</th></tr><tr>"
+            + "<th>standard</th><th>condensed</th>" * 3 + f"</tr>{body}</table>")
+
+
 def _bars(rows: list[dict], key: str, fmt: str) -> str:
     top = max((abs(r[key]) for r in rows), default=0) or 1.0
     cells = []
@@ -152,8 +189,8 @@ def _bars(rows: list[dict], key: str, fmt: str) -> str:
 
 
 def to_html(report: dict) -> str:
-    """A self-contained page: the feature table (gain and cost side by side) and the window
-    curve."""
+    """A self-contained page: the feature table (gain and cost side by side), the window
+    curve and the model against the baselines."""
     rows = sorted(report["features"], key=lambda r: r["gain_drop_one"])
     gain, cost = _bars(rows, "gain_drop_one", "+.4f"), _bars(rows, "added_p50_ms", "+.2f")
     table = "".join(f"<tr><td>{html.escape(r['feature'])}</td>{g}{c}</tr>"
@@ -182,6 +219,11 @@ can reach (both views).</p>
 <table><tr><th>window</th><th>NDCG@10</th><th>condensed</th><th>ceiling</th><th>p50 ms</th>
 </tr>{windows}
 </table>
+<h2>Against the baselines</h2>
+<p>Each configuration over every judged query beside the ceiling of the candidates it ranks
+(their perfect reordering) and the share of the BM25 &rarr; ceiling gap it closes (1: the
+ceiling, 0: BM25). <code>linear</code>'s BM25 weight is tuned by query-grouped CV.</p>
+{_baselines_html(report["baselines"])}
 <script type="application/json" id="data">{payload}</script>
 </body></html>
 """
@@ -189,8 +231,8 @@ can reach (both views).</p>
 
 def write_report(app, judgments: Path, which: str, feature_set: Path, output: Path,
                  fmt: str | None = None) -> dict:
-    """Gain vs cost of a deployed model's features, written as HTML (`output`) and JSON
-    beside it, with `app`'s engine and encoders."""
+    """Gain vs cost of a deployed model's features and the model against the baselines,
+    written as HTML (`output`) and JSON beside it, with `app`'s engine and encoders."""
     ranker = app.ranker(which)
     if ranker.model is None:
         raise ModelError(f"no active model for {app.settings.active_set!r}: pass --model")
@@ -204,6 +246,7 @@ def write_report(app, judgments: Path, which: str, feature_set: Path, output: Pa
                           read_table(Path(artifact.meta["data"]["table"])), ranker,
                           app.evaluator(judgments, fmt), encoder,
                           query_params(fs.params, encoder, cross_encoder=app.feature_reranker(fs)))
+    report["baselines"] = against_baselines(app, judgments, ranker.name, fmt)
     write_file(output, to_html(report))
     write_file(output.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     return report

@@ -75,8 +75,7 @@ def queries():
     a, b = rq.name(data, "a"), rq.name(data, "b")
     if sc.app.evaluator() is None:
         raise rq.ClientError(409, "no judgments configured (ESRANK_JUDGMENTS)")
-    label_a, label_b, rows = pages.query_deltas(sc.app, a, b, slot=_one_at_a_time(sc.comparing))
-    return jsonify(a=label_a, b=label_b, metric="ndcg@10", queries=rows)
+    return jsonify(pages.query_deltas(sc.app, a, b, slot=_one_at_a_time(sc.comparing)))
 
 
 @contextmanager

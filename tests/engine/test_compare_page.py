@@ -97,8 +97,17 @@ def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url
     assert all(" ndcg@10_condensed " in p[2] for p in points()) and len(points()) == 3
     queries = browser.find_elements(By.CSS_SELECTOR, "#qlist .q")
     assert len(queries) >= 10
+    # no model deployed: the third configuration is vector search, B against BM25
     columns = browser.find_elements(By.CSS_SELECTOR, "#columns .col")
-    assert [c.get_attribute("data-config") for c in columns] == ["bm25", "bm25-title"]
+    assert [c.get_attribute("data-config") for c in columns] == ["bm25", "bm25-title", "knn"]
+    figures = {r.get_attribute("data-config"): r.find_elements(By.TAG_NAME, "td")
+               for r in browser.find_elements(By.CSS_SELECTOR, "#figures tr[data-config]")}
+    assert list(figures) == ["bm25", "knn"]
+    assert figures["bm25"][2].text == "bm25@100"
+    assert figures["knn"][2].text.startswith("knn@")
+    assert figures["bm25"][5].text == "0.0% / 0.0%"  # BM25 closes none of its own gap
+    ndcg, top = (tuple(map(float, figures["knn"][i].text.split(" / "))) for i in (3, 4))
+    assert all(t >= n - 1e-3 for n, t in zip(ndcg, top, strict=True))
     first_query = browser.find_element(By.ID, "query").get_attribute("value")
     assert first_query == queries[0].get_attribute("data-q")
 
@@ -115,11 +124,16 @@ def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url
     assert judged, "judged products are coloured by grade"
     assert browser.find_elements(By.CSS_SELECTOR, ".metrics")[0].text.startswith("ndcg@10")
 
-    # switch configuration: drop bm25-title, one column remains
+    # switch configuration: drop bm25-title and knn, add rrf
     browser.find_element(By.CSS_SELECTOR, "#configs input[value='bm25-title']").click()
+    browser.find_element(By.CSS_SELECTOR, "#configs input[value='knn']").click()
+    browser.find_element(By.CSS_SELECTOR, "#configs input[value='rrf']").click()
     wait.until(lambda b: b.find_element(By.ID, "columns").get_attribute("data-configs")
-               == "bm25")
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#columns .col")) == 1
+               == "bm25,rrf")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#columns .col")) == 2
+    # a fused baseline has no model to explain: the page says so without asking
+    browser.find_element(By.CSS_SELECTOR, "#columns .col[data-config='rrf'] .hit").click()
+    wait.until(lambda b: "rrf has no model to explain" in b.find_element(By.ID, "why").text)
 
     # the sidecar's Content-Security-Policy refused nothing the page needs
     refused = [e["message"] for e in browser.get_log("browser")
@@ -153,7 +167,11 @@ def test_the_static_report_opens_without_the_sidecar(engine, slice_alias, browse
                                                   evaluator, machine=machine)]
              for q in evaluator.queries[:5]}
     deltas = {"a": "bm25", "b": "bm25-title", "metric": "ndcg@10",
-              "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides]}
+              "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides],
+              "configs": {c: {"ndcg@10": v, "ndcg@10_condensed": v, "candidates": "bm25@100",
+                              "ceiling@10": {"ndcg@10": 0.75, "ndcg@10_condensed": 0.75},
+                              "gap_closed": {"ndcg@10": g, "ndcg@10_condensed": None}}
+                          for c, v, g in (("bm25", 0.5, 0.0), ("bm25-title", 0.25, -1.0))}}
     second = list(sides)[1]
     # a product title that would end the page's script, or open one, is only text
     hostile = "</script><!--<script>window.pwned = 1</script> & <b>bold</b>"
@@ -170,6 +188,9 @@ def test_the_static_report_opens_without_the_sidecar(engine, slice_alias, browse
     wait = WebDriverWait(browser, 30)
     wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#qlist .q")) == 5
+    assert [td.text for td in browser.find_elements(
+        By.CSS_SELECTOR, "#figures tr[data-config='bm25-title'] td")] == [
+        "B", "bm25-title", "bm25@100", "0.250 / 0.250", "0.750 / 0.750", "-100.0% / n/a"]
     ys = [float(p.get_attribute("cy")) for p in browser.find_elements(By.CSS_SELECTOR,
                                                                        "#runs circle.pt")]
     assert len(ys) == 3 and ys[0] > ys[1] > ys[2]  # NDCG rises run by run: the points go up

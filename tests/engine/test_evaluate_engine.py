@@ -180,3 +180,36 @@ def test_run_history_is_each_runs_mean_per_configuration_oldest_first(engine, ru
     ours = [r for r in json.loads(cli.stdout)["runs"] if r["run_id"] in pushed]
     assert [(r["run_id"], r["config"], r["ndcg@10"]) for r in ours] == [
         (r["run_id"], r["config"], r["ndcg@10"]) for r in rows]
+
+
+def test_every_configuration_is_reported_beside_its_ceiling(engine, slice_alias,
+                                                            slice_judgments, engine_settings,
+                                                            encoder):
+    from esrank.app import App
+    from esrank.evaluation.evaluate import evaluate
+    from esrank.evaluation.page import configurations, query_deltas
+
+    settings = engine_settings(index=slice_alias, active_set="no-models-here",
+                               judgments=slice_judgments)
+    app = App(settings, engine=engine, encoder=encoder)
+    configs = ("bm25", "knn", "rrf", "linear")
+    run = evaluate(app, slice_judgments, configs)
+    k = settings.recall_knn
+    assert {c: run.ceilings[c]["candidates"] for c in configs} == {
+        "bm25": "bm25@100", "knn": f"knn@{k}", "rrf": f"bm25@100+knn@{k}",
+        "linear": f"bm25@100+knn@{k}"}
+    for config in configs:
+        figures = run.figures(config)
+        for view in ("ndcg@10", "ndcg@10_condensed"):  # a reordering cannot pass its ceiling
+            assert figures["ceiling@10"][view] >= figures[view] - 1e-4, (config, view)
+    assert run.ceilings["bm25"]["gap_closed"] == {"ndcg@10": 0.0, "ndcg@10_condensed": 0.0}
+    # the joined set holds BM25's: its ceiling is no lower
+    joined, bm25 = run.ceilings["rrf"]["ceiling@10"], run.ceilings["bm25"]["ceiling@10"]
+    assert all(joined[v] >= bm25[v] for v in bm25)
+    assert len(run.weights["linear"]) == 5 and run.figures("linear")["linear_weights"]
+    # the comparison page offers the fused baselines and lists the same figures
+    assert configurations(app)["configs"][-3:] == list(configs[1:])
+    table = query_deltas(app, "bm25", "rrf")
+    assert (table["a"], table["b"]) == ("bm25", "rrf")
+    assert table["configs"]["rrf"] == run.figures("rrf")
+    assert len(table["queries"]) == len(run.results["rrf"].per_query)

@@ -264,8 +264,9 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
     assert "esrank_degraded_searches_total 1.0" in down.get("/metrics").text
 
 
-def test_gain_vs_cost_report(engine, loop, encoder):
-    from esrank.evaluation.report import build_report, to_html
+def test_gain_vs_cost_report(engine, loop, encoder, engine_settings, tmp_path):
+    from esrank.app import App
+    from esrank.evaluation.report import against_baselines, build_report, to_html
     from esrank.judgments.metrics import Evaluator
 
     art = loop.artifact
@@ -283,7 +284,20 @@ def test_gain_vs_cost_report(engine, loop, encoder):
     assert all(max(w["ndcg@10"], w["ndcg@10_condensed"]) <= w["ceiling@10"] + 1e-9
                for w in result["windows"])
     assert result["windows"][0]["ceiling@10"] <= result["windows"][1]["ceiling@10"]
-    assert result["bm25_p50_ms"] > 0 and report.model in to_html(result)
+    # the model against BM25 and the fused baselines, each beside its candidates' ceiling
+    app = App(engine_settings(index=loop.alias, active_set=loop.feature_set.name),
+              engine=engine, encoder=encoder)
+    result["baselines"] = against_baselines(app, write_slice_judgments(tmp_path / "j.csv"),
+                                            model.name)
+    rows = result["baselines"]
+    assert list(rows) == ["bm25", "knn", "rrf", "linear", model.name]
+    assert rows[model.name]["candidates"] == "bm25@100"  # trained on the BM25 window
+    assert rows["bm25"]["gap_closed"] == {"ndcg@10": 0.0, "ndcg@10_condensed": 0.0}
+    assert all(r["ceiling@10"][v] >= r[v] - 1e-4 for r in rows.values()
+               for v in ("ndcg@10", "ndcg@10_condensed"))
+    page = to_html(result)
+    assert result["bm25_p50_ms"] > 0 and report.model in page
+    assert "<h2>Against the baselines</h2>" in page and "BM25 weight per fold" in page
     # every one-feature set the latency measurement used is in the store
     for name in loop.feature_set.feature_names:
         assert engine.list_feature_sets(f"{loop.feature_set.name}-only-{name}@")

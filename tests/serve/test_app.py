@@ -381,19 +381,28 @@ def test_an_abandoned_large_request_stops_being_encoded(sidecar_encoder):
 
 @pytest.fixture()
 def deltas(monkeypatch):
-    """comparison.query_deltas counted, answering at once or (`gate` set) when let through."""
-    import esrank.evaluation.comparison
+    """The page's evaluation of A and B counted, answering at once or (`gate` set) when let
+    through."""
+    import esrank.evaluation.page
+    from esrank.evaluation.evaluate import EvaluationRun
+    from esrank.judgments.metrics import METRICS, Evaluation
 
     calls, entered, gate = [], threading.Event(), []
 
-    def fake(engine, index, evaluator, a, b, encoder, **kw):
-        calls.append((a.label, b.label))
+    def fake(app, judgments, configs, **kw):
+        calls.append(tuple(configs))
         entered.set()
         if gate:
             assert gate[0].wait(10)
-        return [{"query": "laptop", "a": 0.5, "b": 0.25, "delta": -0.25}]
+        a, b = (Evaluation(dict.fromkeys(METRICS, v), {"laptop": dict.fromkeys(METRICS, v)})
+                for v in (0.5, 0.25))
+        top = {"ndcg@10": 0.75, "ndcg@10_condensed": 0.75}
+        return EvaluationRun({configs[0]: a, configs[1]: b}, {}, ceilings={
+            c: {"candidates": "bm25@100", "ceiling@10": top, "gap_closed": {
+                m: (ev.mean[m] - 0.5) / 0.25 for m in top}}
+            for c, ev in ((configs[0], a), (configs[1], b))})
 
-    monkeypatch.setattr(esrank.evaluation.comparison, "query_deltas", fake)
+    monkeypatch.setattr(esrank.evaluation.page, "evaluate", fake)
     return {"calls": calls, "entered": entered, "gate": gate}
 
 
@@ -408,6 +417,10 @@ def test_a_comparison_is_reused_for_the_same_pair(make_app, deltas):
                  {"a": "bm25-title", "b": "bm25"}):
         r = c.post("/compare/queries", json=pair)
         assert r.status_code == 200 and r.json["queries"][0]["delta"] == -0.25
+        # each side's mean beside its candidates' ceiling and the BM25 -> ceiling gap closed
+        b = r.json["configs"][pair["b"]]
+        assert b["ndcg@10"] == 0.25 and b["ceiling@10"]["ndcg@10"] == 0.75
+        assert b["candidates"] == "bm25@100" and b["gap_closed"]["ndcg@10"] == -1.0
     assert deltas["calls"] == [("bm25", "bm25-title"), ("bm25-title", "bm25")]
     uncached = make_app(serve={"compare_refresh": 0}, **JUDGED).test_client()
     for _ in range(2):
