@@ -11,6 +11,7 @@ import uuid
 import numpy as np
 import pytest
 from support.chorus_slice import write_slice_judgments
+from support.loops import WINDOW
 
 from esrank.catalogue.recall import Recall
 from esrank.core.errors import ModelError
@@ -177,8 +178,8 @@ def test_a_registry_write_that_fails_keeps_the_model_exactly_when_it_landed(engi
     if landed:  # the registry names it as active: it is still in the plugin and serves
         assert doc.active == uploaded and engine.get_model(uploaded) is not None
         hits = search(engine, loop.alias, "bluetooth speaker",
-                      Ranker(uploaded, registry.active_model(engine, loop.feature_set.name)),
-                      encoder, size=5)
+                      Ranker(uploaded, registry.active_model(engine, loop.feature_set.name),
+                             WINDOW), encoder, size=5)
         assert hits.degraded is None and hits.ranker == uploaded
     else:
         assert uploaded not in doc.models and engine.get_model(uploaded) is None
@@ -229,14 +230,15 @@ def test_sidecar_search_serves_the_active_model_and_degrades(engine, loop, encod
     from esrank.serve import create_app
 
     report = loop.deploy(engine)
-    settings = engine_settings(index=loop.alias, active_set=loop.feature_set.name)
+    settings = engine_settings(index=loop.alias, active_set=loop.feature_set.name,
+                               rescore_window=WINDOW)  # the window the model was trained over
     client = create_app(settings, encoder=encoder).test_client()
     assert client.get("/readyz").json["active_model"] == report.model
     query = "bluetooth speaker"
     r = client.post("/search", json={"query": query, "size": 20, "features": True})
     assert r.status_code == 200 and r.json["ranker"] == report.model
     model = registry.active_model(engine, loop.feature_set.name)
-    expected = search(engine, loop.alias, query, Ranker(model.name, model), encoder,
+    expected = search(engine, loop.alias, query, Ranker(model.name, model, WINDOW), encoder,
                       size=20)
     assert [h["doc_id"] for h in r.json["hits"]] == [h.doc_id for h in expected.hits]
     assert set(r.json["features"]) == {h["doc_id"] for h in r.json["hits"]}
