@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
+
 from esrank.core.errors import InputError, MissingScorerError, ScorerError
 from esrank.core.feature_set import QueryParam
 from esrank.models.cross_encoder import CrossEncoder
@@ -55,11 +57,14 @@ class ParamBuilder:
         """Whether each query's params depend on its docs (a cross-encoder param)."""
         return bool(self.scored)
 
-    def __call__(self, queries: list[str], docs: Sequence[Mapping[str, str]] | None = None
-                 ) -> list[dict]:
+    def __call__(self, queries: list[str], docs: Sequence[Mapping[str, str]] | None = None,
+                 vectors: np.ndarray | None = None) -> list[dict]:
+        """Each query's params; `vectors`: the queries' embeddings (the encoder's output) where
+        the caller has them already (the recall stage's kNN search embeds the same queries)."""
         if self.scored and (docs is None or len(docs) != len(queries)):
             raise ValueError("cross-encoder params need each query's doc texts")
-        vectors = scored("encoder", self.encoder.encode, queries) if self.embeds else None
+        if self.embeds and vectors is None:
+            vectors = scored("encoder", self.encoder.encode, queries)
         out = []
         for i, text in enumerate(queries):
             params = {p.name: text if p.type == "string" else vectors[i].tolist()

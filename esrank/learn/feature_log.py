@@ -123,14 +123,14 @@ def _log_chunk(engine: Engine, index: str, feature_set: FeatureSet,
     """Log one batch of queries in one ranked msearch (after one for their candidates): per
     query, its candidates and doc id -> logged values."""
     texts = [bounded_query(js[0].query)[0] for _, js in chunk]  # as served
-    windows = (retrieve(engine, index, texts, recall,
-                        encoder.encode(texts) if recall.knn else None) if recall
+    vectors = encoder.encode(texts) if recall and recall.knn else None  # the params' too
+    windows = (retrieve(engine, index, texts, recall, vectors) if recall
                else [Candidates(()) for _ in chunk])
     ids = [list(dict.fromkeys([j.doc_id for j in js] + served.ids))
            for (_, js), served in zip(chunk, windows, strict=True)]
     docs = doc_texts(engine, index, ids) if params_for.needs_docs else None
     requests = [logging_request(feature_set, {**params, **shopper.get(qid, {})}, wanted)
-                for (qid, _), wanted, params in zip(chunk, ids, params_for(texts, docs),
+                for (qid, _), wanted, params in zip(chunk, ids, params_for(texts, docs, vectors),
                                                     strict=True)]
     responses = engine.ranked(index, requests)
     return [(served, {h["_id"]: parse_ltr_log(h, feature_set.feature_names)

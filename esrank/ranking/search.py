@@ -18,6 +18,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from esrank.catalogue.index import ID_FIELD
 from esrank.catalogue.lookup import fetch_sources, fetch_texts
 from esrank.catalogue.products import text_of
@@ -148,14 +150,15 @@ def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
 
 
 def candidates_of(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
-                  encoder: Encoder | None) -> list[Candidates]:
-    """The recall stage's two lists for each query under `ranker` (one msearch; the queries
-    embedded by `encoder`, whose failure is a ScorerError)."""
+                  encoder: Encoder | None) -> tuple[list[Candidates], np.ndarray]:
+    """The recall stage's two lists for each query under `ranker` (one msearch), and the
+    queries' embeddings, which the model's params reuse (embedded once by `encoder`, whose
+    failure is a ScorerError)."""
     if encoder is None:
         raise MissingScorerError("encoder", f"{ranker.name} searches the nearest products: "
                                  "it needs the query encoder")
     vectors = scored("encoder", encoder.encode, list(queries))
-    return retrieve(engine, index, queries, ranker.recall, vectors, ranker.fields)
+    return retrieve(engine, index, queries, ranker.recall, vectors, ranker.fields), vectors
 
 
 def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Ranker,
@@ -171,15 +174,16 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
     out: dict[str, list[Hit]] = {}
     for chunk in batched(list(dict.fromkeys(queries)), batch):
         cut = [bounded_query(q)[0] for q in chunk]
-        found = candidates_of(engine, index, cut, ranker, encoder) if ranker.knn else None
+        found, vectors = (candidates_of(engine, index, cut, ranker, encoder) if ranker.knn
+                          else (None, None))
         ids = [c.ids for c in found] if found is not None else [None] * len(chunk)
         if ranker.model is None and found is not None:  # a fused baseline
             raws = fused_hits(engine, index, ranker, found, _fetched(ranker, size), source)
         else:
             docs = (window_texts(engine, index, cut, ranker, found)
                     if params_for is not None and params_for.needs_docs else None)
-            params = ([{**p, **(shopper or {})} for p in params_for(cut, docs)] if params_for
-                      else [None] * len(chunk))
+            params = ([{**p, **(shopper or {})} for p in params_for(cut, docs, vectors)]
+                      if params_for else [None] * len(chunk))
             requests = [ranked_request(q, ranker, p, _fetched(ranker, size), source,
                                        candidates=c)
                         for q, p, c in zip(cut, params, ids, strict=True)]
@@ -345,7 +349,8 @@ def _prepared(engine: Engine, index: str, query: str, ranker: Ranker, encoder: E
     candidates, why it degraded). A scorer that fails degrades the answer to BM25; a model
     served over another candidate set than it learned is named."""
     try:
-        found = candidates_of(engine, index, [query], ranker, encoder) if ranker.knn else None
+        found, vectors = (candidates_of(engine, index, [query], ranker, encoder) if ranker.knn
+                          else (None, None))
         if ranker.model is None:
             return ranker, None, found, None
         build = model_params(ranker, encoder, reranker)
@@ -354,7 +359,7 @@ def _prepared(engine: Engine, index: str, query: str, ranker: Ranker, encoder: E
         trained = ranker.model.recall
         unlike = (f"model {ranker.model.name} was trained over {trained.label}, served over "
                   f"{ranker.recall.label}" if trained and ranker.recall != trained else None)
-        return ranker, {**build([query], docs)[0], **(shopper or {})}, found, unlike
+        return ranker, {**build([query], docs, vectors)[0], **(shopper or {})}, found, unlike
     except (ScorerError, MissingScorerError) as exc:  # degrades; never fails the search
         log.warning("search %r: %s failed (%s); answering with BM25", query, exc.scorer, exc)
         return (replace(ranker, name="bm25", model=None, knn=0), None, None,

@@ -56,6 +56,27 @@ def test_the_model_rescores_the_bm25_window(transport):
     assert [h.doc_id for h in result.hits] == ["d1", "d2"]
 
 
+def test_the_recall_stage_embeds_the_query_once():
+    """The kNN search and the model's query_vector param share one encode."""
+    hits = {"hits": {"hits": [{"_id": d, "_score": 1.0, "fields": {"id": [d]},
+                               "_source": {"title": d}} for d in ("d1", "d2")]}}
+    transport = FakeTransport({("POST", "/_msearch"): msearch_answering(hits)})
+    calls = []
+
+    class Counted(Encoder):
+        def encode(self, texts):
+            calls.append(list(texts))
+            return super().encode(texts)
+
+    model = replace(MODEL, recall=Recall(2, 2))
+    result = search(Engine(transport), "products", "tv", Ranker(model.name, model, 2, knn=2),
+                    Counted())
+    assert calls == [["tv"]] and result.degraded is None
+    [body] = searches(transport.calls[-1][2])
+    assert body["rescore"]["query"]["rescore_query"]["sltr"]["params"]["query_vector"] == (
+        pytest.approx([0.6, 0.8, 0.0]))
+
+
 def test_a_failing_encoder_degrades_to_bm25_and_says_why(transport):
     result = search(Engine(transport), "products", "bluetooth speaker",
                     Ranker(MODEL.name, MODEL), Encoder(fail=True))
