@@ -16,11 +16,11 @@ work is timed, into an index without the kNN graph, with the graph as esrank map
 OpenSearch with the graph and the vectors kept in `_source` (see graph_variants), and on
 Elasticsearch with `int8_hnsw` on text_vector (the quantized alternative). For each: docs/s
 and seconds until searchable (bulk + refresh), bytes on disk (its segments') once background
-merges are done, and for the 97 judged Chorus queries the recall@50/@100 of a kNN search
-against exact cosine (NumPy over the same vectors) and the p50 of a kNN search for 100; the
-same again after a force-merge to one segment (timed). Without a graph the kNN search is
-exact: Elasticsearch's `flat` scores every vector, and OpenSearch (no k-NN on the index) runs
-k-NN's `knn_score` script. Ratios against no graph.
+merges are done, and for the 97 judged Chorus queries the recall@50/@100/@200 of a kNN
+search against exact cosine (NumPy over the same vectors) and the p50 of a kNN search for 100
+and for 200; the same again after a force-merge to one segment (timed). Without a graph the
+kNN search is exact: Elasticsearch's `flat` scores every vector, and OpenSearch (no k-NN on the
+index) runs k-NN's `knn_score` script. Ratios against no graph.
 Writes bench/results/indexing[_SECTION][_FLAVOR].json (the section's name when only one runs).
 
     python bench/indexing.py [--sections encoder,graph] [--limit N] [--sample 2000]
@@ -52,8 +52,8 @@ from esrank.models.encoder import load_encoder, model_dir
 ALIAS = "bench-catalogue"
 SECTIONS = ("encoder", "graph")
 GRAPH_INDEX = "bench-graph-"  # + the variant's name
-KS = (50, 100)  # recall@K of the kNN search against exact cosine
-LATENCY_K, LATENCY_ROUNDS = 100, 3  # the kNN search timed, and passes over the queries
+KS = (50, 100, 200)  # recall@K of the kNN search against exact cosine (200: ESRANK_RECALL_KNN)
+LATENCY_KS, LATENCY_ROUNDS = (100, 200), 3  # the kNN searches timed, passes over the queries
 TIMEOUT = 600.0  # seconds an engine request may take (a force-merge builds the whole graph)
 
 
@@ -225,8 +225,8 @@ def recall_at(hits: list[list[str]], exact: np.ndarray, row: dict[str, int], k: 
 def knn_figures(engine, variants: dict[str, dict], vectors: np.ndarray, exact: np.ndarray,
                 row: dict[str, int]) -> dict[str, dict]:
     """Per variant (its index GRAPH_INDEX + name): the recall@K of its kNN search for each K in
-    KS, and the p50 of one search for LATENCY_K (the variants in turn per query, so drift hits
-    all alike)."""
+    KS, and the p50 of one search for each K in LATENCY_KS (the variants in turn per query, so
+    drift hits all alike)."""
     out: dict[str, dict] = {}
     for name, body in variants.items():
         out[name] = {"knn_search": "hnsw" if has_graph(body) else "exact, knn_score script"
@@ -235,31 +235,31 @@ def knn_figures(engine, variants: dict[str, dict], vectors: np.ndarray, exact: n
             responses = engine.msearch(GRAPH_INDEX + name, knn_bodies(engine, body, vectors, k))
             hits = [[h["fields"][ID_FIELD][0] for h in r["hits"]["hits"]] for r in responses]
             out[name][f"recall@{k}"] = round(recall_at(hits, exact, row, k), 4)
-    bodies = {name: knn_bodies(engine, body, vectors, LATENCY_K)
-              for name, body in variants.items()}
-    ms: dict[str, list[float]] = {name: [] for name in variants}
+    runs = [(name, k) for k in LATENCY_KS for name in variants]
+    bodies = {(name, k): knn_bodies(engine, variants[name], vectors, k) for name, k in runs}
+    ms: dict[tuple[str, int], list[float]] = {run: [] for run in runs}
     for _ in range(LATENCY_ROUNDS):
         for i in range(len(vectors)):
-            for name in variants:
+            for name, k in runs:
                 started = time.perf_counter()
-                engine.search(GRAPH_INDEX + name, bodies[name][i])
-                ms[name].append((time.perf_counter() - started) * 1000)
-    for name, times in ms.items():
-        out[name][f"knn{LATENCY_K}_p50_ms"] = round(float(np.percentile(times, 50)), 2)
+                engine.search(GRAPH_INDEX + name, bodies[name, k][i])
+                ms[name, k].append((time.perf_counter() - started) * 1000)
+    for (name, k), times in ms.items():
+        out[name][f"knn{k}_p50_ms"] = round(float(np.percentile(times, 50)), 2)
     return out
 
 
 def vs_no_graph(figures: dict[str, dict]) -> dict[str, dict]:
     """Each variant's figures over the index without the graph's, as built and merged."""
-    base, p50 = figures["no_graph"], f"knn{LATENCY_K}_p50_ms"
+    base, p50s = figures["no_graph"], [f"knn{k}_p50_ms" for k in LATENCY_KS]
 
     def ratio(a: float, b: float) -> float | None:
         return round(a / b, 2) if b else None
 
     return {name: {**{k: ratio(f[k], base[k])
-                      for k in ("docs_per_s", "searchable_s", "store_bytes", p50)},
+                      for k in ("docs_per_s", "searchable_s", "store_bytes", *p50s)},
                    **{f"merged_{k}": ratio(f["merged"][k], base["merged"][k])
-                      for k in ("forcemerge_s", "store_bytes", p50)}}
+                      for k in ("forcemerge_s", "store_bytes", *p50s)}}
             for name, f in figures.items() if name != "no_graph"}
 
 
