@@ -129,7 +129,9 @@ def main() -> None:
 
     # 1. the non-personal model, on the human judgments
     t = time.monotonic()
-    human = log_table(app, JUDGMENTS, FEATURE_SET, tmp / "human.parquet", progress=False)
+    # over BM25 alone, as the sessions below are logged: personal trees rank their base's
+    human = log_table(app, JUDGMENTS, FEATURE_SET, tmp / "human.parquet", knn=0,
+                      progress=False)
     params = TrainParams(eta=0.1, num_rounds=100)
     train(read_table(human.table), tmp / "base", params=params, search=False,
           exclude=personal_features, table=str(human.table))

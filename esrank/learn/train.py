@@ -424,12 +424,19 @@ def _meta(matrix: FeatureMatrix, chosen: TrainParams, best: dict, tried: list[di
 
 
 def _check_base(base: ModelArtifact, matrix: FeatureMatrix, personal: Sequence[str]) -> None:
-    """A base for personal trees: the same feature set, no split on a personal feature."""
+    """A base for personal trees: the same feature set, the same nearest products among its
+    candidates, no split on a personal feature."""
     if not personal:
         raise InputError("a base model only applies with personal features (--personal)")
     if base.meta.get("feature_set") != matrix.feature_set:
         raise InputError(f"base model {base.path} was trained on {base.meta.get('feature_set')}"
                          f", the table is {matrix.feature_set}")
+    knn = ((base.meta.get("data") or {}).get("recall") or {}).get("knn", 0)
+    if knn != (matrix.recall.knn if matrix.recall else 0):
+        raise InputError(f"base model {base.path} was trained over candidates with {knn} nearest "
+                         f"products, the table over {matrix.recall.knn if matrix.recall else 0}: "
+                         "the personal trees would rank other candidates than their base (log "
+                         "the table with esrank log --knn the base's)")
     used = set(base.booster.get_score(importance_type="weight")) & set(personal)
     if used:
         raise InputError(f"base model {base.path} splits on personal feature(s) "

@@ -278,3 +278,17 @@ def test_a_base_that_uses_a_personal_feature_is_refused(tmp_path):
     with pytest.raises(InputError, match="personal feature 'zz'"):
         train(matrix, tmp_path / "x", search=False, personal=["zz"], device="cpu")
     assert not (tmp_path / "pers").exists() and not (tmp_path / "x").exists()
+
+
+def test_a_base_trained_over_other_nearest_products_is_refused(tmp_path):
+    from dataclasses import replace
+
+    from esrank.catalogue.recall import Recall
+
+    matrix = replace(_matrix(), recall=Recall(20))
+    train(replace(matrix, recall=Recall(20, 50)), tmp_path / "base",
+          params=TrainParams(num_rounds=5), search=False, exclude=["p"], device="cpu")
+    with pytest.raises(InputError, match="with 50 nearest products, the table over 0"):
+        train(matrix, tmp_path / "pers", search=False, personal=["p"],
+              base=ModelArtifact.load(tmp_path / "base"), device="cpu")
+    assert not (tmp_path / "pers").exists()
