@@ -61,7 +61,8 @@ def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: P
 
 def log_text(report) -> str:
     data = report.to_dict()
-    return (f"logged {data['rows']} rows of {report.feature_set} in {data['seconds']}s "
+    over = f" over {report.candidates}" if report.candidates else ""
+    return (f"logged {data['rows']} rows of {report.feature_set}{over} in {data['seconds']}s "
             f"({data['judgments_per_second']} judgments/s) -> {report.table}"
             + "".join(f"\n  not in the index: {q!r} / {d}" for q, d in report.missing_docs))
 

@@ -170,10 +170,12 @@ class LogResult:
     seconds: float
     judgments: int
     missing_docs: list[tuple[str, str]] = field(default_factory=list)
+    candidates: str | None = None  # the candidate set logged (Recall.label), None: judged only
 
     def to_dict(self) -> dict:
         rate = self.judgments / self.seconds if self.seconds else 0.0
         return {"feature_set": self.feature_set, "rows": self.rows, "table": str(self.table),
+                "candidates": self.candidates,
                 "ranklib": str(self.ranklib), "seconds": round(self.seconds, 2),
                 "judgments_per_second": round(rate, 1),
                 "missing_docs": [{"query": q, "doc_id": d} for q, d in self.missing_docs]}
@@ -206,4 +208,5 @@ def log_table(app, judgments: Path | None, feature_set: Path, output: Path, *,
     write_table(report.matrix, output, judgments_source=str(judgments or "ubi indices"))
     write_ranklib(report.matrix, output.with_suffix(".txt"))
     return LogResult(fs.engine_name, len(report.matrix), output, output.with_suffix(".txt"),
-                     report.seconds, len(judged), report.missing_docs)
+                     report.seconds, len(judged), report.missing_docs,
+                     recall.label if recall else None)

@@ -13,6 +13,7 @@ from esrank.catalogue.index import VECTOR_FIELD, has_graph
 from esrank.catalogue.products import read_products, text_of, to_document
 from esrank.catalogue.recall import Recall, retrieve
 from esrank.judgments.lists import read_judgments
+from esrank.learn.table import read_table
 from esrank.ranking.fusion import fuse
 from esrank.ranking.search import Ranker, search
 
@@ -149,3 +150,27 @@ def test_a_narrowed_table_is_the_table_logged_over_the_narrower_set(recall_loop,
     for i in range(len(loop.table)):
         j = at[(loop.table.qids[i], loop.table.doc_ids[i])]
         assert np.allclose(loop.table.values[i, same], narrow.values[j, same], equal_nan=True)
+
+
+def test_the_cli_logs_the_recall_stage_and_shows_the_requests(engine, cli_env, slice_alias,
+                                                              tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    judged = write_slice_judgments(tmp_path / "j.csv")
+    env = {**cli_env, "ESRANK_INDEX": slice_alias}
+
+    def esrank(*args):
+        run = subprocess.run([sys.executable, "-m", "esrank.cli", *args, "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return json.loads(run.stdout)
+
+    logged = esrank("log", str(judged), "-o", str(tmp_path / "t.parquet"), "--window", "20",
+                    "--knn", "15")
+    assert logged["candidates"] == "bm25@20+knn@15" and logged["rows"] > 0
+    assert read_table(tmp_path / "t.parquet").recall == Recall(20, 15)
+    shown = esrank("search", "usb cable", "--model", "linear", "--show-requests")
+    assert [r["step"] for r in shown["requests"]] == ["recall", "fuse"]
+    assert shown["ranker"] == "linear" and shown["hits"]
