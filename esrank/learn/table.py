@@ -1,6 +1,8 @@
 """The training table: logged feature values per (query, doc), and its Parquet/RankLib files.
 
-`FeatureMatrix` is the record; `write_table`/`read_table` are its one writer and reader.
+`FeatureMatrix` is the record; `write_table`/`read_table` are its one writer and reader. A
+table is one Parquet file, or a dataset: a folder of part files (`write_part`), each a table
+file holding whole query groups, which a distributed trainer reads one part per task.
 """
 
 from __future__ import annotations
@@ -155,15 +157,54 @@ def write_table(matrix: FeatureMatrix, path: Path, *, judgments_source: str | No
         pq.write_table(table, tmp)
 
 
+PART = "part-{:05d}.parquet"
+
+
+def write_part(matrix: FeatureMatrix, dataset: Path, number: int, *,
+               judgments_source: str | None = None) -> Path:
+    """Write `matrix` (whole query groups) as part `number` of the dataset folder `dataset`;
+    atomic, so a part on disk is always complete."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    path = dataset / PART.format(number)
+    write_table(matrix, path, judgments_source=judgments_source)
+    return path
+
+
+def table_parts(path: Path) -> list[Path]:
+    """The files of a table: the file itself, or a dataset's parts in order."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    parts = sorted(path.glob("part-*.parquet"))
+    if not parts:
+        raise InputError("a table folder holds no part-*.parquet files", source=str(path))
+    return parts
+
+
 def read_table(path: Path) -> FeatureMatrix:
-    """Read a table written by `write_table`."""
+    """Read a table written by `write_table`, or a dataset of parts (`write_part`), whose parts
+    must all name the same feature set and features."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(b"esrank")
-    if raw is None:
-        raise InputError("not an esrank training table (no esrank metadata)", source=str(path))
-    meta = json.loads(raw)
+    parts = table_parts(path)
+    tables = [pq.read_table(part) for part in parts]
+    metas = [(t.schema.metadata or {}).get(b"esrank") for t in tables]
+    for part, raw in zip(parts, metas, strict=True):
+        if raw is None:
+            raise InputError("not an esrank training table (no esrank metadata)",
+                             source=str(part))
+    meta = json.loads(metas[0])
+    for part, raw in zip(parts[1:], metas[1:], strict=True):
+        other = json.loads(raw)
+        if (other["feature_set"], other["feature_names"]) != (meta["feature_set"],
+                                                               meta["feature_names"]):
+            raise InputError(f"logged with {other['feature_set']}, not {meta['feature_set']} "
+                             f"as {parts[0].name} is", source=str(part))
+        if other.get("shoppers"):  # each part names the shoppers of its own queries
+            meta["shoppers"] = {**(meta.get("shoppers") or {}), **other["shoppers"]}
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables]) \
+        if len(tables) > 1 else tables[0]
     names = tuple(meta["feature_names"])
     missing = [n for n in names if n not in table.column_names]
     if missing:

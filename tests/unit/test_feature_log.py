@@ -192,3 +192,27 @@ def test_a_table_narrows_to_a_smaller_candidate_set():
     assert two.values[:, 0].tolist() == [0, 1, 2, 3]
     with pytest.raises(InputError, match="not within"):
         m.narrowed(Recall(3, 0))
+
+
+def test_a_dataset_of_parts_reads_back_as_one_table(tmp_path):
+    from dataclasses import replace
+
+    from support.tables import synthetic
+
+    from esrank.learn.table import read_table, table_parts, write_part
+
+    m = synthetic(queries=6, docs=4)
+    first, second = m.take(range(12)), m.take(range(12, 24))
+    write_part(second, tmp_path / "ds", 1)
+    write_part(first, tmp_path / "ds", 0)
+    assert [p.name for p in table_parts(tmp_path / "ds")] == ["part-00000.parquet",
+                                                             "part-00001.parquet"]
+    back = read_table(tmp_path / "ds")
+    assert back.qids == m.qids and back.doc_ids == m.doc_ids
+    np.testing.assert_array_equal(back.values, m.values)
+    write_part(replace(first, feature_set="other@0"), tmp_path / "ds", 2)
+    with pytest.raises(InputError, match="part-00002.*other@0"):
+        read_table(tmp_path / "ds")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no part"):
+        read_table(tmp_path / "empty")
