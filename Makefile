@@ -20,7 +20,7 @@ ifneq ($(ES_LTR),)
 export ESRANK_ENGINE__ELASTICSEARCH__LTR_PLUGIN ?= $(abspath $(ES_LTR))
 endif
 
-.PHONY: demo test setup system engine engines lint clean
+.PHONY: demo test setup system engine engines clusters lint clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -53,10 +53,17 @@ engines: $(DEV_STAMP)
 	$(BIN)/esrank engine up --flavor opensearch
 	$(BIN)/esrank engine up --flavor elasticsearch
 
+# the 2-node clusters the engine tests kill nodes of (tests/engine/test_cluster.py), beside
+# the single nodes: node i answers on the port + 10 i
+CLUSTER := --nodes 2
+clusters: $(DEV_STAMP)
+	ESRANK_ENGINE__HEAP=512m $(BIN)/esrank engine up --flavor opensearch $(CLUSTER) --port 9220
+	ESRANK_ENGINE__HEAP=512m $(BIN)/esrank engine up --flavor elasticsearch $(CLUSTER) --port 9221
+
 demo: engine
 	$(BIN)/esrank --flavor $(FLAVOR) demo
 
-test: system engines
+test: system engines clusters
 	$(BIN)/ruff check esrank tests
 	$(BIN)/pytest
 
@@ -66,4 +73,6 @@ lint: $(DEV_STAMP)
 clean:
 	-$(BIN)/esrank engine down --flavor opensearch
 	-$(BIN)/esrank engine down --flavor elasticsearch
+	-$(BIN)/esrank engine down --flavor opensearch $(CLUSTER) --port 9220
+	-$(BIN)/esrank engine down --flavor elasticsearch $(CLUSTER) --port 9221
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -34,7 +34,6 @@ import io
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -56,7 +55,7 @@ from esrank.core.errors import EsrankError
 from esrank.core.settings import ServeSettings, load_settings
 from esrank.deploy.registry import entry, unregistered
 from esrank.deploy.upload import deploy
-from esrank.engine.local import LocalEngine, up
+from esrank.engine.local import LocalEngine, stop_node, up
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.judgments.lists import JudgmentList, read_csv
@@ -147,8 +146,7 @@ def overload(port: int, seconds: float, clients: int) -> dict:
 
 
 def kill(node: LocalEngine) -> None:
-    os.kill(int(node.pid_file.read_text()), signal.SIGKILL)
-    time.sleep(1)
+    stop_node(node.node(0), kill=True)
 
 
 def restart(node: LocalEngine) -> float:

@@ -205,15 +205,19 @@ class App:
             self._artifacts[model] = ModelArtifact.load(Path(record.artifact))
         return self._artifacts[model]
 
-    def local_engine(self, flavor: str | None = None):
-        """The local node of `flavor` (default: the settings' flavor) as settings describe it."""
+    def local_engine(self, flavor: str | None = None, *, nodes: int | None = None,
+                     port: int | None = None):
+        """The local cluster of `flavor` (default: the settings' flavor) as settings describe
+        it; `nodes` and `port` override them (the transport port follows: port + 100)."""
         from esrank.engine.local import LocalEngine
 
         s = self.settings
         flavor = flavor or s.local_flavor
         e, node = s.engine, s.local_node(flavor)
-        return LocalEngine(home=s.home, flavor=flavor, version=node.version, port=node.port,
-                           transport_port=node.transport_port, heap=e.heap,
+        return LocalEngine(home=s.home, flavor=flavor, version=node.version,
+                           port=port or node.port,
+                           transport_port=port + 100 if port else node.transport_port,
+                           nodes=nodes or node.nodes, heap=e.heap,
                            java_home=node.java_home, maven_repo=e.maven_repo,
                            ltr_plugin=node.ltr_plugin,
                            ltr_plugin_sha256=node.ltr_plugin_sha256,

@@ -26,6 +26,7 @@ from esrank.core.batches import batched
 from esrank.core.errors import ConfigError, EngineError, InputError
 from esrank.core.stamps import DIGITS, utc
 from esrank.engine import Engine
+from esrank.engine.cluster import REPLICAS
 from esrank.engine.dialect import Dialect
 from esrank.engine.lease import TTL, Lease
 from esrank.models.encoder import Encoder, same_space
@@ -285,6 +286,9 @@ def _build(engine: Engine, alias: str, paths: Iterable[Path], encoder: Encoder, 
         if report.indexed == 0 or len(report.rejected) > allow_rejects:
             raise RejectedBuildError(report, allow_rejects)
         engine.refresh(index)
+        # built without replicas (half the work); the alias only moves once they are there
+        engine.put_settings(index, REPLICAS)
+        engine.wait_for_index(index)
         engine.put_mapping(index, {"_meta": {BUILD: "complete", ENCODER: encoder.key,
                                              GRAPH: True}})
         report.replaced = engine.count(alias) if old else 0

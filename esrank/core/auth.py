@@ -37,14 +37,17 @@ class Auth:
 
 
 def redact(url: str) -> str:
-    """`url` with the credentials it may carry hidden, with or without a scheme: user:password@
-    shows as user:***@, a username alone (often a token) as ***@.
+    """`url` (or several, separated by commas) with the credentials it may carry hidden, with
+    or without a scheme: user:password@ shows as user:***@, a username alone (often a token)
+    as ***@.
 
     >>> redact("https://elastic:hunter2@host:9200"), redact("TOKEN@host:9200")
     ('https://elastic:***@host:9200', '***@host:9200')
 
     Everything before the last "@" counts as credentials, so a password with a raw "/" or "@"
     stays hidden (an "@" in a path hides more than it needs to, never less)."""
+    if "," in url:
+        return ",".join(map(redact, url.split(",")))
     start = m.end() if (m := _SCHEME.match(url)) else 0
     at = url.rfind("@")
     if at < start:
@@ -69,6 +72,23 @@ def url_problem(url: str) -> str | None:
     if parts.password is not None and not parts.username:
         return "has a password but no username"
     return None
+
+
+def hosts(url: str) -> list[str]:
+    """The URLs of a cluster given as one, or several separated by commas."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+def split_hosts(url: str, auth: Auth | None = None) -> tuple[list[str], Auth]:
+    """`split_credentials` for a cluster given by several URLs (separated by commas): the URLs
+    without credentials and the one `auth` they carry (they must agree)."""
+    found = [split_credentials(u, auth) for u in hosts(url)]
+    if not found:
+        raise ConfigError("no URL given")
+    if len({a for _, a in found}) > 1:
+        raise ConfigError(f"the URLs {redact(url)} carry different credentials: give them once, "
+                          "as ESRANK_USERNAME/ESRANK_PASSWORD or ESRANK_API_KEY")
+    return [u for u, _ in found], found[0][1]
 
 
 def split_credentials(url: str, auth: Auth | None = None) -> tuple[str, Auth]:

@@ -15,16 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from esrank.core.auth import Auth, redact, url_problem
+from esrank.core.auth import Auth, hosts, redact, url_problem
 from esrank.core.errors import ConfigError
 
 
-def _usable_url(url: str | None, setting: str) -> str | None:
-    """`url` when it can address a cluster or endpoint; else the error names `setting` and
-    shows the URL redacted."""
-    if url is not None and (problem := url_problem(url)):
-        raise PydanticCustomError("url", "{message}", {"message": f"{setting}={redact(url)} "
-                                                                  f"{problem}"})
+def _usable_url(url: str | None, setting: str, several: bool = False) -> str | None:
+    """`url` (`several`: or URLs separated by commas) when it can address a cluster or
+    endpoint; else the error names `setting` and shows the URL redacted."""
+    for one in (hosts(url) if several else [url]) if url is not None else []:
+        if problem := url_problem(one):
+            raise PydanticCustomError("url", "{message}", {
+                "message": f"{setting}={redact(url)} {problem}"})
     return url
 
 
@@ -32,6 +33,9 @@ def _default_home() -> Path:
     # OpenSearch runs as a separate user when esrank runs as root, so keep its files out of
     # /root (mode 700) in that case.
     return Path("/var/cache/esrank") if os.geteuid() == 0 else Path.home() / ".cache" / "esrank"
+
+
+NODE_STEP = 10  # node i of a local cluster answers on its first node's ports + 10 i
 
 
 class LocalNodeSettings(BaseModel):
@@ -42,6 +46,9 @@ class LocalNodeSettings(BaseModel):
     version: str = "3.6.0"
     port: int = Field(9200, gt=0, lt=65536)
     transport_port: int = Field(9300, gt=0, lt=65536)
+    # a local cluster of this many nodes (esrank engine up --nodes N): node i answers on
+    # port + 10 i, and esrank's own indices get a replica once there is a node to hold it
+    nodes: int = Field(1, ge=1, le=9)
     java_home: Path | None = None  # default: the newest suitable JDK found
     ltr_plugin: str | None = None  # the LTR plugin zip: a path, or a URL with ltr_plugin_sha256
     ltr_plugin_sha256: str | None = None
@@ -191,6 +198,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ESRANK_", env_nested_delimiter="__",
                                       extra="forbid", hide_input_in_errors=True)
 
+    # the cluster: one URL, or several separated by commas (a request that cannot reach one
+    # node goes to the next)
     url: str | None = None
     # the cluster's engine: "auto" asks it; without ESRANK_URL it picks the local node
     # (auto: OpenSearch)
@@ -225,7 +234,7 @@ class Settings(BaseSettings):
     @field_validator("url")
     @classmethod
     def _usable_engine_url(cls, url: str | None) -> str | None:
-        return _usable_url(url, "ESRANK_URL")
+        return _usable_url(url, "ESRANK_URL", several=True)
 
     @property
     def local_flavor(self) -> str:
@@ -237,8 +246,11 @@ class Settings(BaseSettings):
 
     @property
     def engine_url(self) -> str:
-        """The configured cluster, else the local node."""
-        return self.url or f"http://127.0.0.1:{self.local_node().port}"
+        """The configured cluster (one URL, or several separated by commas), else the local
+        cluster's nodes."""
+        node = self.local_node()
+        return self.url or ",".join(f"http://127.0.0.1:{node.port + NODE_STEP * i}"
+                                    for i in range(node.nodes))
 
     @property
     def engine_flavor(self) -> str:

@@ -19,9 +19,19 @@ BUSY = (429, 503)  # "try again later": bulk retries these
 # kept-alive connections per node: more than the sidecar's request threads (32 by default)
 # and its UBI writer; a smaller pool drops and reopens connections under load
 CONNECTIONS_PER_NODE = 64
-# the settings of esrank's own small indices (registry, leases, UBI, profiles, results): one
-# shard, and a replica once the cluster has a second node to hold it
-SMALL_INDEX = {"index": {"number_of_shards": 1, "auto_expand_replicas": "0-1"}}
+
+
+def failover(urls: Sequence[str]) -> int:
+    """How often a request is sent again when it cannot reach a node (refused, reset): once
+    per other node, so it tries each; never for a timeout or an HTTP error, whose request the
+    engine may have carried out."""
+    return len(urls) - 1
+
+
+# every esrank index gets a replica once the cluster has a second node to hold it
+REPLICAS = {"auto_expand_replicas": "0-1"}
+# the settings of esrank's own small indices (registry, leases, UBI, profiles, results)
+SMALL_INDEX = {"index": {"number_of_shards": 1, **REPLICAS}}
 # the most source bytes one bulk request carries: well under the engines' 100 MB
 # http.max_content_length, whatever the batch size and document size
 MAX_BULK_BYTES = 10_000_000
@@ -59,6 +69,12 @@ class Cluster:
 
     def health(self) -> dict:
         return self._call("cluster health", "GET", "/_cluster/health")
+
+    def shard_copies(self, index: str) -> list[dict]:
+        """Each copy of each shard of `index` (a pattern, or hidden indices' names too): index,
+        shard, prirep (p/r), state and node."""
+        return self._call("list shards", "GET", f"/_cat/shards/{index}", target=index,
+                          params={"format": "json", "h": "index,shard,prirep,state,node"})
 
     def plugins(self) -> set[str]:
         rows = self._call("list plugins", "GET", "/_cat/plugins", params={"format": "json"})
@@ -152,6 +168,10 @@ class Cluster:
         # No "timeout" param: opensearch-py would take it for the HTTP request's own.
         self._call("wait for index", "GET", f"/_cluster/health/{index}",
                    params={"wait_for_active_shards": "all"}, target=index)
+
+    def put_settings(self, index: str, settings: dict) -> None:
+        self._call("put settings", "PUT", f"/{index}/_settings", body={"index": settings},
+                   target=index)
 
     def put_mapping(self, index: str, body: dict) -> None:
         self._call("put mapping", "PUT", f"/{index}/_mapping", body=body, target=index)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.core.auth import Auth, redact, split_credentials
+from esrank.core.auth import Auth, redact, split_hosts
 from esrank.core.errors import EngineError, EngineTimeoutError
-from esrank.engine.cluster import CONNECTIONS_PER_NODE, reason_of
+from esrank.engine.cluster import CONNECTIONS_PER_NODE, failover, reason_of
 
 
 class ElasticsearchTransport:
@@ -23,11 +23,12 @@ class ElasticsearchTransport:
 
         self.url = redact(url)  # what messages show
         # the client gets the credentials as auth, never in a URL it could log or echo
-        url, auth = split_credentials(url, auth)
+        urls, auth = split_hosts(url, auth)
         self._timeout = timeout
         self._client = Elasticsearch(
-            url, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
-            ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=0,
+            urls, basic_auth=auth.basic, api_key=auth.api_key, verify_certs=auth.verify_certs,
+            ca_certs=auth.ca_certs, request_timeout=timeout, max_retries=failover(urls),
+            retry_on_status=(), retry_on_timeout=False,
             connections_per_node=CONNECTIONS_PER_NODE)
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from esrank.core.auth import Auth, redact, split_credentials
+from esrank.core.auth import Auth, redact, split_hosts
 from esrank.core.errors import EngineError, EngineTimeoutError
-from esrank.engine.cluster import CONNECTIONS_PER_NODE, reason_of
+from esrank.engine.cluster import CONNECTIONS_PER_NODE, failover, reason_of
 
 
 class OpenSearchTransport:
@@ -17,13 +17,13 @@ class OpenSearchTransport:
 
         self.url = redact(url)  # what messages show
         # the client gets the credentials as auth, never in a URL it could log or echo
-        url, auth = split_credentials(url, auth)
+        urls, auth = split_hosts(url, auth)
         headers = {"Authorization": f"ApiKey {auth.api_key}"} if auth.api_key else None
         self._timeout = timeout
         self._client = OpenSearch(
-            hosts=[url], http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
-            ca_certs=auth.ca_certs, timeout=timeout, max_retries=0,
-            pool_maxsize=CONNECTIONS_PER_NODE)
+            hosts=urls, http_auth=auth.basic, headers=headers, verify_certs=auth.verify_certs,
+            ca_certs=auth.ca_certs, timeout=timeout, max_retries=failover(urls),
+            retry_on_status=(), retry_on_timeout=False, pool_maxsize=CONNECTIONS_PER_NODE)
 
     def request(self, operation: str, method: str, path: str, *, body: Any = None,
                 params: dict | None = None, target: str | None = None) -> Any:

@@ -7,15 +7,9 @@ import pytest
 
 from esrank.core.errors import ConfigError, EngineError
 from esrank.engine.downloads import download_url
+from esrank.engine.install import DISTRIBUTIONS, PINNED_LTR, Distribution, ltr_plugin
 from esrank.engine.java import find_java
-from esrank.engine.local import (
-    DISTRIBUTIONS,
-    PINNED_LTR,
-    Distribution,
-    LocalEngine,
-    ltr_plugin,
-    status,
-)
+from esrank.engine.local import LocalEngine, status
 
 
 def test_maven_coordinates_follow_the_engine_version():
@@ -121,3 +115,31 @@ def test_status_without_a_started_node(tmp_path):
     es = status(LocalEngine(home=tmp_path, flavor="elasticsearch", version="8.18.6", port=9))
     assert es["flavor"] == "elasticsearch"
     assert Path(es["install_dir"]) == tmp_path / "engine" / "elasticsearch-8.18.6"
+
+
+@pytest.mark.parametrize("flavor", ["opensearch", "elasticsearch"])
+def test_a_two_node_cluster_seeds_each_node_with_both_and_one_manager(tmp_path, flavor):
+    from esrank.engine.local import _write_config
+
+    (tmp_path / "engine" / f"{flavor}-1" / "config").mkdir(parents=True)
+    cluster = LocalEngine(home=tmp_path, flavor=flavor, version="1", port=9220,
+                          transport_port=9320, nodes=2)
+    ymls = []
+    for node in map(cluster.node, range(2)):
+        _write_config(node, "plugins")
+        ymls.append((node.conf_dir / f"{flavor}.yml").read_text())
+    manager = DISTRIBUTIONS[flavor].manager_role
+    assert cluster.urls == ["http://127.0.0.1:9220", "http://127.0.0.1:9230"]
+    for yml in ymls:
+        assert 'discovery.seed_hosts: ["127.0.0.1:9320", "127.0.0.1:9330"]' in yml
+        assert f'["{flavor}-9220"]' in yml and "single-node" not in yml
+        assert f"cluster.name: esrank-local-{flavor}-9220" in yml
+    assert f'node.roles: ["{manager}", "data", "ingest"]' in ymls[0]
+    assert 'node.roles: ["data", "ingest"]' in ymls[1] and "http.port: 9230" in ymls[1]
+    with pytest.raises(EngineError, match="no node 2"):
+        cluster.node(2)
+    # three nodes keep a majority of managers after losing any one
+    assert LocalEngine(home=tmp_path, nodes=3).managers == [0, 1, 2]
+    single = LocalEngine(home=tmp_path, flavor=flavor, version="1", port=9999, nodes=1)
+    _write_config(single.node(0), "plugins")
+    assert "discovery.type: single-node" in (single.node(0).conf_dir / f"{flavor}.yml").read_text()

@@ -184,3 +184,28 @@ def test_url_credentials_never_reach_an_error(transport, userinfo, shown):
         transport(f"http://{userinfo}@127.0.0.1:9", timeout=2).request("health", "GET", "/")
     assert f"cannot reach http://{shown}@127.0.0.1:9 " in str(err.value)
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_node_that_refuses_hands_the_request_to_the_next(server, transport):
+    """A cluster given by several URLs: a request the first node refuses (it is down) goes to
+    the next, every time."""
+    up = f"http://127.0.0.1:{server.server_address[1]}"
+    t = transport(f"http://127.0.0.1:9,{up}")
+    try:
+        for _ in range(4):
+            assert t.request("health", "GET", "/_cluster/health") == {"status": "green"}
+    finally:
+        t._client.close()
+    with pytest.raises(EngineError, match="cannot reach http://127.0.0.1:9,http://127.0.0.1:8 "):
+        transport("http://127.0.0.1:9,http://127.0.0.1:8").request("health", "GET", "/")
+
+
+def test_several_urls_must_carry_the_same_credentials():
+    from esrank.core.auth import split_hosts
+
+    assert split_hosts("https://u:p@a:9200, https://u:p@b:9200") == (
+        ["https://a:9200", "https://b:9200"], Auth(username="u", password="p"))
+    with pytest.raises(ConfigError, match="different credentials") as caught:
+        split_hosts("https://u:p@a:9200,https://u:q@b:9200")
+    assert "p@" not in str(caught.value) and "q@" not in str(caught.value)
