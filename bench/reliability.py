@@ -1,6 +1,9 @@
 """Reliability: overload, an engine killed mid-work, malformed input — what happens, in figures.
 
-On the local engine of --flavor (it is killed with SIGKILL and restarted several times):
+On the local engine of --flavor (it is killed with SIGKILL and restarted several times); with
+--nodes 2 (and --port), on the local 2-node cluster instead, the cluster section alone
+(bench/_cluster_faults.py: a node killed under 50 sidecar search clients, mid-index,
+mid-deploy and mid-log; two deploys of one feature set at once):
 
 - overload: the sidecar (default settings) at capacity on /embed (as many closed-loop clients
   as request threads, unique texts), then an open-loop load at twice that rate for --seconds:
@@ -21,9 +24,10 @@ On the local engine of --flavor (it is killed with SIGKILL and restarted several
   with one pass per request (as before the limits): peak memory, /search p50/p99 and degraded
   answers.
 
-Writes bench/results/reliability[_FLAVOR].json.
+Writes bench/results/reliability[_cluster][_FLAVOR].json.
 
     python bench/reliability.py [--flavor elasticsearch] [--seconds 60]
+    python bench/reliability.py --nodes 2 --port 9220 --seconds 40 --rounds 5
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from _chorus import FEATURE_SETS, JUDGMENTS, private_feature_set, remove_deploye
 from _report import configured_encoder, engine_options, result_path, write_result
 from sidecar import start_server
 
-from esrank.app import connect_engine
+from esrank.app import App, connect_engine
 from esrank.catalogue.index import index_catalogue
 from esrank.catalogue.recall import Recall
 from esrank.core.errors import EsrankError
@@ -543,29 +547,9 @@ def malformed(settings, flavor: str, port: int) -> dict:
             "300_word_query_answered_with_dropped_terms": long_ok}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    engine_options(ap)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--rounds", type=int, default=20, help="Rounds of two concurrent index runs.")
-    ap.add_argument("--embed-seconds", type=float, default=40.0,
-                    help="Seconds of searches under /embed load per batch configuration.")
-    ap.add_argument("--out", type=Path, help="Default: bench/results/reliability[_FLAVOR].json.")
-    args = ap.parse_args()
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # the overload is on purpose
-    settings = load_settings(url=args.url, flavor=args.flavor)
-    if not settings.uses_local_engine:
-        raise SystemExit("this bench kills and restarts the local engine: no --url")
-    e, n = settings.engine, settings.local_node()
-    node = LocalEngine(home=settings.home, flavor=settings.local_flavor, version=n.version,
-                       port=n.port, transport_port=n.transport_port, heap=e.heap,
-                       java_home=n.java_home, maven_repo=e.maven_repo, ltr_plugin=n.ltr_plugin,
-                       ltr_plugin_sha256=n.ltr_plugin_sha256)
-    encoder = configured_encoder()
-    engine = connect_engine(settings)
-    started = time.monotonic()
-
-    # a live alias, a feature set and an active model to protect
+def protected(engine, encoder, tmp: Path):
+    """A live alias, a feature set and an active model to protect: (feature set, judgments,
+    logged table's file, model, its queries)."""
     index_catalogue(engine, ALIAS, [SLICE], encoder, progress=False)
     fs = private_feature_set(engine, load_feature_set(FEATURE_SETS / "chorus.yaml"), SET)
     ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
@@ -573,33 +557,76 @@ def main() -> None:
     table = log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(20),
                           progress=False).matrix
     queries = table.docs_by_query()
+    write_table(table, tmp / "t.parquet")
+    train(table, tmp / "m", search=False, device="cpu", params=TrainParams(num_rounds=20),
+          table=str(tmp / "t.parquet"))
+    artifact = ModelArtifact.load(tmp / "m")
+    deploy(engine, ALIAS, artifact, fs, queries, query_params(fs.params, encoder))
+    return fs, judged, tmp / "t.parquet", artifact, queries
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    engine_options(ap)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--rounds", type=int, default=20, help="Rounds of two concurrent index runs "
+                    "(with --nodes: of two concurrent deploys).")
+    ap.add_argument("--embed-seconds", type=float, default=40.0,
+                    help="Seconds of searches under /embed load per batch configuration.")
+    ap.add_argument("--nodes", type=int, default=1, help="2 or more: the cluster section alone, "
+                    "on the local cluster of that many nodes at --port (esrank engine up "
+                    "--nodes N --port P).")
+    ap.add_argument("--port", type=int, help="The cluster's first port (default: the flavor's).")
+    ap.add_argument("--clients", type=int, default=50,
+                    help="Concurrent /search clients while a node is killed (--nodes).")
+    ap.add_argument("--out", type=Path, help="Default: bench/results/reliability[_cluster]"
+                    "[_FLAVOR].json.")
+    args = ap.parse_args()
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # the overload is on purpose
+    settings = load_settings(url=args.url, flavor=args.flavor)
+    if not settings.uses_local_engine:
+        raise SystemExit("this bench kills and restarts the local engine: no --url")
+    node = App(settings).local_engine(nodes=args.nodes, port=args.port)
+    if args.nodes > 1:
+        settings = load_settings(url=",".join(node.urls), flavor=args.flavor)
+    encoder = configured_encoder()
+    engine = connect_engine(settings)
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
-        write_table(table, Path(tmp) / "t.parquet")
-        train(table, Path(tmp) / "m", search=False, device="cpu",
-              params=TrainParams(num_rounds=20), table=str(Path(tmp) / "t.parquet"))
-        artifact = ModelArtifact.load(Path(tmp) / "m")
-        params_for = query_params(fs.params, encoder)
-        deploy(engine, ALIAS, artifact, fs, queries, params_for)
+        fs, judged, table, artifact, queries = protected(engine, encoder, Path(tmp))
+        if args.nodes > 1:
+            from _cluster_faults import cluster_section
 
-        from esrank.serve import create_app
-
-        serve = ServeSettings()  # the defaults, as `esrank serve` runs
-        sidecar = create_app(settings.model_copy(update={"serve": serve, "index": ALIAS,
-                                                         "active_set": SET}), encoder=encoder)
-        port = start_server(sidecar, threads=serve.threads)
-        result = {"flavor": args.flavor,
-                  "overload": overload(port, args.seconds, serve.threads)}
-        result["malformed_input"] = malformed(settings, args.flavor, port)
-        result["concurrent_index"] = concurrent_index(settings, args.flavor, args.rounds)
-        result["embed_at_limits"] = embed_at_limits(settings, args.flavor, args.embed_seconds)
-        result["killed_mid_index"] = killed_mid_index(settings, node, encoder)
-        result["killed_mid_deploy"] = killed_mid_deploy(settings, node, encoder, artifact, fs,
-                                                        queries)
-        result["killed_mid_search"] = killed_mid_search(settings, node, encoder)
+            result = {"flavor": args.flavor, **cluster_section(
+                node, settings, args.flavor, encoder, fs, judged, artifact, table, Path(tmp),
+                args)}
+        else:
+            result = single_node(node, settings, args, encoder, fs, artifact, queries)
     engine = connect_engine(settings)
     remove_deployed(engine, SET, engine.indices(f"{ALIAS}-*"))
     result["seconds"] = round(time.monotonic() - started, 1)
-    write_result(result, args.out or result_path("reliability", args))
+    name = "reliability_cluster" if args.nodes > 1 else "reliability"
+    write_result(result, args.out or result_path(name, args))
+
+
+def single_node(node, settings, args, encoder, fs, artifact, queries) -> dict:
+    """The single-node sections: overload, malformed input, concurrent index runs, /embed at
+    its limits, and the engine killed mid-index, mid-deploy and mid-search."""
+    from esrank.serve import create_app
+
+    serve = ServeSettings()  # the defaults, as `esrank serve` runs
+    sidecar = create_app(settings.model_copy(update={"serve": serve, "index": ALIAS,
+                                                     "active_set": SET}), encoder=encoder)
+    port = start_server(sidecar, threads=serve.threads)
+    result = {"flavor": args.flavor, "overload": overload(port, args.seconds, serve.threads)}
+    result["malformed_input"] = malformed(settings, args.flavor, port)
+    result["concurrent_index"] = concurrent_index(settings, args.flavor, args.rounds)
+    result["embed_at_limits"] = embed_at_limits(settings, args.flavor, args.embed_seconds)
+    result["killed_mid_index"] = killed_mid_index(settings, node, encoder)
+    result["killed_mid_deploy"] = killed_mid_deploy(settings, node, encoder, artifact, fs,
+                                                    queries)
+    result["killed_mid_search"] = killed_mid_search(settings, node, encoder)
+    return result
 
 
 if __name__ == "__main__":
