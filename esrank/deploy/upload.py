@@ -114,7 +114,7 @@ def upload(app, artifact_path: Path, feature_set: Path, table: Path | None = Non
     artifact = ModelArtifact.load(artifact_path)
     fs = load_feature_set(feature_set)
     table = table or Path((artifact.meta.get("data") or {}).get("table") or "")
-    if not table.is_file():
+    if not table.exists():  # a table file, or a dataset folder
         raise InputError("no logged table for the parity gate: pass --table")
     encoder = app.encoder if any(p.type == "vector" for p in fs.params) else None
     matrix = read_table(table)
