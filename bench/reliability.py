@@ -598,8 +598,8 @@ def main() -> None:
             from _cluster_faults import cluster_section
 
             result = {"flavor": args.flavor, **cluster_section(
-                node, settings, args.flavor, encoder, fs, judged, artifact, table, Path(tmp),
-                args)}
+                node, settings, args.flavor, encoder, fs, judged, artifact, table, queries,
+                Path(tmp), args)}
         else:
             result = single_node(node, settings, args, encoder, fs, artifact, queries)
     engine = connect_engine(settings)
