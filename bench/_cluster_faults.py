@@ -149,7 +149,10 @@ def search_load(cluster: LocalEngine, settings, clients: int, seconds: float) ->
                 "p50_ms": round(float(np.percentile(ms, 50)), 1) if ms else None,
                 "p99_ms": round(float(np.percentile(ms, 99)), 1) if ms else None}
 
+    metrics = request(port, "GET", "/metrics")[3].decode()
+    dropped = re.search(r"^esrank_ubi_dropped_total (\S+)$", metrics, re.M)
     return {"clients": clients, "think_s": THINK_S, "sidecar_threads": settings.serve.threads,
+            "ubi_records_dropped": float(dropped.group(1)) if dropped else None,
             "node_down_s": DOWN_S, "node_back_green_s": round(green - killed - DOWN_S, 1),
             "failed_searches": len(failed),
             "failing_for_s": round(failed[-1] - failed[0], 2) if failed else 0.0,

@@ -30,6 +30,21 @@ def test_url_means_an_existing_cluster(monkeypatch):
     assert s.engine_flavor == "auto"  # asked of the cluster
 
 
+def test_a_cluster_is_several_urls(monkeypatch):
+    monkeypatch.setenv("ESRANK_ENGINE__OPENSEARCH__NODES", "3")
+    assert load_settings().engine_url == ("http://127.0.0.1:9200,http://127.0.0.1:9210,"
+                                          "http://127.0.0.1:9220")
+    monkeypatch.setenv("ESRANK_URL", "https://a:9200, https://b:9200")
+    assert load_settings().engine_url == "https://a:9200, https://b:9200"
+    monkeypatch.setenv("ESRANK_URL", "https://a:9200,b:9200")
+    with pytest.raises(ConfigError, match="ESRANK_URL=.*needs http"):
+        load_settings()
+    monkeypatch.setenv("ESRANK_LLM__ENDPOINT", "https://a:8080,https://b:8080")
+    monkeypatch.delenv("ESRANK_URL")
+    with pytest.raises(ConfigError, match="ESRANK_LLM__ENDPOINT"):  # one endpoint only
+        load_settings()
+
+
 def test_bad_values_name_the_field(monkeypatch):
     monkeypatch.setenv("ESRANK_ENGINE__OPENSEARCH__PORT", "ninety")
     with pytest.raises(ConfigError, match="engine.opensearch.port"):
