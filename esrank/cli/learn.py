@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from esrank.cli.common import FORMATS, OutputFile, app_of, emit
+from esrank.cli.common import FORMATS, app_of, emit
 
 
 @click.command("log")
@@ -17,9 +17,17 @@ from esrank.cli.common import FORMATS, OutputFile, app_of, emit
 @click.option("--feature-set", "feature_set_path", type=click.Path(path_type=Path),
               default=Path("feature_sets/chorus.yaml"), show_default=True)
 @click.option("--format", "fmt", type=FORMATS, help="Judgment format (default: extension).")
-@click.option("-o", "--output", type=OutputFile(), required=True,
-              help="Training table (.parquet); a RankLib .txt is written beside it.")
-@click.option("--queries-per-request", default=16, show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Training table: a .parquet file (a RankLib .txt is written beside it), or "
+                   "any other name: a dataset folder written in parts as it goes, resumable "
+                   "(re-run the same command after a failure: finished parts are kept).")
+@click.option("--queries-per-request", default=16, show_default=True,
+              help="Queries per msearch batch.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Concurrent msearch batches (the engine spreads them over its shards and "
+                   "nodes); the table is the same whatever their number.")
+@click.option("--part-size", default=500, show_default=True, type=click.IntRange(1),
+              metavar="QUERIES", help="Query groups per part file of a dataset folder.")
 @click.option("--window", type=int, metavar="N",
               help="Also log every doc of each query's BM25 top N, the window a model "
                    "rescores (unjudged ones as grade 0), with each row's first-pass rank: "
@@ -37,23 +45,26 @@ from esrank.cli.common import FORMATS, OutputFile, app_of, emit
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: Path,
-            fmt: str | None, output: Path, queries_per_request: int, window: int | None,
-            knn: int | None, sessions: bool, as_json: bool) -> None:
+            fmt: str | None, output: Path, queries_per_request: int, workers: int,
+            part_size: int, window: int | None, knn: int | None, sessions: bool,
+            as_json: bool) -> None:
     """Log every feature for every judged (query, doc), and for the served window, through
     the LTR plugin.
 
     Pushes the feature set first (a no-op when stored). Missing values stay NaN in the table;
     judged docs absent from the index are listed and the command exits 1. A feature set with a
     cross-encoder param (feature_sets/chorus_ce.yaml) needs ESRANK_CROSS_ENCODER: it scores
-    every logged doc, and the table records which cross-encoder did.
+    every logged doc, and the table records which cross-encoder did. Any output but a .parquet
+    file is a dataset folder of parts (no RankLib text) that a re-run resumes (docs/learning.md).
     """
     from esrank.learn.feature_log import log_table
 
     if judgments_file is None and not sessions:
         raise click.UsageError("give a JUDGMENTS file (or --sessions for the engine's UBI log)")
     report = log_table(app_of(ctx), judgments_file, feature_set_path, output, fmt=fmt,
-                       window=window, knn=knn, queries_per_request=queries_per_request,
-                       progress=not as_json, sessions=sessions)
+                       window=window, knn=knn, sessions=sessions, progress=not as_json,
+                       queries_per_request=queries_per_request, workers=workers,
+                       part_size=part_size)
     emit(report.to_dict(), as_json, log_text(report))
     if report.missing_docs:
         sys.exit(1)
@@ -62,8 +73,10 @@ def log_cmd(ctx: click.Context, judgments_file: Path | None, feature_set_path: P
 def log_text(report) -> str:
     data = report.to_dict()
     over = f" over {report.candidates}" if report.candidates else ""
+    parts = (f" ({data['parts']['written']} parts written, {data['parts']['skipped']} done "
+             "before)" if report.parts else "")
     return (f"logged {data['rows']} rows of {report.feature_set}{over} in {data['seconds']}s "
-            f"({data['judgments_per_second']} judgments/s) -> {report.table}"
+            f"({data['judgments_per_second']} judgments/s) -> {report.table}{parts}"
             + "".join(f"\n  not in the index: {q!r} / {d}" for q, d in report.missing_docs))
 
 

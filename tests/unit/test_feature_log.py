@@ -10,7 +10,7 @@ import pytest
 from support.fakes import FakeTransport, searches
 
 from esrank.catalogue.recall import Recall
-from esrank.core.errors import ConfigError, InputError
+from esrank.core.errors import ConfigError, EngineError, InputError
 from esrank.engine.base import Engine
 from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
@@ -216,3 +216,152 @@ def test_a_dataset_of_parts_reads_back_as_one_table(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no part"):
         read_table(tmp_path / "empty")
+
+
+def judged(queries: int, docs: int = 3) -> JudgmentList:
+    return JudgmentList(tuple(Judgment(str(q), f"query {q}", f"d{q}-{k}", k % 4)
+                              for q in range(queries) for k in range(docs)))
+
+
+def slow_first_answers(present):
+    """logging_answers whose earlier queries answer later (so batches finish out of order);
+    `.peak` is the most msearches in flight at once."""
+    import threading
+    import time
+
+    transport = logging_answers(present)
+    answer, lock, flight = transport.answers[("POST", "/_msearch")], threading.Lock(), [0]
+    transport.peak = 0
+
+    def slow(body):
+        first = int(searches(body)[0]["query"]["bool"]["filter"][0]["ids"]["values"][0][1:]
+                    .split("-")[0])
+        with lock:
+            flight[0] += 1
+            transport.peak = max(transport.peak, flight[0])
+        time.sleep(0.01 * (8 - first))
+        with lock:
+            flight[0] -= 1
+        return answer(body)
+
+    transport.answers[("POST", "/_msearch")] = slow
+    return transport
+
+
+def test_concurrent_workers_log_the_same_table_in_the_same_order():
+    jl = judged(8)
+    present = {j.doc_id for j in jl} - {"d5-1"}
+    one = log_judgments(Engine(logging_answers(present)), "p", FS, jl, FakeEncoder(),
+                        queries_per_request=1, progress=False)
+    transport = slow_first_answers(present)
+    four = log_judgments(Engine(transport), "p", FS, jl, FakeEncoder(), queries_per_request=1,
+                         workers=4, progress=False)
+    assert transport.peak > 1  # the batches did overlap, and finished out of order
+    assert four.matrix.qids == one.matrix.qids and four.matrix.doc_ids == one.matrix.doc_ids
+    np.testing.assert_array_equal(four.matrix.values, one.matrix.values)
+    assert four.missing_docs == one.missing_docs == [("query 5", "d5-1")]
+
+
+def test_the_worker_pool_keeps_order_and_stops_at_the_first_error():
+    import time
+
+    from esrank.learn.feature_log import in_order
+
+    started = []
+
+    def work(n):
+        started.append(n)
+        time.sleep(0.01 * (5 - n % 5))
+        if n == 3:
+            raise EngineError("msearch", "node left")
+        return n * 10
+
+    assert list(in_order(work, range(3), workers=3)) == [0, 10, 20]
+    started.clear()
+    results = in_order(work, range(100), workers=2)
+    assert [next(results) for _ in range(3)] == [0, 10, 20]
+    with pytest.raises(EngineError, match="node left"):
+        next(results)
+    assert len(started) < 10  # at most two per worker were queued, the rest never started
+
+
+def test_a_dataset_is_written_in_parts_of_whole_query_groups_and_resumes(tmp_path):
+    from esrank.learn.feature_log import log_dataset
+    from esrank.learn.table import read_table, table_parts
+
+    jl = judged(5)
+    present = {j.doc_id for j in jl} - {"d3-2"}
+    whole = log_judgments(Engine(logging_answers(present)), "p", FS, jl, FakeEncoder(),
+                          progress=False).matrix
+    folder = tmp_path / "table"
+    transport = logging_answers(present)
+    first = log_dataset(Engine(transport), "p", FS, jl, FakeEncoder(), folder, part_size=2,
+                        queries_per_request=1, workers=2, progress=False)
+    assert (first.written, first.skipped, first.rows, first.judgments) == (3, 0, 14, 15)
+    assert first.missing_docs == [("query 3", "d3-2")]
+    parts = table_parts(folder)
+    assert [read_table(p).qids[::3] for p in parts] == [("0", "1"), ("2", "3"), ("4",)]
+    back = read_table(folder)
+    assert (back.qids, back.doc_ids) == (whole.qids, whole.doc_ids)
+    np.testing.assert_array_equal(back.values, whole.values)
+
+    parts[1].unlink()
+    transport.calls.clear()
+    again = log_dataset(Engine(transport), "p", FS, jl, FakeEncoder(), folder, part_size=2,
+                        queries_per_request=1, progress=False)
+    assert (again.written, again.skipped, again.rows, again.judgments) == (1, 2, 14, 6)
+    assert again.missing_docs == first.missing_docs  # the skipped parts' too, from the manifest
+    logged = {s["query"]["bool"]["filter"][0]["ids"]["values"][0]
+              for _, path, body, _ in transport.calls if path == "/_msearch"
+              for s in searches(body)}
+    assert logged == {"d2-0", "d3-0"}  # part 1's queries only
+    np.testing.assert_array_equal(read_table(folder).values, whole.values)
+
+
+def test_a_run_that_fails_midway_keeps_its_finished_parts(tmp_path):
+    from esrank.learn.feature_log import log_dataset
+    from esrank.learn.table import table_parts
+
+    jl = judged(6)
+    transport = logging_answers({j.doc_id for j in jl})
+    answer, calls = transport.answers[("POST", "/_msearch")], []
+
+    def failing(body):
+        calls.append(body)
+        if len(calls) == 4:
+            raise EngineError("msearch", "cannot reach the node")
+        return answer(body)
+
+    transport.answers[("POST", "/_msearch")] = failing
+    with pytest.raises(EngineError, match="cannot reach"):
+        log_dataset(Engine(transport), "p", FS, jl, FakeEncoder(), tmp_path, part_size=2,
+                    queries_per_request=1, progress=False)
+    assert [p.name for p in table_parts(tmp_path)] == ["part-00000.parquet"]
+    transport.answers[("POST", "/_msearch")] = answer
+    done = log_dataset(Engine(transport), "p", FS, jl, FakeEncoder(), tmp_path, part_size=2,
+                       queries_per_request=1, progress=False)
+    assert (done.written, done.skipped, done.judgments) == (2, 1, 12)
+
+
+def test_a_folder_logged_with_other_inputs_is_refused_naming_what_differs(tmp_path):
+    from dataclasses import replace
+
+    from esrank.learn.log_manifest import LogManifest, judgments_digest
+
+    logged = LogManifest("chorus@1", "bm25@100+knn@200", judgments_digest(judged(2)),
+                         "enc:1:fp32", None, 500, "j.csv")
+    assert logged.open(tmp_path) == {}
+    assert replace(logged, judgments="elsewhere.csv").open(tmp_path) == {}  # same digest
+    with pytest.raises(InputError, match=r"another candidate set \(bm25@100\+knn@200 there, "
+                                         r"bm25@20 now\): log into a new folder"):
+        replace(logged, candidates="bm25@20").open(tmp_path)
+    with pytest.raises(InputError, match=r"another judgments .*; another part size \(500 there,"
+                                         r" 100 now\)"):
+        replace(logged, judgments_sha256=judgments_digest(judged(3)), part_size=100
+                ).open(tmp_path)
+    with pytest.raises(InputError, match=r"another feature set \(chorus@1 there, chorus@2"):
+        replace(logged, feature_set="chorus@2").open(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "part-00000.parquet").write_bytes(b"")
+    with pytest.raises(InputError, match="part files but no _esrank.json"):
+        logged.open(tmp_path / "other")
