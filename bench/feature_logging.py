@@ -6,16 +6,19 @@ the chorus feature set both ways in one run and prints judgments/s and the ratio
 section logs as `esrank log --workers N` does: over the recall stage (the BM25 top --window
 joined with the --knn nearest products), 16 queries per msearch, the judgments repeated
 --copies times under fresh query ids (a longer job than the 97 queries' 7 batches); the worker
-counts take turns within each repeat. Writes bench/results/feature_logging.json (--out).
+counts take turns within each repeat, and then the most workers log the same judgments into a
+dataset folder in parts (`esrank log -o FOLDER`), the cost of writing parts as it goes.
+Writes bench/results/feature_logging.json (--out).
 
     python bench/feature_logging.py
-    python bench/feature_logging.py --url http://127.0.0.1:9210 \
+    python bench/feature_logging.py --url http://HOST:PORT \
         --out bench/results/feature_logging_cluster.json
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,9 +33,11 @@ from esrank.features.params import query_params
 from esrank.features.parser import load_feature_set
 from esrank.features.sync import push_feature_sets
 from esrank.judgments.lists import JudgmentList, read_csv
-from esrank.learn.feature_log import log_judgments
+from esrank.learn.feature_log import log_dataset, log_judgments
+from esrank.learn.table import read_table
 
 ROOT = Path(__file__).resolve().parent.parent
+PART_SIZE = 50  # queries per part of the dataset run: 8 parts
 
 
 def main() -> None:
@@ -96,16 +101,21 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
                                 for j in judgments))
     recall = Recall(args.window, args.knn)
     seconds: dict[int, list[float]] = {n: [] for n in counts}
-    tables = {}
+    tables, parts_s = {}, []
     for _ in range(args.repeats):
         for n in counts:
             report = log_judgments(engine, args.index, fs, copies, encoder, recall=recall,
                                    workers=n, progress=False)
             seconds[n].append(report.seconds)
             tables[n] = report.matrix
+        with tempfile.TemporaryDirectory() as tmp:  # the same, written as a dataset in parts
+            parts_s.append(log_dataset(engine, args.index, fs, copies, encoder, Path(tmp),
+                                       recall=recall, workers=counts[-1], part_size=PART_SIZE,
+                                       progress=False).seconds)
+            tables["dataset"] = read_table(Path(tmp))
     first = tables[counts[0]]
-    for n, table in tables.items():  # the same rows whatever the workers
-        assert table.doc_ids == first.doc_ids, f"{n} workers logged other rows"
+    for n, table in tables.items():  # the same rows whatever the workers, file or dataset
+        assert table.doc_ids == first.doc_ids, f"{n} logged other rows"
         np.testing.assert_allclose(table.values, first.values, rtol=1e-5, equal_nan=True)
     best = {n: min(s) for n, s in seconds.items()}
     return {
@@ -116,6 +126,9 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
         "ratio_to_1_worker": {str(n): round(best[counts[0]] / best[n], 2) for n in counts},
         "best_of_seconds": {str(n): round(best[n], 3) for n in counts},
         "all_seconds": {str(n): [round(s, 3) for s in seconds[n]] for n in counts},
+        "dataset": {"workers": counts[-1], "part_size": PART_SIZE,
+                    "judgments_per_s": round(len(copies) / min(parts_s), 1),
+                    "vs_one_file": round(best[counts[-1]] / min(parts_s), 2)},
     }
 
 

@@ -143,8 +143,12 @@ class FeatureLogger:
         """Per query: its candidates, and doc id -> logged values (one msearch for the
         candidates, one ranked msearch logging them and the judged docs)."""
         texts = [bounded_query(js[0].query)[0] for _, js in chunk]  # as served
-        recall, encoder = self.recall, self.encoder
-        vectors = encoder.encode(texts) if recall and recall.knn else None  # the params' too
+        recall = self.recall
+        # each query embedded alone, as a lone search is: an int8 encoder's vector depends on
+        # the batch it is in (its activations are quantized per batch), and the table must not
+        # depend on how queries were batched, by how many workers, in which parts
+        vectors = (np.vstack([self.encoder.encode([text]) for text in texts])
+                   if self.encoder_key else None)  # for the kNN candidates and the params
         windows = (retrieve(self.engine, self.index, texts, recall, vectors) if recall
                    else [Candidates(()) for _ in chunk])
         ids = [list(dict.fromkeys([j.doc_id for j in js] + served.ids))

@@ -365,3 +365,17 @@ def test_a_folder_logged_with_other_inputs_is_refused_naming_what_differs(tmp_pa
     (tmp_path / "other" / "part-00000.parquet").write_bytes(b"")
     with pytest.raises(InputError, match="part files but no _esrank.json"):
         logged.open(tmp_path / "other")
+
+
+def test_each_query_is_embedded_alone_whatever_its_batch():
+    class BatchDependent(FakeEncoder):  # as an int8 encoder: the batch changes each vector
+        def encode(self, texts, batch_size=64):
+            return np.full((len(texts), 384), 1 / len(texts), dtype=np.float32)
+
+    transport = logging_answers({"d0-0"})
+    log_judgments(Engine(transport), "p", FS, judged(5), BatchDependent(),
+                  queries_per_request=4, progress=False)
+    sent = [s["rescore"]["query"]["rescore_query"]["sltr"]["params"]["query_vector"][0]
+            for _, path, body, _ in transport.calls if path == "/_msearch"
+            for s in searches(body)]
+    assert sent == [1.0] * 5
