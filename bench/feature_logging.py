@@ -18,6 +18,7 @@ Writes bench/results/feature_logging.json (--out).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from dataclasses import replace
@@ -101,12 +102,15 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
                                 for j in judgments))
     recall = Recall(args.window, args.knn)
     seconds: dict[int, list[float]] = {n: [] for n in counts}
+    cpu: dict[int, list[float]] = {n: [] for n in counts}  # esrank's own CPU share of the wall
     tables, parts_s = {}, []
     for _ in range(args.repeats):
         for n in counts:
+            started = time.process_time()
             report = log_judgments(engine, args.index, fs, copies, encoder, recall=recall,
                                    workers=n, progress=False)
             seconds[n].append(report.seconds)
+            cpu[n].append((time.process_time() - started) / report.seconds)
             tables[n] = report.matrix
         with tempfile.TemporaryDirectory() as tmp:  # the same, written as a dataset in parts
             parts_s.append(log_dataset(engine, args.index, fs, copies, encoder, Path(tmp),
@@ -126,6 +130,8 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
         "ratio_to_1_worker": {str(n): round(best[counts[0]] / best[n], 2) for n in counts},
         "best_of_seconds": {str(n): round(best[n], 3) for n in counts},
         "all_seconds": {str(n): [round(s, 3) for s in seconds[n]] for n in counts},
+        "client_cpu_cores": {str(n): round(float(np.median(cpu[n])), 2) for n in counts},
+        "machine_cores": os.cpu_count(),
         "dataset": {"workers": counts[-1], "part_size": PART_SIZE,
                     "judgments_per_s": round(len(copies) / min(parts_s), 1),
                     "vs_one_file": round(best[counts[-1]] / min(parts_s), 2)},
