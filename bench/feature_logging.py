@@ -96,14 +96,16 @@ def batched_vs_single(engine, index, fs, judgments, encoder, repeats) -> dict:
 
 def workers_section(engine, args, fs, judgments, encoder) -> dict:
     """judgments/s of `log_judgments(..., workers=N)` over the recall stage, best of
-    --repeats, and each count's ratio to 1 worker; the tables must be the same."""
+    --repeats, and each count's ratio to 1 worker; each run's rows against the first run's."""
     counts = [int(n) for n in args.workers.split(",")]
     copies = JudgmentList(tuple(replace(j, qid=f"{c}:{j.qid}") for c in range(args.copies)
                                 for j in judgments))
     recall = Recall(args.window, args.knn)
+    single_node = len(engine.transport.request("nodes", "GET", "/_nodes")["nodes"]) == 1
     seconds: dict[int, list[float]] = {n: [] for n in counts}
     cpu: dict[int, list[float]] = {n: [] for n in counts}  # esrank's own CPU share of the wall
-    tables, parts_s = {}, []
+    shared: dict[str, list[float]] = {}
+    parts_s, first = [], None
     for _ in range(args.repeats):
         for n in counts:
             started = time.process_time()
@@ -111,16 +113,14 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
                                    workers=n, progress=False)
             seconds[n].append(report.seconds)
             cpu[n].append((time.process_time() - started) / report.seconds)
-            tables[n] = report.matrix
+            first = first or report.matrix
+            shared.setdefault(str(n), []).append(agreement(first, report.matrix, single_node))
         with tempfile.TemporaryDirectory() as tmp:  # the same, written as a dataset in parts
             parts_s.append(log_dataset(engine, args.index, fs, copies, encoder, Path(tmp),
                                        recall=recall, workers=counts[-1], part_size=PART_SIZE,
                                        progress=False).seconds)
-            tables["dataset"] = read_table(Path(tmp))
-    first = tables[counts[0]]
-    for n, table in tables.items():  # the same rows whatever the workers, file or dataset
-        assert table.doc_ids == first.doc_ids, f"{n} logged other rows"
-        np.testing.assert_allclose(table.values, first.values, rtol=1e-5, equal_nan=True)
+            shared.setdefault("dataset", []).append(
+                agreement(first, read_table(Path(tmp)), single_node))
     best = {n: min(s) for n, s in seconds.items()}
     return {
         "candidates": recall.label, "queries": len(copies.queries()), "judgments": len(copies),
@@ -135,7 +135,20 @@ def workers_section(engine, args, fs, judgments, encoder) -> dict:
         "dataset": {"workers": counts[-1], "part_size": PART_SIZE,
                     "judgments_per_s": round(len(copies) / min(parts_s), 1),
                     "vs_one_file": round(best[counts[-1]] / min(parts_s), 2)},
+        # the least share of the first run's (qid, doc) rows another run logged too
+        "rows_shared_with_first_run": {k: min(v) for k, v in shared.items()},
     }
+
+
+def agreement(first, table, exact: bool) -> float:
+    """The share of `first`'s (qid, doc) rows that `table` holds too; with `exact` (one node:
+    every search sees the same shard) the tables must be equal, values to float noise."""
+    if exact:
+        assert table.doc_ids == first.doc_ids, "a run logged other rows"
+        np.testing.assert_allclose(table.values, first.values, rtol=1e-5, equal_nan=True)
+    rows = set(zip(table.qids, table.doc_ids, strict=True))
+    return round(sum(r in rows for r in zip(first.qids, first.doc_ids, strict=True))
+                 / len(first), 5)
 
 
 if __name__ == "__main__":
