@@ -20,11 +20,8 @@ Chorus's 97 queries that split is too small to be a reliable judge: it stopped a
 and lost to fixed rounds). A table without first-pass ranks (logged with --window 0) cannot be
 served this way: it is scored on its own rows ("in-table CV"), and says so.
 
-Missing features (NaN in the table) are trained as MISSING_AS, the largest float32. The LTR
-plugin ignores XGBoost's learned default branch: a feature it could not compute reaches the
-trees as NaN and, since a split goes "yes" only when `threshold > value`, always takes the
-"no" side, which is where the largest value goes too. Trained this way the booster routes
-missing values exactly as the plugin will serve them.
+How much search a table gets (folds, bagged trees, successive halving) grows with its size:
+esrank.learn.search. One fit and the missing-value convention: esrank.learn.fit.
 """
 
 from __future__ import annotations
@@ -32,87 +29,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
-from itertools import groupby
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from esrank import __version__
 from esrank.core.errors import InputError
 from esrank.core.files import check_new_folder
 from esrank.core.stamps import utc
 from esrank.learn.artifact import MISSING_AS, ModelArtifact
-from esrank.learn.normalizers import fit_normalizers, normalize
-from esrank.learn.served import judged_evaluator, served_runs
+from esrank.learn.fit import (
+    CANDIDATE_SETS,
+    TrainParams,
+    grouped_folds,
+    pick_device,
+    training_rows,
+)
+from esrank.learn.normalizers import fit_normalizers
+from esrank.learn.search import CVScore, LocalData, Plan, plan_for
+from esrank.learn.search import search as search_fits
 from esrank.learn.table import FeatureMatrix, read_table
 
 log = logging.getLogger(__name__)
 
-OBJECTIVES = ("rank:ndcg", "rank:pairwise")
+__all__ = ["CANDIDATE_SETS", "CVScore", "TrainParams", "TrainResult", "cross_validate",
+           "grouped_folds", "train", "train_file"]
+
 GRID = {"eta": (0.05, 0.1), "num_rounds": (50, 100)}
-CANDIDATE_SETS = ("window", "window+judged")  # the rows a model trains on; see above
-METRIC = "ndcg@10"
-CONDENSED = "ndcg@10_condensed"
-
-
-@dataclass(frozen=True)
-class TrainParams:
-    objective: str = "rank:ndcg"
-    max_depth: int = 3
-    eta: float = 0.1
-    min_child_weight: float = 1.0
-    # bagged boosting: each round grows `parallel_trees` trees, each on a sample of rows and
-    # of features per split; averaging them steadies a model trained on ~100 queries
-    subsample: float = 0.7
-    colsample_bynode: float = 0.7
-    parallel_trees: int = 4
-    num_rounds: int = 100
-    early_stopping: int = 0  # 0: fixed rounds
-    seed: int = 42
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise InputError(f"objective {self.objective!r}: expected one of {OBJECTIVES}")
-
-    def xgb(self, device: str) -> dict:
-        return {"objective": self.objective, "max_depth": self.max_depth, "eta": self.eta,
-                "min_child_weight": self.min_child_weight, "subsample": self.subsample,
-                "colsample_bynode": self.colsample_bynode,
-                "num_parallel_tree": self.parallel_trees,
-                "eval_metric": METRIC, "seed": self.seed, "device": device,
-                "tree_method": "hist"}
-
-
-@dataclass(frozen=True)
-class CVScore:
-    """One configuration's cross-validated NDCG@10 per fold, standard and condensed, and the
-    first pass's (BM25's) on the same folds; `view` is "served" or "in-table"."""
-
-    view: str
-    folds: tuple[float, ...]
-    condensed: tuple[float, ...] = ()
-    bm25: tuple[float, ...] = ()
-    bm25_condensed: tuple[float, ...] = ()
-    # served view: each held-out query's run, every fold's (for per-query comparisons)
-    runs: dict[str, list[str]] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def mean(self) -> float:
-        return float(np.mean(self.folds))
-
-    def to_dict(self) -> dict:
-        def stats(values: tuple[float, ...]) -> dict | None:
-            return {"mean": round(float(np.mean(values)), 5),
-                    "folds": [round(v, 5) for v in values]} if values else None
-
-        return {"view": self.view, "metric": METRIC, "mean": round(self.mean, 5),
-                "folds": [round(v, 5) for v in self.folds],
-                "std": round(float(np.std(self.folds)), 5), "condensed": stats(self.condensed),
-                "bm25": stats(self.bm25), "bm25_condensed": stats(self.bm25_condensed)}
 
 
 @dataclass(frozen=True)
@@ -124,148 +71,24 @@ class TrainResult:
     search: tuple[dict, ...]
     best_iteration: int
     seconds: float
+    plan: Plan | None = None
+    timing: dict | None = None  # seconds: reading, each fit, scoring, the final fit
 
     @property
     def cv_mean(self) -> float:
         return self.cv.mean
 
     def to_dict(self) -> dict:
-        """The run in brief: artifact, serving-CV scores, the rows and params it chose."""
+        """The run in brief: artifact, serving-CV scores, the rows and params it chose, the
+        search plan and where the time went."""
         return {"artifact": str(self.artifact), "cv": self.cv.to_dict(),
                 "training_rows": self.candidates,
                 "params": {"max_depth": self.params.max_depth,
                            "rounds": self.best_iteration + 1, "eta": self.params.eta,
-                           "objective": self.params.objective},
+                           "objective": self.params.objective,
+                           "parallel_trees": self.params.parallel_trees},
+                "plan": self.plan.to_dict() if self.plan else None, "timing": self.timing,
                 "search": list(self.search), "seconds": round(self.seconds, 1)}
-
-
-def pick_device() -> str:
-    """CUDA when this XGBoost build has it and a GPU is visible, else CPU."""
-    import xgboost as xgb
-
-    if not xgb.build_info().get("USE_CUDA"):
-        why = "this XGBoost build has no CUDA"
-    elif shutil.which("nvidia-smi") is None:
-        why = "no NVIDIA GPU (nvidia-smi not found)"
-    else:
-        log.info("XGBoost trains on CUDA")
-        return "cuda"
-    log.info("XGBoost trains on the CPU: %s", why)
-    return "cpu"
-
-
-def grouped_folds(qids: tuple[str, ...], k: int, seed: int = 42
-                  ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """k (train, test) row-index pairs where every query lands in exactly one test fold."""
-    unique = list(dict.fromkeys(qids))
-    if len(unique) < k:
-        raise InputError(f"{len(unique)} queries cannot make {k} query-grouped folds")
-    order = np.random.default_rng(seed).permutation(len(unique))
-    fold_of = {unique[q]: i % k for i, q in enumerate(order)}
-    folds = np.array([fold_of[q] for q in qids])
-    return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(k)]
-
-
-def _dmatrix(matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]):
-    import xgboost as xgb
-
-    rows = np.sort(rows)  # the table is grouped by query; keep each group contiguous
-    qids = [matrix.qids[i] for i in rows]
-    sizes = [sum(1 for _ in g) for _, g in groupby(qids)]
-    if len(sizes) != len(set(qids)):
-        raise InputError("the table's rows are not grouped by query")
-    values = np.nan_to_num(normalize(matrix.values[rows], matrix.feature_names, normalizers),
-                           nan=MISSING_AS)
-    dm = xgb.DMatrix(values, label=np.array(matrix.grades)[rows],
-                     feature_names=list(matrix.feature_names))
-    dm.set_group(sizes)
-    return dm
-
-
-def training_rows(matrix: FeatureMatrix, rows: np.ndarray, candidates: str) -> np.ndarray:
-    """The rows of `rows` a model trains on under a candidate set."""
-    if candidates not in CANDIDATE_SETS:
-        raise InputError(f"candidate set {candidates!r}: expected one of "
-                         f"{', '.join(CANDIDATE_SETS)}")
-    if candidates == "window+judged" or matrix.ranks is None:
-        return rows
-    return rows[np.asarray(matrix.ranks)[rows] > 0]
-
-
-def _fit(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
-         normalizers: dict[str, dict], candidates: str = "window+judged",
-         personal: Sequence[str] = (), first=None):
-    """Train on the candidate rows of `rows`; with early stopping, stop on a grouped 20% of
-    their queries, scored on those queries' window rows. With `personal` features, first
-    without them, then more trees on them alone, on top (see `_fit_personal`)."""
-    import xgboost as xgb
-
-    if personal:
-        return _fit_personal(matrix, training_rows(matrix, rows, candidates), params, device,
-                             normalizers, personal, first)
-    if not params.early_stopping:
-        booster = xgb.train(params.xgb(device), _dmatrix(
-            matrix, training_rows(matrix, rows, candidates), normalizers),
-            num_boost_round=params.num_rounds)
-        booster.set_attr(best_iteration=str(params.num_rounds - 1))
-        return booster
-    sub_qids = tuple(matrix.qids[i] for i in rows)
-    inner_train, inner_valid = grouped_folds(sub_qids, 5, params.seed)[0]
-    dtrain = _dmatrix(matrix, training_rows(matrix, rows[inner_train], candidates), normalizers)
-    dvalid = _dmatrix(matrix, training_rows(matrix, rows[inner_valid], "window"), normalizers)
-    return xgb.train(params.xgb(device), dtrain, num_boost_round=params.num_rounds,
-                     evals=[(dvalid, "valid")], early_stopping_rounds=params.early_stopping,
-                     verbose_eval=False)
-
-
-def _fit_personal(matrix: FeatureMatrix, rows: np.ndarray, params: TrainParams, device: str,
-                  normalizers: dict[str, dict], personal: Sequence[str], first=None):
-    """The non-personal model (every feature but `personal`; `first` when given, else
-    trained here), then `params.num_rounds` more rounds whose trees see only the `personal`
-    features, fit on top of its scores.
-
-    The second stage's table blanks every other feature (a constant column cannot be split),
-    and its base margin makes each row start from the first model's score on the real row.
-    For a request without the personal features (missing: every split goes "no") each added
-    tree gives every document the same value, so the ranking is the first model's.
-    """
-    import xgboost as xgb
-
-    if first is None:
-        first = xgb.train(params.xgb(device), _dmatrix(matrix.blank(personal), rows,
-                                                       normalizers),
-                          num_boost_round=params.num_rounds)
-    others = [n for n in matrix.feature_names if n not in personal]
-    real = _dmatrix(matrix, rows, normalizers)
-    masked = _dmatrix(matrix.blank(others), rows, normalizers)
-    # a table of its own: predicting on `masked` before training from it gave another model
-    # (in bench/personalisation.py the personal trees then changed no shopper's ranking)
-    zero = _dmatrix(matrix.blank(others), rows, normalizers)
-    zero.set_base_margin(np.zeros(zero.num_row()))
-    # start each row at the first model's score on its real features: masked + margin = real
-    masked.set_base_margin(first.predict(real, output_margin=True)
-                           - first.predict(zero, output_margin=True))
-    booster = xgb.train(params.xgb(device), masked, num_boost_round=params.num_rounds,
-                        xgb_model=first)
-    booster.set_attr(best_iteration=str(booster.num_boosted_rounds() - 1))
-    return booster
-
-
-def _score(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]
-           ) -> float:
-    result = booster.eval(_dmatrix(matrix, rows, normalizers), "test",
-                          iteration=booster.best_iteration)
-    return float(result.split(f"test-{METRIC}:")[1].split()[0])
-
-
-def _predict(booster, matrix: FeatureMatrix, rows: np.ndarray, normalizers: dict[str, dict]
-             ) -> np.ndarray:
-    import xgboost as xgb
-
-    values = np.nan_to_num(normalize(matrix.values[rows], matrix.feature_names, normalizers),
-                           nan=MISSING_AS)
-    return booster.predict(xgb.DMatrix(values, feature_names=list(matrix.feature_names)),
-                           iteration_range=(0, int(booster.best_iteration) + 1))
 
 
 def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
@@ -275,50 +98,39 @@ def cross_validate(matrix: FeatureMatrix, params: TrainParams, folds: int = 5,
     """Held-out NDCG@10 per query-grouped fold: served (each held-out query's window
     reordered by the model, evaluated on all its judgments, standard and condensed, beside
     the first pass's order), or in-table for a table without first-pass ranks."""
-    normalizers = normalizers or {}
-    served = matrix.ranks is not None
-    out: dict[str, list[float]] = {"folds": [], "condensed": [], "bm25": [],
-                                   "bm25_condensed": []}
-    runs: dict[str, list[str]] = {}
-    for train_rows, test_rows in grouped_folds(matrix.qids, folds, params.seed):
-        booster = _fit(matrix, train_rows, params, device, normalizers, candidates, personal,
-                       base_booster)
-        if not served:
-            out["folds"].append(_score(booster, matrix, test_rows, normalizers))
-            continue
-        evaluator = judged_evaluator(matrix, test_rows)
-        held_out = served_runs(matrix, test_rows,
-                               _predict(booster, matrix, test_rows, normalizers))
-        runs.update(held_out)
-        model = evaluator.evaluate(held_out).mean
-        first = evaluator.evaluate(served_runs(matrix, test_rows)).mean
-        for key, value in (("folds", model[METRIC]), ("condensed", model[CONDENSED]),
-                           ("bm25", first[METRIC]), ("bm25_condensed", first[CONDENSED])):
-            out[key].append(value)
-    return CVScore("served" if served else "in-table", *(tuple(out[k]) for k in out),
-                   runs=runs)
+    data = LocalData(matrix, folds, params.seed, device, normalizers or {}, personal,
+                     base_booster)
+    plan = Plan(len(set(matrix.qids)), folds, folds, params.parallel_trees, (1.0,))
+    return search_fits(data, [params], [candidates], plan)[0]["score"]
+
+
+def progress_bar(total: int, enabled: bool):
+    """The tqdm bar `esrank train` shows over its fits (the final one included)."""
+    return tqdm(total=total, desc="training", unit="fit", disable=not enabled)
 
 
 def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = None,
-          folds: int = 5, search: bool = True, device: str | None = None,
+          folds: int | None = None, search: bool = True, device: str | None = None,
           normalizer: str | None = None, table: str | None = None,
           exclude: Sequence[str] = (), candidates: Sequence[str] = CANDIDATE_SETS,
-          personal: Sequence[str] = (), base: ModelArtifact | None = None) -> TrainResult:
-    """Cross-validate each candidate set (and, with `search`, the grid) by serving CV, then
-    train the best on all queries and save.
+          personal: Sequence[str] = (), base: ModelArtifact | None = None,
+          parallel_trees: int | None = None, progress: bool = False,
+          read_seconds: float = 0.0) -> TrainResult:
+    """Cross-validate each candidate set (and, with `search`, the grid) by serving CV,
+    then train the best on all queries and save.
 
     The artifact directory holds model.json (XGBoost) and meta.json: feature set, feature
-    names in order, params, CV metrics per fold, search results, data hash, esrank version.
-    `normalizer` ("standard" or "min_max") trains on normalized features and records the
-    parameters, which the export hands to the plugin; `table` is recorded as the data's source.
-    `exclude` names features the model must not use (e.g. the neural ones, for an ablation
-    that deploys next to the full model): their values are blanked, so no tree splits on them.
-    `personal` features (the shopper's) are learned on top of the model without them
-    (`_fit_personal`): a request that lacks them is ranked as that model ranks it. With `base`
-    (a model of the same feature set that does not use them), the saved model is `base`'s trees
-    and the personal trees on top, so it ranks an anonymous shopper exactly as `base` does;
-    cross-validation keeps `base` as the first stage too (it is fair when `base` was trained
-    on other data, e.g. human judgments, and the table holds the shoppers' sessions).
+    names in order, params, CV metrics per fold, search results and plan, data hash, esrank
+    version. `folds` and `parallel_trees` (None: by the table's size, `plan_for`) set the
+    search. `normalizer` ("standard" or "min_max") trains on normalized features and records
+    the parameters, which the export hands to the plugin; `table` is recorded as the data's
+    source. `exclude` names features the model must not use (e.g. the neural ones, for an
+    ablation that deploys next to the full model): their values are blanked, so no tree splits
+    on them. `personal` features (the shopper's) are learned on top of the model without them
+    (esrank.learn.fit.fit_personal): a request that lacks them is ranked as that model ranks
+    it. With `base` (a model of the same feature set that does not use them), the saved model
+    is `base`'s trees and the personal trees on top, so it ranks an anonymous shopper exactly
+    as `base` does; cross-validation keeps `base` as the first stage too.
     """
     started = time.monotonic()
     if len(matrix) == 0:
@@ -330,26 +142,67 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
     device = device or pick_device()
     normalizers = (base.normalizers if base is not None else
                    fit_normalizers(matrix, normalizer) if normalizer else {})
-    start = params or TrainParams()
-    grid = ([replace(start, eta=e, num_rounds=n) for e in GRID["eta"]
-             for n in GRID["num_rounds"]] if search else [start])
+    plan = plan_for(len(set(matrix.qids)), folds, parallel_trees)
+    start = replace(params or TrainParams(), parallel_trees=plan.parallel_trees)
     if matrix.ranks is None:  # no window to select on: every row is all there is
         candidates = ["window+judged"]
-    tried = _search(matrix, grid, candidates, folds, device, normalizers, personal,
-                    base.booster if base is not None else None)
-    best = max(tried, key=lambda t: t["cv_mean"])  # the first of equals: window before more
-    chosen: TrainParams = best["params"]
-    booster = _fit(matrix, np.arange(len(matrix)), chosen, device, normalizers,
-                   best["candidates"], personal, base.booster if base is not None else None)
-    best_iteration = int(booster.best_iteration)
-    booster = booster[: best_iteration + 1]  # the saved model is the one early stopping chose
-    meta = _meta(matrix, chosen, best, tried, booster, best_iteration, device=device,
-                 normalizers=normalizers, exclude=exclude, personal=personal, base=base,
-                 folds=folds, table=table, data=data)
+    first = base.booster if base is not None else None
+    local = LocalData(matrix, plan.folds, start.seed, device, normalizers, personal, first)
+    tried, chosen, best, final = select_and_fit(local, grid_of(start, search), candidates,
+                                                plan, progress)
+    best_iteration = int(final["booster"].best_iteration)
+    booster = final["booster"][: best_iteration + 1]  # the model early stopping chose
+    timing = timing_of(tried, final["seconds"], read_seconds)
+    meta = _meta(matrix.feature_set, matrix.feature_names, chosen, best, tried, booster,
+                 best_iteration, device=device, normalizers=normalizers, exclude=exclude,
+                 personal=personal, base=base, plan=plan, timing=timing,
+                 data=table_data(matrix, table, data, best["candidates"]))
     ModelArtifact(out_dir, meta, booster).save()
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],
                        tuple(_summary(t) for t in tried), best_iteration,
-                       time.monotonic() - started)
+                       time.monotonic() - started + read_seconds, plan, timing)
+
+
+def grid_of(start: TrainParams, search_grid: bool) -> list[TrainParams]:
+    """The grid's points (eta x rounds), or `start` alone."""
+    return ([replace(start, eta=e, num_rounds=n) for e in GRID["eta"]
+             for n in GRID["num_rounds"]] if search_grid else [start])
+
+
+def select_and_fit(data, grid: Sequence[TrainParams], candidates: Sequence[str], plan: Plan,
+                   progress: bool) -> tuple[list[dict], TrainParams, dict, dict]:
+    """Search (`esrank.learn.search`), then fit the best on every query: (the search's
+    entries, the chosen params, its entry, {"booster", "seconds"} of the final fit)."""
+    fits = len(candidates) * len({replace(p, num_rounds=0) for p in grid})
+    per_rung = [halved(fits, rung) for rung in range(len(plan.rungs))]
+    with progress_bar(sum(per_rung) * plan.folds_evaluated + 1, progress) as bar:
+        tried = search_fits(data, grid, candidates, plan, bar)
+        last = len(plan.rungs) - 1
+        best = max((t for t in tried if t["rung"] == last), key=lambda t: t["cv_mean"])
+        chosen: TrainParams = best["params"]  # the first of equals: window before more
+        bar.set_postfix_str(f"final fit: {best['candidates']} eta={chosen.eta} "
+                            f"rounds={chosen.num_rounds}")
+        fitted = time.monotonic()
+        booster = data.fit(None, 1.0, chosen, best["candidates"])
+        seconds = time.monotonic() - fitted
+        bar.update()
+    log.info("final fit in %.1fs", seconds)
+    return tried, chosen, best, {"booster": booster, "seconds": seconds}
+
+
+def halved(n: int, times: int) -> int:
+    """n halved (rounding up) `times` times: how many fits a rung of successive halving has."""
+    for _ in range(times):
+        n = -(-n // 2)
+    return n
+
+
+def timing_of(tried: list[dict], final_seconds: float, read_seconds: float) -> dict:
+    """Where a run's time went: each search fit's seconds (per fold, summed), the final fit."""
+    fits = {(t["candidates"], t["eta"], t["rung"]): t["fit_seconds"] for t in tried}
+    return {"read": round(read_seconds, 2), "search_fits": len(fits),
+            "search_fit_seconds": round(sum(fits.values()), 2),
+            "final_fit": round(final_seconds, 2)}
 
 
 def _check_choices(matrix: FeatureMatrix, exclude: Sequence[str], personal: Sequence[str],
@@ -372,36 +225,19 @@ def _check_choices(matrix: FeatureMatrix, exclude: Sequence[str], personal: Sequ
                          "drop early stopping")
 
 
-def _search(matrix: FeatureMatrix, grid: Sequence[TrainParams], candidates: Sequence[str],
-            folds: int, device: str, normalizers: dict, personal: Sequence[str],
-            base_booster) -> list[dict]:
-    """Cross-validate every candidate set with every point of the grid, in that order."""
-    tried = []
-    for rows in candidates:
-        for candidate in grid:
-            score = cross_validate(matrix, candidate, folds, device, normalizers, rows,
-                                   personal, base_booster)
-            tried.append({"candidates": rows, "eta": candidate.eta,
-                          "num_rounds": candidate.num_rounds, "cv_mean": round(score.mean, 5),
-                          "score": score, "params": candidate})
-            log.info("%s eta=%g rounds=%d: %s CV %s %.4f", rows, candidate.eta,
-                     candidate.num_rounds, score.view, METRIC, score.mean)
-    return tried
-
-
-def _meta(matrix: FeatureMatrix, chosen: TrainParams, best: dict, tried: list[dict],
-          booster, best_iteration: int, *, device: str, normalizers: dict, exclude: Sequence[str],
-          personal: Sequence[str], base: ModelArtifact | None, folds: int, table: str | None,
-          data: str) -> dict:
+def _meta(feature_set: str, feature_names: Sequence[str], chosen: TrainParams, best: dict,
+          tried: list[dict], booster, best_iteration: int, *, device: str, normalizers: dict,
+          exclude: Sequence[str], personal: Sequence[str], base: ModelArtifact | None,
+          plan: Plan, timing: dict, data: dict) -> dict:
     """What meta.json records of a trained model: how it was made, from what, how it scored."""
     importance = booster.get_score(importance_type="gain")
     return {
         "esrank_version": __version__,
-        "feature_set": matrix.feature_set,
-        "feature_set_hash": matrix.feature_set.rsplit("@", 1)[-1],
-        "feature_names": list(matrix.feature_names),
+        "feature_set": feature_set,
+        "feature_set_hash": feature_set.rsplit("@", 1)[-1],
+        "feature_names": list(feature_names),
         "params": asdict(chosen), "device": device,
-        "missing_as": MISSING_AS,  # how NaN was trained; see the module docstring
+        "missing_as": MISSING_AS,  # how NaN was trained; see esrank.learn.fit
         "normalizers": normalizers,
         "excluded_features": sorted(set(exclude)),
         # learned on top of the model without them; `params` hold for both stages
@@ -409,18 +245,23 @@ def _meta(matrix: FeatureMatrix, chosen: TrainParams, best: dict, tried: list[di
         "base_model": str(base.path) if base is not None else None,
         "best_iteration": best_iteration,
         "training_rows": best["candidates"],
-        "cv": {**best["score"].to_dict(), "k": folds},
+        "cv": {**best["score"].to_dict(), "k": plan.folds},
+        "plan": plan.to_dict(), "timing": timing,
         "search": [_summary(t) for t in tried],
         "importance_gain": {k: round(v, 5) for k, v in sorted(
             importance.items(), key=lambda kv: -kv[1])},
-        "data": {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
-                 "trained_rows": len(training_rows(matrix, np.arange(len(matrix)),
-                                                   best["candidates"])),
-                 "sha256": data, "cross_encoder": matrix.cross_encoder,
-                 "encoder": matrix.encoder,
-                 "recall": matrix.recall.to_dict() if matrix.recall else None},
+        "data": data,
         "trained_at": utc(),
     }
+
+
+def table_data(matrix: FeatureMatrix, table: str | None, sha256: str, candidates: str
+               ) -> dict:
+    """meta.json's "data": the table a model was trained on."""
+    return {"table": table, "rows": len(matrix), "queries": len(set(matrix.qids)),
+            "trained_rows": len(training_rows(matrix, np.arange(len(matrix)), candidates)),
+            "sha256": sha256, "cross_encoder": matrix.cross_encoder, "encoder": matrix.encoder,
+            "recall": matrix.recall.to_dict() if matrix.recall else None}
 
 
 def _check_base(base: ModelArtifact, matrix: FeatureMatrix, personal: Sequence[str]) -> None:
@@ -448,7 +289,9 @@ def _summary(tried: dict) -> dict:
     return {"candidates": tried["candidates"], "eta": tried["eta"],
             "num_rounds": tried["num_rounds"], "cv_mean": tried["cv_mean"],
             "cv_condensed_mean": round(float(np.mean(score.condensed)), 5)
-            if score.condensed else None, "folds": [round(v, 5) for v in score.folds]}
+            if score.condensed else None, "folds": [round(v, 5) for v in score.folds],
+            "rung": tried["rung"], "share": tried["share"],
+            "fit_seconds": tried["fit_seconds"]}
 
 
 def data_hash(matrix: FeatureMatrix) -> str:
@@ -461,19 +304,25 @@ def data_hash(matrix: FeatureMatrix) -> str:
 
 
 def train_file(table: Path, out_dir: Path, *, params: TrainParams | None = None,
-               folds: int = 5, search: bool = True, device: str = "auto",
+               folds: int | None = None, search: bool = True, device: str = "auto",
                normalizer: str | None = None, exclude: Sequence[str] = (),
                candidates: str = "auto", personal: Sequence[str] = (),
-               base: Path | None = None) -> TrainResult:
-    """`train` on the table file `table` (an `esrank log` output, recorded as the data's
-    source), in the CLI's terms: `device` "auto" picks one, `candidates` "auto" tries every
-    CANDIDATE_SETS (else one of them), `base` is an artifact folder.
+               base: Path | None = None, parallel_trees: int | None = None,
+               progress: bool = False) -> TrainResult:
+    """`train` on the table `table` (an `esrank log` output: a file or a dataset folder,
+    recorded as the data's source), in the CLI's terms: `device` "auto" picks one,
+    `candidates` "auto" tries every CANDIDATE_SETS (else one of them), `base` is an artifact
+    folder.
 
     >>> train_file(Path("chorus.parquet"), Path("models/v1")).cv_mean     # doctest: +SKIP
     0.61
     """
-    return train(read_table(table), out_dir, params=params, folds=folds, search=search,
+    started = time.monotonic()
+    matrix = read_table(table)
+    return train(matrix, out_dir, params=params, folds=folds, search=search,
                  device=None if device == "auto" else device, normalizer=normalizer,
                  table=str(table.resolve()), exclude=exclude,
                  candidates=CANDIDATE_SETS if candidates == "auto" else (candidates,),
-                 personal=personal, base=ModelArtifact.load(base) if base else None)
+                 personal=personal, base=ModelArtifact.load(base) if base else None,
+                 parallel_trees=parallel_trees, progress=progress,
+                 read_seconds=time.monotonic() - started)

@@ -203,6 +203,6 @@ def test_a_table_file_trains_in_the_cli_terms_and_the_result_reads_in_brief(tmp_
     assert brief["artifact"] == str(tmp_path / "model") and len(brief["search"]) == 1
     assert brief["training_rows"] == "window+judged" and brief["cv"]["folds"]
     assert brief["params"] == {"max_depth": 3, "rounds": 20, "eta": 0.1,
-                               "objective": "rank:ndcg"}
+                               "objective": "rank:ndcg", "parallel_trees": 4}
     meta = json.loads((tmp_path / "model" / "meta.json").read_text())
     assert meta["data"]["table"] == str((tmp_path / "t.parquet").resolve())
