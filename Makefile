@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml
 
 # the test tools (pytest, schemathesis, selenium, ...) on top, for make test
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,serve,llm,$(ORT)]'
+	$(BIN)/pip install -q -e '.[dev,serve,llm,dask,$(ORT)]'
 	touch $(DEV_STAMP)
 
 setup: $(STAMP)

@@ -4,6 +4,7 @@ it."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import click
@@ -136,20 +137,16 @@ def train_cmd(table: Path, output: Path, objective: str, folds: int | None, sear
     order of the same windows is shown beside it. Every choice (grid, rows) is made on it.
     A bar counts the fits (off with --json or without a terminal).
     """
+    from esrank.learn.distributed import train_dask
     from esrank.learn.train import TrainParams, train_file
 
     params = TrainParams(objective=objective, max_depth=max_depth, num_rounds=rounds,
                          early_stopping=early_stopping)
-    options = {"params": params, "folds": folds, "search": search, "device": device,
-               "normalizer": normalize, "exclude": exclude, "candidates": candidates,
-               "parallel_trees": parallel_trees, "progress": not as_json and sys.stderr.isatty()}
-    if dask_address:
-        from esrank.learn.distributed import train_dask
-
-        result = train_dask(table, output, dask_address, personal=personal, base=base_path,
-                            **options)
-    else:
-        result = train_file(table, output, personal=personal, base=base_path, **options)
+    result = (partial(train_dask, address=dask_address) if dask_address else train_file)(
+        table, output, params=params, folds=folds, search=search, device=device,
+        normalizer=normalize, exclude=exclude, candidates=candidates, personal=personal,
+        base=base_path, parallel_trees=parallel_trees,
+        progress=not as_json and sys.stderr.isatty())
     emit(result.to_dict(), as_json, train_text(result))
 
 
