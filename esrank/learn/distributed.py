@@ -149,6 +149,13 @@ def to_dataset(matrix: FeatureMatrix, folder: Path, part_rows: int = 100_000) ->
     return parts
 
 
+def peak_rss_mb() -> int:
+    """This process's peak resident memory (run on each worker)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 class DaskData:
     """A dataset's parts as a Dask dataframe held by the workers (esrank.learn.search.Data)."""
 
@@ -272,10 +279,12 @@ def train_dask(table: Path, out_dir: Path, *, address: str, params: TrainParams 
             data, grid_of(start, search), CANDIDATE_SETS if candidates == "auto"
             else (candidates,), plan, progress)
         rows = len(frame)
+        workers = client.run(peak_rss_mb)
         trained = rows if best["candidates"] == "window+judged" else int(
             (frame["rank"] > 0).sum().compute())
     booster = final["booster"]
-    timing = {**timing_of(tried, final["seconds"], read), "dask": address}
+    timing = {**timing_of(tried, final["seconds"], read), "dask": address,
+              "worker_peak_rss_mb": workers}
     described = {"table": str(Path(table).resolve()), "rows": rows,
                  "queries": plan.queries, "trained_rows": trained,
                  "sha256": hashlib.sha256("".join(i["sha256"] for i in infos).encode()

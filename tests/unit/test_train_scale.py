@@ -87,6 +87,7 @@ def test_dask_local_trains_the_same_artifact_the_deploy_check_accepts(tmp_path):
     meta = artifact.meta
     assert meta["feature_names"] == list(table.feature_names) and meta["cv"]["view"] == "served"
     assert meta["data"]["rows"] == len(table) and meta["timing"]["dask"] == "local:2"
+    assert len(meta["timing"]["worker_peak_rss_mb"]) == 2
     assert result.cv.bm25 == pytest.approx(local.cv.bm25, abs=1e-9)  # the same folds
     assert abs(result.cv_mean - local.cv_mean) < 0.05
     ours = artifact.predict(table.values)
