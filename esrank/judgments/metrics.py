@@ -104,9 +104,10 @@ class Evaluator:
             out[query] = sorted(docs, key=lambda d: -grades.get(d, -1))
         return out
 
-    def evaluate(self, run: Run) -> Evaluation:
+    def evaluate(self, run: Run, measures: Sequence[str] = tuple(MEASURES)) -> Evaluation:
         """Metrics for `run` (query text -> ranked doc ids); a judged query missing from the
-        run scores 0 everywhere."""
+        run scores 0 everywhere. `measures` (names of MEASURES) narrows what is computed, both
+        views, with coverage: training's CV reads nDCG@10 only (ERR runs gdeval, a process)."""
         import ir_measures
 
         standard, condensed = [], []
@@ -118,20 +119,20 @@ class Evaluator:
             kept = [d for d in docs if d in self._judged[qid]]
             condensed += [ir_measures.ScoredDoc(self._num[qid], d, float(len(kept) - i))
                           for i, d in enumerate(kept)]
-        per_query = {self._text[q]: dict.fromkeys(METRICS, 0.0) for q in self._queries}
+        metrics = (*measures, *(f"{m}_condensed" for m in measures), COVERAGE)
+        per_query = {self._text[q]: dict.fromkeys(metrics, 0.0) for q in self._queries}
         qid_of = {num: qid for qid, num in self._num.items()}
-        names = {m: n for n, m in self._measures.items()}
-        measures = list(self._measures.values())
-        views = (("", standard, [*measures, self._coverage]), ("_condensed", condensed, measures))
-        for suffix, docs, wanted in views:
+        names = {self._measures[n]: n for n in measures}
+        views = (("", standard, [*names, self._coverage]), ("_condensed", condensed, [*names]))
+        for suffix, docs, asked in views:
             if not docs:
                 continue
-            for value in ir_measures.iter_calc(wanted, self._qrels, docs):
+            for value in ir_measures.iter_calc(asked, self._qrels, docs):
                 name = (COVERAGE if value.measure == self._coverage
                         else names[value.measure] + suffix)
                 per_query[self._text[qid_of[value.query_id]]][name] = float(value.value)
         mean = {m: float(np.mean([pq[m] for pq in per_query.values()])) if per_query else 0.0
-                for m in METRICS}
+                for m in metrics}
         return Evaluation(mean, per_query)
 
 

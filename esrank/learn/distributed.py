@@ -163,7 +163,7 @@ class DaskData:
 
     def __init__(self, client, frame, names: Sequence[str], device: str):
         self.client, self.frame, self.names, self.device = client, frame, list(names), device
-        self._first: dict[int, tuple[float, float]] = {}
+        self._first: dict[tuple[int, float], tuple[float, float]] = {}
 
     def fit(self, fold: int | None, share: float, params: TrainParams, candidates: str):
         import xgboost.dask as dxgb
@@ -180,21 +180,22 @@ class DaskData:
         booster.set_attr(best_iteration=str(params.num_rounds - 1))
         return booster
 
-    def score(self, booster, fold: int, rounds: Sequence[int]) -> dict[int, tuple]:
+    def score(self, booster, fold: int, share: float, rounds: Sequence[int]
+              ) -> dict[int, tuple]:
         import pandas as pd
 
         columns = ["bm25", "bm25_c", *(f"{k}{r}" for r in rounds for k in ("m", "c"))]
-        test = self.frame[self.frame["fold"] == fold]
+        test = self.frame[(self.frame["fold"] == fold) & (self.frame["share"] < share)]
         per_query = test.map_partitions(
             served_part, booster, self.names, tuple(rounds),
             meta=pd.DataFrame({c: pd.Series(dtype=float) for c in columns})).compute()
-        self._first[fold] = (float(per_query["bm25"].mean()),
-                             float(per_query["bm25_c"].mean()))
+        self._first[fold, share] = (float(per_query["bm25"].mean()),
+                                    float(per_query["bm25_c"].mean()))
         return {r: (float(per_query[f"m{r}"].mean()), float(per_query[f"c{r}"].mean()), {})
                 for r in rounds}
 
-    def first_pass(self, fold: int) -> tuple[float, float]:
-        return self._first[fold]
+    def first_pass(self, fold: int, share: float) -> tuple[float, float]:
+        return self._first[fold, share]
 
 
 def scan(client, dataset: Path) -> tuple[list[str], list[dict]]:

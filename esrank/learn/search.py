@@ -5,7 +5,8 @@ A fit trains the largest round count of the grid once; the smaller counts are re
 (`iteration_range`), so the grid's rounds cost nothing. Small tables (the ~100 queries of a
 demo) get every fold and 4 bagged trees per round, which steady them; a large table (LARGE
 queries or more) gets one held-out fold, 1 tree per round and successive halving: every
-configuration on a quarter of the training queries, the better half on all of them. Where the
+configuration on a quarter of the training queries (scored on a quarter of the held-out
+ones), the better half on all of them. Where the
 data lives is a `Data` (in this process: `LocalData`; on a Dask cluster:
 esrank.learn.distributed).
 """
@@ -101,17 +102,20 @@ class Data(Protocol):
     def fit(self, fold: int | None, share: float, params: TrainParams, candidates: str):
         """A booster on the rows outside `fold` (all: None) of the first `share` queries."""
 
-    def score(self, booster, fold: int, rounds: Sequence[int]) -> dict[int, tuple]:
-        """rounds -> (NDCG@10, condensed or None, runs) on `fold`'s held-out queries."""
+    def score(self, booster, fold: int, share: float, rounds: Sequence[int]
+              ) -> dict[int, tuple]:
+        """rounds -> (NDCG@10, condensed or None, runs) on the first `share` of `fold`'s
+        held-out queries."""
 
-    def first_pass(self, fold: int) -> tuple[float, float]:
-        """The first pass's (NDCG@10, condensed) on `fold`'s held-out queries."""
+    def first_pass(self, fold: int, share: float) -> tuple[float, float]:
+        """The first pass's (NDCG@10, condensed) on the queries `score` scores."""
 
 
 def served_evaluation(matrix: FeatureMatrix, rows: np.ndarray, scores: np.ndarray | None,
                       evaluator):
     """(Evaluation, runs) of `rows`' windows reordered by `scores`; evaluated on each run's
-    top only (down to its 10th doc and its 10th judged one: all NDCG@10 reads)."""
+    top only (down to its 10th doc and its 10th judged one: all NDCG@10 reads), on NDCG@10
+    alone."""
     runs = served_runs(matrix, rows, scores)
     top = {}
     for query, docs in runs.items():
@@ -121,7 +125,7 @@ def served_evaluation(matrix: FeatureMatrix, rows: np.ndarray, scores: np.ndarra
             if k >= 9 and judged >= 10:
                 break
         top[query] = docs[: k + 1]
-    return evaluator.evaluate(top), runs
+    return evaluator.evaluate(top, ("ndcg@10",)), runs
 
 
 class LocalData:
@@ -136,8 +140,8 @@ class LocalData:
         fold_of, share_of = query_folds(queries, folds, seed), query_shares(queries, seed)
         self.fold = np.array([fold_of[q] for q in matrix.qids])
         self.share = np.array([share_of[q] for q in matrix.qids])
-        self._evaluators: dict[int, object] = {}
-        self._first: dict[int, tuple[float, float]] = {}
+        self._evaluators: dict[tuple[int, float], object] = {}
+        self._first: dict[tuple[int, float], tuple[float, float]] = {}
 
     def fit(self, fold: int | None, share: float, params: TrainParams, candidates: str):
         rows = np.flatnonzero((self.fold != (-1 if fold is None else fold))
@@ -145,16 +149,18 @@ class LocalData:
         return fit(self.matrix, rows, params, self.device, self.normalizers, candidates,
                    self.personal, self.first)
 
-    def _evaluator(self, fold: int):
-        if fold not in self._evaluators:
-            self._evaluators[fold] = judged_evaluator(self.matrix, self._test(fold))
-        return self._evaluators[fold]
+    def _evaluator(self, fold: int, share: float):
+        if (fold, share) not in self._evaluators:
+            self._evaluators[fold, share] = judged_evaluator(self.matrix,
+                                                             self._test(fold, share))
+        return self._evaluators[fold, share]
 
-    def _test(self, fold: int) -> np.ndarray:
-        return np.flatnonzero(self.fold == fold)
+    def _test(self, fold: int, share: float) -> np.ndarray:
+        return np.flatnonzero((self.fold == fold) & (self.share < share))
 
-    def score(self, booster, fold: int, rounds: Sequence[int]) -> dict[int, tuple]:
-        test, out = self._test(fold), {}
+    def score(self, booster, fold: int, share: float, rounds: Sequence[int]
+              ) -> dict[int, tuple]:
+        test, out = self._test(fold, share), {}
         for r in rounds:
             if not self.served:
                 out[r] = (in_table_score(booster, self.matrix, test, self.normalizers, r),
@@ -162,16 +168,16 @@ class LocalData:
                 continue
             evaluation, runs = served_evaluation(
                 self.matrix, test, predict(booster, self.matrix, test, self.normalizers, r),
-                self._evaluator(fold))
+                self._evaluator(fold, share))
             out[r] = (evaluation.mean[METRIC], evaluation.mean[CONDENSED], runs)
         return out
 
-    def first_pass(self, fold: int) -> tuple[float, float]:
-        if fold not in self._first:
-            mean = served_evaluation(self.matrix, self._test(fold), None,
-                                     self._evaluator(fold))[0].mean
-            self._first[fold] = (mean[METRIC], mean[CONDENSED])
-        return self._first[fold]
+    def first_pass(self, fold: int, share: float) -> tuple[float, float]:
+        if (fold, share) not in self._first:
+            mean = served_evaluation(self.matrix, self._test(fold, share), None,
+                                     self._evaluator(fold, share))[0].mean
+            self._first[fold, share] = (mean[METRIC], mean[CONDENSED])
+        return self._first[fold, share]
 
 
 def search(data: Data, grid: Sequence[TrainParams], candidates: Sequence[str], plan: Plan,
@@ -207,11 +213,11 @@ def _cross_validate(data: Data, rows: str, key: TrainParams, rounds: list[int], 
         booster = data.fit(fold, share, params, rows)
         seconds += time.monotonic() - started
         best = int(booster.attr("best_iteration") or max(rounds) - 1) + 1
-        values = data.score(booster, fold, sorted({min(r, best) for r in rounds}))
+        values = data.score(booster, fold, share, sorted({min(r, best) for r in rounds}))
         for r in rounds:
             scores[r].append(values[min(r, best)])
         if data.served:
-            first.append(data.first_pass(fold))
+            first.append(data.first_pass(fold, share))
         if bar is not None:
             bar.set_postfix_str(f"{rows} eta={key.eta} share={share:g}", refresh=False)
             bar.update()

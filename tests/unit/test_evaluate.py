@@ -44,6 +44,13 @@ def test_standard_and_condensed_by_hand():
     assert set(result.mean) == set(METRICS)
 
 
+def test_narrowed_to_ndcg_the_values_are_the_full_evaluations():
+    ev, run = Evaluator(_judgments()), {"shoes": ["dx", "d3", "d1"], "hat": ["h1"]}
+    full, narrow = ev.evaluate(run), ev.evaluate(run, ("ndcg@10",))
+    assert set(narrow.mean) == {"ndcg@10", "ndcg@10_condensed", "judged@10"}
+    assert narrow.mean == {m: full.mean[m] for m in narrow.mean}
+
+
 def test_a_query_without_results_scores_zero():
     result = Evaluator(_judgments()).evaluate({"hat": ["h1"]})
     assert all(v == 0.0 for v in result.per_query["shoes"].values())

@@ -36,6 +36,17 @@ def test_a_large_table_is_searched_by_halving_and_meta_records_it(tmp_path):
     assert len(meta["cv"]["folds"]) == 1 and result.to_dict()["plan"]["queries"] == LARGE
 
 
+def test_a_rung_is_scored_on_its_share_of_the_held_out_queries():
+    from esrank.learn.search import LocalData
+
+    data = LocalData(pooled(queries=200), 5, 42, "cpu", {})
+    booster = data.fit(0, 0.25, TrainParams(num_rounds=5, parallel_trees=1), "window")
+    quarter = data.score(booster, 0, 0.25, [5])[5][2]
+    whole = data.score(booster, 0, 1.0, [5])[5][2]
+    assert set(quarter) < set(whole) and 0.1 < len(quarter) / len(whole) < 0.45
+    assert data.first_pass(0, 0.25) != data.first_pass(0, 1.0)
+
+
 def test_progress_and_time_per_fit_are_reported(tmp_path, capsys):
     from click.testing import CliRunner
 
