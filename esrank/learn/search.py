@@ -212,10 +212,13 @@ def _cross_validate(data: Data, rows: str, key: TrainParams, rounds: list[int], 
         started = time.monotonic()
         booster = data.fit(fold, share, params, rows)
         seconds += time.monotonic() - started
-        best = int(booster.attr("best_iteration") or max(rounds) - 1) + 1
-        values = data.score(booster, fold, share, sorted({min(r, best) for r in rounds}))
+        # a personal model's trees sit on its first stage's: the grid's rounds count after them
+        below = max(0, booster.num_boosted_rounds() - params.num_rounds)
+        best = int(booster.attr("best_iteration") or max(rounds) - 1) + 1 - below
+        values = data.score(booster, fold, share,
+                            sorted({below + min(r, best) for r in rounds}))
         for r in rounds:
-            scores[r].append(values[min(r, best)])
+            scores[r].append(values[below + min(r, best)])
         if data.served:
             first.append(data.first_pass(fold, share))
         if bar is not None:
