@@ -7,6 +7,7 @@ Engine, which is a Cluster.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -269,10 +270,18 @@ class Cluster:
             raise
 
     def msearch(self, index: str, bodies: Sequence[dict]) -> list[dict]:
-        """Run several searches in one request; a failed one raises EngineError."""
+        """Run several searches in one request; a failed one raises EngineError.
+
+        Each search names its body's digest as its `preference`: the same search goes to the
+        same shard copies every time, so that on a replicated cluster a query's candidates (at
+        the edge of a list, the copies may order ties and graph neighbours otherwise) are the
+        same when it is logged, evaluated and served, while different searches spread over the
+        copies."""
         lines = []
         for body in bodies:
-            lines += [json.dumps({"index": index}), json.dumps(body)]
+            line = json.dumps(body)
+            digest = hashlib.blake2b(line.encode(), digest_size=8).hexdigest()
+            lines += [json.dumps({"index": index, "preference": digest}), line]
         result = self._call("multi-search", "POST", "/_msearch", body="\n".join(lines) + "\n",
                             target=index)
         responses = result.get("responses", [])

@@ -256,3 +256,21 @@ def test_ensure_index_takes_another_process_creating_it_first_as_created():
         Engine(refused).ensure_index("x", {})
     fresh = FakeTransport({("GET", "/x/_settings"): settings_404, ("PUT", "/x"): {}})
     assert Engine(fresh).ensure_index("x", {}) is True
+
+
+def test_the_same_search_asks_for_the_same_shard_copies():
+    """msearch names each body's digest as its preference: on a replicated cluster the same
+    search is answered by the same copies (the same candidates when logged, evaluated and
+    served); other searches spread over the copies."""
+    import json
+
+    transport = FakeTransport({("POST", "/_msearch"): msearch_answering({"hits": {"hits": []}})})
+    engine = Engine(transport)
+    bodies = [{"query": {"match": {"title": "tv"}}}, {"query": {"match": {"title": "cable"}}}]
+    engine.msearch("products", bodies)
+    engine.msearch("products", bodies[:1])
+    headers = [json.loads(line) for _, _, body, _ in transport.calls
+               for line in body.splitlines()[::2]]
+    assert [h["index"] for h in headers] == ["products"] * 3
+    tv, cable, tv_again = (h["preference"] for h in headers)
+    assert tv == tv_again and tv != cable
