@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from reliability import ALIAS, ROOT, SET, SLICE, SlowEncoder, cli_env, request
+from reliability import ALIAS, ROOT, SET, SLICE, WINDOW, SlowEncoder, cli_env, request
 from sidecar import start_server
 
 from esrank.app import connect_engine
@@ -108,9 +108,7 @@ def search_load(cluster: LocalEngine, settings, clients: int, seconds: float) ->
     and after."""
     from esrank.serve import create_app
 
-    # served over the candidates it was trained on (the BM25 top 20)
-    app = create_app(settings.model_copy(update={"index": ALIAS, "active_set": SET,
-                                                 "rescore_window": 20}))
+    app = create_app(settings.model_copy(update={"index": ALIAS, "active_set": SET}))
     port = start_server(app, threads=settings.serve.threads)
     words = ["bluetooth speaker", "usb cable", "laptop bag", "hdmi", "mouse", "keyboard",
              "tv", "headphones", "printer ink", "webcam"]
@@ -227,11 +225,11 @@ def cluster_section(cluster: LocalEngine, settings, flavor: str, encoder, fs, ju
                                                and engine.get_model(doc.active) is not None)
     result["killed_mid_deploy"] = deployed
     # over the index the faulted log reads (the one the mid-index run built)
-    first, baseline = (log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(20),
+    first, baseline = (log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(WINDOW),
                                      progress=False).matrix for _ in range(2))
     result["two_logs_without_a_fault"] = same_rows(first, baseline)
     logged = fault(cluster, settings, fs, lambda: log_judgments(
-        engine, ALIAS, fs, judged, SlowEncoder(encoder, 0.2), recall=Recall(20),
+        engine, ALIAS, fs, judged, SlowEncoder(encoder, 0.2), recall=Recall(WINDOW),
         queries_per_request=4, progress=False).matrix, 1.0)
     logged.update(same_rows(logged.pop("_result"), baseline))
     result["killed_mid_log"] = logged

@@ -71,6 +71,7 @@ from esrank.learn.train import TrainParams, train
 ROOT = Path(__file__).resolve().parent.parent
 SLICE = ROOT / "tests" / "data" / "chorus_slice.jsonl"
 ALIAS, SET = "bench-reliability", "relbench2"
+WINDOW = 20  # the BM25 candidates the bench's model is logged, trained and served over
 
 
 def request(port: int, method: str, path: str, body: bytes | None = None,
@@ -554,7 +555,7 @@ def protected(engine, encoder, tmp: Path):
     fs = private_feature_set(engine, load_feature_set(FEATURE_SETS / "chorus.yaml"), SET)
     ids = {json.loads(line)["id"] for line in SLICE.read_text().splitlines()}
     judged = JudgmentList(tuple(j for j in read_csv(JUDGMENTS) if j.doc_id in ids))
-    table = log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(20),
+    table = log_judgments(engine, ALIAS, fs, judged, encoder, recall=Recall(WINDOW),
                           progress=False).matrix
     queries = table.docs_by_query()
     write_table(table, tmp / "t.parquet")
@@ -583,12 +584,14 @@ def main() -> None:
                     "[_FLAVOR].json.")
     args = ap.parse_args()
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # the overload is on purpose
-    settings = load_settings(url=args.url, flavor=args.flavor)
+    # the sidecars serve the model over the candidates it was trained on
+    settings = load_settings(url=args.url, flavor=args.flavor, rescore_window=WINDOW)
     if not settings.uses_local_engine:
         raise SystemExit("this bench kills and restarts the local engine: no --url")
     node = App(settings).local_engine(nodes=args.nodes, port=args.port)
     if args.nodes > 1:
-        settings = load_settings(url=",".join(node.urls), flavor=args.flavor)
+        settings = load_settings(url=",".join(node.urls), flavor=args.flavor,
+                                 rescore_window=WINDOW)
     encoder = configured_encoder()
     engine = connect_engine(settings)
     started = time.monotonic()
