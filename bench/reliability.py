@@ -268,7 +268,8 @@ def killed_mid_search(settings, node, encoder) -> dict:
 def cli_env(settings, flavor: str, **extra: str) -> dict[str, str]:
     """The environment of an `esrank` process on the bench's engine, alias and feature set."""
     return {**os.environ, "ESRANK_FLAVOR": flavor, "ESRANK_INDEX": ALIAS,
-            "ESRANK_ACTIVE_SET": SET, **({"ESRANK_URL": settings.url} if settings.url else {}),
+            "ESRANK_ACTIVE_SET": SET, "ESRANK_RESCORE_WINDOW": str(settings.rescore_window),
+            **({"ESRANK_URL": settings.url} if settings.url else {}),
             **extra}
 
 
