@@ -53,7 +53,12 @@ class LocalEngine(Installation):
     @property
     def urls(self) -> list[str]:
         """Every node's URL: what a client given several hosts is pointed at."""
-        return [self.node(i).url for i in range(self.nodes)]
+        return [node.url for node in self.members]
+
+    @property
+    def members(self) -> list[Node]:
+        """Its nodes, in order."""
+        return [Node(self, i) for i in range(self.nodes)]
 
     @property
     def managers(self) -> list[int]:
@@ -78,6 +83,10 @@ class Node:
     @property
     def port(self) -> int:
         return self.engine.port + NODE_STEP * self.number
+
+    @property
+    def transport_port(self) -> int:
+        return self.engine.transport_port + NODE_STEP * self.number
 
     @property
     def url(self) -> str:
@@ -114,7 +123,7 @@ def up(engine: LocalEngine, progress: bool = True) -> dict:
     """Download (cached), install and start the nodes that are not running; idempotent; waits
     until every node has joined and the cluster is green."""
     started = time.monotonic()
-    missing = [n for n in map(engine.node, range(engine.nodes)) if not _running_pid(n)]
+    missing = [n for n in engine.members if not _running_pid(n)]
     if missing:
         installed, java_home = _installed(engine, progress)
         for node in missing:
@@ -159,7 +168,7 @@ def _installed(engine: LocalEngine, progress: bool) -> tuple[str, Path]:
 def down(engine: LocalEngine, timeout: float = 60.0) -> bool:
     """Stop the nodes this tool started (by their pid files), the managing nodes last;
     returns False if none was running."""
-    nodes = sorted(map(engine.node, range(engine.nodes)),
+    nodes = sorted(engine.members,
                    key=lambda n: (n.number in engine.managers, -n.number))
     return any([stop_node(node, timeout=timeout) for node in nodes])
 
@@ -187,7 +196,7 @@ def status(engine: LocalEngine) -> dict:
     each node (when up)."""
     nodes = [{"name": n.name, "url": n.url, "pid": _running_pid(n),
               "manager": n.number in engine.managers}
-             for n in map(engine.node, range(engine.nodes))]
+             for n in engine.members]
     live = [n for n in nodes if n["pid"]]
     info: dict = {"flavor": engine.flavor, "url": engine.url, "running": bool(live),
                   "pid": nodes[0]["pid"], "install_dir": str(engine.install_dir),
@@ -227,14 +236,13 @@ def _write_config(node: Node, installed: str) -> None:
     lines = [f"cluster.name: esrank-local-{engine.node(0).name}", f"node.name: {node.name}",
              "network.host: 127.0.0.1",
              f"http.port: {node.port}",
-             f"transport.port: {engine.transport_port + NODE_STEP * node.number}",
+             f"transport.port: {node.transport_port}",
              f"path.data: {data}", f"path.logs: {node.logs_dir}",
              "cluster.routing.allocation.disk.threshold_enabled: false"]
     if engine.nodes == 1:
         lines.append("discovery.type: single-node")
     else:
-        seeds = [f"127.0.0.1:{engine.transport_port + NODE_STEP * i}"
-                 for i in range(engine.nodes)]
+        seeds = [f"127.0.0.1:{n.transport_port}" for n in engine.members]
         managers = [engine.node(i).name for i in engine.managers]
         roles = ([dist.manager_role] if node.number in engine.managers else []) + \
             ["data", "ingest"]
@@ -297,7 +305,7 @@ def _wait_green(engine: LocalEngine) -> None:
     """Wait until every node runs, has joined, and the cluster is green."""
     deadline = time.monotonic() + engine.startup_timeout
     last = "no answer yet"
-    nodes = list(map(engine.node, range(engine.nodes)))
+    nodes = engine.members
     while time.monotonic() < deadline:
         for node in nodes:
             if not _running_pid(node):
