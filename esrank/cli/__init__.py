@@ -1,8 +1,8 @@
 """The esrank command line: parse, call one library function, print a table or --json.
 
 One module per command group (engine, features, judgments, personal, learn, deploy,
-catalogue, ranking, evaluation, serve, models, demo); each lists its commands in COMMANDS and
-they join the root group `cli` here. What they share is in common.
+catalogue, ranking, evaluation, serve, models, monitor, demo); each lists its commands in
+COMMANDS and they join the root group `cli` here. What they share is in common.
 
 Exit codes: 0 ok, 1 esrank error (message on stderr), 2 usage error.
 """
@@ -25,6 +25,7 @@ from esrank.cli import (
     judgments,
     learn,
     models,
+    monitor,
     personal,
     ranking,
     serve,
@@ -60,7 +61,7 @@ def cli(ctx: click.Context, verbose: int, flavor: str | None) -> None:
 
 
 for _group in (engine, features, judgments, personal, learn, deploy, catalogue, ranking,
-               evaluation, serve, models, demo):
+               evaluation, serve, models, monitor, demo):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 

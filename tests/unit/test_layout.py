@@ -11,7 +11,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "esrank"
 # the pipeline's order: a stage may import itself and the stages before it
 STAGES = ("core", "engine", "models", "catalogue", "features", "ubi", "judgments", "learn",
-          "deploy", "ranking", "evaluation", "personal", "app", "loop", "serve", "cli")
+          "deploy", "ranking", "evaluation", "personal", "monitoring", "app", "loop", "serve",
+          "cli")
 # the size limits: lines of a module, and of a function or class from its `def`/`class` line
 # (decorators excluded) to its last
 MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_CLASS_LINES = 500, 60, 300
