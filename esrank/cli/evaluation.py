@@ -81,7 +81,8 @@ def evaluate_text(run, per_query: bool) -> str:
     header = f"{'metric':20}" + "".join(f"{name:>{width}}" for name in results)
     lines = [header] + [f"{m:20}" + "".join(f"{ev.mean[m]:{width}.4f}"
                                             for ev in results.values()) for m in METRICS]
-    lines += ["", *figures_text({n: run.figures(n) for n in results if n in run.ceilings})]
+    lines += ["", *figures_text({n: run.figures(n) for n in results if n in run.ceilings}),
+              *exposure_text({n: run.figures(n) for n in results})]
     if per_query:
         for name, ev in results.items():
             lines.append(f"\n{name}: ndcg@10 / ndcg@10_condensed / judged@10 per query")
@@ -121,6 +122,31 @@ def figures_text(rows: dict[str, dict]) -> list[str]:
                      f"{pair(r['ceiling@10'], '.4f'):>17}{pair(r['gap_closed'], '.1%'):>17}"
                      + (f"   BM25 weight per fold {' '.join(f'{w:g}' for w in weights)}"
                         if weights else ""))
+    return lines
+
+
+def exposure_text(rows: dict[str, dict]) -> list[str]:
+    """One line per configuration (label -> EvaluationRun.figures): its exposure disparity
+    by supplier in the top 10, per query, the share of exposure on judged products, and its
+    most over- and under-exposed supplier (exposure / relevance share)."""
+    rows = {name: r for name, r in rows.items() if "exposure" in r}
+    if not rows:
+        return []
+
+    def first(shares: list[dict]) -> str:
+        return (f"{shares[0]['supplier']} {shares[0]['exposure']:.1%} / "
+                f"{shares[0]['relevance']:.1%}" if shares else "-")
+
+    width = max(14, *(len(name) + 2 for name in rows))
+    lines = ["", "exposure by supplier in the top 10 (disparity 0: exposure proportional to "
+             "relevance; docs/exposure.md)",
+             f"{'config':{width}}{'disparity':>10}{'per query':>10}{'judged':>8}   "
+             f"{'most over-exposed':34}most under-exposed   (exposure / relevance)"]
+    for name, r in rows.items():
+        e = r["exposure"]
+        lines.append(f"{name:{width}}{e['disparity']:10.4f}{e['per_query_disparity']:10.4f}"
+                     f"{e['judged_share']:8.1%}   {first(e['over_exposed']):34}"
+                     f"{first(e['under_exposed'])}")
     return lines
 
 
@@ -164,7 +190,7 @@ def compare_text(data: dict, html: Path | None, *, push: bool) -> str:
         lines.append(f"{metric:20}{m['a']:{wa}.4f}{m['b']:{wb}.4f}{m['delta']:+9.4f}"
                      f"{m['relative']:+8.1%}{m['p_ttest']:8.3f}{m['p_randomization']:9.4f}"
                      f"{wtl:>12}")
-    lines += ["", *figures_text(data["configs"])]
+    lines += ["", *figures_text(data["configs"]), *exposure_text(data["configs"])]
     if push:
         lines.append(f"pushed as comparison {data['comparison_id']} (esrank-eval-deltas)")
     if html:
@@ -263,6 +289,7 @@ def report_text(report: dict, output: Path) -> str:
               f"{w['ndcg@10_condensed']:.4f} ceiling {w['ceiling@10']:.4f} p50 "
               f"{w['p50_ms']:.2f} ms" for w in report["windows"]]
     lines += ["", "against the baselines:", *figures_text(report["baselines"]),
+              *exposure_text(report["baselines"]),
               f"wrote {output} and {output.with_suffix('.json')}"]
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from esrank.catalogue.lookup import product_facts
 from esrank.core.errors import InputError
 from esrank.core.feature_set import needs_cross_encoder
 from esrank.core.files import write_file
@@ -20,6 +21,7 @@ from esrank.evaluation.ceilings import (
     with_ceilings,
 )
 from esrank.evaluation.comparison import delta_table, side_by_side, static_page
+from esrank.evaluation.exposure import Exposure, docs_to_look_up, exposure_of
 from esrank.evaluation.rank_eval import rank_eval_check
 from esrank.evaluation.runs import (
     HISTORY_METRICS,
@@ -41,14 +43,16 @@ class EvaluationRun:
     """What `evaluate` measured: label -> Evaluation (with machine grades, also
     "label +machine"), label -> esrank's metrics beside the engine's `_rank_eval`, and the
     stored run's id (None: not stored); label -> its candidate set, that set's ceiling@10
-    and the share of the BM25 -> ceiling gap it closes (`ceilings`), and the `linear`
-    baseline's weight per CV fold (`weights`)."""
+    and the share of the BM25 -> ceiling gap it closes (`ceilings`), the `linear`
+    baseline's weight per CV fold (`weights`), and label -> its exposure by supplier
+    against relevance (`exposures`, exposure.py)."""
 
     results: dict[str, Evaluation]
     checks: dict[str, dict]
     run_id: str | None = None
     ceilings: dict[str, dict] = field(default_factory=dict)
     weights: dict[str, list[float]] = field(default_factory=dict)
+    exposures: dict[str, Exposure] = field(default_factory=dict)
 
     def to_dict(self, judgments: Path, machine: Path | None = None) -> dict:
         """The run as `esrank evaluate --json` prints it (`judgments`, `machine`: the files
@@ -61,10 +65,11 @@ class EvaluationRun:
 
     def beside(self, label: str) -> dict:
         """What `label` is reported beside: its candidate set, that set's ceiling@10 and the
-        share of the BM25 -> ceiling gap it closes, and `linear`'s weight per fold (empty for
-        a "+machine" column)."""
+        share of the BM25 -> ceiling gap it closes, `linear`'s weight per fold and its
+        exposure by supplier (empty for a "+machine" column)."""
         return self.ceilings.get(label, {}) | (
-            {"linear_weights": self.weights[label]} if label in self.weights else {})
+            {"linear_weights": self.weights[label]} if label in self.weights else {}) | (
+            {"exposure": self.exposures[label].to_dict()} if label in self.exposures else {})
 
     def figures(self, label: str) -> dict:
         """`label`'s mean NDCG@10 (both views) and what it is reported beside: one
@@ -91,7 +96,7 @@ def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
     evaluator = app.evaluator(judgments, fmt)
     rankers = [app.ranker(w, window) for w in configs]
     encoder = app.query_encoder(rankers)
-    results, checks, pushes, weights = {}, {}, [], {}
+    results, checks, pushes, weights, runs = {}, {}, [], {}, {}
     found = _Candidates(app, evaluator.queries)
     for ranker in rankers:
         if ranker.label in results:
@@ -102,7 +107,7 @@ def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
             run = run_of(search_many(app.engine, app.settings.index, evaluator.queries, ranker,
                                      encoder, size=depth, source=False, reranker=app.reranker,
                                      shopper=personal))
-        measured = {ranker.label: evaluator.evaluate(run)}
+        runs[ranker.label], measured = run, {ranker.label: evaluator.evaluate(run)}
         if machine is not None:
             measured[f"{ranker.label} +machine"] = app.evaluator(judgments, fmt,
                                                                  machine).evaluate(run)
@@ -118,7 +123,17 @@ def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
     for args in pushes:  # written only once every configuration ran: no half-stored runs
         push_evaluation(app.engine, run_id, *args)
     return EvaluationRun(results, checks, run_id, _ceilings(app, evaluator, rankers, results,
-                                                            found, depth), weights)
+                                                            found, depth), weights,
+                         _exposures(app, evaluator, runs))
+
+
+def _exposures(app, evaluator: Evaluator, runs: dict[str, Run]) -> dict[str, Exposure]:
+    """Each configuration's exposure by supplier, the suppliers of every shown and judged
+    doc read in one lookup."""
+    facts = product_facts(app.engine, app.settings.index, set().union(
+        *(docs_to_look_up(run, evaluator) for run in runs.values())))
+    supplier = {doc: f.brand for doc, f in facts.items()}
+    return {label: exposure_of(run, evaluator, supplier) for label, run in runs.items()}
 
 
 class _Candidates:
