@@ -11,7 +11,8 @@ Four measurements, all on the live engine except the first:
   window sizes;
 - against the baselines: BM25, the fused baselines over the recall stage's lists (`knn`,
   `rrf`, `linear` with its weight tuned by CV) and the model, each beside the ceiling of the
-  candidates it ranks and the share of the BM25 -> ceiling gap it closes.
+  candidates it ranks and the share of the BM25 -> ceiling gap it closes, and each one's
+  exposure by supplier against relevance (exposure.py).
 """
 
 from __future__ import annotations
@@ -177,6 +178,22 @@ def _baselines_html(rows: dict[str, dict]) -> str:
             + "<th>standard</th><th>condensed</th>" * 3 + f"</tr>{body}</table>")
 
 
+def _exposure_html(rows: dict[str, dict]) -> str:
+    """The "Exposure by supplier" table: each configuration's disparity and its most over-
+    and under-exposed suppliers (exposure / relevance share)."""
+    def shares(listed: list[dict]) -> str:
+        return "<br>".join(f"{html.escape(s['supplier'])} {s['exposure']:.1%} / "
+                           f"{s['relevance']:.1%}" for s in listed) or "-"
+
+    body = "".join(f"<tr><td>{html.escape(label)}</td><td>{e['disparity']:.4f}</td>"
+                   f"<td>{e['per_query_disparity']:.4f}</td><td>{e['judged_share']:.1%}</td>"
+                   f"<td>{shares(e['over_exposed'])}</td><td>{shares(e['under_exposed'])}</td>"
+                   f"</tr>" for label, r in rows.items() if (e := r.get("exposure")))
+    return ("<table><tr><th>configuration</th><th>disparity</th><th>per query</th>"
+            "<th>judged</th><th>most over-exposed</th><th>most under-exposed</th></tr>"
+            f"{body}</table>")
+
+
 def _bars(rows: list[dict], key: str, fmt: str) -> str:
     top = max((abs(r[key]) for r in rows), default=0) or 1.0
     cells = []
@@ -224,6 +241,13 @@ can reach (both views).</p>
 (their perfect reordering) and the share of the BM25 &rarr; ceiling gap it closes (1: the
 ceiling, 0: BM25). <code>linear</code>'s BM25 weight is tuned by query-grouped CV.</p>
 {_baselines_html(report["baselines"])}
+<h2>Exposure by supplier</h2>
+<p>Each supplier's share of the attention the top 10 gives (rank r weighs 1/log2(1 + r)) against
+its share of the judged relevance, each query sharing one unit of both (docs/exposure.md).
+Disparity: half the L1 distance between the two (0: exposure proportional to relevance);
+per query: its mean over the queries; judged: the share of exposure on judged products.
+Suppliers listed with exposure / relevance.</p>
+{_exposure_html(report["baselines"])}
 <script type="application/json" id="data">{payload}</script>
 </body></html>
 """

@@ -108,6 +108,10 @@ def test_load_switch_query_switch_configuration_screenshot(pushed_runs, page_url
     assert figures["bm25"][5].text == "0.0% / 0.0%"  # BM25 closes none of its own gap
     ndcg, top = (tuple(map(float, figures["knn"][i].text.split(" / "))) for i in (3, 4))
     assert all(t >= n - 1e-3 for n, t in zip(ndcg, top, strict=True))
+    exposure = {r.get_attribute("data-config"): r.find_elements(By.TAG_NAME, "td")
+                for r in browser.find_elements(By.CSS_SELECTOR, "#exposure tr[data-config]")}
+    assert list(exposure) == ["bm25", "knn"]  # each one's disparity, side by side
+    assert all(0 <= float(cells[2].text) <= 1 for cells in exposure.values())
     first_query = browser.find_element(By.ID, "query").get_attribute("value")
     assert first_query == queries[0].get_attribute("data-q")
 
@@ -170,7 +174,12 @@ def test_the_static_report_opens_without_the_sidecar(engine, slice_alias, browse
               "queries": [{"query": q, "a": 0.5, "b": 0.25, "delta": -0.25} for q in sides],
               "configs": {c: {"ndcg@10": v, "ndcg@10_condensed": v, "candidates": "bm25@100",
                               "ceiling@10": {"ndcg@10": 0.75, "ndcg@10_condensed": 0.75},
-                              "gap_closed": {"ndcg@10": g, "ndcg@10_condensed": None}}
+                              "gap_closed": {"ndcg@10": g, "ndcg@10_condensed": None},
+                              "exposure": {"disparity": v / 2, "per_query_disparity": v,
+                                           "queries": 5, "suppliers": 3, "judged_share": 0.5,
+                                           "depth": 10, "over_exposed": [
+                                               {"supplier": "<i>Acme</i>", "exposure": 0.7,
+                                                "relevance": 0.5}], "under_exposed": []}}
                           for c, v, g in (("bm25", 0.5, 0.0), ("bm25-title", 0.25, -1.0))}}
     second = list(sides)[1]
     # a product title that would end the page's script, or open one, is only text
@@ -191,6 +200,10 @@ def test_the_static_report_opens_without_the_sidecar(engine, slice_alias, browse
     assert [td.text for td in browser.find_elements(
         By.CSS_SELECTOR, "#figures tr[data-config='bm25-title'] td")] == [
         "B", "bm25-title", "bm25@100", "0.250 / 0.250", "0.750 / 0.750", "-100.0% / n/a"]
+    assert [[td.text for td in row.find_elements(By.TAG_NAME, "td")] for row in
+            browser.find_elements(By.CSS_SELECTOR, "#exposure tr[data-config]")] == [
+        [side, c, f"{v / 2:.4f}", f"{v:.4f}", "50.0%", "<i>Acme</i> 70.0% / 50.0%", "-"]
+        for side, c, v in (("A", "bm25", 0.5), ("B", "bm25-title", 0.25))]
     ys = [float(p.get_attribute("cy")) for p in browser.find_elements(By.CSS_SELECTOR,
                                                                        "#runs circle.pt")]
     assert len(ys) == 3 and ys[0] > ys[1] > ys[2]  # NDCG rises run by run: the points go up
