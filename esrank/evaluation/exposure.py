@@ -9,15 +9,19 @@ much relevance each supplier (the catalogue's `supplier` field: the brand) bring
   suppliers of the products it shows, in proportion to their weights;
 - relevance: each query shares one unit of relevance among the suppliers of its judged
   products, in proportion to their grades (all judged products, shown or not);
-- both are averaged over the queries that show a product and have a grade above 0, so each
-  query counts once; a product with no supplier counts as "(none)";
+- both are averaged over the queries with a grade above 0 (the same queries for every
+  configuration), so each query counts once; a query that shows nothing gives its unit of
+  exposure to nobody (its suppliers are under-exposed); a product with no supplier counts
+  as "(none)";
 - disparity: half the L1 distance between the two distributions (their total variation), 0
   when every supplier's exposure share equals its relevance share, 1 when exposure goes only
-  to suppliers with no relevance. `per_query` is the mean of the same distance per query,
-  where a supplier's over- and under-exposure on different queries do not cancel.
+  to suppliers with no relevance (or nowhere). `per_query` is the mean of the same distance
+  per query, where a supplier's over- and under-exposure on different queries do not
+  cancel.
 
 Unjudged products shown still take exposure (a shopper sees them) but earn no relevance;
-`judged_share` says how much of the exposure fell on judged products.
+`judged_share` says how much of the exposure fell on judged products (mean over the queries
+that show something).
 """
 
 from __future__ import annotations
@@ -50,9 +54,10 @@ class SupplierShare:
 @dataclass(frozen=True)
 class Exposure:
     """A configuration's exposure against relevance over a query set: the disparity (0:
-    exposure proportional to relevance), its per-query mean, the queries and suppliers
-    counted, the share of exposure on judged products, and the `TOP` most over-exposed
-    (exposure - relevance, largest first) and under-exposed (relevance - exposure) suppliers.
+    exposure proportional to relevance), its per-query mean, the queries counted (those
+    with a grade above 0) and how many of them showed nothing, the suppliers counted, the
+    share of exposure on judged products, and the `TOP` most over-exposed (exposure -
+    relevance, largest first) and under-exposed (relevance - exposure) suppliers.
 
     >>> exposure_of(run, evaluator, {"1": "Acme", "2": "Bolt"}).disparity  # doctest: +SKIP
     0.1414
@@ -61,6 +66,7 @@ class Exposure:
     disparity: float
     per_query: float
     queries: int
+    empty: int
     suppliers: int
     judged_share: float
     over: tuple[SupplierShare, ...]
@@ -68,7 +74,8 @@ class Exposure:
 
     def to_dict(self) -> dict:
         return {"disparity": self.disparity, "per_query_disparity": self.per_query,
-                "queries": self.queries, "suppliers": self.suppliers,
+                "queries": self.queries, "empty_queries": self.empty,
+                "suppliers": self.suppliers,
                 "judged_share": self.judged_share, "depth": DEPTH,
                 "over_exposed": [s.to_dict() for s in self.over],
                 "under_exposed": [s.to_dict() for s in self.under]}
@@ -91,23 +98,24 @@ def exposure_of(run: Run, evaluator: Evaluator, supplier: Mapping[str, str | Non
     (`supplier`: doc id -> its supplier, None or absent: NO_SUPPLIER)."""
     exposed: dict[str, float] = defaultdict(float)
     earned: dict[str, float] = defaultdict(float)
-    distances, judged, counted = [], 0.0, 0
+    distances, judged, empty = [], [], 0
     for query in evaluator.queries:
         grades = evaluator.grades(query)
-        shown = list(dict.fromkeys(run.get(query, ())))[:DEPTH]
-        if not shown or sum(g for g in grades.values() if g > 0) <= 0:
+        if not any(g > 0 for g in grades.values()):
             continue
-        e = _shares(((supplier.get(d), weight(r)) for r, d in enumerate(shown, 1)))
+        shown = list(dict.fromkeys(run.get(query, ())))[:DEPTH]
+        e = _shares((supplier.get(d), weight(r)) for r, d in enumerate(shown, 1))
         rel = _shares((supplier.get(d), g) for d, g in grades.items() if g > 0)
         distances.append(_distance(e, rel))
-        judged += sum(weight(r) for r, d in enumerate(shown, 1) if d in grades) / sum(
-            weight(r) for r in range(1, len(shown) + 1))
+        if shown:
+            judged.append(sum(weight(r) for r, d in enumerate(shown, 1) if d in grades)
+                          / sum(map(weight, range(1, len(shown) + 1))))
+        empty += not shown
         for name, share in e.items():
             exposed[name] += share
         for name, share in rel.items():
             earned[name] += share
-        counted += 1
-    n = counted or 1
+    n = len(distances) or 1
     shares = [SupplierShare(s, exposed[s] / n, earned[s] / n) for s in {*exposed, *earned}]
     over = sorted((s for s in shares if s.exposure > s.relevance),
                   key=lambda s: (s.relevance - s.exposure, s.supplier))
@@ -116,8 +124,9 @@ def exposure_of(run: Run, evaluator: Evaluator, supplier: Mapping[str, str | Non
     return Exposure(
         disparity=_distance({s.supplier: s.exposure for s in shares},
                             {s.supplier: s.relevance for s in shares}),
-        per_query=sum(distances) / n, queries=counted, suppliers=len(shares),
-        judged_share=judged / n, over=tuple(over[:TOP]), under=tuple(under[:TOP]))
+        per_query=sum(distances) / n, queries=len(distances), empty=empty,
+        suppliers=len(shares), judged_share=sum(judged) / (len(judged) or 1),
+        over=tuple(over[:TOP]), under=tuple(under[:TOP]))
 
 
 def _shares(weighted: Iterable[tuple[str | None, float]]) -> dict[str, float]:
@@ -130,5 +139,7 @@ def _shares(weighted: Iterable[tuple[str | None, float]]) -> dict[str, float]:
 
 
 def _distance(a: Mapping[str, float], b: Mapping[str, float]) -> float:
-    """Half the L1 distance between two distributions over suppliers."""
-    return sum(abs(a.get(s, 0.0) - b.get(s, 0.0)) for s in {*a, *b}) / 2
+    """Half the L1 distance between two distributions over suppliers; exposure a query did
+    not give (nothing shown) counts as given to nobody relevant."""
+    return (sum(abs(a.get(s, 0.0) - b.get(s, 0.0)) for s in {*a, *b})
+            + abs(sum(a.values()) - sum(b.values()))) / 2

@@ -64,5 +64,14 @@ def test_exposure_proportional_to_relevance_is_zero_and_unknowns_are_counted():
     e = exposure_of({"desk": ["C", "X"]}, one, SUPPLIER)
     assert e.judged_share == pytest.approx(1 / (1 + W2))
     assert e.over[0].supplier == NO_SUPPLIER and e.over[0].relevance == 0.0
-    # no shown product (or no query): nothing counted, no division by zero
-    assert exposure_of({}, one, SUPPLIER).queries == 0
+    # a query that shows nothing gives its exposure to nobody: the whole distance, and its
+    # suppliers under-exposed; the query set stays the judgments' for every configuration
+    e = exposure_of({}, one, SUPPLIER)
+    assert (e.queries, e.empty, e.disparity, e.per_query, e.judged_share) == (1, 1, 1.0, 1.0, 0)
+    assert [s.supplier for s in e.under] == ["Acme", "Bolt"] and not e.over
+    # lamp as before (distance 0.3289 = 0.7039 - 0.375), desk empty (1): exposure
+    # 0.7039 / 2 to Acme, 0.2961 / 2 to Bolt, half the unit lost; relevance as in the toy
+    e = exposure_of({"lamp": ["A", "B", "C"]}, JUDGED, SUPPLIER)
+    assert e.per_query == pytest.approx((ACME - 0.375 + 1) / 2)
+    assert e.disparity == pytest.approx((abs(ACME / 2 - 0.5625) + abs((1 - ACME) / 2 - 0.3125)
+                                         + 0.125 + 0.5) / 2)
