@@ -48,6 +48,7 @@ def test_evaluate_json_shape(engine, slice_alias, slice_judgments, cli_env):
     bm25 = data["configs"]["bm25"]
     assert {"ndcg@10", "ndcg@10_condensed", "judged@10", "mrr", "err@10", "p@10",
             "ndcg@5"} <= set(bm25["mean"])
+    assert 0 < bm25["exposure"]["disparity"] <= 1  # the toy's figures: test_exposure_engine
     query, metrics = next(iter(bm25["per_query"].items()))
     assert set(metrics) == set(bm25["mean"]) and isinstance(query, str)
 

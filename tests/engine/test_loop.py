@@ -297,7 +297,15 @@ def test_gain_vs_cost_report(engine, loop, encoder, engine_settings, tmp_path):
     assert rows["bm25"]["gap_closed"] == {"ndcg@10": 0.0, "ndcg@10_condensed": 0.0}
     assert all(r["ceiling@10"][v] >= r[v] - 1e-4 for r in rows.values()
                for v in ("ndcg@10", "ndcg@10_condensed"))
+    # BM25 and the model side by side in exposure too: the same queries, each its own share
+    exposure = {label: r["exposure"] for label, r in rows.items()}
+    assert len({e["queries"] for e in exposure.values()}) == 1
+    assert all(0 < e["disparity"] <= 1 and e["over_exposed"] and e["under_exposed"]
+               for e in exposure.values())
     page = to_html(result)
+    assert "<h2>Exposure by supplier</h2>" in page
+    assert all(f"<tr><td>{label}</td><td>{e['disparity']:.4f}</td>" in page
+               for label, e in exposure.items())
     assert result["bm25_p50_ms"] > 0 and report.model in page
     assert "<h2>Against the baselines</h2>" in page and "BM25 weight per fold" in page
     # every one-feature set the latency measurement used is in the store
