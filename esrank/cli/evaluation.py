@@ -50,7 +50,8 @@ _eval_options = options(
 def evaluate_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, window: int | None,
                  depth: int, configs: tuple[str, ...], per_query: bool, push: bool,
                  rank_eval: bool, machine_grades: Path | None, shopper, as_json: bool) -> None:
-    """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10.
+    """NDCG@5/10, MRR, ERR@10, P@10 per query and mean, standard and condensed, + judged@10,
+    and each configuration's exposure by supplier against relevance (docs/exposure.md).
 
     Standard: the live ranking, unjudged docs count as 0. Condensed: unjudged docs are
     removed before cutting at k. judged@10: share of the top 10 that is judged. With
@@ -272,7 +273,7 @@ def report_cmd(ctx: click.Context, judgments_file: Path, fmt: str | None, which:
     feature adds to a rescore, and rescore window vs NDCG vs p50, beside each window's
     ceiling (its docs in grade order: the most any reranker of it can reach); and the model
     against BM25, knn, rrf and linear, each beside its candidates' ceiling@10 and the share
-    of the BM25 -> ceiling gap it closes."""
+    of the BM25 -> ceiling gap it closes, and each one's exposure by supplier."""
     from esrank.evaluation.report import write_report
 
     report = write_report(app_of(ctx), judgments_file, which, feature_set_path, output, fmt)
