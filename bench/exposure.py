@@ -20,7 +20,7 @@ import argparse
 import time
 
 from _chorus import JUDGMENTS
-from _report import configured_encoder, engine_options, result_path, write_result
+from _report import engine_options, result_path, write_result
 
 from esrank.app import App
 from esrank.catalogue.lookup import product_facts
@@ -38,7 +38,7 @@ def main() -> None:
     engine_options(ap)
     args = ap.parse_args()
     started = time.monotonic()
-    app = App(load_settings(url=args.url, flavor=args.flavor), encoder=configured_encoder())
+    app = App(load_settings(url=args.url, flavor=args.flavor))  # the encoder `esrank` uses
     configs = (BM25, *(("rrf",) if app.settings.recall_knn else ()), "active")
     run = evaluate(app, JUDGMENTS, configs, depth=args.depth)
     evaluated = round(time.monotonic() - started, 1)
