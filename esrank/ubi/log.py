@@ -27,6 +27,7 @@ from esrank.core.errors import InputError
 log = logging.getLogger(__name__)
 
 APPLICATION = "esrank"
+UNKNOWN_MODEL = "unknown"  # a query no sidecar served: no ranker in its attributes
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,12 @@ class UbiQuery:
     timestamp: float = 0.0  # seconds since the epoch
     attributes: dict[str, Any] = field(default_factory=dict, compare=False)
     hit_ids: tuple[str, ...] = ()
+
+    @property
+    def model(self) -> str:
+        """The model that served it (the sidecar's `ranker` attribute), else UNKNOWN_MODEL."""
+        ranker = self.attributes.get("ranker")
+        return ranker if isinstance(ranker, str) and ranker else UNKNOWN_MODEL
 
     def to_doc(self) -> dict:
         return {"query_id": self.query_id, "user_query": self.query,
