@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from esrank.core.errors import EngineError, InputError
 from esrank.core.stamps import COMPACT, utc
@@ -112,6 +113,49 @@ def push_comparison(engine, comparison_id: str, meta: dict, a: tuple[str, Evalua
         docs.append((f"{comparison_id}|{q}", doc))
     _write(engine, EVAL_DELTAS, docs)
     return len(docs)
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One configuration's evaluation as the results store holds it: the run, when, the
+    model, and the metrics per query (and their means)."""
+
+    run_id: str
+    timestamp: str
+    model: str | None
+    evaluation: Evaluation
+
+
+MAX_STORED_QUERIES = 10_000  # the most per-query documents read back for one run
+
+
+def last_run(engine, config: str, judgments: str, *, exclude: str | None = None
+             ) -> StoredRun | None:
+    """The newest stored run of the configuration labelled `config` measured on `judgments`
+    (as stored: the path given), other than the run `exclude`; None when there is none.
+
+    >>> last_run(engine, "chorus-v7", "judgments.csv").evaluation.mean["ndcg@10"]  # doctest: +SKIP
+    0.6412
+    """
+    if not engine.index_exists(EVAL_QUERIES):
+        return None
+    same = [{"term": {"config": config}}, {"term": {"judgments": judgments}}]
+    newest = engine.search(EVAL_QUERIES, {
+        "size": 1, "_source": ["run_id", "timestamp", "model"],
+        "query": {"bool": {"filter": same, "must_not": [{"term": {"run_id": exclude}}]
+                           if exclude else []}},
+        "sort": [{"timestamp": "desc"}, {"run_id": "desc"}]})["hits"]["hits"]
+    if not newest:
+        return None
+    found = newest[0]["_source"]
+    docs = engine.search(EVAL_QUERIES, {"size": MAX_STORED_QUERIES, "query": {"bool": {
+        "filter": [*same, {"term": {"run_id": found["run_id"]}}]}}})["hits"]["hits"]
+    per_query = {d["_source"]["query"]: {m: float(d["_source"][m]) for m in METRICS
+                                         if d["_source"].get(m) is not None} for d in docs}
+    mean = {m: sum(pq[m] for pq in per_query.values()) / len(per_query) for m in METRICS
+            if per_query and all(m in pq for pq in per_query.values())}
+    return StoredRun(found["run_id"], found["timestamp"], found.get("model"),
+                     Evaluation(mean, per_query))
 
 
 HISTORY_METRICS = ("ndcg@10", "ndcg@10_condensed")

@@ -33,6 +33,7 @@ from esrank.core.errors import (
     NotFoundError,
 )
 from esrank.core.settings import Settings, load_settings
+from esrank.monitoring.online import CLICK_TOP
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
@@ -84,11 +85,32 @@ class Sidecar:
         attributes = {"configuration": model, "ranker": result.ranker,
                       "degraded": result.degraded, **served}
         shown = tuple(h.doc_id for h in result.hits)
-        self.served.add(query_id, shown)
+        self.served.add(query_id, shown, result.ranker)
         self.ubi.put([UbiQuery(query_id, result.query, user, session, now, attributes, shown),
                       *(UbiEvent("impression", query_id, h.doc_id, h.rank, user, session, now)
                         for h in result.hits)])
         return True
+
+    def count_search(self, result, seconds: float) -> None:
+        """A search served, in the per-model metrics (and the degraded count)."""
+        m = self.metrics
+        if result.degraded:
+            m.degraded.inc()
+        m.searches.labels(result.ranker).inc()
+        m.search_seconds.labels(result.ranker).observe(seconds)
+        if not result.hits:
+            m.zero_results.labels(result.ranker).inc()
+
+    def count_actions(self, events) -> None:
+        """Accepted events in the per-model metrics: each search once per action, under the
+        model that served it, a click only on one of its top 10 (monitoring.online's rates)."""
+        for e in events:
+            if e.action == "click" and e.doc_id not in (self.served.get(e.query_id)
+                                                        or ())[:CLICK_TOP]:
+                continue
+            model = self.served.mark(e.query_id, e.action)
+            if model is not None:
+                self.metrics.acted.labels(model, e.action).inc()
 
     def texts(self, values: list, field: str = "texts") -> list[str]:
         return rq.texts(values, field, self.cfg.max_texts, self.cfg.max_chars)
@@ -131,6 +153,17 @@ class Metrics:
         self.events_rejected = Counter("esrank_events_rejected", "/events events refused "
                                        "(unknown action, query not served, doc not shown)",
                                        registry=self.registry)
+        # per served model (the ranker of the page): the online metrics' counts
+        self.searches = Counter("esrank_searches", "Searches served", ["model"],
+                                registry=self.registry)
+        self.zero_results = Counter("esrank_zero_result_searches", "Searches that showed "
+                                    "nothing", ["model"], registry=self.registry)
+        self.search_seconds = Histogram("esrank_search_seconds", "Time to serve a search",
+                                        ["model"], registry=self.registry,
+                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+        self.acted = Counter("esrank_searches_acted", "Searches with a click in their top 10, "
+                             "an add_to_cart or a purchase (/events; once per search and "
+                             "action)", ["model", "action"], registry=self.registry)
 
 
 def create_app(settings: Settings | None = None, *, encoder=None, engine=None,

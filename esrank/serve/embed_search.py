@@ -12,7 +12,7 @@ from esrank.personal.serving import served_search
 from esrank.ranking.search import parse_configuration
 from esrank.serve import requests as rq
 from esrank.serve.verify import verify
-from esrank.ubi.indices import shown_by
+from esrank.ubi.indices import queries_by_id
 
 bp = Blueprint("embed_search", __name__)
 
@@ -53,10 +53,9 @@ def search():
                                        size=size, window=window, rerank=rerank,
                                        features=data.get("features", False), shopper=shopper,
                                        requests=data.get("show_requests", False))
-    if result.degraded:
-        sc.metrics.degraded.inc()
     took = round((time.perf_counter() - started) * 1000, 2)
-    recorded = sc.record_search(query_id, result, model, shopper, attributes)
+    sc.count_search(result, took / 1000)
+    recorded = sc.record_search(query_id, result, model, shopper, attributes | {"took_ms": took})
     return jsonify(**({"query_id": query_id} if recorded else {}), **result.to_dict(),
                    took_ms=took)
 
@@ -67,8 +66,10 @@ def events():
     if sc.ubi is None:
         raise rq.ClientError(501, "UBI recording is off (ESRANK_SERVE__UBI=false)")
     recorded = rq.events(rq.body({"events": list}, {})["events"], time.time())
-    verified, rejected = verify(recorded, sc.served, lambda ids: shown_by(sc.app.engine, ids))
+    verified, rejected = verify(recorded, sc.served,
+                                lambda ids: queries_by_id(sc.app.engine, ids))
     sc.metrics.events_rejected.inc(len(rejected))
+    sc.count_actions(verified)
     refused = [r.to_dict() for r in rejected]
     if not verified:  # well-formed, but nothing this sidecar can vouch for
         more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""

@@ -7,6 +7,7 @@ showed. Everything else is refused per event, never stored as training signal.
   memory (`ServedQueries`: the last searches, SERVED_DOCS doc ids in all, which covers the
   UBI writer's 0.5 s before a query reaches the engine), else in the engine's `ubi_queries`
   (any sidecar behind a load balancer; a purchase days later), looked up once per request;
+  with the model that served it (what the per-model metrics count the event under);
 - the doc_id is among the docs that search showed.
 
 The bearer token still decides who may post. Verification stops events on products a search
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from esrank.judgments.clicks import ACTION_WEIGHTS
-from esrank.ubi.log import UbiEvent
+from esrank.ubi.log import UNKNOWN_MODEL, UbiEvent, UbiQuery
 
 ACTIONS = tuple(ACTION_WEIGHTS)  # click, add_to_cart, purchase
 # doc ids remembered (about 9 MB): 10,000 pages of 10, 1,000 of 100; far more than a
@@ -41,36 +42,54 @@ class Rejected:
 
 
 class ServedQueries:
-    """Query id -> the doc ids its page showed, for the searches used last, up to `max_docs`
-    doc ids in all (least recently used forgotten first); shared by the request threads."""
+    """Query id -> the doc ids its page showed, the model that served it and the actions
+    counted on it (`mark`), for the searches used last, up to `max_docs` doc ids in all (least
+    recently used forgotten first); shared by the request threads."""
 
     def __init__(self, max_docs: int = SERVED_DOCS):
         self._max_docs, self._docs = max_docs, 0
-        self._shown: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._shown: OrderedDict[str, tuple[tuple[str, ...], str, set[str]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, query_id: str, doc_ids: Iterable[str]) -> None:
+    def add(self, query_id: str, doc_ids: Iterable[str], model: str = UNKNOWN_MODEL) -> None:
         docs = tuple(doc_ids)
         with self._lock:
-            self._docs += len(docs) - len(self._shown.pop(query_id, ()))
-            self._shown[query_id] = docs
+            self._docs += len(docs) - len(self._shown.pop(query_id, ((),))[0])
+            self._shown[query_id] = (docs, model, set())
             while self._docs > self._max_docs and len(self._shown) > 1:
-                self._docs -= len(self._shown.popitem(last=False)[1])
+                self._docs -= len(self._shown.popitem(last=False)[1][0])
 
     def get(self, query_id: str) -> tuple[str, ...] | None:
         with self._lock:
             found = self._shown.get(query_id)
             if found is not None:
                 self._shown.move_to_end(query_id)
-            return found
+            return found[0] if found is not None else None
+
+    def mark(self, query_id: str, action: str) -> str | None:
+        """The model that served `query_id` the first time `action` is marked on it; None
+        after (a search counts once per action) or for a query not held.
+
+        >>> served = ServedQueries()
+        >>> served.add("q1", ["d1"], "chorus-v7")
+        >>> served.mark("q1", "click"), served.mark("q1", "click")
+        ('chorus-v7', None)
+        """
+        with self._lock:
+            found = self._shown.get(query_id)
+            if found is None or action in found[2]:
+                return None
+            found[2].add(action)
+            return found[1]
 
 
 def verify(events: Sequence[UbiEvent], served: ServedQueries,
-           lookup: Callable[[list[str]], Mapping[str, Collection[str]]]
+           lookup: Callable[[list[str]], Mapping[str, UbiQuery]]
            ) -> tuple[list[UbiEvent], list[Rejected]]:
     """The events to store, and those refused (by index, with the reason). `lookup` gives the
-    shown doc ids of the query ids `served` does not hold, for the whole request in one call
-    (the engine's ubi_queries: `esrank.ubi.shown_by`); what it finds is remembered.
+    UBI queries of the query ids `served` does not hold, for the whole request in one call
+    (the engine's ubi_queries: `esrank.ubi.indices.queries_by_id`); what it finds is
+    remembered, with the model that served it.
 
     >>> served = ServedQueries()
     >>> served.add("q1", ["d1", "d2"])
@@ -90,9 +109,9 @@ def verify(events: Sequence[UbiEvent], served: ServedQueries,
     shown = {qid: docs for qid in wanted if (docs := served.get(qid)) is not None}
     unknown = list(dict.fromkeys(q for q in wanted if q not in shown))
     if unknown:
-        for qid, docs in lookup(unknown).items():
-            served.add(qid, docs)
-            shown[qid] = tuple(docs)
+        for qid, query in lookup(unknown).items():
+            served.add(qid, query.hit_ids, query.model)
+            shown[qid] = query.hit_ids
     accepted = []
     for i, e in enumerate(events):
         if i in reasons:

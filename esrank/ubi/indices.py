@@ -53,20 +53,21 @@ def store(engine: Engine, queries: Iterable[UbiQuery], events: Iterable[UbiEvent
     return len(docs_q) + len(docs_e)
 
 
-def shown_by(engine: Engine, query_ids: Iterable[str]) -> dict[str, tuple[str, ...]]:
-    """query id -> the doc ids it showed (`query_response_hit_ids`), for those of `query_ids`
-    the engine's ubi_queries holds: one realtime request (`store` files a query under its
-    query id, so a query a sidecar just wrote counts before a refresh).
+def queries_by_id(engine: Engine, query_ids: Iterable[str]) -> dict[str, UbiQuery]:
+    """query id -> its UBI query (the doc ids it showed in `hit_ids`, the model that served it
+    in `model`), for those of `query_ids` the engine's ubi_queries holds: one realtime request
+    (`store` files a query under its query id, so a query a sidecar just wrote counts before
+    a refresh).
 
-    >>> shown_by(engine, ["5f0c..."])                        # doctest: +SKIP
-    {'5f0c...': ('B07PXGQC1Q', 'B08L5NP6NG', ...)}
+    >>> queries_by_id(engine, ["5f0c..."])["5f0c..."].hit_ids   # doctest: +SKIP
+    ('B07PXGQC1Q', 'B08L5NP6NG', ...)
     """
     found = engine.get_documents(QUERIES_INDEX, query_ids)
     out = {}
     for query_id, doc in found.items():
         record = parse_record(doc)
         if isinstance(record, UbiQuery):
-            out[query_id] = record.hit_ids
+            out[query_id] = record
     return out
 
 
