@@ -24,14 +24,21 @@ happen; `esrank monitor online` recomputes them from the engine's UBI indices.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 
+from esrank.core.errors import InputError
+from esrank.core.stamps import utc
+from esrank.engine import Engine
 from esrank.judgments.clicks import ACTION_WEIGHTS, shown_actions
-from esrank.ubi.log import UbiEvent, UbiQuery
+from esrank.ubi.indices import fetch
+from esrank.ubi.log import UbiEvent, UbiQuery, read_ndjson
 
 CLICK_TOP = 10  # click-through counts clicks on the top 10 results
 # rate -> (the action it counts, whether a higher rate is better)
@@ -206,3 +213,74 @@ def two_proportion_p(x1: int, n1: int, x2: int, n2: int) -> float:
     if spread == 0:
         return 1.0
     return math.erfc(abs(x1 / n1 - x2 / n2) / spread / math.sqrt(2))
+
+
+Window = tuple[float, float]  # [since, until) in epoch seconds
+
+
+@dataclass(frozen=True)
+class OnlineReport:
+    """The online metrics per model in a window, and, with a baseline window, the baseline's
+    and each rate's change (`esrank monitor online`)."""
+
+    window: Window
+    metrics: dict[str, OnlineMetrics]
+    baseline_window: Window | None = None
+    baseline: dict[str, OnlineMetrics] | None = None
+    comparison: WindowComparison | None = None
+
+    @property
+    def flagged(self) -> list[RateChange]:
+        return self.comparison.flagged if self.comparison is not None else []
+
+    def to_dict(self) -> dict:
+        def span(w: Window | None) -> dict | None:
+            return None if w is None else {"since": utc(at=w[0]), "until": utc(at=w[1])}
+
+        return {"window": span(self.window),
+                "models": {m: v.to_dict() for m, v in self.metrics.items()},
+                "baseline_window": span(self.baseline_window),
+                "baseline": None if self.baseline is None else {
+                    m: v.to_dict() for m, v in self.baseline.items()},
+                "comparison": None if self.comparison is None else self.comparison.to_dict()}
+
+
+def online_report(engine: Engine | None, window: Window, baseline: Window | None = None, *,
+                  path: Path | None = None, alpha: float = ALPHA) -> OnlineReport:
+    """The online metrics per model over `window` from the engine's UBI indices (or the UBI
+    ndjson file `path`), compared with the `baseline` window when given."""
+    spans = [window, *([baseline] if baseline else [])]
+    for since, until in spans:
+        if not since < until:
+            raise InputError(f"the window {utc(at=since)} .. {utc(at=until)} is empty: its "
+                             "start must come before its end")
+    queries, events = (read_ndjson(path) if path else fetch(
+        engine, since=min(s for s, _ in spans), until=max(u for _, u in spans)))
+    now = online_metrics(queries, events, *window)
+    if baseline is None:
+        return OnlineReport(window, now)
+    before = online_metrics(queries, events, *baseline)
+    return OnlineReport(window, now, baseline, before,
+                        compare_windows(now, before, alpha=alpha))
+
+
+_AGO = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, now: float) -> float:
+    """A time as epoch seconds: a duration before `now` ("30m", "24h", "7d") or an ISO-8601
+    date or time (UTC unless it names its offset).
+
+    >>> parse_time("2h", now=10_000.0), parse_time("1970-01-01T01:00", now=0)
+    (2800.0, 3600.0)
+    """
+    ago = _AGO.fullmatch(text.strip())
+    if ago:
+        return now - float(ago[1]) * _UNIT[ago[2]]
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"time {text!r}: write a duration before now (30m, 24h, 7d) or an "
+                         "ISO-8601 date or time (2026-12-01, 2026-12-01T08:00Z)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()

@@ -71,21 +71,28 @@ def queries_by_id(engine: Engine, query_ids: Iterable[str]) -> dict[str, UbiQuer
     return out
 
 
-def fetch(engine: Engine, *, page: int = 5000) -> tuple[list[UbiQuery], list[UbiEvent]]:
-    """Every query and event in the engine's UBI indices, oldest first (none when absent)."""
-    queries = [r for r in _scan(engine, QUERIES_INDEX, page) if isinstance(r, UbiQuery)]
-    events = [r for r in _scan(engine, EVENTS_INDEX, page) if isinstance(r, UbiEvent)]
+def fetch(engine: Engine, *, page: int = 5000, since: float | None = None,
+          until: float | None = None) -> tuple[list[UbiQuery], list[UbiEvent]]:
+    """Every query and event in the engine's UBI indices, oldest first (none when absent);
+    with `since` / `until` (epoch seconds), those timestamped in [since, until)."""
+    window = {"match_all": {}} if since is None and until is None else {"range": {"timestamp": {
+        k: round(v * 1000) for k, v in (("gte", since), ("lt", until)) if v is not None}
+        | {"format": "epoch_millis"}}}
+    queries = [r for r in _scan(engine, QUERIES_INDEX, page, window)
+               if isinstance(r, UbiQuery)]
+    events = [r for r in _scan(engine, EVENTS_INDEX, page, window) if isinstance(r, UbiEvent)]
     return queries, events
 
 
-def _scan(engine: Engine, index: str, page: int) -> Iterator[UbiQuery | UbiEvent | None]:
+def _scan(engine: Engine, index: str, page: int, query: dict
+          ) -> Iterator[UbiQuery | UbiEvent | None]:
     if not engine.index_exists(index):
         return
     engine.refresh(index)
     after: list | None = None
     while True:
         body: dict = {"size": page, "sort": [{"timestamp": "asc"}, {"_doc": "asc"}],
-                      "query": {"match_all": {}}}
+                      "query": query}
         if after is not None:
             body["search_after"] = after
         hits = engine.search(index, body)["hits"]["hits"]
