@@ -8,14 +8,13 @@ ESRANK_TEST_<FLAVOR>_URL points a flavor at another node.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path
 
 import pytest
 from support.chorus_slice import SLICE, write_slice_judgments
-from support.cleanup import remove_deployed
+from support.cleanup import delete_where, remove_deployed
 from support.loops import Loop, log_loop, private_feature_set
 
 from esrank.catalogue.index import index_catalogue
@@ -136,12 +135,4 @@ def run_tag(engine: Engine):
     yield tag
     for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
                          (EVAL_DELTAS, "comparison_id")):
-        if not engine.index_exists(index):
-            continue
-        # no _delete_by_query: the Elasticsearch integ-test node has no reindex module
-        hits = engine.search(index, {"size": 10_000, "_source": False,
-                                     "query": {"prefix": {field: tag}}})["hits"]["hits"]
-        if hits:
-            lines = [json.dumps({"delete": {"_index": index, "_id": h["_id"]}}) for h in hits]
-            engine.transport.request("cleanup", "POST", "/_bulk", body="\n".join(lines) + "\n",
-                                     params={"refresh": "true"})
+        delete_where(engine, index, {"prefix": {field: tag}})

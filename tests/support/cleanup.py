@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 from esrank.deploy import registry
@@ -17,3 +18,16 @@ def remove_deployed(engine, set_name: str, indices: Iterable[str] = ()) -> None:
                                  f"/{registry.REGISTRY_INDEX}/_doc/{set_name}")
     for index in indices:
         engine.delete_index(index)
+
+
+def delete_where(engine, index: str, query: dict) -> None:
+    """Delete the documents of `index` that match `query` (up to 10,000), when it exists."""
+    if not engine.index_exists(index):
+        return
+    # no _delete_by_query: the Elasticsearch integ-test node has no reindex module
+    hits = engine.search(index, {"size": 10_000, "_source": False,
+                                 "query": query})["hits"]["hits"]
+    if hits:
+        lines = [json.dumps({"delete": {"_index": index, "_id": h["_id"]}}) for h in hits]
+        engine.transport.request("cleanup", "POST", "/_bulk", body="\n".join(lines) + "\n",
+                                 params={"refresh": "true"})
