@@ -74,12 +74,14 @@ def run_text(watched) -> str:
 @click.option("--baseline-until", help="The baseline window's end (default: --since).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.01,
               show_default=True, help="Flag a rate that got worse with a p-value below this.")
+@click.option("--push", is_flag=True, help="Store the window's metrics per model in the engine "
+                                           "(esrank-online) for the dashboards.")
 @click.option("--ubi", "ubi_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read this UBI ndjson file instead of the engine's ubi_queries/ubi_events.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def online_cmd(ctx: click.Context, since: str, until: str | None, baseline_since: str | None,
-               baseline_until: str | None, alpha: float, ubi_file: Path | None,
+               baseline_until: str | None, alpha: float, push: bool, ubi_file: Path | None,
                as_json: bool) -> None:
     """Click-through at 10, add-to-cart, purchase and zero-result rates and latency per served
     model, from the UBI the sidecar records. Exit 0: nothing flagged; 1: error; 3: a rate
@@ -90,8 +92,8 @@ def online_cmd(ctx: click.Context, since: str, until: str | None, baseline_since
     window = (parse_time(since, now), parse_time(until, now) if until else now)
     baseline = ((parse_time(baseline_since, now), parse_time(baseline_until, now)
                  if baseline_until else window[0]) if baseline_since else None)
-    report = online_report(None if ubi_file else app_of(ctx).engine, window, baseline,
-                           path=ubi_file, alpha=alpha)
+    report = online_report(app_of(ctx).engine, window, baseline, path=ubi_file, alpha=alpha,
+                           push=push)
     emit(report.to_dict(), as_json, online_text(report))
     if report.flagged:
         sys.exit(ALERT)
@@ -119,6 +121,8 @@ def online_text(report) -> str:
         lines += table(f"baseline {span['since']} .. {span['until']}", report.baseline)
         lines += [f"FLAGGED {c.model} {c.rate}: {c.baseline:.2%} -> {c.current:.2%} "
                   f"(p {c.p_value:.2g})" for c in report.flagged] or ["nothing flagged"]
+    if report.pushed:
+        lines.append(f"stored {report.pushed} document(s) in esrank-online")
     return "\n".join(lines)
 
 

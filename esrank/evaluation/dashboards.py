@@ -1,9 +1,9 @@
-"""Saved objects for Kibana and OpenSearch Dashboards over esrank's evaluation indices.
+"""Saved objects for Kibana and OpenSearch Dashboards over esrank's results store.
 
-`saved_objects(flavor)` builds the data views (index patterns), the visualizations and the
-"esrank relevance comparison" dashboard; scripts/gen_dashboards.py writes them as the ndjson
-files shipped in esrank/evaluation/saved_objects/ (a test keeps them current), and
-`import_saved_objects`
+`saved_objects(flavor)` builds the data views (index patterns), the visualizations and two
+dashboards, "esrank relevance comparison" and "esrank online metrics per served model";
+scripts/gen_dashboards.py writes them as the ndjson files shipped in
+esrank/evaluation/saved_objects/ (a test keeps them current), and `import_saved_objects`
 loads one through the saved-objects import API.
 
 Visualizations (aggregation-based, which both products import):
@@ -13,7 +13,10 @@ Visualizations (aggregation-based, which both products import):
 - grade distribution in the top 10 per configuration (stacked bars; unjudged as its own bar);
 - machine grades of the unjudged docs in the top 10 (`esrank evaluate --push
   --machine-grades`; stacked bars; no machine grade as its own bar);
-- feature value distributions of the ranked docs (histograms).
+- feature value distributions of the ranked docs (histograms);
+- online, per served model over time (esrank-online, `esrank monitor online --push`):
+  searches, click-through at 10, add-to-cart, purchase and zero-result rates, p95 latency
+  (lines), and the rates over the chosen time range (table).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from pathlib import Path
 
 from esrank.core.auth import Auth
 from esrank.engine.saved_objects import import_ndjson
-from esrank.evaluation.runs import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
+from esrank.evaluation.runs import (
+    EVAL_DELTAS,
+    EVAL_HITS,
+    EVAL_ONLINE,
+    EVAL_QUERIES,
+    ONLINE_RATES,
+)
 
 FOLDER = Path(__file__).with_name("saved_objects")
 FILES = {"kibana": FOLDER / "kibana.ndjson",
@@ -71,9 +80,15 @@ def saved_objects(flavor: str = "kibana") -> list[dict]:
     """Every object, data views first, the dashboard last (import order)."""
     if flavor not in FILES:
         raise ValueError(f"flavor {flavor!r}: expected one of {sorted(FILES)}")
-    visualizations = _visualizations()
-    patterns = [_pattern(i) for i in (EVAL_QUERIES, EVAL_HITS, EVAL_DELTAS)]
-    return [*patterns, *visualizations, _dashboard(visualizations, flavor)]
+    relevance, online = _visualizations(), _online_visualizations()
+    patterns = [_pattern(i) for i in (EVAL_QUERIES, EVAL_HITS, EVAL_DELTAS, EVAL_ONLINE)]
+    return [*patterns, *relevance, *online,
+            _dashboard(relevance, flavor, "dashboard", "esrank relevance comparison",
+                       "Runs written by esrank evaluate --push and esrank compare --push"),
+            _dashboard(online, flavor, "online-dashboard",
+                       "esrank online metrics per served model",
+                       "What shoppers did with each model's pages: esrank monitor online "
+                       "--push, from the UBI the sidecar records", wide=1)]
 
 
 def _visualizations() -> list[dict]:
@@ -119,21 +134,47 @@ def _visualizations() -> list[dict]:
     ]
 
 
-def _dashboard(visualizations: list[dict], flavor: str) -> dict:
+RATE_TITLES = {"ctr@10": "click-through at 10", "add_to_cart_rate": "add-to-cart rate",
+               "purchase_rate": "purchase rate", "zero_result_rate": "zero-result rate"}
+
+
+def _online_visualizations() -> list[dict]:
+    """The online dashboard's panels: the rates per model over the time range (a table),
+    then each figure per model over time (lines)."""
+    def over_time(name: str, title: str, metric: dict) -> dict:
+        return _vis(f"online-{name}", f"esrank online: {title} per served model", "line",
+                    EVAL_ONLINE, [metric, {"type": "date_histogram", "schema": "segment",
+                                           "params": {"field": "timestamp",
+                                                      "interval": "auto"}},
+                                  _terms("model", schema="group", size=10)], {"type": "line"})
+
+    table = _vis("online-rates", "esrank online: rates per served model (mean of the windows)",
+                 "table", EVAL_ONLINE, [{"type": "sum", "schema": "metric",
+                                         "params": {"field": "searches"}},
+                                        *(_avg(r) for r in ONLINE_RATES),
+                                        _avg("latency_p95_ms"), _terms("model")],
+                 {"perPage": 20})
+    return [table, over_time("searches", "searches", {
+        "type": "sum", "schema": "metric", "params": {"field": "searches"}})] + [
+        over_time(rate, RATE_TITLES[rate], _avg(rate)) for rate in ONLINE_RATES] + [
+        over_time("latency", "p95 latency (ms)", _avg("latency_p95_ms"))]
+
+
+def _dashboard(visualizations: list[dict], flavor: str, name: str, title: str,
+               description: str, wide: int = 2) -> dict:
+    """A dashboard of `visualizations`, the first `wide` full width, the rest two a row."""
     panels, refs = [], []
     for i, vis in enumerate(visualizations):
-        wide = i < 2
+        full = i < wide
         panels.append({"panelIndex": str(i + 1), "panelRefName": f"panel_{i}",
                        "embeddableConfig": {}, "version": "8.0.0" if flavor == "kibana"
                        else "3.0.0",
-                       "gridData": {"x": 0 if wide or i % 2 == 0 else 24,
-                                    "y": 15 * i, "w": 48 if wide else 24, "h": 15,
+                       "gridData": {"x": 0 if full or (i - wide) % 2 == 0 else 24,
+                                    "y": 15 * i, "w": 48 if full else 24, "h": 15,
                                     "i": str(i + 1)}})
         refs.append({"name": f"panel_{i}", "type": "visualization", "id": vis["id"]})
-    return {"id": _id("dashboard"), "type": "dashboard",
-            "attributes": {"title": "esrank relevance comparison",
-                           "description": "Runs written by esrank evaluate --push and "
-                                          "esrank compare --push",
+    return {"id": _id(name), "type": "dashboard",
+            "attributes": {"title": title, "description": description,
                            "panelsJSON": json.dumps(panels), "timeRestore": False,
                            "optionsJSON": json.dumps({"useMargins": True}),
                            "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(

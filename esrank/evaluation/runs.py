@@ -1,6 +1,8 @@
 """The results store: evaluation runs, per-query deltas and their history, kept in the engine
 (esrank-eval-queries, -hits, -deltas) for Kibana / OpenSearch Dashboards and the comparison
-page. Metrics themselves are computed in evaluate.py."""
+page, and the online metrics per served model and window (esrank-online, written by
+`esrank monitor online --push`). Metrics themselves are computed in evaluate.py and
+esrank.monitoring.online."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ from esrank.judgments.metrics import METRICS, Evaluation
 
 EVAL_QUERIES, EVAL_HITS = "esrank-eval-queries", "esrank-eval-hits"
 EVAL_DELTAS = "esrank-eval-deltas"
+EVAL_ONLINE = "esrank-online"
+ONLINE_COUNTS = ("searches", "clicked", "carted", "purchased", "zero_results")
+ONLINE_RATES = ("ctr@10", "add_to_cart_rate", "purchase_rate", "zero_result_rate")
+ONLINE_LATENCY = ("latency_mean_ms", "latency_p50_ms", "latency_p95_ms")
 DELTA_METRICS = ("ndcg@10", "ndcg@10_condensed", "judged@10")
 _RUN_FIELDS = {"run_id": {"type": "keyword"}, "config": {"type": "keyword"},
                "model": {"type": "keyword"}, "feature_set": {"type": "keyword"},
@@ -42,6 +48,10 @@ EVAL_MAPPINGS = {
         "outcome": {"type": "keyword"},
         **{f"{m}_{side}": {"type": "float"} for m in DELTA_METRICS
            for side in ("a", "b", "delta")}}},
+    EVAL_ONLINE: {"dynamic": "strict", "properties": {
+        "model": {"type": "keyword"}, "since": {"type": "date"}, "timestamp": {"type": "date"},
+        **{c: {"type": "long"} for c in ONLINE_COUNTS},
+        **{m: {"type": "float"} for m in (*ONLINE_RATES, *ONLINE_LATENCY)}}},
 }
 
 
@@ -94,6 +104,15 @@ def push_evaluation(engine, run_id: str, meta: dict, config: str, evaluation: Ev
     _write(engine, EVAL_QUERIES, per_query)
     _write(engine, EVAL_HITS, per_hit)
     return len(per_query) + len(per_hit)
+
+
+def push_online(engine, docs: Sequence[tuple[str, dict]]) -> int:
+    """Store online metrics, one (id, document) per served model and window in esrank-online
+    (`timestamp`: the window's end); the same id again replaces it. Returns how many."""
+    _ensure_indices(engine)
+    if docs:
+        _write(engine, EVAL_ONLINE, list(docs))
+    return len(docs)
 
 
 def push_comparison(engine, comparison_id: str, meta: dict, a: tuple[str, Evaluation],

@@ -27,7 +27,7 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import numpy as np
 from esrank.core.errors import InputError
 from esrank.core.stamps import utc
 from esrank.engine import Engine
+from esrank.evaluation.runs import push_online
 from esrank.judgments.clicks import ACTION_WEIGHTS, shown_actions
 from esrank.ubi.indices import fetch
 from esrank.ubi.log import UbiEvent, UbiQuery, read_ndjson
@@ -228,10 +229,25 @@ class OnlineReport:
     baseline_window: Window | None = None
     baseline: dict[str, OnlineMetrics] | None = None
     comparison: WindowComparison | None = None
+    pushed: int = 0  # documents stored in esrank-online
 
     @property
     def flagged(self) -> list[RateChange]:
         return self.comparison.flagged if self.comparison is not None else []
+
+    def documents(self) -> list[tuple[str, dict]]:
+        """The window's metrics as esrank-online documents, one per model (id: model and
+        window, so storing the same window again replaces them)."""
+        since, until = (utc(at=t) for t in self.window)
+        out = []
+        for model, m in self.metrics.items():
+            latency = {f"latency_{k}_ms": v for k, v in (m.latency_ms or {}).items()}
+            doc = {"model": model, "since": since, "timestamp": until, **m.to_dict(),
+                   **latency}
+            del doc["latency_ms"]
+            out.append((f"{model}|{since}|{until}", {k: v for k, v in doc.items()
+                                                      if v is not None}))
+        return out
 
     def to_dict(self) -> dict:
         def span(w: Window | None) -> dict | None:
@@ -242,13 +258,16 @@ class OnlineReport:
                 "baseline_window": span(self.baseline_window),
                 "baseline": None if self.baseline is None else {
                     m: v.to_dict() for m, v in self.baseline.items()},
-                "comparison": None if self.comparison is None else self.comparison.to_dict()}
+                "comparison": None if self.comparison is None else self.comparison.to_dict(),
+                "pushed": self.pushed}
 
 
-def online_report(engine: Engine | None, window: Window, baseline: Window | None = None, *,
-                  path: Path | None = None, alpha: float = ALPHA) -> OnlineReport:
+def online_report(engine: Engine, window: Window, baseline: Window | None = None, *,
+                  path: Path | None = None, alpha: float = ALPHA, push: bool = False
+                  ) -> OnlineReport:
     """The online metrics per model over `window` from the engine's UBI indices (or the UBI
-    ndjson file `path`), compared with the `baseline` window when given."""
+    ndjson file `path`), compared with the `baseline` window when given; with `push`, the
+    window's metrics stored in esrank-online (for the dashboards)."""
     spans = [window, *([baseline] if baseline else [])]
     for since, until in spans:
         if not since < until:
@@ -257,11 +276,14 @@ def online_report(engine: Engine | None, window: Window, baseline: Window | None
     queries, events = (read_ndjson(path) if path else fetch(
         engine, since=min(s for s, _ in spans), until=max(u for _, u in spans)))
     now = online_metrics(queries, events, *window)
-    if baseline is None:
-        return OnlineReport(window, now)
-    before = online_metrics(queries, events, *baseline)
-    return OnlineReport(window, now, baseline, before,
-                        compare_windows(now, before, alpha=alpha))
+    report = OnlineReport(window, now)
+    if baseline is not None:
+        before = online_metrics(queries, events, *baseline)
+        report = OnlineReport(window, now, baseline, before,
+                              compare_windows(now, before, alpha=alpha))
+    if push:
+        report = replace(report, pushed=push_online(engine, report.documents()))
+    return report
 
 
 _AGO = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")

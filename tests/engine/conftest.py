@@ -21,7 +21,7 @@ from esrank.catalogue.index import index_catalogue
 from esrank.core.errors import EngineError
 from esrank.core.settings import load_settings
 from esrank.engine import FLAVORS, Engine, connect
-from esrank.evaluation.runs import EVAL_DELTAS, EVAL_HITS, EVAL_QUERIES
+from esrank.evaluation.runs import EVAL_DELTAS, EVAL_HITS, EVAL_ONLINE, EVAL_QUERIES
 from esrank.judgments.lists import read_judgments
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,10 +129,11 @@ def loop(engine: Engine, encoder, slice_alias, tmp_path_factory) -> Loop:
 
 @pytest.fixture()
 def run_tag(engine: Engine):
-    """A unique prefix for evaluation run and comparison ids; what the test pushed under it
-    (esrank-eval-queries, -hits, -deltas) is removed afterwards."""
+    """A unique prefix for evaluation run and comparison ids (and online metrics' model
+    names); what the test pushed under it (esrank-eval-queries, -hits, -deltas,
+    esrank-online) is removed afterwards."""
     tag = f"test-{uuid.uuid4().hex[:8]}"
     yield tag
     for index, field in ((EVAL_QUERIES, "run_id"), (EVAL_HITS, "run_id"),
-                         (EVAL_DELTAS, "comparison_id")):
+                         (EVAL_DELTAS, "comparison_id"), (EVAL_ONLINE, "model")):
         delete_where(engine, index, {"prefix": {field: tag}})

@@ -84,3 +84,20 @@ def test_two_proportion_p():
     assert two_proportion_p(0, 10, 0, 10) == 1.0
     assert two_proportion_p(5, 10, 5, 10) == 1.0
     assert two_proportion_p(200, 1000, 300, 1000) < 1e-6
+
+
+def test_the_stored_documents_fit_the_results_store_mapping():
+    from esrank.evaluation.runs import EVAL_MAPPINGS, EVAL_ONLINE, ONLINE_RATES
+    from esrank.monitoring.online import RATES, OnlineReport
+
+    assert tuple(RATES) == ONLINE_RATES
+    report = OnlineReport((10.0, 50.0), online_metrics(QUERIES, EVENTS, since=10, until=50))
+    docs = dict(report.documents())
+    assert set(docs) == {f"{m}|1970-01-01T00:00:10Z|1970-01-01T00:00:50Z"
+                         for m in ("m1", "m2", UNKNOWN_MODEL)}
+    fields = set(EVAL_MAPPINGS[EVAL_ONLINE]["properties"])
+    for doc in docs.values():
+        assert set(doc) <= fields
+    m1 = docs["m1|1970-01-01T00:00:10Z|1970-01-01T00:00:50Z"]
+    assert (m1["timestamp"], m1["ctr@10"], m1["latency_p95_ms"]) == (
+        "1970-01-01T00:00:50Z", 0.25, pytest.approx(38.5))
