@@ -4,6 +4,7 @@ search."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from esrank import ubi
@@ -31,6 +32,7 @@ def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, slice_
     app (nothing in memory) finds the query in ubi_queries as soon as the writer sent it (no
     refresh), takes a doc it showed and refuses one it did not."""
     settings = engine_settings(index=slice_alias)
+    started = time.time() - 1
     first = create_app(settings, encoder=encoder)
     found = first.test_client().post("/search", json={"query": "bluetooth speaker",
                                                       "model": "bm25", "size": 5}).json
@@ -49,7 +51,7 @@ def test_an_event_verifies_on_another_sidecar_through_ubi_queries(engine, slice_
     assert r.status_code == 202, r.json
     assert r.json["accepted"] == 1 and [x["index"] for x in r.json["rejected"]] == [1, 2]
     assert sc.ubi.flush(10)
-    _, events = ubi.fetch(engine)
+    _, events = ubi.fetch(engine, since=started)  # this test's window, not the whole log
     assert [(e.action, e.doc_id) for e in events if e.query_id == found["query_id"]
             and e.action != "impression"] == [("purchase", page[1])]
     sc.ubi.close()
