@@ -105,6 +105,13 @@ class TtlCache:
             self._items[key] = (now + self.ttl, value)
         return value
 
+    def put(self, key, value) -> None:
+        """Replace a key's value (kept `ttl` seconds from now; with ttl 0, not kept)."""
+        if self.ttl:
+            if key not in self._items and len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+
 
 class App:
     """esrank, configured once: settings and the resources they name (engine, encoders,
@@ -112,13 +119,20 @@ class App:
 
     def __init__(self, settings: Settings, *, engine=None, encoder=None, reranker=None,
                  engine_timeout: float | None = None, ranker_ttl: float = 0.0,
-                 profile_ttl: float = 0.0, deltas_ttl: float = 0.0):
+                 profile_ttl: float = 0.0, deltas_ttl: float = 0.0,
+                 live_profiles: bool = False):
         self.settings = settings
         self._engine, self._encoder, self._reranker = engine, encoder, reranker
         self._engine_timeout = engine_timeout
         # the sidecar reuses a resolved configuration and a shopper's profile for a while
         self._rankers = TtlCache(ranker_ttl, MAX_RANKERS)
         self._profiles = TtlCache(profile_ttl, MAX_PROFILES)
+        # the sidecar folds accepted /events into profiles (esrank.personal.live)
+        self.live = None
+        if live_profiles:
+            from esrank.personal.live import LiveProfiles
+
+            self.live = LiveProfiles(self, self._profiles)
         self.deltas = TtlCache(deltas_ttl, MAX_DELTAS)  # the comparison page's per-query deltas
         self._evaluators: dict[tuple, Any] = {}
         self._artifacts: dict[str, Any] = {}
@@ -255,9 +269,12 @@ class App:
         return self.encoder if needs else None
 
     def profile(self, user_id: str):
-        """A shopper's stored Profile, or None (with a `profile_ttl`, reused that long)."""
+        """A shopper's stored Profile, or None (with a `profile_ttl`, reused that long); with
+        live profiles, their actions this sidecar has not stored yet included."""
         from esrank.personal.shopper import load_profile
 
+        if self.live is not None:
+            return self.live.profile(user_id)
         return self._profiles.get(user_id, lambda: load_profile(
             self.engine, user_id, self.settings.profiles_index))
 

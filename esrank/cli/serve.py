@@ -21,7 +21,7 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
     The API is described at /openapi.json; see docs/sidecar.md.
     """
     from esrank.serve import create_app
-    from esrank.serve.server import make_server
+    from esrank.serve.server import make_server, run_until_stopped
 
     s = settings_of(ctx)
     host, port = host or s.serve.host, port or s.serve.port
@@ -31,7 +31,10 @@ def serve_cmd(ctx: click.Context, host: str | None, port: int | None,
     app = create_app(s)
     click.echo(f"esrank sidecar on http://{host}:{port} (encoder "
                f"{app.extensions['esrank'].encoder.name})")
-    make_server(app, host, port, threads or s.serve.threads).run()
+    server = make_server(app, host, port, threads or s.serve.threads)
+    if not run_until_stopped(server, app):
+        click.echo("stopped before every UBI record and profile change was stored "
+                   "(ESRANK_SERVE__DRAIN_TIMEOUT)", err=True)
 
 
 def _loopback(host: str) -> bool:

@@ -142,6 +142,12 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(2_000_000, gt=0)  # larger requests are refused unread (413)
     # write a UBI query and its impressions for every search served (ubi_queries/ubi_events)
     ubi: bool = True
+    # fold each accepted /events action into its shopper's profile at once (the next search
+    # reads it) and store the changed profiles behind the requests, every 0.5 s; needs `ubi`
+    live_profiles: bool = True
+    # seconds a clean stop (SIGTERM, Ctrl-C) waits for the UBI records and profile changes
+    # still queued to be stored; past it they are lost
+    drain_timeout: float = Field(5.0, ge=0)
     experiment: ExperimentSettings | None = None
 
     @field_validator("token")

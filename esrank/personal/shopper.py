@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,7 @@ TOP_BRANDS = 5  # brands a profile keeps
 HALF_LIFE_DAYS = 30.0  # an action's weight halves every 30 days
 MIN_SPREAD = 0.25  # the narrowest price band: +-25% around its centre (log scale)
 MAX_BRANDS = 20  # brands a request may name
+MAX_TRACKED_BRANDS = 25  # brands a profile's accumulator tracks (ProfileState)
 
 
 @dataclass(frozen=True)
@@ -73,18 +73,136 @@ class Profile:
     price_scale: float | None  # half-width of the band, euros
     actions: int  # actions it was built from
     updated: float  # seconds since the epoch
+    # the sums it was read from, which live updates continue (None: a profile stored before
+    # esrank kept them); never mutated once in a Profile
+    state: ProfileState | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {"user_id": self.user_id,
                 "brands": [{"term": b, "weight": w} for b, w in self.brands],
                 "price": self.price, "price_scale": self.price_scale,
-                "actions": self.actions, "updated": self.updated}
+                "actions": self.actions, "updated": self.updated,
+                **({"state": self.state.to_dict()} if self.state is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> Profile:
         return cls(d["user_id"], tuple((b["term"], float(b["weight"])) for b in d["brands"]),
                    d.get("price"), d.get("price_scale"), int(d.get("actions", 0)),
-                   float(d.get("updated", 0.0)))
+                   float(d.get("updated", 0.0)),
+                   ProfileState.from_dict(d["state"]) if d.get("state") else None)
+
+
+class ProfileState:
+    """A shopper's decayed sums, the one accumulator behind both the batch build and the
+    sidecar's live updates (esrank.personal.live): O(tracked brands) work per action, never
+    O(history).
+
+    The sums are kept as of a reference time `ref` (the latest action): an action at `t`
+    adds `weight * 0.5 ** ((ref - t) / half life)`, and a later action first rescales every
+    sum by `0.5 ** (dt / half life)`. A profile only reads ratios of the sums (brand shares,
+    the weighted mean and spread of log prices), so the decay from `ref` to any later `now`
+    cancels: the profile at `now` is exactly the batch build's at `now`.
+
+    At most `max_brands` brands are tracked: a new one past the bound evicts the lightest,
+    whose weight stays in `brand_total` (the kept shares stay exact; an evicted brand that
+    comes back starts again from its new actions).
+
+    >>> state = ProfileState()
+    >>> state.add(ProductFacts("HP", 40.0), 2.0, at=0.0)
+    >>> state.profile("u1", now=0.0).brands
+    (('HP', 1.0),)
+    """
+
+    def __init__(self, half_life_days: float = HALF_LIFE_DAYS,
+                 weights: Mapping[str, float] = ACTION_WEIGHTS,
+                 max_brands: int = MAX_TRACKED_BRANDS):
+        self.half_life_days, self.weights = half_life_days, dict(weights)
+        self.max_brands = max_brands
+        self.ref = -math.inf  # no action yet
+        self.brands: dict[str, float] = {}
+        self.brand_total = 0.0
+        self.w = self.s1 = self.s2 = 0.0  # sums of w, w * log(price), w * log(price) ** 2
+        self.actions = 0
+
+    def empty(self) -> ProfileState:
+        """A state with no action and the same half life, weights and bound."""
+        return ProfileState(self.half_life_days, self.weights, self.max_brands)
+
+    def copy(self) -> ProfileState:
+        out = self.empty()
+        out.merge(self)
+        return out
+
+    def _rebase(self, at: float) -> float:
+        """The factor an action at `at` counts with, moving `ref` to `at` when later."""
+        if at <= self.ref:
+            return 0.5 ** ((self.ref - at) / 86_400.0 / self.half_life_days)
+        if self.actions:
+            decay = 0.5 ** ((at - self.ref) / 86_400.0 / self.half_life_days)
+            self.brands = {b: w * decay for b, w in self.brands.items()}
+            self.brand_total *= decay
+            self.w, self.s1, self.s2 = self.w * decay, self.s1 * decay, self.s2 * decay
+        self.ref = at
+        return 1.0
+
+    def add(self, facts: ProductFacts, weight: float, at: float) -> None:
+        """One action of `weight` at `at` (seconds since the epoch) on a product."""
+        w = weight * self._rebase(at)
+        self.actions += 1
+        if facts.brand:
+            self._add_brand(facts.brand, w)
+        if facts.price and facts.price > 0:
+            x = math.log(facts.price)
+            self.w, self.s1, self.s2 = self.w + w, self.s1 + w * x, self.s2 + w * x * x
+
+    def _add_brand(self, brand: str, w: float) -> None:
+        self.brand_total += w
+        if brand not in self.brands and len(self.brands) >= self.max_brands:
+            del self.brands[min(self.brands, key=lambda b: (self.brands[b], b))]
+        self.brands[brand] = self.brands.get(brand, 0.0) + w
+
+    def merge(self, other: ProfileState) -> None:
+        """Add another state's actions (same half life): the sums are additive."""
+        if not other.actions:
+            return
+        decay = self._rebase(other.ref)  # other's sums, as of this state's ref
+        for b, w in other.brands.items():
+            self._add_brand(b, w * decay)
+        # what other tracks is added above; what it evicted only counts toward the total
+        self.brand_total += (other.brand_total - sum(other.brands.values())) * decay
+        self.w += other.w * decay
+        self.s1 += other.s1 * decay
+        self.s2 += other.s2 * decay
+        self.actions += other.actions
+
+    def profile(self, user_id: str, now: float, top_brands: int = TOP_BRANDS) -> Profile:
+        """The Profile these sums give (`now`: its `updated` time)."""
+        top = sorted(self.brands.items(), key=lambda kv: (-kv[1], kv[0]))[:top_brands]
+        brands = (tuple((b, round(w / self.brand_total, 4)) for b, w in top)
+                  if self.brand_total > 0 else ())
+        price = scale = None
+        if self.w > 0:
+            mu = self.s1 / self.w
+            sigma = math.sqrt(max(0.0, self.s2 / self.w - mu * mu))
+            price = round(math.exp(mu), 2)
+            scale = round(price * (math.exp(max(sigma, MIN_SPREAD)) - 1.0), 2)
+        return Profile(user_id, brands, price, scale, self.actions, now, self)
+
+    def to_dict(self) -> dict:
+        return {"ref": self.ref if self.actions else None, "half_life_days": self.half_life_days,
+                "weights": self.weights, "brands": [[b, w] for b, w in self.brands.items()],
+                "brand_total": self.brand_total, "w": self.w, "s1": self.s1, "s2": self.s2,
+                "actions": self.actions}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ProfileState:
+        out = cls(float(d["half_life_days"]), d["weights"])
+        out.ref = -math.inf if d.get("ref") is None else float(d["ref"])
+        out.brands = {str(b): float(w) for b, w in d["brands"]}
+        out.brand_total, out.w, out.s1, out.s2 = (float(d[k]) for k in ("brand_total", "w",
+                                                                        "s1", "s2"))
+        out.actions = int(d["actions"])
+        return out
 
 
 def build_profiles(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
@@ -97,40 +215,20 @@ def build_profiles(queries: Iterable[UbiQuery], events: Iterable[UbiEvent],
     `query_response_hit_ids`; an action on any other doc is skipped and counted in the log).
 
     Each action weighs its `weights` entry (impressions and unknown actions: nothing) times
-    0.5 ** (age / half life). A brand's affinity is its share of the shopper's weight (top
-    `top_brands` kept); the price band is centred on the weighted geometric mean price, with a
-    half-width from the weighted spread of log prices (at least MIN_SPREAD).
+    0.5 ** (age / half life), an action after `now` counting as of `now`. A brand's affinity
+    is its share of the shopper's weight (top `top_brands` kept); the price band is centred
+    on the weighted geometric mean price, with a half-width from the weighted spread of log
+    prices (at least MIN_SPREAD). The actions are folded in time order through
+    `ProfileState`, as the sidecar folds them as they arrive.
     """
-    brand_w: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    logp: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    count: dict[str, int] = defaultdict(int)
-    for e in shown_actions(queries, events, weights):
-        if e.client_id is None:
-            continue
+    states: dict[str, ProfileState] = {}
+    for e in sorted(shown_actions(queries, events, weights), key=lambda e: e.timestamp):
         facts = products.get(e.doc_id)
-        if facts is None:
+        if e.client_id is None or facts is None:
             continue
-        age_days = max(0.0, now - e.timestamp) / 86_400.0
-        w = weights[e.action] * 0.5 ** (age_days / half_life_days)
-        count[e.client_id] += 1
-        if facts.brand:
-            brand_w[e.client_id][facts.brand] += w
-        if facts.price and facts.price > 0:
-            logp[e.client_id].append((math.log(facts.price), w))
-    out = {}
-    for user in count:
-        total = sum(brand_w[user].values())
-        top = sorted(brand_w[user].items(), key=lambda kv: (-kv[1], kv[0]))[:top_brands]
-        brands = tuple((b, round(w / total, 4)) for b, w in top) if total else ()
-        price = scale = None
-        if logp[user]:
-            wsum = sum(w for _, w in logp[user])
-            mu = sum(x * w for x, w in logp[user]) / wsum
-            sigma = math.sqrt(sum(w * (x - mu) ** 2 for x, w in logp[user]) / wsum)
-            price = round(math.exp(mu), 2)
-            scale = round(price * (math.exp(max(sigma, MIN_SPREAD)) - 1.0), 2)
-        out[user] = Profile(user, brands, price, scale, count[user], now)
-    return out
+        state = states.setdefault(e.client_id, ProfileState(half_life_days, weights))
+        state.add(facts, weights[e.action], min(e.timestamp, now))
+    return {user: state.profile(user, now, top_brands) for user, state in states.items()}
 
 
 def shopper_params(profile: Profile | None, context: ShopperContext | None = None
@@ -167,8 +265,9 @@ def shopper_params(profile: Profile | None, context: ShopperContext | None = Non
 
 
 def save_profiles(engine: Engine, profiles: Iterable[Profile],
-                  index: str = PROFILES_INDEX) -> int:
-    """Write profiles (one document per shopper, replacing theirs); returns how many."""
+                  index: str = PROFILES_INDEX, *, refresh: bool = True) -> int:
+    """Write profiles (one document per shopper, replacing theirs); returns how many.
+    Without `refresh` they are still read at once by id (a GET is realtime)."""
     engine.ensure_index(index, {"settings": SMALL_INDEX, "mappings": {
         "dynamic": False, "properties": {"user_id": {"type": "keyword"},
                                          "updated": {"type": "date", "format": "epoch_second"}}}})
@@ -177,7 +276,8 @@ def save_profiles(engine: Engine, profiles: Iterable[Profile],
     if refused:
         raise EngineError("save profiles", f"{len(refused)} refused, the first "
                           f"({refused[0][0]}): {refused[0][1]}", target=index)
-    engine.refresh(index)
+    if refresh:
+        engine.refresh(index)
     return len(docs)
 
 

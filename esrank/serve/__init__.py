@@ -37,6 +37,7 @@ from esrank.monitoring.online import CLICK_TOP
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
 from esrank.serve.health import SPEC
+from esrank.serve.profile_writer import ProfileWriter
 from esrank.serve.requests import NON_SPACE, ClientError
 from esrank.serve.ubi_writer import UbiWriter
 from esrank.serve.verify import ServedQueries
@@ -67,6 +68,7 @@ class Sidecar:
     metrics: Any
     ubi: UbiWriter | None = None
     served: ServedQueries = field(default_factory=ServedQueries)
+    profiles: ProfileWriter | None = None  # stores the live profiles /events changed
     # /compare/queries computes one comparison at a time (seconds each); a second one: 503
     comparing: threading.Lock = field(default_factory=threading.Lock)
 
@@ -111,6 +113,17 @@ class Sidecar:
             model = self.served.mark(e.query_id, e.action)
             if model is not None:
                 self.metrics.acted.labels(model, e.action).inc()
+
+    def close(self, timeout: float) -> bool:
+        """Store what is still queued (UBI records, profile changes) within `timeout`
+        seconds, then stop the writers; True when nothing was left unstored."""
+        deadline = time.monotonic() + timeout
+        drained = self.ubi is None or self.ubi.flush(timeout)
+        if self.ubi is not None:
+            self.ubi.close()
+        if self.profiles is not None:
+            drained &= self.profiles.close(max(0.0, deadline - time.monotonic()))
+        return drained
 
     def texts(self, values: list, field: str = "texts") -> list[str]:
         return rq.texts(values, field, self.cfg.max_texts, self.cfg.max_chars)
@@ -192,7 +205,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
                       encoder=BatchedEncoder(batcher, cfg.encode_timeout),
                       engine_timeout=cfg.engine_timeout,  # query time: seconds, not the CLI's 30
                       ranker_ttl=cfg.model_refresh, profile_ttl=cfg.profile_refresh,
-                      deltas_ttl=cfg.compare_refresh)
+                      deltas_ttl=cfg.compare_refresh,
+                      live_profiles=cfg.ubi and cfg.live_profiles)
     app = Flask("esrank")
     app.json.sort_keys = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_body_bytes  # larger bodies: 413, never read
@@ -204,6 +218,8 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
                            on_drop=metrics.ubi_dropped.inc)
     app.extensions["esrank"] = sidecar = Sidecar(application, encoder, batcher, metrics,
                                                  writer)
+    if application.live is not None:
+        sidecar.profiles = ProfileWriter(application.live)
     _authenticate(app, cfg)
     _answers(app, sidecar)
     for blueprint in (embed_search.bp, compare.bp, health.bp):

@@ -76,6 +76,8 @@ def events():
         return jsonify(error=f"no event accepted: events[{rejected[0].index}]: "
                              f"{rejected[0].reason}{more}", rejected=refused), 422
     accepted = sc.ubi.put(verified)
+    if sc.app.live is not None:  # the shoppers' profiles, as the batch build will see them
+        sc.app.live.record(verified[:accepted], time.time())
     return jsonify(accepted=accepted, dropped=len(verified) - accepted, rejected=refused), 202
 
 

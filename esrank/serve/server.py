@@ -51,6 +51,20 @@ def make_server(app: Flask, host: str, port: int, threads: int):
     return server
 
 
+def run_until_stopped(server, app: Flask) -> bool:
+    """Serve until SIGTERM or Ctrl-C, then let the requests under way finish (waitress) and
+    store what the sidecar still holds (UBI records, profile changes), waiting at most
+    ESRANK_SERVE__DRAIN_TIMEOUT; True when nothing was lost. A SIGKILL loses what was queued
+    (at most the writers' last 0.5 s; docs/sidecar.md)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # waitress stops on SystemExit
+    server.run()
+    sidecar = app.extensions["esrank"]
+    return sidecar.close(sidecar.cfg.drain_timeout)
+
+
 def search_once(settings, query: str, size: int = 3) -> dict:
     """Start the sidecar of `settings` on a free loopback port, answer one POST /search for
     `query`, stop it; returns the answer (the demo's proof that the sidecar ranks).
