@@ -132,8 +132,8 @@ class ServeSettings(BaseModel):
     # seconds a model lookup (the active pointer) is reused: a deploy or rollback reaches
     # /search within it; 0 looks it up on every request
     model_refresh: float = Field(1.0, ge=0)
-    # seconds a shopper's profile is reused (profiles change when `esrank profiles build`
-    # runs); 0 reads it on every request
+    # seconds a shopper's profile is reused (this sidecar's own /events update it at once;
+    # another sidecar's and `esrank profiles build`'s arrive within it); 0: read per request
     profile_refresh: float = Field(60.0, ge=0)
     # seconds a /compare/queries answer is reused for the same two configurations as resolved
     # ("active" names its model, so a deploy or rollback is a new pair at once); 0: computed

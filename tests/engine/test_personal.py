@@ -296,3 +296,45 @@ def test_the_loop_ends_in_an_experiment(engine, personal, encoder, engine_settin
     assert result.wins == {"control": 0, "treatment": 4, "tie": 0}
     assert result.p_value == pytest.approx(0.125)  # 4 of 4: 2 / 2^4
     sc.ubi.close()
+
+
+def test_a_cart_add_reaches_the_very_next_search(engine, personal, encoder,
+                                                 engine_settings_factory):
+    """Real-time profiles: a new shopper's first search has no personal feature computed;
+    they add a product to the cart; the next search (no wait, nothing rebuilt) is served with
+    that brand's affinity (shopper params, logged personal features, scores), and the profile
+    reaches the store behind it, with the state another sidecar continues."""
+    from esrank.serve import create_app
+
+    settings = engine_settings_factory(index=personal.loop.alias,
+                                       active_set=personal.loop.feature_set.name,
+                                       profiles_index=personal.profiles_index)
+    app = create_app(settings, encoder=encoder)
+    sc, client = app.extensions["esrank"], app.test_client()
+    user = f"live-{uuid.uuid4().hex[:6]}"
+    body = {"query": "bluetooth speaker", "model": personal.deployed["personal"].model,
+            "size": 10, "features": True, "shopper": {"user_id": user}}
+    first = client.post("/search", json=body).json
+    assert all("shopper_brand" not in v for v in first["features"].values())
+    rank, hit = next((r, h) for r, h in enumerate(first["hits"], 1) if h["supplier"])
+    sent = client.post("/events", json={"events": [{
+        "action": "add_to_cart", "query_id": first["query_id"], "doc_id": hit["doc_id"],
+        "position": rank, "user_id": user}]})
+    assert sent.status_code == 202 and sent.json["accepted"] == 1
+    second = client.post("/search", json=body).json
+    brand = hit["supplier"]
+    logged = {h["doc_id"]: second["features"][h["doc_id"]]["shopper_brand"]
+              for h in second["hits"]}
+    assert logged[hit["doc_id"]] == pytest.approx(1.0)
+    assert {h["doc_id"] for h in second["hits"] if h["supplier"] == brand and
+            logged[h["doc_id"]] == pytest.approx(1.0)} == {
+        h["doc_id"] for h in second["hits"] if h["supplier"] == brand}
+    before = {h["doc_id"]: h["score"] for h in first["hits"]}
+    assert any(h["score"] != before.get(h["doc_id"]) for h in second["hits"])
+    assert sc.ubi.flush(10)
+    [served] = [q for q in ubi.fetch(engine)[0] if q.query_id == second["query_id"]]
+    assert served.attributes["shopper"]["shopper_brands"] == [{"term": brand, "weight": 1.0}]
+    assert sc.profiles.flush(10)
+    stored = load_profile(engine, user, personal.profiles_index)
+    assert stored.brands == ((brand, 1.0),) and stored.state.actions == 1
+    assert sc.close(5)
