@@ -337,4 +337,9 @@ def test_a_cart_add_reaches_the_very_next_search(engine, personal, encoder,
     assert sc.profiles.flush(10)
     stored = load_profile(engine, user, personal.profiles_index)
     assert stored.brands == ((brand, 1.0),) and stored.state.actions == 1
+    # a clean stop stores what is still queued: a purchase posted just before it
+    assert client.post("/events", json={"events": [{
+        "action": "purchase", "query_id": second["query_id"],
+        "doc_id": second["hits"][0]["doc_id"], "user_id": user}]}).status_code == 202
     assert sc.close(5)
+    assert load_profile(engine, user, personal.profiles_index).state.actions == 2
