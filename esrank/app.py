@@ -105,6 +105,11 @@ class TtlCache:
             self._items[key] = (now + self.ttl, value)
         return value
 
+    def peek(self, key, default=None):
+        """The key's value while it is kept, else `default` (nothing loaded)."""
+        expires, value = self._items.get(key, (0.0, default))
+        return value if expires > time.monotonic() else default
+
     def put(self, key, value) -> None:
         """Replace a key's value (kept `ttl` seconds from now; with ttl 0, not kept)."""
         if self.ttl:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 MAX_PENDING = 10_000  # shoppers whose unwritten changes a sidecar holds; more: dropped
 MAX_FACTS = 50_000  # products whose brand and price a sidecar keeps (about 10 MB)
+_MISSING = object()
 
 
 class LiveProfiles:
@@ -49,7 +50,12 @@ class LiveProfiles:
 
     def profile(self, user_id: str) -> Profile | None:
         """The shopper's profile: cached, else stored with their unwritten actions added."""
-        return self._cache.get(user_id, lambda: self._load(user_id))
+        cached = self._cache.peek(user_id, _MISSING)
+        if cached is not _MISSING:
+            return cached
+        loaded = self._load(user_id)  # the engine's GET, not under the lock
+        with self._lock:  # an update cached meanwhile is newer than what was read: it wins
+            return self._cache.get(user_id, lambda: loaded)
 
     def _load(self, user_id: str) -> Profile | None:
         s = self._app.settings
@@ -84,7 +90,7 @@ class LiveProfiles:
                 continue
             loaded = self.profile(e.client_id)  # a cache miss reads the store: not locked
             with self._lock:
-                current = self._cache.get(e.client_id, lambda v=loaded: v)  # the latest
+                current = self._cache.peek(e.client_id, loaded)  # the latest
                 applied += self._apply(e, current, facts[e.doc_id], now)
         return applied
 
