@@ -151,11 +151,15 @@ def per_event_cost(ports: dict[str, int], queries: list[str], events: int) -> di
     real traffic; a product's first action reads its facts from the catalogue)."""
     clients = {name: Client(port) for name, port in ports.items()}
     pages: dict[str, list] = {name: [] for name in ports}
-    for k in range(events):
+    k = 0
+    while len(pages["off"]) < events:
+        k += 1
         for name, client in clients.items():
             user = f"cost-{name}-{k % 200}"
             _, page = client.post("/search", {"query": queries[k % len(queries)], "size": 10,
                                               "shopper": {"user_id": user}})
+            if not page["hits"]:
+                break
             rank = 1 + k % min(5, len(page["hits"]))
             pages[name].append((page["query_id"], page["hits"][rank - 1]["doc_id"], rank,
                                 user))
@@ -263,9 +267,10 @@ def main() -> None:
         port = {name: p for name, (_, p) in apps.items()}
         result = {"model": deployed, "engine": args.flavor,
                   "event_to_search": event_to_search(port["live"], port["other"], queries,
-                                                     args.probes, args.seconds),
-                  "per_event": per_event_cost({"live": port["live"], "off": port["off"]},
-                                              queries, args.events)}
+                                                     args.probes, args.seconds)}
+        print(result, flush=True)
+        result["per_event"] = per_event_cost({"live": port["live"], "off": port["off"]},
+                                             queries, args.events)
         live = apps["live"][0].extensions["esrank"]
         facts = sorted(catalogue_facts())
         rng = random.Random(args.seed)
