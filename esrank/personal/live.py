@@ -106,6 +106,10 @@ class LiveProfiles:
         if delta is None:
             if len(self._pending) >= self._max_pending:
                 self.dropped += 1
+                if self.dropped % 1000 == 1:  # the first, then one line per 1,000
+                    log.warning("profiles: %d shoppers' changes wait to be stored; %d "
+                                "actions not applied so far (they are in UBI)",
+                                len(self._pending), self.dropped)
                 return 0
             delta = self._pending[user] = state.empty()
         state.add(facts, weight, e.timestamp)
