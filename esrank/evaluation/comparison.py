@@ -19,14 +19,9 @@ from esrank.core.errors import InputError, NotFoundError
 from esrank.engine import Engine
 from esrank.judgments.llm_judge import MachineGrade
 from esrank.judgments.metrics import Evaluation, Evaluator
+from esrank.ranking.configuration import parse_configuration
 from esrank.ranking.fusion import FUSED
-from esrank.ranking.search import (
-    BASELINES,
-    Ranker,
-    parse_configuration,
-    resolve_ranker,
-    search,
-)
+from esrank.ranking.search import BASELINES, Ranker, resolve_ranker, search
 
 # the comparison page: the sidecar serves it, `static_page` writes it with its data built in
 PAGE = Path(__file__).parents[1] / "serve" / "static" / "compare.html"
@@ -53,7 +48,7 @@ def rankers(engine: Engine, set_name: str, names: Sequence[str], window: int, kn
             ranker = resolve_ranker(engine, set_name, label, window, knn, weight)
         except InputError:
             continue  # not a configuration name
-        if ranker.model is None and parse_configuration(label)[0] not in (*BASELINES, *FUSED):
+        if ranker.model is None and parse_configuration(label).name not in (*BASELINES, *FUSED):
             continue  # "active" without an active model
         out.append(ranker)
     return out

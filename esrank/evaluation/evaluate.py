@@ -101,7 +101,7 @@ def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
     for ranker in rankers:
         if ranker.label in results:
             continue
-        if ranker.name == "linear" and not ranker.rerank:
+        if ranker.name == "linear" and not ranker.rerank and not ranker.diversity.on:
             run, weights[ranker.label] = tuned_linear(evaluator, found(ranker))
         else:
             run = run_of(search_many(app.engine, app.settings.index, evaluator.queries, ranker,
@@ -115,8 +115,9 @@ def evaluate(app, judgments: Path | None, configs, *, fmt: str | None = None,
         if push:
             pushes += _stored(app, judgments, evaluator, ranker, encoder, personal, machine,
                               measured)
-        # the engine cannot run the cross-encoder, nor the recall stage's two steps in one
-        if rank_eval and not ranker.rerank and not ranker.knn and not (
+        # the engine cannot run the cross-encoder, the diversity stage, nor the recall stage's
+        # two steps in one
+        if rank_eval and not ranker.rerank and not ranker.diversity.on and not ranker.knn and not (
                 ranker.model and needs_cross_encoder(ranker.model.params)):
             checks[ranker.label] = _rank_eval(app, evaluator, ranker, encoder, personal, run)
     run_id = new_run_id() if push else None
@@ -155,7 +156,7 @@ def _ceilings(app, evaluator: Evaluator, rankers: list[Ranker], results: dict, f
               depth: int) -> dict[str, dict]:
     """Per configuration: its candidate set's ceiling@10 and the share of the BM25 -> ceiling
     gap it closes (BM25 over the same window, measured here when not asked for)."""
-    bm25 = next((r for r in rankers if r.name == BM25 and not r.rerank), None)
+    bm25 = next((r for r in rankers if r.label == BM25), None)
     if bm25 is None:
         bm25 = app.ranker(BM25, rankers[0].window)
         base = evaluator.evaluate(run_of(search_many(

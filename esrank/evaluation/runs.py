@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from esrank.core.errors import EngineError, InputError
 from esrank.core.stamps import COMPACT, utc
@@ -190,7 +190,7 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
     model's versions form one line ("chorus-v6+rerank20" -> "chorus+rerank20", "v6").
     Empty before the first push."""
     from esrank.deploy.registry import version_of
-    from esrank.ranking.search import parse_configuration
+    from esrank.ranking.configuration import parse_configuration
 
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -210,12 +210,12 @@ def run_history(engine, metrics: Sequence[str] = HISTORY_METRICS, *, runs: int =
         judgments = run["judgments"]["buckets"]
         for config in run["configs"]["buckets"]:
             model = config["model"]["buckets"]
-            name, rerank = parse_configuration(config["key"])
-            series, version = version_of(name)
+            parsed = parse_configuration(config["key"])
+            series, version = version_of(parsed.name)
             rows.append({"run_id": run["key"], "timestamp": run["started"]["value_as_string"],
                          "judgments": judgments[0]["key"] if judgments else None,
                          "config": config["key"],
-                         "series": series + (f"+rerank{rerank}" if rerank else ""),
+                         "series": replace(parsed, name=series).label,
                          "version": f"v{version}" if version else None,
                          "model": model[0]["key"] if model else None,
                          "queries": config["doc_count"],

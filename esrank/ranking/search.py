@@ -7,14 +7,15 @@ is exactly how the parity gate scored it before it went live. BM25 alone is one 
 recall stage is one msearch for the two lists, then the rescore of exactly their union. The
 fused baselines (`knn`, `rrf`, `linear`: esrank.ranking.fusion) rank the same two lists
 without a model. A model with a cross-encoder feature takes one more first pass: the
-candidates' texts, which the cross-encoder scores into the rescore's params.
+candidates' texts, which the cross-encoder scores into the rescore's params. After the model,
+the optional stages named in the configuration (esrank.ranking.configuration): the
+cross-encoder rerank, then diversity (esrank.ranking.diversity).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -42,6 +43,8 @@ from esrank.engine.base import first_pass_body, parse_ltr_log
 from esrank.features.params import ParamBuilder, query_params, scored
 from esrank.models.cross_encoder import CrossEncoder
 from esrank.models.encoder import Encoder, same_space
+from esrank.ranking.configuration import Configuration, parse_configuration
+from esrank.ranking.diversity import POOL, Diversity, diversify
 from esrank.ranking.fusion import FUSED, RRF_K, fuse
 
 log = logging.getLogger(__name__)
@@ -72,11 +75,13 @@ class Ranker:
     rerank: int = 0  # with a cross-encoder: rerank the top N
     knn: int = 0
     weight: float = 0.5  # `linear`: BM25's weight (the cosine's is 1 - weight)
+    diversity: Diversity = Diversity()  # the diversity stage after the model (default: off)
 
     @property
     def label(self) -> str:
-        """The configuration's name, with its rerank stage (e.g. chorus-v7+rerank20)."""
-        return f"{self.name}+rerank{self.rerank}" if self.rerank else self.name
+        """The configuration's name, with its stages after the model (e.g.
+        chorus-v7+rerank20+cap2: esrank.ranking.configuration)."""
+        return Configuration(self.name, self.rerank, self.diversity).label
 
     @property
     def recall(self) -> Recall:
@@ -85,21 +90,6 @@ class Ranker:
 
 
 BASELINES = {"bm25": DEFAULT_FIELDS, "bm25-title": ("title",)}  # BM25 configurations by name
-MAX_RERANK = 100  # the most hits a cross-encoder reranks
-RERANK_TOP = re.compile(r"[1-9][0-9]?|100")  # N of NAME+rerankN: ASCII digits, 1..MAX_RERANK
-
-
-def parse_configuration(which: str) -> tuple[str, int]:
-    """A configuration name's parts: NAME+rerankN -> (NAME, N); NAME -> (NAME, 0).
-
-    >>> parse_configuration("active+rerank20")
-    ('active', 20)
-    """
-    name, marker, top = which.partition("+rerank")
-    if marker and not RERANK_TOP.fullmatch(top):
-        raise InputError(f"{which[:60]!r}: write NAME+rerankN with N in 1..{MAX_RERANK}, e.g. "
-                         "active+rerank20")
-    return name, int(top) if marker else 0
 
 
 def resolve_ranker(engine: Engine, set_name: str, which: str, window: int, knn: int = 0,
@@ -107,25 +97,28 @@ def resolve_ranker(engine: Engine, set_name: str, which: str, window: int, knn: 
     """A configuration by name: "bm25", "bm25-title" (BM25 over titles alone), a fused
     baseline over the BM25 top `window` and the `knn` nearest products ("knn", "rrf",
     "linear" with BM25 weight `weight`), "active" (the feature set's active model, or BM25
-    when none is active) or a deployed model's name, each optionally `+rerankN` (the
-    cross-encoder reranks the top N). A model ranks the candidate set it was trained for.
+    when none is active) or a deployed model's name, each optionally with the stages after
+    the model: `+rerankN` (the cross-encoder reranks the top N), `+mmrL` and `+capN` (the
+    diversity stage: esrank.ranking.diversity). A model ranks the candidate set it was
+    trained for.
 
-    >>> resolve_ranker(engine, "chorus", "active+rerank20", 100).label  # doctest: +SKIP
-    'chorus-v7+rerank20'
+    >>> resolve_ranker(engine, "chorus", "active+rerank20+cap2", 100).label  # doctest: +SKIP
+    'chorus-v7+rerank20+cap2'
     """
-    name, rerank = parse_configuration(which)
+    config = parse_configuration(which)
+    name, after = config.name, {"rerank": config.rerank, "diversity": config.diversity}
     if name in BASELINES:
-        return Ranker(name, None, window, BASELINES[name], rerank)
+        return Ranker(name, None, window, BASELINES[name], **after)
     if name in FUSED:
         if knn < 1:
             raise InputError(f"{name} ranks the nearest products: set ESRANK_RECALL_KNN above 0")
-        return Ranker(name, None, window, rerank=rerank, knn=knn, weight=weight)
+        return Ranker(name, None, window, knn=knn, weight=weight, **after)
     model = (active_model(engine, set_name) if name == "active"
              else deployed_model(engine, set_name, name))
     if model is None:
-        return Ranker("bm25", None, window, rerank=rerank)
-    return Ranker(model.name, model, window, rerank=rerank,
-                  knn=model.recall.knn if model.recall else 0)
+        return Ranker("bm25", None, window, **after)
+    return Ranker(model.name, model, window, knn=model.recall.knn if model.recall else 0,
+                  **after)
 
 
 def ranked_request(query: str, ranker: Ranker, params: dict | None, size: int,
@@ -188,9 +181,9 @@ def search_many(engine: Engine, index: str, queries: Sequence[str], ranker: Rank
                                        candidates=c)
                         for q, p, c in zip(cut, params, ids, strict=True)]
             raws = [r["hits"]["hits"] for r in engine.ranked(index, requests)]
-        for query, searched, raw in zip(chunk, cut, raws, strict=True):
-            raw = _reranked(searched, raw, reranker, ranker.rerank, size)
-            out[query] = [_hit(rank, h) for rank, h in enumerate(raw, 1)]
+        pages = _after_model(engine, index, cut, raws, ranker, reranker, size)
+        for query, page in zip(chunk, pages, strict=True):
+            out[query] = [_hit(rank, h) for rank, h in enumerate(page, 1)]
     return out
 
 
@@ -241,21 +234,38 @@ def run_of(hits: dict[str, list[Hit]]) -> dict[str, list[str]]:
 
 
 def _fetched(ranker: Ranker, size: int) -> int:
-    """How many hits to ask the engine for: a rerank stage reorders its top N even when
-    fewer are shown."""
-    return max(size, ranker.rerank)
+    """How many hits to ask the engine for: a rerank stage reorders its top N and the
+    diversity stage its pool, even when fewer are shown."""
+    return max(size, ranker.rerank, _pool(ranker) if ranker.diversity.on else 0)
 
 
-def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int,
-              size: int) -> list[dict]:
-    """The hits with their first `top` reordered (and rescored) by the cross-encoder, cut to
-    the first `size`."""
+def _pool(ranker: Ranker) -> int:
+    """The top hits the diversity stage reorders: POOL, within the hits whose scores are on
+    one scale (MMR's relevance compares them): a model's rescore window, a rerank stage's
+    top N."""
+    return min(POOL, ranker.window if ranker.model is not None else POOL,
+               ranker.rerank or POOL)
+
+
+def _after_model(engine: Engine, index: str, queries: Sequence[str], raws: list[list[dict]],
+                 ranker: Ranker, reranker: CrossEncoder | None, size: int) -> list[list[dict]]:
+    """The stages after the model, for each query's hits: the cross-encoder rerank, then the
+    diversity stage; each cut to the first `size`."""
+    raws = [_reranked(q, raw, reranker, ranker.rerank) for q, raw in zip(queries, raws,
+                                                                         strict=True)]
+    return [page[:size] for page in diversify(engine, index, raws, ranker.diversity,
+                                              _pool(ranker))]
+
+
+def _reranked(query: str, raw: list[dict], reranker: CrossEncoder | None, top: int
+              ) -> list[dict]:
+    """The hits with their first `top` reordered (and rescored) by the cross-encoder."""
     if reranker is None or top <= 0 or not raw:
-        return raw[:size]
+        return raw
     head = raw[:top]
     scores = reranker.score(query, [text_of(h.get("_source") or {"title": ""}) for h in head])
     order = sorted(range(len(head)), key=lambda i: -scores[i])
-    return ([{**head[i], "_score": float(scores[i])} for i in order] + raw[top:])[:size]
+    return [{**head[i], "_score": float(scores[i])} for i in order] + raw[top:]
 
 
 @dataclass(frozen=True)
@@ -297,7 +307,8 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     error.
     `features=True` also returns each rescored doc's feature values (logged by the plugin).
     With a `reranker`, the top `ranker.rerank` hits are reordered by the cross-encoder's score
-    (which replaces their score); the rest keep their order below them. `shopper` holds the
+    (which replaces their score); the rest keep their order below them. Then the diversity
+    stage, when on, reorders the top (esrank.ranking.diversity). `shopper` holds the
     shopper params (esrank.personal.shopper.shopper_params) the model's personal features read.
     With `requests`, the answer carries the engine requests that served it (shown_requests).
 
@@ -309,8 +320,8 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
     shown = shown_requests(engine, index, query, ranker, encoder, params, found,
                            _fetched(ranker, size)) if requests else None
     if ranker.model is None and found is not None:  # a fused baseline
-        [raw] = fused_hits(engine, index, ranker, found, _fetched(ranker, size), True)
-        raw = _reranked(query, raw, reranker, ranker.rerank, size)
+        [raw] = _after_model(engine, index, [query], fused_hits(
+            engine, index, ranker, found, _fetched(ranker, size), True), ranker, reranker, size)
         return SearchResult(query, _served_name(ranker, reranker, raw),
                             [_hit(r, h) for r, h in enumerate(raw, 1)], degraded, None, dropped,
                             shown)
@@ -331,7 +342,8 @@ def search(engine: Engine, index: str, query: str, ranker: Ranker | None = None,
                                                           _fetched(ranker, size))])
         shown = shown_requests(engine, index, query, ranker, None, None, None,
                                _fetched(ranker, size)) if requests else None
-    raw = _reranked(query, response["hits"]["hits"], reranker, ranker.rerank, size)
+    [raw] = _after_model(engine, index, [query], [response["hits"]["hits"]], ranker, reranker,
+                         size)
     logged = None
     if features and ranker.model is not None:
         names = ranker.model.feature_names
@@ -373,7 +385,8 @@ def shown_requests(engine: Engine, index: str, query: str, ranker: Ranker,
     that calls the engine itself would send them: the recall stage's msearch (its kNN search
     carrying the query vector), the first pass that finds a window's ids where the engine's
     features need them, and the ranked search with the rescore clause and its params; a fused
-    baseline's last step is esrank's own fusion of the two lists."""
+    baseline's last step is esrank's own fusion of the two lists; the diversity stage, when
+    on, is esrank's own too."""
     shown: list[dict] = []
     msearch, search_path = f"/{index}/_msearch", f"/{index}/_search"
     if found is not None:
@@ -383,7 +396,7 @@ def shown_requests(engine: Engine, index: str, query: str, ranker: Ranker,
         if ranker.model is None:
             how = (f"RRF (k={RRF_K})" if ranker.name == "rrf" else "the kNN order"
                    if ranker.name == "knn" else f"min-max linear, BM25 weight {ranker.weight}")
-            return [*shown, {"step": "fuse", "by": f"esrank: {how}"}]
+            return [*shown, {"step": "fuse", "by": f"esrank: {how}"}, *_diversity_step(ranker)]
     request = ranked_request(query, ranker, params, size, source=True,
                              candidates=found[0].ids if found else None)
     bodies = engine.ranked_bodies(index, [request])
@@ -391,12 +404,22 @@ def shown_requests(engine: Engine, index: str, query: str, ranker: Ranker,
             request.rescore.feature_set):
         shown.append({"step": "window", "method": "POST", "path": search_path,
                       "body": first_pass_body(request)})
-    return [*shown, {"step": "rank", "method": "POST", "path": search_path, "body": bodies[0]}]
+    return [*shown, {"step": "rank", "method": "POST", "path": search_path, "body": bodies[0]},
+            *_diversity_step(ranker)]
+
+
+def _diversity_step(ranker: Ranker) -> list[dict]:
+    """The diversity stage as shown_requests names it (none when off)."""
+    if not ranker.diversity.on:
+        return []
+    return [{"step": "diversity", "by": f"esrank: {ranker.diversity.suffix[1:]} over the top "
+             f"{_pool(ranker)}, their supplier and vector read by id"}]
 
 
 def _served_name(ranker: Ranker, reranker: CrossEncoder | None, raw: list[dict]) -> str:
     """The configuration that ranked the answer: with its rerank stage only when it ran."""
-    return ranker.label if reranker is not None and ranker.rerank > 0 and raw else ranker.name
+    reranked = reranker is not None and ranker.rerank > 0 and raw
+    return ranker.label if reranked else replace(ranker, rerank=0).label
 
 
 def _hit(rank: int, h: dict) -> Hit:
