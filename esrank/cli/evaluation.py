@@ -32,8 +32,9 @@ _eval_options = options(
               help="'bm25', 'active', a model name, or a baseline over the recall stage's "
                    "lists: 'knn' (vector search alone), 'rrf' (reciprocal rank fusion), "
                    "'linear' (min-max mix, BM25 weight tuned by query-grouped CV); repeatable "
-                   "(default: bm25 and active). Each is reported beside its candidates' "
-                   "ceiling@10 and the share of the BM25 -> ceiling gap it closes.")
+                   "(default: bm25 and active); each may add stages after the model, e.g. "
+                   "active+mmr0.7+cap2 (docs/diversity.md). Each is reported beside its "
+                   "candidates' ceiling@10 and the share of the BM25 -> ceiling gap it closes.")
 @click.option("--per-query", is_flag=True, help="Also print each query's metrics.")
 @click.option("--push", is_flag=True,
               help="Store the run in the engine (esrank-eval-queries, esrank-eval-hits) for "

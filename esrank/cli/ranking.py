@@ -16,7 +16,9 @@ from esrank.cli.common import app_of, emit, shopper_options
               help="'active' (the live model; BM25 when none), 'bm25', a model name, or a "
                    "fused baseline: 'knn', 'rrf', 'linear' (ESRANK_LINEAR_WEIGHT). "
                    "Default: what the sidecar serves a request that names none: the "
-                   "configured experiment's arm (ESRANK_SERVE__EXPERIMENT__*), else 'active'.")
+                   "configured experiment's arm (ESRANK_SERVE__EXPERIMENT__*), else 'active'. "
+                   "+mmrL and +capN add the diversity stage, e.g. active+cap2 "
+                   "(docs/diversity.md).")
 @click.option("--window", type=int, help="Rescore window (default: ESRANK_RESCORE_WINDOW, 100).")
 @click.option("--features", is_flag=True, help="With --json: each hit's feature values.")
 @click.option("--show-requests", is_flag=True,
