@@ -119,16 +119,18 @@ def capped(order: Sequence[int], brands: Sequence[str | None], cap: int) -> list
 def diversify(engine: Engine, index: str, pages: list[list[dict]], diversity: Diversity,
               pool: int) -> list[list[dict]]:
     """Each query's engine hits (rank order) with the stage applied to its top `pool`; the
-    brands and vectors it needs for every query's pool are read in one search (per 500
-    products)."""
+    brands and vectors it needs that the hits' `_source` lacks are read for every query's
+    pool in one search (per 500 products)."""
     if not diversity.on:
         return pages
     fields = [BRAND_FIELD] * bool(diversity.cap) + [VECTOR_FIELD] * (diversity.mmr is not None)
-    facts = fetch_sources(engine, index, {h["_id"] for p in pages for h in p[:pool]}, fields)
+    shown = {h["_id"]: h.get("_source") or {} for p in pages for h in p[:pool]}
+    missing = {d for d, src in shown.items() if any(f not in src for f in fields)}
+    facts = fetch_sources(engine, index, missing, fields) if missing else {}
     out = []
     for page in pages:
         head = page[:pool]
-        known = [facts.get(h["_id"], {}) for h in head]
+        known = [shown[h["_id"]] | facts.get(h["_id"], {}) for h in head]
         order = reordered([Pooled(h["_id"], float(h["_score"]), brand_key(k.get(BRAND_FIELD)),
                                   _vector(k.get(VECTOR_FIELD))) for h, k in zip(head, known,
                                                                                 strict=True)],

@@ -141,3 +141,10 @@ def test_search_applies_the_cap_after_reading_brands_by_id():
     msearch, by_id = transport.calls
     assert '"size": 50' in msearch[2]  # the pool, though 2 are shown
     assert by_id[2]["_source"] == ["supplier"]  # a cap alone needs no vectors
+    # hits that carry their supplier need no read by id
+    for hit, brand in zip(hits["hits"]["hits"], ("Acme", "ACME ", "Zed"), strict=True):
+        hit["_source"]["supplier"] = brand
+    transport.calls.clear()
+    again = search(Engine(transport), "products", "speaker",
+                   Ranker("bm25", diversity=Diversity(cap=1)), size=2)
+    assert [h.doc_id for h in again.hits] == ["d1", "d3"] and len(transport.calls) == 1
