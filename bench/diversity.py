@@ -95,9 +95,9 @@ def svg_plot(points: dict[str, dict], model: str) -> str:
     ys = [p[m] for p in points.values() for m in ("ndcg@10", "ndcg@10_condensed")]
     y_lo, y_hi = min(ys) - 0.02, max(ys) + 0.02
     width = len(panels) * (w + gap) + pad
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 90}" '
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 100}" '
            'font-family="sans-serif" font-size="11">',
-           f'<rect width="{width}" height="{h + 90}" fill="white"/>',
+           f'<rect width="{width}" height="{h + 100}" fill="white"/>',
            f'<text x="{pad}" y="18" font-size="13" font-weight="bold">Diversity on the page: '
            f'{model} on Chorus (bench/diversity.py)</text>']
     for k, (title, key) in enumerate(panels):
@@ -129,11 +129,20 @@ def svg_plot(points: dict[str, dict], model: str) -> str:
             out += [f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="4" fill="{colour}"/>',
                     f'<circle cx="{hx:.1f}" cy="{hy:.1f}" r="4" fill="none" '
                     f'stroke="{colour}"/>',
-                    f'<text x="{cx + 6:.1f}" y="{cy - 4:.1f}">{_short(label, model)}</text>']
-    out.append(f'<text x="{pad}" y="{h + 82}">y: NDCG@10, filled = standard, hollow = '
+                    _label(cx, cy, _short(label, model), slanted=colour == "#36c")]
+    out.append(f'<text x="{pad}" y="{h + 94}">y: NDCG@10, filled = standard, hollow = '
                'condensed · grey: BM25, blue: the model and +mmrL, red: +capN</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def _label(x: float, y: float, text: str, slanted: bool) -> str:
+    """A point's label: slanted up and right (the MMR curve's points lie close together), or
+    level, right and below."""
+    if slanted:
+        return (f'<text x="{x + 5:.1f}" y="{y - 6:.1f}" transform="rotate(-40 {x + 5:.1f} '
+                f'{y - 6:.1f})">{text}</text>')
+    return f'<text x="{x + 6:.1f}" y="{y + 13:.1f}">{text}</text>'
 
 
 def _short(label: str, model: str) -> str:
