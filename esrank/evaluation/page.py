@@ -13,6 +13,8 @@ from esrank.evaluation.evaluate import evaluate
 from esrank.ranking.fusion import FUSED
 from esrank.ranking.search import BASELINES, Ranker, parse_configuration
 
+SHOWN_DIVERSITY = ("+mmr0.7", "+cap2")  # the diversity stages the page offers (docs/diversity.md)
+
 
 def rankers(app, names) -> list[Ranker]:
     """The configurations the page names; NotFoundError naming them when one is unknown."""
@@ -29,14 +31,15 @@ def rankers(app, names) -> list[Ranker]:
 
 def configurations(app) -> dict:
     """What the page can compare: the BM25 baselines, deployed models (the active one first),
-    a rerank stage when a cross-encoder is loaded, then the fused baselines when the recall
-    stage has a kNN list; which of them have no model to explain; notes and CV figures per
-    model."""
+    a rerank stage when a cross-encoder is loaded, the active model with a diversity stage
+    (SHOWN_DIVERSITY), then the fused baselines when the recall stage has a kNN list; which
+    of them have no model to explain; notes and CV figures per model."""
     doc, _ = listing(app.engine, app.settings.active_set)
     models = sorted(doc.models, key=lambda m: (m != doc.active, -(version_of(m)[1] or 0)))
     reranked = [f"{doc.active or 'bm25'}+rerank20"] if app.reranker else []
+    diverse = [doc.active + stage for stage in SHOWN_DIVERSITY] if doc.active else []
     fused = list(FUSED) if app.settings.recall_knn else []
-    return {"configs": [*BASELINES, *models, *reranked, *fused], "active": doc.active,
+    return {"configs": [*BASELINES, *models, *reranked, *diverse, *fused], "active": doc.active,
             "baselines": [*BASELINES, *fused],
             "notes": {m: text for m in models if (text := doc.models[m].note)},
             "cv": {m: doc.models[m].cv_text for m in models}}

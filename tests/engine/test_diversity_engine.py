@@ -1,6 +1,6 @@
 """The diversity stage over the plugin's served sltr ranking, on a 12-product index of three
 brands with a stand-in model (linear in log price): the same page through the library, the
-sidecar's /search and search_many (what evaluate runs)."""
+sidecar's /search, search_many (what evaluate runs) and the comparison page."""
 
 from __future__ import annotations
 
@@ -86,5 +86,10 @@ def test_the_sidecar_and_search_many_serve_the_same_page(engine, shop, encoder,
         many = search_many(engine, alias, ["speaker"], ranker, None, size=100, source=False)
         assert [h["doc_id"] for h in r.json["hits"]] == _ids(library.hits) == \
             _ids(many["speaker"][:5])
+        sides = client.post("/compare/query", json={"query": "speaker", "size": 5,
+                                                    "configs": [model.name, which]}).json
+        assert [h["doc_id"] for h in sides["sides"][1]["hits"]] == _ids(library.hits)
+    offered = client.get("/compare/configs").json["configs"]
+    assert {f"{model.name}+mmr0.7", f"{model.name}+cap2"} <= set(offered)
     bad = client.post("/search", json={"query": "speaker", "model": "active+cap0"})
     assert bad.status_code == 400 and "+cap0" in bad.json["error"]
