@@ -14,8 +14,10 @@ For each configuration: the model without the stage, with +capN (N in 1, 2, 3), 
   search`'s path), configurations interleaved query by query; median and p95 ms, and the
   median's ratio to the model without the stage.
 Writes bench/results/diversity[_FLAVOR].json and (OpenSearch) docs/images/diversity.svg.
+On an engine without an active `chorus` model, --artifact deploys one (e.g. the OpenSearch
+demo's) through the parity gate under a private feature set, removed afterwards.
 
-    python bench/diversity.py [--flavor elasticsearch] [--repeats 2]
+    python bench/diversity.py [--flavor elasticsearch] [--repeats 2] [--artifact DIR]
 """
 
 from __future__ import annotations
@@ -26,19 +28,25 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _chorus import JUDGMENTS, judged_queries
+from _chorus import FEATURE_SETS, JUDGMENTS, judged_queries, private_feature_set, remove_deployed
 from _report import engine_options, result_path, write_result
 
 from esrank.app import App
 from esrank.catalogue.index import VECTOR_FIELD
 from esrank.catalogue.lookup import fetch_sources
 from esrank.core.settings import load_settings
+from esrank.deploy.upload import deploy
 from esrank.evaluation.evaluate import evaluate
+from esrank.features.params import query_params
+from esrank.features.parser import load_feature_set
+from esrank.judgments.lists import read_csv
+from esrank.learn.artifact import ModelArtifact
 from esrank.ranking.diversity import BRAND_FIELD, POOL, intra_list
 from esrank.ranking.search import rank, search_many
 
 ROOT = Path(__file__).resolve().parent.parent
 PLOT = ROOT / "docs" / "images" / "diversity.svg"
+PRIVATE = "divbench"  # the feature set --artifact deploys under
 CAPS = (1, 2, 3)
 LAMBDAS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.3)
 
@@ -153,8 +161,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     engine_options(ap)
     ap.add_argument("--repeats", type=int, default=2, help="Latency passes over the queries.")
+    ap.add_argument("--artifact", type=Path,
+                    help="Deploy this model artifact under a private feature set first (an "
+                         "engine with no active chorus model); removed afterwards.")
     args = ap.parse_args()
-    app = App(load_settings(url=args.url, flavor=args.flavor), ranker_ttl=600.0)
+    settings = load_settings(url=args.url, flavor=args.flavor,
+                             active_set=PRIVATE if args.artifact else None)
+    app = App(settings, ranker_ttl=600.0)
+    if args.artifact:
+        fs = private_feature_set(app.engine, load_feature_set(FEATURE_SETS / "chorus.yaml"),
+                                 PRIVATE)
+        judged = read_csv(JUDGMENTS)
+        gate = {q: [j.doc_id for j in judged if j.query == q] for q in judged_queries()[:5]}
+        artifact = ModelArtifact.load(args.artifact)
+        artifact.meta["feature_set"] = fs.engine_name  # the same features, under the bench's name
+        report = deploy(app.engine, settings.index, artifact, fs, gate,
+                        query_params(fs.params, app.encoder))
+        if not report.parity.passed:
+            raise SystemExit(f"parity failed: {report.to_dict()}")
+    try:
+        sweep(app, args)
+    finally:
+        if args.artifact:
+            remove_deployed(app.engine, PRIVATE)
+
+
+def sweep(app: App, args) -> None:
+    """The sweep on `app`'s active model: evaluate, latency, the page's diversity; written."""
     model = app.ranker("active").label
     if model == "bm25":
         raise SystemExit("no active model for the chorus feature set: run make demo first")
@@ -177,6 +210,7 @@ def main() -> None:
         PLOT.write_text(svg_plot(rows, model))
     write_result({"flavor": args.flavor, "index": app.settings.index, "model": model,
                   "queries": len(queries), "judgments": str(JUDGMENTS.relative_to(ROOT)),
+                  "deployed_from": str(args.artifact) if args.artifact else None,
                   "pool": POOL, "latency_samples": len(queries) * args.repeats,
                   "configs": rows}, result_path("diversity", args))
 
