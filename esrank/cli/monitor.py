@@ -126,4 +126,54 @@ def online_text(report) -> str:
     return "\n".join(lines)
 
 
+@monitor.command("drift")
+@click.option("--model", "which", default="active", show_default=True,
+              help="The deployed model whose features are checked ('active': the live one).")
+@click.option("--since", default="24h", show_default=True,
+              help="Sample the queries the sidecar served since then (UBI indices): a duration "
+                   "before now (30m, 24h, 7d) or an ISO-8601 date or time.")
+@click.option("--sample", default=500, show_default=True, type=click.IntRange(min=1),
+              help="How many of those queries to search and log (drawn at random).")
+@click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False,
+                                                           path_type=Path),
+              help="A file of queries (one per line) to sample instead of the served ones.")
+@click.option("--table", type=click.Path(exists=True, path_type=Path),
+              help="Take the reference bins from this training table (for a model trained "
+                   "before esrank stored them in meta.json).")
+@click.option("--alert", default=0.2, show_default=True, type=click.FloatRange(min=0),
+              help="PSI at or past which a feature alerts (exit 3); 0.1-0.2 reads 'watch'.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the random sample.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def drift_cmd(ctx, which: str, since: str, sample: int, queries_file: Path | None,
+              table: Path | None, alert: float, seed: int, as_json: bool) -> None:
+    """Feature drift: the PSI of each feature between the model's training pages (its
+    reference bins) and a sample of live queries, each searched under the model with its top
+    hits' features logged through the plugin. Exit 0: no feature at --alert; 1: error; 3: a
+    feature at or past it."""
+    from esrank.monitoring.drift import check_drift, read_queries, sample_queries, served_queries
+    from esrank.monitoring.online import parse_time
+
+    app = app_of(ctx)
+    served = (read_queries(queries_file) if queries_file
+              else served_queries(app.engine, parse_time(since, time.time())))
+    report = check_drift(app, sample_queries(served, sample, seed), which, alert=alert,
+                         table=table)
+    emit(report.to_dict(), as_json, drift_text(report))
+    if report.alerting:
+        sys.exit(ALERT)
+
+
+def drift_text(report) -> str:
+    """A drift report as text: one row per feature, highest PSI first."""
+    head = (f"model {report.model}: {report.queries} queries, {report.rows} hits logged "
+            f"({report.degraded} searches not served by the model), against "
+            f"{report.reference_rows} training hits")
+    rows = [f"{'feature':<24} {'psi':>7}  level"]
+    rows += [f"{d.feature:<24} {d.psi:7.3f}  {d.level}" for d in report.features]
+    verdict = (f"ALERT: {', '.join(report.alerting)} at or past PSI {report.alert}"
+               if report.alerting else f"no feature at or past PSI {report.alert}")
+    return "\n".join([head, *rows, verdict])
+
+
 COMMANDS = [monitor]

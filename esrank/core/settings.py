@@ -148,6 +148,10 @@ class ServeSettings(BaseModel):
     # seconds a clean stop (SIGTERM, Ctrl-C) waits for the UBI records and profile changes
     # still queued to be stored; past it they are lost
     drain_timeout: float = Field(5.0, ge=0)
+    # the share of searches whose top hits' features are logged for the drift gauges
+    # (esrank_feature_psi in /metrics; ltr_log on the search itself); 0: off
+    drift_sample: float = Field(0.05, ge=0, le=1)
+    drift_rows: int = Field(5000, gt=0)  # logged hits kept per model (the newest)
     experiment: ExperimentSettings | None = None
 
     @field_validator("token")

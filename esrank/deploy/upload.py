@@ -78,7 +78,7 @@ def deploy(engine: Engine, index: str, artifact: ModelArtifact, feature_set: Fea
         {k: artifact.meta.get(k) for k in ("params", "cv", "data", "trained_at",
                                            "esrank_version", "normalizers",
                                            "excluded_features", "training_rows",
-                                           "personal")},
+                                           "personal", "reference")},
         feature_set.personal_features)
     try:
         previous = record(engine, feature_set.name, name, deployed, activate)

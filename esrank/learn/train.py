@@ -50,6 +50,7 @@ from esrank.learn.fit import (
     training_rows,
 )
 from esrank.learn.normalizers import fit_normalizers
+from esrank.learn.reference import Reference, reference_of
 from esrank.learn.search import CVScore, LocalData, Plan, plan_for
 from esrank.learn.search import search as search_fits
 from esrank.learn.table import FeatureMatrix, read_table
@@ -157,10 +158,20 @@ def train(matrix: FeatureMatrix, out_dir: Path, *, params: TrainParams | None = 
                  best_iteration, device=device, normalizers=normalizers, exclude=exclude,
                  personal=personal, base=base, plan=plan, timing=timing,
                  data=table_data(matrix, table, data, best["candidates"]))
-    ModelArtifact(out_dir, meta, booster).save()
+    artifact = ModelArtifact(out_dir, meta, booster)
+    meta["reference"] = reference_bins(matrix, artifact, exclude).to_dict()
+    artifact.save()
     return TrainResult(out_dir, chosen, best["candidates"], best["score"],
                        tuple(_summary(t) for t in tried), best_iteration,
                        time.monotonic() - started + read_seconds, plan, timing)
+
+
+def reference_bins(matrix: FeatureMatrix, artifact: ModelArtifact, exclude: Sequence[str] = ()
+                   ) -> Reference:
+    """The reference bins (esrank.learn.reference) of `matrix` as `artifact` serves it: each
+    query's top 10 candidates by the model's score; excluded features are left out."""
+    return reference_of(matrix.values, matrix.feature_names, matrix.qids, matrix.ranks,
+                        artifact.predict(matrix.values), skip=exclude)
 
 
 def grid_of(start: TrainParams, search_grid: bool) -> list[TrainParams]:

@@ -36,6 +36,7 @@ from esrank.core.settings import Settings, load_settings
 from esrank.monitoring.online import CLICK_TOP
 from esrank.serve import requests as rq
 from esrank.serve.batcher import Batcher, QueueFullError
+from esrank.serve.drift import watch_drift
 from esrank.serve.health import SPEC
 from esrank.serve.profile_writer import ProfileWriter
 from esrank.serve.requests import NON_SPACE, ClientError
@@ -69,6 +70,7 @@ class Sidecar:
     ubi: UbiWriter | None = None
     served: ServedQueries = field(default_factory=ServedQueries)
     profiles: ProfileWriter | None = None  # stores the live profiles /events changed
+    drift: Any = None  # esrank.monitoring.drift.DriftWindow, when sampling (serve/drift.py)
     # /compare/queries computes one comparison at a time (seconds each); a second one: 503
     comparing: threading.Lock = field(default_factory=threading.Lock)
 
@@ -220,6 +222,7 @@ def create_app(settings: Settings | None = None, *, encoder=None, engine=None,
                                                  writer)
     if application.live is not None:
         sidecar.profiles = ProfileWriter(application.live)
+    sidecar.drift = watch_drift(sidecar)
     _authenticate(app, cfg)
     _answers(app, sidecar)
     for blueprint in (embed_search.bp, compare.bp, health.bp):

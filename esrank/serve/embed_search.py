@@ -8,9 +8,9 @@ import uuid
 import numpy as np
 from flask import Blueprint, current_app, jsonify
 
-from esrank.personal.serving import served_search
 from esrank.ranking.search import parse_configuration
 from esrank.serve import requests as rq
+from esrank.serve.drift import drift_logged
 from esrank.serve.verify import verify
 from esrank.ubi.indices import queries_by_id
 
@@ -49,10 +49,10 @@ def search():
     sc.app.require_reranker(bool(rerank))
     started = time.perf_counter()
     query_id = uuid.uuid4().hex
-    result, attributes = served_search(sc.app, query, data.get("model"), unit=query_id,
-                                       size=size, window=window, rerank=rerank,
-                                       features=data.get("features", False), shopper=shopper,
-                                       requests=data.get("show_requests", False))
+    result, attributes = drift_logged(sc, query, data.get("model"), unit=query_id,
+                                      size=size, window=window, rerank=rerank,
+                                      features=data.get("features", False), shopper=shopper,
+                                      requests=data.get("show_requests", False))
     took = round((time.perf_counter() - started) * 1000, 2)
     sc.count_search(result, took / 1000)
     recorded = sc.record_search(query_id, result, model, shopper, attributes | {"took_ms": took})

@@ -75,13 +75,26 @@ def fetch(engine: Engine, *, page: int = 5000, since: float | None = None,
           until: float | None = None) -> tuple[list[UbiQuery], list[UbiEvent]]:
     """Every query and event in the engine's UBI indices, oldest first (none when absent);
     with `since` / `until` (epoch seconds), those timestamped in [since, until)."""
-    window = {"match_all": {}} if since is None and until is None else {"range": {"timestamp": {
+    events = [r for r in _scan(engine, EVENTS_INDEX, page, _window(since, until))
+              if isinstance(r, UbiEvent)]
+    return queries_in(engine, since, until, page=page), events
+
+
+def queries_in(engine: Engine, since: float | None = None, until: float | None = None, *,
+               page: int = 5000) -> list[UbiQuery]:
+    """The UBI queries timestamped in [since, until) (epoch seconds; None: unbounded), oldest
+    first, without the events `fetch` also reads (ten impressions a search)."""
+    return [r for r in _scan(engine, QUERIES_INDEX, page, _window(since, until))
+            if isinstance(r, UbiQuery)]
+
+
+def _window(since: float | None, until: float | None) -> dict:
+    """The query matching the records timestamped in [since, until)."""
+    if since is None and until is None:
+        return {"match_all": {}}
+    return {"range": {"timestamp": {
         k: round(v * 1000) for k, v in (("gte", since), ("lt", until)) if v is not None}
         | {"format": "epoch_millis"}}}
-    queries = [r for r in _scan(engine, QUERIES_INDEX, page, window)
-               if isinstance(r, UbiQuery)]
-    events = [r for r in _scan(engine, EVENTS_INDEX, page, window) if isinstance(r, UbiEvent)]
-    return queries, events
 
 
 def _scan(engine: Engine, index: str, page: int, query: dict
