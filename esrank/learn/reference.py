@@ -3,10 +3,11 @@ model so that live traffic can be compared with it later (esrank.monitoring.drif
 
 The population is the one live traffic shows: each training query's top `top` (10) rows as
 the model orders its candidates (the window rows; every row of a table logged without a
-window), which is what a served page holds. Per feature: up to BINS quantile bins of the
-finite values (edges are the distinct deciles, each a value the feature took; bin i holds
-edges[i-1] < x <= edges[i], the first and last bins are open), and the share of missing
-(NaN) values as a bin of its own. Shares are of all rows, so a feature's bins and its
+window), which is what a served page holds. Per feature: up to BINS (10) quantile bins of
+the finite values, fewer when they are under half the rows so that each holds about
+MIN_SHARE (5%) of them (edges are the distinct quantiles, each a value the feature took; bin
+i holds edges[i-1] < x <= edges[i], the first and last bins are open), and the share of
+missing (NaN) values as a bin of its own. Shares are of all rows, so a feature's bins and its
 missing share sum to 1.
 
     {"population": "...", "top": 10, "rows": 970, "queries": 97,
@@ -23,6 +24,7 @@ import numpy as np
 from esrank.core.errors import InputError, ModelError
 
 BINS = 10
+MIN_SHARE = 0.05  # of the rows, in each finite bin (about: the quantiles of the finite values)
 TOP = 10  # a served page
 
 
@@ -64,10 +66,13 @@ def feature_bins(values: np.ndarray, bins: int = BINS) -> FeatureBins:
     """
     values = np.asarray(values, dtype=np.float64)
     finite = values[~np.isnan(values)]
+    # a bin holds at least MIN_SHARE of the rows: a mostly-missing feature gets fewer finite
+    # bins (tiny bins make a live sample's PSI noise, not drift)
+    count = max(1, min(bins, int(len(finite) / max(len(values), 1) / MIN_SHARE + 1e-9)))
     # "lower": each edge is a value the feature took, so a discrete feature's bins are its
     # values, not points interpolated between them
-    deciles = np.linspace(0, 1, bins + 1)[1:-1]
-    edges = (tuple(float(e) for e in np.unique(np.quantile(finite, deciles, method="lower")))
+    quantiles = np.linspace(0, 1, count + 1)[1:-1]
+    edges = (tuple(float(e) for e in np.unique(np.quantile(finite, quantiles, method="lower")))
              if len(finite) else ())
     base = FeatureBins(edges, (), 0.0)
     shares, missing = base.shares_of(values)

@@ -71,6 +71,13 @@ def test_ties_share_one_edge_and_a_value_on_an_edge_falls_below_it():
     assert shares.tolist() == [0.25, 0.5, 0.25] and missing == 0.0
 
 
+def test_a_mostly_missing_feature_gets_fewer_bins_of_about_five_percent():
+    values = np.array([*range(1, 16), *[NAN] * 85], dtype=np.float64)  # 15% computed
+    bins = feature_bins(values)
+    assert bins.edges == (5, 10)  # 3 bins of 5%, not 10 of 1.5%
+    assert bins.shares == pytest.approx((0.05, 0.05, 0.05)) and bins.missing == 0.85
+
+
 def test_a_feature_never_computed_is_all_missing():
     bins = feature_bins(np.array([NAN, NAN]))
     assert bins.edges == () and bins.shares == (0.0,) and bins.missing == 1.0
