@@ -201,6 +201,7 @@ def demonstrate(app: App, settings, model: str, args, run: str) -> dict:
                          "drift": {k: v for k, v in report.to_dict().items()
                                    if k != "features"},
                          "psi": {d.feature: round(d.psi, 4) for d in report.features},
+                         "top_feature": report.features[0].to_dict(),
                          "sidecar_gauge": psi_gauge, "scrape_ms": scrape_ms}
     base = periods["reference"]["online"]
     for p in periods.values():
