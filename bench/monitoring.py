@@ -14,8 +14,8 @@ Needs the Chorus catalogue indexed (make demo). Steps, on the local engine (--fl
    the searches are brand names, a query mix the training never saw: the judged queries
    hold none, so the shoppers find nothing they value on those pages);
 3. per period: `esrank monitor drift`'s check on a sample of the queries UBI recorded in it,
-   the sidecar's esrank_feature_psi gauge, and the online figures against the reference
-   period;
+   the sidecar's esrank_feature_psi gauge, and `esrank monitor online`'s metrics from UBI
+   (stable and shifted: against the reference period's window, rates flagged at p < 0.01);
 4. what the drift sample costs: /search latency with ESRANK_SERVE__DRIFT_SAMPLE=1 against 0
    on the same queries (interleaved); each period's /metrics scrape time (`scrape_ms`, over
    the hits of its 600 sampled searches).
@@ -49,8 +49,9 @@ from esrank.learn.artifact import ModelArtifact
 from esrank.learn.feature_log import log_judgments
 from esrank.learn.train import TrainParams, train
 from esrank.monitoring.drift import ALERT, check_drift, sample_queries
+from esrank.monitoring.online import online_report
 from esrank.personal.sim import make_shoppers, shop
-from esrank.ubi.indices import queries_since
+from esrank.ubi.indices import queries_in
 
 WINDOW = 20
 
@@ -79,27 +80,25 @@ def trained_model(app: App, tmp: Path, run: str):
 
 
 def period(post, shoppers, searches: int, queries, brands, judged, facts, rng,
-           shift: float) -> dict:
-    """`searches` searches by `shoppers` (a `shift` share of them brand names) and what they
-    did: the simulator's own tally (ground truth, not read back from UBI)."""
-    tally = collections.Counter()
-    took = []
+           shift: float) -> None:
+    """`searches` searches by `shoppers` (a `shift` share of them brand names), each page
+    acted on by its shopper (the events go to /events, as UBI)."""
     for _ in range(searches):
         shopper = rng.choice(shoppers)
         query = (rng.choice(brands) if rng.random() < shift
                  else shopper.pick_query(queries, rng))
-        answer = shop(post, shopper, query, judged.get(query, {}), facts, rng)
-        actions = {a for a, _, _ in answer["actions"]}
-        tally.update(searches=1, zero_results=not answer["hits"],
-                     clicked="click" in actions, carted="add_to_cart" in actions,
-                     bought="purchase" in actions)
-        took.append(answer["took_ms"])
-    n = tally["searches"]
-    return {"searches": n, "ctr@10": round(tally["clicked"] / n, 4),
-            "cart_rate": round(tally["carted"] / n, 4),
-            "purchase_rate": round(tally["bought"] / n, 4),
-            "zero_result_rate": round(tally["zero_results"] / n, 4),
-            "took_ms_p50": round(statistics.median(took), 2)}
+        shop(post, shopper, query, judged.get(query, {}), facts, rng)
+
+
+def online(engine, model: str, window, baseline) -> dict:
+    """The model's online metrics over `window` from UBI (esrank.monitoring.online, what
+    `esrank monitor online` reports) and, against the `baseline` window, the rates flagged."""
+    report = online_report(engine, window, baseline)
+    out = {"metrics": report.metrics[model].to_dict()}
+    if baseline is not None:
+        out["flagged"] = [f"{c.rate}: {c.baseline:.4f} -> {c.current:.4f} (p {c.p_value:.2g})"
+                          for c in report.flagged if c.model == model]
+    return out
 
 
 def gauge(port: int) -> tuple[dict[str, float], float]:
@@ -181,7 +180,7 @@ def demonstrate(app: App, settings, model: str, args, run: str) -> dict:
     judged, facts = judged_grades(), catalogue_facts()
     queries = sorted(judged)
     brands = brand_queries(facts, judged)
-    periods = {}
+    periods, windows = {}, {}
     for i, (name, shift) in enumerate((("reference", 0.0), ("stable", 0.0),
                                        ("shifted", args.shift_share))):
         seed = args.seed + min(i, 1)  # the stable and shifted periods: another seed
@@ -190,25 +189,28 @@ def demonstrate(app: App, settings, model: str, args, run: str) -> dict:
                                  seed=seed)
         port = start_server(sidecar(1.0), threads=8)
         begin = time.time()
-        online = period(poster(port), shoppers, args.searches, queries, brands, judged,
-                        facts, rng, shift)
+        period(poster(port), shoppers, args.searches, queries, brands, judged, facts, rng,
+               shift)
         time.sleep(1.5)  # the sidecar's UBI writer sends every 0.5 s
+        windows[name] = (begin, time.time())
         users = {s.user_id for s in shoppers}
-        served = [q.query for q in queries_since(app.engine, begin) if q.client_id in users]
+        served = [q.query for q in queries_in(app.engine, *windows[name]) if q.client_id in users]
         report = check_drift(app, sample_queries(served, args.sample, seed), model)
         psi_gauge, scrape_ms = gauge(port)
-        periods[name] = {"shift_share": shift, "online": online, "ubi_queries": len(served),
+        periods[name] = {"shift_share": shift, "ubi_queries": len(served),
                          "drift": {k: v for k, v in report.to_dict().items()
                                    if k != "features"},
                          "psi": {d.feature: round(d.psi, 4) for d in report.features},
                          "top_feature": report.features[0].to_dict(),
                          "sidecar_gauge": psi_gauge, "scrape_ms": scrape_ms}
-    base = periods["reference"]["online"]
-    for p in periods.values():
-        p["online_vs_reference"] = {k: round(v - base[k], 4) for k, v in p["online"].items()
-                                    if k != "searches"}
+    for name, p in periods.items():
+        p["online"] = online(app.engine, model, windows[name],
+                             None if name == "reference" else windows["reference"])
     flagged = {n: p["drift"]["max_psi"] >= ALERT for n, p in periods.items()}
-    return {"periods": periods, "drift_flagged": flagged, "alert": ALERT,
+    online_flagged = {n: bool(p["online"].get("flagged")) for n, p in periods.items()
+                      if n != "reference"}
+    return {"periods": periods, "drift_flagged": flagged, "online_flagged": online_flagged,
+            "alert": ALERT,
             "brand_queries": brands, "drift_sample_cost": drift_cost(
                 sidecar, queries, args.cost_searches, random.Random(args.seed))}
 

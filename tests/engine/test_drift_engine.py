@@ -47,7 +47,7 @@ def test_a_stable_sample_stays_under_the_alert_and_a_shift_raises_it(loop, drift
     assert shifted.features[0].psi == shifted.max_psi  # sorted, highest first
 
 
-def test_monitor_drift_exits_1_on_the_shift(tmp_path, cli_env, loop, drift_app):
+def test_monitor_drift_exits_3_on_the_shift(tmp_path, cli_env, loop, drift_app):
     from click.testing import CliRunner
 
     from esrank.cli import cli
@@ -58,7 +58,7 @@ def test_monitor_drift_exits_1_on_the_shift(tmp_path, cli_env, loop, drift_app):
     env = {**cli_env, "ESRANK_INDEX": loop.alias, "ESRANK_ACTIVE_SET": loop.feature_set.name}
     out = CliRunner().invoke(cli, ["monitor", "drift", "--model", model, "--queries",
                                    str(path), "--json"], env=env)
-    assert out.exit_code == 1, out.output
+    assert out.exit_code == 3, out.output
     assert json.loads(out.output)["alerting"]
 
 
