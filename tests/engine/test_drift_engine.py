@@ -10,6 +10,7 @@ import json
 import random
 
 import pytest
+from support.cleanup import remove_deployed
 
 from esrank.app import App
 from esrank.deploy.registry import entry
@@ -21,11 +22,13 @@ SHIFTED = ["HP", "StarTech.com", "Philips", "C2G", "Canon", "Epson", "Intel", "A
 
 @pytest.fixture(scope="module")
 def drift_app(engine, encoder, loop, engine_settings_factory):
-    """An App on the loop's alias and feature set, with the loop's model deployed (inactive)."""
+    """An App on the loop's alias and feature set, with the loop's model deployed (inactive);
+    undeployed after, so other tests find the loop as it was (nothing deployed)."""
     report = loop.deploy(engine, activate=False)
     assert report.parity.passed
     settings = engine_settings_factory(index=loop.alias, active_set=loop.feature_set.name)
-    return App(settings, engine=engine, encoder=encoder), report.model
+    yield App(settings, engine=engine, encoder=encoder), report.model
+    remove_deployed(engine, loop.feature_set.name)
 
 
 def test_the_registry_keeps_the_reference_bins(engine, loop, drift_app):
