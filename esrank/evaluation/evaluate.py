@@ -12,7 +12,7 @@ from esrank.catalogue.lookup import product_facts
 from esrank.core.errors import InputError
 from esrank.core.feature_set import needs_cross_encoder
 from esrank.core.files import write_file
-from esrank.core.stamps import COMPACT, utc
+from esrank.core.stamps import COMPACT, utc, utc_ms
 from esrank.evaluation.ceilings import (
     SHOWN,
     candidate_sets,
@@ -180,7 +180,7 @@ def _stored(app, judgments: Path, evaluator: Evaluator, ranker: Ranker, encoder,
               for q in evaluator.queries}
     meta = {"model": ranker.model.name if ranker.model else None,
             "feature_set": ranker.model.feature_set if ranker.model else None,
-            "judgments": str(judgments), "timestamp": utc()}
+            "judgments": str(judgments), "timestamp": utc_ms()}
     hits = {q: r.hits for q, r in served.items()}
     features = {q: r.features or {} for q, r in served.items()}
     graded = app.machine_grades(machine) if machine is not None else None

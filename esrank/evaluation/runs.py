@@ -152,7 +152,6 @@ def last_run(engine, config: str, judgments: str, *, exclude: str | None = None
              ) -> StoredRun | None:
     """The newest stored run of the configuration labelled `config` measured on `judgments`
     (as stored: the path given), other than the run `exclude`; None when there is none.
-    Stored timestamps have whole seconds: of two runs in one second, either is the newest.
 
     >>> last_run(engine, "chorus-v7", "judgments.csv").evaluation.mean["ndcg@10"]  # doctest: +SKIP
     0.6412

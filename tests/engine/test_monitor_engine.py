@@ -76,8 +76,7 @@ def test_monitor_run_compares_with_the_last_run_and_exits_3_past_the_drop(engine
     engine.refresh(index)
     code, damaged = monitor_run()
     assert code == 3 and damaged["regressed"]
-    # stored timestamps have whole seconds: two runs in one second tie (both measured the same)
-    assert damaged["previous"]["run_id"] in (first["run_id"], stable["run_id"])
+    assert damaged["previous"]["run_id"] == stable["run_id"]  # stamped to the millisecond
     assert damaged["changes"][0]["delta"] < -0.02
     assert damaged["changes"][0]["p_value"] is not None  # paired over the stored queries
 
